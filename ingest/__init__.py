@@ -1,0 +1,1 @@
+"""Ingest: survey tables (CJJ 61) and EPANET networks into the twin, with data checks."""

@@ -1,0 +1,293 @@
+"""Reading survey tables: CSV or XLSX, Chinese or English headers, any common encoding.
+
+The readers return :class:`SurveyTables` with *canonical* column names and raw
+values (strings); typing and checking happen in :mod:`ingest.checks`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from twin.errors import InputError
+
+__all__ = [
+    "POINT_COLUMNS",
+    "SEGMENT_COLUMNS",
+    "POINT_REQUIRED",
+    "SEGMENT_REQUIRED",
+    "FileInfo",
+    "SurveyTables",
+    "read_table",
+    "read_survey",
+    "load_column_mapping",
+]
+
+#: Canonical point columns <- header names seen in survey tables (CJJ 61-2017 管线点成果表).
+POINT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "point_id": ("物探点号", "点号", "管线点号", "点号编码", "pointid"),
+    "map_id": ("图上点号", "mapid"),
+    "utility": ("管线类型", "管线代码", "管线种类", "管类", "代码", "类型", "utilitycode"),
+    "feature": ("特征", "特征点"),
+    "appurtenance": ("附属物", "附属设施"),
+    "x": ("x坐标", "纵坐标", "northing", "x"),
+    "y": ("y坐标", "横坐标", "easting", "y"),
+    "ground_z": ("地面高程", "地面标高", "groundz", "ground"),
+    "depth": ("埋深",),
+    "well_depth": ("井底深", "井深", "welldepth"),
+    "eccentric_well_id": ("偏心井点号", "偏心井"),
+    "sheet": ("图幅号", "图幅"),
+    "survey_date": ("探测日期", "surveydate"),
+    "remarks": ("备注", "remark", "note", "notes"),
+}
+POINT_REQUIRED = ("point_id", "utility", "x", "y", "ground_z")
+
+#: Canonical segment columns <- header names seen in survey tables (管线段成果表).
+SEGMENT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": ("管段编号", "管线段号", "管段号", "segmentid"),
+    "from_id": ("起点号", "起点点号", "起始点号", "起点", "fromid", "from"),
+    "to_id": ("终点号", "连接点号", "终点点号", "终点", "toid", "to"),
+    "utility": ("管线类型", "管线代码", "管线种类", "管类", "代码", "类型"),
+    "from_depth": ("起点埋深", "fromdepth"),
+    "to_depth": ("终点埋深", "todepth"),
+    "from_elev": ("起点高程", "起点管顶高程", "起点管底高程", "fromelev", "fromelevation"),
+    "to_elev": ("终点高程", "终点管顶高程", "终点管底高程", "toelev", "toelevation"),
+    "size": ("管径/断面", "管径", "断面", "管径或断面", "断面尺寸", "规格", "管径断面"),
+    "material": ("材质", "管材"),
+    "burial": ("埋设方式", "埋设类型"),
+    "pressure": ("压力/电压", "压力", "电压", "压力电压", "voltage"),
+    "cables": ("电缆条数", "电缆根数"),
+    "holes_total": ("总孔数", "孔数"),
+    "holes_used": ("已用孔数", "占用孔数"),
+    "casing": ("套管尺寸", "套管"),
+    "flow": ("流向",),
+    "built": ("埋设日期", "建设年代", "埋设年代", "建设日期", "year", "builtyear"),
+    "owner": ("权属单位", "权属"),
+    "road": ("道路名称", "所在道路", "道路", "roadname"),
+    "status": ("状态", "使用状态"),
+    "remarks": ("备注", "remark", "note", "notes"),
+}
+SEGMENT_REQUIRED = ("from_id", "to_id", "size")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file of a batch, as recorded on the batch."""
+
+    name: str
+    sha256: str
+    bytes: int
+    encoding: str | None = None
+    rows: int = 0
+
+
+@dataclass
+class SurveyTables:
+    """One batch of survey data in canonical columns.
+
+    ``points`` and ``segments`` hold canonical columns plus ``_row`` (the 1-based
+    row number in the file, header included). ``valves``, ``sources`` and
+    ``customers`` are explicit lists some formats carry (EPANET, separate lists):
+
+    - valves: ``segment_id``, ``node_id``, optional ``id``, ``operable``, ``normally_closed``
+    - sources: ``node_id``, ``kind``, optional ``id``, ``name``
+    - customers: ``node_id``, optional ``id``, ``name``, ``kind``, ``critical``, ``demand``
+    """
+
+    points: pd.DataFrame
+    segments: pd.DataFrame
+    points_file: str = "points"
+    segments_file: str = "segments"
+    files: list[FileInfo] = field(default_factory=list)
+    valves: pd.DataFrame | None = None
+    sources: pd.DataFrame | None = None
+    customers: pd.DataFrame | None = None
+    kind: str = "survey"
+
+
+def _normalise_header(name: object) -> str:
+    text = str(name).replace("\ufeff", "").strip().lower()
+    text = re.sub(r"[(（].*?[)）]", "", text)  # units: 地面高程(m)
+    return re.sub(r"[\s_\-]+", "", text)
+
+
+def load_column_mapping(path: Path | None) -> dict[str, str]:
+    """Read a header mapping file (JSON object or two-column CSV: header,canonical)."""
+    if path is None:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the column mapping: {exc}") from exc
+    if path.suffix.lower() == ".json":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: the column mapping must be a JSON object header -> column")
+        return {_normalise_header(k): str(v) for k, v in data.items()}
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    return {_normalise_header(r[0]): r[1].strip() for r in rows if len(r) >= 2}
+
+
+def _map_headers(
+    headers: list[str], columns: Mapping[str, tuple[str, ...]], extra: Mapping[str, str], source: str
+) -> dict[str, str]:
+    lookup = {_normalise_header(c): c for c in columns}
+    for canon, aliases in columns.items():
+        for a in aliases:
+            lookup.setdefault(_normalise_header(a), canon)
+    lookup.update({k: v for k, v in extra.items() if v in columns})
+    mapped: dict[str, str] = {}
+    for h in headers:
+        canon = lookup.get(_normalise_header(h))
+        if canon is None:
+            continue
+        if canon in mapped.values():
+            # 压力/电压 and similar may appear twice; keep the first, ignore repeats.
+            continue
+        mapped[h] = canon
+    return mapped
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decode(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
+    if encoding != "auto":
+        codec = {"gbk": "gb18030"}.get(encoding.lower(), encoding)
+        try:
+            return data.decode(codec), encoding
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise InputError(f"{path.name}: not valid {encoding}: {exc}", code="F003") from exc
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        # GB18030 is a superset of GBK and GB2312: the Chinese encodings seen in practice.
+        return data.decode("gb18030"), "gb18030"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[:200_000]).best()
+    if best is None:
+        raise InputError(f"{path.name}: cannot tell the text encoding; give --encoding", code="F003")
+    try:
+        return data.decode(best.encoding), best.encoding
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path.name}: undecodable as {best.encoding}: {exc}", code="F003") from exc
+
+
+def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str]:
+    text, used = _decode(data, encoding, path)
+    if not text.strip():
+        raise InputError(f"{path.name}: the file is empty", code="F002")
+    sample = text[:10_000]
+    try:
+        delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
+    except csv.Error:
+        delimiter = ","
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, na_values=[""],
+            skipinitialspace=True, engine="c",
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"{path.name}: not a readable CSV table: {exc}", code="F003") from exc
+    return frame, used
+
+
+def _read_xlsx(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_excel(path, dtype=str, engine="openpyxl", keep_default_na=False, na_values=[""])
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path.name}: not a readable XLSX workbook ({exc.__class__.__name__}: {exc})",
+                         code="F003") from exc
+    except Exception as exc:  # openpyxl raises many kinds on damaged files
+        raise InputError(f"{path.name}: damaged XLSX workbook ({exc.__class__.__name__}: {exc})",
+                         code="F003") from exc
+    return frame
+
+
+def read_table(
+    path: Path,
+    columns: Mapping[str, tuple[str, ...]],
+    required: tuple[str, ...],
+    *,
+    encoding: str = "auto",
+    mapping: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, FileInfo]:
+    """Read one survey table into canonical columns (strings) plus ``_row``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
+    if not data.strip():
+        raise InputError(f"{path.name}: the file is empty", code="F002")
+    used: str | None = None
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        frame = _read_xlsx(path)
+    elif data[:4] == b"PK\x03\x04":
+        raise InputError(f"{path.name}: looks like a workbook; name it .xlsx", code="F003")
+    else:
+        frame, used = _read_csv(path, data, encoding)
+    if frame.empty:
+        raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
+    headers = [str(h) for h in frame.columns]
+    mapped = _map_headers(headers, columns, mapping or {}, path.name)
+    missing = [c for c in required if c not in mapped.values()]
+    if missing:
+        raise InputError(
+            f"{path.name}: missing column(s) {', '.join(missing)}; found {', '.join(headers)}; "
+            "give a --columns mapping file for other header names",
+            code="F001",
+        )
+    frame = frame[list(mapped)].rename(columns=mapped)
+    for c in columns:
+        if c not in frame.columns:
+            frame[c] = None
+    frame = frame[list(columns)].astype(object)
+    frame = frame.where(frame.notna(), None)
+    for c in frame.columns:
+        frame[c] = _strip(frame[c])
+    frame["_row"] = range(2, len(frame) + 2)
+    frame = frame.reset_index(drop=True)
+    info = FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=used, rows=len(frame))
+    return frame, info
+
+
+def _strip(values: pd.Series) -> pd.Series:
+    s = values.astype(object)
+    mask = s.notna()
+    if mask.any():
+        stripped = s[mask].astype(str).str.strip()
+        s = s.copy()
+        s[mask] = stripped.where(stripped != "", None)
+    return s
+
+
+def read_survey(
+    points: Path,
+    segments: Path,
+    *,
+    encoding: str = "auto",
+    mapping: Mapping[str, str] | None = None,
+) -> SurveyTables:
+    """Read the CJJ 61 two-table format (point table + segment table)."""
+    p, pinfo = read_table(points, POINT_COLUMNS, POINT_REQUIRED, encoding=encoding, mapping=mapping)
+    s, sinfo = read_table(segments, SEGMENT_COLUMNS, SEGMENT_REQUIRED, encoding=encoding, mapping=mapping)
+    return SurveyTables(points=p, segments=s, points_file=pinfo.name, segments_file=sinfo.name,
+                        files=[pinfo, sinfo])

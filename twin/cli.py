@@ -1,0 +1,165 @@
+"""The ``twin`` command.
+
+Its root knows only the twin's own commands (``db``, ``summary``); ``ingest/``,
+``analysis/``, ``tiles/`` and ``api/`` add theirs through the ``twin.commands``
+entry-point group, so the twin never imports the layers above it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from importlib.metadata import entry_points
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from twin.errors import TwinError
+from twin.settings import get_settings
+
+__all__ = ["app", "main", "fail"]
+
+app = typer.Typer(help="PipeTwin: the 3D underground pipeline digital twin.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the twin's database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+
+
+def fail(exc: TwinError) -> None:
+    """Print a TwinError for the user and exit non-zero."""
+    console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+    raise typer.Exit(code=2)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the private PostGIS cluster under the data folder (idempotent)."""
+    from twin.pgcluster import local_cluster
+
+    settings = get_settings()
+    if settings.database_url:
+        console.print("TWIN_DATABASE_URL is set: the private cluster is not used")
+        return
+    try:
+        cluster = local_cluster(settings)
+        started = cluster.start()
+    except TwinError as exc:
+        fail(exc)
+    console.print(("started" if started else "already running") + f" on port {cluster.port} ({cluster.data})")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the private cluster (idempotent)."""
+    from twin.pgcluster import local_cluster
+
+    try:
+        cluster = local_cluster(get_settings())
+        stopped = cluster.stop()
+    except TwinError as exc:
+        fail(exc)
+    console.print("stopped" if stopped else "not running")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the database in use is reachable and at which schema revision."""
+    import sqlalchemy as sa
+
+    from twin.db import current_revision, make_engine
+    from twin.pgcluster import local_cluster
+
+    settings = get_settings()
+    try:
+        if not settings.database_url:
+            cluster = local_cluster(settings)
+            state = "running" if cluster.running() else ("stopped" if cluster.initialised() else "not created")
+            console.print(f"private cluster: {state} (port {cluster.port}, {cluster.data})")
+            if state != "running":
+                raise typer.Exit(code=1)
+        with make_engine(settings).connect() as conn:
+            rev = current_revision(conn, settings)
+            pg = conn.execute(sa.text("SELECT postgis_lib_version()")).scalar()
+        console.print(f"database reachable, PostGIS {pg}, schema {settings.db_schema!r} at revision {rev or 'none'}")
+    except sa.exc.OperationalError as exc:
+        console.print(f"[red]database unreachable[/]: {exc.orig}")
+        raise typer.Exit(code=1) from None
+    except TwinError as exc:
+        fail(exc)
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the connection URL in use."""
+    from twin.pgcluster import database_url
+
+    try:
+        typer.echo(database_url(get_settings()))
+    except TwinError as exc:
+        fail(exc)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations to the database in use."""
+    from twin.db import open_twin
+
+    settings = get_settings()
+    try:
+        engine = open_twin(settings)
+        from twin.db import current_revision
+
+        with engine.connect() as conn:
+            console.print(f"schema {settings.db_schema!r} at revision {current_revision(conn, settings)}")
+    except TwinError as exc:
+        fail(exc)
+
+
+@app.command("summary")
+def summary(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Summarise the current network: counts and lengths by utility."""
+    from twin.db import open_twin
+    from twin.summary import summarise
+
+    try:
+        s = summarise(open_twin(get_settings()))
+    except TwinError as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(s), ensure_ascii=False, indent=2))
+        return
+    table = Table(title="PipeTwin network")
+    for col in ("utility", "name", "segments", "length km"):
+        table.add_column(col, justify="right" if col in ("segments", "length km") else "left")
+    for row in s.by_utility:
+        table.add_row(str(row["utility"]), str(row["name"]), f"{row['segments']:,}", f"{row['length_km']:.3f}")
+    table.add_row("all", "", f"{s.segments:,}", f"{s.length_km:.3f}", style="bold")
+    out = Console()
+    out.print(table)
+    out.print(
+        f"nodes {s.nodes:,}  valves {s.valves:,}  sources {s.sources:,}  "
+        f"customers {s.customers:,} ({s.critical_customers:,} critical)  batches {s.batches}"
+    )
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="twin.commands"):
+        obj = ep.load()
+        if isinstance(obj, typer.Typer):
+            app.add_typer(obj, name=ep.name)
+        else:
+            app.command(ep.name)(obj)
+
+
+def main() -> None:
+    """Entry point of the ``twin`` command."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _load_plugins()
+    try:
+        app()
+    except TwinError as exc:  # pragma: no cover - commands catch their own
+        console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+        sys.exit(2)

@@ -1,0 +1,61 @@
+"""One root exception for the project; subclasses carry a stable code.
+
+The API maps these to HTTP statuses in one place; the CLI prints the message and
+exits non-zero.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TwinError",
+    "ConfigError",
+    "DatabaseError",
+    "InputError",
+    "NotFound",
+    "InvalidGeometry",
+]
+
+
+class TwinError(Exception):
+    """Root of every error PipeTwin raises on purpose."""
+
+    code = "TWIN"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class ConfigError(TwinError):
+    """Settings or environment cannot work (CRS unknown, PostgreSQL missing, ...)."""
+
+    code = "CONFIG"
+
+
+class DatabaseError(TwinError):
+    """The database cannot be reached or is not in the expected state."""
+
+    code = "DATABASE"
+
+
+class InputError(TwinError):
+    """A user-supplied file or value is malformed."""
+
+    code = "INPUT"
+
+
+class NotFound(TwinError):
+    """A named feature does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class InvalidGeometry(TwinError):
+    """A geometry is empty, degenerate or outside the twin's CRS."""
+
+    code = "INVALID_GEOMETRY"
