@@ -1,0 +1,44 @@
+# PipeTwin: `make demo` and `make test` work on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := .twin/sample
+
+.PHONY: demo test setup system venv db lint clean bench
+
+demo: setup
+	$(BIN)/twin sample --out $(DEMO)
+	$(BIN)/twin ingest survey --points $(DEMO)/points.csv --segments $(DEMO)/segments.csv
+	$(BIN)/twin summary
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+setup: system venv db
+
+system:
+	@scripts/system-deps.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# The private cluster under .twin/ unless TWIN_DATABASE_URL names another database.
+db: venv
+	@if [ -z "$$TWIN_DATABASE_URL" ]; then $(BIN)/twin db start; fi
+	$(BIN)/twin db upgrade
+
+lint: venv
+	$(BIN)/ruff check twin ingest analysis tiles api tests bench
+
+bench: setup
+	$(BIN)/python bench/ingest.py
+
+clean:
+	-$(BIN)/twin db stop
+	rm -rf .twin

@@ -1,0 +1,695 @@
+"""Reading EPANET 2.2 ``.inp`` networks (and a WNTR-style valve layer) into :class:`SurveyTables`.
+
+A hand-written parser of the sections the twin needs: ``[JUNCTIONS]``, ``[RESERVOIRS]``,
+``[TANKS]``, ``[PIPES]``, ``[PUMPS]``, ``[VALVES]``, ``[DEMANDS]``, ``[STATUS]``,
+``[COORDINATES]``, ``[VERTICES]`` and ``Units`` of ``[OPTIONS]``; every other section is
+ignored, and so is everything after ``[END]``. ``;`` starts a comment; fields are
+whitespace-separated (a field may be double-quoted to hold spaces, as EPANET 2.2 allows);
+ids are case-sensitive strings; section names and keywords are case-insensitive.
+
+How an EPANET network becomes survey tables (all of it water supply, utility ``JS``):
+
+- **Points**: one per junction, reservoir and tank, ``point_id`` = the EPANET id. Following
+  the Chinese survey convention, column ``x`` is the *northing* (EPANET Y) and ``y`` the
+  *easting* (EPANET X), both in the twin CRS after the optional CRS transform and offset.
+- **Heights**: EPANET gives one elevation per node (a reservoir's head, a tank's bottom).
+  It is taken as the height of the *top of the pipes* at that node and the pipes are
+  assumed buried at ``cover_m``: ``ground_z = elevation + cover_m`` and ``depth = cover_m``
+  (depth is to the pipe top for water, so the pipe top lands exactly at the elevation).
+  Simple, documented, and not a survey fact: an EPANET file has no ground level.
+- **Segments**: one per pipe, pump and valve link; ``size`` = ``DN<mm>`` rounded to 0.1 mm
+  (pumps have no diameter: the largest pipe touching either end, else DN300).
+  ``from_depth = to_depth = cover_m``. Extra columns: ``link_type`` (pipe / pump / valve),
+  ``normally_closed`` (bool: a pipe or valve whose initial status is ``Closed`` in its
+  section or in ``[STATUS]``; pumps are switched by controls and stay False) and
+  ``vertices`` (list of ``(easting, northing)`` in the twin CRS from ``[VERTICES]``, or None).
+- **Sources**: reservoirs (kind ``reservoir``) and tanks (kind ``tank``); the points also carry
+  appurtenance 水源 / 水塔 so the survey-table path finds them the same way.
+- **Customers**: junctions whose base demand is positive, in L/s. A junction listed in
+  ``[DEMANDS]`` takes the sum of its entries there *instead of* the ``[JUNCTIONS]`` demand
+  (EPANET's and WNTR's rule); the global demand multiplier is not applied.
+- **Valves** (optional CSV, the WNTR valve-layer convention): one row per isolation valve,
+  ``pipe,node`` = the link it sits on and the end node it guards. Any link may carry one
+  (WNTR's strategic layer also puts them on pumps).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+import pandas as pd
+
+from ingest.tables import POINT_COLUMNS, SEGMENT_COLUMNS, FileInfo, SurveyTables, _decode, _sha256
+from twin.errors import InputError
+
+__all__ = ["read_epanet", "read_valve_layer", "default_offset", "DISTRICT_CENTRE", "FLOW_UNITS"]
+
+#: Where a network in local coordinates is put by default: Liaocheng district centre in
+#: EPSG:4548 (CGCS2000 / 3-degree Gauss-Kruger CM 117E), as (easting, northing).
+DISTRICT_CENTRE: Final[tuple[float, float]] = (410_000.0, 4_035_000.0)
+#: Coordinates all smaller than this (in absolute value) are taken as local.
+LOCAL_LIMIT: Final[float] = 1e5
+
+#: Flow units -> (US customary?, litres per second per unit).
+FLOW_UNITS: Final[dict[str, tuple[bool, float]]] = {
+    "CFS": (True, 28.316846592),
+    "GPM": (True, 3.785411784 / 60.0),
+    "MGD": (True, 3.785411784e6 / 86400.0),
+    "IMGD": (True, 4.54609e6 / 86400.0),
+    "AFD": (True, 1233481.83754752 / 86400.0),
+    "LPS": (False, 1.0),
+    "LPM": (False, 1.0 / 60.0),
+    "MLD": (False, 1e6 / 86400.0),
+    "CMH": (False, 1000.0 / 3600.0),
+    "CMD": (False, 1000.0 / 86400.0),
+    "CMS": (False, 1000.0),  # EPANET 2.3
+}
+_FOOT: Final = 0.3048
+_INCH_MM: Final = 25.4
+_DEFAULT_PUMP_MM: Final = 300.0
+
+_SECTIONS: Final = frozenset({
+    "JUNCTIONS", "RESERVOIRS", "TANKS", "PIPES", "PUMPS", "VALVES", "DEMANDS", "STATUS",
+    "COORDINATES", "VERTICES", "OPTIONS",
+})
+#: Fewest fields EPANET accepts on a data line of each section.
+_MIN_FIELDS: Final[dict[str, int]] = {
+    "JUNCTIONS": 2, "RESERVOIRS": 2, "TANKS": 6, "PIPES": 6, "PUMPS": 3, "VALVES": 6,
+    "DEMANDS": 2, "STATUS": 2, "COORDINATES": 3, "VERTICES": 3, "OPTIONS": 1,
+}
+_VALVE_TYPES: Final = frozenset({"PRV", "PSV", "PBV", "FCV", "TCV", "GPV", "PCV"})
+_PIPE_STATUS: Final = frozenset({"OPEN", "CLOSED", "CV"})
+_TRUE: Final = frozenset({"true", "t", "yes", "y", "1", "是"})
+_FALSE: Final = frozenset({"false", "f", "no", "n", "0", "否"})
+_TOKEN_RE: Final = re.compile(r'"([^"]*)"|(\S+)')
+
+
+@dataclass
+class _Section:
+    """Data lines of one section: tokens padded with None, and 1-based line numbers."""
+
+    name: str
+    fields: pd.DataFrame
+    lines: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def col(self, i: int) -> pd.Series:
+        if i < self.fields.shape[1]:
+            return self.fields[i]
+        return pd.Series([None] * len(self), index=self.fields.index, dtype=object)
+
+
+class _Inp:
+    """Error reporting bound to one file."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def error(self, line: int | None, message: str) -> InputError:
+        where = f"{self.name} line {int(line)}" if line is not None else self.name
+        return InputError(f"{where}: {message}", code="F003")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _split_sections(text: str, inp: _Inp) -> dict[str, _Section]:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    raw = pd.Series(lines, dtype=object)
+    content = raw.str.split(";", n=1).str[0].str.strip()
+    is_header = content.str.startswith("[")
+    names = content.where(is_header).str.extract(r"^\[\s*([^\]]*?)\s*\]?$", expand=False).str.upper()
+    if not is_header.any():
+        raise inp.error(None, "not an EPANET .inp file: no [SECTION] headers")
+    section = names.ffill()
+    end = np.flatnonzero((names == "END").to_numpy())
+    keep = (~is_header & (content != "") & section.isin(_SECTIONS)).to_numpy()
+    if len(end):
+        keep[end[0]:] = False
+    found = set(names.dropna())
+    missing = [s for s in ("JUNCTIONS", "PIPES") if s not in found]
+    if missing:
+        raise inp.error(None, "not an EPANET .inp file: no " + " or ".join(f"[{s}]" for s in missing)
+                        + " section")
+    data = content[keep]
+    sect = section[keep]
+    out: dict[str, _Section] = {}
+    for name in _SECTIONS:
+        rows = data[sect == name]
+        if rows.empty:
+            out[name] = _Section(name, pd.DataFrame(index=range(0)), np.zeros(0, dtype=int))
+            continue
+        tokens = rows.str.split()
+        quoted = rows.str.contains('"', regex=False)
+        if quoted.any():
+            tokens[quoted] = rows[quoted].map(
+                lambda s: [a if a or b == "" else b for a, b in _TOKEN_RE.findall(s)])
+        fields = pd.DataFrame(tokens.tolist(), dtype=object)
+        fields = fields.where(fields.notna(), None)
+        lines_no = rows.index.to_numpy() + 1
+        sec = _Section(name, fields, lines_no)
+        _need(sec, _MIN_FIELDS[name], inp)
+        out[name] = sec
+    return out
+
+
+def _need(sec: _Section, n: int, inp: _Inp) -> None:
+    if len(sec) == 0:
+        return
+    if sec.fields.shape[1] < n:
+        short = np.ones(len(sec), dtype=bool)
+    else:
+        short = sec.fields[n - 1].isna().to_numpy()
+    if short.any():
+        i = int(np.flatnonzero(short)[0])
+        got = int(sec.fields.iloc[i].notna().sum())
+        raise inp.error(sec.lines[i], f"[{sec.name}] needs at least {n} fields, found {got}"
+                        + _more(short.sum()))
+
+
+def _more(count: int) -> str:
+    return f" ({count - 1} more line(s) like it)" if count > 1 else ""
+
+
+def _numbers(sec: _Section, i: int, what: str, inp: _Inp, *, optional: bool = False,
+             default: float = 0.0) -> np.ndarray:
+    col = sec.col(i)
+    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    present = col.notna().to_numpy()
+    bad = present & ~np.isfinite(values)
+    if not optional:
+        bad |= ~present
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise inp.error(sec.lines[j], f"[{sec.name}] {what} {col.iloc[j]!r} is not a number"
+                        + _more(bad.sum()))
+    return np.where(present, values, default)
+
+
+def _unique(ids: pd.Series, lines: np.ndarray, what: str, inp: _Inp) -> None:
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        first = int(lines[int(np.flatnonzero((ids == ids.iloc[j]).to_numpy())[0])])
+        raise inp.error(lines[j], f"{what} id {ids.iloc[j]!r} is already defined on line {first}"
+                        + _more(dup.sum()))
+
+
+def _units(sections: dict[str, _Section], inp: _Inp) -> tuple[str, bool, float]:
+    opts = sections["OPTIONS"]
+    units = "GPM"  # EPANET's default
+    if len(opts):
+        keys = opts.col(0).str.upper()
+        hits = np.flatnonzero((keys == "UNITS").to_numpy())
+        if len(hits):
+            j = int(hits[-1])
+            value = opts.col(1).iloc[j]
+            if value is None or value.upper() not in FLOW_UNITS:
+                raise inp.error(opts.lines[j], f"[OPTIONS] Units {value!r} is not one of "
+                                + ", ".join(FLOW_UNITS))
+            units = value.upper()
+    us, lps = FLOW_UNITS[units]
+    return units, us, lps
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def default_offset(xy: Iterable[tuple[float, float]] | np.ndarray) -> tuple[float, float]:
+    """Offset (easting, northing) that centres a local network on the district centre.
+
+    When every coordinate is smaller than 1e5 in absolute value the network is taken to
+    be in local coordinates and the offset puts its bounding-box centre at
+    :data:`DISTRICT_CENTRE` (410000, 4035000); otherwise it is ``(0, 0)``.
+
+    >>> default_offset([(0, 0), (100, 50)])
+    (409950.0, 4034975.0)
+    >>> default_offset([(410000, 4035000)])
+    (0.0, 0.0)
+    """
+    a = np.asarray(list(xy) if not isinstance(xy, np.ndarray) else xy, dtype=float).reshape(-1, 2)
+    a = a[np.isfinite(a).all(axis=1)]
+    if len(a) == 0 or np.abs(a).max() >= LOCAL_LIMIT:
+        return (0.0, 0.0)
+    centre = (a.min(axis=0) + a.max(axis=0)) / 2.0
+    return (float(DISTRICT_CENTRE[0] - centre[0]), float(DISTRICT_CENTRE[1] - centre[1]))
+
+
+def _transform(x: np.ndarray, y: np.ndarray, source_crs: str | None, twin_crs: str
+               ) -> tuple[np.ndarray, np.ndarray]:
+    if source_crs is None:
+        return x, y
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
+
+    try:
+        src = CRS.from_user_input(source_crs)
+        dst = CRS.from_user_input(twin_crs)
+    except CRSError as exc:
+        raise InputError(f"not a coordinate reference system: {exc}") from exc
+    if src == dst:
+        return x, y
+    tr = Transformer.from_crs(src, dst, always_xy=True)
+    ex, ny = tr.transform(x, y)
+    ex, ny = np.asarray(ex, dtype=float), np.asarray(ny, dtype=float)
+    bad = ~(np.isfinite(ex) & np.isfinite(ny)) & np.isfinite(x) & np.isfinite(y)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} coordinate(s) cannot be transformed from {source_crs} "
+                         f"to {twin_crs} (first: {x[bad][0]}, {y[bad][0]})")
+    return ex, ny
+
+
+def _fmt(values: np.ndarray, decimals: int = 4) -> np.ndarray:
+    """Floats as the short strings a survey table would hold (``'4035012.34'``)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = [repr(v) for v in np.round(np.asarray(values, dtype=float), decimals).tolist()]
+    return out
+
+
+def _dn(mm: np.ndarray) -> np.ndarray:
+    out = np.empty(len(mm), dtype=object)
+    out[:] = [f"DN{v:.1f}".removesuffix(".0") for v in np.round(mm, 1).tolist()]
+    return out
+
+
+def _objects(n: int, value: object = None) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out[:] = [value] * n
+    return out
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+def read_epanet(
+    path: Path,
+    *,
+    valves: Path | None = None,
+    source_crs: str | None = None,
+    twin_crs: str = "EPSG:4548",
+    offset: tuple[float, float] | Literal["auto"] = (0.0, 0.0),
+    cover_m: float = 1.2,
+) -> SurveyTables:
+    """Read an EPANET 2.2 ``.inp`` network (and optionally a valve layer CSV).
+
+    Coordinates are metres in ``source_crs`` (None: already in ``twin_crs``); they are
+    transformed to ``twin_crs`` when the two differ, then shifted by ``offset``
+    (easting, northing). ``offset="auto"`` applies :func:`default_offset` to the
+    transformed node and vertex coordinates. See the module documentation for how
+    nodes and links become points and segments.
+
+    Raises :class:`~twin.errors.InputError` with the file name and line number for
+    anything malformed.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
+    if not data.strip():
+        raise InputError(f"{path.name}: the file is empty", code="F002")
+    if b"\x00" in data[:4096]:
+        raise InputError(f"{path.name}: not an EPANET .inp file (binary content)", code="F003")
+    text, encoding = _decode(data, "auto", path)
+    if not np.isfinite(cover_m) or cover_m < 0:
+        raise InputError(f"cover depth {cover_m!r} must be a non-negative number of metres")
+    inp = _Inp(path.name)
+    sec = _split_sections(text, inp)
+    units, us, lps = _units(sec, inp)
+    length_m = _FOOT if us else 1.0
+    diam_mm = _INCH_MM if us else 1.0
+
+    # ---- nodes
+    junc, res, tank = sec["JUNCTIONS"], sec["RESERVOIRS"], sec["TANKS"]
+    j_elev = _numbers(junc, 1, "elevation", inp) * length_m
+    j_demand = _numbers(junc, 2, "demand", inp, optional=True) * lps
+    r_head = _numbers(res, 1, "head", inp) * length_m
+    t_elev = _numbers(tank, 1, "elevation", inp) * length_m
+    for i, what in ((2, "initial level"), (3, "minimum level"), (4, "maximum level"), (5, "diameter")):
+        _numbers(tank, i, what, inp)
+    nodes = pd.DataFrame({
+        "id": pd.concat([junc.col(0), res.col(0), tank.col(0)], ignore_index=True).astype(object),
+        "type": np.repeat(np.array(["junction", "reservoir", "tank"], dtype=object),
+                          [len(junc), len(res), len(tank)]),
+        "elev": np.concatenate([j_elev, r_head, t_elev]),
+        "line": np.concatenate([junc.lines, res.lines, tank.lines]).astype(int),
+    })
+    _unique(nodes["id"], nodes["line"].to_numpy(), "node", inp)
+    if nodes.empty:
+        raise inp.error(None, "the network has no junctions, reservoirs or tanks")
+    node_index = pd.Index(nodes["id"])
+
+    # ---- links
+    pipes, pumps, vals = sec["PIPES"], sec["PUMPS"], sec["VALVES"]
+    p_len = _numbers(pipes, 3, "length", inp)
+    p_mm = _numbers(pipes, 4, "diameter", inp) * diam_mm
+    _numbers(pipes, 5, "roughness", inp)
+    del p_len  # validated; the centreline comes from the coordinates
+    p_status = _pipe_status(pipes, inp)
+    v_mm = _numbers(vals, 3, "diameter", inp) * diam_mm
+    v_type = vals.col(4).str.upper() if len(vals) else pd.Series([], dtype=object)
+    bad_type = ~v_type.isin(_VALVE_TYPES).to_numpy()
+    if bad_type.any():
+        j = int(np.flatnonzero(bad_type)[0])
+        raise inp.error(vals.lines[j], f"[VALVES] valve type {vals.col(4).iloc[j]!r} is not one of "
+                        + ", ".join(sorted(_VALVE_TYPES)))
+    for s, mm in ((pipes, p_mm), (vals, v_mm)):
+        bad = mm <= 0
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise inp.error(s.lines[j], f"[{s.name}] diameter {s.col(4 if s is pipes else 3).iloc[j]!r} "
+                            "must be positive" + _more(bad.sum()))
+    links = pd.DataFrame({
+        "id": pd.concat([pipes.col(0), pumps.col(0), vals.col(0)], ignore_index=True).astype(object),
+        "from": pd.concat([pipes.col(1), pumps.col(1), vals.col(1)], ignore_index=True).astype(object),
+        "to": pd.concat([pipes.col(2), pumps.col(2), vals.col(2)], ignore_index=True).astype(object),
+        "type": np.repeat(np.array(["pipe", "pump", "valve"], dtype=object),
+                          [len(pipes), len(pumps), len(vals)]),
+        "mm": np.concatenate([p_mm, np.full(len(pumps), np.nan), v_mm]),
+        "line": np.concatenate([pipes.lines, pumps.lines, vals.lines]).astype(int),
+        "closed": np.concatenate([p_status == "CLOSED", np.zeros(len(pumps) + len(vals), dtype=bool)]),
+        "cv": np.concatenate([p_status == "CV", np.zeros(len(pumps) + len(vals), dtype=bool)]),
+        "vtype": pd.concat([pd.Series([None] * (len(pipes) + len(pumps)), dtype=object),
+                            v_type.astype(object)], ignore_index=True),
+    })
+    if links.empty:
+        raise inp.error(None, "the network has no pipes, pumps or valves")
+    _unique(links["id"], links["line"].to_numpy(), "link", inp)
+    for end in ("from", "to"):
+        unknown = ~links[end].isin(node_index).to_numpy()
+        if unknown.any():
+            j = int(np.flatnonzero(unknown)[0])
+            raise inp.error(links["line"].iloc[j], f"{links['type'].iloc[j]} {links['id'].iloc[j]!r} "
+                            f"names unknown node {links[end].iloc[j]!r}" + _more(unknown.sum()))
+    loop = (links["from"] == links["to"]).to_numpy()
+    if loop.any():
+        j = int(np.flatnonzero(loop)[0])
+        raise inp.error(links["line"].iloc[j], f"{links['type'].iloc[j]} {links['id'].iloc[j]!r} "
+                        f"starts and ends at node {links['from'].iloc[j]!r}")
+    link_pos = pd.Series(np.arange(len(links)), index=pd.Index(links["id"]))
+
+    # ---- [STATUS]
+    pump_closed = np.zeros(len(links), dtype=bool)
+    st = sec["STATUS"]
+    if len(st):
+        pos = st.col(0).map(link_pos)
+        unknown = pos.isna().to_numpy()
+        if unknown.any():
+            j = int(np.flatnonzero(unknown)[0])
+            raise inp.error(st.lines[j], f"[STATUS] names unknown link {st.col(0).iloc[j]!r}"
+                            + _more(unknown.sum()))
+        value = st.col(1).str.upper().to_numpy()
+        pos = pos.to_numpy(dtype=int)
+        closed = links["closed"].to_numpy().copy()
+        types = links["type"].to_numpy()
+        # Later lines win, as EPANET applies them in order.
+        for p, v in zip(pos, value, strict=True):
+            if v in ("OPEN", "CLOSED") and types[p] != "pump":
+                closed[p] = v == "CLOSED"
+            elif v in ("OPEN", "CLOSED"):
+                pump_closed[p] = v == "CLOSED"
+        links["closed"] = closed
+
+    # ---- coordinates and vertices
+    coords = sec["COORDINATES"]
+    cx = _numbers(coords, 1, "X-coordinate", inp)
+    cy = _numbers(coords, 2, "Y-coordinate", inp)
+    cpos = coords.col(0).map(pd.Series(np.arange(len(nodes)), index=node_index))
+    unknown = cpos.isna().to_numpy()
+    if unknown.any():
+        j = int(np.flatnonzero(unknown)[0])
+        raise inp.error(coords.lines[j], f"[COORDINATES] names unknown node {coords.col(0).iloc[j]!r}"
+                        + _more(unknown.sum()))
+    east = np.full(len(nodes), np.nan)
+    north = np.full(len(nodes), np.nan)
+    cpos_i = cpos.to_numpy(dtype=int)
+    east[cpos_i] = cx  # a repeated node keeps its last coordinates, like EPANET
+    north[cpos_i] = cy
+    missing = np.isnan(east)
+    if missing.any():
+        names = nodes["id"][missing].tolist()
+        shown = ", ".join(repr(n) for n in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        raise inp.error(None, f"{len(names)} node(s) have no [COORDINATES]: {shown}")
+    vert = sec["VERTICES"]
+    vx = _numbers(vert, 1, "X-coordinate", inp)
+    vy = _numbers(vert, 2, "Y-coordinate", inp)
+    vpos = vert.col(0).map(link_pos)
+    unknown = vpos.isna().to_numpy()
+    if unknown.any():
+        j = int(np.flatnonzero(unknown)[0])
+        raise inp.error(vert.lines[j], f"[VERTICES] names unknown link {vert.col(0).iloc[j]!r}"
+                        + _more(unknown.sum()))
+    allx, ally = _transform(np.concatenate([east, vx]), np.concatenate([north, vy]), source_crs, twin_crs)
+    if isinstance(offset, str):
+        if offset != "auto":
+            raise InputError(f"offset must be (easting, northing) or 'auto', not {offset!r}")
+        offset = default_offset(np.column_stack([allx, ally]))
+    de, dn = (float(offset[0]), float(offset[1]))
+    allx = allx + de
+    ally = ally + dn
+    east, north = allx[: len(nodes)], ally[: len(nodes)]
+    vertices = _objects(len(links))
+    if len(vert):
+        vframe = pd.DataFrame({"pos": vpos.to_numpy(dtype=int),
+                               "xy": list(zip(allx[len(nodes):].tolist(), ally[len(nodes):].tolist(),
+                                              strict=True))})
+        grouped = vframe.groupby("pos", sort=False)["xy"].agg(list)
+        vertices[grouped.index.to_numpy()] = grouped.tolist()
+
+    # ---- points
+    n = len(nodes)
+    cover = float(cover_m)
+    points = pd.DataFrame({c: _objects(n) for c in POINT_COLUMNS})
+    points["point_id"] = nodes["id"].to_numpy()
+    points["utility"] = _objects(n, "JS")
+    points["x"] = _fmt(north)
+    points["y"] = _fmt(east)
+    points["ground_z"] = _fmt(nodes["elev"].to_numpy() + cover)
+    points["depth"] = _objects(n, repr(cover))
+    points["appurtenance"] = nodes["type"].map({"reservoir": "水源", "tank": "水塔"}).astype(object).to_numpy()
+    points["appurtenance"] = points["appurtenance"].where(points["appurtenance"].notna(), None)
+    points["remarks"] = nodes["type"].map(lambda t: f"EPANET {t}").to_numpy()
+    points = points.astype(object)
+    points["_row"] = nodes["line"].to_numpy()
+
+    # ---- segments
+    m = len(links)
+    ends = pd.concat([
+        pd.DataFrame({"node": links["from"], "mm": links["mm"]}),
+        pd.DataFrame({"node": links["to"], "mm": links["mm"]}),
+    ])[lambda f: np.concatenate([links["type"].to_numpy() == "pipe"] * 2)]
+    node_mm = ends.groupby("node")["mm"].max()
+    is_pump = (links["type"] == "pump").to_numpy()
+    pump_mm = np.fmax(links["from"].map(node_mm).to_numpy(dtype=float),
+                      links["to"].map(node_mm).to_numpy(dtype=float))
+    mm = links["mm"].to_numpy(dtype=float).copy()
+    mm[is_pump] = np.where(np.isnan(pump_mm[is_pump]), _DEFAULT_PUMP_MM, pump_mm[is_pump])
+    remarks = _objects(m)
+    types = links["type"].to_numpy()
+    closed = links["closed"].to_numpy(dtype=bool)
+    remarks[types == "pipe"] = None
+    remarks[(types == "pipe") & links["cv"].to_numpy()] = "check valve (CV)"
+    remarks[is_pump] = "pump"
+    remarks[is_pump & pump_closed] = "pump; initially closed"
+    is_valve = types == "valve"
+    remarks[is_valve] = ("valve " + links["vtype"][is_valve].astype(str)).to_numpy()
+    remarks[closed & (types == "pipe")] = "normally closed"
+    remarks[closed & is_valve] = remarks[closed & is_valve] + "; normally closed"
+
+    segments = pd.DataFrame({c: _objects(m) for c in SEGMENT_COLUMNS})
+    segments["id"] = links["id"].to_numpy()
+    segments["from_id"] = links["from"].to_numpy()
+    segments["to_id"] = links["to"].to_numpy()
+    segments["utility"] = _objects(m, "JS")
+    segments["from_depth"] = _objects(m, repr(cover))
+    segments["to_depth"] = _objects(m, repr(cover))
+    segments["size"] = _dn(mm)
+    segments["status"] = _objects(m, "active")
+    segments["remarks"] = remarks
+    segments = segments.astype(object)
+    segments["_row"] = links["line"].to_numpy()
+    segments["link_type"] = links["type"].to_numpy()
+    segments["normally_closed"] = closed
+    segments["vertices"] = vertices
+
+    # ---- sources and customers
+    src_mask = nodes["type"].isin(["reservoir", "tank"]).to_numpy()
+    sources = pd.DataFrame({
+        "node_id": nodes["id"][src_mask].to_numpy(),
+        "kind": nodes["type"][src_mask].to_numpy(),
+        "id": ("SRC-" + nodes["id"][src_mask]).to_numpy(),
+        "name": nodes["id"][src_mask].to_numpy(),
+    }, dtype=object)
+    demand = pd.Series(j_demand, index=pd.Index(junc.col(0), dtype=object))
+    dem = sec["DEMANDS"]
+    if len(dem):
+        values = _numbers(dem, 1, "demand", inp) * lps
+        who = dem.col(0)
+        unknown = ~who.isin(node_index).to_numpy()
+        if unknown.any():
+            j = int(np.flatnonzero(unknown)[0])
+            raise inp.error(dem.lines[j], f"[DEMANDS] names unknown node {who.iloc[j]!r}" + _more(unknown.sum()))
+        # EPANET and WNTR: the [DEMANDS] entries of a junction replace its [JUNCTIONS] demand.
+        summed = pd.Series(values, index=who.to_numpy()).groupby(level=0, sort=False).sum()
+        summed = summed[summed.index.isin(demand.index)]  # demands on tanks/reservoirs: ignored
+        demand.loc[summed.index] = summed.to_numpy()
+    cust = demand[demand > 0]
+    customers = pd.DataFrame({
+        "node_id": pd.Series(cust.index, dtype=object),
+        "id": pd.Series("C-" + cust.index.astype(str), dtype=object),
+        "name": pd.Series(cust.index, dtype=object),
+        "kind": pd.Series(["junction"] * len(cust), dtype=object),
+        "critical": np.zeros(len(cust), dtype=bool),
+        "demand": cust.to_numpy(dtype=float),
+    })
+
+    files = [FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=encoding,
+                      rows=n + m)]
+    valve_frame = None
+    if valves is not None:
+        valve_frame, vinfo = read_valve_layer(Path(valves), segments)
+        files.append(vinfo)
+    return SurveyTables(points=points, segments=segments, points_file=path.name,
+                        segments_file=path.name, files=files, valves=valve_frame,
+                        sources=sources, customers=customers, kind="epanet")
+
+
+def _pipe_status(pipes: _Section, inp: _Inp) -> np.ndarray:
+    """Status keyword of each pipe (OPEN, CLOSED, CV); field 7 is a minor loss or a status."""
+    n = len(pipes)
+    status = np.full(n, "OPEN", dtype=object)
+    if n == 0:
+        return status
+    f7 = pipes.col(6).str.upper()
+    f8 = pipes.col(7).str.upper()
+    f7_status = f7.isin(_PIPE_STATUS).to_numpy()
+    if f7.notna().any():
+        minor = pipes.col(6).where(~f7_status)
+        _numbers(_Section(pipes.name, pd.DataFrame({0: minor}), pipes.lines), 0, "minor loss", inp,
+                 optional=True)
+    bad = (f8.notna() & ~f8.isin(_PIPE_STATUS)).to_numpy()
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise inp.error(pipes.lines[j], f"[PIPES] status {pipes.col(7).iloc[j]!r} is not Open, Closed or CV")
+    status[f7_status] = f7[f7_status].to_numpy()
+    has8 = f8.notna().to_numpy()
+    status[has8] = f8[has8].to_numpy()
+    return status
+
+
+# --------------------------------------------------------------------------- valve layer
+
+
+def _flag(col: pd.Series, default: bool, what: str, rows: np.ndarray, name: str) -> np.ndarray:
+    text = col.fillna("").astype(str).str.strip().str.lower()
+    out = np.full(len(text), default, dtype=bool)
+    t = text.isin(_TRUE).to_numpy()
+    f = text.isin(_FALSE).to_numpy()
+    bad = ~(t | f | (text == "").to_numpy())
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{name} row {int(rows[j])}: {what} {col.iloc[j]!r} is not true/false/1/0",
+                         code="F003")
+    out[t] = True
+    out[f] = False
+    return out
+
+
+def read_valve_layer(path: Path, segments: pd.DataFrame) -> tuple[pd.DataFrame, FileInfo]:
+    """Read a valve layer CSV (``pipe,node`` per valve) and check it against ``segments``.
+
+    Header names are case-insensitive; ``link`` (WNTR's name) is accepted for ``pipe``.
+    Optional columns: ``id`` or ``valve``, ``operable`` (default true) and
+    ``normally_closed`` (default false). Other columns are ignored. Returns the frame
+    (``id``, ``segment_id``, ``node_id``, ``operable``, ``normally_closed``, ``_row``)
+    and the file's :class:`FileInfo`.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
+    if not data.strip():
+        raise InputError(f"{path.name}: the valve file is empty", code="F002")
+    text, encoding = _decode(data, "auto", path)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                            skipinitialspace=True, skip_blank_lines=False)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"{path.name}: not a readable CSV table: {exc}", code="F003") from exc
+    rows = np.arange(2, len(frame) + 2)
+    blank = (frame == "").all(axis=1).to_numpy() if len(frame.columns) else np.ones(len(frame), bool)
+    frame, rows = frame[~blank].reset_index(drop=True), rows[~blank]
+    header = {str(c).replace("\ufeff", "").strip().lower(): c for c in frame.columns}
+    pipe_col = header.get("pipe", header.get("link"))
+    node_col = header.get("node")
+    if pipe_col is None or node_col is None:
+        raise InputError(f"{path.name}: the valve layer needs a header with columns pipe,node; "
+                         f"found {', '.join(map(str, frame.columns))}", code="F001")
+    pipe = frame[pipe_col].astype(str).str.strip()
+    node = frame[node_col].astype(str).str.strip()
+    empty = ((pipe == "") | (node == "")).to_numpy()
+    if empty.any():
+        j = int(np.flatnonzero(empty)[0])
+        raise InputError(f"{path.name} row {int(rows[j])}: pipe and node must both be given",
+                         code="F003")
+    ends = segments.set_index("id")[["from_id", "to_id"]]
+    known = pipe.isin(ends.index).to_numpy()
+    if not known.all():
+        j = int(np.flatnonzero(~known)[0])
+        raise InputError(f"{path.name} row {int(rows[j])}: pipe {pipe.iloc[j]!r} is not a link of "
+                         f"the network" + _more(int((~known).sum())), code="F003")
+    a = pipe.map(ends["from_id"])
+    b = pipe.map(ends["to_id"])
+    touches = ((node == a) | (node == b)).to_numpy()
+    if not touches.all():
+        j = int(np.flatnonzero(~touches)[0])
+        raise InputError(f"{path.name} row {int(rows[j])}: node {node.iloc[j]!r} is not an end of pipe "
+                         f"{pipe.iloc[j]!r} (its ends are {a.iloc[j]!r} and {b.iloc[j]!r})"
+                         + _more(int((~touches).sum())), code="F003")
+    pairs = pd.DataFrame({"p": pipe, "n": node})
+    dup = pairs.duplicated().to_numpy()
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        first = int(rows[int(np.flatnonzero(((pipe == pipe.iloc[j]) & (node == node.iloc[j])).to_numpy())[0])])
+        raise InputError(f"{path.name} row {int(rows[j])}: a valve on pipe {pipe.iloc[j]!r} at node "
+                         f"{node.iloc[j]!r} is already on row {first}", code="F003")
+    id_col = header.get("id", header.get("valve"))
+    if id_col is not None:
+        ids = frame[id_col].astype(str).str.strip()
+        generated = pd.Series([f"V{i}" for i in range(1, len(frame) + 1)], dtype=object)
+        ids = ids.where(ids != "", generated)
+        dupid = ids.duplicated().to_numpy()
+        if dupid.any():
+            j = int(np.flatnonzero(dupid)[0])
+            raise InputError(f"{path.name} row {int(rows[j])}: valve id {ids.iloc[j]!r} is repeated",
+                             code="F003")
+    else:
+        ids = pd.Series([f"V{i}" for i in range(1, len(frame) + 1)], dtype=object)
+    operable = (_flag(frame[header["operable"]], True, "operable", rows, path.name)
+                if "operable" in header else np.ones(len(frame), dtype=bool))
+    nc_col = header.get("normally_closed", header.get("normallyclosed"))
+    normally_closed = (_flag(frame[nc_col], False, "normally_closed", rows, path.name)
+                       if nc_col is not None else np.zeros(len(frame), dtype=bool))
+    out = pd.DataFrame({
+        "id": ids.astype(object).to_numpy(),
+        "segment_id": pipe.astype(object).to_numpy(),
+        "node_id": node.astype(object).to_numpy(),
+        "operable": operable,
+        "normally_closed": normally_closed,
+        "_row": rows,
+    })
+    out["id"] = out["id"].astype(object)
+    out["segment_id"] = out["segment_id"].astype(object)
+    out["node_id"] = out["node_id"].astype(object)
+    info = FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=encoding,
+                    rows=len(out))
+    return out, info

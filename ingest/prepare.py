@@ -1,0 +1,473 @@
+"""From survey tables to typed twin features, with the data checks (数据检查).
+
+Everything here is vectorised over rows: a million-segment batch is a handful of
+numpy passes, not a Python loop per row. Only the rows an issue names are
+visited one by one, to word the report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from ingest.report import Report
+from ingest.tables import SurveyTables
+from twin.crs import TwinCRS
+from twin.domain import (
+    FEATURE_DEGREE,
+    GRAVITY_UTILITIES,
+    SOURCE_APPURTENANCES,
+    VALVE_APPURTENANCES,
+    canonical_appurtenance,
+    canonical_feature,
+    depth_reference,
+    parse_sizes,
+    parse_utility,
+)
+from twin.settings import TwinSettings
+
+__all__ = ["Prepared", "prepare", "CRITICAL_WORDS", "INOPERABLE_WORDS", "NORMALLY_CLOSED_WORDS"]
+
+#: Remarks that mark a customer critical (hospitals and the like).
+CRITICAL_WORDS = ("医院", "卫生院", "急救", "血站", "养老院", "敬老院", "学校", "幼儿园", "消防",
+                  "重要用户", "hospital", "critical")
+#: Remarks that mark a valve as not operable.
+INOPERABLE_WORDS = ("无法关闭", "不能关闭", "关不严", "失灵", "损坏", "埋没", "找不到", "inoperable")
+#: Remarks that mark a valve as normally closed (boundary between zones).
+NORMALLY_CLOSED_WORDS = ("常闭", "normally closed")
+
+_STATUS = {
+    "active": "active", "在用": "active", "运行": "active", "使用": "active", "正常": "active",
+    "abandoned": "abandoned", "废弃": "abandoned", "停用": "abandoned", "报废": "abandoned",
+    "planned": "planned", "规划": "planned", "proposed": "proposed", "拟建": "proposed",
+    "设计": "proposed", "待建": "planned",
+}
+_NUMBER_RE = re.compile(r"^\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*(?:m|mm|mpa|kv|kpa|米)?\s*$", re.I)
+
+
+@dataclass
+class Prepared:
+    """Typed, checked features ready to load."""
+
+    nodes: pd.DataFrame
+    segments: pd.DataFrame
+    valves: pd.DataFrame
+    sources: pd.DataFrame
+    customers: pd.DataFrame
+    report: Report
+
+
+def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Parse numeric text (units m/mm/MPa/kV allowed); returns (values, bad mask)."""
+    raw = values.astype(object)
+    present = raw.notna().to_numpy()
+    out = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    retry = present & np.isnan(out)
+    if retry.any():
+        extracted = raw[retry].astype(str).str.extract(_NUMBER_RE, expand=False)
+        out[retry] = pd.to_numeric(extracted, errors="coerce").to_numpy(dtype=float)
+    bad = present & ~np.isfinite(out)
+    return out, bad
+
+
+def _contains_any(values: pd.Series, words: tuple[str, ...]) -> np.ndarray:
+    text = values.fillna("").astype(str)
+    pattern = "|".join(re.escape(w) for w in words)
+    return text.str.contains(pattern, case=False, regex=True).to_numpy(dtype=bool)
+
+
+def _year(values: pd.Series) -> np.ndarray:
+    years = values.fillna("").astype(str).str.extract(r"((?:19|20)\d{2})", expand=False)
+    return pd.to_numeric(years, errors="coerce").to_numpy(dtype=float)
+
+
+def prepare(tables: SurveyTables, settings: TwinSettings, crs: TwinCRS, *, axis_order: str = "ne",
+            check_long: bool = True) -> Prepared:
+    """Type, check and derive the twin's features from one batch of survey tables."""
+    report = Report()
+    nodes = _prepare_points(tables, crs, axis_order, report)
+    segments = _prepare_segments(tables, nodes, settings, report, check_long=check_long)
+    _check_degrees(nodes, segments, tables.points_file, report)
+    _check_crossings(segments, tables.segments_file, report)
+    valves = _valves(tables, nodes, segments, report)
+    sources = _sources(tables, nodes)
+    customers = _customers(tables, nodes)
+    report.counts = {
+        "nodes": len(nodes), "segments": len(segments), "valves": len(valves),
+        "sources": len(sources), "customers": len(customers),
+    }
+    return Prepared(nodes, segments, valves, sources, customers, report)
+
+
+# -- points ---------------------------------------------------------------------------------
+def _prepare_points(tables: SurveyTables, crs: TwinCRS, axis_order: str, report: Report) -> pd.DataFrame:
+    p = tables.points
+    f = tables.points_file
+    out = pd.DataFrame({"id": p["point_id"], "_row": p["_row"]})
+    for col in ("point_id", "utility", "x", "y", "ground_z"):
+        report.add_rows("E102", p[col].isna(), p, f, f"empty {col}", ("point_id",))
+
+    parent, subtype, unknown = parse_utility(p["utility"])
+    report.add_rows("E103", unknown & p["utility"].notna().to_numpy(), p, f,
+                    lambda r: f"unknown utility code {r['utility']!r}", ("point_id",))
+    out["utility"], out["subtype"] = parent, subtype
+
+    numeric = {}
+    for col in ("x", "y", "ground_z", "depth", "well_depth"):
+        numeric[col], bad = _numbers(p[col])
+        report.add_rows("E101", bad, p, f, lambda r, c=col: f"{c} is not a number: {r[c]!r}", ("point_id",))
+    northing, easting = (numeric["x"], numeric["y"]) if axis_order == "ne" else (numeric["y"], numeric["x"])
+    easting, wrong_zone = crs.strip_zone_prefix(easting)
+    report.add_rows("E104", wrong_zone, p, f,
+                    lambda r: f"easting carries the prefix of another zone than the twin's ({crs.gk_zone_3deg})",
+                    ("point_id",))
+    _check_extent(easting, northing, crs, p, f, report, axis_order)
+    out["easting"], out["northing"], out["ground_z"] = easting, northing, numeric["ground_z"]
+    out["depth_m"], out["well_depth_m"] = numeric["depth"], numeric["well_depth"]
+    out["well_bottom_z"] = numeric["ground_z"] - numeric["well_depth"]
+
+    feature, bad_feature = canonical_feature(p["feature"])
+    appurtenance, bad_app = canonical_appurtenance(p["appurtenance"])
+    report.add_rows("W105", bad_feature, p, f, lambda r: f"unknown feature {r['feature']!r} kept as given",
+                    ("point_id",))
+    report.add_rows("W106", bad_app, p, f,
+                    lambda r: f"unknown appurtenance {r['appurtenance']!r} kept as given", ("point_id",))
+    both = p["feature"].notna().to_numpy() & p["appurtenance"].notna().to_numpy()
+    report.add_rows("W107", both, p, f, "a point has a feature or an appurtenance, not both", ("point_id",))
+    out["feature"], out["appurtenance"] = feature, appurtenance
+    for col in ("map_id", "eccentric_well_id", "sheet", "survey_date", "remarks"):
+        out[col] = p[col]
+
+    dup = out["id"].notna() & out["id"].duplicated(keep=False)
+    report.add_rows("E201", dup.to_numpy(), p, f, lambda r: f"point id {r['point_id']!r} appears more than once",
+                    ("point_id",))
+    out["_valid"] = ~(out["id"].isna() | np.isnan(easting) | np.isnan(northing)
+                      | np.isnan(numeric["ground_z"]) | pd.isna(parent))
+    return out
+
+
+def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd.DataFrame, f: str,
+                  report: Report, axis_order: str) -> None:
+    area = crs.crs.area_of_use
+    finite = np.isfinite(easting) & np.isfinite(northing)
+    if area is None or not finite.any():
+        return
+    from pyproj import Transformer
+
+    to_geo = Transformer.from_crs(crs.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_geo.transform(easting, northing)
+    margin = 1.0  # degrees: survey data at a zone edge may overlap the next zone a little
+    outside = finite & ~(
+        (lon >= area.west - margin) & (lon <= area.east + margin)
+        & (lat >= area.south - margin) & (lat <= area.north + margin)
+    )
+    if outside.any():
+        swapped_lon, swapped_lat = to_geo.transform(northing, easting)
+        ok_swapped = ((swapped_lon >= area.west - margin) & (swapped_lon <= area.east + margin)
+                      & (swapped_lat >= area.south - margin) & (swapped_lat <= area.north + margin))
+        hint = ""
+        if (outside & ok_swapped).sum() > outside.sum() / 2:
+            other = "en" if axis_order == "ne" else "ne"
+            hint = f"; X and Y look swapped: try --axis-order {other}"
+        report.add_rows("E104", outside, p, f,
+                        lambda r: f"X={r['x']} Y={r['y']} lies outside {crs.crs.name}{hint}", ("point_id",))
+
+
+# -- segments -------------------------------------------------------------------------------
+def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinSettings, report: Report,
+                      *, check_long: bool) -> pd.DataFrame:
+    s = tables.segments
+    f = tables.segments_file
+    for col in ("from_id", "to_id", "size"):
+        report.add_rows("E102", s[col].isna(), s, f, f"empty {col}", ("from_id", "to_id"))
+    ids = s["id"].where(s["id"].notna(), s["from_id"].astype(str) + "-" + s["to_id"].astype(str))
+    out = pd.DataFrame({"id": ids, "from_node": s["from_id"], "to_node": s["to_id"], "_row": s["_row"]})
+
+    # Endpoints: integer codes into the point table (-1: missing).
+    first = nodes.drop_duplicates("id")
+    index = pd.Index(first["id"])
+    fi = index.get_indexer(s["from_id"])
+    ti = index.get_indexer(s["to_id"])
+    for end, codes in (("from_id", fi), ("to_id", ti)):
+        missing = (codes < 0) & s[end].notna().to_numpy()
+        report.add_rows("E202", missing, s, f, lambda r, e=end: f"end point {r[e]!r} is not in the point table",
+                        ("from_id", "to_id"))
+    ok = (fi >= 0) & (ti >= 0)
+    out["_fi"], out["_ti"] = fi, ti
+
+    # Utility: the segment's own, else its start point's.
+    own_parent, own_sub, unknown = parse_utility(s["utility"])
+    node_parent = first["utility"].to_numpy()[np.where(fi >= 0, fi, 0)]
+    node_sub = first["subtype"].to_numpy()[np.where(fi >= 0, fi, 0)]
+    has_own = s["utility"].notna().to_numpy()
+    report.add_rows("E103", unknown & has_own, s, f, lambda r: f"unknown utility code {r['utility']!r}",
+                    ("from_id", "to_id"))
+    out["utility"] = np.where(has_own, own_parent, np.where(fi >= 0, node_parent, None))
+    out["subtype"] = np.where(has_own, own_sub, np.where(fi >= 0, node_sub, None))
+    mismatch = has_own & (fi >= 0) & ~unknown & (own_parent.to_numpy() != node_parent)
+    report.add_rows("W209", mismatch, s, f,
+                    lambda r: f"segment utility {r['utility']} differs from its start point's",
+                    ("from_id", "to_id"))
+
+    # Size and shape.
+    sizes = parse_sizes(s["size"])
+    report.add_rows("E305", sizes["bad"].to_numpy(), s, f, lambda r: f"cannot read size {r['size']!r}",
+                    ("from_id", "to_id"))
+    d = sizes["diameter_mm"].to_numpy()
+    w, h = sizes["width_mm"].to_numpy(), sizes["height_mm"].to_numpy()
+    rect = np.isfinite(w)
+    out["shape"] = np.where(rect, "rect", "circular")
+    out["diameter_mm"], out["width_mm"], out["height_mm"] = d, w, h
+    out["size_text"] = s["size"]
+    half_height_m = np.where(rect, h, d) / 2000.0
+
+    # Numbers.
+    num = {}
+    for col in ("from_depth", "to_depth", "from_elev", "to_elev", "pressure", "cables", "holes_total",
+                "holes_used"):
+        num[col], bad = _numbers(s[col])
+        report.add_rows("E101", bad, s, f, lambda r, c=col: f"{c} is not a number: {r[c]!r}",
+                        ("from_id", "to_id"))
+    is_power = out["utility"].to_numpy() == "DL"
+    out["pressure_mpa"] = np.where(is_power, np.nan, num["pressure"])
+    out["voltage_kv"] = np.where(is_power, num["pressure"], np.nan)
+    for col in ("cables", "holes_total", "holes_used"):
+        out[col] = pd.array(np.where(np.isfinite(num[col]), np.round(num[col]), np.nan), dtype="Int64")
+    for col in ("material", "burial", "casing", "flow", "owner", "road", "remarks"):
+        out[col] = s[col]
+    out["built"] = s["built"]
+    out["built_year"] = pd.array(_year(s["built"]), dtype="Int64")
+    status_raw = s["status"].fillna("active").astype(str).str.strip().str.lower()
+    status = status_raw.map(_STATUS)
+    report.add_rows("E108", status.isna().to_numpy(), s, f, lambda r: f"unknown status {r['status']!r}",
+                    ("from_id", "to_id"))
+    out["status"] = status.fillna("active")
+
+    # Geometry: plan positions from the points, heights from depth or elevation.
+    safe_f, safe_t = np.where(fi >= 0, fi, 0), np.where(ti >= 0, ti, 0)
+    e, n, g = first["easting"].to_numpy(), first["northing"].to_numpy(), first["ground_z"].to_numpy()
+    pdepth = first["depth_m"].to_numpy()
+    x1, y1, g1 = e[safe_f], n[safe_f], g[safe_f]
+    x2, y2, g2 = e[safe_t], n[safe_t], g[safe_t]
+    ref = depth_reference(out["utility"].to_numpy().astype(str))
+    invert = ref == "invert"
+    out["depth_reference"] = ref
+    # Depth: the segment's, else the point's; elevation when given wins for the height.
+    d1 = np.where(np.isfinite(num["from_depth"]), num["from_depth"], pdepth[safe_f])
+    d2 = np.where(np.isfinite(num["to_depth"]), num["to_depth"], pdepth[safe_t])
+    ref1 = np.where(np.isfinite(num["from_elev"]), num["from_elev"], g1 - d1)
+    ref2 = np.where(np.isfinite(num["to_elev"]), num["to_elev"], g2 - d2)
+    d1 = np.where(np.isfinite(d1), d1, g1 - ref1)
+    d2 = np.where(np.isfinite(d2), d2, g2 - ref2)
+    sign = np.where(invert, 1.0, -1.0)  # centre above the invert, below the top
+    z1 = ref1 + sign * half_height_m
+    z2 = ref2 + sign * half_height_m
+    out["from_depth_m"], out["to_depth_m"] = d1, d2
+    out["from_z"], out["to_z"] = z1, z2
+    out["x1"], out["y1"], out["x2"], out["y2"] = x1, y1, x2, y2
+    length = np.hypot(x2 - x1, y2 - y1)
+    vertices = s["vertices"] if "vertices" in s.columns else None
+    out["vertices"] = vertices if vertices is not None else None
+    if vertices is not None and vertices.notna().any():
+        length = length.copy()
+        has_v = vertices.notna().to_numpy()
+        for i in np.flatnonzero(has_v):  # EPANET polylines only: rare, small
+            pts = np.array([(x1[i], y1[i]), *vertices.iat[i], (x2[i], y2[i])], dtype=float)
+            length[i] = float(np.hypot(*np.diff(pts, axis=0).T).sum())
+    out["length_m"] = length
+
+    # Depth checks (where the ends are known).
+    ends_ok = ok & np.isfinite(half_height_m)
+    missing_depth = ok & (~np.isfinite(ref1) | ~np.isfinite(ref2))
+    report.add_rows("E301", missing_depth, s, f, "no depth or elevation at one end", ("from_id", "to_id"))
+    for end, depth in (("from", d1), ("to", d2)):
+        bad = ok & np.isfinite(depth) & ((depth < 0) | (depth > settings.max_depth_m))
+        report.add_rows("E302", bad, s.assign(_depth=depth), f,
+                        lambda r, e=end: f"{e} depth {r['_depth']:.2f} m is implausible", ("from_id", "to_id"))
+        deep = ok & (depth > settings.deep_warning_m) & (depth <= settings.max_depth_m)
+        report.add_rows("W303", deep, s.assign(_depth=depth), f,
+                        lambda r, e=end: f"{e} depth {r['_depth']:.2f} m", ("from_id", "to_id"))
+    top1, top2 = z1 + half_height_m, z2 + half_height_m
+    above = ends_ok & ((top1 > g1 + 0.005) | (top2 > g2 + 0.005))
+    report.add_rows("E304", above, s, f, "the pipe top is above the ground", ("from_id", "to_id"))
+    tol = settings.elevation_tolerance_m
+    for end, elev, seg_depth, gz, pd_ in (("from", num["from_elev"], num["from_depth"], g1, pdepth[safe_f]),
+                                          ("to", num["to_elev"], num["to_depth"], g2, pdepth[safe_t])):
+        both = ok & np.isfinite(elev) & np.isfinite(seg_depth)
+        off = both & (np.abs(gz - seg_depth - elev) > tol)
+        off |= ok & np.isfinite(elev) & ~np.isfinite(seg_depth) & np.isfinite(pd_) & (np.abs(gz - pd_ - elev) > tol)
+        report.add_rows("W308", off, s, f,
+                        lambda r, e=end: f"{e}: ground minus depth differs from the elevation given",
+                        ("from_id", "to_id"))
+
+    # Length checks.
+    same = ok & (fi == ti)
+    short = ok & ((length < settings.short_segment_m) | same)
+    report.add_rows("E204", short, s, f, lambda r: "zero-length segment (both ends at one place)",
+                    ("from_id", "to_id"))
+    if check_long:
+        long_ = ok & (length > settings.long_segment_m)
+        report.add_rows("W205", long_, s, f,
+                        lambda r: f"segment longer than {settings.long_segment_m:g} m", ("from_id", "to_id"))
+
+    # Gravity drainage falls along its flow (from -> to).
+    gravity = np.isin(out["utility"].to_numpy().astype(str), list(GRAVITY_UTILITIES))
+    reverse = ok & gravity & np.isfinite(ref1) & np.isfinite(ref2) & (ref2 > ref1 + 0.005)
+    report.add_rows("W307", reverse, s, f, "the invert rises along the flow direction", ("from_id", "to_id"))
+
+    # Duplicates: explicit ids, and the same pair of points for one utility.
+    dup_id = out["id"].duplicated(keep="first").to_numpy() & s["id"].notna().to_numpy()
+    lo, hi = np.minimum(fi, ti), np.maximum(fi, ti)
+    key = pd.DataFrame({"lo": lo, "hi": hi, "u": out["subtype"].fillna(out["utility"]).astype(str)})
+    dup_pair = ok & key.duplicated(keep="first").to_numpy()
+    dup_pair |= out["id"].duplicated(keep="first").to_numpy() & ~dup_id
+    report.add_rows("E206", dup_id | dup_pair, s, f, "duplicate segment (surveyed twice?)", ("from_id", "to_id"))
+    out["_valid"] = ok & np.isfinite(z1) & np.isfinite(z2) & np.isfinite(half_height_m)
+    return out
+
+
+def _check_degrees(nodes: pd.DataFrame, segments: pd.DataFrame, f: str, report: Report) -> None:
+    first = nodes.drop_duplicates("id")
+    n = len(first)
+    ends = np.concatenate([segments["_fi"].to_numpy(), segments["_ti"].to_numpy()])
+    degree = np.bincount(ends[ends >= 0], minlength=n)
+    unused = degree == 0
+    report.add_rows("W203", unused, first, f, "no segment uses this point", ("id",))
+    expected = first["feature"].map(FEATURE_DEGREE).to_numpy(dtype=float)
+    wrong = np.isfinite(expected) & ~unused & (degree != np.nan_to_num(expected))
+    report.add_rows("W207", wrong, first.assign(_deg=degree, _exp=expected), f,
+                    lambda r: f"{r['feature']} should join {int(r['_exp'])} segments, joins {r['_deg']}", ("id",))
+    nodes["degree"] = pd.Series(degree, index=first.index).reindex(nodes.index).fillna(0).astype(int).to_numpy()
+
+
+def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
+    """Warn where pipes of one utility cross in plan without sharing a point."""
+    valid = segments["_valid"].to_numpy()
+    if valid.sum() < 2:
+        return
+    idx = np.flatnonzero(valid)
+    coords = np.stack([segments["x1"].to_numpy()[idx], segments["y1"].to_numpy()[idx],
+                       segments["x2"].to_numpy()[idx], segments["y2"].to_numpy()[idx]], axis=1)
+    lines = shapely.linestrings(coords.reshape(-1, 2, 2))
+    tree = shapely.STRtree(lines)
+    a, b = tree.query(lines, predicate="intersects")
+    keep = a < b
+    a, b = a[keep], b[keep]
+    fi, ti = segments["_fi"].to_numpy()[idx], segments["_ti"].to_numpy()[idx]
+    share = (fi[a] == fi[b]) | (fi[a] == ti[b]) | (ti[a] == fi[b]) | (ti[a] == ti[b])
+    code = segments["subtype"].fillna(segments["utility"]).astype(str).to_numpy()[idx]
+    same = (code[a] == code[b]) & ~share
+    pairs_a, pairs_b = idx[a[same]], idx[b[same]]
+    ids = segments["id"].to_numpy()
+    for ia, ib in zip(pairs_a, pairs_b, strict=True):
+        report.add("W208", f"{code[np.searchsorted(idx, ia)]} segments {ids[ia]} and {ids[ib]} cross without a shared point",
+                   file=f, row=int(segments["_row"].iat[ia]), ids=[ids[ia], ids[ib]])
+
+
+# -- derived features -----------------------------------------------------------------------
+def _truthy(values: pd.Series, default: bool) -> np.ndarray:
+    text = values.fillna("").astype(str).str.strip().str.lower()
+    out = np.full(len(values), default, dtype=bool)
+    out[text.isin(["1", "true", "yes", "y", "t", "是"]).to_numpy()] = True
+    out[text.isin(["0", "false", "no", "n", "f", "否"]).to_numpy()] = False
+    return out
+
+
+def _valves(tables: SurveyTables, nodes: pd.DataFrame, segments: pd.DataFrame, report: Report) -> pd.DataFrame:
+    """Valves on (segment, node): from valve points of the survey, or an explicit list."""
+    cols = ["id", "segment_id", "node_id", "utility", "operable", "normally_closed", "x", "y", "z", "attrs_kind"]
+    first = nodes.drop_duplicates("id").set_index("id")
+    ends = pd.DataFrame({
+        "segment_id": np.concatenate([segments["id"].to_numpy(), segments["id"].to_numpy()]),
+        "node_id": np.concatenate([segments["from_node"].to_numpy(), segments["to_node"].to_numpy()]),
+        "z": np.concatenate([segments["from_z"].to_numpy(), segments["to_z"].to_numpy()]),
+        "utility": np.concatenate([segments["utility"].to_numpy(), segments["utility"].to_numpy()]),
+    })
+    frames = []
+    if tables.valves is not None and len(tables.valves):
+        v = tables.valves.copy()
+        v = v.merge(ends, on=["segment_id", "node_id"], how="left")
+        if "id" not in v.columns or v["id"].isna().any():
+            v["id"] = v.get("id", pd.Series(index=v.index, dtype=object)).fillna(
+                pd.Series([f"V{i + 1}" for i in range(len(v))], index=v.index))
+        v["operable"] = _truthy(v["operable"], True) if "operable" in v.columns else True
+        v["normally_closed"] = (_truthy(v["normally_closed"], False) if "normally_closed" in v.columns
+                                else False)
+        v["attrs_kind"] = "listed"
+        frames.append(v)
+    valve_points = first[first["appurtenance"].isin(list(VALVE_APPURTENANCES))]
+    if len(valve_points):
+        at = ends[ends["node_id"].isin(valve_points.index)].sort_values(["node_id", "segment_id"])
+        degree = at.groupby("node_id")["segment_id"].transform("size").to_numpy()
+        rank = at.groupby("node_id").cumcount().to_numpy()
+        # A valve point between two pipes is one valve (closing it separates them): put it on
+        # the first pipe. A chamber at a junction holds one valve per pipe.
+        take = (degree <= 2) & (rank == 0) | (degree > 2)
+        at = at[take].copy()
+        single = degree[take] <= 2
+        at["id"] = np.where(single, at["node_id"], at["node_id"] + "/" + at["segment_id"])
+        remarks = first["remarks"].reindex(at["node_id"]).reset_index(drop=True)
+        at = at.reset_index(drop=True)
+        at["operable"] = ~_contains_any(remarks, INOPERABLE_WORDS)
+        at["normally_closed"] = _contains_any(remarks, NORMALLY_CLOSED_WORDS)
+        at["attrs_kind"] = first["appurtenance"].reindex(at["node_id"]).to_numpy()
+        frames.append(at)
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    v = pd.concat(frames, ignore_index=True)
+    v["x"] = first["easting"].reindex(v["node_id"]).to_numpy()
+    v["y"] = first["northing"].reindex(v["node_id"]).to_numpy()
+    v["z"] = v["z"].fillna(pd.Series(first["ground_z"].reindex(v["node_id"]).to_numpy(), index=v.index))
+    return v[cols]
+
+
+def _sources(tables: SurveyTables, nodes: pd.DataFrame) -> pd.DataFrame:
+    cols = ["id", "node_id", "utility", "kind", "name", "x", "y", "z"]
+    first = nodes.drop_duplicates("id").set_index("id")
+    src = first[first["appurtenance"].isin(list(SOURCE_APPURTENANCES))]
+    out = pd.DataFrame({"id": "SRC-" + src.index.to_series().astype(str), "node_id": src.index,
+                        "utility": src["utility"].to_numpy(), "kind": src["appurtenance"].to_numpy(),
+                        "name": src["remarks"].to_numpy()})
+    if tables.sources is not None and len(tables.sources):
+        extra = tables.sources.copy()
+        if "id" not in extra.columns:
+            extra["id"] = "SRC-" + extra["node_id"].astype(str)
+        extra["utility"] = first["utility"].reindex(extra["node_id"]).to_numpy()
+        extra["name"] = extra.get("name")
+        out = pd.concat([out, extra[["id", "node_id", "utility", "kind", "name"]]], ignore_index=True)
+    out = out.drop_duplicates("id")
+    out["x"] = first["easting"].reindex(out["node_id"]).to_numpy()
+    out["y"] = first["northing"].reindex(out["node_id"]).to_numpy()
+    out["z"] = first["ground_z"].reindex(out["node_id"]).to_numpy()
+    return out[cols]
+
+
+def _customers(tables: SurveyTables, nodes: pd.DataFrame) -> pd.DataFrame:
+    cols = ["id", "node_id", "utility", "name", "kind", "critical", "demand", "x", "y", "z"]
+    first = nodes.drop_duplicates("id").set_index("id")
+    entry = first[first["feature"] == "service_entry"]
+    remarks = entry["remarks"]
+    critical = _contains_any(remarks.reset_index(drop=True), CRITICAL_WORDS)
+    out = pd.DataFrame({"id": entry.index.to_numpy(), "node_id": entry.index.to_numpy(),
+                        "utility": entry["utility"].to_numpy(), "name": remarks.to_numpy(),
+                        "kind": np.where(critical, "critical", "service"), "critical": critical,
+                        "demand": np.nan})
+    if tables.customers is not None and len(tables.customers):
+        extra = tables.customers.copy()
+        if "id" not in extra.columns:
+            extra["id"] = "C-" + extra["node_id"].astype(str)
+        extra["utility"] = first["utility"].reindex(extra["node_id"]).to_numpy()
+        extra["critical"] = _truthy(extra["critical"], False) if "critical" in extra.columns else False
+        for c in ("name", "kind", "demand"):
+            if c not in extra.columns:
+                extra[c] = None
+        out = pd.concat([out, extra[cols[:7]]], ignore_index=True)
+    out = out.drop_duplicates("id")
+    out["x"] = first["easting"].reindex(out["node_id"]).to_numpy()
+    out["y"] = first["northing"].reindex(out["node_id"]).to_numpy()
+    out["z"] = first["ground_z"].reindex(out["node_id"]).to_numpy()
+    return out[cols]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Make sure the system packages PipeTwin needs are present: PostgreSQL 15 + PostGIS 3, GDAL's
+# command-line tools (ogr2ogr, ogrinfo). As root they are installed with apt; otherwise the exact
+# command is printed and the script fails.
+set -euo pipefail
+
+need=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+[ -f /usr/share/postgresql/15/extension/postgis.control ] || need+=(postgresql-15-postgis-3)
+command -v ogr2ogr >/dev/null 2>&1 || need+=(gdal-bin)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "PipeTwin needs: ${need[*]}" >&2
+    echo "install them with: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+fi
+echo "installing ${need[*]} with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
