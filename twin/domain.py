@@ -181,9 +181,11 @@ def parse_utility(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
             parents[v] = (SUBTYPE_PARENT[code], code)
         else:
             parents[v] = (None, None)
-    parent = raw.map(lambda v: parents[v][0])
-    subtype = raw.map(lambda v: parents[v][1])
-    return parent.astype(object), subtype.astype(object), parent.isna().to_numpy()
+    parent = raw.map({k: v[0] for k, v in parents.items()}).astype(object)
+    subtype = raw.map({k: v[1] for k, v in parents.items()}).astype(object)
+    parent = parent.where(parent.notna(), None)
+    subtype = subtype.where(subtype.notna(), None)
+    return parent, subtype, parent.isna().to_numpy()
 
 
 class DepthReference:
