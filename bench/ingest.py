@@ -1,0 +1,147 @@
+"""Ingest benchmark: a generated district of >= 1M segments, end to end, against ogr2ogr.
+
+Run with ``make bench`` (or ``.venv/bin/python bench/ingest.py [--scale S]``). It
+
+1. writes the sample district at benchmark scale (not timed),
+2. runs ``twin ingest survey`` on it in a child process into a fresh schema: parse + data
+   checks + centrelines + load (COPY and merge), timed end to end, peak memory from the
+   child's max RSS,
+3. in the same run, loads the same segment rows as plain 2D lines with ``ogr2ogr``
+   (GDAL's PostgreSQL driver with PG_USE_COPY) as the reference,
+4. prints the figures and the ratio and appends them to ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from twin.db import make_engine  # noqa: E402
+from twin.pgcluster import database_url  # noqa: E402
+from twin.settings import get_settings  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SCHEMA = "bench_ingest"
+OGR_SCHEMA = "bench_ogr"
+
+
+def _drop(schema: str) -> None:
+    engine = make_engine(get_settings(db_schema=schema))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+
+
+def _machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def _ogr_csv(points: Path, segments: Path, out: Path) -> int:
+    """The reference's input: the segment rows with a 2D WKT line from the point table."""
+    p = pd.read_csv(points, dtype={"物探点号": str}, usecols=["物探点号", "X", "Y"]).set_index("物探点号")
+    s = pd.read_csv(segments, dtype=str, keep_default_na=False)
+    a, b = p.reindex(s["起点号"]), p.reindex(s["终点号"])
+    # X is northing, Y easting: WKT wants easting first.
+    s.insert(0, "WKT", "LINESTRING (" + a["Y"].astype(str).to_numpy() + " " + a["X"].astype(str).to_numpy()
+             + ", " + b["Y"].astype(str).to_numpy() + " " + b["X"].astype(str).to_numpy() + ")")
+    s.columns = ["WKT"] + [f"c{i}" for i in range(1, len(s.columns))]  # ASCII names for the reference
+    s.to_csv(out, index=False)
+    return len(s)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=None, help="sample scale (default: >= 1M segments)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = ap.parse_args()
+
+    from ingest.sample import BENCH_SCALE, generate_district
+
+    scale = args.scale or BENCH_SCALE
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    summary = generate_district(args.out, scale=scale, seed=1)
+    gen_s = time.perf_counter() - t0
+    points, segments = args.out / "points.csv", args.out / "segments.csv"
+    n_seg = sum(1 for _ in segments.open("rb")) - 1
+    print(f"district: scale {scale}, {n_seg:,} segments, generated in {gen_s:.1f} s", flush=True)
+
+    # -- PipeTwin, end to end, in a child process ------------------------------------------
+    _drop(SCHEMA)
+    env = {**os.environ, "TWIN_DB_SCHEMA": SCHEMA}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    res = subprocess.run([str(BIN / "twin"), "ingest", "survey", "--points", str(points), "--segments",
+                          str(segments), "--json"], env=env, capture_output=True, text=True)
+    twin_s = time.perf_counter() - t0
+    peak_mib = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    if res.returncode != 0:
+        print(res.stdout[-3000:], res.stderr[-3000:])
+        raise SystemExit("twin ingest failed")
+    report = json.loads(res.stdout)
+    stages = report["seconds"]
+    print(f"PipeTwin: {twin_s:.1f} s, {n_seg / twin_s:,.0f} segments/s, peak {peak_mib:,.0f} MiB "
+          f"(stages {stages}, warnings {report['warning_count']})", flush=True)
+
+    # -- the reference: ogr2ogr, plain 2D lines, PG_USE_COPY ---------------------------------
+    ogr_input = args.out / "segments_wkt.csv"
+    _ogr_csv(points, segments, ogr_input)
+    _drop(OGR_SCHEMA)
+    url = sa.engine.make_url(database_url(get_settings()))
+    pg = f"PG:host={url.host} port={url.port} dbname={url.database} user={url.username}"
+    if url.password:
+        pg += f" password={url.password}"
+    t0 = time.perf_counter()
+    subprocess.run(["ogr2ogr", "-f", "PostgreSQL", pg, str(ogr_input), "-oo", "GEOM_POSSIBLE_NAMES=WKT",
+                    "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:4548", "-nlt", "LINESTRING",
+                    "-nln", f"{OGR_SCHEMA}.lines", "-lco", "GEOMETRY_NAME=geom", "-gt", "65536",
+                    "--config", "PG_USE_COPY", "YES"], check=True)
+    ogr_s = time.perf_counter() - t0
+    print(f"ogr2ogr:  {ogr_s:.1f} s, {n_seg / ogr_s:,.0f} segments/s", flush=True)
+    ratio = ogr_s / twin_s
+    print(f"ratio (PipeTwin speed / ogr2ogr speed): {ratio:.2f}", flush=True)
+
+    _drop(SCHEMA)
+    _drop(OGR_SCHEMA)
+    if not args.no_record:
+        gdal = subprocess.run(["ogr2ogr", "--version"], capture_output=True, text=True).stdout.strip()
+        with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
+            f.write(
+                f"\n### ingest, {dt.date.today().isoformat()}\n"
+                f"- machine: {_machine()}; {gdal}\n"
+                f"- district: scale {scale}, {n_seg:,} segments, {summary.get('points', '?')} points\n"
+                f"- PipeTwin `twin ingest survey` end to end (read + checks + centrelines + COPY/merge): "
+                f"{twin_s:.1f} s = **{n_seg / twin_s:,.0f} segments/s**, peak RSS {peak_mib:,.0f} MiB; "
+                f"stages (s): {stages}\n"
+                f"- ogr2ogr reference (2D lines, PG_USE_COPY): {ogr_s:.1f} s = {n_seg / ogr_s:,.0f} segments/s\n"
+                f"- ratio PipeTwin / ogr2ogr speed: **{ratio:.2f}**\n"
+            )
+
+
+if __name__ == "__main__":
+    main()
