@@ -103,7 +103,7 @@ def epanet(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Import a water network in EPANET format, with its isolation valves."""
-    from ingest.epanet import default_offset, read_epanet
+    from ingest.epanet import read_epanet
     from ingest.pipeline import _rejected_for, ingest_tables
     from twin.errors import InputError
 
@@ -118,7 +118,8 @@ def epanet(
                                      offset=off if off is not None else "auto",
                                      cover_m=cover if cover is not None else settings.default_cover_m)
             except ValueError:
-                raise InputError("--offset takes two numbers: EASTING,NORTHING") from None
+                _finish(_rejected_for(InputError("--offset takes two numbers: EASTING,NORTHING")), as_json)
+                return
             except InputError as exc:
                 _finish(_rejected_for(exc), as_json)
                 return
@@ -127,7 +128,6 @@ def epanet(
     except TwinError as exc:
         err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
         raise typer.Exit(code=2) from None
-    _ = default_offset
     _finish(report, as_json)
 
 

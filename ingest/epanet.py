@@ -126,12 +126,13 @@ def _split_sections(text: str, inp: _Inp) -> dict[str, _Section]:
     raw = pd.Series(lines, dtype=object)
     content = raw.str.split(";", n=1).str[0].str.strip()
     is_header = content.str.startswith("[")
-    names = content.where(is_header).str.extract(r"^\[\s*([^\]]*?)\s*\]?$", expand=False).str.upper()
+    names = content.where(is_header).str.extract(r"^\[\s*([^\]]*?)\s*(?:\]|$)", expand=False).str.upper()
+    names = names.where(~is_header | names.notna(), "?")  # every header starts a section
     if not is_header.any():
         raise inp.error(None, "not an EPANET .inp file: no [SECTION] headers")
     section = names.ffill()
     end = np.flatnonzero((names == "END").to_numpy())
-    keep = (~is_header & (content != "") & section.isin(_SECTIONS)).to_numpy()
+    keep = (~is_header & (content != "") & section.isin(list(_SECTIONS))).to_numpy().copy()
     if len(end):
         keep[end[0]:] = False
     found = set(names.dropna())
@@ -147,12 +148,12 @@ def _split_sections(text: str, inp: _Inp) -> dict[str, _Section]:
         if rows.empty:
             out[name] = _Section(name, pd.DataFrame(index=range(0)), np.zeros(0, dtype=int))
             continue
-        tokens = rows.str.split()
-        quoted = rows.str.contains('"', regex=False)
-        if quoted.any():
-            tokens[quoted] = rows[quoted].map(
-                lambda s: [a if a or b == "" else b for a, b in _TOKEN_RE.findall(s)])
-        fields = pd.DataFrame(tokens.tolist(), dtype=object)
+        tokens = rows.str.split().tolist()
+        for i in np.flatnonzero(rows.str.contains('"', regex=False).to_numpy()):
+            # EPANET 2.2 allows "quoted ids with spaces".
+            tokens[i] = [a if a or not b else b for a, b in _TOKEN_RE.findall(rows.iloc[i])]
+        width = max(map(len, tokens))
+        fields = pd.DataFrame([t + [None] * (width - len(t)) for t in tokens], dtype=object)
         fields = fields.where(fields.notna(), None)
         lines_no = rows.index.to_numpy() + 1
         sec = _Section(name, fields, lines_no)
@@ -223,12 +224,14 @@ def _units(sections: dict[str, _Section], inp: _Inp) -> tuple[str, bool, float]:
 # --------------------------------------------------------------------------- geometry
 
 
-def default_offset(xy: Iterable[tuple[float, float]] | np.ndarray) -> tuple[float, float]:
-    """Offset (easting, northing) that centres a local network on the district centre.
+def default_offset(xy: Iterable[tuple[float, float]] | np.ndarray, twin_crs: str = "EPSG:4548"
+                   ) -> tuple[float, float]:
+    """Offset (easting, northing) that places a network lying elsewhere on the district centre.
 
-    When every coordinate is smaller than 1e5 in absolute value the network is taken to
-    be in local coordinates and the offset puts its bounding-box centre at
-    :data:`DISTRICT_CENTRE` (410000, 4035000); otherwise it is ``(0, 0)``.
+    Networks whose bounding-box centre already lies inside the twin CRS's area of use keep
+    their coordinates (offset ``(0, 0)``); local coordinates (engineering drawings, EPANET's
+    examples) and coordinates of another CRS are moved so that their bounding-box centre sits
+    at :data:`DISTRICT_CENTRE` (410000, 4035000).
 
     >>> default_offset([(0, 0), (100, 50)])
     (409950.0, 4034975.0)
@@ -237,10 +240,23 @@ def default_offset(xy: Iterable[tuple[float, float]] | np.ndarray) -> tuple[floa
     """
     a = np.asarray(list(xy) if not isinstance(xy, np.ndarray) else xy, dtype=float).reshape(-1, 2)
     a = a[np.isfinite(a).all(axis=1)]
-    if len(a) == 0 or np.abs(a).max() >= LOCAL_LIMIT:
+    if len(a) == 0:
         return (0.0, 0.0)
     centre = (a.min(axis=0) + a.max(axis=0)) / 2.0
+    if np.abs(a).max() >= LOCAL_LIMIT and _inside_area_of_use(centre, twin_crs):
+        return (0.0, 0.0)
     return (float(DISTRICT_CENTRE[0] - centre[0]), float(DISTRICT_CENTRE[1] - centre[1]))
+
+
+def _inside_area_of_use(point: np.ndarray, crs_text: str) -> bool:
+    from pyproj import CRS, Transformer
+
+    crs = CRS.from_user_input(crs_text)
+    area = crs.area_of_use
+    if area is None:
+        return True
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(point[0], point[1])
+    return bool(area.west <= lon <= area.east and area.south <= lat <= area.north)
 
 
 def _transform(x: np.ndarray, y: np.ndarray, source_crs: str | None, twin_crs: str
@@ -278,6 +294,12 @@ def _dn(mm: np.ndarray) -> np.ndarray:
     out = np.empty(len(mm), dtype=object)
     out[:] = [f"DN{v:.1f}".removesuffix(".0") for v in np.round(mm, 1).tolist()]
     return out
+
+
+def _nullify(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding str or None (never NaN), as :func:`ingest.tables.read_table` gives."""
+    frame = frame.astype(object)
+    return frame.where(frame.notna(), None)
 
 
 def _objects(n: int, value: object = None) -> np.ndarray:
@@ -356,7 +378,7 @@ def read_epanet(
     p_status = _pipe_status(pipes, inp)
     v_mm = _numbers(vals, 3, "diameter", inp) * diam_mm
     v_type = vals.col(4).str.upper() if len(vals) else pd.Series([], dtype=object)
-    bad_type = ~v_type.isin(_VALVE_TYPES).to_numpy()
+    bad_type = ~v_type.isin(list(_VALVE_TYPES)).to_numpy()
     if bad_type.any():
         j = int(np.flatnonzero(bad_type)[0])
         raise inp.error(vals.lines[j], f"[VALVES] valve type {vals.col(4).iloc[j]!r} is not one of "
@@ -451,7 +473,7 @@ def read_epanet(
     if isinstance(offset, str):
         if offset != "auto":
             raise InputError(f"offset must be (easting, northing) or 'auto', not {offset!r}")
-        offset = default_offset(np.column_stack([allx, ally]))
+        offset = default_offset(np.column_stack([allx, ally]), twin_crs)
     de, dn = (float(offset[0]), float(offset[1]))
     allx = allx + de
     ally = ally + dn
@@ -477,16 +499,16 @@ def read_epanet(
     points["appurtenance"] = nodes["type"].map({"reservoir": "水源", "tank": "水塔"}).astype(object).to_numpy()
     points["appurtenance"] = points["appurtenance"].where(points["appurtenance"].notna(), None)
     points["remarks"] = nodes["type"].map(lambda t: f"EPANET {t}").to_numpy()
-    points = points.astype(object)
+    points = _nullify(points)
     points["_row"] = nodes["line"].to_numpy()
 
     # ---- segments
     m = len(links)
-    ends = pd.concat([
-        pd.DataFrame({"node": links["from"], "mm": links["mm"]}),
-        pd.DataFrame({"node": links["to"], "mm": links["mm"]}),
-    ])[lambda f: np.concatenate([links["type"].to_numpy() == "pipe"] * 2)]
-    node_mm = ends.groupby("node")["mm"].max()
+    pipe_links = links[links["type"] == "pipe"]
+    node_mm = pd.concat([
+        pd.DataFrame({"node": pipe_links["from"], "mm": pipe_links["mm"]}),
+        pd.DataFrame({"node": pipe_links["to"], "mm": pipe_links["mm"]}),
+    ]).groupby("node")["mm"].max()
     is_pump = (links["type"] == "pump").to_numpy()
     pump_mm = np.fmax(links["from"].map(node_mm).to_numpy(dtype=float),
                       links["to"].map(node_mm).to_numpy(dtype=float))
@@ -514,9 +536,9 @@ def read_epanet(
     segments["size"] = _dn(mm)
     segments["status"] = _objects(m, "active")
     segments["remarks"] = remarks
-    segments = segments.astype(object)
+    segments = _nullify(segments)
     segments["_row"] = links["line"].to_numpy()
-    segments["link_type"] = links["type"].to_numpy()
+    segments["link_type"] = pd.Series(links["type"].to_numpy(), dtype=object)
     segments["normally_closed"] = closed
     segments["vertices"] = vertices
 
@@ -570,12 +592,12 @@ def _pipe_status(pipes: _Section, inp: _Inp) -> np.ndarray:
         return status
     f7 = pipes.col(6).str.upper()
     f8 = pipes.col(7).str.upper()
-    f7_status = f7.isin(_PIPE_STATUS).to_numpy()
+    f7_status = f7.isin(list(_PIPE_STATUS)).to_numpy()
     if f7.notna().any():
         minor = pipes.col(6).where(~f7_status)
         _numbers(_Section(pipes.name, pd.DataFrame({0: minor}), pipes.lines), 0, "minor loss", inp,
                  optional=True)
-    bad = (f8.notna() & ~f8.isin(_PIPE_STATUS)).to_numpy()
+    bad = (f8.notna() & ~f8.isin(list(_PIPE_STATUS))).to_numpy()
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
         raise inp.error(pipes.lines[j], f"[PIPES] status {pipes.col(7).iloc[j]!r} is not Open, Closed or CV")
@@ -591,8 +613,8 @@ def _pipe_status(pipes: _Section, inp: _Inp) -> np.ndarray:
 def _flag(col: pd.Series, default: bool, what: str, rows: np.ndarray, name: str) -> np.ndarray:
     text = col.fillna("").astype(str).str.strip().str.lower()
     out = np.full(len(text), default, dtype=bool)
-    t = text.isin(_TRUE).to_numpy()
-    f = text.isin(_FALSE).to_numpy()
+    t = text.isin(list(_TRUE)).to_numpy()
+    f = text.isin(list(_FALSE)).to_numpy()
     bad = ~(t | f | (text == "").to_numpy())
     if bad.any():
         j = int(np.flatnonzero(bad)[0])

@@ -109,7 +109,7 @@ def _polyline_wkt(s: pd.DataFrame) -> pd.Series:
         chain = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
         frac = chain / chain[-1] if chain[-1] > 0 else np.zeros_like(chain)
         z = row.from_z + (row.to_z - row.from_z) * frac
-        out.iat[i] = "LINESTRING Z (" + ", ".join(f"{a!r} {b!r} {c!r}" for a, b, c in zip(xy[:, 0], xy[:, 1], z, strict=True)) + ")"
+        out.iat[i] = "LINESTRING Z (" + ", ".join(f"{a!r} {b!r} {c!r}" for a, b, c in zip(xy[:, 0].tolist(), xy[:, 1].tolist(), z.tolist(), strict=True)) + ")"
     return out
 
 

@@ -44,7 +44,8 @@ def ingest_tables(
     t0 = time.perf_counter()
     crs = twin_crs(settings.crs)
     step("checking")
-    prepared = prepare(tables, settings, crs, axis_order=axis_order, check_long=check_long)
+    prepared = prepare(tables, settings, crs, axis_order=axis_order, check_long=check_long,
+                       network_model=tables.kind == "epanet")
     report = prepared.report
     report.files = [dataclasses.asdict(f) for f in tables.files]
     report.seconds["check"] = time.perf_counter() - t0

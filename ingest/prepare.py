@@ -65,7 +65,8 @@ def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Parse numeric text (units m/mm/MPa/kV allowed); returns (values, bad mask)."""
     raw = values.astype(object)
     present = raw.notna().to_numpy()
-    out = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    # A copy: pandas may hand out a read-only view, and the retry below writes into it.
+    out = np.array(pd.to_numeric(raw, errors="coerce"), dtype=float)
     retry = present & np.isnan(out)
     if retry.any():
         extracted = raw[retry].astype(str).str.extract(_NUMBER_RE, expand=False)
@@ -86,11 +87,16 @@ def _year(values: pd.Series) -> np.ndarray:
 
 
 def prepare(tables: SurveyTables, settings: TwinSettings, crs: TwinCRS, *, axis_order: str = "ne",
-            check_long: bool = True) -> Prepared:
-    """Type, check and derive the twin's features from one batch of survey tables."""
+            check_long: bool = True, network_model: bool = False) -> Prepared:
+    """Type, check and derive the twin's features from one batch of survey tables.
+
+    ``network_model`` marks hydraulic models (EPANET): parallel links and links between
+    coincident points are legitimate there, so they are warnings instead of errors.
+    """
     report = Report()
     nodes = _prepare_points(tables, crs, axis_order, report)
-    segments = _prepare_segments(tables, nodes, settings, report, check_long=check_long)
+    segments = _prepare_segments(tables, nodes, settings, report, check_long=check_long,
+                                 network_model=network_model)
     _check_degrees(nodes, segments, tables.points_file, report)
     _check_crossings(segments, tables.segments_file, report)
     valves = _valves(tables, nodes, segments, report)
@@ -179,7 +185,7 @@ def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd
 
 # -- segments -------------------------------------------------------------------------------
 def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinSettings, report: Report,
-                      *, check_long: bool) -> pd.DataFrame:
+                      *, check_long: bool, network_model: bool = False) -> pd.DataFrame:
     s = tables.segments
     f = tables.segments_file
     for col in ("from_id", "to_id", "size"):
@@ -307,7 +313,7 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
     # Length checks.
     same = ok & (fi == ti)
     short = ok & ((length < settings.short_segment_m) | same)
-    report.add_rows("E204", short, s, f, lambda r: "zero-length segment (both ends at one place)",
+    report.add_rows("W210" if network_model else "E204", short, s, f, lambda r: "zero-length segment (both ends at one place)",
                     ("from_id", "to_id"))
     if check_long:
         long_ = ok & (length > settings.long_segment_m)
@@ -324,9 +330,16 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
     lo, hi = np.minimum(fi, ti), np.maximum(fi, ti)
     key = pd.DataFrame({"lo": lo, "hi": hi, "u": out["subtype"].fillna(out["utility"]).astype(str)})
     dup_pair = ok & key.duplicated(keep="first").to_numpy()
-    dup_pair |= out["id"].duplicated(keep="first").to_numpy() & ~dup_id
+    dup_generated = out["id"].duplicated(keep="first").to_numpy() & ~dup_id
+    if network_model:
+        report.add_rows("W211", dup_pair & ~dup_generated, s, f, "parallel link between the same points",
+                        ("id", "from_id", "to_id"))
+        dup_pair = dup_generated
+    else:
+        dup_pair |= dup_generated
     report.add_rows("E206", dup_id | dup_pair, s, f, "duplicate segment (surveyed twice?)", ("from_id", "to_id"))
-    out["_valid"] = ok & np.isfinite(z1) & np.isfinite(z2) & np.isfinite(half_height_m)
+    out["_valid"] = (ok & np.isfinite(z1) & np.isfinite(z2) & np.isfinite(half_height_m)
+                     & np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2))
     return out
 
 

@@ -36,6 +36,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     "W207": ("warning", "feature does not match the connection count"),
     "W208": ("warning", "same-utility pipes cross without a shared point"),
     "W209": ("warning", "segment utility differs from its end points"),
+    "W210": ("warning", "link between coincident points (network model)"),
+    "W211": ("warning", "parallel links between the same points (network model)"),
     # depth and size
     "E301": ("error", "missing depth"),
     "E302": ("error", "implausible depth"),

@@ -120,21 +120,45 @@ def _normalise_header(name: object) -> str:
     return re.sub(r"[\s_\-]+", "", text)
 
 
+def _known_column(name: str) -> bool:
+    return name in POINT_COLUMNS or name in SEGMENT_COLUMNS
+
+
 def load_column_mapping(path: Path | None) -> dict[str, str]:
     """Read a header mapping file (JSON object or two-column CSV: header,canonical)."""
     if path is None:
         return {}
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the column mapping: {exc}") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            # A CSV saved by Excel on a Chinese system is GBK.
+            text = data.decode("gb18030")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: the column mapping is neither UTF-8 nor GBK text") from exc
     if path.suffix.lower() == ".json":
-        data = json.loads(text)
-        if not isinstance(data, dict):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: the column mapping is not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict):
             raise InputError(f"{path}: the column mapping must be a JSON object header -> column")
-        return {_normalise_header(k): str(v) for k, v in data.items()}
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
-    return {_normalise_header(r[0]): r[1].strip() for r in rows if len(r) >= 2}
+        mapping = {_normalise_header(k): str(v).strip() for k, v in obj.items()}
+    else:
+        rows = [r for r in csv.reader(io.StringIO(text)) if len(r) >= 2]
+        if rows and not _known_column(rows[0][1].strip()):
+            rows = rows[1:]  # a header line such as "header,column"
+        mapping = {_normalise_header(r[0]): r[1].strip() for r in rows}
+    unknown = sorted({v for v in mapping.values() if not _known_column(v)})
+    if unknown:
+        known = sorted(set(POINT_COLUMNS) | set(SEGMENT_COLUMNS))
+        raise InputError(f"{path}: the column mapping names unknown column(s) {', '.join(unknown)}; "
+                         f"known columns: {', '.join(known)}")
+    return mapping
 
 
 def _map_headers(
@@ -183,30 +207,39 @@ def _decode(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
 
     best = from_bytes(data[:200_000]).best()
     if best is None:
-        raise InputError(f"{path.name}: cannot tell the text encoding; give --encoding", code="F003")
+        raise InputError(f"{path.name}: not a text table (binary data, or an unknown text encoding: "
+                         "give --encoding)", code="F003")
     try:
         return data.decode(best.encoding), best.encoding
     except UnicodeDecodeError as exc:
         raise InputError(f"{path.name}: undecodable as {best.encoding}: {exc}", code="F003") from exc
 
 
-def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str]:
+def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str, int]:
+    """Returns the frame, the encoding used and the line number of the first data row."""
     text, used = _decode(data, encoding, path)
     if not text.strip():
         raise InputError(f"{path.name}: the file is empty", code="F002")
+    if "\x00" in text:
+        raise InputError(f"{path.name}: holds binary data (NUL bytes), not a text table", code="F003")
+    blank = re.match(r"(?:[ \t]*\r?\n)*", text)
+    lead = text[: blank.end()].count("\n") if blank else 0
+    text = text[blank.end():] if blank else text
     sample = text[:10_000]
     try:
         delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
     except csv.Error:
         delimiter = ","
     try:
+        # Keep blank lines (as empty rows) so that ``_row`` counts the file's lines;
+        # read_table drops empty rows after numbering.
         frame = pd.read_csv(
             io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, na_values=[""],
-            skipinitialspace=True, engine="c",
+            skipinitialspace=True, skip_blank_lines=False, engine="c",
         )
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputError(f"{path.name}: not a readable CSV table: {exc}", code="F003") from exc
-    return frame, used
+    return frame, used, lead + 2
 
 
 def _read_xlsx(path: Path) -> pd.DataFrame:
@@ -238,12 +271,18 @@ def read_table(
     if not data.strip():
         raise InputError(f"{path.name}: the file is empty", code="F002")
     used: str | None = None
+    first_row = 2
+    if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":  # OLE2: .xls, or an encrypted workbook
+        raise InputError(f"{path.name}: looks like an old .xls (or password-protected) workbook; "
+                         "save it as .xlsx or CSV", code="F003")
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         frame = _read_xlsx(path)
     elif data[:4] == b"PK\x03\x04":
         raise InputError(f"{path.name}: looks like a workbook; name it .xlsx", code="F003")
     else:
-        frame, used = _read_csv(path, data, encoding)
+        frame, used, first_row = _read_csv(path, data, encoding)
+    if len(frame.columns) == 0:
+        raise InputError(f"{path.name}: the table is empty (no header row)", code="F002")
     if frame.empty:
         raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
     headers = [str(h) for h in frame.columns]
@@ -263,8 +302,11 @@ def read_table(
     frame = frame.where(frame.notna(), None)
     for c in frame.columns:
         frame[c] = _strip(frame[c])
-    frame["_row"] = range(2, len(frame) + 2)
-    frame = frame.reset_index(drop=True)
+    frame["_row"] = range(first_row, len(frame) + first_row)
+    # Rows with no value at all (blank lines, ",,,," or empty spreadsheet rows) carry no data.
+    frame = frame[frame[list(columns)].notna().any(axis=1)].reset_index(drop=True)
+    if frame.empty:
+        raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
     info = FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=used, rows=len(frame))
     return frame, info
 
