@@ -113,10 +113,12 @@ def _polyline_wkt(s: pd.DataFrame) -> pd.Series:
     return out
 
 
-def _copy(cur, table: str, frame: pd.DataFrame, columns: list[str], chunk_rows: int = 200_000) -> None:
+def _copy(cur, table: str, frame: pd.DataFrame, columns: list[str], step: Callable[[str], None],
+          chunk_rows: int = 200_000) -> None:
     """COPY a frame into a table as CSV, in chunks so memory stays flat."""
     with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)") as copy:
         for start in range(0, len(frame), chunk_rows):
+            step(f"copying {table.removeprefix('stage_')}s {start:,}/{len(frame):,}")
             buf = io.StringIO()
             frame.iloc[start:start + chunk_rows][columns].to_csv(buf, header=False, index=False, na_rep="")
             copy.write(buf.getvalue())
@@ -150,7 +152,8 @@ def apply_batch(
         with raw.cursor() as cur:
             for name, spec in TABLES.items():
                 step(f"loading {name}s")
-                changes[name] = _merge(cur, spec, frames[name], srid=srid, batch_id=batch_id, scope=scope)
+                changes[name] = _merge(cur, spec, frames[name], srid=srid, batch_id=batch_id, scope=scope,
+                                       step=step)
             for name in TABLES:
                 cur.execute(f"ANALYZE {name}")
         report.status = "applied"
@@ -164,13 +167,15 @@ def apply_batch(
     return report
 
 
-def _merge(cur, spec: TableSpec, frame: pd.DataFrame, *, srid: int, batch_id: int, scope: str) -> dict[str, int]:
+def _merge(cur, spec: TableSpec, frame: pd.DataFrame, *, srid: int, batch_id: int, scope: str,
+           step: Callable[[str], None] = lambda _m: None) -> dict[str, int]:
     stage = f"stage_{spec.name}"
     data_cols = [c for c, _ in spec.columns]
     stage_cols = data_cols + [c for c in spec.geometry if c not in data_cols]
     types = dict(spec.columns) | {c: ("text" if c == "wkt" else "float8") for c in spec.geometry}
     cur.execute(f"CREATE TEMP TABLE {stage} ({', '.join(f'{c} {types[c]}' for c in stage_cols)}) ON COMMIT DROP")
-    _copy(cur, stage, frame, stage_cols)
+    _copy(cur, stage, frame, stage_cols, step)
+    step(f"merging {spec.name}s")
     cur.execute(f"CREATE UNIQUE INDEX ON {stage} (id)")
     cur.execute(f"ANALYZE {stage}")
     geom = spec.geom_sql.format(srid=srid)
