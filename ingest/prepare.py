@@ -233,7 +233,8 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
 
     # Numbers.
     num = {}
-    for col in ("from_depth", "to_depth", "from_elev", "to_elev", "pressure", "cables", "holes_total",
+    for col in ("from_depth", "to_depth", "from_elev", "to_elev", "from_top_elev", "to_top_elev",
+                "from_invert_elev", "to_invert_elev", "pressure", "cables", "holes_total",
                 "holes_used"):
         num[col], bad = _numbers(s[col])
         report.add_rows("E101", bad, s, f, lambda r, c=col: f"{c} is not a number: {r[c]!r}",
@@ -265,6 +266,9 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
     # Depth: the segment's, else the point's; elevation when given wins for the height.
     d1 = np.where(np.isfinite(num["from_depth"]), num["from_depth"], pdepth[safe_f])
     d2 = np.where(np.isfinite(num["to_depth"]), num["to_depth"], pdepth[safe_t])
+    for end in ("from", "to"):
+        num[f"{end}_elev"] = _reference_elevation(num[f"{end}_elev"], num[f"{end}_top_elev"],
+                                                  num[f"{end}_invert_elev"], invert, half_height_m)
     ref1 = np.where(np.isfinite(num["from_elev"]), num["from_elev"], g1 - d1)
     ref2 = np.where(np.isfinite(num["to_elev"]), num["to_elev"], g2 - d2)
     d1 = np.where(np.isfinite(d1), d1, g1 - ref1)
@@ -340,6 +344,21 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
     report.add_rows("E206", dup_id | dup_pair, s, f, "duplicate segment (surveyed twice?)", ("from_id", "to_id"))
     out["_valid"] = (ok & np.isfinite(z1) & np.isfinite(z2) & np.isfinite(half_height_m)
                      & np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2))
+    return out
+
+
+def _reference_elevation(generic: np.ndarray, top: np.ndarray, invert_elev: np.ndarray,
+                         invert_ref: np.ndarray, half_height_m: np.ndarray) -> np.ndarray:
+    """Elevation at each segment's depth reference from whichever elevation column is given.
+
+    A top elevation on a drainage pipe (or an invert elevation on a pressure pipe) is
+    converted through the pipe's height, ignoring wall thickness as DOMAIN.md does.
+    """
+    out = generic.copy()
+    from_top = ~np.isfinite(out) & np.isfinite(top)
+    out[from_top] = np.where(invert_ref, top - 2 * half_height_m, top)[from_top]
+    from_inv = ~np.isfinite(out) & np.isfinite(invert_elev)
+    out[from_inv] = np.where(invert_ref, invert_elev, invert_elev + 2 * half_height_m)[from_inv]
     return out
 
 

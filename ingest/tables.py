@@ -59,8 +59,14 @@ SEGMENT_COLUMNS: dict[str, tuple[str, ...]] = {
     "utility": ("管线类型", "管线代码", "管线种类", "管类", "代码", "类型"),
     "from_depth": ("起点埋深", "fromdepth"),
     "to_depth": ("终点埋深", "todepth"),
-    "from_elev": ("起点高程", "起点管顶高程", "起点管底高程", "fromelev", "fromelevation"),
-    "to_elev": ("终点高程", "终点管顶高程", "终点管底高程", "toelev", "toelevation"),
+    # Elevation at the utility's depth reference (top, or invert for drainage) ...
+    "from_elev": ("起点高程", "fromelev", "fromelevation"),
+    "to_elev": ("终点高程", "toelev", "toelevation"),
+    # ... or named explicitly as top (管顶) or inner bottom (管底, 管内底).
+    "from_top_elev": ("起点管顶高程", "fromtopelev"),
+    "to_top_elev": ("终点管顶高程", "totopelev"),
+    "from_invert_elev": ("起点管底高程", "起点管内底高程", "起点内底高程", "frominvertelev"),
+    "to_invert_elev": ("终点管底高程", "终点管内底高程", "终点内底高程", "toinvertelev"),
     "size": ("管径/断面", "管径", "断面", "管径或断面", "断面尺寸", "规格", "管径断面"),
     "material": ("材质", "管材"),
     "burial": ("埋设方式", "埋设类型"),
@@ -242,9 +248,33 @@ def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str
     return frame, used, lead + 2
 
 
+def _promote_header(raw: pd.DataFrame, columns: Mapping[str, tuple[str, ...]], extra: Mapping[str, str]
+                    ) -> tuple[pd.DataFrame, int]:
+    """Find the header row of a workbook sheet: 成果表 often carry a title row or two above it.
+
+    The header is the row among the first ten that names the most known columns. Returns the
+    frame under that header and the sheet row number of its first data row.
+    """
+    best, best_hits = 0, -1
+    for i in range(min(10, len(raw))):
+        cells = [str(v) for v in raw.iloc[i].tolist() if pd.notna(v) and str(v).strip()]
+        hits = len(_map_headers(cells, columns, extra, ""))
+        if hits > best_hits:
+            best, best_hits = i, hits
+    if len(raw) == 0:
+        return raw, 2
+    header = [str(v) if pd.notna(v) and str(v).strip() else f"column{j + 1}"
+              for j, v in enumerate(raw.iloc[best].tolist())]
+    frame = raw.iloc[best + 1:].reset_index(drop=True)
+    frame.columns = header
+    return frame, best + 2
+
+
 def _read_xlsx(path: Path) -> pd.DataFrame:
+    """The first sheet, every cell as text, no header (see :func:`_promote_header`)."""
     try:
-        frame = pd.read_excel(path, dtype=str, engine="openpyxl", keep_default_na=False, na_values=[""])
+        frame = pd.read_excel(path, dtype=str, engine="openpyxl", keep_default_na=False, na_values=[""],
+                              header=None)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as exc:
         raise InputError(f"{path.name}: not a readable XLSX workbook ({exc.__class__.__name__}: {exc})",
                          code="F003") from exc
@@ -276,7 +306,7 @@ def read_table(
         raise InputError(f"{path.name}: looks like an old .xls (or password-protected) workbook; "
                          "save it as .xlsx or CSV", code="F003")
     if path.suffix.lower() in (".xlsx", ".xlsm"):
-        frame = _read_xlsx(path)
+        frame, first_row = _promote_header(_read_xlsx(path), columns, mapping or {})
     elif data[:4] == b"PK\x03\x04":
         raise InputError(f"{path.name}: looks like a workbook; name it .xlsx", code="F003")
     else:

@@ -457,6 +457,23 @@ def test_elevation_alone_sets_height_and_depth(tmp_path: Path) -> None:
     assert row["from_depth_m"] == pytest.approx(35.20 - 33.00)
 
 
+def test_named_top_and_invert_elevations_are_converted_by_reference(tmp_path: Path) -> None:
+    """管顶高程 on drainage and 管底高程 on water go through the pipe's height."""
+    s = depth_to_elevation(Survey())
+    i = s._col(S, "起点高程")
+    s.tables[S][0][i] = "起点管顶高程"
+    j = s._col(S, "终点高程")
+    s.tables[S][0][j] = "终点管底高程"
+    # The file's numbers were written at each utility's reference; the header now says
+    # top at the start and invert at the end, so the heights shift by the pipe's height.
+    prep = prepared(s, tmp_path)
+    ys, js = seg(prep, "YS1-YS2"), seg(prep, "JS1-JS2")
+    assert ys["from_z"] == pytest.approx(35.200 - 2.00 - 0.300)  # top given: centre below it
+    assert ys["to_z"] == pytest.approx(35.180 - 2.10 + 0.300)  # invert given: as before
+    assert js["from_z"] == pytest.approx(35.200 - 1.40 - 0.150)  # top given: as before
+    assert js["to_z"] == pytest.approx(35.180 - 1.40 + 0.150)  # invert given: centre above it
+
+
 def test_valves_from_valve_points(sample: Prepared) -> None:
     v = sample.valves.set_index("id")
     assert sorted(v.index) == ["JS3", "JS5"]  # degree 2: one valve each

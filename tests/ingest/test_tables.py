@@ -411,3 +411,25 @@ def test_read_table_alone(tmp_path: Path) -> None:
     frame, info = read_table(SAMPLE / P, POINT_COLUMNS, POINT_REQUIRED)
     assert len(frame) == info.rows == 11
     assert info.bytes == len(SAMPLE_POINTS)
+
+
+def test_xlsx_with_title_rows_above_the_header(tmp_path):
+    """成果表 workbooks often open with a title and a project line above the header."""
+    from openpyxl import Workbook
+
+    from ingest.tables import POINT_COLUMNS, POINT_REQUIRED, read_table
+
+    src = pd.read_csv(SAMPLE / "points.csv", dtype=str, keep_default_na=False)
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["聊城市东昌路地下管线探测 管线点成果表"])
+    ws.append(["测区: 东昌路", None, None, "坐标系: CGCS2000"])
+    ws.append(list(src.columns))
+    for row in src.itertuples(index=False):
+        ws.append(list(row))
+    path = tmp_path / "points.xlsx"
+    wb.save(path)
+    frame, info = read_table(path, POINT_COLUMNS, POINT_REQUIRED)
+    assert list(frame["point_id"][:2]) == ["JS1", "JS2"]
+    assert frame["_row"].iloc[0] == 4  # sheet row of the first data row
+    assert info.rows == len(src)
