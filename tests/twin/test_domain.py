@@ -10,7 +10,6 @@ from twin.crs import twin_crs
 from twin.domain import depth_reference, parse_sizes, parse_utility
 from twin.errors import ConfigError
 
-
 # text           diameter  width  height  bad
 SIZES = [
     ("300",        300.0,    None,  None,   False),
