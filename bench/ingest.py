@@ -80,9 +80,9 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
 
-    from ingest.sample import BENCH_SCALE, generate_district
+    from ingest.sample import BENCHMARK_SCALE, generate_district
 
-    scale = args.scale or BENCH_SCALE
+    scale = args.scale or BENCHMARK_SCALE
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     summary = generate_district(args.out, scale=scale, seed=1)

@@ -33,7 +33,7 @@ from twin.settings import TwinSettings
 __all__ = ["Prepared", "prepare", "CRITICAL_WORDS", "INOPERABLE_WORDS", "NORMALLY_CLOSED_WORDS"]
 
 #: Remarks that mark a customer critical (hospitals and the like).
-CRITICAL_WORDS = ("医院", "卫生院", "急救", "血站", "养老院", "敬老院", "学校", "幼儿园", "消防",
+CRITICAL_WORDS = ("医院", "卫生院", "急救", "血站", "养老院", "敬老院", "学校", "中学", "小学", "幼儿园", "消防",
                   "重要用户", "hospital", "critical")
 #: Remarks that mark a valve as not operable.
 INOPERABLE_WORDS = ("无法关闭", "不能关闭", "关不严", "失灵", "损坏", "埋没", "找不到", "inoperable")

@@ -52,8 +52,7 @@ e.g. ``JS000123``); every segment end is in the point table; segments are 1-70 m
 feature's connection count matches it (三通 3, 四通 4, 直线点/弯头/变径 2, 终点/进楼 1);
 阀门 points sit between exactly two pipes; 备注 flags: ``常闭`` (normally closed boundary
 valve), ``无法关闭`` (inoperable valve), ``供水``/``回水`` (heat supply / return, on RS points
-and segments), customer names on 进楼 points (some contain ``医院``, ``学校``/``中学``/``小学``,
-``养老院``), the source's name on 水厂/调压站/换热站 points; 流向 is empty (flow runs 起点 ->
+and segments), customer names on 进楼 points (some contain ``医院``, ``学校``, ``养老院``), the source's name on 水厂/调压站/换热站 points; 流向 is empty (flow runs 起点 ->
 终点); 状态 is ``active`` or ``abandoned``.
 
 Scale: ``scale`` multiplies the roads per side (``round(4 * scale)``); the segment count
@@ -132,8 +131,8 @@ EW_NAMES = ("东昌路", "兴华路", "建设路", "湖南路", "黄河路", "�
 
 _HOSPITALS = ("聊城市人民医院", "聊城市第二人民医院", "聊城市中医医院", "东昌府区人民医院", "聊城市第三人民医院",
               "聊城市妇女儿童医院")
-_SCHOOLS = ("聊城第一中学", "聊城第三中学", "东昌府区实验小学", "东昌府区育英学校", "聊城市特殊教育学校",
-            "水城中学")
+_SCHOOLS = ("东昌府区实验学校", "聊城市育英学校", "聊城市特殊教育学校", "东昌府区外国语学校", "水城双语学校",
+            "聊城第一中学附属学校")
 _ELDERLY = ("东昌府区养老院", "光岳养老院", "水城养老院")
 _BUSINESS = ("聊城百货大楼", "东昌府区政务中心", "光岳宾馆", "新华书店", "建设银行东昌支行", "水城大酒店",
              "聊城市体育馆", "东昌府区图书馆", "聊城汽车站", "振华商厦")
@@ -1021,7 +1020,7 @@ def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFra
     sc = np.bincount(S["util"], minlength=len(UTILITY_ORDER))
     entries = P["feat"] == F_ENTRY
     rem = pd.Series(P["remark"][entries], dtype=object).fillna("")
-    critical = rem.str.contains("医院|学校|中学|小学|养老院", regex=True)
+    critical = rem.str.contains("医院|学校|养老院", regex=True)
     sources = {APPURTENANCES[k]: int((P["app"] == k).sum()) for k in (A_WATER_PLANT, A_GAS_STATION, A_HEAT_STATION)}
     info = {
         "points": {u: int(pc[k]) for k, u in enumerate(UTILITY_ORDER)},
@@ -1029,6 +1028,8 @@ def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFra
         "points_total": int(n_p),
         "segments_total": int(n_s),
         "customers": int(entries.sum()),
+        "customers_by_utility": {u: int((entries & (P["util"] == k)).sum()) for k, u in enumerate(UTILITY_ORDER)
+                                 if (entries & (P["util"] == k)).any()},
         "critical_customers": int(critical.sum()),
         "sources": sources,
         "valves": int(np.isin(P["app"], [A_VALVE, A_CHAMBER]).sum()),
