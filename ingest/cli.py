@@ -147,4 +147,9 @@ def sample(
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False, indent=2, default=str))
     else:
-        Console().print(summary)
+        out = Console()
+        out.print(f"sample district (scale {summary['scale']:g}, seed {summary['seed']}): "
+                  f"{summary['roads']} roads, {summary['road_km']:.1f} km of road, "
+                  f"{summary['points_total']:,} points, {summary['segments_total']:,} segments, "
+                  f"{summary['valves']:,} valves, {summary['customers']:,} service connections")
+        out.print(f"written: {summary['files']['points']}, {summary['files']['segments']}")
