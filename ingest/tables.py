@@ -221,8 +221,9 @@ def _decode(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
         raise InputError(f"{path.name}: undecodable as {best.encoding}: {exc}", code="F003") from exc
 
 
-def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str, int]:
-    """Returns the frame, the encoding used and the line number of the first data row."""
+def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str, int, bool]:
+    """Returns the frame, the encoding used, the line number of the first data row and
+    whether cells are already trimmed (empty ones None)."""
     text, used = _decode(data, encoding, path)
     if not text.strip():
         raise InputError(f"{path.name}: the file is empty", code="F002")
@@ -236,6 +237,9 @@ def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str
         delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
     except csv.Error:
         delimiter = ","
+    frame = _read_csv_arrow(text, delimiter)
+    if frame is not None:
+        return frame, used, lead + 2, True
     try:
         # Keep blank lines (as empty rows) so that ``_row`` counts the file's lines;
         # read_table drops empty rows after numbering.
@@ -245,7 +249,7 @@ def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str
         )
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputError(f"{path.name}: not a readable CSV table: {exc}", code="F003") from exc
-    return frame, used, lead + 2
+    return frame, used, lead + 2, False
 
 
 def _promote_header(raw: pd.DataFrame, columns: Mapping[str, tuple[str, ...]], extra: Mapping[str, str]
@@ -268,6 +272,42 @@ def _promote_header(raw: pd.DataFrame, columns: Mapping[str, tuple[str, ...]], e
     frame = raw.iloc[best + 1:].reset_index(drop=True)
     frame.columns = header
     return frame, best + 2
+
+
+def _read_csv_arrow(text: str, delimiter: str) -> pd.DataFrame | None:
+    """Fast path: Arrow's multithreaded CSV reader, every column as trimmed text.
+
+    Returns None when the file needs the careful reader (blank lines, ragged rows, line
+    breaks inside quoted cells), whose row numbering counts every line.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    first_line = text.split("\n", 1)[0]
+    header = next(csv.reader([first_line], delimiter=delimiter), [])
+    if not header or len(set(header)) != len(header) or re.search(r"\n[ \t\r]*\n", text):
+        return None
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header}, strings_can_be_null=True,
+                null_values=[""], quoted_strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError):
+        return None
+    if table.column_names != header:
+        return None
+    empty = pa.scalar(None, pa.string())
+    columns = []
+    for col in table.columns:
+        col = pc.utf8_trim_whitespace(col)
+        columns.append(pc.if_else(pc.equal(col, ""), empty, col))
+    # Straight to Python objects (None for empty cells): the checks work on object columns.
+    return pd.DataFrame({h: col.to_numpy(zero_copy_only=False) for h, col in zip(header, columns, strict=True)},
+                        dtype=object)
 
 
 def _read_xlsx(path: Path) -> pd.DataFrame:
@@ -302,6 +342,7 @@ def read_table(
         raise InputError(f"{path.name}: the file is empty", code="F002")
     used: str | None = None
     first_row = 2
+    trimmed = False  # the Arrow reader trims cells and nulls empty ones itself
     if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":  # OLE2: .xls, or an encrypted workbook
         raise InputError(f"{path.name}: looks like an old .xls (or password-protected) workbook; "
                          "save it as .xlsx or CSV", code="F003")
@@ -310,7 +351,7 @@ def read_table(
     elif data[:4] == b"PK\x03\x04":
         raise InputError(f"{path.name}: looks like a workbook; name it .xlsx", code="F003")
     else:
-        frame, used, first_row = _read_csv(path, data, encoding)
+        frame, used, first_row, trimmed = _read_csv(path, data, encoding)
     if len(frame.columns) == 0:
         raise InputError(f"{path.name}: the table is empty (no header row)", code="F002")
     if frame.empty:
@@ -329,9 +370,10 @@ def read_table(
         if c not in frame.columns:
             frame[c] = None
     frame = frame[list(columns)].astype(object)
-    frame = frame.where(frame.notna(), None)
-    for c in frame.columns:
-        frame[c] = _strip(frame[c])
+    if not trimmed:
+        frame = frame.where(frame.notna(), None)
+        for c in frame.columns:
+            frame[c] = _strip(frame[c])
     frame["_row"] = range(first_row, len(frame) + first_row)
     # Rows with no value at all (blank lines, ",,,," or empty spreadsheet rows) carry no data.
     frame = frame[frame[list(columns)].notna().any(axis=1)].reset_index(drop=True)
