@@ -385,18 +385,29 @@ def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
     coords = np.stack([segments["x1"].to_numpy()[idx], segments["y1"].to_numpy()[idx],
                        segments["x2"].to_numpy()[idx], segments["y2"].to_numpy()[idx]], axis=1)
     lines = shapely.linestrings(coords.reshape(-1, 2, 2))
-    tree = shapely.STRtree(lines)
-    a, b = tree.query(lines, predicate="intersects")
-    keep = a < b
-    a, b = a[keep], b[keep]
     fi, ti = segments["_fi"].to_numpy()[idx], segments["_ti"].to_numpy()[idx]
-    share = (fi[a] == fi[b]) | (fi[a] == ti[b]) | (ti[a] == fi[b]) | (ti[a] == ti[b])
-    code = segments["subtype"].fillna(segments["utility"]).astype(str).to_numpy()[idx]
-    same = (code[a] == code[b]) & ~share
-    pairs_a, pairs_b = idx[a[same]], idx[b[same]]
+    code = segments["subtype"].fillna(segments["utility"]).fillna("").to_numpy(dtype=object)[idx]
+    found_a, found_b = [], []
+    # One tree per utility code: only same-utility crossings matter, and the trees stay small.
+    for u in np.unique(code):
+        members = np.flatnonzero(code == u)
+        if len(members) < 2:
+            continue
+        tree = shapely.STRtree(lines[members])
+        a, b = tree.query(lines[members], predicate="intersects")
+        keep = a < b
+        a, b = members[a[keep]], members[b[keep]]
+        share = (fi[a] == fi[b]) | (fi[a] == ti[b]) | (ti[a] == fi[b]) | (ti[a] == ti[b])
+        found_a.append(a[~share])
+        found_b.append(b[~share])
+    if not found_a:
+        return
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    order = np.lexsort((b, a))  # report in file order
     ids = segments["id"].to_numpy()
-    for ia, ib in zip(pairs_a, pairs_b, strict=True):
-        report.add("W208", f"{code[np.searchsorted(idx, ia)]} segments {ids[ia]} and {ids[ib]} cross without a shared point",
+    for ja, jb in zip(a[order], b[order], strict=True):
+        ia, ib = idx[ja], idx[jb]
+        report.add("W208", f"{code[ja]} segments {ids[ia]} and {ids[ib]} cross without a shared point",
                    file=f, row=int(segments["_row"].iat[ia]), ids=[ids[ia], ids[ib]])
 
 
