@@ -25,6 +25,7 @@ from twin.domain import (
     canonical_appurtenance,
     canonical_feature,
     depth_reference,
+    map_distinct,
     parse_sizes,
     parse_utility,
 )
@@ -76,13 +77,13 @@ def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _contains_any(values: pd.Series, words: tuple[str, ...]) -> np.ndarray:
-    text = values.fillna("").astype(str)
     pattern = "|".join(re.escape(w) for w in words)
-    return text.str.contains(pattern, case=False, regex=True).to_numpy(dtype=bool)
+    found = map_distinct(values, lambda d: d.str.contains(pattern, case=False, regex=True))
+    return found.to_numpy(dtype=bool)
 
 
 def _year(values: pd.Series) -> np.ndarray:
-    years = values.fillna("").astype(str).str.extract(r"((?:19|20)\d{2})", expand=False)
+    years = map_distinct(values, lambda d: d.str.extract(r"((?:19|20)\d{2})", expand=False))
     return pd.to_numeric(years, errors="coerce").to_numpy(dtype=float)
 
 
@@ -248,8 +249,7 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
         out[col] = s[col]
     out["built"] = s["built"]
     out["built_year"] = pd.array(_year(s["built"]), dtype="Int64")
-    status_raw = s["status"].fillna("active").astype(str).str.strip().str.lower()
-    status = status_raw.map(_STATUS)
+    status = map_distinct(s["status"], lambda d: d.str.lower().replace("", "active").map(_STATUS))
     report.add_rows("E108", status.isna().to_numpy(), s, f, lambda r: f"unknown status {r['status']!r}",
                     ("from_id", "to_id"))
     out["status"] = status.fillna("active")
@@ -413,11 +413,14 @@ def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
 
 # -- derived features -----------------------------------------------------------------------
 def _truthy(values: pd.Series, default: bool) -> np.ndarray:
-    text = values.fillna("").astype(str).str.strip().str.lower()
-    out = np.full(len(values), default, dtype=bool)
-    out[text.isin(["1", "true", "yes", "y", "t", "是"]).to_numpy()] = True
-    out[text.isin(["0", "false", "no", "n", "f", "否"]).to_numpy()] = False
-    return out
+    def parse(d: pd.Series) -> pd.Series:
+        text = d.str.lower()
+        out = pd.Series(default, index=d.index, dtype=bool)
+        out[text.isin(["1", "true", "yes", "y", "t", "是"])] = True
+        out[text.isin(["0", "false", "no", "n", "f", "否"])] = False
+        return out
+
+    return map_distinct(values, parse).to_numpy(dtype=bool)
 
 
 def _valves(tables: SurveyTables, nodes: pd.DataFrame, segments: pd.DataFrame, report: Report) -> pd.DataFrame:

@@ -30,6 +30,7 @@ __all__ = [
     "depth_reference",
     "parse_utility",
     "parse_sizes",
+    "map_distinct",
     "canonical_feature",
     "canonical_appurtenance",
 ]
@@ -132,6 +133,21 @@ SOURCE_APPURTENANCES: Final[dict[str, str]] = {
 VALVE_APPURTENANCES: Final[frozenset[str]] = frozenset({"valve", "valve_chamber"})
 
 
+def map_distinct(values: pd.Series, fn) -> pd.Series:
+    """Apply ``fn`` (a function over a Series of distinct trimmed texts) once per distinct value.
+
+    Survey columns repeat a handful of words a million times: factorising first turns a
+    million string operations into a few dozen.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = pd.Series(list(uniques) + [None], dtype=object).fillna("").astype(str).str.strip()
+    result = fn(distinct.astype(object))
+    per_value = np.empty(len(distinct), dtype=object)
+    per_value[:] = list(result)  # element-wise: results may be tuples
+    taken = per_value[np.where(codes < 0, len(uniques), codes)]
+    return pd.Series(taken, index=values.index, dtype=object)
+
+
 def _lookup(table: dict[str, tuple[str, ...]]) -> dict[str, str]:
     return {alias.lower(): canon for canon, aliases in table.items() for alias in aliases}
 
@@ -151,13 +167,12 @@ def canonical_appurtenance(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _canonical(values: pd.Series, lookup: dict[str, str]) -> tuple[pd.Series, pd.Series]:
-    raw = values.fillna("").astype(str).str.strip()
-    # Map the distinct values only: survey tables repeat a handful of words a million times.
-    uniques = pd.unique(raw)
-    mapping = {v: (lookup.get(v.lower()) if v else "") for v in uniques}
-    canon = raw.map(mapping)
-    unknown = canon.isna()
-    return canon.fillna(raw).replace("", None), unknown
+    def canon(distinct: pd.Series) -> list[tuple[str | None, bool]]:
+        return [(lookup.get(v.lower(), v), v.lower() not in lookup) if v else (None, False) for v in distinct]
+
+    pairs = map_distinct(values, canon)
+    return (pd.Series([p[0] for p in pairs], index=values.index, dtype=object),
+            pd.Series([p[1] for p in pairs], index=values.index, dtype=bool))
 
 
 def parse_utility(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -169,22 +184,19 @@ def parse_utility(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     >>> list(p), list(s), list(bad)
     (['JS', 'PS', 'PS', None], [None, 'YS', 'WS', None], [False, False, False, True])
     """
-    raw = values.fillna("").astype(str).str.strip()
-    parents: dict[str, tuple[str | None, str | None]] = {}
-    for v in pd.unique(raw):
-        code = _UTILITY_ZH.get(v, v.upper())
-        if code == "DX":  # 电信 is telecom
-            code = "TX"
-        if code in UTILITIES:
-            parents[v] = (code, None)
-        elif code in SUBTYPE_PARENT:
-            parents[v] = (SUBTYPE_PARENT[code], code)
-        else:
-            parents[v] = (None, None)
-    parent = raw.map({k: v[0] for k, v in parents.items()}).astype(object)
-    subtype = raw.map({k: v[1] for k, v in parents.items()}).astype(object)
-    parent = parent.where(parent.notna(), None)
-    subtype = subtype.where(subtype.notna(), None)
+    def classify(distinct: pd.Series) -> list[tuple[str | None, str | None]]:
+        out = []
+        for v in distinct:
+            code = _UTILITY_ZH.get(v, v.upper())
+            if code == "DX":  # 电信 is telecom
+                code = "TX"
+            out.append((code, None) if code in UTILITIES
+                       else (SUBTYPE_PARENT[code], code) if code in SUBTYPE_PARENT else (None, None))
+        return out
+
+    pairs = map_distinct(values, classify)
+    parent = pd.Series([p[0] for p in pairs], index=values.index, dtype=object)
+    subtype = pd.Series([p[1] for p in pairs], index=values.index, dtype=object)
     return parent, subtype, parent.isna().to_numpy()
 
 
@@ -216,24 +228,25 @@ def parse_sizes(values: pd.Series) -> pd.DataFrame:
     >>> parse_sizes(pd.Series(["DN300", "1000×800", "abc", None])).to_dict("list")["diameter_mm"]
     [300.0, nan, nan, nan]
     """
-    raw = values.fillna("").astype(str).str.strip()
-    uniques = pd.unique(raw)
-    parsed: dict[str, tuple[float, float, float, bool]] = {}
     nan = float("nan")
-    for v in uniques:
+
+    def parse(v: str) -> tuple[float, float, float, bool]:
         if not v:
-            parsed[v] = (nan, nan, nan, False)
-            continue
+            return (nan, nan, nan, False)
         m = _SIZE_RE.match(v)
         if m is None:
-            parsed[v] = (nan, nan, nan, True)
-        elif m.group("d") is not None:
+            return (nan, nan, nan, True)
+        if m.group("d") is not None:
             d = float(m.group("d"))
-            parsed[v] = (d, nan, nan, d <= 0)
-        else:
-            w, h = float(m.group("w")), float(m.group("h"))
-            parsed[v] = (nan, w, h, w <= 0 or h <= 0)
-    table = pd.DataFrame.from_dict(parsed, orient="index", columns=["diameter_mm", "width_mm", "height_mm", "bad"])
-    out = table.reindex(raw.to_numpy())
-    out.index = values.index
+            return (d, nan, nan, d <= 0)
+        w, h = float(m.group("w")), float(m.group("h"))
+        return (nan, w, h, w <= 0 or h <= 0)
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = [parse(str(v).strip()) for v in uniques] + [parse("")]
+    table = np.array([d[:3] for d in distinct], dtype=float).reshape(-1, 3)
+    bad = np.array([d[3] for d in distinct], dtype=bool)
+    take = np.where(codes < 0, len(uniques), codes)
+    out = pd.DataFrame(table[take], columns=["diameter_mm", "width_mm", "height_mm"], index=values.index)
+    out["bad"] = bad[take]
     return out
