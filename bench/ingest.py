@@ -134,7 +134,7 @@ def main() -> None:
             f.write(
                 f"\n### ingest, {dt.date.today().isoformat()}\n"
                 f"- machine: {_machine()}; {gdal}\n"
-                f"- district: scale {scale}, {n_seg:,} segments, {summary.get('points', '?')} points\n"
+                f"- district: scale {scale}, {n_seg:,} segments, {summary.get('points_total', 0):,} points\n"
                 f"- PipeTwin `twin ingest survey` end to end (read + checks + centrelines + COPY/merge): "
                 f"{twin_s:.1f} s = **{n_seg / twin_s:,.0f} segments/s**, peak RSS {peak_mib:,.0f} MiB; "
                 f"stages (s): {stages}\n"
