@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import wntr  # noqa: E402  (a test dependency: the independent reference)
 
 from ingest.epanet import DISTRICT_CENTRE, FLOW_UNITS, default_offset, read_epanet
 from ingest.tables import POINT_COLUMNS, SEGMENT_COLUMNS, SurveyTables
 from twin.domain import canonical_appurtenance, parse_sizes
 from twin.errors import InputError
-
-wntr = pytest.importorskip("wntr")
 
 NETWORKS = Path(os.path.dirname(wntr.__file__)) / "library" / "networks"
 NAMES = ["Net3.inp", "ky10.inp", "Net6.inp"]

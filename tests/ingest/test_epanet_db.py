@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-wntr = pytest.importorskip("wntr")
+import wntr  # noqa: E402  (a test dependency: the independent reference)
 
 NETWORKS = Path(wntr.__file__).parent / "library" / "networks"
 TWIN = str(Path(sys.executable).with_name("twin"))
