@@ -45,7 +45,15 @@ from typing import Final, Literal
 import numpy as np
 import pandas as pd
 
-from ingest.tables import POINT_COLUMNS, SEGMENT_COLUMNS, FileInfo, SurveyTables, _decode, _sha256
+from ingest.tables import (
+    POINT_COLUMNS,
+    SEGMENT_COLUMNS,
+    FileInfo,
+    SurveyTables,
+    _decode,
+    _sha256,
+    read_input,
+)
 from twin.errors import InputError
 
 __all__ = ["read_epanet", "read_valve_layer", "default_offset", "DISTRICT_CENTRE", "FLOW_UNITS"]
@@ -332,12 +340,7 @@ def read_epanet(
     anything malformed.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
-    if not data.strip():
-        raise InputError(f"{path.name}: the file is empty", code="F002")
+    data = read_input(path, "file")
     if b"\x00" in data[:4096]:
         raise InputError(f"{path.name}: not an EPANET .inp file (binary content)", code="F003")
     text, encoding = _decode(data, "auto", path)
@@ -635,12 +638,7 @@ def read_valve_layer(path: Path, segments: pd.DataFrame) -> tuple[pd.DataFrame, 
     and the file's :class:`FileInfo`.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
-    if not data.strip():
-        raise InputError(f"{path.name}: the valve file is empty", code="F002")
+    data = read_input(path, "valve file")
     text, encoding = _decode(data, "auto", path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,

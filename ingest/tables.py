@@ -30,6 +30,7 @@ __all__ = [
     "read_table",
     "read_survey",
     "load_column_mapping",
+    "read_input",
 ]
 
 #: Canonical point columns <- header names seen in survey tables (CJJ 61-2017 管线点成果表).
@@ -221,6 +222,17 @@ def _decode(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
         raise InputError(f"{path.name}: undecodable as {best.encoding}: {exc}", code="F003") from exc
 
 
+def read_input(path: Path, what: str = "file") -> bytes:
+    """The bytes of an input file; a missing, unreadable or empty file is an InputError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
+    if not data.strip():
+        raise InputError(f"{path.name}: the {what} is empty", code="F002")
+    return data
+
+
 def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str, int, bool]:
     """Returns the frame, the encoding used, the line number of the first data row and
     whether cells are already trimmed (empty ones None)."""
@@ -334,12 +346,7 @@ def read_table(
 ) -> tuple[pd.DataFrame, FileInfo]:
     """Read one survey table into canonical columns (strings) plus ``_row``."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
-    if not data.strip():
-        raise InputError(f"{path.name}: the file is empty", code="F002")
+    data = read_input(path)
     used: str | None = None
     first_row = 2
     trimmed = False  # the Arrow reader trims cells and nulls empty ones itself
