@@ -104,7 +104,7 @@ def epanet(
 ) -> None:
     """Import a water network in EPANET format, with its isolation valves."""
     from ingest.epanet import read_epanet
-    from ingest.pipeline import _rejected_for, ingest_tables
+    from ingest.pipeline import ingest_tables, rejected_report
     from twin.errors import InputError
 
     settings = get_settings()
@@ -118,10 +118,10 @@ def epanet(
                                      offset=off if off is not None else "auto",
                                      cover_m=cover if cover is not None else settings.default_cover_m)
             except ValueError:
-                _finish(_rejected_for(InputError("--offset takes two numbers: EASTING,NORTHING")), as_json)
+                _finish(rejected_report(InputError("--offset takes two numbers: EASTING,NORTHING")), as_json)
                 return
             except InputError as exc:
-                _finish(_rejected_for(exc), as_json)
+                _finish(rejected_report(exc), as_json)
                 return
             report = ingest_tables(tables, settings, scope=scope or f"epanet:{network.stem}",
                                    check_long=False, progress=step)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from ingest.prepare import Prepared
 from ingest.report import Report
 
 __all__ = ["apply_batch", "TABLES", "ewkb_points", "ewkb_lines"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ from twin.db import open_twin
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
-__all__ = ["ingest_survey", "ingest_tables", "Progress"]
+__all__ = ["ingest_survey", "ingest_tables", "rejected_report", "Progress"]
 
 Progress = Callable[[str], None]
 
 
-def _rejected_for(exc: InputError) -> Report:
+def rejected_report(exc: InputError) -> Report:
+    """The report of a batch whose files could not be read at all."""
     report = Report(status="rejected")
     code = exc.code if exc.code in CHECKS else "F003"
     report.add(code, exc.message)
@@ -87,7 +88,7 @@ def ingest_survey(
     try:
         tables = read_survey(points, segments, encoding=encoding, mapping=mapping)
     except InputError as exc:
-        return _rejected_for(exc)
+        return rejected_report(exc)
     read_s = time.perf_counter() - t0
     report = ingest_tables(tables, settings, axis_order=axis_order, scope=scope, dry_run=dry_run,
                            progress=progress)
