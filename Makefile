@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := .twin/sample
 
-.PHONY: demo test setup system venv db lint clean bench
+.PHONY: demo test setup system venv node db lint clean bench
 
 demo: setup
 	$(BIN)/twin sample --out $(DEMO)
@@ -15,7 +15,7 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-setup: system venv db
+setup: system venv node db
 
 system:
 	@scripts/system-deps.sh
@@ -26,6 +26,13 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Front-end packages (CesiumJS, the glTF validator), pinned by package-lock.json.
+node: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The private cluster under .twin/ unless TWIN_DATABASE_URL names another database.

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Make sure the system packages PipeTwin needs are present: PostgreSQL 15 + PostGIS 3, GDAL's
-# command-line tools (ogr2ogr, ogrinfo). As root they are installed with apt; otherwise the exact
-# command is printed and the script fails.
+# command-line tools (ogr2ogr, ogrinfo), Chromium for the browser tests and Node.js for the
+# front-end packages. As root they are installed with apt; otherwise the exact command is
+# printed and the script fails.
 set -euo pipefail
 
 need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 [ -f /usr/share/postgresql/15/extension/postgis.control ] || need+=(postgresql-15-postgis-3)
 command -v ogr2ogr >/dev/null 2>&1 || need+=(gdal-bin)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

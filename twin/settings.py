@@ -38,6 +38,12 @@ class TwinSettings(BaseSettings):
     max_depth_m: float = Field(default=30.0, description="Depths beyond this are implausible (error).")
     deep_warning_m: float = Field(default=12.0, description="Depths beyond this are warned about.")
     elevation_tolerance_m: float = Field(default=0.05, description="Tolerance of ground = depth + elevation.")
+    geoid_offset_m: float = Field(
+        default=0.0,
+        description="Geoid undulation (m) added to survey normal heights to get ellipsoidal heights "
+        "in the 3D tiles.",
+    )
+    tiles_dir: Path | None = Field(default=None, description="Folder of the 3D tileset; data_dir/tiles when unset.")
     user: str | None = Field(default=None, description="Name recorded on batches; the login name when unset.")
 
 
