@@ -1,6 +1,6 @@
 """``twin analyze ...``: added to the twin command through entry points.
 
-The commands live beside the analyses they run (``cli_approval``, ``cli_emergency``) and
+The commands live beside the analyses they run (``cli_approval``, ``cli_drawings``, ``cli_emergency``) and
 register themselves on :data:`app` when imported at the bottom of this module.
 """
 
@@ -12,4 +12,4 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Analyses of the twin: approval checks and emergency shutoff.", no_args_is_help=True)
 
-from analysis import cli_approval, cli_emergency  # noqa: E402,F401  (they register commands)
+from analysis import cli_approval, cli_drawings, cli_emergency  # noqa: E402,F401  (they register commands)

@@ -1,0 +1,145 @@
+"""The live network read out of the twin into numpy arrays, for analyses that scan all of it.
+
+One query per table; centrelines arrive as WKB and are split into vertex arrays with
+shapely's vectorised functions, so a million segments load in seconds. Per-query analyses
+(a proposal, a section line, a dig site) should rather ask PostGIS for candidates with the
+GiST indexes; this is for whole-network scans and graph work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import shapely
+import sqlalchemy as sa
+
+__all__ = ["Network", "load_network", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
+
+SEGMENT_COLUMNS = (
+    "id", "from_node", "to_node", "utility", "subtype", "shape", "diameter_mm", "width_mm",
+    "height_mm", "size_text", "material", "burial", "pressure_mpa", "voltage_kv", "status",
+    "depth_reference", "from_depth_m", "to_depth_m", "from_z", "to_z", "length_m", "built_year",
+    "owner", "road", "version",
+)
+NODE_COLUMNS = (
+    "id", "utility", "subtype", "feature", "appurtenance", "ground_z", "depth_m",
+    "well_depth_m", "well_bottom_z", "version",
+)
+
+
+@dataclass
+class Network:
+    """The live network as arrays.
+
+    ``segments`` and ``nodes`` are DataFrames in a fixed order (their positions index the
+    arrays below). Segment ``i``'s centreline is ``vertices[offsets[i]:offsets[i + 1]]``
+    (x = easting, y = northing, z = elevation, metres). ``half_width_m`` and
+    ``half_height_m`` are the outer half sizes across and up: the radius twice for circular
+    pipes, half the width and height for rectangular sections.
+    """
+
+    segments: pd.DataFrame
+    nodes: pd.DataFrame
+    node_xyz: np.ndarray
+    vertices: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def half_width_m(self) -> np.ndarray:
+        """Half the outer width (m) of each segment: radius or half the box width."""
+        s = self.segments
+        circ = s["shape"].to_numpy() == "circular"
+        return np.where(circ, s["diameter_mm"].to_numpy(float), s["width_mm"].to_numpy(float)) / 2000.0
+
+    @property
+    def half_height_m(self) -> np.ndarray:
+        """Half the outer height (m) of each segment: radius or half the box height."""
+        s = self.segments
+        circ = s["shape"].to_numpy() == "circular"
+        return np.where(circ, s["diameter_mm"].to_numpy(float), s["height_mm"].to_numpy(float)) / 2000.0
+
+    def pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Straight pieces of all centrelines: ``(segment_index, start_xyz, end_xyz)``."""
+        n_vert = np.diff(self.offsets)
+        seg = np.repeat(np.arange(len(n_vert)), np.maximum(n_vert - 1, 0))
+        # start vertex of each piece: every vertex except each polyline's last
+        last = np.zeros(len(self.vertices), dtype=bool)
+        last[self.offsets[1:] - 1] = True
+        starts = np.flatnonzero(~last)
+        return seg, self.vertices[starts], self.vertices[starts + 1]
+
+    def segment_index(self, ids: Iterable[str]) -> np.ndarray:
+        """Positions of the given segment ids (KeyError naming the first unknown one)."""
+        pos = pd.Index(self.segments["id"]).get_indexer(list(ids))
+        if (pos < 0).any():
+            raise KeyError(list(ids)[int(np.flatnonzero(pos < 0)[0])])
+        return pos
+
+
+def load_network(
+    conn: sa.Connection | sa.Engine,
+    utilities: Iterable[str] | None = None,
+    *,
+    include: Iterable[str] = ("active", "planned"),
+    near: shapely.Geometry | None = None,
+    distance_m: float = 0.0,
+) -> Network:
+    """Read the live segments (of the given statuses) and nodes of the twin into arrays.
+
+    With ``near`` (a plan geometry in the twin CRS), only features within ``distance_m`` of it
+    are read, found through the GiST indexes: the way to gather candidates for one proposal,
+    section line or dig site without reading the whole network.
+    """
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as c:
+            return load_network(c, utilities, include=include, near=near, distance_m=distance_m)
+    params: dict[str, object] = {"status": list(include)}
+    where = "status = ANY(:status)"
+    node_where = "true"
+    if utilities is not None:
+        params["utility"] = list(utilities)
+        where += " AND utility = ANY(:utility)"
+        node_where += " AND utility = ANY(:utility)"
+    if near is not None:
+        params["near"] = shapely.to_wkb(near, output_dimension=2)
+        params["distance"] = float(distance_m)
+        # the twin's SRID comes from the table's own geometry column
+        near_sql = (
+            " AND ST_DWithin(geom, ST_SetSRID(ST_GeomFromWKB(:near), "
+            "Find_SRID(current_schema()::text, 'segment', 'geom')), :distance)"
+        )
+        where += near_sql
+        node_where += near_sql.replace("'segment'", "'node'")
+    cols = ", ".join(SEGMENT_COLUMNS)
+    seg = pd.DataFrame(
+        conn.execute(
+            sa.text(f"SELECT {cols}, ST_AsBinary(geom) AS wkb FROM current_segment WHERE {where} ORDER BY id"),
+            params,
+        ).all(),
+        columns=[*SEGMENT_COLUMNS, "wkb"],
+    )
+    ncols = ", ".join(NODE_COLUMNS)
+    nodes = pd.DataFrame(
+        conn.execute(
+            sa.text(
+                f"SELECT {ncols}, ST_X(geom) AS x, ST_Y(geom) AS y FROM current_node "
+                f"WHERE {node_where} ORDER BY id"
+            ),
+            params,
+        ).all(),
+        columns=[*NODE_COLUMNS, "x", "y"],
+    )
+    geoms = shapely.from_wkb(seg.pop("wkb").to_numpy(object)) if len(seg) else np.empty(0, object)
+    vertices, index = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+    offsets = np.zeros(len(seg) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(index, minlength=len(seg)), out=offsets[1:])
+    for c in ("diameter_mm", "width_mm", "height_mm", "pressure_mpa", "voltage_kv", "from_depth_m",
+              "to_depth_m", "from_z", "to_z", "length_m"):
+        seg[c] = pd.to_numeric(seg[c], errors="coerce").astype(float)
+    for c in ("ground_z", "depth_m", "well_depth_m", "well_bottom_z"):
+        nodes[c] = pd.to_numeric(nodes[c], errors="coerce").astype(float)
+    node_xyz = nodes[["x", "y", "ground_z"]].to_numpy(float)
+    return Network(seg, nodes, node_xyz, vertices, offsets)
