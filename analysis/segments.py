@@ -22,9 +22,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 import sqlalchemy as sa
-from scipy.sparse.csgraph import connected_components, dijkstra
+from scipy.sparse.csgraph import (
+    breadth_first_order,
+    connected_components,
+    depth_first_order,
+    dijkstra,
+)
 
 from twin.domain import PRESSURISED_UTILITIES
 
@@ -73,14 +80,17 @@ def segment_labels(
     """
     link_from = np.asarray(link_from, dtype=np.int64)
     link_to = np.asarray(link_to, dtype=np.int64)
+    valve_link = np.asarray(valve_link, dtype=np.int64)
+    valve_node = np.asarray(valve_node, dtype=np.int64)
     n_links = len(link_from)
     links = np.arange(n_links, dtype=np.int64)
     ends_link = np.concatenate([links, links])
     ends_node = np.concatenate([link_from, link_to])
-    # An end is joined unless a valve sits on that (link, node) pair.
-    end_key = ends_link * n_nodes + ends_node
-    valve_key = np.asarray(valve_link, dtype=np.int64) * n_nodes + np.asarray(valve_node, dtype=np.int64)
-    joined = ~np.isin(end_key, valve_key)
+    # An end is joined unless a valve sits on that (link, node) pair: ends 0..L-1 are the
+    # links' from-ends, L..2L-1 their to-ends. A valve at neither end of its link counts for nothing.
+    joined = np.ones(2 * n_links, dtype=bool)
+    joined[valve_link[link_from[valve_link] == valve_node]] = False
+    joined[n_links + valve_link[link_to[valve_link] == valve_node]] = False
     if cut_links is not None:
         joined &= ~np.concatenate([cut_links, cut_links])
     rows = n_nodes + ends_link[joined]
@@ -141,10 +151,10 @@ class IsolationModel:
     n_units: int
     unit_seg: np.ndarray
     source_units: np.ndarray
-    supplied: np.ndarray  # bool per unit: reaches a source with every open valve open
     node_distance_m: np.ndarray  # network distance from the nearest source (inf: none)
     fingerprint: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    supplied: np.ndarray = field(init=False)  # bool per unit: fed with every open valve open
     link_groups: Groups = field(init=False)
     node_groups: Groups = field(init=False)
     link_unit_groups: Groups = field(init=False)
@@ -156,52 +166,125 @@ class IsolationModel:
         self.node_groups = Groups.of(self.node_seg, self.n_segments)
         self.link_unit_groups = Groups.of(self.link_unit, self.n_units)
         self.node_unit_groups = Groups.of(self.node_unit, self.n_units)
+        self.unit_groups = Groups.of(self.unit_seg, self.n_segments)
         # Each valve touches the segment of its link and the segment of its node.
-        vs = np.concatenate([self.link_seg[self.valve_link], self.node_seg[self.valve_node]])
+        self.valve_side_link = self.link_seg[self.valve_link]
+        self.valve_side_node = self.node_seg[self.valve_node]
+        vs = np.concatenate([self.valve_side_link, self.valve_side_node])
         vi = np.concatenate([np.arange(len(self.valve_link))] * 2)
-        order = np.argsort(vs, kind="stable")
-        ptr = np.zeros(self.n_segments + 1, dtype=np.int64)
-        np.cumsum(np.bincount(vs, minlength=self.n_segments), out=ptr[1:])
-        self.seg_valves = Groups(vi[order], ptr)
-        self._link_pos = pd.Index(self.links["id"])
-        self._node_pos = pd.Index(self.nodes["id"])
-        self._valve_pos = pd.Index(self.valves["id"])
-        # Open valves join units in the supply graph; normally-closed ones are already shut.
-        self._open = ~self.valves["normally_closed"].to_numpy(bool)
-        self._valve_units = (self.link_unit[self.valve_link], self.node_unit[self.valve_node])
+        self.seg_valves = Groups(vi[np.argsort(vs, kind="stable")], Groups.of(vs, self.n_segments).ptr)
+        self.valve_inoperable = ~self.valves["operable"].to_numpy(bool)
+        v = self.valves
+        self.valve_columns = {"id": v["id"].to_numpy(dtype=object), "pipe": v["segment_id"].to_numpy(dtype=object),
+                              "node": v["node_id"].to_numpy(dtype=object), "kind": v["kind"].to_numpy(dtype=object),
+                              "operable": v["operable"].to_numpy(bool), "x": v["x"].to_numpy(float),
+                              "y": v["y"].to_numpy(float)}
+        self.valves_by_utility = v["utility"].value_counts().to_dict()
+        self.sources_by_utility = self.sources["utility"].value_counts().to_dict()
+        self.valve_shut = self.valves["normally_closed"].to_numpy(bool)
+        # numpy copies of the columns a query reads (pandas string columns convert on every read)
+        self.link_ids = self.links["id"].to_numpy(dtype=object)
+        self.node_ids = self.nodes["id"].to_numpy(dtype=object)
+        self.link_utility = self.links["utility"].to_numpy(dtype=object)
+        self.link_length_m = pd.to_numeric(self.links["length_m"], errors="coerce").to_numpy(float)
+        self.link_volume_m3 = _volume_m3(self.links)
+        self._link_pos = dict(zip(self.link_ids.tolist(), range(len(self.link_ids)), strict=True))
+        self._node_pos = dict(zip(self.node_ids.tolist(), range(len(self.node_ids)), strict=True))
+        self._valve_pos = dict(zip(self.valve_columns["id"].tolist(), range(len(self.valves)), strict=True))
+        (cust_node,) = _positions(self.node_ids, self.customers["node_id"])
+        self.customers = self.customers[cust_node >= 0].reset_index(drop=True)
+        self.customer_groups = Groups.of(self.node_unit[cust_node[cust_node >= 0]], self.n_units)
+        self.customer_columns = {c: self.customers[c].to_numpy(dtype=object) for c in self.customers.columns}
+        self._supply_tree()
+
+    def _supply_tree(self) -> None:
+        """A breadth-first tree of the supply graph from a hub joined to every source.
+
+        A unit can lose supply only if its tree path to the hub runs through a drained unit,
+        so a query looks at the subtrees of the drained units (a slice of the preorder each)
+        and re-attaches those with another open valve to a still supplied unit.
+        """
+        n = self.n_units
+        hub = n
+        open_v = ~self.valve_shut
+        a = self.link_unit[self.valve_link][open_v]
+        b = self.node_unit[self.valve_node][open_v]
+        keep = a != b
+        a, b = a[keep], b[keep]
+        src = self.source_units
+        rows = np.concatenate([a, b, np.full(len(src), hub), src])
+        cols = np.concatenate([b, a, src, np.full(len(src), hub)])
+        adj = sp.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n + 1, n + 1))
+        adj.sum_duplicates()
+        self.supply_adj = adj
+        order, pred = breadth_first_order(adj, hub, directed=True, return_predecessors=True)
+        reached = np.zeros(n + 1, dtype=bool)
+        reached[order] = True
+        self.supplied = reached[:n]
+        depth = dijkstra(adj, directed=True, indices=hub, unweighted=True)
+        tree_nodes = order[1:]
+        parent = pred[tree_nodes]
+        tree = sp.csr_matrix((np.ones(len(tree_nodes), dtype=np.int8), (parent, tree_nodes)),
+                             shape=(n + 1, n + 1))
+        pre = depth_first_order(tree, hub, directed=True, return_predecessors=False)
+        tin = np.full(n + 1, -1, dtype=np.int64)
+        tin[pre] = np.arange(len(pre))
+        size = np.ones(n + 1, dtype=np.int64)
+        d = depth[tree_nodes].astype(np.int64)
+        by_depth = np.argsort(-d, kind="stable")
+        for level in np.split(by_depth, np.flatnonzero(np.diff(d[by_depth])) + 1):  # deepest first
+            np.add.at(size, parent[level], size[tree_nodes[level]])
+        self.tree_pre, self.tree_tin, self.tree_size = pre, tin, size
 
     def link_position(self, link_id: str) -> int:
         """Position of a link id, -1 when absent."""
-        return int(self._link_pos.get_indexer([link_id])[0])
+        return self._link_pos.get(link_id, -1)
 
     def node_position(self, node_id: str) -> int:
         """Position of a node id, -1 when absent."""
-        return int(self._node_pos.get_indexer([node_id])[0])
+        return self._node_pos.get(node_id, -1)
 
     def valve_positions(self, valve_ids: Iterable[str]) -> np.ndarray:
         """Positions of valve ids (-1 for unknown ones)."""
-        return self._valve_pos.get_indexer(list(valve_ids))
+        return np.array([self._valve_pos.get(v, -1) for v in valve_ids], dtype=np.int64)
 
-    def reached_units(self, closed_units: np.ndarray, closed_valves: np.ndarray) -> np.ndarray:
-        """Bool per unit: still reaches a source with these units drained and valves shut."""
-        a, b = self._valve_units
-        keep = self._open.copy()
-        keep[closed_valves] = False
-        dead = np.zeros(self.n_units, dtype=bool)
-        dead[closed_units] = True
-        keep &= ~dead[a] & ~dead[b] & (a != b)
-        return _reach(a[keep], b[keep], self.source_units[~dead[self.source_units]], self.n_units)
+    def cut_off_units(self, drained: np.ndarray) -> np.ndarray:
+        """Units fed now that lose every way to a source once the ``drained`` units are shut off."""
+        drained = np.unique(drained)
+        roots = drained[self.supplied[drained]]
+        if not len(roots):
+            return np.empty(0, dtype=np.int64)
+        starts, sizes = self.tree_tin[roots], self.tree_size[roots]
+        suspects = np.unique(np.concatenate([self.tree_pre[a:a + k] for a, k in zip(starts, sizes, strict=True)]))
+        suspects = suspects[~np.isin(suspects, drained)]
+        if not len(suspects):
+            return suspects
+        adj = self.supply_adj
+        lo, hi = adj.indptr[suspects], adj.indptr[suspects + 1]
+        counts = hi - lo
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        nbr = adj.indices[np.repeat(lo, counts) + offsets]
+        src = np.repeat(np.arange(len(suspects)), counts)
+        pos = np.minimum(np.searchsorted(suspects, nbr), len(suspects) - 1)
+        inside = suspects[pos] == nbr
+        gone = np.isin(nbr, drained)
+        # a suspect with an open valve to a unit neither suspect nor drained is still fed
+        seeds = np.unique(src[~inside & ~gone])
+        k = len(suspects)
+        rows = np.concatenate([src[inside], np.full(len(seeds), k)])
+        cols = np.concatenate([pos[inside], seeds])
+        g = sp.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(k + 1, k + 1)).tocsr()
+        _, labels = connected_components(g, directed=False)
+        return suspects[labels[:k] != labels[k]]
 
 
-def _reach(a: np.ndarray, b: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
-    """Bool per vertex: connected to any of ``starts`` through the undirected edges a-b."""
-    # One extra vertex joined to every start: its component is everything supplied.
-    hub = n
-    rows = np.concatenate([a, np.full(len(starts), hub)])
-    cols = np.concatenate([b, starts])
-    g = sp.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
-    _, labels = connected_components(g, directed=False)
-    return labels[:n] == labels[hub]
+def _volume_m3(links: pd.DataFrame) -> np.ndarray:
+    """Water volume (m³) of each link: its inner section times its length (wall ignored)."""
+    length = pd.to_numeric(links["length_m"], errors="coerce").to_numpy(float)
+    circ = links["shape"].to_numpy(dtype=object) == "circular"
+    d, w, h = (pd.to_numeric(links[c], errors="coerce").to_numpy(float) / 1000.0
+               for c in ("diameter_mm", "width_mm", "height_mm"))
+    return np.nan_to_num(np.where(circ, np.pi * d * d / 4.0, w * h) * length)
 
 
 def network_fingerprint(conn: sa.Connection) -> str:
@@ -264,6 +347,20 @@ def build_model(
     return model
 
 
+def _arrow(values: pd.Series | np.ndarray) -> pa.Array:
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
+        return pa.array(values).cast(pa.string())  # Arrow-backed already: no copy of the strings
+    return pa.array(np.asarray(values, dtype=object), type=pa.string())
+
+
+def _positions(ids: pd.Series | np.ndarray, *values: pd.Series | np.ndarray) -> list[np.ndarray]:
+    """Position among ``ids`` of each item of each ``values`` (-1 when absent), in one Arrow hash."""
+    arrays = [_arrow(v) for v in values]
+    found = pc.index_in(pa.chunked_array(arrays, type=pa.string()), value_set=_arrow(ids))
+    flat = found.fill_null(-1).to_numpy().astype(np.int64)
+    return np.split(flat, np.cumsum([len(a) for a in arrays])[:-1])
+
+
 def model_from_frames(
     links: pd.DataFrame,
     nodes: pd.DataFrame,
@@ -275,19 +372,19 @@ def model_from_frames(
 ) -> IsolationModel:
     """Segment a network given as frames (the columns :func:`build_model` reads)."""
     t0 = time.perf_counter()
+    # Ids as numpy object arrays: hashing them is several times faster than Arrow strings.
     links = links.reset_index(drop=True)
+    link_from, link_to = _positions(nodes["id"], links["from_node"], links["to_node"])
     # Nodes: the twin's, plus any end a link names that the node table lacks.
-    known = pd.Index(nodes["id"])
-    missing = pd.Index(pd.unique(np.concatenate([links["from_node"], links["to_node"]]))).difference(known)
-    if len(missing):
-        nodes = pd.concat([nodes, pd.DataFrame({"id": missing})], ignore_index=True)
+    if (link_from < 0).any() or (link_to < 0).any():
+        ends = np.concatenate([links["from_node"].to_numpy(object)[link_from < 0],
+                               links["to_node"].to_numpy(object)[link_to < 0]])
+        extra = pd.DataFrame({"id": pd.unique(ends).astype(object)})
+        nodes = pd.concat([nodes, extra], ignore_index=True)
+        link_from, link_to = _positions(nodes["id"], links["from_node"], links["to_node"])
     nodes = nodes.reset_index(drop=True)
-    node_pos = pd.Index(nodes["id"])
-    link_from = node_pos.get_indexer(links["from_node"])
-    link_to = node_pos.get_indexer(links["to_node"])
-    link_pos = pd.Index(links["id"])
-    v_link = link_pos.get_indexer(valves["segment_id"])
-    v_node = node_pos.get_indexer(valves["node_id"])
+    (v_link,) = _positions(links["id"], valves["segment_id"])
+    v_node, s_node = _positions(nodes["id"], valves["node_id"], sources["node_id"])
     # A valve must sit at an end of a live link of these networks.
     ok = (v_link >= 0) & (v_node >= 0)
     ok[ok] &= (link_from[v_link[ok]] == v_node[ok]) | (link_to[v_link[ok]] == v_node[ok])
@@ -299,21 +396,20 @@ def model_from_frames(
     node_seg, link_seg, n_seg = segment_labels(link_from, link_to, v_link, v_node, n_nodes)
     t_seg = time.perf_counter()
 
-    closed = links["remarks"].fillna("").str.contains("|".join(CLOSED_PIPE_WORDS), regex=True).to_numpy()
+    remarks = links["remarks"].fillna("")
+    closed = np.zeros(len(links), dtype=bool)
+    maybe = remarks.str.len().to_numpy() > 0  # most pipes have no remarks: look only at the others
+    closed[maybe] = remarks[maybe].str.contains("|".join(CLOSED_PIPE_WORDS), regex=True).to_numpy(bool)
     node_unit, link_unit, n_units = segment_labels(link_from, link_to, v_link, v_node, n_nodes,
                                                    cut_links=closed)
     unit_seg = np.zeros(n_units, dtype=np.int64)
     unit_seg[node_unit] = node_seg
     unit_seg[link_unit] = link_seg
-    s_node = node_pos.get_indexer(sources["node_id"])
     sources = sources[s_node >= 0].reset_index(drop=True)
     s_node = s_node[s_node >= 0]
     source_units = np.unique(node_unit[s_node])
     valves = valves.assign(normally_closed=valves["normally_closed"].astype(bool),
                            operable=valves["operable"].astype(bool))
-    open_v = ~valves["normally_closed"].to_numpy(bool)
-    a, b = link_unit[v_link], node_unit[v_node]
-    supplied = _reach(a[open_v], b[open_v], source_units, n_units)
 
     # Network distance from the nearest source, through open pipes (closing order).
     length = pd.to_numeric(links["length_m"], errors="coerce").fillna(0).to_numpy(float)
@@ -332,7 +428,7 @@ def model_from_frames(
         link_from=link_from, link_to=link_to, valve_link=v_link, valve_node=v_node,
         node_seg=node_seg, link_seg=link_seg, n_segments=n_seg,
         node_unit=node_unit, link_unit=link_unit, n_units=n_units, unit_seg=unit_seg,
-        source_units=source_units, supplied=supplied, node_distance_m=dist,
+        source_units=source_units, node_distance_m=dist,
         fingerprint=fingerprint,
     )
     model.timings = {"segment_s": t_seg - t0, "supply_s": t_end - t_seg,

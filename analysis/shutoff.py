@@ -20,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
+from analysis.records import plain
 from analysis.segments import IsolationModel, build_model, network_fingerprint
 from twin.domain import GRAVITY_UTILITIES, PRESSURISED_UTILITIES, UTILITIES
 from twin.errors import InputError, NotFound
@@ -54,17 +54,7 @@ class Shutoff:
 
     def as_dict(self) -> dict:
         """Plain JSON-ready dict."""
-        return asdict(self)
-
-
-def _volume_m3(links: pd.DataFrame) -> np.ndarray:
-    length = links["length_m"].to_numpy(float)
-    circ = links["shape"].to_numpy() == "circular"
-    d = links["diameter_mm"].to_numpy(float) / 1000.0
-    w = links["width_mm"].to_numpy(float) / 1000.0
-    h = links["height_mm"].to_numpy(float) / 1000.0
-    area = np.where(circ, np.pi * d * d / 4.0, w * h)
-    return np.nan_to_num(area * length)
+        return plain(asdict(self))
 
 
 def isolate(
@@ -82,7 +72,7 @@ def isolate(
         if pos < 0:
             raise NotFound(f"no live pressurised pipe {pipe!r}")
         start = int(model.link_seg[pos])
-        utility = str(model.links["utility"].iat[pos])
+        utility = str(model.link_utility[pos])
     else:
         pos = model.node_position(node)
         if pos < 0:
@@ -94,15 +84,9 @@ def isolate(
     if (fpos < 0).any():
         raise NotFound(f"no valve {failed_ids[int(np.flatnonzero(fpos < 0)[0])]!r}")
 
-    v = model.valves
-    n_valves = len(v)
-    failed = ~v["operable"].to_numpy(bool)
-    reported = np.zeros(n_valves, dtype=bool)
-    reported[fpos] = True
-    failed |= reported
-    shut = v["normally_closed"].to_numpy(bool)
-    side_link = model.link_seg[model.valve_link]
-    side_node = model.node_seg[model.valve_node]
+    reported = {int(k) for k in fpos}
+    inoperable, shut = model.valve_inoperable, model.valve_shut
+    side_link, side_node = model.valve_side_link, model.valve_side_node
 
     # Grow the region through failed valves; remember which failure let each segment in.
     region: dict[int, int] = {start: -1}
@@ -110,79 +94,70 @@ def isolate(
     met_failed: list[int] = []
     while frontier:
         s = frontier.pop()
-        for k in model.seg_valves.members(np.array([s])):
-            other = side_node[k] if side_link[k] == s else side_link[k]
+        ks = model.seg_valves.members(np.array([s]))
+        others = np.where(side_link[ks] == s, side_node[ks], side_link[ks])
+        for k, other in zip(ks.tolist(), others.tolist(), strict=True):
             if other == s or shut[k] or other in region:
                 continue
-            if failed[k]:
-                met_failed.append(int(k))
-                region[int(other)] = int(k)
-                frontier.append(int(other))
+            if inoperable[k] or k in reported:
+                met_failed.append(k)
+                region[other] = k
+                frontier.append(other)
     segs = np.fromiter(region, dtype=np.int64)
-    in_region = np.zeros(model.n_segments, dtype=bool)
-    in_region[segs] = True
-    touching = model.seg_valves.members(segs)
-    touching = np.unique(touching)
-    a, b = in_region[side_link[touching]], in_region[side_node[touching]]
-    boundary = touching[(a != b) & ~shut[touching] & ~failed[touching]]
-
-    # Which failure made each boundary valve necessary: the failure that let its segment in.
-    def cause(k: int) -> int:
-        s = side_link[k] if in_region[side_link[k]] else side_node[k]
-        return region[int(s)]
+    touching = np.unique(model.seg_valves.members(segs))
+    a, b = np.isin(side_link[touching], segs), np.isin(side_node[touching], segs)
+    failed_mask = inoperable[touching] | np.isin(touching, list(reported))
+    keep = (a != b) & ~shut[touching] & ~failed_mask
+    boundary, inner_side = touching[keep], np.where(a[keep], side_link[touching][keep], side_node[touching][keep])
 
     dist = model.node_distance_m[model.valve_node[boundary]]
-    order = np.lexsort((v["id"].to_numpy()[boundary].astype(str), dist))
-    boundary, dist = boundary[order], dist[order]
+    ids = model.valve_columns["id"]
+    order = np.lexsort((ids[boundary].astype(str), dist))
+    boundary, dist, inner_side = boundary[order], dist[order], inner_side[order]
     valves_out = []
     added: dict[str, list[str]] = {}
-    for rank, k in enumerate(boundary, start=1):
-        c = cause(int(k))
-        rec = _valve_record(model, int(k))
+    for rank, (k, d, side) in enumerate(zip(boundary.tolist(), dist.tolist(), inner_side.tolist(), strict=True), 1):
+        c = region[side]  # the failure that let this valve's segment into the region
+        rec = _valve_record(model, k)
         rec["order"] = rank
-        d = dist[rank - 1]
-        rec["distance_from_source_m"] = round(float(d), 2) if np.isfinite(d) else None
-        rec["added_for"] = None if c < 0 else str(v["id"].iat[c])
+        rec["distance_from_source_m"] = round(d, 2) if np.isfinite(d) else None
+        rec["added_for"] = None if c < 0 else str(ids[c])
         valves_out.append(rec)
         if c >= 0:
-            added.setdefault(str(v["id"].iat[c]), []).append(rec["id"])
+            added.setdefault(str(ids[c]), []).append(rec["id"])
     failed_out = []
     for k in dict.fromkeys(met_failed):
         rec = _valve_record(model, k)
-        rec["reason"] = "reported failed" if reported[k] else "inoperable in the twin"
+        rec["reason"] = "reported failed" if k in reported else "inoperable in the twin"
         failed_out.append(rec)
-    for k in fpos:  # failed valves named but not on the way: say so
-        if int(k) not in met_failed:
-            rec = _valve_record(model, int(k))
+    for k in fpos.tolist():  # failed valves named but not on the way: say so
+        if k not in met_failed:
+            rec = _valve_record(model, k)
             rec["reason"] = "reported failed, not needed for this shutoff"
             failed_out.append(rec)
 
     # Supply: units of the region are drained; what else no longer reaches a source?
-    unit_in_region = in_region[model.unit_seg]
-    dead_units = np.flatnonzero(unit_in_region)
-    reached = model.reached_units(dead_units, boundary)
-    outage_units = np.flatnonzero(model.supplied & ~reached & ~unit_in_region)
+    dead_units = model.unit_groups.members(segs)
+    outage_units = model.cut_off_units(dead_units)
     iso_links = np.sort(model.link_groups.members(segs))
     iso_nodes = np.sort(model.node_groups.members(segs))
     out_links = np.sort(model.link_unit_groups.members(outage_units))
     out_nodes = np.sort(model.node_unit_groups.members(outage_units))
 
-    lost_nodes = set(model.nodes["id"].to_numpy()[np.concatenate([iso_nodes, out_nodes])])
-    cust = model.customers[model.customers["node_id"].isin(lost_nodes)]
-    cust = cust.sort_values(["critical", "id"], ascending=[False, True])
-    customers = [_clean(r) for r in cust.to_dict("records")]
-    links = model.links
+    lost = model.customer_groups.members(np.concatenate([dead_units, outage_units]))
+    cc = model.customer_columns
+    lost = lost[np.lexsort((cc["id"][lost].astype(str), ~cc["critical"][lost].astype(bool)))]
+    customers = [plain({c: cc[c][k] for c in cc}) for k in lost.tolist()]
     notes = []
-    if not len(model.valves[model.valves["utility"] == utility]):
+    if not model.valves_by_utility.get(utility, 0):
         notes.append(f"no valves are recorded on the {UTILITIES[utility].name_en} network: "
                      "the whole connected network is one segment")
     if not len(boundary):
         notes.append("no valve can cut this segment off: it is bounded by sources, dead ends "
                      "or valves that cannot close")
-    if not len(model.sources[model.sources["utility"] == utility]):
+    if not model.sources_by_utility.get(utility, 0):
         notes.append(f"no sources are recorded on the {UTILITIES[utility].name_en} network: "
                      "supply outage beyond the isolated segment cannot be told")
-    vol = _volume_m3(links.iloc[iso_links])
     return Shutoff(
         utility=utility,
         pipe=pipe,
@@ -190,31 +165,22 @@ def isolate(
         valves=valves_out,
         failed_valves=failed_out,
         added_for_failures=added,
-        isolated_pipes=links["id"].to_numpy()[iso_links].tolist(),
-        isolated_nodes=model.nodes["id"].to_numpy()[iso_nodes].tolist(),
-        outage_pipes=links["id"].to_numpy()[out_links].tolist(),
-        outage_nodes=model.nodes["id"].to_numpy()[out_nodes].tolist(),
+        isolated_pipes=model.link_ids[iso_links].tolist(),
+        isolated_nodes=model.node_ids[iso_nodes].tolist(),
+        outage_pipes=model.link_ids[out_links].tolist(),
+        outage_nodes=model.node_ids[out_nodes].tolist(),
         customers=customers,
         critical_customers=[c for c in customers if c["critical"]],
-        length_m=round(float(links["length_m"].to_numpy(float)[iso_links].sum()), 3),
-        volume_m3=round(float(vol.sum()), 3),
-        outage_length_m=round(float(links["length_m"].to_numpy(float)[out_links].sum()), 3),
+        length_m=round(float(model.link_length_m[iso_links].sum()), 3),
+        volume_m3=round(float(model.link_volume_m3[iso_links].sum()), 3),
+        outage_length_m=round(float(model.link_length_m[out_links].sum()), 3),
         segments=sorted(int(s) for s in segs),
         notes=notes,
     )
 
 
-def _clean(rec: dict) -> dict:
-    return {k: (None if isinstance(v, float) and np.isnan(v) else v.item() if isinstance(v, np.generic) else v)
-            for k, v in rec.items()}
-
-
 def _valve_record(model: IsolationModel, k: int) -> dict:
-    v = model.valves.iloc[k]
-    return _clean({
-        "id": v["id"], "pipe": v["segment_id"], "node": v["node_id"], "kind": v["kind"],
-        "operable": bool(v["operable"]), "x": float(v["x"]), "y": float(v["y"]),
-    })
+    return plain({c: model.valve_columns[c][k] for c in ("id", "pipe", "node", "kind", "operable", "x", "y")})
 
 
 # ---- against the database
@@ -237,14 +203,14 @@ def cached_model(engine: sa.Engine, schema: str | None = None) -> IsolationModel
 
 def pipe_at(conn: sa.Connection, x: float, y: float, max_distance_m: float = 25.0) -> tuple[str, float]:
     """The live pressurised pipe nearest a plan point (twin CRS), and its distance."""
+    srid = int(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar())
     row = conn.execute(
         sa.text(
-            "WITH p AS (SELECT ST_SetSRID(ST_MakePoint(:x, :y), Find_SRID(current_schema()::text, "
-            "'segment', 'geom')) AS g) "
+            "WITH p AS (SELECT ST_SetSRID(ST_MakePoint(:x, :y), :srid) AS g) "
             "SELECT s.id, ST_Distance(s.geom, p.g) AS d FROM current_segment s, p "
             "WHERE s.utility = ANY(:u) AND s.status = 'active' ORDER BY s.geom <-> p.g LIMIT 1"
         ),
-        {"x": x, "y": y, "u": sorted(PRESSURISED_UTILITIES)},
+        {"x": x, "y": y, "srid": srid, "u": sorted(PRESSURISED_UTILITIES)},
     ).first()
     if row is None:
         raise NotFound("the twin has no water, gas or heat pipes")
