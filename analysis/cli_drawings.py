@@ -1,5 +1,239 @@
-"""Commands of ``twin analyze``: see analysis.cli."""
+"""Commands of ``twin analyze``: section, profile and the proposal workflow (see analysis.cli).
+
+``section`` and ``profile`` print a summary table (or ``--json``) and write an SVG drawing with
+``--svg``. ``proposal FILE`` stores and checks a proposal (``--id`` re-checks a stored one,
+with FILE as its revised geometry; ``--no-store`` only checks) and writes the printable report
+with ``--html``; it exits 1 when the proposal fails. ``proposal-show``, ``proposal-list`` and
+``proposal-decide`` read and decide stored proposals; decisions record ``TWIN_USER`` or the
+login name. Bad input prints the error and exits 2.
+"""
 
 from __future__ import annotations
 
-from analysis.cli import app  # noqa: F401
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from analysis.cli import app
+from twin.errors import TwinError
+
+__all__ = ["section", "profile", "proposal", "proposal_show", "proposal_list", "proposal_decide"]
+
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _fail(exc: TwinError) -> None:
+    err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+    raise typer.Exit(code=2)
+
+
+def _engine():
+    from twin.db import open_twin
+    from twin.settings import get_settings
+
+    settings = get_settings()
+    return settings, open_twin(settings)
+
+
+def _echo_json(d: dict | list) -> None:
+    typer.echo(json.dumps(d, ensure_ascii=False, indent=2, default=str))
+
+
+def _write(path: Path | None, content: str, what: str) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        err.print(f"{what} written to {path}")
+
+
+@app.command("section")
+def section(
+    line: Annotated[str, typer.Option("--line", help="Plan line X1,Y1,X2,Y2[,...]: easting,northing in the twin CRS.")],
+    svg_out: Annotated[Path | None, typer.Option("--svg", help="Write the drawing (true scale) here.")] = None,
+    utility: Annotated[list[str] | None, typer.Option("--utility", help="Only these utilities (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cross-section (横断面): every pipe the line crosses, with elevations and clear distances."""
+    from analysis.section import cross_section
+
+    try:
+        settings, engine = _engine()
+        sec = cross_section(engine, line, utilities=utility or None, crs=settings.crs)
+        engine.dispose()
+    except TwinError as exc:
+        _fail(exc)
+    _write(svg_out, sec.to_svg(), "drawing")
+    if as_json:
+        _echo_json(sec.as_dict())
+        return
+    t = Table(title=f"cross-section, {sec.length_m:.2f} m, {len(sec.pipes)} pipes")
+    for c in ("offset m", "id", "utility", "size", "angle°", "top", "bottom", "cover", "clear left", "clear right"):
+        t.add_column(c, justify="left" if c in ("id", "utility", "size") else "right")
+    f = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    for p in sec.pipes:
+        t.add_row(f"{p.offset_m:.2f}", p.id, p.subtype or p.utility, p.size_text, f"{p.angle_deg:.0f}",
+                  f"{p.top_z:.2f}", f"{p.bottom_z:.2f}", f(p.cover_m), f(p.clear_left_m), f(p.clear_right_m))
+    Console().print(t)
+    if sec.along:
+        Console().print(f"running along the line (no cut): {', '.join(sec.along)}")
+
+
+@app.command("profile")
+def profile(
+    from_node: Annotated[str, typer.Option("--from", help="Survey point id where the profile starts.")],
+    to_node: Annotated[str, typer.Option("--to", help="Survey point id where it ends (same utility).")],
+    svg_out: Annotated[Path | None, typer.Option("--svg", help="Write the drawing here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Longitudinal profile (纵断面) along one utility between two points (shortest path)."""
+    from analysis.profile import longitudinal_profile
+
+    try:
+        settings, engine = _engine()
+        prof = longitudinal_profile(engine, from_node, to_node, crs=settings.crs)
+        engine.dispose()
+    except TwinError as exc:
+        _fail(exc)
+    _write(svg_out, prof.to_svg(), "drawing")
+    if as_json:
+        _echo_json(prof.as_dict())
+        return
+    out = Console()
+    t = Table(title=f"profile {prof.utility} {from_node} → {to_node}, {prof.length_m:.2f} m")
+    for c in ("pipe", "from", "to", "chainage", "length", "size", "slope ‰", "direction"):
+        t.add_column(c, justify="right" if c in ("chainage", "length", "slope ‰") else "left")
+    for s in prof.segments:
+        t.add_row(s.id, s.from_node, s.to_node, f"{s.chainage_start_m:.2f}", f"{s.length_m:.2f}", s.size_text,
+                  f"{s.slope_permille:+.2f}", s.direction + (" (reverse grade!)" if s.reverse_grade else ""))
+    out.print(t)
+    if prof.crossings:
+        c = Table(title="pipes crossing the path")
+        for col in ("chainage", "id", "utility", "size", "position", "clear m"):
+            c.add_column(col)
+        for x in prof.crossings:
+            c.add_row(f"{x.chainage_m:.2f}", x.id, x.subtype or x.utility, x.size_text, x.position,
+                      f"{x.vertical_clear_m:.2f}")
+        out.print(c)
+
+
+def _print_report(d: dict) -> None:
+    out = Console()
+    colour = "green" if d["passed"] else "red"
+    pid = d.get("proposal_id")
+    out.print(f"[bold {colour}]{d['result'].upper()}[/]  {d['name']}"
+              + (f"  (proposal {pid}, {d['status']}, version {d['version']})" if pid is not None else "")
+              + f"  {d['utility']} {d['size']} {d['length_m']:.1f} m; {d['candidates']} existing pipes near")
+    if d["findings"]:
+        t = Table(title=f"{len(d['findings'])} findings, {d['open_findings']} not accepted")
+        for c in ("kind", "summary", "shortfall m", "status", "key"):
+            t.add_column(c)
+        for f in d["findings"]:
+            t.add_row(f["kind"], f["summary"], f"{f['shortfall_m']:.3f}", f["status"], f["key"])
+        out.print(t)
+
+
+@app.command("proposal")
+def proposal(
+    file: Annotated[Path, typer.Argument(help="GeoJSON: a LineString pipe or a Polygon excavation.")],
+    name: Annotated[str | None, typer.Option("--name", help="Name of the proposal (default: the file name).")] = None,
+    proposal_id: Annotated[int | None, typer.Option("--id", help="Re-check stored proposal ID with FILE as its "
+                                                                 "revised geometry.")] = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Check only; store nothing.")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Write the printable report here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a proposed pipe or excavation against the twin; store it for review (exit 1: it fails)."""
+    from analysis.proposal import check_proposal, recheck_proposal, report_html, submit_proposal
+
+    try:
+        settings, engine = _engine()
+        if no_store:
+            report = check_proposal(engine, file, settings, name=name)
+        elif proposal_id is not None:
+            report = recheck_proposal(engine, proposal_id, settings, source=file)
+        else:
+            report = submit_proposal(engine, file, settings, name=name)
+        engine.dispose()
+    except TwinError as exc:
+        _fail(exc)
+    _write(html, report_html(report), "report")
+    d = report.as_dict()
+    _echo_json(d) if as_json else _print_report(d)
+    if not report.passed:
+        raise typer.Exit(code=1)
+
+
+@app.command("proposal-show")
+def proposal_show(
+    proposal_id: Annotated[int, typer.Argument(help="Stored proposal id.")],
+    recheck: Annotated[bool, typer.Option("--recheck", help="Check it again against the current network.")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Write the printable report here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a stored proposal: its last check, the decisions and the history."""
+    from analysis.proposal import get_proposal, recheck_proposal, report_html
+
+    try:
+        settings, engine = _engine()
+        if recheck:
+            recheck_proposal(engine, proposal_id, settings)
+        d = get_proposal(engine, proposal_id)
+        engine.dispose()
+    except TwinError as exc:
+        _fail(exc)
+    _write(html, report_html(d), "report")
+    _echo_json(d) if as_json else _print_report(d)
+
+
+@app.command("proposal-list")
+def proposal_list(as_json: JsonOpt = False) -> None:
+    """List the stored proposals with their status."""
+    from analysis.proposal import list_proposals
+
+    try:
+        _settings, engine = _engine()
+        rows = list_proposals(engine)
+        engine.dispose()
+    except TwinError as exc:
+        _fail(exc)
+    if as_json:
+        _echo_json(rows)
+        return
+    t = Table(title="proposals")
+    for c in ("id", "name", "utility", "status", "passed", "open", "created", "decided"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["id"]), r["name"], r["utility"] or "", r["status"], str(r["passed"]), str(r["open"]),
+                  f"{r['created_by']} {r['created_at']}", f"{r['decided_by'] or ''} {r['decided_at'] or ''}")
+    Console().print(t)
+
+
+@app.command("proposal-decide")
+def proposal_decide(
+    proposal_id: Annotated[int, typer.Argument(help="Stored proposal id.")],
+    status: Annotated[str, typer.Option("--status", help="Proposal: reviewed | approved | rejected; with "
+                                                         "--finding: accepted | rejected | open.")],
+    finding: Annotated[str | None, typer.Option("--finding", help="Decide this finding (its key).")] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Why.")] = None,
+    override: Annotated[str | None, typer.Option("--override", help="Approve although findings are not accepted: "
+                                                                    "the reason (recorded).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide a proposal or one of its findings; records who (TWIN_USER or the login) and when."""
+    from analysis.proposal import decide_finding, decide_proposal
+
+    try:
+        settings, engine = _engine()
+        if finding is not None:
+            d = decide_finding(engine, proposal_id, finding, status, settings, note=note)
+        else:
+            d = decide_proposal(engine, proposal_id, status, settings, note=note, override=override)
+        engine.dispose()
+    except TwinError as exc:
+        _fail(exc)
+    _echo_json(d) if as_json else _print_report(d)

@@ -16,7 +16,7 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-__all__ = ["Network", "load_network", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
+__all__ = ["Network", "load_network", "twin_srid", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
 
 SEGMENT_COLUMNS = (
     "id", "from_node", "to_node", "utility", "subtype", "shape", "diameter_mm", "width_mm",
@@ -79,6 +79,14 @@ class Network:
         return pos
 
 
+def twin_srid(conn: sa.Connection | sa.Engine) -> int:
+    """The twin's SRID, from ``twin_meta`` (``Find_SRID()`` scans the catalogue: 50-100 ms a call)."""
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as c:
+            return twin_srid(c)
+    return int(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar())
+
+
 def load_network(
     conn: sa.Connection | sa.Engine,
     utilities: Iterable[str] | None = None,
@@ -106,13 +114,10 @@ def load_network(
     if near is not None:
         params["near"] = shapely.to_wkb(near, output_dimension=2)
         params["distance"] = float(distance_m)
-        # the twin's SRID comes from the table's own geometry column
-        near_sql = (
-            " AND ST_DWithin(geom, ST_SetSRID(ST_GeomFromWKB(:near), "
-            "Find_SRID(current_schema()::text, 'segment', 'geom')), :distance)"
-        )
+        params["srid"] = twin_srid(conn)
+        near_sql = " AND ST_DWithin(geom, ST_SetSRID(ST_GeomFromWKB(:near), :srid), :distance)"
         where += near_sql
-        node_where += near_sql.replace("'segment'", "'node'")
+        node_where += near_sql
     cols = ", ".join(SEGMENT_COLUMNS)
     seg = pd.DataFrame(
         conn.execute(

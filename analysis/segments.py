@@ -288,12 +288,17 @@ def _volume_m3(links: pd.DataFrame) -> np.ndarray:
 
 
 def network_fingerprint(conn: sa.Connection) -> str:
-    """A string that changes whenever a feature the isolation model reads changes."""
-    parts = []
-    for t in ("segment", "valve", "source", "customer", "node"):
-        n, last = conn.execute(sa.text(f"SELECT count(*), max(valid_from) FROM {t}")).one()
-        parts.append(f"{t}:{n}:{last.isoformat() if last else '-'}")
-    return "|".join(parts)
+    """A string that changes whenever a feature the isolation model reads changes.
+
+    Inserts, updates and retirements set ``valid_from``; deletions leave a history row with
+    ``valid_to``: the latest of each, per table, read through their indexes (migration 0003).
+    """
+    parts = [
+        f"SELECT '{t}', (SELECT max(valid_from) FROM {t}), (SELECT max(valid_to) FROM {t}_history)"
+        for t in ("segment", "valve", "source", "customer", "node")
+    ]
+    rows = conn.execute(sa.text(" UNION ALL ".join(parts))).all()
+    return "|".join(f"{t}:{a.isoformat() if a else '-'}:{b.isoformat() if b else '-'}" for t, a, b in rows)
 
 
 def build_model(

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import sqlalchemy as sa
 
+from analysis.network import twin_srid
 from analysis.records import plain
 from analysis.segments import IsolationModel, build_model, network_fingerprint
 from twin.domain import GRAVITY_UTILITIES, PRESSURISED_UTILITIES, UTILITIES
@@ -203,7 +204,7 @@ def cached_model(engine: sa.Engine, schema: str | None = None) -> IsolationModel
 
 def pipe_at(conn: sa.Connection, x: float, y: float, max_distance_m: float = 25.0) -> tuple[str, float]:
     """The live pressurised pipe nearest a plan point (twin CRS), and its distance."""
-    srid = int(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar())
+    srid = twin_srid(conn)
     row = conn.execute(
         sa.text(
             "WITH p AS (SELECT ST_SetSRID(ST_MakePoint(:x, :y), :srid) AS g) "

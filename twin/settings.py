@@ -43,6 +43,22 @@ class TwinSettings(BaseSettings):
         description="Geoid undulation (m) added to survey normal heights to get ellipsoidal heights "
         "in the 3D tiles.",
     )
+    clearance_rules: Path | None = Field(
+        default=None,
+        description="CSV of clearance rules (水平/垂直净距); the shipped GB 50289-2016 defaults when unset.",
+    )
+    cover_rules: Path | None = Field(
+        default=None,
+        description="CSV of minimum cover rules (覆土); the shipped GB 50289-2016 defaults when unset.",
+    )
+    cover_location: str = Field(
+        default="motor_lane",
+        description="Location class (motor_lane or sidewalk) of pipes the cover check has no zone for.",
+    )
+    service_life: Path | None = Field(
+        default=None,
+        description="CSV of expected service life by material (dig-site hazards); the shipped table when unset.",
+    )
     tiles_dir: Path | None = Field(default=None, description="Folder of the 3D tileset; data_dir/tiles when unset.")
     user: str | None = Field(default=None, description="Name recorded on batches; the login name when unset.")
 

@@ -1,0 +1,445 @@
+"""Clearance (水平净距 / 垂直净距) between pipes, against a rule table keyed by utility pair.
+
+- **Horizontal**, between parallel runs: two straight pieces whose plan directions differ by
+  less than ``parallel_angle_deg`` (15 degrees) and whose projections onto each other overlap
+  by at least ``min_parallel_overlap_m``. Measured in plan, outer wall to outer wall, over the
+  overlapping stretch: the plan distance of the clipped centrelines minus both half widths.
+- **Vertical**, at crossings: where two centrelines cross in plan, the bottom of the upper
+  pipe minus the top of the lower one, at the crossing point (half heights of the sections;
+  the tilt of a sloped box is ignored, a few millimetres at drainage slopes).
+
+Vertical risers and zero-length pieces have no plan direction: collision covers them,
+clearance does not. Pieces of one segment and segments sharing a node are not compared.
+
+The rules are data (:data:`DEFAULT_RULES`, ``analysis/data/clearance_rules.csv``, defaults
+from GB 50289-2016 with their clause and a ``verified`` flag); a deployment replaces the file
+(``TWIN_CLEARANCE_RULES`` or a path argument). A row names a utility pair (parent code or
+``*``), optionally per side a subtype, burial codes (``ZM|GK``), a diameter class
+(``dn_min_mm`` < DN <= ``dn_max_mm``) and gas pressure classes (GB 50028: ``low``,
+``medium_b``, ``medium_a``, ``subhigh_b``, ``subhigh_a``, ``high_b``, ``high_a``). Where
+several rows match a pair, the most specific wins (most conditions), ties to the largest
+clearance. Pairs no row covers are counted, not judged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.clash import (
+    Pieces,
+    _pair_label,
+    candidate_pairs,
+    combine,
+    connected_pairs,
+    finding_key,
+    segment_closest_points,
+)
+from analysis.network import Network
+from twin.errors import InputError
+from twin.settings import TwinSettings
+
+__all__ = [
+    "DEFAULT_RULES",
+    "GAS_PRESSURE_CLASSES",
+    "ClearanceViolation",
+    "ClearanceReport",
+    "load_clearance_rules",
+    "gas_pressure_class",
+    "clearances",
+    "segment_attributes",
+    "match_side",
+]
+
+DEFAULT_RULES = Path(__file__).with_name("data") / "clearance_rules.csv"
+
+#: Gas pressure classes (GB 50028-2006 table 6.1.6), MPa: name -> (lower, upper, lower inclusive).
+GAS_PRESSURE_CLASSES: dict[str, tuple[float, float, bool]] = {
+    "low": (-np.inf, 0.01, False),
+    "medium_b": (0.01, 0.2, True),
+    "medium_a": (0.2, 0.4, False),
+    "subhigh_b": (0.4, 0.8, False),
+    "subhigh_a": (0.8, 1.6, False),
+    "high_b": (1.6, 2.5, False),
+    "high_a": (2.5, 4.0, False),
+}
+
+#: Utility code of excavations in a proposal (see analysis.proposal_input).
+EXCAVATION_UTILITY = "EX"
+_RULE_COLUMNS = ("id", "kind", "a_utility", "b_utility", "clearance_m", "source", "verified")
+_SIDE = ("utility", "subtype", "burial", "dn_min_mm", "dn_max_mm", "pressure_class", "material")
+
+
+def gas_pressure_class(pressure_mpa: np.ndarray) -> np.ndarray:
+    """Gas pressure class names (GB 50028) of pressures in MPa; ``''`` where unknown."""
+    p = np.asarray(pressure_mpa, dtype=float)
+    out = np.full(p.shape, "", dtype=object)
+    for name, (lo, hi, incl) in GAS_PRESSURE_CLASSES.items():
+        above = p >= lo if incl else p > lo
+        out[np.isfinite(p) & above & (p <= hi)] = name
+    return out
+
+
+def _read_rule_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{what} file {path} does not exist") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc}") from None
+    table.columns = [c.strip().lower() for c in table.columns]
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise InputError(f"{what} file {path} lacks column(s) {', '.join(missing)}")
+    table = table.apply(lambda col: col.str.strip())
+    dup = table["id"].duplicated()
+    if dup.any():
+        raise InputError(f"{what} file {path}: duplicate rule id {table['id'][dup].iloc[0]!r}")
+    table["verified"] = table["verified"].str.lower().isin(("true", "yes", "1", "y"))
+    return table
+
+
+def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: Path, what: str) -> pd.DataFrame:
+    for c in cols:
+        if c not in table.columns:
+            table[c] = ""
+        vals = pd.to_numeric(table[c].replace("", np.nan), errors="coerce")
+        bad = vals.isna() & (table[c] != "")
+        if bad.any():
+            row = table[bad].iloc[0]
+            raise InputError(f"{what} file {path}: rule {row['id']}: {c} {row[c]!r} is not a number")
+        table[c] = vals.astype(float)
+    return table
+
+
+def load_clearance_rules(path: Path | str | None = None, settings: TwinSettings | None = None) -> pd.DataFrame:
+    """Read a clearance rule table: ``path``, else ``settings.clearance_rules``, else the shipped one."""
+    if path is None and settings is not None:
+        path = getattr(settings, "clearance_rules", None)
+    path = Path(path) if path is not None else DEFAULT_RULES
+    table = _read_rule_csv(path, _RULE_COLUMNS, "clearance rules")
+    for side in ("a", "b"):
+        for c in _SIDE:
+            if f"{side}_{c}" not in table.columns:
+                table[f"{side}_{c}"] = ""
+        table = _numeric(table, (f"{side}_dn_min_mm", f"{side}_dn_max_mm"), path, "clearance rules")
+        table[f"{side}_utility"] = table[f"{side}_utility"].str.upper()
+        bad_classes = {c for v in table[f"{side}_pressure_class"] for c in v.split("|") if c} - set(GAS_PRESSURE_CLASSES)
+        if bad_classes:
+            raise InputError(f"clearance rules file {path}: unknown pressure class {sorted(bad_classes)[0]!r}")
+    table = _numeric(table, ("clearance_m",), path, "clearance rules")
+    bad = ~table["kind"].isin(("horizontal", "vertical")) | table["clearance_m"].isna() | (table["a_utility"] == "")
+    if bad.any():
+        row = table[bad].iloc[0]
+        raise InputError(f"clearance rules file {path}: rule {row['id']!r} needs kind horizontal|vertical, "
+                         "a utility on side a and a clearance_m")
+    table["b_utility"] = table["b_utility"].replace("", "*")
+    table.attrs["path"] = str(path)
+    return table
+
+
+def segment_attributes(segments: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-segment arrays the rules test: utility, subtype, burial, dn_mm, pressure class, material."""
+    rect = segments["shape"].to_numpy() == "rect"
+    dn = np.where(rect, segments["width_mm"].to_numpy(float), segments["diameter_mm"].to_numpy(float))
+    utility = segments["utility"].fillna("").astype(str).str.upper().to_numpy()
+    pclass = np.where(utility == "RQ", gas_pressure_class(segments["pressure_mpa"].to_numpy(float)), "")
+    return {
+        "utility": utility,
+        "subtype": segments["subtype"].fillna("").astype(str).str.upper().to_numpy(),
+        "burial": segments["burial"].fillna("").astype(str).str.upper().to_numpy(),
+        "material": segments["material"].fillna("").astype(str).str.upper().to_numpy(),
+        "dn_mm": dn,
+        "pressure_class": pclass.astype(object),
+    }
+
+
+def match_side(attrs: dict[str, np.ndarray], idx: np.ndarray, rule: pd.Series, prefix: str = "") -> tuple[np.ndarray, int]:
+    """Mask of segments ``idx`` meeting one side of a rule row, and the side's number of conditions."""
+    ok = np.ones(len(idx), dtype=bool)
+    spec = 0
+
+    def col(name: str) -> object:
+        return rule.get(prefix + name, "")
+
+    util = str(col("utility") or "*").upper()
+    if util != "*":
+        ok &= attrs["utility"][idx] == util
+        spec += 1
+    for name in ("subtype", "burial", "material", "pressure_class"):
+        value = str(col(name) or "")
+        if value:
+            allowed = [v.strip().upper() if name != "pressure_class" else v.strip()
+                       for v in value.split("|") if v.strip()]
+            ok &= np.isin(attrs[name][idx], allowed)
+            spec += 1
+    lo, hi = col("dn_min_mm"), col("dn_max_mm")
+    dn = attrs["dn_mm"][idx]
+    if isinstance(lo, float) and np.isfinite(lo):
+        ok &= dn > lo
+        spec += 1
+    if isinstance(hi, float) and np.isfinite(hi):
+        ok &= dn <= hi
+        spec += 1
+    return ok, spec
+
+
+def _pick_rules(rules: pd.DataFrame, kind: str, attrs: dict[str, np.ndarray], a: np.ndarray,
+                b: np.ndarray) -> np.ndarray:
+    """Row position of the rule applying to each segment pair (-1: none)."""
+    best = np.full(len(a), -1)
+    best_spec = np.full(len(a), -1)
+    best_val = np.full(len(a), -np.inf)
+    for r, rule in rules.reset_index(drop=True).iterrows():  # a few dozen rules, each vectorised
+        if rule["kind"] != kind:
+            continue
+        for x, y in ((a, b), (b, a)):
+            ma, sa_ = match_side(attrs, x, rule, "a_")
+            mb, sb = match_side(attrs, y, rule, "b_")
+            m = ma & mb
+            spec = sa_ + sb
+            val = float(rule["clearance_m"])
+            better = m & ((spec > best_spec) | ((spec == best_spec) & (val > best_val)))
+            best = np.where(better, r, best)
+            best_spec = np.where(better, spec, best_spec)
+            best_val = np.where(better, val, best_val)
+    return best
+
+
+def _attribute_groups(attrs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Group number of each segment by the attributes rules test, and one segment per group."""
+    frame = pd.DataFrame({k: v for k, v in attrs.items()})
+    gid = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    rep = np.zeros(int(gid.max()) + 1 if len(gid) else 0, dtype=np.int64)
+    rep[gid[::-1]] = np.arange(len(gid))[::-1]
+    return gid, rep
+
+
+def _rules_for_pairs(rules: pd.DataFrame, kind: str, attrs: dict[str, np.ndarray],
+                     groups: tuple[np.ndarray, np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_pick_rules` once per distinct pair of attribute groups (a few hundred, not millions)."""
+    gid, rep = groups
+    if not len(a):
+        return np.empty(0, dtype=np.int64)
+    code = gid[a].astype(np.int64) * len(rep) + gid[b]
+    uniq, inverse = np.unique(code, return_inverse=True)
+    ua, ub = rep[uniq // len(rep)], rep[uniq % len(rep)]
+    return _pick_rules(rules, kind, attrs, ua, ub)[inverse]
+
+
+@dataclass(frozen=True)
+class ClearanceViolation:
+    """Two pipes closer than their rule allows."""
+
+    key: str
+    kind: str
+    a_id: str
+    b_id: str
+    a_utility: str
+    b_utility: str
+    measured_m: float
+    required_m: float
+    rule_id: str
+    rule_source: str
+    rule_verified: bool
+    x: float
+    y: float
+    z: float | None
+    road: str
+    owners: str
+    proposal: bool = False
+
+    @property
+    def shortfall_m(self) -> float:
+        """How much clearance is missing."""
+        return round(self.required_m - self.measured_m, 4)
+
+    def as_dict(self) -> dict:
+        """Plain dict for JSON."""
+        d = asdict(self)
+        d["shortfall_m"] = self.shortfall_m
+        d["rule"] = {"id": self.rule_id, "source": self.rule_source, "verified": self.rule_verified}
+        return d
+
+
+@dataclass
+class ClearanceReport:
+    """Violations of one run, worst shortfall first, with what was checked and what no rule covers."""
+
+    violations: list[ClearanceViolation]
+    checked: dict[str, int] = field(default_factory=dict)
+    unruled: dict[str, int] = field(default_factory=dict)
+    rules_path: str = ""
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def by_road(self) -> dict[str, int]:
+        """Number of violations per road (``A / B`` across roads)."""
+        return dict(Counter(v.road for v in self.violations).most_common())
+
+    def by_owner_pair(self) -> dict[str, int]:
+        """Number of violations per owner pair."""
+        return dict(Counter(v.owners for v in self.violations).most_common())
+
+    def as_dict(self) -> dict:
+        """Plain dict for JSON."""
+        kinds = Counter(v.kind for v in self.violations)
+        return {
+            "counts": {"horizontal": kinds.get("horizontal", 0), "vertical": kinds.get("vertical", 0)},
+            "checked_pairs": self.checked,
+            "unruled_pairs": self.unruled,
+            "rules": self.rules_path,
+            "by_road": self.by_road(),
+            "by_owner_pair": self.by_owner_pair(),
+            "timings_s": self.timings_s,
+            "violations": [v.as_dict() for v in self.violations],
+        }
+
+
+def _parallel_measure(pieces: Pieces, i: np.ndarray, j: np.ndarray, cos_limit: float, min_overlap: float):
+    """For parallel, overlapping piece pairs: mask, plan clearance (outer walls) and location."""
+    a0, a1 = pieces.p0[i, :2], pieces.p1[i, :2]
+    b0, b1 = pieces.p0[j, :2], pieces.p1[j, :2]
+    da, db = a1 - a0, b1 - b0
+    la, lb = np.linalg.norm(da, axis=1), np.linalg.norm(db, axis=1)
+    plan = (la > 1e-6) & (lb > 1e-6)
+    ua = da / np.where(plan, la, 1.0)[:, None]
+    ub = db / np.where(plan, lb, 1.0)[:, None]
+    cos = np.abs(np.einsum("ij,ij->i", ua, ub))
+    tb0 = np.einsum("ij,ij->i", b0 - a0, ua)
+    tb1 = np.einsum("ij,ij->i", b1 - a0, ua)
+    lo = np.maximum(0.0, np.minimum(tb0, tb1))
+    hi = np.minimum(la, np.maximum(tb0, tb1))
+    ok = plan & (cos >= cos_limit) & (hi - lo >= min_overlap)
+    span = np.where(np.abs(tb1 - tb0) > 1e-12, tb1 - tb0, 1.0)
+    ca0, ca1 = a0 + ua * lo[:, None], a0 + ua * hi[:, None]
+    sb_lo, sb_hi = (lo - tb0) / span, (hi - tb0) / span
+    cb0, cb1 = b0 + db * sb_lo[:, None], b0 + db * sb_hi[:, None]
+    s, t, d = segment_closest_points(ca0, ca1, cb0, cb1)
+    where = (ca0 + (ca1 - ca0) * s[:, None] + cb0 + (cb1 - cb0) * t[:, None]) / 2
+    measured = d - pieces.half_width[i] - pieces.half_width[j]
+    return ok, measured, where
+
+
+def _crossing_measure(pieces: Pieces, i: np.ndarray, j: np.ndarray):
+    """For pairs whose centrelines cross in plan: mask, vertical clearance and location (x, y, z)."""
+    p0, p1 = pieces.p0, pieces.p1
+    a0, a1, b0, b1 = p0[i], p1[i], p0[j], p1[j]
+    la = np.linalg.norm(a1[:, :2] - a0[:, :2], axis=1)
+    lb = np.linalg.norm(b1[:, :2] - b0[:, :2], axis=1)
+    s, t, d = segment_closest_points(a0[:, :2], a1[:, :2], b0[:, :2], b1[:, :2])
+    ok = (la > 1e-6) & (lb > 1e-6) & (d <= 1e-6)
+    za = a0[:, 2] + (a1[:, 2] - a0[:, 2]) * s
+    zb = b0[:, 2] + (b1[:, 2] - b0[:, 2]) * t
+    ha, hb = pieces.half_height[i], pieces.half_height[j]
+    a_up = za >= zb
+    bottom_up = np.where(a_up, za - ha, zb - hb)
+    top_low = np.where(a_up, zb + hb, za + ha)
+    measured = bottom_up - top_low
+    xy = a0[:, :2] + (a1[:, :2] - a0[:, :2]) * s[:, None]
+    where = np.column_stack([xy, (bottom_up + top_low) / 2])
+    return ok, measured, where
+
+
+def clearances(
+    existing: Network,
+    proposal: Network | None = None,
+    *,
+    rules: pd.DataFrame | Path | str | None = None,
+    settings: TwinSettings | None = None,
+    parallel_angle_deg: float = 15.0,
+    min_parallel_overlap_m: float = 0.5,
+    tolerance_m: float = 0.0,
+    pieces: Pieces | None = None,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ClearanceReport:
+    """Horizontal and vertical clearance violations in ``existing`` or of ``proposal`` against it.
+
+    ``rules``: a table from :func:`load_clearance_rules` or a CSV path (default: the settings'
+    or the shipped GB 50289 table). A violation is ``measured < required - tolerance_m``.
+
+    Examples
+    --------
+    >>> report = clearances(load_network(engine))  # doctest: +SKIP
+    >>> report.as_dict()["counts"]  # doctest: +SKIP
+    {'horizontal': 0, 'vertical': 120}
+    """
+    t0 = time.perf_counter()
+    table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings)
+    pieces = combine(existing, proposal) if pieces is None else pieces
+    if pairs is None:
+        pairs = candidate_pairs(pieces, margin_m=float(table["clearance_m"].max()) if len(table) else 0.0)
+    i, j = pairs
+    attrs = segment_attributes(pieces.segments)
+    # excavations are checked by collision: clearance rules are between pipes
+    pipe = attrs["utility"] != EXCAVATION_UTILITY
+    keep = ~connected_pairs(pieces, i, j) & pipe[pieces.seg[i]] & pipe[pieces.seg[j]]
+    i, j = i[keep], j[keep]
+    t1 = time.perf_counter()
+    violations: list[ClearanceViolation] = []
+    checked: dict[str, int] = {}
+    unruled: Counter[str] = Counter()
+    cos_limit = float(np.cos(np.radians(parallel_angle_deg)))
+    groups = _attribute_groups(attrs)
+    for kind in ("horizontal", "vertical"):
+        if kind == "horizontal":
+            ok, measured, where = _parallel_measure(pieces, i, j, cos_limit, min_parallel_overlap_m)
+        else:
+            ok, measured, where = _crossing_measure(pieces, i, j)
+        ii, jj, measured, where = i[ok], j[ok], measured[ok], where[ok]
+        sa_, sb = pieces.seg[ii], pieces.seg[jj]
+        # the worst piece pair per segment pair
+        lo_s, hi_s = np.minimum(sa_, sb), np.maximum(sa_, sb)
+        order = np.lexsort((measured, hi_s, lo_s))
+        lo_s, hi_s, measured, where = lo_s[order], hi_s[order], measured[order], where[order]
+        first = np.ones(len(lo_s), dtype=bool)
+        first[1:] = (lo_s[1:] != lo_s[:-1]) | (hi_s[1:] != hi_s[:-1])
+        lo_s, hi_s, measured, where = lo_s[first], hi_s[first], measured[first], where[first]
+        checked[kind] = int(len(lo_s))
+        rule_pos = _rules_for_pairs(table, kind, attrs, groups, lo_s, hi_s)
+        none = rule_pos < 0
+        if none.any():
+            labels = _pair_label(attrs["utility"][lo_s[none]], attrs["utility"][hi_s[none]])
+            unruled.update({f"{kind} {k}": int(v) for k, v in Counter(labels).items()})
+        required = np.where(none, np.nan, table["clearance_m"].to_numpy(float)[np.maximum(rule_pos, 0)])
+        bad = ~none & (measured < required - tolerance_m)
+        violations += _violations(pieces, table, kind, lo_s[bad], hi_s[bad], measured[bad], required[bad],
+                                  rule_pos[bad], where[bad])
+    violations.sort(key=lambda v: (-(v.required_m - v.measured_m), v.kind, v.a_id, v.b_id))
+    t2 = time.perf_counter()
+    return ClearanceReport(violations, checked, dict(unruled), table.attrs.get("path", ""),
+                           {"candidates": round(t1 - t0, 3), "exact": round(t2 - t1, 3)})
+
+
+def _violations(pieces: Pieces, table: pd.DataFrame, kind: str, sa_: np.ndarray, sb: np.ndarray,
+                measured: np.ndarray, required: np.ndarray, rule_pos: np.ndarray,
+                where: np.ndarray) -> list[ClearanceViolation]:
+    s = pieces.segments
+    ids = s["id"].astype(str).to_numpy()
+    prop = s["_proposal"].to_numpy(bool)
+    swap = np.where(prop[sa_] != prop[sb], prop[sb], ids[sa_] > ids[sb])
+    a, b = np.where(swap, sb, sa_), np.where(swap, sa_, sb)
+    util = s["utility"].astype(str).to_numpy()
+    roads = _pair_label(s["road"].to_numpy(object)[a], s["road"].to_numpy(object)[b])
+    owners = _pair_label(s["owner"].to_numpy(object)[a], s["owner"].to_numpy(object)[b])
+    rid = table["id"].to_numpy(object)
+    src = table["source"].to_numpy(object)
+    ver = table["verified"].to_numpy(bool)
+    xy = where[:, :2] + pieces.origin[:2]
+    out = []
+    for n in range(len(a)):  # one object per violation
+        r = rule_pos[n]
+        out.append(ClearanceViolation(
+            key=finding_key(f"clearance-{kind}", (ids[a[n]], ids[b[n]])), kind=kind,
+            a_id=ids[a[n]], b_id=ids[b[n]], a_utility=util[a[n]], b_utility=util[b[n]],
+            measured_m=round(float(measured[n]), 4), required_m=float(required[n]),
+            rule_id=str(rid[r]), rule_source=str(src[r]), rule_verified=bool(ver[r]),
+            x=round(float(xy[n, 0]), 3), y=round(float(xy[n, 1]), 3),
+            z=round(float(where[n, 2] + pieces.origin[2]), 3) if kind == "vertical" else None,
+            road=str(roads[n]), owners=str(owners[n]), proposal=bool(prop[a[n]] or prop[b[n]]),
+        ))
+    return out

@@ -1,0 +1,396 @@
+"""A proposal (a pipe or an excavation, as GeoJSON) turned into a small :class:`Network`.
+
+Accepted: a FeatureCollection, a Feature or a bare geometry, with
+
+- **LineString** (or MultiLineString): a proposed pipe. Properties: ``utility`` (code as in
+  the survey tables: ``JS``, ``YS``, ``RQ``, ... or the Chinese name), a size
+  (``diameter_mm``, or ``width_mm`` + ``height_mm``, or ``size``: ``DN300``, ``1000X800``),
+  and its height: ``depth_m`` (a number, or one per vertex) measured by the utility's
+  convention (drainage to the invert, others to the top), or z in the coordinates (elevation
+  at the same reference; ``z_reference``: ``top``, ``invert`` or ``centre`` overrides it).
+  Optional: ``id``, ``subtype``, ``material``, ``burial``, ``pressure_mpa``, ``owner``,
+  ``road``, ``location`` (cover class), ``from_node`` / ``to_node`` (ids of existing nodes
+  the pipe connects to: it is then not clashing with the pipes there).
+- **Polygon** (or MultiPolygon): an excavation (掘路). Property ``depth_m``. It becomes the
+  oriented minimum rectangle around the polygon, a box from the highest ground at its
+  corners down to ``depth_m`` below the lowest: a ``rect`` segment of utility ``EX`` and
+  ``kind`` ``excavation`` (conservative: the rectangle covers the polygon).
+
+Coordinates are in the twin CRS (easting, northing) unless the GeoJSON names another CRS
+(the old ``crs`` member, or a ``crs`` property): those are transformed with pyproj, and so
+are coordinates that look like longitude/latitude (RFC 7946 GeoJSON is CRS84). A proposal
+with no twin feature within 5 km is refused as a wrong CRS or axis order. Heights from
+depths use :class:`analysis.ground.GroundModel` over the twin's ground points near the
+proposal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+import sqlalchemy as sa
+from pyproj import CRS, Transformer
+
+from analysis.clearance import EXCAVATION_UTILITY
+from analysis.ground import GroundModel, load_ground
+from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network, twin_srid
+from twin.domain import depth_reference, parse_sizes, parse_utility
+from twin.errors import InputError
+from twin.settings import TwinSettings
+
+__all__ = ["read_proposal", "proposal_features", "load_existing_near", "EXCAVATION_UTILITY", "NEAR_TWIN_M"]
+
+#: A proposal with no twin feature this close (m) is in the wrong CRS or axis order.
+NEAR_TWIN_M = 5000.0
+_GROUND_RADII_M = (100.0, 500.0, 2000.0)
+
+
+def proposal_features(source: str | Path | Mapping[str, Any]) -> tuple[list[dict], str | None]:
+    """The features of a GeoJSON document and the CRS it names (``None``: not named)."""
+    if isinstance(source, Mapping):
+        doc: Any = dict(source)
+    else:
+        path = Path(source)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8-sig"))
+        except FileNotFoundError:
+            raise InputError(f"proposal file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"proposal file {path} is not GeoJSON: {exc}") from None
+    if not isinstance(doc, dict) or "type" not in doc:
+        raise InputError("a proposal is a GeoJSON FeatureCollection, Feature or geometry")
+    crs = _crs_name(doc)
+    kind = doc["type"]
+    if kind == "FeatureCollection":
+        feats = list(doc.get("features") or [])
+    elif kind == "Feature":
+        feats = [doc]
+    elif kind in ("LineString", "MultiLineString", "Polygon", "MultiPolygon"):
+        feats = [{"type": "Feature", "geometry": doc, "properties": {}}]
+    else:
+        raise InputError(f"a proposal is a LineString or a Polygon, not a GeoJSON {kind}")
+    if not feats:
+        raise InputError("the proposal has no features")
+    return feats, crs
+
+
+def _crs_name(obj: Mapping[str, Any]) -> str | None:
+    crs = obj.get("crs")
+    if isinstance(crs, Mapping):
+        crs = (crs.get("properties") or {}).get("name")
+    if crs is None and isinstance(obj.get("properties"), Mapping):
+        crs = obj["properties"].get("crs")
+    return str(crs) if crs else None
+
+
+def _transformer(src: str, twin: str) -> Transformer:
+    try:
+        source = CRS.from_user_input(src)
+    except Exception as exc:  # pyproj's CRSError
+        raise InputError(f"the proposal names an unknown CRS {src!r}: {exc}") from None
+    return Transformer.from_crs(source, CRS.from_user_input(twin), always_xy=True)
+
+
+def read_proposal(
+    source: str | Path | Mapping[str, Any],
+    settings: TwinSettings,
+    *,
+    engine: sa.Engine | None = None,
+    ground: GroundModel | None = None,
+) -> Network:
+    """Read a GeoJSON proposal (path or dict) into a Network in the twin CRS.
+
+    ``engine`` (default: the twin of ``settings``) supplies the ground near the proposal and
+    the wrong-CRS check; ``ground`` replaces the ground model (then no database is needed).
+    Raises :class:`twin.errors.InputError` for a missing utility, size or depth, an
+    unknown CRS, or coordinates far from the twin ("wrong CRS?").
+
+    Examples
+    --------
+    >>> net = read_proposal({"type": "Feature", "properties": {"utility": "JS", "size": "DN300",
+    ...     "depth_m": 1.2}, "geometry": {"type": "LineString",
+    ...     "coordinates": [[408300, 4035700], [408400, 4035700]]}}, settings)  # doctest: +SKIP
+    >>> net.segments[["id", "utility", "diameter_mm"]].values.tolist()  # doctest: +SKIP
+    [['P1', 'JS', 300.0]]
+    """
+    feats, doc_crs = proposal_features(source)
+    parts: list[dict] = []
+    for k, feat in enumerate(feats):
+        if not isinstance(feat, Mapping) or not isinstance(feat.get("geometry"), Mapping):
+            raise InputError(f"proposal feature {k + 1} has no geometry")
+        props = dict(feat.get("properties") or {})
+        geom = feat["geometry"]
+        gtype = geom.get("type")
+        coords = geom.get("coordinates")
+        fid = str(props.get("id") or feat.get("id") or f"P{k + 1}")
+        crs = _crs_name(feat) or doc_crs
+        if gtype == "LineString":
+            lines = [coords]
+        elif gtype == "MultiLineString":
+            lines = list(coords or [])
+        elif gtype == "Polygon":
+            lines = [coords[0] if coords else []]
+        elif gtype == "MultiPolygon":
+            lines = [p[0] for p in coords or [] if p]
+        else:
+            raise InputError(f"proposal feature {fid}: a {gtype} is neither a pipe (LineString) nor "
+                             "an excavation (Polygon)")
+        for n, line in enumerate(lines):
+            arr = _coords(line, fid)
+            parts.append({"id": fid if len(lines) == 1 else f"{fid}.{n + 1}", "props": props, "crs": crs,
+                          "xyz": arr, "excavation": gtype in ("Polygon", "MultiPolygon"),
+                          "has_z": arr.shape[1] == 3})
+    _to_twin_crs(parts, settings)
+    if engine is None and ground is None:
+        from twin.db import open_twin
+
+        engine = open_twin(settings)
+    everything = shapely.multipoints(np.vstack([p["xyz"][:, :2] for p in parts]))
+    if engine is not None:
+        _check_near_twin(engine, everything)
+    if ground is None and any(not p["has_z"] or p["excavation"] for p in parts):
+        ground = _ground_near(engine, everything)
+    return _network(parts, ground)
+
+
+def _coords(line: Any, fid: str) -> np.ndarray:
+    try:
+        rows = [list(map(float, c)) for c in line]
+    except (TypeError, ValueError):
+        raise InputError(f"proposal feature {fid}: coordinates are not numbers") from None
+    dims = {len(r) for r in rows}
+    if len(rows) < 2 or not dims <= {2, 3} or len(dims) != 1:
+        raise InputError(f"proposal feature {fid}: a line needs two or more positions, all 2D or all 3D")
+    arr = np.array(rows, dtype=float)
+    if not np.isfinite(arr).all():
+        raise InputError(f"proposal feature {fid}: coordinates are not finite")
+    return arr
+
+
+def _looks_lonlat(xy: np.ndarray) -> bool:
+    return bool((np.abs(xy[:, 0]) <= 180).all() and (np.abs(xy[:, 1]) <= 90).all())
+
+
+def _to_twin_crs(parts: list[dict], settings: TwinSettings) -> None:
+    twin = CRS.from_user_input(settings.crs)
+    for p in parts:
+        src = p["crs"]
+        if src is None and _looks_lonlat(p["xyz"][:, :2]):
+            src = "OGC:CRS84"  # RFC 7946: GeoJSON without a crs member is lon/lat
+        if src is None:
+            continue
+        tr = _transformer(src, settings.crs)
+        if tr.source_crs is not None and tr.source_crs.equals(twin):
+            continue
+        x, y = tr.transform(p["xyz"][:, 0], p["xyz"][:, 1])
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise InputError(f"proposal feature {p['id']}: coordinates cannot be transformed from {src} "
+                             f"to {settings.crs}: wrong CRS?")
+        p["xyz"][:, 0], p["xyz"][:, 1] = x, y
+
+
+def _check_near_twin(engine: sa.Engine, geom: shapely.Geometry) -> None:
+    wkb = shapely.to_wkb(geom, output_dimension=2)
+    with engine.connect() as conn:
+        near = conn.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM current_node WHERE ST_DWithin(geom, "
+            "ST_SetSRID(ST_GeomFromWKB(:g), :srid), :d))"),
+            {"g": wkb, "d": NEAR_TWIN_M, "srid": twin_srid(conn)}).scalar()
+        if near:
+            return
+        ext = conn.execute(sa.text("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                                   "FROM (SELECT ST_Extent(geom) AS e FROM current_node) s")).one()
+    if ext[0] is None:
+        return  # an empty twin: nothing to be far from
+    x0, y0, x1, y1 = shapely.bounds(geom)
+    raise InputError(
+        f"the proposal ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) lies more than {NEAR_TWIN_M / 1000:g} km "
+        f"from the twin ({ext[0]:.0f}, {ext[1]:.0f})-({ext[2]:.0f}, {ext[3]:.0f}): wrong CRS or axis order? "
+        "Give easting, northing in the twin CRS, lon/lat, or name the CRS in the GeoJSON.")
+
+
+def _ground_near(engine: sa.Engine | None, geom: shapely.Geometry) -> GroundModel:
+    if engine is None:
+        raise InputError("the proposal gives depths: a ground model or the twin is needed")
+    for radius in _GROUND_RADII_M:
+        try:
+            g = load_ground(engine, geom, radius)
+        except InputError:
+            continue
+        if len(g) >= 3:
+            return g
+    raise InputError("no survey ground points within 2 km of the proposal: give z elevations instead "
+                     "of depths")
+
+
+def _size(props: Mapping[str, Any], fid: str) -> tuple[str, float, float, float, str]:
+    """shape, diameter_mm, width_mm, height_mm, size_text."""
+    d = props.get("diameter_mm")
+    w, h = props.get("width_mm"), props.get("height_mm")
+    text = props.get("size") or props.get("size_text")
+    try:
+        if d not in (None, ""):
+            d = float(d)
+            if d > 0:
+                return "circular", d, np.nan, np.nan, f"DN{d:g}"
+        if w not in (None, "") and h not in (None, ""):
+            w, h = float(w), float(h)
+            if w > 0 and h > 0:
+                return "rect", np.nan, w, h, f"{w:g}X{h:g}"
+    except (TypeError, ValueError):
+        raise InputError(f"proposal feature {fid}: the size is not a number") from None
+    if text:
+        parsed = parse_sizes(pd.Series([str(text)])).iloc[0]
+        if not parsed["bad"]:
+            if np.isfinite(parsed["diameter_mm"]):
+                return "circular", float(parsed["diameter_mm"]), np.nan, np.nan, str(text)
+            if np.isfinite(parsed["width_mm"]):
+                return "rect", np.nan, float(parsed["width_mm"]), float(parsed["height_mm"]), str(text)
+        raise InputError(f"proposal feature {fid}: cannot read size {text!r} (DN300, 300, 1000X800)")
+    raise InputError(f"proposal feature {fid}: missing size: give diameter_mm, width_mm + height_mm, "
+                     "or size (DN300, 1000X800)")
+
+
+def _number(props: Mapping[str, Any], key: str, fid: str) -> float:
+    v = props.get(key)
+    if v in (None, ""):
+        return np.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise InputError(f"proposal feature {fid}: {key} {v!r} is not a number") from None
+
+
+def _pipe(part: dict, ground: GroundModel | None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Segment row, centreline vertices and the ground at its ends for one proposed pipe."""
+    props, fid, xyz = part["props"], part["id"], part["xyz"]
+    if not props.get("utility"):
+        raise InputError(f"proposal feature {fid}: missing utility (JS, PS/YS/WS, RQ, RL, DL, TX, ...)")
+    parent, sub, bad = parse_utility(pd.Series([str(props["utility"])]))
+    if bad[0]:
+        raise InputError(f"proposal feature {fid}: unknown utility {props['utility']!r}")
+    utility = parent.iloc[0]
+    subtype = props.get("subtype") or sub.iloc[0]
+    shape, d, w, h, size_text = _size(props, fid)
+    half = (d if shape == "circular" else h) / 2000.0
+    ref = str(depth_reference(np.array([utility]))[0])
+    zref = str(props.get("z_reference") or ref).lower()
+    if zref not in ("top", "invert", "centre", "center"):
+        raise InputError(f"proposal feature {fid}: z_reference is top, invert or centre, not {zref!r}")
+    g = ground(xyz[:, 0], xyz[:, 1]) if ground is not None else np.full(len(xyz), np.nan)
+    depth = props.get("depth_m")
+    if depth not in (None, ""):
+        try:
+            dep = np.broadcast_to(np.asarray(depth, dtype=float), (len(xyz),)).copy()
+        except (TypeError, ValueError):
+            raise InputError(f"proposal feature {fid}: depth_m is a number or one number per vertex") from None
+        if not np.isfinite(dep).all() or (dep < 0).any():
+            raise InputError(f"proposal feature {fid}: depth_m must be non-negative numbers")
+        if ground is None:
+            raise InputError(f"proposal feature {fid}: depths need the ground: no ground model")
+        level = g - dep
+        zref = ref
+    elif part["has_z"]:
+        level = xyz[:, 2]
+    else:
+        raise InputError(f"proposal feature {fid}: missing height: give depth_m or z in the coordinates")
+    offset = {"top": -half, "invert": half}.get(zref, 0.0)
+    centre = np.column_stack([xyz[:, :2], level + offset])
+    length = float(np.linalg.norm(np.diff(centre[:, :2], axis=0), axis=1).sum())
+    row = {
+        "id": fid, "from_node": str(props.get("from_node") or f"{fid}:start"),
+        "to_node": str(props.get("to_node") or f"{fid}:end"), "utility": utility, "subtype": subtype,
+        "shape": shape, "diameter_mm": d, "width_mm": w, "height_mm": h, "size_text": size_text,
+        "material": props.get("material"), "burial": props.get("burial"),
+        "pressure_mpa": _number(props, "pressure_mpa", fid), "voltage_kv": _number(props, "voltage_kv", fid),
+        "status": "proposed", "depth_reference": ref,
+        "from_depth_m": float(g[0] - centre[0, 2] + offset) if np.isfinite(g[0]) else np.nan,
+        "to_depth_m": float(g[-1] - centre[-1, 2] + offset) if np.isfinite(g[-1]) else np.nan,
+        "from_z": float(centre[0, 2]), "to_z": float(centre[-1, 2]), "length_m": length,
+        "built_year": None, "owner": props.get("owner"), "road": props.get("road"), "version": 0,
+        "kind": "pipe", "location": props.get("location"),
+    }
+    return row, centre, g[[0, -1]]
+
+
+def _excavation(part: dict, ground: GroundModel) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Segment row (a box along the long axis of the minimum rectangle) for one excavation."""
+    props, fid, xyz = part["props"], part["id"], part["xyz"]
+    depth = _number(props, "depth_m", fid)
+    if not np.isfinite(depth) or depth <= 0:
+        raise InputError(f"proposal feature {fid}: an excavation needs depth_m (m below ground)")
+    local = xyz[0, :2]  # GEOS loses centimetres on the rectangle at projected magnitudes
+    poly = shapely.Polygon(xyz[:, :2] - local)
+    if not poly.is_valid or poly.area <= 0:
+        raise InputError(f"proposal feature {fid}: the excavation polygon is invalid or has no area")
+    rect = np.asarray(shapely.minimum_rotated_rectangle(poly).exterior.coords)[:4] + local
+    e1, e2 = rect[1] - rect[0], rect[2] - rect[1]
+    if np.linalg.norm(e1) < np.linalg.norm(e2):  # the box runs along the long side
+        rect = np.roll(rect, -1, axis=0)
+        e1, e2 = e2, e1
+    width = float(np.linalg.norm(e2))
+    start, end = (rect[0] + rect[3]) / 2, (rect[1] + rect[2]) / 2
+    g = ground(rect[:, 0], rect[:, 1])
+    top, bottom = float(g.max()), float(g.min()) - depth
+    z = (top + bottom) / 2
+    centre = np.array([[*start, z], [*end, z]])
+    row = {
+        "id": fid, "from_node": f"{fid}:start", "to_node": f"{fid}:end", "utility": EXCAVATION_UTILITY,
+        "subtype": None, "shape": "rect", "diameter_mm": np.nan, "width_mm": width * 1000.0,
+        "height_mm": (top - bottom) * 1000.0, "size_text": f"{width:.2f}m x {depth:g}m deep",
+        "material": None, "burial": None, "pressure_mpa": np.nan, "voltage_kv": np.nan, "status": "proposed",
+        "depth_reference": "top", "from_depth_m": depth, "to_depth_m": depth, "from_z": z, "to_z": z,
+        "length_m": float(np.linalg.norm(end - start)), "built_year": None, "owner": props.get("owner"),
+        "road": props.get("road"), "version": 0, "kind": "excavation", "location": props.get("location"),
+    }
+    return row, centre, ground(centre[:, 0], centre[:, 1])
+
+
+def _network(parts: list[dict], ground: GroundModel | None) -> Network:
+    rows, lines, grounds = [], [], []
+    for p in parts:
+        row, centre, g = _excavation(p, ground) if p["excavation"] else _pipe(p, ground)
+        rows.append(row)
+        lines.append(centre)
+        grounds.append(g)
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise InputError("proposal features need distinct ids")
+    segments = pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, "kind", "location"])
+    for c in ("diameter_mm", "width_mm", "height_mm", "pressure_mpa", "voltage_kv", "from_depth_m",
+              "to_depth_m", "from_z", "to_z", "length_m"):
+        segments[c] = segments[c].astype(float)
+    node_rows = []
+    for r, line, g in zip(rows, lines, grounds, strict=True):
+        for end, xyz, gz, dep in (("from_node", line[0], g[0], r["from_depth_m"]),
+                                  ("to_node", line[-1], g[1], r["to_depth_m"])):
+            gz = float(gz) if np.isfinite(gz) else float(xyz[2])
+            node_rows.append({"id": r[end], "utility": r["utility"], "subtype": r["subtype"], "feature": None,
+                              "appurtenance": None, "ground_z": gz, "depth_m": dep, "well_depth_m": np.nan,
+                              "well_bottom_z": np.nan, "version": 0, "x": float(xyz[0]), "y": float(xyz[1])})
+    nodes = pd.DataFrame(node_rows, columns=[*NODE_COLUMNS, "x", "y"]).drop_duplicates("id").reset_index(drop=True)
+    vertices = np.vstack(lines)
+    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in lines], out=offsets[1:])
+    return Network(segments, nodes, nodes[["x", "y", "ground_z"]].to_numpy(float), vertices, offsets)
+
+
+def load_existing_near(engine: sa.Engine | sa.Connection, proposal: Network, margin_m: float = 5.0) -> Network:
+    """The live network around a proposal, gathered through the GiST index.
+
+    Everything within the proposal's largest half size plus ``margin_m`` (which should cover
+    the largest existing pipe's half size and the largest clearance rule) of its centrelines.
+    """
+    from analysis.network import load_network
+
+    lines = [proposal.vertices[a:b, :2] for a, b in zip(proposal.offsets[:-1], proposal.offsets[1:], strict=True)]
+    geom = shapely.multilinestrings(lines) if lines else shapely.Point()
+    reach = np.nanmax(np.hypot(np.nan_to_num(proposal.half_width_m), np.nan_to_num(proposal.half_height_m)),
+                      initial=0.0)
+    return load_network(engine, near=geom, distance_m=float(reach + margin_m))

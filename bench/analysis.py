@@ -1,0 +1,227 @@
+"""Analysis benchmark on a district of >= 1M segments: scan, proposal check, cross-section, profile.
+
+Run with ``.venv/bin/python bench/analysis.py``. It
+
+1. reuses ``bench/out/district25`` (written by ``twin sample --scale 25`` when missing) and the
+   schema ``bench_analysis`` (ingested when empty; both steps are guarded by the lock directory
+   ``bench/out/district25.lock`` so two scripts never build them at once),
+2. times the whole-network collision + clearance scan (``analysis.clash.scan_network``; target
+   < 60 s), the proposal check of a 1 km pipe (< 200 ms), a cross-section across a road
+   (< 50 ms) and a profile over >= 2 km (< 100 ms): the median of repeated runs on a warm
+   connection pool, places spread over the district,
+3. prints the figures and appends them to ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from twin.db import open_twin  # noqa: E402
+from twin.settings import get_settings  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SCHEMA = "bench_analysis"
+DISTRICT = ROOT / "bench" / "out" / "district25"
+LOCK = ROOT / "bench" / "out" / "district25.lock"
+TARGETS_MS = {"proposal": 200.0, "section": 50.0, "profile": 100.0}
+
+
+def machine() -> str:
+    """The machine, as bench/ingest.py records it."""
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, "
+            f"Python {platform.python_version()}")
+
+
+def _locked(step) -> None:
+    """Run ``step`` holding the lock directory (waits for another holder to finish)."""
+    while True:
+        try:
+            LOCK.mkdir(parents=True)
+            break
+        except FileExistsError:
+            print("waiting for bench/out/district25.lock ...", flush=True)
+            time.sleep(10)
+    try:
+        (LOCK / "owner").write_text(f"bench/analysis.py pid {os.getpid()} {dt.datetime.now().isoformat()}\n")
+        step()
+    finally:
+        for f in LOCK.iterdir():
+            f.unlink()
+        LOCK.rmdir()
+
+
+def _prepare(scale: float) -> sa.Engine:
+    settings = get_settings(db_schema=SCHEMA)
+
+    def build() -> None:
+        if not (DISTRICT / "segments.csv").exists():
+            subprocess.run([str(BIN / "twin"), "sample", "--scale", str(scale), "--out", str(DISTRICT), "--json"],
+                           check=True, capture_output=True)
+        engine = open_twin(settings)
+        with engine.connect() as conn:
+            n = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
+        engine.dispose()
+        if not n:
+            env = {**os.environ, "TWIN_DB_SCHEMA": SCHEMA}
+            subprocess.run([str(BIN / "twin"), "ingest", "survey", "--points", str(DISTRICT / "points.csv"),
+                            "--segments", str(DISTRICT / "segments.csv"), "--json"], env=env, check=True,
+                           capture_output=True)
+
+    _locked(build)
+    return open_twin(settings)
+
+
+def _median_ms(fn, runs: int) -> tuple[float, float, list]:
+    fn(0)  # warm-up (connection pool, imports, caches)
+    times, results = [], []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        results.append(fn(i + 1))
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), max(times), results
+
+
+def _roads(engine: sa.Engine, n: int, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """Straight north-south sewer pieces (offset 0 = a road centreline): (x, y_min, y_max) per road."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT ST_X(ST_StartPoint(geom)) AS x, min(ST_YMin(geom)), max(ST_YMax(geom)) FROM current_segment "
+            "WHERE subtype = 'WS' AND ST_X(ST_StartPoint(geom)) = ST_X(ST_EndPoint(geom)) "
+            "GROUP BY 1 HAVING max(ST_YMax(geom)) - min(ST_YMin(geom)) > 1500")).all()
+    pick = rng.choice(len(rows), size=min(n, len(rows)), replace=False)
+    return [tuple(map(float, rows[i])) for i in pick]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=25.0)
+    ap.add_argument("--runs", type=int, default=15, help="timed runs per query (median reported)")
+    ap.add_argument("--skip-scan", action="store_true", help="skip the whole-network scan")
+    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = ap.parse_args()
+
+    from analysis.profile import longitudinal_profile
+    from analysis.proposal import check_proposal
+    from analysis.section import cross_section
+
+    engine = _prepare(args.scale)
+    settings = get_settings(db_schema=SCHEMA)
+    with engine.connect() as conn:
+        n_seg = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
+    print(f"district: {n_seg:,} segments in schema {SCHEMA}", flush=True)
+    rng = np.random.default_rng(7)
+    roads = _roads(engine, args.runs + 1, rng)
+
+    # cross-section: 50 m across a north-south road, somewhere along it
+    def section(i: int):
+        x, y0, y1 = roads[i % len(roads)]
+        y = float(rng.uniform(y0 + 100, y1 - 100)) + 0.37
+        return cross_section(engine, f"{x - 25},{y},{x + 25},{y}", crs=settings.crs)
+
+    sec_ms, sec_max, secs = _median_ms(section, args.runs)
+    sec_pipes = statistics.median(len(s.pipes) for s in secs)
+    print(f"cross-section: median {sec_ms:.1f} ms (max {sec_max:.1f}), {sec_pipes:.0f} pipes cut", flush=True)
+
+    # proposal: a 1 km DN300 water pipe 3 m east of a road centreline, 1.5 m deep
+    def proposal(i: int):
+        x, y0, _y1 = roads[i % len(roads)]
+        doc = {"type": "Feature", "properties": {"id": "BENCH", "utility": "JS", "size": "DN300", "depth_m": 1.5},
+               "geometry": {"type": "LineString", "coordinates": [[x + 3, y0 + 200], [x + 3, y0 + 1200]]}}
+        return check_proposal(engine, doc, settings)
+
+    prop_ms, prop_max, props = _median_ms(proposal, args.runs)
+    findings = statistics.median(len(r.findings) for r in props)
+    cands = statistics.median(r.candidates for r in props)
+    stages = {k: round(statistics.median(r.timings_s[k] for r in props) * 1000, 1) for k in props[0].timings_s}
+    print(f"proposal check (1 km): median {prop_ms:.1f} ms (max {prop_max:.1f}), {cands:.0f} existing candidates, "
+          f"{findings:.0f} findings; stages ms {stages}", flush=True)
+
+    # profile: along the water main of a road, >= 2 km between two of its cross points
+    pairs = []
+    with engine.connect() as conn:
+        for x, y0, y1 in roads:
+            ids = conn.execute(sa.text(
+                "SELECT id, ST_Y(geom) FROM current_node WHERE utility = 'JS' AND feature = 'cross' "
+                "AND ST_DWithin(geom, ST_SetSRID(ST_MakeLine(ST_MakePoint(:x, :a), ST_MakePoint(:x, :b)), "
+                "(SELECT value::int FROM twin_meta WHERE key = 'srid')), 8) ORDER BY ST_Y(geom)"),
+                {"x": x + 6, "a": y0, "b": y1}).all()
+            for k, (a, ya) in enumerate(ids):
+                far = [b for b, yb in ids[k + 1:] if yb - ya >= 2000]
+                if far:
+                    pairs.append((a, far[0]))
+                    break
+    if not pairs:
+        raise SystemExit("no pair of water cross points 2 km apart")
+
+    def profile(i: int):
+        a, b = pairs[i % len(pairs)]
+        return longitudinal_profile(engine, a, b, crs=settings.crs)
+
+    prof_ms, prof_max, profs = _median_ms(profile, args.runs)
+    plen = statistics.median(p.length_m for p in profs)
+    pseg = statistics.median(len(p.segments) for p in profs)
+    pcross = statistics.median(len(p.crossings) for p in profs)
+    corridor = statistics.median(p.searched["corridor_attempts"][-1]["segments"] for p in profs)
+    print(f"profile (>= 2 km): median {prof_ms:.1f} ms (max {prof_max:.1f}), path {plen:.0f} m, {pseg:.0f} pipes, "
+          f"{pcross:.0f} crossings, corridor {corridor:.0f} segments", flush=True)
+
+    scan = None
+    if not args.skip_scan:
+        from analysis.clash import scan_network
+
+        t0 = time.perf_counter()
+        scan = scan_network(engine)
+        scan_s = time.perf_counter() - t0
+        print(f"whole-network scan: {scan_s:.1f} s {json.dumps(scan, ensure_ascii=False)}", flush=True)
+
+    status = {k: ("met" if v <= TARGETS_MS[k] else "NOT met") for k, v in
+              {"section": sec_ms, "proposal": prop_ms, "profile": prof_ms}.items()}
+    engine.dispose()
+    if args.no_record:
+        return
+    with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
+        f.write(
+            f"\n### analysis: section, profile, proposal, {dt.date.today().isoformat()}\n"
+            f"- machine: {machine()}\n"
+            f"- district: {n_seg:,} segments (schema `{SCHEMA}`, `bench/out/district25`); median of {args.runs} "
+            "runs after one warm-up, places spread over the district\n"
+            f"- cross-section, 50 m across a road: **{sec_ms:.1f} ms** median (max {sec_max:.1f}), "
+            f"{sec_pipes:.0f} pipes cut; target 50 ms {status['section']}\n"
+            f"- proposal check, 1 km DN300 water pipe (read + candidates + collision/clearance/cover + section): "
+            f"**{prop_ms:.1f} ms** median (max {prop_max:.1f}), {cands:.0f} existing candidates, {findings:.0f} "
+            f"findings; stages ms {stages}; target 200 ms {status['proposal']}\n"
+            f"- profile along a water main between cross points >= 2 km apart: **{prof_ms:.1f} ms** median "
+            f"(max {prof_max:.1f}), path {plen:.0f} m, {pseg:.0f} pipes, {pcross:.0f} crossings, corridor "
+            f"{corridor:.0f} segments read; target 100 ms {status['profile']}\n"
+            + (f"- whole-network collision + clearance scan (`scan_network`): **{scan['timings_s']['total']:.1f} s** "
+               f"{scan['timings_s']}; target 60 s {'met' if scan['timings_s']['total'] <= 60 else 'NOT met'}\n"
+               if scan else "")
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Shutoff benchmark: valve segmentation and query latency, against wntr's `valve_segments`.
+
+Run with ``.venv/bin/python bench/shutoff.py``. In one run it
+
+1. on the wntr networks Net3, ky10 and Net6 with a strategic valve layer: times wntr's
+   ``valve_segments`` and :func:`analysis.segments.segment_labels` on the same network and
+   layer (the ratio is the figure; both give the same partition, which is checked);
+2. imports Net6 with that layer through the real ingest into a bench schema, builds the
+   isolation model from PostGIS (read + segmentation + supply units + source distances) and
+   times :func:`analysis.shutoff.isolate` on 1,000 random pipes (median, p95);
+3. generates a pressurised grid network of about one million pipes in memory (random valves
+   on 40 % of pipe ends, four sources, customers on a fifth of the nodes), segments it and
+   times 1,000 random shutoffs, half of them with a failed valve;
+4. prints the figures and appends them to ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import wntr  # noqa: E402  (test dependency: the reference)
+
+from analysis.segments import build_model, model_from_frames, segment_labels  # noqa: E402
+from analysis.shutoff import isolate  # noqa: E402
+from bench.ingest import _machine  # noqa: E402
+from ingest.epanet import read_epanet  # noqa: E402
+from ingest.pipeline import ingest_tables  # noqa: E402
+from twin.db import make_engine, open_twin  # noqa: E402
+from twin.settings import get_settings  # noqa: E402
+
+NETWORKS = Path(wntr.__file__).parent / "library" / "networks"
+SCHEMA = "bench_shutoff"
+
+
+def _median_time(fn, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def against_wntr(name: str) -> dict:
+    """wntr's valve_segments and ours on one network and strategic layer."""
+    wn = wntr.network.WaterNetworkModel(str(NETWORKS / f"{name}.inp"))
+    layer = wntr.network.generate_valve_layer(wn, "strategic", 1, seed=1)
+    graph = wn.to_graph()
+    t = time.perf_counter()
+    node_ref, link_ref, _ = wntr.metrics.topographic.valve_segments(graph, layer.copy())
+    t_wntr = time.perf_counter() - t
+    nodes = pd.Index(wn.node_name_list)
+    links = pd.Index(wn.link_name_list)
+    f = nodes.get_indexer([wn.get_link(n).start_node_name for n in links])
+    to = nodes.get_indexer([wn.get_link(n).end_node_name for n in links])
+    vl, vn = links.get_indexer(layer["link"]), nodes.get_indexer(layer["node"])
+    t_ours = _median_time(lambda: segment_labels(f, to, vl, vn, len(nodes)))
+    ns, ls, n = segment_labels(f, to, vl, vn, len(nodes))
+    pairs = pd.DataFrame({"a": np.concatenate([ns, ls]),
+                          "b": np.concatenate([node_ref.reindex(nodes), link_ref.reindex(links)])}).drop_duplicates()
+    same = len(pairs) == pairs["a"].nunique() == pairs["b"].nunique()
+    return {"network": name, "links": len(links), "valves": len(layer), "segments": n, "wntr_s": t_wntr,
+            "ours_s": t_ours, "ratio": t_wntr / t_ours, "same_partition": bool(same), "layer": layer}
+
+
+def latency(model, pipes: np.ndarray, failed: list[list[str]]) -> dict:
+    """Median and p95 (ms) of isolate() over the given pipes."""
+    ms = []
+    for pipe, fv in zip(pipes, failed, strict=True):
+        t = time.perf_counter()
+        isolate(model, pipe=str(pipe), failed_valves=fv)
+        ms.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "max_ms": float(max(ms))}
+
+
+def random_queries(model, n: int, rng: np.random.Generator, fail_share: float = 0.5):
+    pipes = rng.choice(model.links["id"].to_numpy(), n)
+    valves = model.valves["id"].to_numpy()
+    failed = [[str(rng.choice(valves))] if (rng.random() < fail_share and len(valves)) else [] for _ in range(n)]
+    # a failed valve must be one that exists; whether it is on the way does not matter
+    return pipes, failed
+
+
+def net6_in_the_twin(layer: pd.DataFrame, tmp: Path) -> tuple[dict, object]:
+    settings = get_settings(db_schema=SCHEMA)
+    engine = make_engine(settings)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+    engine.dispose()
+    engine = open_twin(settings)
+    valves = tmp / "net6_valves.csv"
+    layer.rename(columns={"link": "pipe"}).to_csv(valves, index=False)
+    tables = read_epanet(NETWORKS / "Net6.inp", valves=valves, twin_crs=settings.crs, offset="auto",
+                         cover_m=settings.default_cover_m)
+    report = ingest_tables(tables, settings, scope="epanet:Net6", check_long=False)
+    assert report.status == "applied", report.as_dict()["errors"][:3]
+    t = time.perf_counter()
+    model = build_model(engine)
+    total = time.perf_counter() - t
+    return {"build_s": total, **model.timings, "links": len(model.links), "valves": len(model.valves),
+            "segments": model.n_segments}, model
+
+
+def grid_network(n_side: int, rng: np.random.Generator) -> tuple[pd.DataFrame, ...]:
+    """A pressurised grid of about 2 * n_side**2 pipes with random valves, sources, customers."""
+    ij = np.arange(n_side * n_side).reshape(n_side, n_side)
+    a = np.concatenate([ij[:, :-1].ravel(), ij[:-1, :].ravel()])
+    b = np.concatenate([ij[:, 1:].ravel(), ij[1:, :].ravel()])
+    names = np.char.add("N", np.arange(n_side * n_side).astype(str)).astype(object)
+    ids = np.char.add("P", np.arange(len(a)).astype(str)).astype(object)
+    links = pd.DataFrame({"id": ids, "from_node": names[a], "to_node": names[b], "utility": "JS",
+                          "shape": "circular", "diameter_mm": 200.0, "width_mm": np.nan, "height_mm": np.nan,
+                          "length_m": 80.0, "remarks": ""})
+    nodes = pd.DataFrame({"id": names, "utility": "JS", "x": (ij % n_side).ravel() * 80.0,
+                          "y": (ij // n_side).ravel() * 80.0, "ground_z": 35.0})
+    ends = rng.random(2 * len(a)) < 0.4
+    v_link = np.concatenate([np.arange(len(a)), np.arange(len(a))])[ends]
+    v_node = np.concatenate([a, b])[ends]
+    nv = len(v_link)
+    valves = pd.DataFrame({"id": np.char.add("V", np.arange(nv).astype(str)).astype(object),
+                           "segment_id": ids[v_link], "node_id": names[v_node], "utility": "JS",
+                           "kind": "valve", "operable": rng.random(nv) > 0.03,
+                           "normally_closed": rng.random(nv) < 0.002, "x": 0.0, "y": 0.0})
+    src_nodes = names[[0, n_side - 1, n_side * (n_side - 1), n_side * n_side - 1]]
+    sources = pd.DataFrame({"id": "SRC-" + pd.Series(src_nodes), "node_id": src_nodes, "utility": "JS",
+                            "kind": "plant", "name": None})
+    cn = names[rng.random(len(names)) < 0.2]
+    customers = pd.DataFrame({"id": "C-" + pd.Series(cn), "node_id": cn, "utility": "JS", "name": None,
+                              "kind": "service", "critical": rng.random(len(cn)) < 0.01, "demand": 1.0})
+    return links, nodes, valves, sources, customers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--side", type=int, default=708, help="grid side: 708 gives about 1,000,000 pipes")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+
+    print("wntr valve_segments vs segment_labels (strategic N-1 layer)")
+    ref = [against_wntr(n) for n in ("Net3", "ky10", "Net6")]
+    for r in ref:
+        print(f"  {r['network']}: {r['links']:,} links, {r['valves']:,} valves, {r['segments']:,} segments; "
+              f"wntr {r['wntr_s'] * 1000:,.1f} ms, ours {r['ours_s'] * 1000:,.2f} ms, "
+              f"x{r['ratio']:,.0f}, same partition: {r['same_partition']}")
+
+    print("Net6 in the twin")
+    net6, model6 = net6_in_the_twin(ref[-1]["layer"], out)
+    q6 = latency(model6, *random_queries(model6, args.queries, rng))
+    print(f"  model from PostGIS {net6['build_s']:.3f} s (read {net6['read_s']:.3f}, segment "
+          f"{net6['segment_s']:.4f}, supply {net6['supply_s']:.4f}); queries median {q6['median_ms']:.2f} ms, "
+          f"p95 {q6['p95_ms']:.2f} ms")
+
+    print(f"grid network, side {args.side}")
+    frames = grid_network(args.side, rng)
+    n_links = len(frames[0])
+    link_pos = pd.Index(frames[1]["id"])
+    f, to = link_pos.get_indexer(frames[0]["from_node"]), link_pos.get_indexer(frames[0]["to_node"])
+    vl = pd.Index(frames[0]["id"]).get_indexer(frames[2]["segment_id"])
+    vn = link_pos.get_indexer(frames[2]["node_id"])
+    t_labels = _median_time(lambda: segment_labels(f, to, vl, vn, len(link_pos)), repeat=3)
+    t = time.perf_counter()
+    model = model_from_frames(*frames)
+    t_model = time.perf_counter() - t
+    t_seg = model.timings["segment_s"]  # from string ids to labels
+    qg = latency(model, *random_queries(model, args.queries, rng))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  {n_links:,} pipes, {len(frames[2]):,} valves, {model.n_segments:,} segments: segmentation "
+          f"{t_seg:.3f} s from string ids ({t_labels:.3f} s of it labelling); whole model (segments + supply units + source distances + indexes) {t_model:.3f} s; "
+          f"queries median {qg['median_ms']:.2f} ms, p95 {qg['p95_ms']:.2f} ms, max {qg['max_ms']:.1f} ms; "
+          f"peak RSS {rss:,.0f} MiB")
+
+    if args.no_record:
+        return
+    lines = [
+        f"\n### shutoff, {dt.date.today().isoformat()}",
+        f"- machine: {_machine()}",
+        "- wntr `valve_segments` vs `segment_labels` on the same network and strategic N-1 layer "
+        "(same partition checked):",
+        *[f"  - {r['network']}: {r['links']:,} links, {r['valves']:,} valves, {r['segments']:,} segments: "
+          f"wntr {r['wntr_s'] * 1000:,.1f} ms, PipeTwin {r['ours_s'] * 1000:,.2f} ms, **x{r['ratio']:,.0f}**, "
+          f"same partition: {r['same_partition']}" for r in ref],
+        f"- Net6 through the twin: model from PostGIS {net6['build_s']:.3f} s (read {net6['read_s']:.3f} s, "
+        f"segmentation {net6['segment_s'] * 1000:.1f} ms); {args.queries:,} shutoffs on random pipes "
+        f"(half with a failed valve): median **{q6['median_ms']:.2f} ms**, p95 **{q6['p95_ms']:.2f} ms**",
+        f"- generated grid: {n_links:,} pipes, {len(frames[2]):,} valves, {model.n_segments:,} segments: "
+        f"segmentation from string ids **{t_seg:.2f} s** ({t_labels:.2f} s labelling), whole model "
+        f"(supply tree, source distances, lookups) {t_model:.2f} s; {args.queries:,} shutoffs: median "
+        f"**{qg['median_ms']:.2f} ms**, p95 **{qg['p95_ms']:.2f} ms**; peak RSS {rss:,.0f} MiB",
+    ]
+    results = ROOT / "bench" / "RESULTS.md"
+    header = "" if "## Shutoff" in results.read_text(encoding="utf-8") else (
+        "\n## Shutoff (`bench/shutoff.py`)\nTargets: segmentation of a one-million-segment network "
+        "under 5 s, query p95 under 20 ms, at least 100 times faster than wntr's segmentation.\n")
+    with results.open("a", encoding="utf-8") as out_file:  # append: other benches write here too
+        out_file.write(header + "\n".join(lines) + "\n")
+    print(f"recorded in {results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The proposal check: known vertical gaps, a clean pass, storage, decisions kept across re-runs, HTML."""
+
+from __future__ import annotations
+
+import csv
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+import sqlalchemy as sa
+
+from analysis.proposal import (
+    check_proposal,
+    decide_finding,
+    decide_proposal,
+    get_proposal,
+    list_proposals,
+    recheck_proposal,
+    report_html,
+    submit_proposal,
+)
+from ingest.pipeline import ingest_survey
+from ingest.sample import POINT_HEADERS, SEGMENT_HEADERS
+from twin.db import current_revision
+from twin.errors import InputError
+
+E0, N0 = 410000.0, 4035000.0
+GROUND = 35.0
+# the existing water main: DN300 along N0, depth to the top 1.4 -> top 33.6, bottom 33.3
+WATER_TOP, WATER_BOTTOM = GROUND - 1.4, GROUND - 1.4 - 0.3
+
+
+def _write_survey(folder):
+    points = [("J1", "JS", "终点", E0, N0), ("J2", "JS", "直线点", E0 + 50, N0), ("J3", "JS", "终点", E0 + 100, N0)]
+    with open(folder / "points.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(POINT_HEADERS)
+        for pid, u, feat, e, n in points:
+            row = dict.fromkeys(POINT_HEADERS, "")
+            row.update({"物探点号": pid, "管线类型": u, "特征": feat, "X": f"{n:.2f}", "Y": f"{e:.2f}",
+                        "地面高程": f"{GROUND:.3f}", "埋深": "1.40"})
+            w.writerow(row.values())
+    with open(folder / "segments.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(SEGMENT_HEADERS)
+        for a, b in (("J1", "J2"), ("J2", "J3")):
+            row = dict.fromkeys(SEGMENT_HEADERS, "")
+            row.update({"起点号": a, "终点号": b, "管线类型": "JS", "起点埋深": "1.40", "终点埋深": "1.40",
+                        "管径/断面": "DN300", "状态": "active", "道路名称": "东昌路"})
+            w.writerow(row.values())
+
+
+def gas(top_z: float, *, fid: str = "P1", x: float = E0 + 30, size: str | None = "DN200", **extra) -> dict:
+    """A proposed gas pipe crossing the water main square at easting x, its top at top_z."""
+    props = {"id": fid, "utility": "RQ", "z_reference": "top", "pressure_mpa": 0.2, **extra}
+    if size:
+        props["size"] = size
+    return {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": props,
+        "geometry": {"type": "LineString", "coordinates": [[x, N0 - 20, top_z], [x, N0 + 20, top_z]]}}]}
+
+
+@pytest.fixture(scope="module")
+def twin(twin_settings, twin_engine, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("main")
+    _write_survey(folder)
+    report = ingest_survey(folder / "points.csv", folder / "segments.csv", twin_settings)
+    assert report.status == "applied", report.as_dict()["errors"]
+    return twin_engine, twin_settings
+
+
+def test_migration_0002(twin):
+    engine, settings = twin
+    with engine.connect() as conn:
+        assert current_revision(conn, settings) >= "0002"  # proposals arrive with 0002
+        cols = set(conn.execute(sa.text(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = :s AND table_name = 'proposal'"),
+            {"s": settings.db_schema}).scalars())
+    assert {"id", "name", "geojson", "utility", "status", "created_by", "created_at", "decided_by", "decided_at",
+            "note", "report", "version"} <= cols
+
+
+def test_vertical_gap_under_the_rule_is_a_violation(twin):
+    engine, settings = twin
+    # gas top 33.2 under the water bottom 33.3: gap 0.10 m, the rule (gas against any pipe) asks 0.15
+    report = check_proposal(engine, gas(WATER_BOTTOM - 0.10), settings)
+    assert not report.passed
+    (f,) = report.findings
+    assert f.kind == "clearance_vertical" and set(f.ids) == {"P1", "J1-J2"}
+    assert f.measured_m == pytest.approx(0.10, abs=1e-6)
+    assert f.required_m == pytest.approx(0.15)
+    assert f.shortfall_m == pytest.approx(0.05, abs=1e-6)
+    assert (f.x, f.y) == pytest.approx((E0 + 30, N0), abs=1e-6)
+
+
+def test_clean_proposal_passes(twin):
+    engine, settings = twin
+    report = check_proposal(engine, gas(WATER_BOTTOM - 1.0), settings)
+    assert report.passed and report.findings == [] and report.candidates >= 1
+    # the section at its middle shows the proposal and the water main it passes under
+    ids = {p.id: p for p in report.section.pipes}
+    assert set(ids) == {"P1", "J1-J2"} and ids["P1"].status == "proposed"
+    assert ids["J1-J2"].bottom_z - ids["P1"].top_z == pytest.approx(1.0, abs=1e-6)
+
+
+def test_collision_and_the_section_at_the_worst_place(twin):
+    engine, settings = twin
+    report = check_proposal(engine, gas(WATER_TOP - 0.1), settings)  # through the water main
+    kinds = [f.kind for f in report.findings]
+    assert kinds[0] == "collision"
+    col = report.findings[0]
+    # gas 200 mm with its top 0.1 under the water top: the solids overlap by 0.2 m (water bottom - gas bottom)
+    assert col.shortfall_m == pytest.approx(0.2, abs=1e-3)
+    sec = report.section
+    assert {p.id for p in sec.pipes} == {"P1", "J1-J2"}
+    water = next(p for p in sec.pipes if p.id == "J1-J2")
+    assert water.offset_m == pytest.approx(sec.length_m / 2, abs=1e-6)  # cut square to the proposal at the clash
+    root = ET.fromstring(sec.to_svg())
+    dashed = [e for e in root.iter() if e.get("class") == "pipe" and e.get("stroke-dasharray")]
+    assert [e.get("data-id") for e in dashed] == ["P1"]
+
+
+@pytest.mark.parametrize("doc, message", [
+    (gas(33.0, size=None), "size"),
+    # easting and northing swapped: far from the twin
+    ({"type": "Feature", "properties": {"utility": "JS", "size": "DN300", "depth_m": 1.2},
+      "geometry": {"type": "LineString", "coordinates": [[N0, E0], [N0 + 50, E0]]}}, "CRS"),
+    ({"type": "Feature", "properties": {"size": "DN300", "depth_m": 1.2},
+      "geometry": {"type": "LineString", "coordinates": [[E0, N0], [E0 + 50, N0]]}}, "utility"),
+])
+def test_bad_proposals(twin, doc, message):
+    engine, settings = twin
+    with pytest.raises(InputError, match=message):
+        check_proposal(engine, doc, settings)
+
+
+def test_decisions_survive_rechecks_and_approval_rules(twin, tmp_path):
+    engine, settings = twin
+    report = submit_proposal(engine, gas(WATER_BOTTOM - 0.10), settings, name="gas main 东昌路", user="alice")
+    pid = report.proposal_id
+    assert report.status == "new" and report.created_by == "alice"
+    (f,) = report.findings
+    assert f.status == "open"
+    # approving needs review first, then every finding accepted or an override note
+    with pytest.raises(InputError, match="cannot become approved"):
+        decide_proposal(engine, pid, "approved", settings, user="bob")
+    decide_proposal(engine, pid, "reviewed", settings, user="bob", note="site visit done")
+    with pytest.raises(InputError, match="not accepted"):
+        decide_proposal(engine, pid, "approved", settings, user="bob")
+    decide_finding(engine, pid, f.key, "accepted", settings, user="bob", note="casing pipe at the crossing")
+    # the network does not change: a re-check keeps the decision on the unchanged finding
+    again = recheck_proposal(engine, pid, settings, user="carol")
+    (g,) = again.findings
+    assert g.key == f.key and g.status == "accepted" and g.decided_by == "bob"
+    assert g.note == "casing pipe at the crossing"
+    d = decide_proposal(engine, pid, "approved", settings, user="bob")
+    assert d["status"] == "approved" and d["decided_by"] == "bob" and d["decided_at"]
+    assert [e["action"] for e in d["events"]] == ["submitted", "decided", "finding decided", "rechecked", "decided"]
+    assert d["findings"][0]["status"] == "accepted"
+    with pytest.raises(InputError, match="approved"):
+        recheck_proposal(engine, pid, settings, source=gas(20.0))
+    html = report_html(d)
+    assert "id='status'>approved<" in html and f.key in html and "casing pipe at the crossing" in html
+    assert "@media print" in html and "bob" in html
+
+
+def test_override_and_revision(twin):
+    engine, settings = twin
+    report = submit_proposal(engine, gas(WATER_TOP - 0.1, fid="Q1", x=E0 + 70), settings, user="alice")
+    pid = report.proposal_id
+    by_kind = {f.kind: f.key for f in report.findings}
+    assert report.findings[0].kind == "collision" and "clearance_vertical" in by_kind
+    decide_proposal(engine, pid, "reviewed", settings, user="bob")
+    # a revised geometry deeper down: the collision is gone (resolved), a new version starts as new
+    revised = recheck_proposal(engine, pid, settings, source=gas(WATER_BOTTOM - 0.12, fid="Q1", x=E0 + 70),
+                               user="alice")
+    assert revised.version == 2 and revised.status == "new"
+    assert [(r["key"], r["status"]) for r in revised.resolved] == [(by_kind["collision"], "resolved")]
+    (f,) = revised.findings  # same pair, same kind: the same key, now with a positive gap
+    assert f.key == by_kind["clearance_vertical"] and f.measured_m == pytest.approx(0.12, abs=1e-6)
+    decide_proposal(engine, pid, "reviewed", settings, user="bob")
+    d = decide_proposal(engine, pid, "approved", settings, user="bob", override="protective slab; owner agreed")
+    assert d["status"] == "approved" and d["override_note"] == "protective slab; owner agreed"
+    assert d["events"][-1]["action"] == "approved with override"
+    listed = {r["id"]: r for r in list_proposals(engine)}
+    assert listed[pid]["status"] == "approved" and listed[pid]["open"] == 1
+
+
+def test_html_report_is_printable_with_its_drawing(twin):
+    engine, settings = twin
+    report = check_proposal(engine, gas(WATER_BOTTOM - 0.10), settings, name="<script>x</script>")
+    html = report_html(report)
+    assert html.startswith("<!DOCTYPE html>") and "@media print" in html and "@page" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "id='result'>FAIL<" in html and report.findings[0].key in html
+    svg = re.search(r"<svg .*?</svg>", html, re.S).group(0)
+    root = ET.fromstring(svg)
+    assert {e.get("data-id") for e in root.iter() if e.get("class") == "pipe"} == {"P1", "J1-J2"}
+    # a stored report renders the same drawing from its JSON
+    stored = submit_proposal(engine, gas(WATER_BOTTOM - 0.10), settings, user="alice")
+    again = report_html(get_proposal(engine, stored.proposal_id))
+    assert re.search(r"<svg .*?</svg>", again, re.S) and "FAIL" in again

@@ -1,0 +1,214 @@
+"""Proposals as GeoJSON: depths and elevations, sizes, CRS handling, excavations, and the
+checks run on them against the small survey on the real PostGIS (library and CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from pyproj import Transformer
+from typer.testing import CliRunner
+
+from analysis.clash import collisions
+from analysis.clearance import clearances
+from analysis.cover import cover_depths
+from analysis.ground import GroundModel
+from analysis.proposal_input import load_existing_near, read_proposal
+from twin.errors import InputError
+from twin.settings import get_settings
+
+SETTINGS = get_settings()
+# a flat ground at 35.0 around the small survey's area (E 410000, N 4035000)
+FLAT = GroundModel(np.array([[409900, 4034900], [410200, 4034900], [409900, 4035100], [410200, 4035100]], float),
+                   np.full(4, 35.0))
+
+
+def _line(props: dict, coords=((410020, 4034995), (410020, 4035008)), **extra) -> dict:
+    return {"type": "Feature", "properties": props, "geometry": {"type": "LineString", "coordinates": coords},
+            **extra}
+
+
+DEPTH_CASES = [
+    # properties, expected centre z at the start, shape, size (d | w, h)
+    ({"utility": "JS", "diameter_mm": 300, "depth_m": 1.2}, 35.0 - 1.2 - 0.15, "circular", (300,)),
+    ({"utility": "JS", "size": "DN300", "depth_m": 1.2}, 35.0 - 1.2 - 0.15, "circular", (300,)),
+    ({"utility": "YS", "size": "D600", "depth_m": 2.5}, 35.0 - 2.5 + 0.30, "circular", (600,)),  # to the invert
+    ({"utility": "污水", "size": "Φ400", "depth_m": [2.5, 2.6]}, 35.0 - 2.5 + 0.20, "circular", (400,)),
+    ({"utility": "DL", "size": "1000X800", "depth_m": 0.7}, 35.0 - 0.7 - 0.40, "rect", (1000, 800)),
+    ({"utility": "TX", "width_mm": 400, "height_mm": 300, "depth_m": 0.8}, 35.0 - 0.8 - 0.15, "rect", (400, 300)),
+]
+
+
+@pytest.mark.parametrize("props,z0,shape,size", DEPTH_CASES)
+def test_pipe_from_depth(props, z0, shape, size):
+    net = read_proposal(_line(props), SETTINGS, ground=FLAT)
+    s = net.segments.iloc[0]
+    assert s["from_z"] == pytest.approx(z0, abs=1e-9) and s["shape"] == shape
+    assert s["status"] == "proposed" and s["id"] == "P1"
+    got = (s["diameter_mm"],) if shape == "circular" else (s["width_mm"], s["height_mm"])
+    assert got == size
+    assert net.vertices.shape == (2, 3) and net.vertices[0, 2] == pytest.approx(z0)
+    assert s["length_m"] == pytest.approx(13.0)
+
+
+@pytest.mark.parametrize("zref,z_centre", [(None, 33.0 - 0.15), ("top", 33.0 - 0.15), ("centre", 33.0),
+                                           ("invert", 33.0 + 0.15)])
+def test_pipe_from_elevations(zref, z_centre):
+    props = {"utility": "RQ", "size": "DN300", "id": "G-7", **({"z_reference": zref} if zref else {})}
+    feat = _line(props, coords=[[410020, 4034995, 33.0], [410020, 4035008, 33.0]])
+    net = read_proposal({"type": "FeatureCollection", "features": [feat]}, SETTINGS, ground=FLAT)
+    assert net.segments["id"].tolist() == ["G-7"]
+    assert net.vertices[:, 2] == pytest.approx([z_centre, z_centre])
+
+
+@pytest.mark.parametrize("props,message", [
+    ({"utility": "JS", "depth_m": 1.2}, "missing size"),
+    ({"utility": "JS", "size": "big", "depth_m": 1.2}, "cannot read size"),
+    ({"size": "DN300", "depth_m": 1.2}, "missing utility"),
+    ({"utility": "ZZ", "size": "DN300", "depth_m": 1.2}, "unknown utility"),
+    ({"utility": "JS", "size": "DN300"}, "missing height"),
+    ({"utility": "JS", "size": "DN300", "depth_m": -1}, "non-negative"),
+    ({"utility": "JS", "size": "DN300", "depth_m": 1, "crs": "EPSG:999999"}, "unknown CRS"),
+])
+def test_bad_pipes_are_input_errors(props, message):
+    with pytest.raises(InputError, match=message):
+        read_proposal(_line(props), SETTINGS, ground=FLAT)
+
+
+@pytest.mark.parametrize("doc,message", [
+    ({"type": "Point", "coordinates": [1, 2]}, "LineString or a Polygon"),
+    ({"type": "FeatureCollection", "features": []}, "no features"),
+    ({"features": []}, "FeatureCollection, Feature or geometry"),
+    (_line({"utility": "JS"}, coords=[[410020, 4034990]]), "two or more positions"),
+])
+def test_bad_documents_are_input_errors(doc, message):
+    with pytest.raises(InputError, match=message):
+        read_proposal(doc, SETTINGS, ground=FLAT)
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_proposal(tmp_path / "nope.geojson", SETTINGS, ground=FLAT)
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match="not GeoJSON"):
+        read_proposal(bad, SETTINGS, ground=FLAT)
+
+
+def _lonlat(points):
+    tr = Transformer.from_crs("EPSG:4548", "OGC:CRS84", always_xy=True)
+    return [list(tr.transform(x, y)) for x, y in points]
+
+
+@pytest.mark.parametrize("crs_member", [None, {"type": "name", "properties": {"name": "EPSG:4326"}},
+                                        {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}])
+def test_lonlat_is_transformed(crs_member):
+    twin_xy = [(410020.0, 4034990.0), (410020.0, 4035010.0)]
+    doc = {"type": "FeatureCollection",
+           "features": [_line({"utility": "JS", "size": "DN300", "depth_m": 1.0}, coords=_lonlat(twin_xy))]}
+    if crs_member:
+        doc["crs"] = crs_member
+    net = read_proposal(doc, SETTINGS, ground=FLAT)
+    assert net.vertices[:, :2] == pytest.approx(np.array(twin_xy), abs=1e-3)
+
+
+def test_named_projected_crs_is_transformed():
+    # the same place in the 6-degree zone CRS (EPSG:4491, CM 117E too, false easting with zone 20)
+    tr = Transformer.from_crs("EPSG:4548", "EPSG:4491", always_xy=True)
+    twin_xy = [(410020.0, 4034990.0), (410020.0, 4035010.0)]
+    coords = [list(tr.transform(x, y)) for x, y in twin_xy]
+    doc = _line({"utility": "JS", "size": "DN300", "depth_m": 1.0, "crs": "EPSG:4491"}, coords=coords)
+    net = read_proposal(doc, SETTINGS, ground=FLAT)
+    assert net.vertices[:, :2] == pytest.approx(np.array(twin_xy), abs=1e-3)
+
+
+def test_excavation_polygon_becomes_a_box():
+    # a 10 m x 4 m pit turned 30 degrees, 2 m deep, on flat ground
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    corners = [(0, 0), (10, 0), (10, 4), (0, 4), (0, 0)]
+    ring = [[410000 + x * c - y * s, 4035000 + x * s + y * c] for x, y in corners]
+    doc = {"type": "Feature", "properties": {"depth_m": 2.0, "id": "pit"},
+           "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    net = read_proposal(doc, SETTINGS, ground=FLAT)
+    seg = net.segments.iloc[0]
+    assert (seg["utility"], seg["kind"], seg["shape"]) == ("EX", "excavation", "rect")
+    assert seg["width_mm"] == pytest.approx(4000) and seg["height_mm"] == pytest.approx(2000)
+    assert seg["length_m"] == pytest.approx(10.0)
+    assert net.vertices[:, 2] == pytest.approx([34.0, 34.0])
+    with pytest.raises(InputError, match="depth_m"):
+        read_proposal({**doc, "properties": {}}, SETTINGS, ground=FLAT)
+
+
+# --------------------------------------------------------------------------- against the twin
+
+@pytest.fixture(scope="module")
+def small_twin(twin_settings, twin_engine):
+    from ingest.pipeline import ingest_survey
+    from tests.conftest import SMALL
+
+    report = ingest_survey(SMALL / "points.csv", SMALL / "segments.csv", twin_settings, scope="small")
+    assert report.status == "applied"
+    return twin_engine
+
+
+def test_proposal_clashes_with_the_main_it_crosses(small_twin, twin_settings):
+    # a DL DN200 cable pipe 1.5 m deep under JS1-JS2 (DN300, 1.4 m to the top): inside the main
+    prop = read_proposal(_line({"utility": "DL", "size": "DN200", "depth_m": 1.5, "id": "cable"}),
+                         twin_settings, engine=small_twin)
+    existing = load_existing_near(small_twin, prop)
+    assert "JS1-JS2" in set(existing.segments["id"]) and "JS3-JS4" not in set(existing.segments["id"])
+    (c,) = collisions(existing, prop).hard
+    assert (c.a_id, c.b_id, c.proposal) == ("cable", "JS1-JS2", True)
+    # ground at E 410020 between JS1 (35.20) and JS2 (35.18): the gap of the centres is 0.05 m
+    assert c.overlap_m == pytest.approx(0.15 + 0.10 - 0.05, abs=0.002)
+    vertical = [v for v in clearances(existing, prop).violations if v.kind == "vertical"]
+    assert {v.b_id for v in vertical} >= {"JS1-JS2"}
+    assert cover_depths(existing, prop).violations == []  # 1.5 m is enough for DL direct
+
+
+def test_shallow_proposal_lacks_cover(small_twin, twin_settings):
+    prop = read_proposal(_line({"utility": "RQ", "size": "DN200", "depth_m": 0.5}), twin_settings, engine=small_twin)
+    (v,) = cover_depths(load_existing_near(small_twin, prop), prop).violations
+    # 0.5 at the vertices; the interpolated ground between them differs by millimetres
+    assert v.cover_m == pytest.approx(0.5, abs=0.005) and v.required_m == 0.9 and v.proposal
+
+
+@pytest.mark.parametrize("coords", [
+    [(4034990, 410020), (4035010, 410020)],   # northing, easting: the survey axis order
+    [(510020, 3034990), (510020, 3035010)],   # another place altogether
+])
+def test_wrong_crs_is_refused(small_twin, twin_settings, coords):
+    with pytest.raises(InputError, match="wrong CRS"):
+        read_proposal(_line({"utility": "JS", "size": "DN300", "depth_m": 1.0}, coords=coords), twin_settings,
+                      engine=small_twin)
+
+
+def test_cli_collision_and_clearance_with_a_proposal(small_twin, twin_settings, tmp_path):
+    from analysis.cli import app
+
+    env = {"TWIN_DB_SCHEMA": twin_settings.db_schema}
+    good = tmp_path / "cable.geojson"
+    good.write_text(json.dumps(_line({"utility": "DL", "size": "DN200", "depth_m": 1.5, "id": "cable"})),
+                    encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(app, ["collision", "--proposal", str(good), "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["counts"]["hard"] == 1 and out["clashes"][0]["b_id"] == "JS1-JS2"
+    res = runner.invoke(app, ["clearance", "--proposal", str(good), "--json"], env=env)
+    assert res.exit_code == 0 and json.loads(res.output)["counts"]["vertical"] >= 1
+    res = runner.invoke(app, ["cover", "--json"], env=env)
+    assert res.exit_code == 0 and "violations" in json.loads(res.output)
+    res = runner.invoke(app, ["collision"], env=env)  # the tables, whole network
+    assert res.exit_code == 0 and "hard clashes" in res.output
+    wrong = tmp_path / "wrong.geojson"
+    wrong.write_text(json.dumps(_line({"utility": "JS", "size": "DN300", "depth_m": 1.0},
+                                      coords=[(4034990, 410020), (4035010, 410020)])), encoding="utf-8")
+    res = runner.invoke(app, ["collision", "--proposal", str(wrong)], env=env)
+    assert res.exit_code == 2 and "wrong CRS" in res.output
+    nosize = tmp_path / "nosize.geojson"
+    nosize.write_text(json.dumps(_line({"utility": "JS", "depth_m": 1.0})), encoding="utf-8")
+    res = runner.invoke(app, ["clearance", "--proposal", str(nosize)], env=env)
+    assert res.exit_code == 2 and "missing size" in res.output
