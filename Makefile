@@ -11,6 +11,7 @@ demo: setup
 	$(BIN)/twin sample --out $(DEMO)
 	$(BIN)/twin ingest survey --points $(DEMO)/points.csv --segments $(DEMO)/segments.csv
 	$(BIN)/twin summary
+	$(BIN)/twin tiles build
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -2,8 +2,66 @@
 
 from __future__ import annotations
 
-import typer
+import json
+from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["app"]
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from twin.errors import TwinError
+from twin.settings import get_settings
+
+__all__ = ["app", "build"]
 
 app = typer.Typer(help="Build the 3D Tiles of the twin.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A progress bar per stage, on a terminal only."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def step(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        yield step
+
+
+@app.command("build")
+def build(
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: TWIN_TILES_DIR or "
+                                    "<data dir>/tiles)."),
+    full: bool = typer.Option(False, "--full", help="Rebuild every tile, ignoring the last build."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Build the 3D Tiles 1.1 tileset of the live network; only changed tiles unless --full."""
+    from tiles.build import build_tileset
+
+    try:
+        with _progress(not as_json) as step:
+            report = build_tileset(get_settings(), out_dir=out, full=full, progress=step)
+    except TwinError as exc:
+        err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+        raise typer.Exit(code=2) from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"3D Tiles {'full build' if report['full'] else 'incremental build'}: "
+                        f"{report['tileset']}")
+    for c in ("tiles", "written", "kept", "removed", "features", "triangles", "MB", "seconds"):
+        table.add_column(c, justify="right")
+    table.add_row(f"{report['tiles']:,}", f"{report['tiles_written']:,}", f"{report['tiles_kept']:,}",
+                  f"{report['tiles_removed']:,}", f"{report['features']:,}", f"{report['triangles']:,}",
+                  f"{report['bytes'] / 2**20:,.1f}", f"{report['seconds']:.1f}")
+    Console().print(table)

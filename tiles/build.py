@@ -1,0 +1,551 @@
+"""Build the 3D Tiles 1.1 tileset of the live network, in full or incrementally.
+
+The output folder holds ``tileset.json``, the contents ``t/<level>/<x>/<y>.glb`` and a build
+manifest (``manifest.json``: frame, root cell, per-tile boxes and counts;
+``manifest-features.npz``: every feature's id, version and tile). An incremental build reads
+the light index of the network, tiles it again with the same root cell and frame, compares
+with the manifest and rebuilds only the tiles whose features were added, changed, moved or
+removed (and the tiles of fittings whose pipes changed); the others are kept. Tiles are meshed
+in worker processes (one per core) when there are enough of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from tiles.content import build_content
+from tiles.placement import Frame, ecef_transformer
+from tiles.source import read_index, read_nodes, read_segments, segment_end_nodes
+from tiles.style import node_level, segment_level
+from tiles.tiling import CAPACITY, box_volume, build_quadtree, tileset_json
+from twin.db import open_twin
+from twin.settings import TwinSettings
+
+__all__ = ["build_tileset", "tiles_dir", "FORMAT_VERSION", "Progress"]
+
+log = logging.getLogger(__name__)
+
+#: Bump when the content changes for the same features: forces a full rebuild.
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FEATURES = "manifest-features.npz"
+TILESET = "tileset.json"
+CONTENT_URI = "t/{key}.glb"
+#: Below this many tiles to build, one process does it all (forking costs more).
+PARALLEL_MIN_TILES = 16
+
+#: progress(stage, done, total)
+Progress = Callable[[str, int, int], None]
+
+
+def tiles_dir(settings: TwinSettings) -> Path:
+    """The tileset's folder: ``TWIN_TILES_DIR`` or ``<data_dir>/tiles``."""
+    return Path(settings.tiles_dir) if settings.tiles_dir else Path(settings.data_dir) / "tiles"
+
+
+def _load_manifest(out: Path) -> tuple[dict | None, dict | None]:
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        with np.load(out / FEATURES, allow_pickle=False) as z:
+            features = {k: z[k] for k in z.files}
+        return manifest, features
+    except (OSError, ValueError, KeyError):
+        return None, None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# Worker state, inherited through fork (the tables are large; jobs only name row ranges).
+_STATE: dict = {}
+
+
+def _worker_init() -> None:
+    ecef_transformer.cache_clear()  # a PROJ context per process
+
+
+def _build_one(job: tuple[int, str, int, int, int, int]) -> tuple[int, list, list, int, int, int]:
+    index, key, s0, s1, n0, n1 = job
+    st = _STATE
+    content = build_content(st["seg"].iloc[s0:s1], st["nodes"].iloc[n0:n1], st["frame"])
+    _atomic_write(st["out"] / CONTENT_URI.format(key=key), content.glb)
+    return (index, content.box_min.tolist(), content.box_max.tolist(), content.triangles,
+            content.features, len(content.glb))
+
+
+def _params(settings: TwinSettings) -> dict:
+    return {"format": FORMAT_VERSION, "crs": settings.crs, "geoid_offset_m": settings.geoid_offset_m,
+            "capacity": CAPACITY, "uri": CONTENT_URI}
+
+
+def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, full: bool = False,
+                  progress: Progress | None = None, workers: int | None = None) -> dict:
+    """Build (or bring up to date) the tileset; returns the build report.
+
+    The report has ``tiles_written``, ``tiles_kept``, ``tiles_removed``, ``tiles``,
+    ``features``, ``triangles``, ``bytes`` (all content), ``seconds`` and per-stage timings.
+    """
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+    step = progress or (lambda stage, done, total: None)
+    out = Path(out_dir) if out_dir is not None else tiles_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def lap(name: str, t0: float) -> float:
+        now = time.perf_counter()
+        stages[name] = round(now - t0, 3)
+        return now
+
+    t = time.perf_counter()
+    step("reading the network", 0, 1)
+    engine = open_twin(settings)
+    params = _params(settings)
+    manifest, previous = (None, None) if full else _load_manifest(out)
+    if manifest is not None and manifest.get("params") == params:
+        fast = _fast_incremental(engine, out, manifest, previous, workers, step, started)
+        if fast is not None:
+            engine.dispose()
+            return fast
+    try:
+        with engine.connect() as conn:
+            snapshot = _snapshot(conn)
+            counts = list(conn.execute(sa.text(
+                "SELECT (SELECT count(*) FROM current_segment), (SELECT count(*) FROM current_node)")).one())
+        seg, nodes = read_index(engine)
+        t = lap("index", t)
+
+        # Every feature: segments first, then drawn nodes.
+        n_seg, n_node = len(seg), len(nodes)
+        keys = np.concatenate([seg["key"].to_numpy(np.int64), nodes["key"].to_numpy(np.int64)]).view(np.uint64)
+        versions = np.concatenate([seg["version"].to_numpy(np.int64), nodes["version"].to_numpy(np.int64)])
+        level = np.concatenate([
+            segment_level(seg["shape"].to_numpy(), seg["diameter_mm"].to_numpy(float),
+                          seg["width_mm"].to_numpy(float)),
+            node_level(nodes["is_source"].fillna(False).to_numpy(bool))])
+        rank = np.concatenate([
+            np.nan_to_num(seg["diameter_mm"].to_numpy(float))
+            + np.nan_to_num(seg["width_mm"].to_numpy(float)), np.zeros(n_node)])
+        ax = np.concatenate([seg["x"].to_numpy(float), nodes["x"].to_numpy(float)])
+        ay = np.concatenate([seg["y"].to_numpy(float), nodes["y"].to_numpy(float)])
+
+        incremental = manifest is not None and manifest.get("params") == params
+        if incremental:
+            x0, y0 = manifest["root"]["origin"]
+            size = manifest["root"]["size"]
+            inside = n_seg + n_node == 0 or (
+                ax.min() >= x0 and ay.min() >= y0 and ax.max() < x0 + size and ay.max() < y0 + size)
+            incremental = bool(inside)
+        if incremental:
+            frame = Frame.from_dict(manifest["frame"])
+            tree = build_quadtree(ax, ay, level, rank, tiebreak=keys, origin=(x0, y0), size=size)
+        else:
+            tree = build_quadtree(ax, ay, level, rank, tiebreak=keys)
+            cx = tree.origin[0] + tree.size / 2
+            cy = tree.origin[1] + tree.size / 2
+            with engine.connect() as conn:
+                ground_z = conn.execute(sa.text("SELECT avg(ground_z) FROM current_node")).scalar()
+            frame = Frame.at(settings.crs, cx, cy, float(ground_z or 0.0), settings.geoid_offset_m)
+        tile_keys = np.array([tl.key for tl in tree.tiles], dtype=object)
+        has_content = np.array([len(tl.features) > 0 for tl in tree.tiles], dtype=bool)
+        t = lap("tiling", t)
+
+        # Which tiles to build.
+        if incremental:
+            dirty = _dirty_tiles(engine, previous, keys, versions, tree.tile_of, tile_keys, n_seg,
+                                 seg["id"], nodes["id"])
+            missing = [i for i in np.flatnonzero(has_content)
+                       if not (out / CONTENT_URI.format(key=tile_keys[i])).exists()]
+            build = sorted({i for i in np.flatnonzero(has_content) if tile_keys[i] in dirty} | set(missing))
+        else:
+            build = list(np.flatnonzero(has_content))
+        t = lap("compare", t)
+
+        # Full records of the features of the tiles to build.
+        tile_of = tree.tile_of
+        building = np.zeros(len(tree.tiles), bool)
+        building[build] = True
+        sel_seg = np.flatnonzero(building[tile_of[:n_seg]]) if n_seg else np.zeros(0, int)
+        sel_node = np.flatnonzero(building[tile_of[n_seg:]]) if n_node else np.zeros(0, int)
+        step("reading features", 0, 1)
+        seg_rows, node_rows = _read_details(engine, seg, nodes, sel_seg, sel_node)
+        t = lap("read", t)
+    finally:
+        engine.dispose()
+
+    results = _mesh_tiles(seg_rows, node_rows, tile_of[sel_seg], tile_of[n_seg + sel_node], build, tile_keys,
+                          frame, out, workers, step)
+    t = lap("mesh", t)
+
+    # Tiles kept keep their manifest entries; built ones get new ones.
+    old_tiles = (manifest or {}).get("tiles", {}) if incremental else {}
+    entries: dict[str, dict] = {}
+    for i in np.flatnonzero(has_content):
+        k = str(tile_keys[i])
+        if k in old_tiles:
+            entries[k] = old_tiles[k]
+    for index, lo, hi, tris, feats, nbytes in results:
+        entries[str(tile_keys[index])] = {"min": lo, "max": hi, "triangles": tris, "features": feats,
+                                          "bytes": nbytes}
+    # Contents of tiles that no longer exist.
+    removed = 0
+    previous_keys = set((manifest or {}).get("tiles", {})) if manifest else set()
+    for k in previous_keys - set(entries):
+        try:
+            (out / CONTENT_URI.format(key=k)).unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    if not incremental and not manifest:
+        # A full build into a folder of another tileset: clear the old contents.
+        stale = out / "t"
+        if stale.exists() and results:
+            _remove_unlisted(stale, out, set(entries))
+
+    content = {i: entries[str(tile_keys[i])] for i in np.flatnonzero(has_content)}
+    doc = tileset_json(tree, content, level, frame.enu_to_ecef(), uri=CONTENT_URI)
+    _atomic_write(out / TILESET, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+    _save_features(out, {
+        "keys": keys, "versions": versions, "tile": tree.tile_of.astype(np.int32),
+        "tile_keys": tile_keys.astype(str),
+        "ids": np.concatenate([seg["id"].astype(str).to_numpy(), nodes["id"].astype(str).to_numpy()]).astype(str)
+        if len(keys) else np.zeros(0, str),
+        "is_segment": np.arange(len(keys)) < n_seg, "level": level, "rank": rank, "ax": ax, "ay": ay})
+    _atomic_write(out / MANIFEST, json.dumps({
+        "params": params, "frame": frame.as_dict(),
+        "root": {"origin": list(tree.origin), "size": tree.size},
+        "snapshot": snapshot, "counts": counts,
+        "tiles": entries,
+    }, separators=(",", ":")).encode("utf-8"))
+    lap("write", t)
+    return _report(out, not incremental, entries, results, n_seg, n_node, time.perf_counter() - started,
+                   stages, removed)
+
+
+def _mesh_tiles(seg_rows: pd.DataFrame, node_rows: pd.DataFrame, seg_tile: np.ndarray, node_tile: np.ndarray,
+                build: list[int], tile_keys: np.ndarray, frame: Frame, out: Path, workers: int | None,
+                step: Progress) -> list[tuple]:
+    """Mesh and write the tiles ``build``; one (index, min, max, triangles, features, bytes) each."""
+    # Sort by tile so each tile's rows are one slice.
+    seg_rows = seg_rows.assign(tile=seg_tile).sort_values("tile", kind="stable").reset_index(drop=True)
+    node_rows = node_rows.assign(tile=node_tile).sort_values("tile", kind="stable").reset_index(drop=True)
+    build_arr = np.asarray(build, dtype=np.int64)
+    s_lo = np.searchsorted(seg_rows["tile"].to_numpy(), build_arr, "left")
+    s_hi = np.searchsorted(seg_rows["tile"].to_numpy(), build_arr, "right")
+    n_lo = np.searchsorted(node_rows["tile"].to_numpy(), build_arr, "left")
+    n_hi = np.searchsorted(node_rows["tile"].to_numpy(), build_arr, "right")
+    jobs = [(int(i), str(tile_keys[i]), int(a), int(b), int(c), int(d))
+            for i, a, b, c, d in zip(build_arr, s_lo, s_hi, n_lo, n_hi, strict=True)]
+    # Biggest first, for an even load across workers.
+    jobs.sort(key=lambda j: -(j[3] - j[2] + j[5] - j[4]))
+
+    _STATE.update(seg=seg_rows, nodes=node_rows, frame=frame, out=out)
+    results = []
+    workers = workers or os.cpu_count() or 1
+    step("meshing tiles", 0, len(jobs))
+    try:
+        if workers > 1 and len(jobs) >= PARALLEL_MIN_TILES:
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
+                for r in pool.imap_unordered(_build_one, jobs, chunksize=1 if len(jobs) < 64 else 2):
+                    results.append(r)
+                    step("meshing tiles", len(results), len(jobs))
+        else:
+            for job in jobs:
+                results.append(_build_one(job))
+                step("meshing tiles", len(results), len(jobs))
+    finally:
+        _STATE.clear()
+    return results
+
+
+def _snapshot(conn: sa.Connection) -> str:
+    """The database time from which the next build looks for changes: now, or the start of the
+    oldest open transaction (whose rows, once committed, carry that earlier time)."""
+    return conn.execute(sa.text(
+        "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND xact_start IS NOT NULL))::text")).scalar()
+
+
+def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: dict, workers: int | None,
+                      step: Progress, started: float) -> dict | None:
+    """Rebuild the tiles of the features changed since the last build when the tiling stays the same.
+
+    Returns None (the caller then re-tiles from the full index) when a feature was added,
+    retired, deleted or moved to another anchor or level, or a source or customer changed.
+    """
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    since = manifest.get("snapshot")
+    counts = manifest.get("counts")
+    if not since or not counts or "level" not in previous:
+        return None
+    with engine.connect() as conn:
+        snapshot = _snapshot(conn)
+        now_counts = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM current_segment), (SELECT count(*) FROM current_node), "
+            "(SELECT count(*) FROM source WHERE valid_from > :t OR retired_at > :t), "
+            "(SELECT count(*) FROM customer WHERE valid_from > :t OR retired_at > :t)"), {"t": since}).one()
+        if [now_counts[0], now_counts[1]] != counts or now_counts[2] or now_counts[3]:
+            return None
+        seg = conn.execute(sa.text("""
+            SELECT hashtextextended(id, 1), version, shape, diameter_mm, width_mm,
+                   (ST_XMin(geom) + ST_XMax(geom)) / 2, (ST_YMin(geom) + ST_YMax(geom)) / 2,
+                   retired_at IS NOT NULL, hashtextextended(from_node, 2), hashtextextended(to_node, 2)
+              FROM segment WHERE valid_from > :t OR retired_at > :t"""), {"t": since}).all()
+        node = conn.execute(sa.text("""
+            SELECT id, hashtextextended(id, 2), retired_at IS NOT NULL
+              FROM node WHERE valid_from > :t OR retired_at > :t"""), {"t": since}).all()
+    if any(r[7] for r in seg) or any(r[2] for r in node):
+        return None
+    keys = previous["keys"]
+    order = np.argsort(keys, kind="stable")
+
+    def rows_of(k: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(keys[order], k), max(len(keys) - 1, 0))
+        found = order[pos]
+        return np.where(keys[found] == k, found, -1) if len(keys) else np.full(len(k), -1)
+
+    versions = previous["versions"].copy()
+    changed_rows: list[int] = []
+    end_keys: list[int] = []
+    if seg:
+        k = np.array([r[0] for r in seg], dtype=np.int64).view(np.uint64)
+        rows = rows_of(k)
+        if (rows < 0).any():
+            return None
+        shape = np.array([r[2] for r in seg], dtype=object)
+        level = segment_level(shape, np.array([r[3] for r in seg], dtype=float),
+                              np.array([r[4] for r in seg], dtype=float))
+        rank = np.nan_to_num(np.array([r[3] for r in seg], dtype=float)) + np.nan_to_num(
+            np.array([r[4] for r in seg], dtype=float))
+        x = np.array([r[5] for r in seg], dtype=float)
+        y = np.array([r[6] for r in seg], dtype=float)
+        if not (np.array_equal(level, previous["level"][rows]) and np.array_equal(rank, previous["rank"][rows])
+                and np.array_equal(x, previous["ax"][rows]) and np.array_equal(y, previous["ay"][rows])):
+            return None
+        versions[rows] = [r[1] for r in seg]
+        changed_rows += rows.tolist()
+        end_keys += [r[8] for r in seg] + [r[9] for r in seg]
+    node_idx = pd.DataFrame()
+    if node:
+        # Only nodes drawn before and after, at the same place, keep the tiling.
+        ids = [r[0] for r in node]
+        node_idx = read_index(engine, seg_ids=[], node_ids=ids)[1]
+        drawn_now = set(node_idx["id"].astype(str))
+        k = np.array([r[1] for r in node], dtype=np.int64).view(np.uint64)
+        rows = rows_of(k)
+        if any((rows[i] >= 0) != (ids[i] in drawn_now) for i in range(len(ids))):
+            return None
+        if len(node_idx):
+            nk = node_idx["key"].to_numpy(np.int64).view(np.uint64)
+            nrows = rows_of(nk)
+            if not (np.array_equal(node_idx["x"].to_numpy(float), previous["ax"][nrows])
+                    and np.array_equal(node_idx["y"].to_numpy(float), previous["ay"][nrows])):
+                return None
+            versions[nrows] = node_idx["version"].to_numpy(np.int64)
+            changed_rows += nrows.tolist()
+    tile = previous["tile"]
+    dirty = set(tile[changed_rows].tolist())
+    if end_keys:
+        ends = rows_of(np.array(end_keys, dtype=np.int64).view(np.uint64))
+        dirty |= set(tile[ends[ends >= 0]].tolist())
+    stages["compare"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+
+    # The features of the dirty tiles, read by id.
+    tile_keys = np.asarray(previous["tile_keys"]).astype(object)
+    in_dirty = np.isin(tile, np.fromiter(dirty, dtype=np.int64, count=len(dirty)))
+    is_seg = previous["is_segment"]
+    ids = previous["ids"].astype(object)
+    seg_idx, node_idx = read_index(engine, seg_ids=list(ids[in_dirty & is_seg]),
+                                   node_ids=list(ids[in_dirty & ~is_seg]))
+    seg_rows, node_rows = _read_details(engine, seg_idx, node_idx, np.arange(len(seg_idx)),
+                                        np.arange(len(node_idx)), whole=False)
+    seg_tile = tile[rows_of(seg_rows["key"].to_numpy(np.int64).view(np.uint64))]
+    node_tile = tile[rows_of(node_rows["key"].to_numpy(np.int64).view(np.uint64))]
+    stages["read"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    frame = Frame.from_dict(manifest["frame"])
+    results = _mesh_tiles(seg_rows, node_rows, seg_tile, node_tile, sorted(dirty), tile_keys, frame, out,
+                          workers, step)
+    stages["mesh"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+
+    entries = manifest["tiles"]
+    for index, lo, hi, tris, feats, nbytes in results:
+        entries[str(tile_keys[index])] = {"min": lo, "max": hi, "triangles": tris, "features": feats,
+                                          "bytes": nbytes}
+    doc = json.loads((out / TILESET).read_text(encoding="utf-8"))
+    _refresh_boxes(doc["root"], entries)
+    _atomic_write(out / TILESET, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+    _save_features(out, {**previous, "versions": versions})
+    manifest["snapshot"] = snapshot
+    _atomic_write(out / MANIFEST, json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
+    stages["write"] = round(time.perf_counter() - t, 3)
+    n_seg = int(is_seg.sum())
+    return _report(out, False, entries, results, n_seg, len(is_seg) - n_seg, time.perf_counter() - started,
+                   stages, 0)
+
+
+def _refresh_boxes(tile: dict, entries: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """Recompute bounding boxes bottom-up from the manifest's content boxes."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    if "content" in tile:
+        e = entries[tile["content"]["uri"].removeprefix("t/").removesuffix(".glb")]
+        lo, hi = np.minimum(lo, e["min"]), np.maximum(hi, e["max"])
+        tile["content"]["boundingVolume"] = {"box": box_volume(np.asarray(e["min"]), np.asarray(e["max"]))}
+    for child in tile.get("children", []):
+        box = _refresh_boxes(child, entries)
+        if box is not None:
+            lo, hi = np.minimum(lo, box[0]), np.maximum(hi, box[1])
+    if not np.isfinite(lo).all():
+        return None
+    tile["boundingVolume"] = {"box": box_volume(lo, hi)}
+    return lo, hi
+
+
+def _save_features(out: Path, arrays: dict) -> None:
+    np.savez(out / (FEATURES + ".tmp.npz"), **arrays)
+    os.replace(out / (FEATURES + ".tmp.npz"), out / FEATURES)
+
+
+def _report(out: Path, full: bool, entries: dict, results: list, n_seg: int, n_node: int, seconds: float,
+            stages: dict, removed: int) -> dict:
+    return {
+        "out_dir": str(out),
+        "tileset": str(out / TILESET),
+        "full": full,
+        "tiles": len(entries),
+        "tiles_written": len(results),
+        "tiles_kept": len(entries) - len(results),
+        "tiles_removed": removed,
+        "features": int(n_seg + n_node),
+        "segments": int(n_seg),
+        "nodes": int(n_node),
+        "features_written": int(sum(r[4] for r in results)),
+        "triangles": int(sum(e["triangles"] for e in entries.values())),
+        "triangles_written": int(sum(r[3] for r in results)),
+        "bytes": int(sum(e["bytes"] for e in entries.values())),
+        "bytes_written": int(sum(r[5] for r in results)),
+        "seconds": round(seconds, 3),
+        "stages": stages,
+    }
+
+
+def _remove_unlisted(folder: Path, out: Path, keep: set[str]) -> None:
+    for p in folder.rglob("*.glb"):
+        key = p.relative_to(folder).with_suffix("").as_posix()
+        if key not in keep:
+            p.unlink()
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        if not any(d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _read_details(engine: sa.Engine, seg: pd.DataFrame, nodes: pd.DataFrame, sel_seg: np.ndarray,
+                  sel_node: np.ndarray, whole: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Index rows ``sel_seg``/``sel_node`` joined with their full records (two connections).
+
+    With ``whole`` (the index is the whole network), most of it is read in one sweep.
+    """
+    all_seg = whole and len(sel_seg) > len(seg) // 2
+    all_node = whole and len(sel_node) > len(nodes) // 2
+
+    def segments() -> pd.DataFrame:
+        with engine.connect() as conn:
+            return read_segments(conn, None if all_seg else seg["id"].to_numpy()[sel_seg])
+
+    def node_heights() -> pd.DataFrame:
+        with engine.connect() as conn:
+            # With every segment at hand, pipe heights at nodes come from them (below).
+            return read_nodes(conn, None if all_node else nodes["id"].to_numpy()[sel_node],
+                              pipe_heights=not all_seg)
+
+    with ThreadPoolExecutor(2) as pool:
+        f_seg, f_node = pool.submit(segments), pool.submit(node_heights)
+        seg_detail, node_detail = f_seg.result(), f_node.result()
+    seg_rows = _detail(seg, sel_seg, seg_detail)
+    if all_seg and not node_detail.empty:
+        # Pipe centreline height at a node: mean of the ends of the pipes meeting there.
+        d = np.fmax(seg_rows["diameter_mm"].to_numpy(float), seg_rows["height_mm"].to_numpy(float))
+        ends = pd.DataFrame({
+            "node": np.concatenate([seg_rows["from_key"].to_numpy(np.int64), seg_rows["to_key"].to_numpy(np.int64)]),
+            "z": np.concatenate([seg_rows["from_z"].to_numpy(float), seg_rows["to_z"].to_numpy(float)]),
+            "d": np.concatenate([d, d])})
+        at = ends.groupby("node", sort=False).agg(pipe_z=("z", "mean"), pipe_d_mm=("d", "max"))
+        at = at.reindex(node_detail["key"].to_numpy(np.int64))
+        node_detail["pipe_z"] = at["pipe_z"].to_numpy()
+        node_detail["pipe_d_mm"] = at["pipe_d_mm"].to_numpy()
+    node_rows = _detail(nodes, sel_node, node_detail)
+    return seg_rows, node_rows
+
+
+def _detail(index: pd.DataFrame, rows: np.ndarray, detail: pd.DataFrame) -> pd.DataFrame:
+    """Index rows ``rows`` joined on ``key`` with their full records (which may hold more rows)."""
+    base = index.iloc[rows].reset_index(drop=True)
+    extra = [c for c in detail.columns if c not in ("id", "key")]
+    if detail.empty:
+        for c in extra:
+            base[c] = pd.Series(np.full(len(base), np.nan))
+        return base
+    keys = detail["key"].to_numpy(np.int64)
+    order = np.argsort(keys, kind="stable")
+    want = base["key"].to_numpy(np.int64)
+    pos = np.minimum(np.searchsorted(keys[order], want), len(keys) - 1)
+    take = order[pos]
+    if not np.all(keys[take] == want):
+        raise RuntimeError("features changed while the tiles were read; run the build again")
+    picked = detail.iloc[take].reset_index(drop=True)
+    for c in extra:
+        base[c] = picked[c]
+    return base
+
+
+def _dirty_tiles(engine: sa.Engine, previous: dict, keys: np.ndarray, versions: np.ndarray,
+                 tile_of: np.ndarray, tile_keys: np.ndarray, n_seg: int, seg_ids: pd.Series,
+                 node_ids: pd.Series) -> set[str]:
+    """Keys of the tiles whose features differ from the manifest's (their old and new tiles)."""
+    old_keys = previous["keys"]
+    old_tiles = np.asarray(previous["tile_keys"]).astype(object)[previous["tile"]]
+    cur_tiles = tile_keys[tile_of] if len(keys) else np.zeros(0, object)
+    order = np.argsort(old_keys, kind="stable")
+    pos = np.searchsorted(old_keys[order], keys)
+    pos = np.minimum(pos, max(len(old_keys) - 1, 0))
+    match = order[pos] if len(old_keys) else np.zeros(len(keys), np.int64)
+    found = (old_keys[match] == keys) if len(old_keys) else np.zeros(len(keys), bool)
+    same = found & (previous["versions"][match] == versions) & (old_tiles[match] == cur_tiles)
+    changed = ~same
+    still = np.zeros(len(old_keys), bool)
+    still[match[found]] = True
+    gone = ~still
+    dirty = set(cur_tiles[changed]) | set(old_tiles[match[changed & found]]) | set(old_tiles[gone])
+    # Fittings sit at their pipes' height: a changed segment dirties its end nodes' tiles.
+    is_seg = np.arange(len(keys)) < n_seg
+    changed_seg_rows = np.flatnonzero(changed & is_seg)
+    old_ids = previous["ids"]
+    touched = list(seg_ids.to_numpy(object)[changed_seg_rows])
+    touched += list(old_ids[gone & previous["is_segment"]])
+    touched += list(old_ids[match[changed & found & is_seg]])
+    with engine.connect() as conn:
+        ends = segment_end_nodes(conn, sorted({str(i) for i in touched}))
+    if ends:
+        at = pd.Index(node_ids.to_numpy(object)).get_indexer(sorted(ends))
+        dirty |= {cur_tiles[n_seg + i] for i in at if i >= 0}
+    return {str(k) for k in dirty}

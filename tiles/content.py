@@ -1,0 +1,214 @@
+"""One tile's content: the pipes and fittings of the tile as a GLB with feature metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tiles.glb import Primitive, PropertyColumn, PropertyTable, encode_glb
+from tiles.mesh import (
+    BOX,
+    OCTAHEDRON,
+    Mesh,
+    circle_profile,
+    concat,
+    instances,
+    rect_profile,
+    sides_for_diameter,
+    sweep,
+)
+from tiles.placement import Frame, gltf_node_matrix
+from tiles.source import ewkb_linestrings
+from tiles.style import node_material, node_shape, pipe_material
+
+__all__ = ["TileContent", "build_content", "pipe_table", "node_table", "PIPE_PROPERTIES",
+           "NODE_PROPERTIES"]
+
+#: Properties of the ``pipe`` and ``node`` metadata classes (the same ``id`` as the API's).
+PIPE_PROPERTIES = ("id", "utility", "subtype", "size", "material", "depth_m", "built", "owner", "status")
+NODE_PROPERTIES = ("id", "kind", "utility", "name")
+#: depth_m of a pipe whose depth was not surveyed.
+NO_DEPTH = -1.0
+#: Pipe height (below ground, m) assumed for a fitting with no pipe and no depth.
+DEFAULT_DEPTH_M = 1.2
+
+_PROFILES = {s: circle_profile(s) for s in (8, 12, 16)}
+_RECT = rect_profile()
+
+
+@dataclass
+class TileContent:
+    """A built tile: its GLB and what the tileset and the report need to know about it."""
+
+    glb: bytes
+    box_min: np.ndarray  # ENU
+    box_max: np.ndarray
+    triangles: int
+    features: int
+
+
+def pipe_table(seg: pd.DataFrame) -> PropertyTable:
+    """The ``pipe`` property table of segments (one row each, in order; see read_segments)."""
+    depth = seg["depth_m"].to_numpy(dtype=float)
+    cols = [
+        PropertyColumn("id", "STRING", seg["id"], description="segment id (API)"),
+        PropertyColumn("utility", "STRING", seg["utility"]),
+        PropertyColumn("subtype", "STRING", seg["subtype"]),
+        PropertyColumn("size", "STRING", seg["size"], description="diameter (DN, mm) or W×H (mm)"),
+        PropertyColumn("material", "STRING", seg["material"]),
+        PropertyColumn("depth_m", "FLOAT32", np.where(np.isfinite(depth), depth, NO_DEPTH), no_data=NO_DEPTH,
+                       description="surveyed depth (m), mean of both ends"),
+        PropertyColumn("built", "STRING", seg["built"]),
+        PropertyColumn("owner", "STRING", seg["owner"]),
+        PropertyColumn("status", "STRING", seg["status"]),
+    ]
+    return PropertyTable("pipe", "Pipe segment (管段)", cols)
+
+
+def node_table(nodes: pd.DataFrame) -> PropertyTable:
+    """The ``node`` property table of drawn nodes (one row each, in order)."""
+    cols = [PropertyColumn(c, "STRING", nodes[c]) for c in NODE_PROPERTIES]
+    cols[0].description = "node id (API)"
+    return PropertyTable("node", "Pipe point with an appurtenance, source or service connection", cols)
+
+
+def _pipe_mesh(seg: pd.DataFrame, frame: Frame) -> Mesh:
+    if seg.empty:
+        return Mesh.empty()
+    coords, line = ewkb_linestrings(seg["geom"])
+    enu = frame.to_enu(coords[:, 0], coords[:, 1], coords[:, 2])
+    n = len(seg)
+    per_line = np.bincount(line, minlength=n)
+    circ = seg["shape"].to_numpy() == "circular"
+    d = seg["diameter_mm"].to_numpy(dtype=float)
+    sides = np.where(circ, sides_for_diameter(np.nan_to_num(d)), 0)
+    r = np.nan_to_num(d) / 2000.0
+    half = np.where(circ[:, None], np.column_stack([r, r]),
+                    np.column_stack([seg["width_mm"].to_numpy(float), seg["height_mm"].to_numpy(float)])
+                    / 2000.0)
+    meshes = []
+    for k in np.unique(sides):
+        rows = np.flatnonzero(sides == k)
+        pts = enu[(sides == k)[line]]
+        starts = np.concatenate([[0], np.cumsum(per_line[rows])])
+        profile = _RECT if k == 0 else _PROFILES[int(k)]
+        mesh, _ = sweep(pts, starts, profile, half[rows], feature=rows)
+        meshes.append(mesh)
+    return concat(meshes)
+
+
+def _node_heights(nodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ground, pipe centreline, well bottom, pipe diameter m) per node."""
+    ground = nodes["ground_z"].to_numpy(float)
+    depth = nodes["depth_m"].to_numpy(float)
+    pipe = nodes["pipe_z"].to_numpy(float)
+    pipe = np.where(np.isfinite(pipe), pipe, ground - np.where(np.isfinite(depth), depth, DEFAULT_DEPTH_M))
+    pipe_d = np.nan_to_num(nodes["pipe_d_mm"].to_numpy(float)) / 1000.0
+    bottom = nodes["well_bottom_z"].to_numpy(float)
+    well_depth = nodes["well_depth_m"].to_numpy(float)
+    bottom = np.where(np.isfinite(bottom), bottom, ground - well_depth)
+    bottom = np.where(np.isfinite(bottom), bottom, pipe - pipe_d / 2 - 0.3)
+    bottom = np.minimum(bottom, ground - 0.3)
+    return ground, pipe, bottom, pipe_d
+
+
+def _node_mesh(nodes: pd.DataFrame, frame: Frame) -> Mesh:
+    if nodes.empty:
+        return Mesh.empty()
+    ground, pipe, bottom, pipe_d = _node_heights(nodes)
+    shapes, half = node_shape(nodes["kind"])
+    x, y = nodes["x"].to_numpy(float), nodes["y"].to_numpy(float)
+    # Vertical shapes: (bottom, top) heights per shape.
+    vertical = {
+        "shaft": (bottom, ground, 12), "vault": (bottom, ground, 0),
+        "post": (pipe, ground + half[:, 2], 8), "riser": (pipe, ground + half[:, 2], 0),
+        "station": (np.minimum(pipe, ground - 1.0) - 0.5, ground + half[:, 2], 16),
+    }
+    meshes = []
+    for name, (lo, hi, sides) in vertical.items():
+        rows = np.flatnonzero(shapes == name)
+        if len(rows) == 0:
+            continue
+        zs = np.column_stack([lo[rows], np.maximum(hi[rows], lo[rows] + 0.1)]).reshape(-1)
+        pts = frame.to_enu(np.repeat(x[rows], 2), np.repeat(y[rows], 2), zs)
+        starts = np.arange(0, 2 * len(rows) + 1, 2)
+        mesh, _ = sweep(pts, starts, _RECT if sides == 0 else _PROFILES[sides], half[rows, :2],
+                        feature=rows)
+        meshes.append(mesh)
+    # Fittings at the pipe (valves enclose their pipe) and cabinets on the ground.
+    for name, template in (("octahedron", OCTAHEDRON), ("box", BOX), ("cabinet", BOX)):
+        rows = np.flatnonzero(shapes == name)
+        if len(rows) == 0:
+            continue
+        h = half[rows].copy()
+        if name == "cabinet":
+            z = ground[rows] + h[:, 2]
+        else:
+            z = pipe[rows]
+            h = np.maximum(h, (pipe_d[rows] * 0.7)[:, None])
+        centres = frame.to_enu(x[rows], y[rows], z)
+        meshes.append(instances(template, centres, h, rows))
+    return concat(meshes)
+
+
+def _split(mesh: Mesh, vertex_group: np.ndarray) -> list[tuple[int, Mesh]]:
+    """Split a mesh into one mesh per group (every triangle's vertices share a group)."""
+    if len(mesh.positions) == 0:
+        return []
+    order = np.argsort(vertex_group, kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    groups, v_start = np.unique(vertex_group[order], return_index=True)
+    v_end = np.append(v_start[1:], len(order))
+    tri_group = vertex_group[mesh.indices[:, 0]]
+    t_order = np.argsort(tri_group, kind="stable")
+    t_bounds = np.searchsorted(tri_group[t_order], groups)
+    t_end = np.append(t_bounds[1:], len(t_order))
+    out = []
+    for g, a, b, ta, tb in zip(groups, v_start, v_end, t_bounds, t_end, strict=True):
+        verts = order[a:b]
+        tris = inverse[mesh.indices[t_order[ta:tb]]] - a
+        out.append((int(g), Mesh(mesh.positions[verts], mesh.normals[verts], tris.astype(np.uint32),
+                                 mesh.feature[verts])))
+    return out
+
+
+def build_content(seg: pd.DataFrame, nodes: pd.DataFrame, frame: Frame) -> TileContent:
+    """Mesh, colour and describe one tile's segments and nodes; the GLB and its box."""
+    seg = seg.reset_index(drop=True)
+    nodes = nodes.reset_index(drop=True)
+    materials: list[dict] = []
+    primitives_src: list[tuple[int, Mesh, int]] = []  # (material, mesh, table)
+    tables: list[PropertyTable] = []
+
+    pipes = _pipe_mesh(seg, frame)
+    if len(pipes.positions):
+        keys = seg["utility"].astype(str) + "|" + seg["status"].astype(str)
+        codes, uniques = pd.factorize(keys)
+        table_index = len(tables)
+        tables.append(pipe_table(seg))
+        for g, mesh in _split(pipes, codes[pipes.feature]):
+            utility, status = uniques[g].split("|")
+            materials.append(pipe_material(utility, status))
+            primitives_src.append((len(materials) - 1, mesh, table_index))
+    fittings = _node_mesh(nodes, frame)
+    if len(fittings.positions):
+        codes, uniques = pd.factorize(nodes["utility"].astype(str))
+        table_index = len(tables)
+        tables.append(node_table(nodes))
+        for g, mesh in _split(fittings, codes[fittings.feature]):
+            materials.append(node_material(uniques[g]))
+            primitives_src.append((len(materials) - 1, mesh, table_index))
+    if not primitives_src:
+        raise ValueError("a tile with no geometry")
+
+    lo = np.min([m.positions.min(axis=0) for _, m, _ in primitives_src], axis=0)
+    hi = np.max([m.positions.max(axis=0) for _, m, _ in primitives_src], axis=0)
+    centre = (lo + hi) / 2
+    prims = [Primitive((m.positions - centre).astype(np.float32), m.normals, m.indices, m.feature,
+                       mat, table) for mat, m, table in primitives_src]
+    glb = encode_glb(prims, materials, tables, gltf_node_matrix(centre))
+    triangles = sum(m.triangle_count for _, m, _ in primitives_src)
+    return TileContent(glb, lo, hi, triangles, len(seg) + len(nodes))

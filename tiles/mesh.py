@@ -1,0 +1,300 @@
+"""Triangle meshes of pipes, ducts and fittings, built with numpy a whole group at a time.
+
+Shapes are made in a local metric frame (east-north-up in the tiles) around points that were
+transformed exactly: a pipe's centreline vertices, a shaft's top and bottom, a fitting's centre.
+
+- :func:`sweep` sweeps a cross-section :class:`Profile` along polylines: one continuous tube
+  per polyline, one ring of vertices per centreline vertex shared by the two segments that meet
+  there, parallel-transport frames (no twist), mitred joints (the ring lies in the bisecting
+  plane and is stretched so the wall keeps its radius on both sides), flat caps at both ends.
+  Circular pipes use :func:`circle_profile`, box culverts and duct banks :func:`rect_profile`;
+  vertical shafts are two-point sweeps.
+- :func:`instances` places copies of a small closed template (:data:`BOX`, :data:`OCTAHEDRON`).
+
+Every shape is closed: after merging coincident vertices (the box profile repeats its corners
+for flat side normals) each edge belongs to exactly two triangles, wound counter-clockwise
+seen from outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Mesh",
+    "Profile",
+    "circle_profile",
+    "rect_profile",
+    "sides_for_diameter",
+    "sweep",
+    "instances",
+    "concat",
+    "BOX",
+    "OCTAHEDRON",
+]
+
+UP = np.array([0.0, 0.0, 1.0])
+NORTH = np.array([0.0, 1.0, 0.0])
+#: Mitre stretch limit: 1 / cos(half the turn) is clamped here (turns sharper than ~150 degrees).
+MAX_MITRE = 4.0
+
+
+@dataclass
+class Mesh:
+    """Triangles with per-vertex normals and the index of the feature each vertex belongs to."""
+
+    positions: np.ndarray  # (n, 3) float64
+    normals: np.ndarray  # (n, 3) float32, unit
+    indices: np.ndarray  # (m, 3) uint32
+    feature: np.ndarray  # (n,) int64: caller's feature index
+
+    @property
+    def triangle_count(self) -> int:
+        """Number of triangles."""
+        return int(len(self.indices))
+
+    @classmethod
+    def empty(cls) -> Mesh:
+        """A mesh with nothing in it."""
+        return cls(np.zeros((0, 3)), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint32),
+                   np.zeros(0, np.int64))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A closed cross-section in the (u, v) plane of a sweep frame, counter-clockwise about t.
+
+    ``offsets`` and ``normals`` are per profile vertex (a corner may appear twice with the
+    normals of its two faces); ``edges`` are the pairs joined by side quads between rings;
+    ``cap`` lists the distinct corners in order, for the end caps.
+    """
+
+    offsets: np.ndarray  # (p, 2), scaled per polyline by its half sizes
+    normals: np.ndarray  # (p, 2)
+    edges: np.ndarray  # (e, 2)
+    cap: np.ndarray  # (c,)
+
+
+def circle_profile(sides: int) -> Profile:
+    """A regular polygon of ``sides`` vertices on the unit circle (smooth normals)."""
+    a = 2 * np.pi * np.arange(sides) / sides
+    ring = np.column_stack([np.cos(a), np.sin(a)])
+    j = np.arange(sides)
+    return Profile(ring, ring.copy(), np.column_stack([j, (j + 1) % sides]), j)
+
+
+def rect_profile() -> Profile:
+    """The unit square [-1, 1]^2 with corners duplicated so each face has flat normals."""
+    c = np.array([[1, -1], [1, 1], [-1, 1], [-1, -1]], dtype=float)
+    n = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=float)
+    offsets = np.array([c[0], c[1], c[1], c[2], c[2], c[3], c[3], c[0]])
+    normals = np.repeat(n, 2, axis=0)
+    edges = np.array([[0, 1], [2, 3], [4, 5], [6, 7]])
+    return Profile(offsets, normals, edges, np.array([0, 2, 4, 6]))
+
+
+def sides_for_diameter(diameter_mm: np.ndarray) -> np.ndarray:
+    """Radial sides of a circular pipe: 8 below 300 mm, 12 below 800 mm, 16 from 800 mm."""
+    d = np.asarray(diameter_mm, dtype=float)
+    return np.where(d >= 800, 16, np.where(d >= 300, 12, 8))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.where(n > 0, n, 1.0)
+
+
+def _rotate(x: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """Rotate vectors ``x`` by the smallest rotations taking unit ``t0`` onto unit ``t1``."""
+    axis = np.cross(t0, t1)
+    s = np.linalg.norm(axis, axis=1, keepdims=True)
+    c = np.sum(t0 * t1, axis=1, keepdims=True)
+    a = axis / np.where(s > 1e-12, s, 1.0)
+    out = x * c + np.cross(a, x) * s + a * np.sum(a * x, axis=1, keepdims=True) * (1 - c)
+    # Parallel (no turn): unchanged. Antiparallel (a U-turn): half turn about any normal; the
+    # result only has to stay perpendicular to t1, so mirror the component along t0.
+    same = (s[:, 0] <= 1e-12) & (c[:, 0] > 0)
+    back = (s[:, 0] <= 1e-12) & (c[:, 0] <= 0)
+    out[same] = x[same]
+    out[back] = x[back] - 2 * t0[back] * np.sum(x[back] * t0[back], axis=1, keepdims=True)
+    return out
+
+
+def _initial_frame(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) perpendicular to ``t`` with v as close to up as possible (u x v = t)."""
+    up = np.broadcast_to(UP, t.shape)
+    v = up - t * np.sum(t * up, axis=1, keepdims=True)
+    steep = np.linalg.norm(v, axis=1) < 1e-6
+    if steep.any():  # vertical: v towards north instead
+        north = np.broadcast_to(NORTH, t[steep].shape)
+        v[steep] = north - t[steep] * np.sum(t[steep] * north, axis=1, keepdims=True)
+    v = _unit(v)
+    return np.cross(v, t), v
+
+
+def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: np.ndarray,
+          feature: np.ndarray | None = None) -> tuple[Mesh, np.ndarray]:
+    """Sweep ``profile`` along polylines; returns the mesh and a mask of the polylines built.
+
+    ``points`` (n, 3) holds the polylines one after another, polyline ``i`` being
+    ``points[starts[i]:starts[i + 1]]``; ``half_size`` (k, 2) scales the profile per polyline
+    (radius, radius for a circle; half width, half height for a box); ``feature`` (k,) is the
+    feature index recorded on the vertices (default: the polyline index). Repeated vertices
+    are dropped; a polyline left with fewer than two vertices is not built.
+    """
+    points = np.asarray(points, dtype=float)
+    starts = np.asarray(starts, dtype=np.int64)
+    k = len(starts) - 1
+    feature = np.arange(k) if feature is None else np.asarray(feature)
+    if k == 0:
+        return Mesh.empty(), np.zeros(0, bool)
+    line = np.repeat(np.arange(k), np.diff(starts))
+    # Drop a vertex that repeats the one before it in the same polyline.
+    d = np.diff(points, axis=0)
+    repeat = np.zeros(len(points), bool)
+    repeat[1:] = (np.linalg.norm(d, axis=1) < 1e-6) & (line[1:] == line[:-1])
+    keep = ~repeat
+    points, line = points[keep], line[keep]
+    counts = np.bincount(line, minlength=k)
+    built = counts >= 2
+    if not built.all():
+        ok = built[line]
+        points, line = points[ok], line[ok]
+    if len(points) == 0:
+        return Mesh.empty(), built
+    lines = np.flatnonzero(built)  # built polylines, in order
+    n_per = counts[lines]
+    first = np.concatenate([[0], np.cumsum(n_per)[:-1]])
+    local = np.arange(len(points)) - np.repeat(first, n_per)
+    last = local == np.repeat(n_per - 1, n_per)
+
+    # Segments: one per vertex that is not its polyline's last.
+    seg_start = np.flatnonzero(~last)
+    t = _unit(points[seg_start + 1] - points[seg_start])
+    seg_local = local[seg_start]
+    # Parallel transport, one step per position along the polylines (vectorised across them).
+    u = np.empty_like(t)
+    v = np.empty_like(t)
+    head = seg_local == 0
+    u[head], v[head] = _initial_frame(t[head])
+    order = np.argsort(seg_local, kind="stable")
+    bounds = np.searchsorted(seg_local[order], np.arange(1, seg_local.max() + 2))
+    for step in range(1, len(bounds)):
+        idx = order[bounds[step - 1]:bounds[step]]
+        if len(idx) == 0:
+            break
+        u[idx] = _rotate(u[idx - 1], t[idx - 1], t[idx])
+        v[idx] = np.cross(t[idx], u[idx])  # keeps (u, v, t) orthonormal and right-handed
+
+    # Per vertex: the incoming segment's frame (the outgoing one's at a polyline start).
+    seg_of_vertex = np.cumsum(~last) - 1  # segment starting at the vertex (or before)
+    inc = np.where(local == 0, seg_of_vertex, seg_of_vertex - (~last).astype(int))
+    inc = np.where(last, seg_of_vertex, inc)
+    out = np.where(last, seg_of_vertex, np.where(local == 0, seg_of_vertex, inc + 1))
+    t_in, t_out = t[inc], t[out]
+    mitre = _unit(t_in + t_out)
+    flat = np.linalg.norm(t_in + t_out, axis=1) < 1e-9
+    mitre[flat] = t_in[flat]
+    cos_half = np.maximum(np.sum(t_in * mitre, axis=1), 1.0 / MAX_MITRE)
+
+    scale = half_size[lines][np.repeat(np.arange(len(lines)), n_per)]  # (n, 2)
+    off2 = profile.offsets[None, :, :] * scale[:, None, :]  # (n, p, 2)
+    u_in, v_in, u_out, v_out = u[inc], v[inc], u[out], v[out]
+    off3 = off2[..., :1] * u_in[:, None, :] + off2[..., 1:] * v_in[:, None, :]
+    # Slide each offset along the incoming tangent onto the mitre plane.
+    slide = -np.sum(off3 * mitre[:, None, :], axis=2) / cos_half[:, None]
+    ring = points[:, None, :] + off3 + slide[..., None] * t_in[:, None, :]
+    pn = profile.normals
+    n_in = pn[None, :, :1] * u_in[:, None, :] + pn[None, :, 1:] * v_in[:, None, :]
+    n_out = pn[None, :, :1] * u_out[:, None, :] + pn[None, :, 1:] * v_out[:, None, :]
+    ring_normals = _unit(n_in + n_out)
+
+    p = len(profile.offsets)
+    # Side quads between consecutive rings, counter-clockwise from outside.
+    e0, e1 = profile.edges[:, 0], profile.edges[:, 1]
+    a = seg_start[:, None] * p + e0[None, :]
+    b = seg_start[:, None] * p + e1[None, :]
+    c = a + p
+    dd = b + p
+    sides = np.stack([np.stack([a, b, dd], -1), np.stack([a, dd, c], -1)], axis=2).reshape(-1, 3)
+
+    # Caps: fans over the end rings' own vertices (no extra vertices: a cap shares the ring's
+    # normals, invisible on a pipe a few diameters long), facing -t at the start, +t at the end.
+    cap = profile.cap
+    m = len(cap)
+    start_v = np.flatnonzero(local == 0)
+    end_v = np.flatnonzero(last)
+    j = np.arange(1, m - 1)
+    fan_start = np.stack([np.zeros_like(j), j + 1, j], -1)
+    fan_end = np.stack([np.zeros_like(j), j, j + 1], -1)
+    fans = np.concatenate([
+        (start_v[:, None, None] * p + cap[fan_start][None]).reshape(-1, 3),
+        (end_v[:, None, None] * p + cap[fan_end][None]).reshape(-1, 3)])
+
+    positions = ring.reshape(-1, 3)
+    normals = ring_normals.reshape(-1, 3).astype(np.float32)
+    feat_line = np.repeat(lines[np.repeat(np.arange(len(lines)), n_per)], p)
+    mesh = Mesh(positions, normals, np.concatenate([sides, fans]).astype(np.uint32),
+                np.asarray(feature)[feat_line].astype(np.int64))
+    return mesh, built
+
+
+@dataclass(frozen=True)
+class Template:
+    """A small closed unit shape: positions, flat normals and triangles."""
+
+    positions: np.ndarray
+    normals: np.ndarray
+    faces: np.ndarray
+
+
+def _flat_template(corners: np.ndarray, tris: np.ndarray) -> Template:
+    pos = corners[tris].reshape(-1, 3)
+    nrm = _unit(np.cross(pos[1::3] - pos[0::3], pos[2::3] - pos[0::3]))
+    return Template(pos, np.repeat(nrm, 3, axis=0), np.arange(len(pos)).reshape(-1, 3))
+
+
+_CUBE = np.array([[x, y, z] for z in (-1, 1) for y in (-1, 1) for x in (-1, 1)], dtype=float)
+#: The cube [-1, 1]^3: 12 outward triangles.
+BOX = _flat_template(_CUBE, np.array([
+    [0, 2, 1], [1, 2, 3], [4, 5, 6], [5, 7, 6],  # bottom, top
+    [0, 1, 4], [1, 5, 4], [2, 6, 3], [3, 6, 7],  # south, north
+    [0, 4, 2], [2, 4, 6], [1, 3, 5], [3, 7, 5],  # west, east
+]))
+_OCT = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=float)
+#: The octahedron with vertices on the unit axes: 8 outward triangles.
+OCTAHEDRON = _flat_template(_OCT, np.array([
+    [0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5],
+]))
+
+
+def instances(template: Template, centres: np.ndarray, half_size: np.ndarray,
+              feature: np.ndarray) -> Mesh:
+    """Copies of ``template`` scaled by ``half_size`` (k, 3) about ``centres`` (k, 3)."""
+    centres = np.asarray(centres, dtype=float).reshape(-1, 3)
+    k = len(centres)
+    if k == 0:
+        return Mesh.empty()
+    half = np.broadcast_to(np.asarray(half_size, dtype=float), (k, 3))
+    pos = centres[:, None, :] + template.positions[None] * half[:, None, :]
+    nrm = _unit(template.normals[None] / half[:, None, :])
+    nv = len(template.positions)
+    faces = template.faces[None] + (np.arange(k) * nv)[:, None, None]
+    return Mesh(pos.reshape(-1, 3), nrm.reshape(-1, 3).astype(np.float32),
+                faces.reshape(-1, 3).astype(np.uint32), np.repeat(np.asarray(feature), nv))
+
+
+def concat(meshes: list[Mesh]) -> Mesh:
+    """One mesh holding all of ``meshes`` (indices renumbered)."""
+    meshes = [m for m in meshes if len(m.positions)]
+    if not meshes:
+        return Mesh.empty()
+    offsets = np.cumsum([0] + [len(m.positions) for m in meshes[:-1]])
+    return Mesh(
+        np.concatenate([m.positions for m in meshes]),
+        np.concatenate([m.normals for m in meshes]),
+        np.concatenate([m.indices + np.uint32(o) for m, o in zip(meshes, offsets, strict=True)]),
+        np.concatenate([m.feature for m in meshes]),
+    )
