@@ -46,6 +46,9 @@ lint: venv
 
 bench: setup
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/tiles.py
+	$(BIN)/python bench/shutoff.py
+	$(BIN)/python bench/analysis.py
 
 clean:
 	-$(BIN)/twin db stop

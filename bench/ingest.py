@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from twin.db import make_engine  # noqa: E402
 from twin.pgcluster import database_url  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
@@ -45,19 +45,6 @@ def _drop(schema: str) -> None:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     engine.dispose()
-
-
-def _machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
 
 
 def _ogr_csv(points: Path, segments: Path, out: Path) -> int:
@@ -133,7 +120,7 @@ def main() -> None:
         with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
             f.write(
                 f"\n### ingest, {dt.date.today().isoformat()}\n"
-                f"- machine: {_machine()}; {gdal}\n"
+                f"- machine: {machine()}; {gdal}\n"
                 f"- district: scale {scale}, {n_seg:,} segments, {summary.get('points_total', 0):,} points\n"
                 f"- PipeTwin `twin ingest survey` end to end (read + checks + centrelines + COPY/merge): "
                 f"{twin_s:.1f} s = **{n_seg / twin_s:,.0f} segments/s**, peak RSS {peak_mib:,.0f} MiB; "

@@ -34,7 +34,7 @@ import wntr  # noqa: E402  (test dependency: the reference)
 
 from analysis.segments import build_model, model_from_frames, segment_labels  # noqa: E402
 from analysis.shutoff import isolate  # noqa: E402
-from bench.ingest import _machine  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from ingest.epanet import read_epanet  # noqa: E402
 from ingest.pipeline import ingest_tables  # noqa: E402
 from twin.db import make_engine, open_twin  # noqa: E402
@@ -189,7 +189,7 @@ def main() -> None:
         return
     lines = [
         f"\n### shutoff, {dt.date.today().isoformat()}",
-        f"- machine: {_machine()}",
+        f"- machine: {machine()}",
         "- wntr `valve_segments` vs `segment_labels` on the same network and strategic N-1 layer "
         "(same partition checked):",
         *[f"  - {r['network']}: {r['links']:,} links, {r['valves']:,} valves, {r['segments']:,} segments: "

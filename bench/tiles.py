@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from twin.db import make_engine  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
 
@@ -38,20 +38,6 @@ SCHEMA = "bench_tiles"
 BENCHMARK_SCALE = 25.0
 TARGET_SEGMENTS_PER_S = 20_000
 TARGET_INCREMENTAL_S = 5.0
-
-
-def _machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, "
-            f"Python {platform.python_version()}")
 
 
 def _env() -> dict[str, str]:
@@ -167,7 +153,7 @@ def main() -> None:
         return
     section = [
         f"\n### tiles, {dt.date.today().isoformat()}",
-        f"- machine: {_machine()}",
+        f"- machine: {machine()}",
         f"- district: scale {args.scale:g}, {full['segments']:,} segments, {full['nodes']:,} drawn nodes "
         "(wells, valves, hydrants, meters, sources, service connections)",
         f"- full build `twin tiles build --full`: {full['seconds']:.1f} s = **{rate:,.0f} segments/s** "
