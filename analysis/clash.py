@@ -462,11 +462,16 @@ class ClashReport:
 
 def _pair_label(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a`` where both agree, else ``lo / hi`` (sorted): the group of a pair."""
-    a = pd.Series(a, dtype=object).fillna("?").astype(str)
-    b = pd.Series(b, dtype=object).fillna("?").astype(str)
-    lo = a.where(a <= b, b)
-    hi = b.where(a <= b, a)
-    return np.where(lo == hi, lo, lo + " / " + hi)
+    a, b = _text(a), _text(b)
+    first = a <= b
+    lo, hi = np.where(first, a, b), np.where(first, b, a)
+    return np.where(lo == hi, lo, np.strings.add(np.strings.add(lo, " / "), hi))
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Values as a numpy string array, ``'?'`` where missing (numpy, not pandas: a few per finding)."""
+    v = np.asarray(values, dtype=object)
+    return np.where(pd.isna(v), "?", v).astype(str)
 
 
 def _findings(

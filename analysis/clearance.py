@@ -23,8 +23,10 @@ clearance. Pairs no row covers are counted, not judged.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -117,11 +119,37 @@ def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: Path, what: str) 
     return table
 
 
+_RULE_CACHE: dict[tuple[str, str, bytes], pd.DataFrame] = {}
+
+
+def _cached_rules(what: str, path: Path, build: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
+    """``build(path)``, parsed once per file content (a proposal check reads the tables every time).
+
+    Keyed by the file's bytes, so an edited table is read again; callers get a copy.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return build(path)  # the builder raises the proper error
+    key = (what, str(path), hashlib.sha1(raw).digest())
+    table = _RULE_CACHE.get(key)
+    if table is None:
+        table = build(path)
+        if len(_RULE_CACHE) >= 32:
+            _RULE_CACHE.clear()
+        _RULE_CACHE[key] = table
+    return table.copy()
+
+
 def load_clearance_rules(path: Path | str | None = None, settings: TwinSettings | None = None) -> pd.DataFrame:
     """Read a clearance rule table: ``path``, else ``settings.clearance_rules``, else the shipped one."""
     if path is None and settings is not None:
         path = getattr(settings, "clearance_rules", None)
     path = Path(path) if path is not None else DEFAULT_RULES
+    return _cached_rules("clearance", path, _build_clearance_rules)
+
+
+def _build_clearance_rules(path: Path) -> pd.DataFrame:
     table = _read_rule_csv(path, _RULE_COLUMNS, "clearance rules")
     for side in ("a", "b"):
         for c in _SIDE:
@@ -159,8 +187,9 @@ def segment_attributes(segments: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def match_side(attrs: dict[str, np.ndarray], idx: np.ndarray, rule: pd.Series, prefix: str = "") -> tuple[np.ndarray, int]:
-    """Mask of segments ``idx`` meeting one side of a rule row, and the side's number of conditions."""
+def match_side(attrs: dict[str, np.ndarray], idx: np.ndarray, rule: pd.Series | Mapping[str, object],
+               prefix: str = "") -> tuple[np.ndarray, int]:
+    """Mask of segments ``idx`` meeting one side of a rule row (Series or dict), and its number of conditions."""
     ok = np.ones(len(idx), dtype=bool)
     spec = 0
 
@@ -195,7 +224,8 @@ def _pick_rules(rules: pd.DataFrame, kind: str, attrs: dict[str, np.ndarray], a:
     best = np.full(len(a), -1)
     best_spec = np.full(len(a), -1)
     best_val = np.full(len(a), -np.inf)
-    for r, rule in rules.reset_index(drop=True).iterrows():  # a few dozen rules, each vectorised
+    # a few dozen rules, each vectorised; plain dicts (pandas rows cost more than the tests)
+    for r, rule in enumerate(rules.to_dict("records")):
         if rule["kind"] != kind:
             continue
         for x, y in ((a, b), (b, a)):

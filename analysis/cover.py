@@ -30,7 +30,13 @@ import pandas as pd
 import shapely
 
 from analysis.clash import finding_key
-from analysis.clearance import _numeric, _read_rule_csv, match_side, segment_attributes
+from analysis.clearance import (
+    _cached_rules,
+    _numeric,
+    _read_rule_csv,
+    match_side,
+    segment_attributes,
+)
 from analysis.ground import GroundModel
 from analysis.network import Network
 from twin.errors import InputError
@@ -58,6 +64,10 @@ def load_cover_rules(path: Path | str | None = None, settings: TwinSettings | No
     if path is None and settings is not None:
         path = getattr(settings, "cover_rules", None)
     path = Path(path) if path is not None else DEFAULT_COVER_RULES
+    return _cached_rules("cover", path, _build_cover_rules)
+
+
+def _build_cover_rules(path: Path) -> pd.DataFrame:
     table = _read_rule_csv(path, ("id", "utility", "location", "min_cover_m", "source", "verified"), "cover rules")
     for c in ("subtype", "burial", "material"):
         if c not in table.columns:
@@ -205,7 +215,7 @@ def cover_depths(
     rule_of = np.full((len(segs), len(LOCATIONS)), -1)
     spec_of = np.full((len(segs), len(LOCATIONS)), -1)
     val_of = np.full((len(segs), len(LOCATIONS)), -np.inf)
-    for r, rule in table.reset_index(drop=True).iterrows():  # a few dozen rules, each vectorised
+    for r, rule in enumerate(table.to_dict("records")):  # a few dozen rules, each vectorised
         m, spec = match_side(attrs, idx, rule)
         c = LOCATIONS.index(rule["location"])
         v = float(rule["min_cover_m"])

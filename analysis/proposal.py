@@ -198,31 +198,40 @@ def check_proposal(
     proposal: Network | None = None,
 ) -> ProposalReport:
     """Check a proposal (GeoJSON path or dict, or an already read ``proposal``) against the twin."""
-    from analysis.clash import collisions
+    with engine.connect() as conn:  # one connection for every query of the check
+        return _check_proposal(conn, source, settings, name=name, proposal=proposal)
+
+
+def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any], settings: TwinSettings, *,
+                    name: str | None, proposal: Network | None) -> ProposalReport:
+    from analysis.clash import candidate_pairs, collisions, combine
     from analysis.clearance import clearances, load_clearance_rules
     from analysis.cover import cover_depths
     from analysis.ground import GroundModel
     from analysis.proposal_input import load_existing_near, read_proposal
 
     t0 = time.perf_counter()
-    prop = proposal if proposal is not None else read_proposal(source, settings, engine=engine)
+    prop = proposal if proposal is not None else read_proposal(source, settings, engine=conn)
     if not len(prop.segments):
         raise InputError("the proposal has no pipe or excavation")
     t1 = time.perf_counter()
     rules = load_clearance_rules(None, settings)
     margin = float(rules["clearance_m"].max()) + 2.0 if len(rules) else 5.0
-    existing = load_existing_near(engine, prop, margin_m=margin)
+    existing = load_existing_near(conn, prop, margin_m=margin)
     t2 = time.perf_counter()
     prop_ids = set(prop.segments["id"].astype(str))
-    clash = collisions(existing, prop)
-    clear = clearances(existing, prop, rules=rules)
+    # one set of pieces and one candidate search (wide enough for clearance) for both checks,
+    # as in the whole-network scan: collision finds the same clashes among the wider pairs
+    pieces = combine(existing, prop)
+    pairs = candidate_pairs(pieces, margin_m=float(rules["clearance_m"].max()) if len(rules) else 0.0)
+    clash = collisions(existing, prop, pieces=pieces, pairs=pairs)
+    clear = clearances(existing, prop, rules=rules, pieces=pieces, pairs=pairs)
     ground = GroundModel.from_network(existing, prop) if len(existing.nodes) else None
     cover = cover_depths(existing, prop, settings=settings, ground=ground) if ground is not None else None
     t3 = time.perf_counter()
     findings = _findings(clash, clear, cover, prop_ids)
     findings.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), -f.shortfall_m, f.key))
-    with engine.connect() as conn:
-        section = _worst_section(conn, prop, existing, findings)
+    section = _worst_section(conn, prop, existing, findings)
     t4 = time.perf_counter()
     segs = prop.segments
     report = ProposalReport(

@@ -101,13 +101,14 @@ def read_proposal(
     source: str | Path | Mapping[str, Any],
     settings: TwinSettings,
     *,
-    engine: sa.Engine | None = None,
+    engine: sa.Engine | sa.Connection | None = None,
     ground: GroundModel | None = None,
 ) -> Network:
     """Read a GeoJSON proposal (path or dict) into a Network in the twin CRS.
 
-    ``engine`` (default: the twin of ``settings``) supplies the ground near the proposal and
-    the wrong-CRS check; ``ground`` replaces the ground model (then no database is needed).
+    ``engine`` (an engine or an open connection; default: the twin of ``settings``) supplies
+    the ground near the proposal and the wrong-CRS check; ``ground`` replaces the ground
+    model (then no database is needed).
     Raises :class:`twin.errors.InputError` for a missing utility, size or depth, an
     unknown CRS, or coordinates far from the twin ("wrong CRS?").
 
@@ -152,10 +153,18 @@ def read_proposal(
 
         engine = open_twin(settings)
     everything = shapely.multipoints(np.vstack([p["xyz"][:, :2] for p in parts]))
-    if engine is not None:
-        _check_near_twin(engine, everything)
+    if isinstance(engine, sa.Engine):
+        with engine.connect() as conn:  # one connection for the check and the ground
+            return _read_parts(parts, everything, conn, ground)
+    return _read_parts(parts, everything, engine, ground)
+
+
+def _read_parts(parts: list[dict], everything: shapely.Geometry, conn: sa.Connection | None,
+                ground: GroundModel | None) -> Network:
+    if conn is not None:
+        _check_near_twin(conn, everything)
     if ground is None and any(not p["has_z"] or p["excavation"] for p in parts):
-        ground = _ground_near(engine, everything)
+        ground = _ground_near(conn, everything)
     return _network(parts, ground)
 
 
@@ -195,17 +204,22 @@ def _to_twin_crs(parts: list[dict], settings: TwinSettings) -> None:
         p["xyz"][:, 0], p["xyz"][:, 1] = x, y
 
 
-def _check_near_twin(engine: sa.Engine, geom: shapely.Geometry) -> None:
+def _check_near_twin(conn: sa.Engine | sa.Connection, geom: shapely.Geometry) -> None:
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as c:
+            return _check_near_twin(c, geom)
     wkb = shapely.to_wkb(geom, output_dimension=2)
-    with engine.connect() as conn:
-        near = conn.execute(sa.text(
-            "SELECT EXISTS (SELECT 1 FROM current_node WHERE ST_DWithin(geom, "
-            "ST_SetSRID(ST_GeomFromWKB(:g), :srid), :d))"),
-            {"g": wkb, "d": NEAR_TWIN_M, "srid": twin_srid(conn)}).scalar()
-        if near:
-            return
-        ext = conn.execute(sa.text("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
-                                   "FROM (SELECT ST_Extent(geom) AS e FROM current_node) s")).one()
+    # the nearest node through the GiST index (KNN): a plain ST_DWithin over 5 km matches
+    # ~10^5 nodes of a dense district and plans a parallel scan (30-40 ms instead of < 1 ms)
+    near = conn.execute(sa.text(
+        "SELECT EXISTS (SELECT 1 FROM (SELECT geom FROM current_node "
+        "ORDER BY geom <-> ST_SetSRID(ST_GeomFromWKB(:g), :srid) LIMIT 1) n "
+        "WHERE ST_DWithin(n.geom, ST_SetSRID(ST_GeomFromWKB(:g), :srid), :d))"),
+        {"g": wkb, "d": NEAR_TWIN_M, "srid": twin_srid(conn)}).scalar()
+    if near:
+        return
+    ext = conn.execute(sa.text("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                               "FROM (SELECT ST_Extent(geom) AS e FROM current_node) s")).one()
     if ext[0] is None:
         return  # an empty twin: nothing to be far from
     x0, y0, x1, y1 = shapely.bounds(geom)
@@ -215,7 +229,7 @@ def _check_near_twin(engine: sa.Engine, geom: shapely.Geometry) -> None:
         "Give easting, northing in the twin CRS, lon/lat, or name the CRS in the GeoJSON.")
 
 
-def _ground_near(engine: sa.Engine | None, geom: shapely.Geometry) -> GroundModel:
+def _ground_near(engine: sa.Engine | sa.Connection | None, geom: shapely.Geometry) -> GroundModel:
     if engine is None:
         raise InputError("the proposal gives depths: a ground model or the twin is needed")
     for radius in _GROUND_RADII_M:

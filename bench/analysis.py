@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from twin.db import open_twin  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
 
@@ -39,21 +39,6 @@ SCHEMA = "bench_analysis"
 DISTRICT = ROOT / "bench" / "out" / "district25"
 LOCK = ROOT / "bench" / "out" / "district25.lock"
 TARGETS_MS = {"proposal": 200.0, "section": 50.0, "profile": 100.0}
-
-
-def machine() -> str:
-    """The machine, as bench/ingest.py records it."""
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, "
-            f"Python {platform.python_version()}")
 
 
 def _locked(step) -> None:
