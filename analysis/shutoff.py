@@ -190,10 +190,11 @@ _cache: dict[tuple[str, str], IsolationModel] = {}
 _lock = threading.Lock()
 
 
-def cached_model(engine: sa.Engine, schema: str | None = None) -> IsolationModel:
-    """The isolation model of this twin, rebuilt only when its fingerprint has changed."""
-    key = (engine.url.render_as_string(hide_password=True), schema or "")
+def cached_model(engine: sa.Engine) -> IsolationModel:
+    """The isolation model of this twin, rebuilt only when its change marks have moved."""
     with _lock, engine.connect() as conn:
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        key = (engine.url.render_as_string(hide_password=True), str(schema))
         fingerprint = network_fingerprint(conn)
         model = _cache.get(key)
         if model is None or model.fingerprint != fingerprint:

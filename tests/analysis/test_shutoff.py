@@ -261,3 +261,23 @@ def test_cli_shutoff_json_and_errors(district, twin_settings):
     bad = subprocess.run([TWIN, "analyze", "shutoff", "--pipe", "NOPE"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert bad.returncode == 2 and "no pipe" in bad.stderr
+
+
+def test_model_follows_changes_to_the_twin(district):
+    """A valve found broken in the field (an UPDATE of the twin) changes the next answer."""
+    with district.connect() as conn:
+        pipe = conn.execute(sa.text("SELECT segment_id FROM current_valve WHERE utility = 'JS' AND operable "
+                                    "ORDER BY id LIMIT 1")).scalar()
+    before = shutoff(district, pipe=pipe)
+    first = before.valves[0]["id"]
+    with district.begin() as conn:
+        conn.execute(sa.text("UPDATE valve SET operable = false WHERE id = :v"), {"v": first})
+    try:
+        after = shutoff(district, pipe=pipe)
+        assert first not in ids(after.valves)
+        assert [f["id"] for f in after.failed_valves] == [first]
+        assert after.failed_valves[0]["reason"] == "inoperable in the twin"
+    finally:
+        with district.begin() as conn:
+            conn.execute(sa.text("UPDATE valve SET operable = true WHERE id = :v"), {"v": first})
+    assert ids(shutoff(district, pipe=pipe).valves) == ids(before.valves)
