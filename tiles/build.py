@@ -31,6 +31,7 @@ from tiles.source import read_index, read_nodes, read_segments, segment_end_node
 from tiles.style import node_level, segment_level
 from tiles.tiling import CAPACITY, box_volume, build_quadtree, tileset_json
 from twin.db import open_twin
+from twin.errors import DatabaseError
 from twin.settings import TwinSettings
 
 __all__ = ["build_tileset", "tiles_dir", "FORMAT_VERSION", "Progress"]
@@ -511,7 +512,7 @@ def _detail(index: pd.DataFrame, rows: np.ndarray, detail: pd.DataFrame) -> pd.D
     pos = np.minimum(np.searchsorted(keys[order], want), len(keys) - 1)
     take = order[pos]
     if not np.all(keys[take] == want):
-        raise RuntimeError("features changed while the tiles were read; run the build again")
+        raise DatabaseError("features changed while the tiles were read; run the build again")
     picked = detail.iloc[take].reset_index(drop=True)
     for c in extra:
         base[c] = picked[c]
