@@ -16,7 +16,8 @@ DATA = Path(__file__).parent / "data"
 SMALL = DATA / "small"
 
 
-def _drop_schema(settings: TwinSettings) -> None:
+def drop_schema(settings: TwinSettings) -> None:
+    """Drop the settings' schema and everything in it (tests make their own)."""
     engine = make_engine(settings)
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE'))
@@ -30,9 +31,9 @@ def twin_settings(request: pytest.FixtureRequest) -> TwinSettings:
     schema = "test_" + re.sub(r"\W", "_", name)[:40]
     settings = get_settings(db_schema=schema)
     open_twin(get_settings()).dispose()  # starts the private cluster when it is the one in use
-    _drop_schema(settings)
+    drop_schema(settings)
     yield settings
-    _drop_schema(settings)
+    drop_schema(settings)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 import wntr
 
 from analysis.segments import build_model, segment_labels
-from twin.db import make_engine, open_twin
+from tests.conftest import drop_schema
+from twin.db import open_twin
 from twin.settings import get_settings
 
 NETWORKS = Path(wntr.__file__).parent / "library" / "networks"
@@ -90,14 +90,10 @@ def test_arrays_equal_wntr(name):
 def network_schema(request):
     """A schema of its own per network, so EPANET ids of different networks never meet."""
     settings = get_settings(db_schema=f"test_segments_{request.param.lower()}")
-    engine = make_engine(settings)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE'))
+    drop_schema(settings)
     open_twin(settings).dispose()
     yield request.param, settings
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE'))
-    engine.dispose()
+    drop_schema(settings)
 
 
 @pytest.mark.parametrize("network_schema", ["Net3", "ky10", "Net6"], indirect=True)

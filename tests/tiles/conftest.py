@@ -8,24 +8,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from ingest.pipeline import ingest_survey
 from ingest.sample import generate_district
+from tests.conftest import drop_schema
 from tiles.build import build_tileset
-from twin.db import make_engine, open_twin
+from twin.db import open_twin
 from twin.settings import TwinSettings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GEOID_OFFSET_M = 4.25
 VALIDATE_JS = Path(__file__).with_name("validate_glb.js")
-
-
-def _drop_schema(settings: TwinSettings) -> None:
-    engine = make_engine(settings)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE'))
-    engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +28,12 @@ def demo_twin(tmp_path_factory: pytest.TempPathFactory) -> TwinSettings:
     # A geoid offset so the placement tests see it applied.
     settings = get_settings(db_schema="test_tiles_demo", tiles_dir=out / "tiles", geoid_offset_m=GEOID_OFFSET_M)
     open_twin(get_settings()).dispose()  # starts the private cluster when it is the one in use
-    _drop_schema(settings)
+    drop_schema(settings)
     generate_district(out / "survey", scale=1, seed=0)
     report = ingest_survey(out / "survey" / "points.csv", out / "survey" / "segments.csv", settings)
     assert report.status == "applied"
     yield settings
-    _drop_schema(settings)
+    drop_schema(settings)
 
 
 @pytest.fixture(scope="session")

@@ -139,7 +139,6 @@ def _target_pipe(settings):
     return row[0], row[1], ecef
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() or not CESIUM.exists(), reason="needs chromium and npm cesium")
 def test_cesium_loads_every_tile_and_picks_a_pipe(demo_twin, demo_tiles, server):
     from playwright.sync_api import sync_playwright
 
