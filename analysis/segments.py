@@ -159,6 +159,7 @@ class IsolationModel:
     node_groups: Groups = field(init=False)
     link_unit_groups: Groups = field(init=False)
     node_unit_groups: Groups = field(init=False)
+    unit_groups: Groups = field(init=False)
     seg_valves: Groups = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,17 +172,17 @@ class IsolationModel:
         self.valve_side_link = self.link_seg[self.valve_link]
         self.valve_side_node = self.node_seg[self.valve_node]
         vs = np.concatenate([self.valve_side_link, self.valve_side_node])
-        vi = np.concatenate([np.arange(len(self.valve_link))] * 2)
-        self.seg_valves = Groups(vi[np.argsort(vs, kind="stable")], Groups.of(vs, self.n_segments).ptr)
-        self.valve_inoperable = ~self.valves["operable"].to_numpy(bool)
+        by_seg = Groups.of(vs, self.n_segments)
+        self.seg_valves = Groups(np.concatenate([np.arange(len(self.valve_link))] * 2)[by_seg.order], by_seg.ptr)
         v = self.valves
         self.valve_columns = {"id": v["id"].to_numpy(dtype=object), "pipe": v["segment_id"].to_numpy(dtype=object),
                               "node": v["node_id"].to_numpy(dtype=object), "kind": v["kind"].to_numpy(dtype=object),
                               "operable": v["operable"].to_numpy(bool), "x": v["x"].to_numpy(float),
                               "y": v["y"].to_numpy(float)}
+        self.valve_inoperable = ~self.valve_columns["operable"]
+        self.valve_shut = v["normally_closed"].to_numpy(bool)
         self.valves_by_utility = v["utility"].value_counts().to_dict()
         self.sources_by_utility = self.sources["utility"].value_counts().to_dict()
-        self.valve_shut = self.valves["normally_closed"].to_numpy(bool)
         # numpy copies of the columns a query reads (pandas string columns convert on every read)
         self.link_ids = self.links["id"].to_numpy(dtype=object)
         self.node_ids = self.nodes["id"].to_numpy(dtype=object)
