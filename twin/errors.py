@@ -13,6 +13,7 @@ __all__ = [
     "InputError",
     "NotFound",
     "InvalidGeometry",
+    "Conflict",
 ]
 
 
@@ -59,3 +60,9 @@ class InvalidGeometry(TwinError):
     """A geometry is empty, degenerate or outside the twin's CRS."""
 
     code = "INVALID_GEOMETRY"
+
+
+class Conflict(TwinError):
+    """A change was made against a state that has moved on (stale version, wrong status)."""
+
+    code = "CONFLICT"

@@ -60,6 +60,23 @@ class TwinSettings(BaseSettings):
         description="CSV of expected service life by material (dig-site hazards); the shipped table when unset.",
     )
     tiles_dir: Path | None = Field(default=None, description="Folder of the 3D tileset; data_dir/tiles when unset.")
+    jwt_secret: str | None = Field(
+        default=None,
+        description="Secret that signs access tokens; unset means a random one kept in the database "
+        "(shared by every server process on that database).",
+    )
+    token_minutes: int = Field(default=480, ge=1, description="Lifetime of an access token (minutes).")
+    host: str = Field(default="127.0.0.1", description="Address `twin serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `twin serve` listens on.")
+    workers: int = Field(default=1, ge=1, description="Server worker processes.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins allowed to call the API from a browser (JSON list, e.g. ["https://gis.city"]).',
+    )
+    max_upload_mb: float = Field(default=200.0, gt=0, description="Largest request body accepted (MB).")
+    heavy_per_user: int = Field(
+        default=2, ge=1, description="Heavy analyses and imports one user may have running at once."
+    )
     user: str | None = Field(default=None, description="Name recorded on batches; the login name when unset.")
 
 

@@ -1,0 +1,126 @@
+"""The FastAPI application: `create_app(settings)` wires the routers, middleware and state.
+
+Everything but ``/healthz``, ``POST /token`` and the viewer's static page needs a signed-in
+user; each router declares the permission it needs (see :mod:`api.auth`).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from api import account, errors, jobs, ogc
+from api.auth import current_user, signing_secret
+from api.errors import PROBLEMS
+from api.jobs import JobRunner
+from api.middleware import AccessLog, BodyLimit
+from twin.db import current_revision, open_twin
+from twin.settings import TwinSettings, get_settings
+
+__all__ = ["create_app", "VIEWER"]
+
+log = logging.getLogger("pipetwin.api")
+_signed_in = Depends(current_user)
+
+#: The web viewer's files (issue 7); `/` serves its index.html to browsers.
+VIEWER = Path(__file__).resolve().parent.parent / "viewer"
+
+
+def _routers() -> list:
+    """The protected routers, imported here so a broken one fails at start, loudly."""
+    from api import edit, features, processes, stats, tiles, uploads
+
+    return [ogc.router, account.router, features.router, processes.router, jobs.router,
+            tiles.router, uploads.router, edit.router, stats.router]
+
+
+def create_app(settings: TwinSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = open_twin(settings)
+        app.state.engine = engine
+        app.state.settings = settings
+        app.state.secret = signing_secret(settings, engine)
+        app.state.jobs = JobRunner(engine, per_user=settings.heavy_per_user)
+        failed = app.state.jobs.recover()
+        if failed:
+            log.warning("%d jobs left unfinished by a previous server marked failed", failed)
+        try:
+            yield
+        finally:
+            app.state.jobs.shutdown()
+            engine.dispose()
+
+    app = FastAPI(
+        title="PipeTwin",
+        version="0.1.0",
+        description="The 3D underground pipeline digital twin. Sign in at POST /token "
+        "(or send an API key as X-API-Key); every other route needs it.",
+        openapi_url=None,  # served at /api, behind sign-in (see api.ogc)
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+
+    app.include_router(account.public)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and database reachability (no sign-in)")
+    def healthz(request: Request) -> JSONResponse:
+        try:
+            with request.app.state.engine.connect() as conn:
+                rev = current_revision(conn, settings)
+        except sa.exc.SQLAlchemyError:
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok", "revision": rev})
+
+    @app.get("/", tags=["ogc"], summary="Landing page (JSON, signed in) or the 3D viewer (HTML)",
+             response_model=None)
+    def root(request: Request, f: str | None = None) -> JSONResponse | FileResponse | HTMLResponse:
+        accept = request.headers.get("accept", "")
+        wants_json = f == "json" or (f is None and "application/json" in accept and "text/html" not in accept)
+        if wants_json:
+            current_user(request, *_credentials(request))
+            return JSONResponse(ogc.landing(request))
+        index = VIEWER / "index.html"
+        if index.is_file():
+            return FileResponse(index, media_type="text/html")
+        return HTMLResponse("<!doctype html><title>PipeTwin</title><p>PipeTwin API: "
+                            "<a href='/?f=json'>landing page</a> (sign in first).")
+
+    for router in _routers():
+        app.include_router(router, dependencies=[_signed_in], responses=PROBLEMS)
+
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match"],
+            expose_headers=["ETag", "X-Request-Id", "Location"],
+            max_age=3600,
+        )
+    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * 1e6))
+    app.add_middleware(AccessLog)
+    return app
+
+
+
+
+def _credentials(request: Request) -> tuple[HTTPAuthorizationCredentials | None, str | None]:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=value) if scheme.lower() == "bearer" and value else None
+    return bearer, request.headers.get("x-api-key")
