@@ -92,7 +92,8 @@ def api_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinSettings]
     """The demo district with its tileset and one user per role; read-only for tests."""
     from tiles.build import build_tileset
 
-    settings = make_twin("test_api_demo", tmp_path_factory.mktemp("api_demo"), data="demo")
+    # The process id keeps two test runs on one machine out of each other's way.
+    settings = make_twin(f"test_api_demo_{os.getpid()}", tmp_path_factory.mktemp("api_demo"), data="demo")
     build_tileset(settings, full=True, workers=2)
     yield settings
     drop_schema(settings)
