@@ -86,7 +86,9 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "ok", "revision": rev})
 
     @app.get("/", tags=["ogc"], summary="Landing page (JSON, signed in) or the 3D viewer (HTML)",
-             response_model=None)
+             response_model=None,
+             responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
+                                          "text/html": {"schema": {"type": "string"}}}}})
     def root(request: Request, f: str | None = None) -> JSONResponse | FileResponse | HTMLResponse:
         accept = request.headers.get("accept", "")
         wants_json = f == "json" or (f is None and "application/json" in accept and "text/html" not in accept)

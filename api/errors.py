@@ -54,6 +54,9 @@ PROBLEMS = {
     401: {"model": Problem, "description": "Not signed in"},
     403: {"model": Problem, "description": "The role does not allow this"},
     404: {"model": Problem, "description": "Not found"},
+    409: {"model": Problem, "description": "Conflicts with the current state"},
+    413: {"model": Problem, "description": "Request body too large"},
+    429: {"model": Problem, "description": "Too many heavy requests of this user at once"},
 }
 
 

@@ -57,6 +57,10 @@ def conformance(user: User = Depends(allow("read"))) -> dict:
     return {"conformsTo": CONFORMANCE}
 
 
-@router.get("/api", summary="This API's OpenAPI 3 document", response_class=JSONResponse)
+OPENAPI_TYPE = "application/vnd.oai.openapi+json;version=3.0"
+
+
+@router.get("/api", summary="This API's OpenAPI 3 document", response_class=JSONResponse,
+            responses={200: {"content": {OPENAPI_TYPE: {"schema": {"type": "object"}}}}})
 def openapi_document(request: Request, user: User = Depends(allow("read"))) -> JSONResponse:
-    return JSONResponse(request.app.openapi(), media_type="application/vnd.oai.openapi+json;version=3.0")
+    return JSONResponse(request.app.openapi(), media_type=OPENAPI_TYPE)
