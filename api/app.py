@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.staticfiles import StaticFiles
 
 from api import account, errors, jobs, ogc
 from api.auth import current_user, signing_secret
@@ -30,8 +31,11 @@ __all__ = ["create_app", "VIEWER"]
 log = logging.getLogger("pipetwin.api")
 _signed_in = Depends(current_user)
 
-#: The web viewer's files (issue 7); `/` serves its index.html to browsers.
-VIEWER = Path(__file__).resolve().parent.parent / "viewer"
+ROOT = Path(__file__).resolve().parent.parent
+#: The web viewer's files; `/` serves its index.html to browsers, `/viewer/` the rest.
+VIEWER = ROOT / "viewer"
+#: CesiumJS as npm installed it (package.json); served at `/cesium/`.
+CESIUM = ROOT / "node_modules" / "cesium" / "Build" / "Cesium"
 
 
 def _routers() -> list:
@@ -100,6 +104,12 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
             return FileResponse(index, media_type="text/html")
         return HTMLResponse("<!doctype html><title>PipeTwin</title><p>PipeTwin API: "
                             "<a href='/?f=json'>landing page</a> (sign in first).")
+
+    # The viewer's code and CesiumJS hold no data: served without sign-in, like the page.
+    if VIEWER.is_dir():
+        app.mount("/viewer", StaticFiles(directory=VIEWER), name="viewer")
+    if CESIUM.is_dir():
+        app.mount("/cesium", StaticFiles(directory=CESIUM), name="cesium")
 
     for router in _routers():
         app.include_router(router, dependencies=[_signed_in], responses=PROBLEMS)
