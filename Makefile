@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO := .twin/sample
+DEMO_USER ?= demo
+DEMO_PASSWORD ?= demo-password
 
 .PHONY: demo test setup system venv node db lint clean bench
 
@@ -12,6 +14,9 @@ demo: setup
 	$(BIN)/twin ingest survey --points $(DEMO)/points.csv --segments $(DEMO)/segments.csv
 	$(BIN)/twin summary
 	$(BIN)/twin tiles build
+	$(BIN)/twin user add $(DEMO_USER) --role admin --password '$(DEMO_PASSWORD)' --exist-ok
+	@echo "Sign in as $(DEMO_USER) / $(DEMO_PASSWORD); Ctrl-C stops the server."
+	$(BIN)/twin serve
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -49,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/shutoff.py
 	$(BIN)/python bench/analysis.py
+	$(BIN)/python bench/api.py
 
 clean:
 	-$(BIN)/twin db stop

@@ -55,11 +55,19 @@ def user_add(
     role: str = typer.Option(..., "--role", help="viewer, editor, approver or admin."),
     password: str = typer.Option(None, "--password", help="Password; prompted for when not given."),
     no_password: bool = typer.Option(False, "--no-password", help="API keys only, no password sign-in."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Succeed without change if the user exists."),
 ) -> None:
     """Add a user with a role."""
+    import sqlalchemy as sa
+
     from api.auth import add_user
     from twin.db import open_twin
 
+    if exist_ok:
+        with open_twin(get_settings()).connect() as conn:
+            if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": name}).first():
+                console.print(f"user {name} exists")
+                return
     if password is None and not no_password:
         password = getpass.getpass(f"password for {name}: ")
         if password != getpass.getpass("again: "):

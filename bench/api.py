@@ -1,0 +1,205 @@
+"""API load benchmark: 50 concurrent clients on loopback against items pages and shutoff queries.
+
+Run with ``.venv/bin/python bench/api.py``. It
+
+1. uses the district of ``bench/analysis.py`` (schema ``bench_analysis``, about 1.07M segments;
+   built by that script when missing) and adds a user ``bench`` to it,
+2. starts ``twin serve`` on a free loopback port (``--workers``, default 2) in a process of its own,
+3. runs each scenario with 50 clients for ``--seconds`` seconds, in two load models:
+   *saturation* (each client sends its next request as soon as the last one is answered: the
+   throughput ceiling; latency is then concurrency / throughput) and *paced* (each client waits
+   an exponential think time of mean ``--think`` seconds between requests, like people at a
+   viewer: latency at a realistic offered load),
+4. scenarios: ``healthz`` (the reference: the same server's floor for a request that does no
+   work, measured in the same run), ``items`` (a page of 100 pipes in a random 300 m window,
+   GeoJSON in CRS84) and ``shutoff`` (a random water main),
+5. prints throughput and p50/p95/p99 and appends them to ``bench/RESULTS.md``.
+
+The load generator runs on the same two cores as the server and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+from pyproj import Transformer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402
+from twin.db import open_twin  # noqa: E402
+from twin.settings import get_settings  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SCHEMA = "bench_analysis"
+USER, PASSWORD = "bench", "bench-password"
+TARGET_P95_MS = 50.0
+
+
+def _prepare() -> tuple[list[str], list[str]]:
+    """Random water pipes (shutoff) and 300 m windows around random pipes (items), in CRS84."""
+    settings = get_settings(db_schema=SCHEMA)
+    engine = open_twin(settings)
+    from api.auth import add_user
+
+    with engine.begin() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
+        if not n:
+            sys.exit("schema bench_analysis is empty: run bench/analysis.py once first")
+        if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": USER}).first() is None:
+            add_user(conn, USER, "viewer", PASSWORD, by="bench")
+        pipes = [r[0] for r in conn.execute(sa.text(
+            "SELECT id FROM current_segment TABLESAMPLE SYSTEM (1) WHERE utility = 'JS' LIMIT 2000"))]
+        mids = conn.execute(sa.text(
+            "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM current_segment "
+            "TABLESAMPLE SYSTEM (0.5) LIMIT 2000")).all()
+        srid = conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar()
+    engine.dispose()
+    to84 = Transformer.from_crs(f"EPSG:{srid}", "OGC:CRS84", always_xy=True)
+    xy = np.array(mids, dtype=float)
+    lon0, lat0 = to84.transform(xy[:, 0] - 150, xy[:, 1] - 150)
+    lon1, lat1 = to84.transform(xy[:, 0] + 150, xy[:, 1] + 150)
+    boxes = [f"{a:.7f},{b:.7f},{c:.7f},{d:.7f}" for a, b, c, d in zip(lon0, lat0, lon1, lat1, strict=True)]
+    print(f"district: {n:,} segments; {len(pipes)} water pipes and {len(boxes)} windows sampled", flush=True)
+    return pipes, boxes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(workers: int, log: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "TWIN_DB_SCHEMA": SCHEMA, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(BIN / "twin"), "serve", "--port", str(port), "--workers", str(workers),
+                             "--log-level", "warning"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            sys.exit(f"server exited: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    sys.exit("server did not start")
+
+
+def _request(kind: str, pipes: list[str], boxes: list[str], rnd: random.Random) -> tuple[str, str, dict | None]:
+    if kind == "healthz":
+        return "GET", "/healthz", None
+    if kind == "items":
+        return "GET", f"/collections/pipes/items?limit=100&bbox={rnd.choice(boxes)}", None
+    return "POST", "/processes/shutoff/execution", {"inputs": {"pipe": rnd.choice(pipes)}}
+
+
+async def _load(url: str, headers: dict, kind: str, clients: int, seconds: float, think: float,
+                pipes: list[str], boxes: list[str]) -> dict:
+    lat: list[float] = []
+    errors: dict[int, int] = {}
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+
+        async def one(seed: int) -> None:
+            rnd = random.Random(seed)
+            if think:
+                await asyncio.sleep(rnd.expovariate(1 / think))
+            while time.perf_counter() < stop:
+                method, path, body = _request(kind, pipes, boxes, rnd)
+                t0 = time.perf_counter()
+                r = await client.request(method, path, json=body)
+                await r.aread()
+                lat.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    errors[r.status_code] = errors.get(r.status_code, 0) + 1
+                if think:
+                    await asyncio.sleep(rnd.expovariate(1 / think))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(clients)))
+        wall = time.perf_counter() - t0
+    q = np.percentile(lat, [50, 95, 99]) if lat else [float("nan")] * 3
+    return {"kind": kind, "requests": len(lat), "rps": len(lat) / wall, "p50": q[0], "p95": q[1], "p99": q[2],
+            "errors": errors}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--think", type=float, default=1.0, help="mean think time (s) of the paced model")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = ap.parse_args()
+
+    pipes, boxes = _prepare()
+    log = ROOT / "bench" / "out" / "api-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc, url = _start(args.workers, log)
+    try:
+        token = httpx.post(url + "/token", data={"username": USER, "password": PASSWORD}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        # Warm every worker: the first shutoff of a process builds its network model.
+        t0 = time.perf_counter()
+        for p in pipes[: 4 * args.workers]:
+            r = httpx.post(url + "/processes/shutoff/execution", json={"inputs": {"pipe": p}}, headers=headers,
+                           timeout=300)
+            assert r.status_code in (200, 400, 404), r.text
+        print(f"warm-up (network models built in each worker): {time.perf_counter() - t0:.1f} s", flush=True)
+        rows = []
+        for model, think in (("saturation", 0.0), ("paced", args.think)):
+            for kind in ("healthz", "items", "shutoff"):
+                res = asyncio.run(_load(url, headers, kind, args.clients, args.seconds, think, pipes, boxes))
+                res["model"] = model
+                rows.append(res)
+                print(f"{model:10s} {kind:8s} {res['requests']:6d} req {res['rps']:7.1f}/s  p50 {res['p50']:6.1f}  "
+                      f"p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  non-200 {res['errors'] or '-'}", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    if args.no_record:
+        return
+    today = dt.date.today().isoformat()
+    lines = [f"\n## API load ({today})\n",
+             f"- {machine()}; server `twin serve --workers {args.workers}`, load generator (httpx, asyncio) on "
+             f"the same cores; {args.clients} clients, {args.seconds:.0f} s per scenario; schema `{SCHEMA}`.\n",
+             "- *saturation*: no think time (latency = clients / throughput); *paced*: exponential think time, "
+             f"mean {args.think:g} s per client. `healthz` is the same-run reference (no work).\n\n",
+             "| model | scenario | requests | throughput /s | p50 ms | p95 ms | p99 ms | p95 / healthz p95 | non-200 |\n",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|\n"]
+    ref = {r["model"]: r["p95"] for r in rows if r["kind"] == "healthz"}
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['kind']} | {r['requests']:,} | {r['rps']:.0f} | {r['p50']:.1f} | "
+                     f"{r['p95']:.1f} | {r['p99']:.1f} | {r['p95'] / ref[r['model']]:.1f} | "
+                     f"{r['errors'] or '-'} |\n")
+    paced = {r["kind"]: r for r in rows if r["model"] == "paced"}
+    for kind in ("items", "shutoff"):
+        ok = paced[kind]["p95"] < TARGET_P95_MS
+        lines.append(f"- {kind} p95 at 50 paced clients: {paced[kind]['p95']:.1f} ms "
+                     f"(target {TARGET_P95_MS:.0f} ms: {'met' if ok else 'NOT met'})\n")
+    with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+        f.writelines(lines)
+    print("".join(lines))
+
+
+if __name__ == "__main__":
+    main()
