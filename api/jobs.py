@@ -73,14 +73,21 @@ class JobRunner:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, kind: str, owner: str, params: dict, work: Callable[[Progress], JobResult]) -> str:
-        """Queue ``work``; returns the job id at once."""
+    def submit(self, kind: str, owner: str, params: dict, work: Callable[[Progress], JobResult],
+               *, limited: bool = True) -> str:
+        """Queue ``work``; returns the job id at once.
+
+        ``limited=False`` is for follow-up work the server starts itself (tile refreshes):
+        it is owned by the user who caused it but does not count against their limit.
+        """
+        owner_slot = owner if limited else None
         with self._lock:
-            if self._running.get(owner, 0) >= self.per_user:
+            if limited and self._running.get(owner, 0) >= self.per_user:
                 raise TooBusy(
                     f"{owner} already has {self.per_user} jobs running; wait for one to finish"
                 )
-            self._running[owner] = self._running.get(owner, 0) + 1
+            if limited:
+                self._running[owner] = self._running.get(owner, 0) + 1
         job_id = secrets.token_hex(8)
         try:
             with self.engine.begin() as conn:
@@ -88,13 +95,15 @@ class JobRunner:
                     sa.text("INSERT INTO job (id, kind, owner, params) VALUES (:i, :k, :o, CAST(:p AS jsonb))"),
                     {"i": job_id, "k": kind, "o": owner, "p": json.dumps(plain(params), default=str)},
                 )
-            self._pool.submit(self._run, job_id, owner, work)
+            self._pool.submit(self._run, job_id, owner_slot, work)
         except BaseException:
-            self._release(owner)
+            self._release(owner_slot)
             raise
         return job_id
 
-    def _release(self, owner: str) -> None:
+    def _release(self, owner: str | None) -> None:
+        if owner is None:
+            return
         with self._lock:
             self._running[owner] -= 1
 
@@ -103,7 +112,7 @@ class JobRunner:
         with self.engine.begin() as conn:
             conn.execute(sa.text(f"UPDATE job SET {sets} WHERE id = :id"), {"id": job_id, **values})
 
-    def _run(self, job_id: str, owner: str, work: Callable[[Progress], JobResult]) -> None:
+    def _run(self, job_id: str, owner: str | None, work: Callable[[Progress], JobResult]) -> None:
         last = [-1]
 
         def progress(percent: int, message: str) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -143,6 +144,43 @@ def summary(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
         f"nodes {s.nodes:,}  valves {s.valves:,}  sources {s.sources:,}  "
         f"customers {s.customers:,} ({s.critical_customers:,} critical)  batches {s.batches}"
     )
+
+
+@app.command("backup")
+def backup_command(file: Path = typer.Argument(..., help="Archive to write (pg_dump custom format).")) -> None:
+    """Back up the twin's schema (network, history, users, audit log) to FILE."""
+    from twin.backup import backup
+
+    try:
+        with console.status("backing up") as status:
+            r = backup(get_settings(), file, progress=status.update)
+    except TwinError as exc:
+        fail(exc)
+    console.print(f"schema {r['schema']} (revision {r['revision']}, {r['segments']:,} segments) backed up "
+                  f"to {r['path']}: {r['bytes'] / 1e6:.2f} MB in {r['seconds']:.1f} s")
+
+
+@app.command("restore")
+def restore_command(
+    file: Path = typer.Argument(..., help="Archive written by `twin backup`."),
+    yes: bool = typer.Option(False, "--yes", help="Replace the twin without asking."),
+) -> None:
+    """Replace the twin with a backup, atomically: a failed restore leaves it as it was."""
+    from twin.backup import inspect_backup, restore
+
+    settings = get_settings()
+    try:
+        info = inspect_backup(settings, file)
+        if not yes and not typer.confirm(
+            f"Replace the twin in schema {settings.db_schema!r} with the backup of {info.created} "
+            f"(schema {info.schema}, revision {info.revision})?", err=True):
+            raise typer.Exit(code=1)
+        with console.status("restoring") as status:
+            r = restore(settings, file, progress=status.update)
+    except TwinError as exc:
+        fail(exc)
+    console.print(f"schema {r['schema']} restored from {r['path']} ({r['segments']:,} segments, revision "
+                  f"{r['revision']}) in {r['seconds']:.1f} s; rebuild the 3D tiles: twin tiles build")
 
 
 def _load_plugins() -> None:

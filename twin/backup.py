@@ -1,0 +1,381 @@
+"""Backup and restore of the twin: ``pg_dump`` / ``pg_restore`` of its schema.
+
+A backup is a PostgreSQL custom-format archive (``pg_dump -Fc -n <schema>``) of the twin's
+schema only: the network, its history, batches, proposals and the server's tables (users,
+keys, audit log, jobs). PostGIS lives in ``public`` and is not part of it. The dump is one
+consistent snapshot even while the twin is in use.
+
+A restore replaces the twin atomically. ``pg_restore`` turns the archive into SQL, which is
+fed to one ``psql`` session inside one transaction::
+
+    BEGIN;
+    ALTER SCHEMA <twin> RENAME TO <old>;          -- the live twin steps aside
+    <the archive's SQL: CREATE SCHEMA <dumped>, tables, data, indexes>
+    ALTER SCHEMA <dumped> RENAME TO <twin>;       -- when the backup came from another schema
+    DROP SCHEMA <old> CASCADE;
+    COMMIT;                                        -- sent only when pg_restore succeeded
+
+Other sessions see the old twin until the commit and the restored one after it. If
+``pg_restore`` fails (a damaged archive), ``psql`` is killed before ``COMMIT`` and PostgreSQL
+rolls the transaction back; if any statement fails, ``ON_ERROR_STOP`` ends the session the
+same way: either way the previous twin is untouched. Renaming a schema keeps its objects'
+identities (views, triggers and defaults refer to tables by OID, and the twin's SQL
+functions name their tables unqualified), so a backup restores into any schema name. Before
+anything is touched the archive is checked: one schema, a twin's ``alembic_version`` no newer
+than this code's migrations, and the twin's CRS. An older backup is migrated after restoring.
+
+The client tools must match the server: the private cluster's own ``bin`` folder is used; for
+``TWIN_DATABASE_URL`` the newest tools not older than the server are.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+
+from twin.crs import twin_crs
+from twin.db import MIGRATIONS, current_revision, make_engine, upgrade
+from twin.errors import ConfigError, DatabaseError, InputError, NotFound
+from twin.pgcluster import database_url, local_cluster, postgis_install_hint
+from twin.settings import TwinSettings
+
+__all__ = ["BackupInfo", "backup", "restore", "inspect_backup"]
+
+#: progress(message): what a backup or restore is doing now.
+Status = Callable[[str], None]
+
+_CHUNK = 1 << 16
+_LOCK_TIMEOUT = "60s"
+
+
+@dataclass
+class BackupInfo:
+    """What an archive holds, read before restoring it."""
+
+    path: str
+    schema: str
+    revision: str
+    srid: int | None
+    created: str | None
+    server_version: str | None
+    tables: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+# ----------------------------------------------------------------------------- tools
+def _server_major(settings: TwinSettings) -> int:
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SHOW server_version_num")).scalar()) // 10000
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+
+def _pg_bin(settings: TwinSettings) -> Path:
+    """The folder of pg_dump, pg_restore and psql matching the server's major version."""
+    if not settings.database_url:
+        cluster = local_cluster(settings)
+        cluster.start()
+        return cluster.bin
+    major = _server_major(settings)
+    candidates = [settings.pg_bin] if settings.pg_bin else []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    found = shutil.which("pg_dump")
+    if found:
+        candidates.append(Path(found).resolve().parent)
+    for c in candidates:
+        if not c or not all((c / t).exists() for t in ("pg_dump", "pg_restore", "psql")):
+            continue
+        version = subprocess.run([str(c / "pg_dump"), "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"(\d+)(?:\.\d+)?", version)
+        if m and int(m.group(1)) >= major:
+            return c
+    raise ConfigError(f"no pg_dump/pg_restore/psql of PostgreSQL {major} or newer found; install them "
+                      f"with: {postgis_install_hint()} (or set TWIN_PG_BIN)")
+
+
+def _connection(settings: TwinSettings) -> tuple[str, dict[str, str]]:
+    """A libpq URI for the tools, and their environment (the password goes there, not argv)."""
+    url = sa.engine.make_url(database_url(settings))
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    env.pop("PGOPTIONS", None)
+    uri = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    return uri, env
+
+
+def _quoted(name: str) -> str:
+    if not name.isidentifier():
+        raise ConfigError(f"schema name {name!r} is not a plain identifier")
+    return '"' + name + '"'
+
+
+def _literal(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+# ----------------------------------------------------------------------------- backup
+def backup(settings: TwinSettings, path: Path | str, *, progress: Status | None = None,
+           compress_level: int | None = None) -> dict:
+    """Write a custom-format archive of the twin's schema to ``path``; returns a report.
+
+    The archive appears under ``path`` only once complete (written beside it, then renamed).
+    """
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; name the backup file")
+    if not out.parent.is_dir():
+        raise InputError(f"folder {out.parent} does not exist")
+    bin_dir = _pg_bin(settings)
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            revision = current_revision(conn, settings)
+            segments = (conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
+                        if revision else 0)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+    if revision is None:
+        raise NotFound(f"there is no twin in schema {settings.db_schema!r} to back up")
+
+    uri, env = _connection(settings)
+    partial = out.with_name(out.name + ".partial")
+    args = [str(bin_dir / "pg_dump"), "--format=custom", "--verbose", f"--schema={_quoted(settings.db_schema)}",
+            f"--file={partial}", f"--dbname={uri}"]
+    if compress_level is not None:
+        args.append(f"--compress={int(compress_level)}")
+    say(f"dumping schema {settings.db_schema}")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    tail: list[str] = []
+    tables = 0
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        line = line.rstrip()
+        tail = (tail + [line])[-20:]
+        m = re.search(r'dumping contents of table "?([^"]+)"?', line)
+        if m:
+            tables += 1
+            say(f"dumping {m.group(1)}")
+    if proc.wait() != 0:
+        partial.unlink(missing_ok=True)
+        errors = [t for t in tail if "error" in t.lower()] or tail[-3:]
+        raise DatabaseError("pg_dump failed: " + " ".join(errors))
+    info = inspect_backup(settings, partial, bin_dir=bin_dir)  # the archive reads back
+    os.replace(partial, out)
+    return {"path": str(out), "bytes": out.stat().st_size, "schema": settings.db_schema,
+            "revision": info.revision, "tables": tables, "segments": int(segments),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+# ----------------------------------------------------------------------------- inspect
+_SCHEMA_ENTRY = re.compile(r"^\d+; \d+ \d+ SCHEMA - (\S+)")
+
+
+def _toc(bin_dir: Path, p: Path, *schema: str) -> subprocess.CompletedProcess[str]:
+    args = [str(bin_dir / "pg_restore"), "--list", *(f"--schema={s}" for s in schema), str(p)]
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def _entries(listing: str) -> list[str]:
+    return [line for line in listing.splitlines() if re.match(r"^\d+; ", line)]
+
+
+def _copy_rows(sql: str, table: str) -> list[list[str]]:
+    """The rows of ``table`` in the COPY blocks of a pg_restore script (text format)."""
+    rows: list[list[str]] = []
+    inside = False
+    for line in sql.splitlines():
+        if not inside:
+            inside = line.startswith("COPY ") and f".{table} (" in line and line.endswith("FROM stdin;")
+            continue
+        if line == "\\.":
+            inside = False
+            continue
+        rows.append([v.replace("\\\\", "\\") for v in line.split("\t")])
+    return rows
+
+
+def inspect_backup(settings: TwinSettings, path: Path | str, *, bin_dir: Path | None = None) -> BackupInfo:
+    """Read an archive's table of contents and its twin's revision and CRS; InputError if it is
+    not a twin backup."""
+    p = Path(path)
+    if not p.is_file():
+        raise NotFound(f"no backup file {p}")
+    bin_dir = bin_dir or _pg_bin(settings)
+    listing = _toc(bin_dir, p)
+    if listing.returncode != 0:
+        reason = listing.stderr.strip().removeprefix("pg_restore: error: ")
+        raise InputError(f"{p} is not a PipeTwin backup (a pg_dump custom-format archive): {reason}")
+    created = server = None
+    for line in listing.stdout.splitlines():
+        header = line.lstrip("; ")
+        if header.startswith("Archive created at "):
+            created = header.removeprefix("Archive created at ").strip()
+        elif header.startswith("Dumped from database version:"):
+            server = header.split(":", 1)[1].strip()
+    entries = _entries(listing.stdout)
+    schemas = [m[1] for line in entries if (m := _SCHEMA_ENTRY.match(line))]
+    not_twin = f"{p} is a PostgreSQL archive but not of one PipeTwin twin"
+    if len(schemas) != 1:
+        raise InputError(f"{not_twin}: it holds {len(schemas)} schemas ({', '.join(schemas)})")
+    schema = schemas[0]
+    # Everything but the schema itself lies inside it (no extensions, nothing in public).
+    inside = _entries(_toc(bin_dir, p, schema).stdout)
+    if len(inside) != len(entries) - 1:
+        raise InputError(f"{not_twin}: it holds objects outside schema {schema!r}")
+    marker = f" TABLE DATA {schema} "
+    tables = [line.split(marker, 1)[1].split(" ")[0] for line in inside if marker in line]
+    if "alembic_version" not in tables or "twin_meta" not in tables:
+        raise InputError(f"{not_twin}: schema {schema!r} has no alembic_version or twin_meta table")
+    data = subprocess.run(
+        [str(bin_dir / "pg_restore"), "--data-only", f"--schema={schema}", "--table=alembic_version",
+         "--table=twin_meta", "--file=-", str(p)], capture_output=True, text=True)
+    if data.returncode != 0:
+        raise InputError(f"{p} is damaged: {data.stderr.strip().removeprefix('pg_restore: error: ')}")
+    versions = _copy_rows(data.stdout, "alembic_version")
+    meta = {r[0]: r[1] for r in _copy_rows(data.stdout, "twin_meta") if len(r) >= 2}
+    if len(versions) != 1 or not versions[0] or not versions[0][0]:
+        raise InputError(f"{p} holds no schema revision (alembic_version is empty)")
+    srid = int(meta["srid"]) if meta.get("srid", "").isdigit() else None
+    return BackupInfo(path=str(p), schema=schema, revision=versions[0][0], srid=srid, created=created,
+                      server_version=server, tables=tables, bytes=p.stat().st_size)
+
+
+def _check_restorable(settings: TwinSettings, info: BackupInfo) -> None:
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    head = scripts.get_current_head()
+    known = {rev.revision for rev in scripts.walk_revisions()}
+    if info.revision not in known:
+        raise InputError(
+            f"the backup is at schema revision {info.revision}, which this PipeTwin does not know "
+            f"(its newest is {head}): it was made by a newer version; restore it with that version",
+            code="BACKUP_TOO_NEW")
+    wanted = twin_crs(settings.crs).srid
+    if info.srid is not None and info.srid != wanted:
+        raise ConfigError(f"the backup's twin is stored in EPSG:{info.srid} but TWIN_CRS is EPSG:{wanted}; "
+                          "set TWIN_CRS to the backup's CRS")
+
+
+# ----------------------------------------------------------------------------- restore
+def _do(condition: str, statement: str) -> str:
+    return f"DO $pipetwin$ BEGIN IF {condition} THEN {statement}; END IF; END $pipetwin$;\n"
+
+
+def _exists(schema: str) -> str:
+    return f"EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {_literal(schema)})"
+
+
+def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None = None) -> dict:
+    """Replace the twin in ``settings.db_schema`` with the backup at ``path``, atomically."""
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    bin_dir = _pg_bin(settings)
+    say("checking the backup")
+    info = inspect_backup(settings, path, bin_dir=bin_dir)
+    _check_restorable(settings, info)
+    target, dumped = settings.db_schema, info.schema
+    _quoted(target), _quoted(dumped)
+    engine = make_engine(settings)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public"))
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+    token = secrets.token_hex(4)
+    old, aside = f"pipetwin_restore_old_{token}", f"pipetwin_restore_aside_{token}"
+    prologue = (
+        "SET client_min_messages = warning;\n"
+        "BEGIN;\n"
+        f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}';\n"
+        + _do(_exists(target), f"ALTER SCHEMA {_quoted(target)} RENAME TO {_quoted(old)}")
+    )
+    if dumped != target:
+        # Another live schema with the archive's name steps aside for the restore, and back.
+        prologue += _do(_exists(dumped), f"ALTER SCHEMA {_quoted(dumped)} RENAME TO {_quoted(aside)}")
+    epilogue = f"\nSET LOCAL lock_timeout = '{_LOCK_TIMEOUT}';\n"
+    if dumped != target:
+        epilogue += f"ALTER SCHEMA {_quoted(dumped)} RENAME TO {_quoted(target)};\n"
+        epilogue += _do(_exists(aside), f"ALTER SCHEMA {_quoted(aside)} RENAME TO {_quoted(dumped)}")
+    epilogue += (
+        _do(f"to_regclass({_literal(_quoted(target) + '.alembic_version')}) IS NULL",
+            "RAISE EXCEPTION 'the restored schema has no alembic_version'")
+        + f"DROP SCHEMA IF EXISTS {_quoted(old)} CASCADE;\n"
+        "COMMIT;\n"
+    )
+
+    uri, env = _connection(settings)
+    with tempfile.TemporaryFile("w+") as restore_err, tempfile.TemporaryFile("w+") as psql_err:
+        psql = subprocess.Popen(
+            [str(bin_dir / "psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--dbname={uri}",
+             "--file=-"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err, env=env)
+        dump = subprocess.Popen(
+            [str(bin_dir / "pg_restore"), "--no-owner", "--no-privileges", "--file=-", str(info.path)],
+            stdout=subprocess.PIPE, stderr=restore_err, env=env)
+        assert psql.stdin is not None and dump.stdout is not None
+        committed = False
+        try:
+            say(f"restoring schema {dumped} into {target}")
+            psql.stdin.write(prologue.encode())
+            sent = 0
+            while chunk := dump.stdout.read(_CHUNK):
+                psql.stdin.write(chunk)
+                sent += len(chunk)
+                if sent // (8 << 20) != (sent - len(chunk)) // (8 << 20):
+                    say(f"restoring: {sent / 1e6:,.0f} MB of SQL")
+            if dump.wait() != 0:
+                restore_err.seek(0)
+                raise InputError(f"{info.path} is damaged; nothing was changed: "
+                                 f"{restore_err.read().strip()[-500:]}")
+            say("replacing the twin")
+            psql.stdin.write(epilogue.encode())
+            psql.stdin.close()
+            committed = psql.wait() == 0
+        except BrokenPipeError:
+            pass  # psql stopped at an error: reported below
+        finally:
+            if dump.poll() is None:
+                dump.kill()
+                dump.wait()
+            if not committed and psql.poll() is None:
+                psql.kill()  # no COMMIT was sent: the server rolls the transaction back
+            psql.wait()
+        if not committed:
+            psql_err.seek(0)
+            message = " ".join(psql_err.read().split())[-800:]
+            raise DatabaseError(f"the restore failed and was rolled back; the twin is as it was: {message}")
+
+    say("migrating to this version's schema")
+    revision = upgrade(settings)
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            segments = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
+    finally:
+        engine.dispose()
+    return {"path": info.path, "schema": target, "from_schema": dumped, "backup_revision": info.revision,
+            "revision": revision, "created": info.created, "segments": int(segments),
+            "seconds": round(time.perf_counter() - started, 3)}
