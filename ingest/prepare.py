@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 import shapely
+from pyproj import CRS, Transformer
 
 from ingest.report import Report
 from ingest.tables import SurveyTables
@@ -163,9 +165,7 @@ def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd
     finite = np.isfinite(easting) & np.isfinite(northing)
     if area is None or not finite.any():
         return
-    from pyproj import Transformer
-
-    to_geo = Transformer.from_crs(crs.crs, "EPSG:4326", always_xy=True)
+    to_geo = _to_geographic(crs.crs)
     lon, lat = to_geo.transform(easting, northing)
     margin = 1.0  # degrees: survey data at a zone edge may overlap the next zone a little
     outside = finite & ~(
@@ -182,6 +182,12 @@ def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd
             hint = f"; X and Y look swapped: try --axis-order {other}"
         report.add_rows("E104", outside, p, f,
                         lambda r: f"X={r['x']} Y={r['y']} lies outside {crs.crs.name}{hint}", ("point_id",))
+
+
+@lru_cache(maxsize=8)
+def _to_geographic(crs: CRS) -> Transformer:
+    """Twin CRS -> lon/lat; built once per CRS (building one costs more than a small batch's checks)."""
+    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
 
 
 # -- segments -------------------------------------------------------------------------------

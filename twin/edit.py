@@ -1,0 +1,597 @@
+"""Edits of single features as new versions; feature history; the network as of a time.
+
+The triggers of migration 0001 do the versioning: every UPDATE or DELETE of a feature row
+copies the old row into ``<table>_history`` (with ``valid_to`` and ``op``) and bumps
+``version``. This module adds what an edit needs around them:
+
+- every edit is a :class:`Edit`: one ``batch`` row of kind ``edit`` (who, when, what
+  changed), whose id goes on every row the edit writes, so edits are attributable in the
+  twin itself;
+- optimistic concurrency: an edit names the ``version`` its user saw, and a row that has
+  moved on since is a :class:`~twin.errors.Conflict`; rows are locked ``FOR UPDATE`` while
+  the edit runs, and edits wait while a survey import holds the ingest lock;
+- retire (``retired_at``/``retired_reason``: gone from the ``current_*`` views, kept in
+  history) and hard delete (the trigger keeps the last version with ``op = 'delete'``);
+- :func:`history` (every version, oldest first, with the columns each one changed),
+  :func:`feature` (one feature now or as of a time) and :func:`as_of` (the network's
+  summary as it stood at a time, from the ``<table>_as_of(t)`` functions).
+
+Edits that derive geometry from survey values (add, move, split, merge, node and segment
+attributes) live in :mod:`ingest.edit`, which checks them with the ingest's own checks and
+writes them through :func:`insert_features` and :func:`update_features` here.
+
+Every function takes a connection in the caller's transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from twin.db import FEATURE_TABLES
+from twin.errors import Conflict, InputError, NotFound
+
+__all__ = [
+    "KINDS",
+    "ATTRIBUTES",
+    "Change",
+    "Edit",
+    "begin_edit",
+    "finish_edit",
+    "lock",
+    "insert_features",
+    "update_features",
+    "attach_valves",
+    "follow_nodes",
+    "set_attributes",
+    "retire",
+    "delete",
+    "history",
+    "feature",
+    "as_of",
+    "check_text",
+]
+
+#: Feature kinds: the versioned tables.
+KINDS: tuple[str, ...] = FEATURE_TABLES
+
+#: Attributes an edit may set directly on valves, sources and customers: column -> type.
+#: (Node and segment attributes feed derived columns: see :mod:`ingest.edit`.)
+ATTRIBUTES: dict[str, dict[str, type]] = {
+    "valve": {"kind": str, "operable": bool, "normally_closed": bool},
+    "source": {"kind": str, "name": str},
+    "customer": {"name": str, "kind": str, "critical": bool, "demand": float},
+}
+
+#: Columns that are bookkeeping, not a feature's content (left out of "changed").
+_BOOKKEEPING = frozenset({"version", "valid_from", "valid_to", "op", "batch_id", "geom_ewkb"})
+MAX_TEXT = 500
+_LIVE = "retired_at IS NULL"
+
+
+def _kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise InputError(f"unknown feature kind {kind!r}; one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_text(value: object, what: str, *, max_length: int = MAX_TEXT, empty: bool = False) -> str:
+    """A text value fit for the twin: a string, not too long, no NUL or control characters."""
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be text, not {type(value).__name__}")
+    if not empty and not value.strip():
+        raise InputError(f"{what} must not be empty")
+    if len(value) > max_length:
+        raise InputError(f"{what} is longer than {max_length} characters")
+    if any(ord(c) < 32 and c not in "\t\n" for c in value):
+        raise InputError(f"{what} contains control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} is not valid Unicode text") from exc
+    return value
+
+
+def _json_value(value: object) -> object:
+    """A JSON-ready value: numpy unwrapped, NaN and NA as None, datetimes as ISO text."""
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is not None and type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
+
+
+# -- the edit and its batch ------------------------------------------------------------------
+@dataclass
+class Change:
+    """One feature an edit touched: ``added``, ``revived``, ``changed``, ``retired`` or ``deleted``."""
+
+    kind: str
+    id: str
+    change: str
+    version: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "change": self.change, "version": self.version}
+
+
+@dataclass
+class Edit:
+    """One edit: its batch, the features it touched (with their new versions) and warnings."""
+
+    op: str
+    user: str
+    batch_id: int
+    changes: list[Change] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, kind: str, id: str, change: str, version: int | None = None) -> None:
+        self.changes.append(Change(kind, str(id), change, version))
+
+    @property
+    def affected(self) -> list[str]:
+        """Ids of every feature touched, in order, once each."""
+        return list(dict.fromkeys(c.id for c in self.changes))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Touched features per table and change, as ingest batches count them."""
+        out: dict[str, dict[str, int]] = {}
+        for (kind, change), n in Counter((c.kind, c.change) for c in self.changes).items():
+            out.setdefault(kind, {})[change] = n
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return _json_value({
+            "op": self.op, "batch_id": self.batch_id, "user": self.user,
+            "features": [c.as_dict() for c in self.changes], "counts": self.counts(),
+            "warnings": self.warnings, **self.notes,
+        })  # type: ignore[return-value]
+
+
+def begin_edit(conn: sa.Connection, user: str, op: str) -> Edit:
+    """Open an edit: wait out any running import, then record its batch (kind ``edit``)."""
+    check_text(user, "the user name", max_length=200)
+    # Imports hold this lock exclusively; edits share it, so they wait only for imports.
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(hashtext('twin.ingest'))"))
+    batch_id = conn.execute(
+        sa.text("INSERT INTO batch (kind, scope, created_by, status, report) "
+                "VALUES ('edit', 'edit', :u, 'applied', CAST(:r AS jsonb)) RETURNING id"),
+        {"u": user, "r": json.dumps({"op": op})},
+    ).scalar_one()
+    return Edit(op=op, user=user, batch_id=int(batch_id))
+
+
+def finish_edit(conn: sa.Connection, edit: Edit) -> Edit:
+    """Record what the edit did on its batch (counts and the touched features)."""
+    if not edit.changes:
+        edit.notes.setdefault("unchanged", True)
+    report = {"op": edit.op, "features": [c.as_dict() for c in edit.changes], "warnings": edit.warnings,
+              **edit.notes}
+    conn.execute(
+        sa.text("UPDATE batch SET counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"),
+        {"c": json.dumps({"changes": edit.counts()}),
+         "r": json.dumps(_json_value(report), ensure_ascii=False), "id": edit.batch_id},
+    )
+    return edit
+
+
+# -- reading and locking rows ----------------------------------------------------------------
+def lock(
+    conn: sa.Connection,
+    kind: str,
+    ids: Sequence[str],
+    versions: Mapping[str, int | None] | None = None,
+    *,
+    live: bool = True,
+    share: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """The rows of ``ids``, locked for the edit; missing ids, retired ones (when ``live``) and
+    versions other than the ones named are errors.
+
+    Rows come with ``easting``/``northing`` (plan position of points) and ``ewkb`` (hex).
+    """
+    _kind(kind)
+    ids = [check_text(i, f"a {kind} id", max_length=200) for i in ids]
+    rows = conn.execute(
+        sa.text(f"SELECT *, encode(ST_AsEWKB(geom), 'hex') AS ewkb, "
+                f"CASE WHEN ST_GeometryType(geom) = 'ST_Point' THEN ST_X(geom) END AS easting, "
+                f"CASE WHEN ST_GeometryType(geom) = 'ST_Point' THEN ST_Y(geom) END AS northing "
+                f"FROM {kind} WHERE id = ANY(:ids) ORDER BY id "
+                f"FOR {'SHARE' if share else 'UPDATE'}"),
+        {"ids": list(ids)},
+    ).mappings().all()
+    found = {r["id"]: dict(r) for r in rows}
+    for i in ids:
+        row = found.get(i)
+        if row is None:
+            raise NotFound(f"no {kind} {i!r} in the twin")
+        if live and row["retired_at"] is not None:
+            raise Conflict(f"{kind} {i!r} was retired on {row['retired_at']:%Y-%m-%d %H:%M} "
+                           f"({row['retired_reason'] or 'no reason given'}); it cannot be edited")
+        wanted = (versions or {}).get(i)
+        if wanted is not None and wanted != row["version"]:
+            raise Conflict(f"{kind} {i!r} is at version {row['version']}, not {wanted}: it changed "
+                           "since you read it; reload it and edit again")
+    return found
+
+
+def live_ids(conn: sa.Connection, sql: str, params: Mapping[str, Any]) -> list[str]:
+    return [r[0] for r in conn.execute(sa.text(sql), dict(params))]
+
+
+# -- writing rows ----------------------------------------------------------------------------
+def _records_json(records: Iterable[Mapping[str, Any]]) -> str:
+    return json.dumps([_json_value(dict(r)) for r in records], ensure_ascii=False, allow_nan=False)
+
+
+def insert_features(conn: sa.Connection, edit: Edit, kind: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Add features (records of column -> value, ``geom`` as hex EWKB).
+
+    An id in use by a live feature is a conflict. An id of a retired feature revives it as
+    its next version; an id only left in history (deleted) continues its version count.
+    """
+    _kind(kind)
+    if not records:
+        return
+    for r in records:
+        check_text(r["id"], f"a {kind} id", max_length=200)
+    ids = [r["id"] for r in records]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"{kind} ids repeat within one edit: {', '.join(sorted(ids))}")
+    have = {r.id: r for r in conn.execute(
+        sa.text(f"SELECT id, retired_at FROM {kind} WHERE id = ANY(:ids) FOR UPDATE"), {"ids": ids})}
+    live = sorted(i for i, r in have.items() if r.retired_at is None)
+    if live:
+        raise Conflict(f"{kind} id(s) {', '.join(live)} are in use; choose other ids")
+    revived = [r for r in records if r["id"] in have]
+    fresh = [r for r in records if r["id"] not in have]
+    if revived:
+        update_features(conn, edit, kind, revived, revive=True)
+    if fresh:
+        cols = sorted({c for r in fresh for c in r} | {"batch_id"})
+        names = ", ".join(cols)
+        picked = ", ".join(":batch" if c == "batch_id" else f"r.{c}" for c in cols)
+        rows = conn.execute(
+            sa.text(
+                f"INSERT INTO {kind} ({names}, version) "
+                f"SELECT {picked}, coalesce((SELECT max(h.version) + 1 FROM {kind}_history h "
+                f"WHERE h.id = r.id), 1) "
+                f"FROM jsonb_populate_recordset(NULL::{kind}, CAST(:rows AS jsonb)) AS r "
+                f"RETURNING id, version"),
+            {"rows": _records_json(fresh), "batch": edit.batch_id},
+        ).all()
+        for row in sorted(rows, key=lambda r: ids.index(r.id)):
+            edit.add(kind, row.id, "added", row.version)
+
+
+def update_features(conn: sa.Connection, edit: Edit, kind: str, records: Sequence[Mapping[str, Any]],
+                    *, revive: bool = False) -> list[str]:
+    """Write new values into existing features: one new version each, only where a value differs.
+
+    Returns the ids that changed. With ``revive``, retired features come back to life.
+    """
+    _kind(kind)
+    if not records:
+        return []
+    cols = sorted({c for r in records for c in r} - {"id", "batch_id"})
+    if revive:
+        cols = sorted(set(cols) | {"retired_at", "retired_reason"})
+    targets = ", ".join([*cols, "batch_id"])
+    values = ", ".join([*(f"r.{c}" for c in cols), ":batch"])
+    compared = [c for c in cols if c != "geom"]
+    old = ", ".join([*(f"t.{c}" for c in compared), *(["ST_AsEWKB(t.geom)"] if "geom" in cols else [])])
+    new = ", ".join([*(f"r.{c}" for c in compared), *(["ST_AsEWKB(r.geom)"] if "geom" in cols else [])])
+    rows = conn.execute(
+        sa.text(
+            f"UPDATE {kind} AS t SET ({targets}) = ({values}) "
+            f"FROM jsonb_populate_recordset(NULL::{kind}, CAST(:rows AS jsonb)) AS r "
+            f"WHERE t.id = r.id AND ({old}) IS DISTINCT FROM ({new}) "
+            f"RETURNING t.id, t.version"),
+        {"rows": _records_json({**r, **({"retired_at": None, "retired_reason": None} if revive else {})}
+                               for r in records),
+         "batch": edit.batch_id},
+    ).all()
+    order = [r["id"] for r in records]
+    for row in sorted(rows, key=lambda r: order.index(r.id)):
+        edit.add(kind, row.id, "revived" if revive else "changed", row.version)
+    return [r.id for r in rows]
+
+
+def attach_valves(conn: sa.Connection, edit: Edit, assignments: Mapping[str, str]) -> None:
+    """Put valves on segments (valve id -> segment id): each sits at its node's end of its new
+    segment, at the node's plan position and the pipe's centreline height there."""
+    if not assignments:
+        return
+    _place_valves(conn, edit, "v.id = ANY(:ids)",
+                  {"ids": list(assignments), "segs": json.dumps(dict(assignments))},
+                  segment="coalesce(CAST(:segs AS jsonb) ->> v.id, v.segment_id)")
+
+
+def follow_nodes(conn: sa.Connection, edit: Edit, node_ids: Sequence[str]) -> None:
+    """Bring the live valves, sources and customers at these nodes to the nodes' positions
+    (valves at their pipe's end height, sources and customers at the ground)."""
+    if not node_ids:
+        return
+    _place_valves(conn, edit, "v.node_id = ANY(:ids)", {"ids": list(node_ids)}, segment="v.segment_id")
+    for kind in ("source", "customer"):
+        rows = conn.execute(
+            sa.text(f"UPDATE {kind} AS f SET geom = n.geom, batch_id = :batch FROM node n "
+                    f"WHERE n.id = f.node_id AND f.node_id = ANY(:ids) AND f.retired_at IS NULL "
+                    f"AND ST_AsEWKB(f.geom) <> ST_AsEWKB(n.geom) RETURNING f.id, f.version"),
+            {"ids": list(node_ids), "batch": edit.batch_id},
+        ).all()
+        for row in rows:
+            edit.add(kind, row.id, "changed", row.version)
+
+
+def _place_valves(conn: sa.Connection, edit: Edit, where: str, params: dict[str, Any], *, segment: str) -> None:
+    rows = conn.execute(
+        sa.text(
+            f"WITH placed AS ("
+            f"  SELECT v.id, s.id AS segment_id, "
+            f"         ST_SetSRID(ST_MakePoint(ST_X(n.geom), ST_Y(n.geom), "
+            f"             CASE WHEN s.from_node = v.node_id THEN s.from_z ELSE s.to_z END), "
+            f"             ST_SRID(n.geom)) AS geom "
+            f"  FROM valve v JOIN segment s ON s.id = {segment} JOIN node n ON n.id = v.node_id "
+            f"  WHERE {where} AND v.retired_at IS NULL) "
+            f"UPDATE valve AS v SET segment_id = p.segment_id, geom = p.geom, batch_id = :batch "
+            f"FROM placed p WHERE v.id = p.id AND (v.segment_id <> p.segment_id "
+            f"      OR ST_AsEWKB(v.geom) <> ST_AsEWKB(p.geom)) "
+            f"RETURNING v.id, v.version"),
+        {**params, "batch": edit.batch_id},
+    ).all()
+    for row in rows:
+        edit.add("valve", row.id, "changed", row.version)
+
+
+def _typed(kind: str, column: str, value: object, kinds: Mapping[str, type]) -> object:
+    if column not in kinds:
+        raise InputError(f"{column!r} is not an attribute an edit may set on a {kind}; "
+                         f"editable: {', '.join(sorted(kinds))}")
+    want = kinds[column]
+    if value is None:
+        if want is bool:
+            raise InputError(f"{kind} {column} is true or false, not empty")
+        return None
+    if want is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{kind} {column} is true or false, not {value!r}")
+        return value
+    if want is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InputError(f"{kind} {column} is a finite number, not {value!r}")
+        if abs(value) > 1e12:
+            raise InputError(f"{kind} {column} {value!r} is out of range")
+        return float(value)
+    if want is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise InputError(f"{kind} {column} is a whole number, not {value!r}")
+        if abs(value) > 2**31 - 1:
+            raise InputError(f"{kind} {column} {value!r} is out of range")
+        return int(value)
+    return check_text(value, f"{kind} {column}")
+
+
+def typed_values(kind: str, values: Mapping[str, object], kinds: Mapping[str, type]) -> dict[str, object]:
+    """Check each value against the whitelist of editable columns and their types."""
+    if not values:
+        raise InputError("name at least one attribute to change")
+    return {c: _typed(kind, c, v, kinds) for c, v in values.items()}
+
+
+def set_attributes(conn: sa.Connection, user: str, kind: str, id: str, values: Mapping[str, object],
+                   *, version: int | None = None) -> Edit:
+    """Change attributes of a valve, source or customer (a new version if anything differs)."""
+    if kind not in ATTRIBUTES:
+        raise InputError(f"attributes of a {kind} are changed through ingest.edit (they feed derived columns)")
+    typed = typed_values(kind, values, ATTRIBUTES[kind])
+    edit = begin_edit(conn, user, "attributes")
+    lock(conn, kind, [id], {id: version})
+    update_features(conn, edit, kind, [{"id": id, **typed}])
+    return finish_edit(conn, edit)
+
+
+# -- retire and delete -----------------------------------------------------------------------
+def _dependants(conn: sa.Connection, kind: str, id: str) -> list[tuple[str, str]]:
+    """Live features that go with this one (valves on a segment; what stands at a node)."""
+    if kind == "segment":
+        return [("valve", i) for i in live_ids(conn, f"SELECT id FROM valve WHERE segment_id = :i AND {_LIVE} "
+                                                      "ORDER BY id FOR UPDATE", {"i": id})]
+    if kind == "node":
+        users = live_ids(conn, f"SELECT id FROM segment WHERE (from_node = :i OR to_node = :i) AND {_LIVE} "
+                               "ORDER BY id", {"i": id})
+        if users:
+            shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+            raise Conflict(f"node {id!r} is used by {len(users)} current segment(s): {shown}; "
+                           "retire, delete or merge those first")
+        return [(k, i) for k in ("valve", "source", "customer")
+                for i in live_ids(conn, f"SELECT id FROM {k} WHERE node_id = :i AND {_LIVE} ORDER BY id "
+                                        "FOR UPDATE", {"i": id})]
+    return []
+
+
+def retire(conn: sa.Connection, user: str, kind: str, id: str, reason: str, *,
+           version: int | None = None) -> Edit:
+    """Retire a feature: it leaves the current network and stays in history.
+
+    A segment takes its valves along; a node must not be used by a current segment and takes
+    the valves, sources and customers at it along.
+    """
+    _kind(kind)
+    reason = check_text(reason, "the reason").strip()
+    edit = begin_edit(conn, user, "retire")
+    lock(conn, kind, [id], {id: version})
+    targets = [(kind, id), *_dependants(conn, kind, id)]
+    for k, i in targets:
+        why = reason if (k, i) == (kind, id) else f"{kind} {id} retired: {reason}"
+        row = conn.execute(
+            sa.text(f"UPDATE {k} SET retired_at = now(), retired_reason = :r, batch_id = :b "
+                    f"WHERE id = :i AND {_LIVE} RETURNING version"),
+            {"r": why, "b": edit.batch_id, "i": i},
+        ).first()
+        if row is not None:
+            edit.add(k, i, "retired", row.version)
+    return finish_edit(conn, edit)
+
+
+def delete(conn: sa.Connection, user: str, kind: str, id: str, *, version: int | None = None) -> Edit:
+    """Delete a feature for good (its versions stay in history, the last with ``op = 'delete'``).
+
+    A segment takes its live valves along; a node must not be used by a current segment and
+    takes the live valves, sources and customers at it along.
+    """
+    _kind(kind)
+    edit = begin_edit(conn, user, "delete")
+    row = lock(conn, kind, [id], {id: version}, live=False)[id]
+    targets = [(kind, id), *_dependants(conn, kind, id)]
+    for k, i in targets:
+        gone = conn.execute(sa.text(f"DELETE FROM {k} WHERE id = :i RETURNING version"), {"i": i}).first()
+        if gone is not None:
+            edit.add(k, i, "deleted", gone.version)
+    edit.notes["deleted_was_retired"] = row["retired_at"] is not None
+    return finish_edit(conn, edit)
+
+
+# -- history and the network as of a time -----------------------------------------------------
+def _geometry_sql(srid: int | None) -> str:
+    target = f"ST_Transform(geom, {int(srid)})" if srid else "geom"
+    return f"CAST(ST_AsGeoJSON({target}, 9, 0) AS json) AS geometry, encode(ST_AsEWKB(geom), 'hex') AS geom_ewkb"
+
+
+def _version_rows(conn: sa.Connection, kind: str, id: str, srid: int | None) -> list[dict[str, Any]]:
+    cols = _columns(conn, kind)
+    listed = ", ".join(c for c in cols if c != "geom")
+    sql = (f"SELECT {listed}, valid_to, op, {_geometry_sql(srid)} FROM ("
+           f"  SELECT {', '.join(cols)}, valid_to, op FROM {kind}_history WHERE id = :i "
+           f"  UNION ALL "
+           f"  SELECT {', '.join(cols)}, NULL::timestamptz, NULL::text FROM {kind} WHERE id = :i) AS v "
+           f"ORDER BY valid_from, version")
+    return [dict(r) for r in conn.execute(sa.text(sql), {"i": id}).mappings()]
+
+
+def _columns(conn: sa.Connection, kind: str) -> list[str]:
+    rows = conn.execute(
+        sa.text("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum"), {"t": kind}).all()
+    return [r[0] for r in rows]
+
+
+def _batches(conn: sa.Connection, ids: Iterable[int | None]) -> dict[int, dict[str, Any]]:
+    wanted = sorted({int(i) for i in ids if i is not None})
+    if not wanted:
+        return {}
+    rows = conn.execute(sa.text("SELECT id, kind, created_by, created_at, report ->> 'op' AS op "
+                                "FROM batch WHERE id = ANY(:ids)"), {"ids": wanted}).mappings()
+    return {r["id"]: {"batch_id": r["id"], "kind": r["kind"], "by": r["created_by"],
+                      "at": r["created_at"], "op": r["op"]} for r in rows}
+
+
+def history(conn: sa.Connection, kind: str, id: str, *, srid: int | None = None) -> dict[str, Any]:
+    """Every version of a feature, oldest first, with what each version changed.
+
+    Each version has ``version``, ``valid_from``, ``valid_to`` (None for the live row),
+    ``op`` (what ended it: ``update`` or ``delete``; None while current), ``change`` (what
+    began it: created (also: added again after a delete), changed, retired, revived),
+    ``changed`` (columns that differ from the
+    version before, ``geom`` for the geometry), ``batch`` (kind, who, when), ``properties``
+    and ``geometry`` (GeoJSON; the twin CRS unless ``srid`` names another).
+    """
+    _kind(kind)
+    check_text(id, f"a {kind} id", max_length=200)
+    rows = _version_rows(conn, kind, id, srid)
+    if not rows:
+        raise NotFound(f"no {kind} {id!r} now or in the twin's history")
+    batches = _batches(conn, (r["batch_id"] for r in rows))
+    versions, before = [], None
+    for row in rows:
+        content = {k: v for k, v in row.items() if k not in _BOOKKEEPING and k != "geometry"}
+        if before is None or before["_op"] == "delete":  # first, or added again after a delete
+            change, changed = "created", []
+        else:
+            changed = [k for k in content if k not in ("retired_at", "retired_reason") and content[k] != before[k]]
+            if row["geom_ewkb"] != before["_ewkb"]:
+                changed = sorted([*changed, "geom"])
+            if row["retired_at"] is not None and before["retired_at"] is None:
+                change = "retired"
+            elif row["retired_at"] is None and before["retired_at"] is not None:
+                change = "revived"
+            else:
+                change = "changed"
+        versions.append({
+            "version": row["version"], "valid_from": row["valid_from"], "valid_to": row["valid_to"],
+            "op": row["op"], "change": change, "changed": changed,
+            "retired_at": row["retired_at"], "retired_reason": row["retired_reason"],
+            "batch": batches.get(row["batch_id"]),
+            "properties": {k: v for k, v in content.items() if k not in ("retired_at", "retired_reason")},
+            "geometry": row["geometry"],
+        })
+        before = {**content, "_ewkb": row["geom_ewkb"], "_op": row["op"]}
+    last = rows[-1]
+    state = ("deleted" if last["op"] == "delete" else "retired" if last["retired_at"] is not None else "current")
+    return _json_value({"kind": kind, "id": id, "state": state,
+                        "deleted_at": last["valid_to"] if state == "deleted" else None,
+                        "versions": versions})  # type: ignore[return-value]
+
+
+def _instant(value: datetime | str) -> datetime:
+    """A point in time; ISO 8601 text is parsed, and a time without a zone is UTC."""
+    if not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InputError(f"{value!r} is not an ISO 8601 time (e.g. 2025-03-01T08:00:00Z)") from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def feature(conn: sa.Connection, kind: str, id: str, *, at: datetime | str | None = None,
+            srid: int | None = None) -> dict[str, Any]:
+    """One feature as a GeoJSON Feature: its current row (live or retired), or the version
+    valid at ``at`` (a time without a zone is UTC)."""
+    _kind(kind)
+    check_text(id, f"a {kind} id", max_length=200)
+    cols = [c for c in _columns(conn, kind) if c != "geom"]
+    if at is None:
+        source, params = f"{kind}", {"i": id}
+    else:
+        source, params = f"{kind}_as_of(:t)", {"i": id, "t": _instant(at)}
+    row = conn.execute(
+        sa.text(f"SELECT {', '.join(cols)}, {_geometry_sql(srid)} FROM {source} WHERE id = :i"), params
+    ).mappings().first()
+    if row is None:
+        if at is None:
+            raise NotFound(f"no {kind} {id!r} in the twin (see its history if it was deleted)")
+        raise NotFound(f"{kind} {id!r} was not part of the network at {params['t']}")
+    props = {k: v for k, v in row.items() if k not in ("geometry", "geom_ewkb", "id")}
+    return _json_value({"type": "Feature", "id": id, "geometry": row["geometry"],
+                        "properties": {"kind": kind, **props}})  # type: ignore[return-value]
+
+
+def as_of(conn: sa.Connection, t: datetime | str) -> dict[str, Any]:
+    """The network as it stood at ``t``: features per kind, and pipes and length by utility."""
+    when = _instant(t)
+    counts = {kind: conn.execute(sa.text(f"SELECT count(*) FROM {kind}_as_of(:t)"), {"t": when}).scalar_one()
+              for kind in KINDS}
+    rows = conn.execute(
+        sa.text("SELECT utility, count(*) AS segments, sum(length_m) AS length_m "
+                "FROM segment_as_of(:t) GROUP BY utility ORDER BY utility"), {"t": when}).mappings()
+    by_utility = [{"utility": r["utility"], "segments": r["segments"], "length_m": round(float(r["length_m"]), 3)}
+                  for r in rows]
+    return _json_value({"at": when, "counts": counts, "segments_by_utility": by_utility,
+                        "length_m": round(sum(u["length_m"] for u in by_utility), 3)})  # type: ignore[return-value]
