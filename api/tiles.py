@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from api.audit import audit_now
 from api.auth import User, allow
 from api.jobs import JobResult, Progress, base_url, job_status
-from tiles.build import build_tileset, tiles_dir
+from tiles.build import NetworkChanged, build_tileset, tiles_dir
 from twin.errors import NotFound
 from twin.settings import TwinSettings
 
@@ -210,7 +210,14 @@ def schedule_refresh(app: FastAPI, user: User | str) -> str | None:
                         with state.lock:
                             state.again = False
                         runs += 1
-                        report = _build(settings, False, progress, runs)
+                        try:
+                            report = _build(settings, False, progress, runs)
+                        except NetworkChanged:
+                            # Edits landed while the build read the network: read it again
+                            # (a few times; a network that never holds still is an error).
+                            if runs >= 5:
+                                raise
+                            continue
                         with state.lock:
                             if not state.again:
                                 state.job_id = None

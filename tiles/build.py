@@ -34,7 +34,12 @@ from twin.db import open_twin
 from twin.errors import DatabaseError
 from twin.settings import TwinSettings
 
-__all__ = ["build_tileset", "tiles_dir", "FORMAT_VERSION", "Progress"]
+__all__ = ["build_tileset", "tiles_dir", "FORMAT_VERSION", "Progress", "NetworkChanged"]
+
+
+class NetworkChanged(DatabaseError):
+    """Features changed between the reads of one build; building again reads a settled network."""
+
 
 log = logging.getLogger(__name__)
 
@@ -512,7 +517,7 @@ def _detail(index: pd.DataFrame, rows: np.ndarray, detail: pd.DataFrame) -> pd.D
     pos = np.minimum(np.searchsorted(keys[order], want), len(keys) - 1)
     take = order[pos]
     if not np.all(keys[take] == want):
-        raise DatabaseError("features changed while the tiles were read; run the build again")
+        raise NetworkChanged("features changed while the tiles were read; run the build again")
     picked = detail.iloc[take].reset_index(drop=True)
     for c in extra:
         base[c] = picked[c]
