@@ -291,15 +291,10 @@ def _volume_m3(links: pd.DataFrame) -> np.ndarray:
 def network_fingerprint(conn: sa.Connection) -> str:
     """A string that changes whenever a feature the isolation model reads changes.
 
-    Inserts, updates and retirements set ``valid_from``; deletions leave a history row with
-    ``valid_to``: the latest of each, per table, read through their indexes (migration 0003).
+    The change counter of migration 0007: every write statement on a feature table moves it
+    in the writing transaction, so it moves exactly when the change becomes visible.
     """
-    parts = [
-        f"SELECT '{t}', (SELECT max(valid_from) FROM {t}), (SELECT max(valid_to) FROM {t}_history)"
-        for t in ("segment", "valve", "source", "customer", "node")
-    ]
-    rows = conn.execute(sa.text(" UNION ALL ".join(parts))).all()
-    return "|".join(f"{t}:{a.isoformat() if a else '-'}:{b.isoformat() if b else '-'}" for t, a, b in rows)
+    return str(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'changes'")).scalar())
 
 
 def build_model(

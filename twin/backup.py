@@ -322,6 +322,12 @@ def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None
     epilogue += (
         _do(f"to_regclass({_literal(_quoted(target) + '.alembic_version')}) IS NULL",
             "RAISE EXCEPTION 'the restored schema has no alembic_version'")
+        # The restored network differs from the live one: move the change counter past the
+        # live one's (migration 0007), so running servers' in-memory models re-read it.
+        + _do(f"to_regclass({_literal(_quoted(old) + '.twin_meta')}) IS NOT NULL",
+              f"UPDATE {_quoted(target)}.twin_meta SET value = (value::bigint + 1 + coalesce("
+              f"(SELECT value::bigint FROM {_quoted(old)}.twin_meta WHERE key = 'changes'), 0))::text "
+              "WHERE key = 'changes'")
         + f"DROP SCHEMA IF EXISTS {_quoted(old)} CASCADE;\n"
         "COMMIT;\n"
     )

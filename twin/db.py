@@ -35,7 +35,8 @@ def make_engine(settings: TwinSettings, **kwargs: object) -> Engine:
         raise ConfigError(f"TWIN_DB_SCHEMA {schema!r} is not a plain identifier")
     return sa.create_engine(
         url,
-        connect_args={"options": f"-c search_path={schema},public"},
+        # JIT compiling costs up to seconds on the twin's short, index-driven queries.
+        connect_args={"options": f"-c search_path={schema},public -c jit=off"},
         pool_pre_ping=True,
         **kwargs,  # type: ignore[arg-type]
     )
