@@ -1,5 +1,1186 @@
-"""Placeholder until its router is built."""
+"""OGC API - Features (Part 1 core, Part 2 CRS, Part 3 queryables) over the twin.
 
-from fastapi import APIRouter
+Collections: ``pipes`` (every current segment), ``pipes-<code>`` per utility present (CJJ 61
+codes, e.g. ``pipes-js``), ``nodes``, ``valves``, ``sources``, ``customers`` and
+``proposals``. Items are the live network (the ``current_<table>`` views: nothing retired);
+``datetime=<instant>`` reads the network as it stood then (``<table>_as_of``).
 
-router = APIRouter()
+PostgreSQL builds every feature (``json_build_object``, ``ST_AsGeoJSON``); Python only wraps
+the page in its links, so a page costs one round trip and no per-row Python.
+
+Coordinates are CRS84 (lon, lat, height) per RFC 7946 unless ``crs`` names another supported
+CRS; then they come in that CRS's axis order (EPSG:4548 is northing, easting: the survey's
+X, Y; EPSG:4326 is lat, lon). Heights are the twin's normal heights. Paging: ``limit``
+(default 10, clamped to 10,000), ``offset``, and ``next`` links carrying a keyset ``cursor``
+(features are ordered by id), so walking a million features costs the same per page.
+Query parameters that are neither standard nor a queryable of the collection are answered
+400 (OGC API - Features Part 1, /req/core/query-param-unknown).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+import numpy as np
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pyproj import CRS, Transformer
+
+from analysis.network import twin_srid
+from api.auth import User, allow
+from api.jobs import base_url
+from twin.domain import STATUSES, UTILITIES
+from twin.errors import InputError, NotFound
+
+__all__ = ["router", "CRS84", "MAX_LIMIT", "COLLECTIONS", "epsg_uri"]
+
+router = APIRouter(tags=["features"])
+
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+GEOJSON = "application/geo+json"
+SCHEMA_JSON = "application/schema+json"
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 10_000
+#: A count of a filtered request stops here (numberMatched is then left out); counts of
+#: unfiltered collections are exact and cached until the network changes.
+COUNT_CAP = 100_000
+#: Geographic CRSs offered besides CRS84 and the twin's own (lat, lon axis order).
+EXTRA_GEOGRAPHIC = (4326, 4490)
+_STANDARD_PARAMS = frozenset(
+    {"bbox", "bbox-crs", "crs", "limit", "offset", "cursor", "datetime", "f"}
+)
+
+
+def epsg_uri(srid: int) -> str:
+    return f"http://www.opengis.net/def/crs/EPSG/0/{srid}"
+
+
+# -- collections --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Field:
+    """A property of a collection's features: a column of its table."""
+
+    name: str
+    type: str  # JSON Schema type
+    title: str
+    queryable: bool = False
+    format: str | None = None
+    enum: tuple[Any, ...] | None = None
+
+    def schema(self) -> dict:
+        doc: dict[str, Any] = {"title": self.title, "type": self.type}
+        if self.format:
+            doc["format"] = self.format
+        if self.enum:
+            doc["enum"] = list(self.enum)
+        return doc
+
+
+def _f(name: str, type_: str, title: str, q: bool = False, **kw: Any) -> Field:
+    return Field(name, type_, title, q, **kw)
+
+
+_UTILITY = _f(
+    "utility",
+    "string",
+    "utility code (CJJ 61: JS water, PS drainage, RQ gas, RL heat, "
+    "DL power, TX telecom, GY industrial, QT other)",
+    True,
+    enum=tuple(UTILITIES),
+)
+_VERSIONING = (
+    _f("scope", "string", "data scope (survey area or import)", True),
+    _f("version", "integer", "version of the feature (1 = as first imported)"),
+    _f("valid_from", "string", "when this version became current", format="date-time"),
+)
+
+PIPE_FIELDS = (
+    _UTILITY,
+    _f("subtype", "string", "subtype code (YS storm, WS sewage, MQ, ...)", True),
+    _f("shape", "string", "cross-section shape", True, enum=("circular", "rect")),
+    _f("diameter_mm", "number", "diameter (mm), circular pipes", True),
+    _f("width_mm", "number", "width (mm), box culverts and duct banks"),
+    _f("height_mm", "number", "height (mm), box culverts and duct banks"),
+    _f("size_text", "string", "size as surveyed (DN300, 1000X800)"),
+    _f("material", "string", "material (材质)", True),
+    _f("burial", "string", "burial method code (ZM direct, GM pipe, ...)", True),
+    _f("pressure_mpa", "number", "pressure (MPa)"),
+    _f("voltage_kv", "number", "voltage (kV)"),
+    _f("cables", "integer", "number of cables"),
+    _f("holes_total", "integer", "duct holes in total"),
+    _f("holes_used", "integer", "duct holes used"),
+    _f("casing", "string", "casing size"),
+    _f("flow", "string", "flow direction"),
+    _f("built_year", "integer", "year built", True),
+    _f("built", "string", "built date as surveyed"),
+    _f("owner", "string", "owner (权属单位)", True),
+    _f("road", "string", "road name (道路名称)", True),
+    _f("remarks", "string", "remarks"),
+    _f("status", "string", "status", True, enum=STATUSES),
+    _f(
+        "depth_reference",
+        "string",
+        "what the depths measure to: top of pipe, or invert (drainage)",
+        True,
+        enum=("top", "invert"),
+    ),
+    _f("from_node", "string", "start node id", True),
+    _f("to_node", "string", "end node id", True),
+    _f("from_depth_m", "number", "depth at the start (m, to the depth reference)"),
+    _f("to_depth_m", "number", "depth at the end (m, to the depth reference)"),
+    _f("from_z", "number", "centreline elevation at the start (m, normal height)"),
+    _f("to_z", "number", "centreline elevation at the end (m, normal height)"),
+    _f("length_m", "number", "length (m)"),
+    *_VERSIONING,
+)
+NODE_FIELDS = (
+    _UTILITY,
+    _f("map_id", "string", "map point number (图上点号)", True),
+    _f("subtype", "string", "subtype code", True),
+    _f("feature", "string", "feature (tee, elbow, end, ...)", True),
+    _f("appurtenance", "string", "appurtenance (valve, manhole, hydrant, ...)", True),
+    _f("ground_z", "number", "ground elevation (m, normal height)"),
+    _f("depth_m", "number", "depth (m)"),
+    _f("well_depth_m", "number", "well depth (m)"),
+    _f("well_bottom_z", "number", "well bottom elevation (m)"),
+    _f("eccentric_well_id", "string", "eccentric well point"),
+    _f("sheet", "string", "map sheet (图幅号)", True),
+    _f("survey_date", "string", "survey date"),
+    _f("remarks", "string", "remarks"),
+    *_VERSIONING,
+)
+VALVE_FIELDS = (
+    _UTILITY,
+    _f("segment_id", "string", "the pipe the valve sits on", True),
+    _f("node_id", "string", "the node at the pipe's end where it sits", True),
+    _f("kind", "string", "kind of valve", True),
+    _f("operable", "boolean", "whether it turns", True),
+    _f("normally_closed", "boolean", "normally closed", True),
+    *_VERSIONING,
+)
+SOURCE_FIELDS = (
+    _UTILITY,
+    _f("node_id", "string", "node", True),
+    _f("kind", "string", "kind (water plant, pressure station, regulator, ...)", True),
+    _f("name", "string", "name", True),
+    *_VERSIONING,
+)
+CUSTOMER_FIELDS = (
+    _UTILITY,
+    _f("node_id", "string", "service node", True),
+    _f("name", "string", "name", True),
+    _f("kind", "string", "kind", True),
+    _f("critical", "boolean", "critical customer (hospital, ...)", True),
+    _f("demand", "number", "demand"),
+    *_VERSIONING,
+)
+PROPOSAL_FIELDS = (
+    _f("name", "string", "name", True),
+    _f("utility", "string", "utility code", True),
+    _f("status", "string", "review status", True, enum=("new", "reviewed", "approved", "rejected")),
+    _f("passed", "boolean", "whether the last check passed", True),
+    _f("created_by", "string", "submitted by", True),
+    _f("created_at", "string", "submitted at", format="date-time"),
+    _f("checked_at", "string", "last checked at", format="date-time"),
+    _f("decided_by", "string", "decided by", True),
+    _f("decided_at", "string", "decided at", format="date-time"),
+    _f("note", "string", "decision note"),
+    _f("override_note", "string", "override reason"),
+    _f("version", "integer", "version of the proposal geometry"),
+)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A feature collection: a table (or one utility's rows of ``segment``) and its properties."""
+
+    id: str
+    title: str
+    description: str
+    table: str
+    fields: tuple[Field, ...]
+    geometry: str  # GeoJSON geometry type
+    utility: str | None = None
+
+    @property
+    def versioned(self) -> bool:
+        return self.table != "proposal"
+
+    @property
+    def id_type(self) -> str:
+        return "integer" if self.table == "proposal" else "string"
+
+    def queryables(self) -> dict[str, Field]:
+        return {
+            f.name: f
+            for f in self.fields
+            if f.queryable and not (self.utility and f.name == "utility")
+        }
+
+
+COLLECTIONS: dict[str, Collection] = {
+    c.id: c
+    for c in (
+        Collection(
+            "pipes",
+            "Pipes",
+            "Every pipe, cable and duct of the current network (管段), "
+            "centrelines with depths and elevations.",
+            "segment",
+            PIPE_FIELDS,
+            "LineString",
+        ),
+        Collection(
+            "nodes",
+            "Nodes",
+            "Survey points (管点): features and appurtenances at the ground.",
+            "node",
+            NODE_FIELDS,
+            "Point",
+        ),
+        Collection(
+            "valves",
+            "Valves",
+            "Valves on pipes (a pipe and the node at its end).",
+            "valve",
+            VALVE_FIELDS,
+            "Point",
+        ),
+        Collection(
+            "sources",
+            "Sources",
+            "Supply sources: plants, pressure and regulator stations, heat sources.",
+            "source",
+            SOURCE_FIELDS,
+            "Point",
+        ),
+        Collection(
+            "customers",
+            "Customers",
+            "Customers on the network (critical ones flagged).",
+            "customer",
+            CUSTOMER_FIELDS,
+            "Point",
+        ),
+        Collection(
+            "proposals",
+            "Proposals",
+            "Proposed pipes and excavations under review (管线审批), as submitted.",
+            "proposal",
+            PROPOSAL_FIELDS,
+            "Geometry",
+        ),
+    )
+}
+_ORDER = ("pipes", "*utilities*", "nodes", "valves", "sources", "customers", "proposals")
+
+
+def utility_collection(code: str) -> Collection:
+    u = UTILITIES.get(code)
+    name = f"{u.name_en} {u.name_zh}" if u else code
+    return Collection(
+        f"pipes-{code.lower()}",
+        f"Pipes: {name} ({code})",
+        f"The current {name} pipes ({code}).",
+        "segment",
+        PIPE_FIELDS,
+        "LineString",
+        utility=code,
+    )
+
+
+# -- coordinate reference systems ------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutCrs:
+    """A CRS the service speaks: its URI, its PostGIS SRID and its axis order."""
+
+    uri: str
+    srid: int
+    flip: bool  # first axis north (lat or northing): PostGIS stores x = east
+    geographic: bool
+
+    @property
+    def precision(self) -> int:
+        return 8 if self.geographic else 3  # about a millimetre either way
+
+
+@lru_cache(maxsize=16)
+def _crs_of(srid: int) -> CRS:
+    return CRS.from_epsg(srid)
+
+
+def supported_crs(srid: int) -> list[OutCrs]:
+    """CRS84 first, then the twin's own CRS, then the geographic EPSG CRSs."""
+    out = [OutCrs(CRS84, 4326, False, True)]
+    for s in (srid, *EXTRA_GEOGRAPHIC):
+        if s in {c.srid for c in out[1:]}:
+            continue
+        crs = _crs_of(s)
+        out.append(
+            OutCrs(
+                epsg_uri(s),
+                s,
+                crs.axis_info[0].direction.lower() in ("north", "south"),
+                crs.is_geographic,
+            )
+        )
+    return out
+
+
+def _crs_key(text: str) -> str:
+    """``OGC:CRS84``, ``EPSG:4548``, ``urn:ogc:def:crs:EPSG::4548`` or the URI -> the URI."""
+    t = text.strip().strip("[]")
+    low = t.lower()
+    if low.endswith("crs84") and ("ogc" in low or low == "crs84"):
+        return CRS84
+    for prefix in (
+        "epsg:",
+        "urn:ogc:def:crs:epsg::",
+        "http://www.opengis.net/def/crs/epsg/0/",
+        "https://www.opengis.net/def/crs/epsg/0/",
+    ):
+        if low.startswith(prefix) and low[len(prefix) :].isdigit():
+            return epsg_uri(int(low[len(prefix) :]))
+    return t
+
+
+def parse_crs(text: str | None, srid: int, what: str = "crs") -> OutCrs:
+    if text is None:
+        return supported_crs(srid)[0]
+    want = _crs_key(text)
+    for c in supported_crs(srid):
+        if c.uri == want:
+            return c
+    raise InputError(
+        f"{what}: {text[:80]!r} is not supported; one of "
+        f"{', '.join(c.uri for c in supported_crs(srid))}"
+    )
+
+
+@lru_cache(maxsize=16)
+def _twin_area(srid: int) -> tuple[float, float, float, float]:
+    area = _crs_of(srid).area_of_use
+    return area.bounds if area else (-180.0, -90.0, 180.0, 90.0)
+
+
+@lru_cache(maxsize=16)
+def _transformer(src: int, dst: int) -> Transformer:
+    return Transformer.from_crs(_crs_of(src), _crs_of(dst), always_xy=True)
+
+
+def _to_crs84(srid: int, bounds: tuple[float, float, float, float]) -> list[float]:
+    """Bounds in the twin CRS (easting, northing) -> CRS84 [west, south, east, north]."""
+    w, s, e, n = _transformer(srid, 4326).transform_bounds(*bounds, densify_pts=21)
+    # rounded outwards: the box still holds everything
+    return [
+        math.floor(w * 1e8) / 1e8,
+        math.floor(s * 1e8) / 1e8,
+        math.ceil(e * 1e8) / 1e8,
+        math.ceil(n * 1e8) / 1e8,
+    ]
+
+
+# -- query parameters -----------------------------------------------------------------------------
+def _clean(value: str, what: str) -> str:
+    if "\x00" in value:
+        raise InputError(f"{what}: NUL characters are not allowed")
+    return value
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise InputError(f"{what}: {text[:40]!r} is not a number") from None
+    if not math.isfinite(v):
+        raise InputError(f"{what}: {text[:40]!r} is not a finite number")
+    return v
+
+
+@dataclass
+class Conditions:
+    """The SQL conditions and bound values of one request."""
+
+    where: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    key: list[Any] = field(default_factory=list)  # what the count depends on
+
+    def bind(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f":{name}"
+
+
+def bbox_filter(q: Conditions, text: str, bcrs: OutCrs, srid: int) -> None:
+    """``bbox`` (4 or 6 numbers, in the axis order of ``bbox-crs``) as conditions on ``geom``."""
+    parts = [p for p in _clean(text, "bbox").split(",")]
+    if len(parts) not in (4, 6):
+        raise InputError("bbox: 4 numbers (min, min, max, max) or 6 (with heights)")
+    v = [_number(p, "bbox") for p in parts]
+    lo, hi = (v[:2], v[2:]) if len(v) == 4 else (v[:3], v[3:])
+    if any(a > b for a, b in zip(lo, hi, strict=True)):
+        raise InputError("bbox: a minimum is larger than its maximum")
+    x0, y0, x1, y1 = lo[0], lo[1], hi[0], hi[1]
+    if bcrs.flip:
+        x0, y0, x1, y1 = y0, x0, y1, x1
+    if bcrs.geographic and not (
+        -180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90
+    ):
+        raise InputError(
+            "bbox: longitudes lie in [-180, 180] and latitudes in [-90, 90]"
+            + (" (EPSG:4326 and EPSG:4490 take latitude first)" if bcrs.flip else "")
+        )
+    q.key.append(("bbox", bcrs.srid, tuple(v)))
+    # The box goes into the SQL as a literal (numbers formatted here, nothing of the request's
+    # text): the planner then sees how much of the table it covers and picks the GiST index
+    # for a small box, the id order for a large one.
+    if bcrs.srid == srid:
+        env = f"ST_MakeEnvelope({x0!r}, {y0!r}, {x1!r}, {y1!r}, {srid})"
+    else:
+        # the box's outline, densified (its edges are curves in the twin's CRS) and cut to the
+        # twin CRS's area of use, as a polygon in the twin's CRS: one indexed test per row
+        w, s, e, n = _twin_area(srid)
+        cx0, cy0, cx1, cy1 = max(x0, w), max(y0, s), min(x1, e), min(y1, n)
+        if cx0 > cx1 or cy0 > cy1:
+            q.where.append("false")
+            return
+        env = f"ST_GeomFromText('{_outline(bcrs.srid, srid, cx0, cy0, cx1, cy1)}', {srid})"
+    q.where.append(f"geom && {env} AND ST_Intersects(geom, {env})")
+    if len(v) == 6:
+        q.where.append(f"ST_ZMax(geom) >= {q.bind(lo[2])} AND ST_ZMin(geom) <= {q.bind(hi[2])}")
+
+
+def _outline(src: int, dst: int, x0: float, y0: float, x1: float, y1: float, n: int = 64) -> str:
+    """WKT of the box (x0, y0)-(x1, y1) in ``src`` (x east), n points an edge, in ``dst``."""
+    eps = 1e-9  # a box of zero width or height still covers its line or point
+    if x1 - x0 < eps:
+        x0, x1 = x0 - eps, x1 + eps
+    if y1 - y0 < eps:
+        y0, y1 = y0 - eps, y1 + eps
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    xs = np.concatenate(
+        [x0 + (x1 - x0) * t, np.full(n, x1), x1 - (x1 - x0) * t, np.full(n, x0), [x0]]
+    )
+    ys = np.concatenate(
+        [np.full(n, y0), y0 + (y1 - y0) * t, np.full(n, y1), y1 - (y1 - y0) * t, [y0]]
+    )
+    ex, ny = _transformer(src, dst).transform(xs, ys)
+    if not (np.isfinite(ex).all() and np.isfinite(ny).all()):
+        raise InputError("bbox: cannot be transformed to the twin's CRS")
+    return "POLYGON((" + ",".join(f"{a:.4f} {b:.4f}" for a, b in zip(ex, ny, strict=True)) + "))"
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 instant (or a date: its midnight UTC); intervals are refused."""
+    t = _clean(text, "datetime").strip().upper()  # RFC 3339 allows 't' and 'z'
+    if "/" in t:
+        raise InputError(
+            "datetime: give an instant (the network as it stood then), not an interval"
+        )
+    try:
+        at = datetime.fromisoformat(t)
+    except ValueError:
+        raise InputError(
+            f"datetime: {t[:40]!r} is not an RFC 3339 instant such as 2024-05-01T12:00:00Z"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _typed(f: Field, value: str) -> Any:
+    what = f.name
+    if f.type == "integer":
+        try:
+            v = int(value)
+        except ValueError:
+            raise InputError(f"{what}: {value[:40]!r} is not an integer") from None
+        if abs(v) > 2**31 - 1:
+            raise InputError(f"{what}: {value[:40]!r} is out of range")
+        return v
+    if f.type == "number":
+        return _number(value, what)
+    if f.type == "boolean":
+        low = value.lower()
+        if low not in ("true", "false"):
+            raise InputError(f"{what}: true or false, not {value[:40]!r}")
+        return low == "true"
+    if len(value) > 200:
+        raise InputError(f"{what}: at most 200 characters")
+    return value
+
+
+def property_filters(q: Conditions, c: Collection, request: Request) -> None:
+    """Query parameters naming queryables (repeat one for any of several values); others -> 400."""
+    allowed = c.queryables()
+    values: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        if name in _STANDARD_PARAMS:
+            continue
+        _clean(name, "parameter")
+        if name not in allowed:
+            raise InputError(
+                f"unknown query parameter {name[:40]!r} for {c.id}; the standard ones are "
+                f"{', '.join(sorted(_STANDARD_PARAMS))}, the queryables "
+                f"{', '.join(allowed) or 'none'} (see /collections/{c.id}/queryables)"
+            )
+        values.setdefault(name, []).append(_clean(value, name))
+    for name in sorted(values):
+        typed = [_typed(allowed[name], v) for v in values[name]]
+        q.key.append((name, tuple(typed)))
+        if len(typed) == 1:
+            q.where.append(f"{name} = {q.bind(typed[0])}")
+        else:
+            q.where.append(f"{name} = ANY({q.bind(typed)})")
+
+
+def _encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+_CURSOR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _decode_cursor(cursor: str, c: Collection) -> Any:
+    bad = InputError("cursor: not a cursor of this service (take it from a 'next' link)")
+    if not cursor or not set(cursor) <= _CURSOR_CHARS:
+        raise bad
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if "\x00" in text or (
+        c.id_type == "integer" and not (text.isascii() and text.lstrip("-").isdigit())
+    ):
+        raise InputError("cursor: not a cursor of this collection (take it from a 'next' link)")
+    return int(text) if c.id_type == "integer" else text
+
+
+# -- SQL ------------------------------------------------------------------------------------------
+#: Moves with every write to a feature table, when it commits (migration 0007).
+_FINGERPRINT = "(SELECT value FROM twin_meta WHERE key = 'changes')"
+_PROPOSAL_MARK = (
+    "(SELECT concat_ws('|', count(*), max(id), sum(version), max(checked_at)) FROM proposal)"
+)
+
+
+def _proposal_source(srid: int) -> str:
+    """Stored proposals with their geometry in the twin CRS, read from the submitted GeoJSON.
+
+    As the proposal check reads them (analysis.proposal_input): a CRS named by the feature or
+    the document, else lon/lat if the coordinates look so, else the twin's CRS.
+    """
+    crs_name = (
+        "CASE jsonb_typeof({o} -> 'crs') WHEN 'string' THEN {o} ->> 'crs' "
+        "ELSE coalesce({o} #>> '{{crs,properties,name}}', {o} -> 'properties' ->> 'crs') END"
+    )
+    # each feature's geometry as written, and the name of the CRS it is in
+    features = f"""
+        SELECT ST_GeomFromGeoJSON((e.f -> 'geometry') - 'crs') AS g,
+               coalesce({crs_name.format(o="e.f")}, {crs_name.format(o="p.geojson")}) AS name
+          FROM jsonb_array_elements(CASE p.geojson ->> 'type'
+                   WHEN 'FeatureCollection' THEN p.geojson -> 'features'
+                   WHEN 'Feature' THEN jsonb_build_array(p.geojson)
+                   ELSE jsonb_build_array(jsonb_build_object('geometry', p.geojson))
+               END) AS e(f)
+         WHERE jsonb_typeof(e.f -> 'geometry') = 'object'"""
+    named_srid = "substring(r.name FROM '(\\d{1,9})\\s*$')::int"
+    srid_of = f"""CASE
+        WHEN r.name ~* 'CRS.?84' THEN 4326
+        WHEN r.name ~* 'EPSG' THEN
+             (SELECT s.srid FROM spatial_ref_sys s WHERE s.srid = {named_srid})
+        WHEN r.name IS NOT NULL THEN NULL
+        WHEN ST_XMin(r.g) >= -180 AND ST_XMax(r.g) <= 180
+             AND ST_YMin(r.g) >= -90 AND ST_YMax(r.g) <= 90 THEN 4326
+        ELSE {srid} END"""
+    in_twin = f"""
+        SELECT CASE WHEN k.srid = {srid} THEN ST_SetSRID(k.g, {srid})
+                    ELSE ST_Transform(ST_SetSRID(k.g, k.srid), {srid}) END AS geom
+          FROM (SELECT r.g, {srid_of} AS srid FROM ({features}) r) k
+         WHERE k.srid IS NOT NULL"""
+    return f"""(
+        SELECT p.id, p.name, p.utility, p.status, p.passed, p.created_by, p.created_at,
+               p.checked_at, p.decided_by, p.decided_at, p.note, p.override_note, p.version, g.geom
+          FROM proposal p
+          LEFT JOIN LATERAL (
+              SELECT CASE WHEN count(*) = 1 THEN (array_agg(t.geom))[1]
+                          WHEN bool_or(ST_NDims(t.geom) = 3) THEN ST_Collect(ST_Force3D(t.geom))
+                          ELSE ST_Collect(t.geom) END AS geom
+                FROM ({in_twin}) t
+          ) g ON true
+    )"""
+
+
+def _source(c: Collection, srid: int, as_of: str | None) -> str:
+    if c.table == "proposal":
+        return _proposal_source(srid) + " AS src"
+    if as_of:
+        return f"{c.table}_as_of(CAST({as_of} AS timestamptz)) AS src"
+    return f"current_{c.table} AS src"
+
+
+def _geometry(out: OutCrs, srid: int) -> str:
+    g = "geom" if out.srid == srid else f"ST_Transform(geom, {out.srid})"
+    if out.flip:
+        g = f"ST_FlipCoordinates({g})"
+    return f"ST_AsGeoJSON({g}, {out.precision}, 0)::json"
+
+
+def _feature(c: Collection, out: OutCrs, srid: int) -> str:
+    props = ", ".join(f"'{f.name}', {f.name}" for f in c.fields)
+    return (
+        f"json_build_object('type', 'Feature', 'id', id, 'geometry', {_geometry(out, srid)}, "
+        f"'properties', json_build_object({props}))"
+    )
+
+
+# -- per-process state: the collections present, their extents, counts -----------------------
+@dataclass
+class _State:
+    srid: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    utilities: tuple[str, ...] = ()
+    utilities_fp: str | None = None
+    extents: dict[str, list[float] | None] = field(default_factory=dict)
+    extents_fp: str | None = None
+    counts: dict[tuple, tuple[str, int | None]] = field(default_factory=dict)
+
+
+def _state(request: Request, conn: sa.Connection) -> _State:
+    state = getattr(request.app.state, "features", None)
+    if state is None:
+        state = _State(srid=twin_srid(conn))
+        request.app.state.features = state
+    return state
+
+
+def _utilities(state: _State, conn: sa.Connection, fp: str) -> tuple[str, ...]:
+    """The utility codes with current pipes: a skip scan of the utility index, one probe each."""
+    if state.utilities_fp == fp:
+        return state.utilities
+    rows = (
+        conn.execute(
+            sa.text(
+                "WITH RECURSIVE u AS ("
+                " (SELECT utility FROM segment ORDER BY utility LIMIT 1)"
+                " UNION ALL SELECT (SELECT s.utility FROM segment s WHERE s.utility > u.utility"
+                "                   ORDER BY s.utility LIMIT 1) FROM u WHERE u.utility IS NOT NULL)"
+                " SELECT utility FROM u WHERE utility IS NOT NULL"
+                " AND EXISTS (SELECT 1 FROM current_segment c WHERE c.utility = u.utility)"
+            )
+        )
+        .scalars()
+        .all()
+    )
+    known = [code for code in UTILITIES if code in rows]
+    codes = tuple(known + sorted(r for r in rows if r not in UTILITIES and r.isalnum()))
+    with state.lock:
+        state.utilities, state.utilities_fp = codes, fp
+    return codes
+
+
+def _extents(state: _State, conn: sa.Connection, fp: str) -> dict[str, list[float] | None]:
+    """CRS84 bounding boxes of every collection, recomputed when the network changes."""
+    if state.extents_fp == fp:
+        return state.extents
+    srid = state.srid
+    box = "ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+    parts = [
+        "SELECT 'pipes-' || lower(utility), "
+        + box
+        + " FROM (SELECT utility, ST_Extent(geom) AS e FROM current_segment GROUP BY utility) s"
+    ]
+    for c in COLLECTIONS.values():
+        if c.id != "pipes":
+            src = _source(c, srid, None)
+            parts.append(f"SELECT '{c.id}', {box} FROM (SELECT ST_Extent(geom) AS e FROM {src}) s")
+    rows = conn.execute(sa.text(" UNION ALL ".join(parts))).all()
+    raw = {r[0]: tuple(r[1:]) for r in rows if r[1] is not None}
+    pipes = [b for k, b in raw.items() if k.startswith("pipes-")]
+    if pipes:
+        raw["pipes"] = (
+            min(b[0] for b in pipes),
+            min(b[1] for b in pipes),
+            max(b[2] for b in pipes),
+            max(b[3] for b in pipes),
+        )
+    extents = {k: _to_crs84(srid, b) for k, b in raw.items()}
+    with state.lock:
+        state.extents, state.extents_fp = extents, fp
+    return extents
+
+
+def _fingerprints(conn: sa.Connection) -> tuple[str, str]:
+    """The network's fingerprint, and one that also covers the proposals."""
+    network, proposals = conn.execute(sa.text(f"SELECT {_FINGERPRINT}, {_PROPOSAL_MARK}")).one()
+    return network, f"{network}#{proposals}"
+
+
+def _collection(state: _State, conn: sa.Connection, cid: str, fp: str | None = None) -> Collection:
+    if cid in COLLECTIONS:
+        return COLLECTIONS[cid]
+    if cid.startswith("pipes-") and cid[6:].isalnum():
+        code = cid[6:].upper()
+        codes = state.utilities if state.utilities_fp is not None else ()
+        if code not in codes:  # not known yet, or new since: ask the database
+            codes = _utilities(state, conn, fp or _fingerprints(conn)[0])
+        if code in codes:
+            return utility_collection(code)
+    raise NotFound(f"no collection {cid[:60]!r}; see /collections")
+
+
+# -- documents ------------------------------------------------------------------------------------
+def _collection_doc(c: Collection, base: str, srid: int, extent: list[float] | None) -> dict:
+    url = f"{base}/collections/{c.id}"
+    doc: dict[str, Any] = {
+        "id": c.id,
+        "title": c.title,
+        "description": c.description,
+        "itemType": "feature",
+        "crs": [x.uri for x in supported_crs(srid)],
+        "storageCrs": epsg_uri(srid),
+    }
+    if extent is not None:
+        doc["extent"] = {"spatial": {"bbox": [extent], "crs": CRS84}}
+    doc["links"] = [
+        {"href": url, "rel": "self", "type": "application/json", "title": "This collection"},
+        {"href": f"{url}/items", "rel": "items", "type": GEOJSON, "title": "The features"},
+        {
+            "href": f"{url}/queryables",
+            "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+            "type": SCHEMA_JSON,
+            "title": "Queryable properties",
+        },
+        {
+            "href": f"{url}/schema",
+            "rel": "describedby",
+            "type": SCHEMA_JSON,
+            "title": "Schema of the features",
+        },
+    ]
+    return doc
+
+
+def _ordered(state: _State, conn: sa.Connection, fp: str) -> list[Collection]:
+    out: list[Collection] = []
+    for key in _ORDER:
+        if key == "*utilities*":
+            out.extend(utility_collection(u) for u in _utilities(state, conn, fp))
+        else:
+            out.append(COLLECTIONS[key])
+    return out
+
+
+_ID = Path(..., max_length=100, description="A collection id: see /collections")
+
+
+@router.get("/collections", summary="The feature collections")
+def collections(request: Request, user: User = Depends(allow("read"))) -> dict:
+    base = base_url(request)
+    with request.app.state.engine.connect() as conn:
+        state = _state(request, conn)
+        fp, fp_all = _fingerprints(conn)
+        cols = _ordered(state, conn, fp)
+        extents = _extents(state, conn, fp_all)
+    return {
+        "links": [
+            {
+                "href": f"{base}/collections",
+                "rel": "self",
+                "type": "application/json",
+                "title": "The feature collections",
+            }
+        ],
+        "collections": [_collection_doc(c, base, state.srid, extents.get(c.id)) for c in cols],
+    }
+
+
+@router.get("/collections/{collectionId}", summary="One feature collection")
+def collection(
+    request: Request, collectionId: str = _ID, user: User = Depends(allow("read"))
+) -> dict:
+    with request.app.state.engine.connect() as conn:
+        state = _state(request, conn)
+        fp, fp_all = _fingerprints(conn)
+        c = _collection(state, conn, collectionId, fp)
+        extents = _extents(state, conn, fp_all)
+    return _collection_doc(c, base_url(request), state.srid, extents.get(c.id))
+
+
+def _json_schema(c: Collection, url: str, fields: list[Field], kind: str) -> JSONResponse:
+    props: dict[str, Any] = (
+        {"id": {"title": "feature id", "type": c.id_type}} if kind == "schema" else {}
+    )
+    props.update({f.name: f.schema() for f in fields})
+    props["geometry"] = {
+        "title": "geometry",
+        "$ref": f"https://geojson.org/schema/{c.geometry}.json",
+    }
+    doc = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": url,
+        "type": "object",
+        "title": f"{c.title}: {'queryable' if kind == 'queryables' else 'feature'} properties",
+        "properties": props,
+        "additionalProperties": kind != "queryables",
+    }
+    return JSONResponse(doc, media_type=SCHEMA_JSON)
+
+
+_SCHEMA_RESPONSE = {
+    200: {"content": {SCHEMA_JSON: {"schema": {"type": "object"}}}, "description": "A JSON Schema"}
+}
+
+
+@router.get(
+    "/collections/{collectionId}/queryables",
+    summary="Properties a request may filter on",
+    response_class=JSONResponse,
+    responses=_SCHEMA_RESPONSE,
+)
+def queryables(
+    request: Request, collectionId: str = _ID, user: User = Depends(allow("read"))
+) -> JSONResponse:
+    with request.app.state.engine.connect() as conn:
+        c = _collection(_state(request, conn), conn, collectionId)
+    url = f"{base_url(request)}/collections/{c.id}/queryables"
+    return _json_schema(c, url, list(c.queryables().values()), "queryables")
+
+
+@router.get(
+    "/collections/{collectionId}/schema",
+    summary="The properties of the features",
+    response_class=JSONResponse,
+    responses=_SCHEMA_RESPONSE,
+)
+def schema(
+    request: Request, collectionId: str = _ID, user: User = Depends(allow("read"))
+) -> JSONResponse:
+    with request.app.state.engine.connect() as conn:
+        c = _collection(_state(request, conn), conn, collectionId)
+    url = f"{base_url(request)}/collections/{c.id}/schema"
+    return _json_schema(c, url, list(c.fields), "schema")
+
+
+# -- items ----------------------------------------------------------------------------------------
+def _filter_docs() -> list[dict]:
+    """Every queryable of any collection, for the OpenAPI document (each takes its own)."""
+    seen: dict[str, Field] = {}
+    for c in COLLECTIONS.values():
+        for f in c.queryables().values():
+            seen.setdefault(f.name, f)
+    return [
+        {
+            "name": f.name,
+            "in": "query",
+            "required": False,
+            "description": f"Filter: {f.title} (a queryable of some collections: see their "
+            "/queryables; repeat for any of several values)",
+            "schema": {"type": f.type, **({"maxLength": 200} if f.type == "string" else {})},
+        }
+        for f in seen.values()
+    ]
+
+
+_ITEMS_RESPONSES = {
+    200: {
+        "content": {GEOJSON: {"schema": {"type": "object"}}},
+        "description": "A GeoJSON FeatureCollection",
+    }
+}
+_ITEM_RESPONSES = {
+    200: {"content": {GEOJSON: {"schema": {"type": "object"}}}, "description": "A GeoJSON Feature"}
+}
+
+
+def _as_of(c: Collection, at: str | None, q: Conditions) -> str | None:
+    if at is None:
+        return None
+    if not c.versioned:
+        raise InputError(f"datetime: {c.id} are not versioned; leave datetime out")
+    when = parse_instant(at)
+    q.key.append(("datetime", when.isoformat()))
+    return q.bind(when)
+
+
+def _page_links(
+    request: Request,
+    c: Collection,
+    base: str,
+    limit: int,
+    offset: int,
+    cursor: str | None,
+    last_id: str | None,
+    more: bool,
+) -> list[dict]:
+    url = f"{base}/collections/{c.id}/items"
+    kept = [
+        (k, v)
+        for k, v in request.query_params.multi_items()
+        if k not in ("offset", "cursor", "limit")
+    ]
+    kept.append(("limit", str(limit)))
+
+    def link(rel: str, extra: list[tuple[str, str]], title: str) -> dict:
+        return {
+            "href": f"{url}?{urlencode(kept + extra)}",
+            "rel": rel,
+            "type": GEOJSON,
+            "title": title,
+        }
+
+    here = [("cursor", cursor)] if cursor else []
+    here += [("offset", str(offset))] if offset else []
+    links = [
+        link("self", here, "This page"),
+        {
+            "href": f"{base}/collections/{c.id}",
+            "rel": "collection",
+            "type": "application/json",
+            "title": c.title,
+        },
+    ]
+    if more and last_id is not None:
+        links.append(link("next", [("cursor", _encode_cursor(last_id))], "Next page"))
+    if offset and not cursor:
+        links.append(link("prev", [("offset", str(max(0, offset - limit)))], "Previous page"))
+    return links
+
+
+_SHORT_QUERY = sa.text(
+    "SELECT set_config('jit', 'off', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of features: the GeoJSON array as PostgreSQL wrote it, and how to go on."""
+
+    features: str
+    returned: int
+    last_id: str | None
+    more: bool
+    matched: int | None
+
+
+def read_page(
+    conn: sa.Connection,
+    state: _State,
+    c: Collection,
+    out: OutCrs,
+    q: Conditions,
+    *,
+    limit: int,
+    offset: int = 0,
+    after: Any = None,
+    as_of: str | None = None,
+) -> Page:
+    """A page of ``c`` in one statement: features ordered by id after ``after``, and the count.
+
+    The count of versioned collections is cached with the network's fingerprint, which the
+    statement reads anyway: while the network has not changed, it is not counted again.
+    """
+    srid = state.srid
+    cond = " AND ".join(q.where) or "true"
+    source = _source(c, srid, as_of)
+    page_cond = cond + (f" AND id > {q.bind(after)}" if after is not None else "")
+    filtered = bool(q.key)
+    key = (c.id, tuple(q.key))
+    known = state.counts.get(key) if c.versioned else None
+    count_sql = (
+        f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {cond}"
+        f"{f' LIMIT {COUNT_CAP + 1}' if filtered else ''}) n"
+    )
+    if c.versioned:
+        q.params["known_fp"] = known[0] if known else ""
+        head = f"fp AS (SELECT {_FINGERPRINT} AS v), "
+        fp_sql = "(SELECT v FROM fp)"
+        matched_sql = f"CASE WHEN {fp_sql} = :known_fp THEN NULL ELSE ({count_sql}) END"
+    else:
+        head, fp_sql, matched_sql = "", "NULL::text", f"({count_sql})"
+    q.params.update(n=limit + 1, off=offset, lim=limit)
+    # A page is a short query: JIT compilation (chosen for the count's estimated cost) and
+    # parallel workers would each cost more than the page itself.
+    conn.execute(_SHORT_QUERY)
+    sql = f"""
+        WITH {head}page AS MATERIALIZED (
+            SELECT s.*, row_number() OVER (ORDER BY s.id) AS rn_
+              FROM (SELECT * FROM {source} WHERE {page_cond} ORDER BY id LIMIT :n OFFSET :off) s
+        )
+        SELECT (SELECT coalesce(json_agg({_feature(c, out, srid)} ORDER BY rn_), '[]'::json)::text
+                  FROM page WHERE rn_ <= :lim) AS features,
+               (SELECT count(*) FROM page WHERE rn_ <= :lim) AS returned,
+               (SELECT id::text FROM page WHERE rn_ = :lim) AS last_id,
+               EXISTS (SELECT 1 FROM page WHERE rn_ > :lim) AS more,
+               {fp_sql} AS fp,
+               {matched_sql} AS matched
+    """
+    row = conn.execute(sa.text(sql), q.params).one()
+    matched: int | None
+    if row.matched is None and known is not None:
+        matched = known[1]  # the network has not changed since this count
+    else:
+        matched = int(row.matched)
+        if filtered and matched > COUNT_CAP:
+            matched = None  # too many to count on every request
+        if c.versioned:
+            if len(state.counts) > 4096:
+                state.counts.clear()
+            state.counts[key] = (row.fp, matched)
+    if c.utility and row.fp != state.utilities_fp:
+        state.utilities_fp = None  # the network changed: look the utilities up again
+    return Page(row.features, int(row.returned), row.last_id, bool(row.more), matched)
+
+
+@router.get(
+    "/collections/{collectionId}/items",
+    summary="Features of a collection (GeoJSON)",
+    response_class=Response,
+    responses=_ITEMS_RESPONSES,
+    openapi_extra={"parameters": _filter_docs()},
+)
+def items(
+    request: Request,
+    collectionId: str = _ID,
+    bbox: str | None = Query(
+        None,
+        max_length=400,
+        description="minx,miny,maxx,maxy (or 6 numbers with "
+        "heights) in the axis order of bbox-crs (default CRS84: lon, lat)",
+    ),
+    bbox_crs: str | None = Query(None, alias="bbox-crs", max_length=200, description="CRS of bbox"),
+    crs: str | None = Query(
+        None, max_length=200, description="CRS of the coordinates (default CRS84)"
+    ),
+    limit: int = Query(
+        DEFAULT_LIMIT,
+        ge=1,
+        le=2**31 - 1,
+        description=f"page size; at most {MAX_LIMIT} are returned",
+    ),
+    offset: int = Query(0, ge=0, le=2**31 - 1, description="features to skip"),
+    cursor: str | None = Query(
+        None, max_length=1000, description="where to go on (from a next link)"
+    ),
+    at: str | None = Query(
+        None,
+        alias="datetime",
+        max_length=100,
+        description="an instant: the network as it stood then",
+    ),
+    f: Literal["json", "geojson"] | None = Query(None, description="output format (GeoJSON only)"),
+    user: User = Depends(allow("read")),
+) -> Response:
+    limit = min(limit, MAX_LIMIT)
+    engine = request.app.state.engine
+    with engine.connect() as conn:
+        state = _state(request, conn)
+        srid = state.srid
+        c = _collection(state, conn, collectionId)
+        out = parse_crs(crs, srid)
+        q = Conditions()
+        if c.utility:
+            q.where.append(f"utility = {q.bind(c.utility)}")
+        if bbox is not None:
+            bbox_filter(q, bbox, parse_crs(bbox_crs, srid, "bbox-crs"), srid)
+        elif bbox_crs is not None:
+            parse_crs(bbox_crs, srid, "bbox-crs")
+        property_filters(q, c, request)
+        as_of = _as_of(c, at, q)
+        after = _decode_cursor(_clean(cursor, "cursor"), c) if cursor is not None else None
+        page = read_page(
+            conn, state, c, out, q, limit=limit, offset=offset, after=after, as_of=as_of
+        )
+    base = base_url(request)
+    links = _page_links(request, c, base, limit, offset, cursor, page.last_id, page.more)
+    head_json: dict[str, Any] = {"type": "FeatureCollection"}
+    if page.matched is not None:
+        head_json["numberMatched"] = page.matched
+    head_json.update(
+        numberReturned=page.returned,
+        timeStamp=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        links=links,
+    )
+    body = json.dumps(head_json, ensure_ascii=False)[:-1] + ', "features": ' + page.features + "}"
+    return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{out.uri}>"})
+
+
+@router.get(
+    "/collections/{collectionId}/items/{featureId:path}",
+    summary="One feature (GeoJSON)",
+    response_class=Response,
+    responses=_ITEM_RESPONSES,
+)
+def item(
+    request: Request,
+    collectionId: str = _ID,
+    featureId: str = Path(..., max_length=200, description="The feature's id"),
+    crs: str | None = Query(
+        None, max_length=200, description="CRS of the coordinates (default CRS84)"
+    ),
+    at: str | None = Query(
+        None,
+        alias="datetime",
+        max_length=100,
+        description="an instant: the feature as it stood then",
+    ),
+    f: Literal["json", "geojson"] | None = Query(None, description="output format (GeoJSON only)"),
+    user: User = Depends(allow("read")),
+) -> Response:
+    _clean(featureId, "featureId")
+    with request.app.state.engine.connect() as conn:
+        state = _state(request, conn)
+        srid = state.srid
+        c = _collection(state, conn, collectionId)
+        out = parse_crs(crs, srid)
+        q = Conditions()
+        if c.utility:
+            q.where.append(f"utility = {q.bind(c.utility)}")
+        as_of = _as_of(c, at, q)
+        if c.id_type == "integer":
+            if not (featureId.isascii() and featureId.isdigit()) or len(featureId) > 18:
+                raise NotFound(f"no feature {featureId[:60]!r} in {c.id}")
+            fid: Any = int(featureId)
+        else:
+            fid = featureId
+        q.where.append(f"id = {q.bind(fid)}")
+        text = conn.execute(
+            sa.text(
+                f"SELECT {_feature(c, out, srid)}::text FROM {_source(c, srid, as_of)} "
+                f"WHERE {' AND '.join(q.where)} LIMIT 1"
+            ),
+            q.params,
+        ).scalar()
+    if text is None:
+        when = f" at {at}" if at else ""
+        raise NotFound(f"no feature {featureId[:60]!r} in {c.id}{when}")
+    base = base_url(request)
+    doc = json.loads(text)
+    doc["links"] = [
+        {
+            "href": f"{base}/collections/{c.id}/items/{quote(str(featureId), safe='')}",
+            "rel": "self",
+            "type": GEOJSON,
+            "title": "This feature",
+        },
+        {
+            "href": f"{base}/collections/{c.id}",
+            "rel": "collection",
+            "type": "application/json",
+            "title": c.title,
+        },
+    ]
+    return Response(
+        json.dumps(doc, ensure_ascii=False),
+        media_type=GEOJSON,
+        headers={"Content-Crs": f"<{out.uri}>"},
+    )
