@@ -180,8 +180,13 @@ def apply_batch(
     files: list[dict],
     report: Report,
     progress: Callable[[str], None] | None = None,
+    before_commit: Callable[[sa.Connection, Report], None] | None = None,
 ) -> Report:
-    """Apply a checked batch in one transaction; fills counts and ``batch_id`` on the report."""
+    """Apply a checked batch in one transaction; fills counts and ``batch_id`` on the report.
+
+    ``before_commit(conn, report)`` runs last inside that transaction (the server records its
+    audit entry and as-built status there); raising from it rolls the whole batch back.
+    """
     frames = _feature_frames(prepared, srid)
     step = progress or (lambda _msg: None)
     with engine.begin() as conn:
@@ -208,6 +213,8 @@ def apply_batch(
             {"c": json.dumps(report.counts), "r": json.dumps(report.as_dict(), ensure_ascii=False, default=str),
              "id": batch_id},
         )
+        if before_commit is not None:
+            before_commit(conn, report)
     return report
 
 

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from ingest.load import apply_batch
 from ingest.prepare import prepare
 from ingest.report import CHECKS, Report
@@ -39,8 +41,12 @@ def ingest_tables(
     dry_run: bool = False,
     check_long: bool = True,
     progress: Progress | None = None,
+    before_commit: Callable[[sa.Connection, Report], None] | None = None,
 ) -> Report:
-    """Check one batch and, when it has no error, apply it to the twin in one transaction."""
+    """Check one batch and, when it has no error, apply it to the twin in one transaction.
+
+    ``before_commit(conn, report)`` runs inside that transaction just before it commits.
+    """
     step = progress or (lambda _m: None)
     t0 = time.perf_counter()
     crs = twin_crs(settings.crs)
@@ -61,7 +67,7 @@ def ingest_tables(
     try:
         apply_batch(engine, prepared, srid=crs.srid, kind=tables.kind, scope=scope,
                     user=settings.user or getpass.getuser(), files=report.files, report=report,
-                    progress=step)
+                    progress=step, before_commit=before_commit)
     finally:
         engine.dispose()
     report.seconds["load"] = time.perf_counter() - t1
@@ -79,6 +85,7 @@ def ingest_survey(
     scope: str = "survey",
     dry_run: bool = False,
     progress: Progress | None = None,
+    before_commit: Callable[[sa.Connection, Report], None] | None = None,
 ) -> Report:
     """Ingest the CJJ 61 two-table format; malformed files give a rejected report."""
     if axis_order not in ("ne", "en"):
@@ -91,6 +98,6 @@ def ingest_survey(
         return rejected_report(exc)
     read_s = time.perf_counter() - t0
     report = ingest_tables(tables, settings, axis_order=axis_order, scope=scope, dry_run=dry_run,
-                           progress=progress)
+                           progress=progress, before_commit=before_commit)
     report.seconds = {"read": read_s, **report.seconds}
     return report
