@@ -676,7 +676,7 @@ def scan_network(engine, *, include: Iterable[str] = ("active", "planned"), rule
     t0 = time.perf_counter()
     net = load_scan_network(engine, include)
     t1 = time.perf_counter()
-    table = load_clearance_rules(rules)
+    table = load_clearance_rules(rules, db=engine)
     pieces = combine(net)
     pairs = candidate_pairs(pieces, margin_m=float(table["clearance_m"].max()))
     t2 = time.perf_counter()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from analysis.clash import (
     Pieces,
@@ -43,6 +44,7 @@ from analysis.clash import (
     segment_closest_points,
 )
 from analysis.network import Network
+from analysis.rule_tables import RuleText, open_source, rule_source, source_bytes
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -87,12 +89,12 @@ def gas_pressure_class(pressure_mpa: np.ndarray) -> np.ndarray:
     return out
 
 
-def _read_rule_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+def _read_rule_csv(path: Path | RuleText, required: tuple[str, ...], what: str) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        table = pd.read_csv(open_source(path), dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(f"{what} file {path} does not exist") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what} file {path}: {exc}") from None
     table.columns = [c.strip().lower() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
@@ -106,7 +108,7 @@ def _read_rule_csv(path: Path, required: tuple[str, ...], what: str) -> pd.DataF
     return table
 
 
-def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: Path, what: str) -> pd.DataFrame:
+def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: Path | RuleText, what: str) -> pd.DataFrame:
     for c in cols:
         if c not in table.columns:
             table[c] = ""
@@ -122,13 +124,15 @@ def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: Path, what: str) 
 _RULE_CACHE: dict[tuple[str, str, bytes], pd.DataFrame] = {}
 
 
-def _cached_rules(what: str, path: Path, build: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
-    """``build(path)``, parsed once per file content (a proposal check reads the tables every time).
+def _cached_rules(what: str, path: Path | RuleText,
+                  build: Callable[[Path | RuleText], pd.DataFrame]) -> pd.DataFrame:
+    """``build(path)``, parsed once per content (a proposal check reads the tables every time).
 
-    Keyed by the file's bytes, so an edited table is read again; callers get a copy.
+    Keyed by the file's (or stored table's) bytes, so an edited table is read again; callers
+    get a copy.
     """
     try:
-        raw = path.read_bytes()
+        raw = source_bytes(path)
     except OSError:
         return build(path)  # the builder raises the proper error
     key = (what, str(path), hashlib.sha1(raw).digest())
@@ -141,15 +145,15 @@ def _cached_rules(what: str, path: Path, build: Callable[[Path], pd.DataFrame]) 
     return table.copy()
 
 
-def load_clearance_rules(path: Path | str | None = None, settings: TwinSettings | None = None) -> pd.DataFrame:
-    """Read a clearance rule table: ``path``, else ``settings.clearance_rules``, else the shipped one."""
-    if path is None and settings is not None:
-        path = getattr(settings, "clearance_rules", None)
-    path = Path(path) if path is not None else DEFAULT_RULES
-    return _cached_rules("clearance", path, _build_clearance_rules)
+def load_clearance_rules(path: Path | str | RuleText | None = None, settings: TwinSettings | None = None, *,
+                         db: sa.Engine | sa.Connection | None = None) -> pd.DataFrame:
+    """Read a clearance rule table: ``path``, else the one stored in the twin ``db``, else
+    ``settings.clearance_rules``, else the shipped one (see :mod:`analysis.rule_tables`)."""
+    source = rule_source("clearance_rules", path, getattr(settings, "clearance_rules", None), DEFAULT_RULES, db)
+    return _cached_rules("clearance", source, _build_clearance_rules)
 
 
-def _build_clearance_rules(path: Path) -> pd.DataFrame:
+def _build_clearance_rules(path: Path | RuleText) -> pd.DataFrame:
     table = _read_rule_csv(path, _RULE_COLUMNS, "clearance rules")
     for side in ("a", "b"):
         for c in _SIDE:

@@ -52,6 +52,19 @@ class _nullcontext:
         return None
 
 
+def _stored_rules(loader, rules: Path | None, settings):
+    """``--rules``, else the table an admin stored in the twin, else the configured or shipped one."""
+    from twin.db import open_twin
+
+    if rules is not None:
+        return loader(rules, settings)
+    engine = open_twin(settings)
+    try:
+        return loader(None, settings, db=engine)
+    finally:
+        engine.dispose()
+
+
 def _networks(proposal: Path | None):
     """The settings, the existing network (around the proposal, if any) and the proposal."""
     from analysis.network import load_network
@@ -122,11 +135,12 @@ def clearance(proposal: ProposalOpt = None, as_json: JsonOpt = False, limit: Lim
                                                          "TWIN_CLEARANCE_RULES or the shipped GB 50289 table).")] = None
               ) -> None:
     """Horizontal (parallel runs) and vertical (crossings) clearance against the rule table."""
-    from analysis.clearance import clearances
+    from analysis.clearance import clearances, load_clearance_rules
 
     def work():
         settings, existing, prop = _networks(proposal)
-        report = clearances(existing, prop, rules=rules, settings=settings)
+        report = clearances(existing, prop, rules=_stored_rules(load_clearance_rules, rules, settings),
+                            settings=settings)
 
         def show(out: Console) -> None:
             d = report.as_dict()
@@ -157,11 +171,12 @@ def cover(as_json: JsonOpt = False, limit: LimitOpt = 20,
                                                      "property (motor_lane / sidewalk), twin CRS.")] = None,
           step: Annotated[float, typer.Option("--step", help="Sampling step along pipes (m).")] = 2.0) -> None:
     """Cover depth (覆土) along every pipe against the minimum per utility and location; worst point per pipe."""
-    from analysis.cover import cover_depths
+    from analysis.cover import cover_depths, load_cover_rules
 
     def work():
         settings, existing, prop = _networks(proposal)
-        report = cover_depths(existing, prop, rules=rules, settings=settings, default_location=location,
+        report = cover_depths(existing, prop, rules=_stored_rules(load_cover_rules, rules, settings),
+                              settings=settings, default_location=location,
                               zones=_read_zones(zones) if zones else None, step_m=step)
 
         def show(out: Console) -> None:

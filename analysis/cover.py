@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import shapely
+import sqlalchemy as sa
 
 from analysis.clash import finding_key
 from analysis.clearance import (
@@ -39,6 +40,7 @@ from analysis.clearance import (
 )
 from analysis.ground import GroundModel
 from analysis.network import Network
+from analysis.rule_tables import RuleText, rule_source
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -59,15 +61,15 @@ def _location(value: object) -> str:
     return _ALIASES[key]
 
 
-def load_cover_rules(path: Path | str | None = None, settings: TwinSettings | None = None) -> pd.DataFrame:
-    """Read a cover rule table: ``path``, else ``settings.cover_rules``, else the shipped one."""
-    if path is None and settings is not None:
-        path = getattr(settings, "cover_rules", None)
-    path = Path(path) if path is not None else DEFAULT_COVER_RULES
-    return _cached_rules("cover", path, _build_cover_rules)
+def load_cover_rules(path: Path | str | RuleText | None = None, settings: TwinSettings | None = None, *,
+                     db: sa.Engine | sa.Connection | None = None) -> pd.DataFrame:
+    """Read a cover rule table: ``path``, else the one stored in the twin ``db``, else
+    ``settings.cover_rules``, else the shipped one (see :mod:`analysis.rule_tables`)."""
+    source = rule_source("cover_rules", path, getattr(settings, "cover_rules", None), DEFAULT_COVER_RULES, db)
+    return _cached_rules("cover", source, _build_cover_rules)
 
 
-def _build_cover_rules(path: Path) -> pd.DataFrame:
+def _build_cover_rules(path: Path | RuleText) -> pd.DataFrame:
     table = _read_rule_csv(path, ("id", "utility", "location", "min_cover_m", "source", "verified"), "cover rules")
     for c in ("subtype", "burial", "material"):
         if c not in table.columns:

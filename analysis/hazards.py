@@ -20,10 +20,11 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-from analysis.cover import cover_depths
+from analysis.cover import cover_depths, load_cover_rules
 from analysis.ground import load_ground
 from analysis.network import Network, load_network, twin_srid
 from analysis.records import plain
+from analysis.rule_tables import RuleText, open_source, rule_source
 from twin.domain import PRESSURISED_UTILITIES, UTILITIES
 from twin.errors import InputError
 from twin.settings import TwinSettings
@@ -52,19 +53,28 @@ class Hazards:
         return plain(asdict(self))
 
 
-def load_service_life(path: Path | str | None = None, settings: TwinSettings | None = None) -> pd.DataFrame:
-    """The service-life table: material, utility (empty: any), life_years, source, verified."""
-    path = Path(path or (settings.service_life if settings and settings.service_life else DEFAULT_SERVICE_LIFE))
+def load_service_life(path: Path | str | RuleText | None = None, settings: TwinSettings | None = None, *,
+                      db: sa.Engine | sa.Connection | None = None) -> pd.DataFrame:
+    """The service-life table: material, utility (empty: any), life_years, source, verified.
+
+    ``path``, else the table stored in the twin ``db``, else ``settings.service_life``, else the
+    shipped one (see :mod:`analysis.rule_tables`).
+    """
+    path = rule_source("service_life", path or None, getattr(settings, "service_life", None),
+                       DEFAULT_SERVICE_LIFE, db)
     try:
-        table = pd.read_csv(path, comment="#", dtype={"material": str, "utility": str, "source": str})
-    except (OSError, pd.errors.ParserError) as exc:
+        table = pd.read_csv(open_source(path), comment="#", dtype={"material": str, "utility": str, "source": str})
+    except (OSError, ValueError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise InputError(f"cannot read the service-life table {path}: {exc}") from None
     missing = {"material", "utility", "life_years", "source", "verified"} - set(table.columns)
     if missing:
         raise InputError(f"the service-life table {path} lacks column(s) {', '.join(sorted(missing))}")
-    table["life_years"] = pd.to_numeric(table["life_years"], errors="coerce")
-    if table["life_years"].isna().any():
-        raise InputError(f"the service-life table {path} has a row without a number of years")
+    years = pd.to_numeric(table["life_years"], errors="coerce")
+    if years.isna().any():
+        row = int(np.flatnonzero(years.isna())[0])
+        raise InputError(f"the service-life table {path}: row {row + 1} ({table['material'].iat[row]}): "
+                         f"life_years {table['life_years'].iat[row]!r} is not a number of years")
+    table["life_years"] = years
     table["utility"] = table["utility"].fillna("")
     return table
 
@@ -126,12 +136,13 @@ def hazards(
     ground = load_ground(engine, site, radius_m + 150.0) if len(seg) else None
     gz = ground(np.full(len(seg), x), np.full(len(seg), y)) if ground is not None else np.empty(0)
     top_depth = gz - (cz + net.half_height_m)
-    life = service_life_years(seg["material"], seg["utility"], load_service_life(settings=settings))
+    life = service_life_years(seg["material"], seg["utility"], load_service_life(settings=settings, db=engine))
     age = year - seg["built_year"].to_numpy(float)
     old = np.isfinite(age) & np.isfinite(life) & (age > life)
     shallow: set[str] = set()
     if len(seg):
-        cover = cover_depths(net, settings=settings, ground=ground)
+        cover = cover_depths(net, rules=load_cover_rules(None, settings, db=engine), settings=settings,
+                             ground=ground)
         shallow_by = {v.id: v for v in cover.violations}
         shallow = set(shallow_by)
     if utility is None and len(seg):

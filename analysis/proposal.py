@@ -206,7 +206,7 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
                     name: str | None, proposal: Network | None) -> ProposalReport:
     from analysis.clash import candidate_pairs, collisions, combine
     from analysis.clearance import clearances, load_clearance_rules
-    from analysis.cover import cover_depths
+    from analysis.cover import cover_depths, load_cover_rules
     from analysis.ground import GroundModel
     from analysis.proposal_input import load_existing_near, read_proposal
 
@@ -215,7 +215,7 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
     if not len(prop.segments):
         raise InputError("the proposal has no pipe or excavation")
     t1 = time.perf_counter()
-    rules = load_clearance_rules(None, settings)
+    rules = load_clearance_rules(None, settings, db=conn)
     margin = float(rules["clearance_m"].max()) + 2.0 if len(rules) else 5.0
     existing = load_existing_near(conn, prop, margin_m=margin)
     t2 = time.perf_counter()
@@ -227,7 +227,8 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
     clash = collisions(existing, prop, pieces=pieces, pairs=pairs)
     clear = clearances(existing, prop, rules=rules, pieces=pieces, pairs=pairs)
     ground = GroundModel.from_network(existing, prop) if len(existing.nodes) else None
-    cover = cover_depths(existing, prop, settings=settings, ground=ground) if ground is not None else None
+    cover = (cover_depths(existing, prop, rules=load_cover_rules(None, settings, db=conn), settings=settings,
+                          ground=ground) if ground is not None else None)
     t3 = time.perf_counter()
     findings = _findings(clash, clear, cover, prop_ids)
     findings.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), -f.shortfall_m, f.key))

@@ -1,5 +1,882 @@
-"""Placeholder until its router is built."""
+"""Every analysis over HTTP, OGC API - Processes style.
 
-from fastapi import APIRouter
+``GET /processes`` lists the analyses, ``GET /processes/{id}`` describes one (inputs and
+outputs as JSON schema, an example), ``POST /processes/{id}/execution`` runs it with a JSON
+body ``{"inputs": {...}}``. Inputs are validated by pydantic models (bounds, finite numbers,
+no NUL characters): a malformed body is 422, an input the analysis refuses (unknown pipe,
+point far from any pipe) is 400 or 404.
 
-router = APIRouter()
+Output: JSON by default; the drawings and the printable report are chosen with ``?f=svg`` /
+``?f=html`` (or ``Accept: image/svg+xml`` / ``text/html``, or an OGC ``outputs`` member
+naming ``svg`` or ``html``).
+
+Sync or async: fast analyses answer at once (200). ``network-scan`` always runs as a job; any
+other runs as a job when the client sends ``Prefer: respond-async``. A job is answered 201
+with ``Location: /jobs/{id}`` and its status document; poll it, then read
+``/jobs/{id}/results``. Whole-network scans run synchronously count against the per-user limit
+``TWIN_HEAVY_PER_USER`` (one more is 429), as jobs do.
+
+Every run is audited as ``process-<id>`` with its inputs and the pipe, node and valve ids it
+touched (both bounded in size).
+"""
+
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from analysis.records import plain
+from api.audit import audit_now
+from api.auth import User, allow
+from api.errors import status_of
+from api.jobs import JobResult, Progress, TooBusy, base_url, job_status
+from twin.domain import STATUSES, UTILITIES
+from twin.errors import InputError, NotFound, TwinError
+from twin.settings import TwinSettings
+
+__all__ = [
+    "router",
+    "PROCESSES",
+    "Process",
+    "ProposalDocument",
+    "HeavyRuns",
+    "audit_params",
+    "json_safe",
+]
+
+router = APIRouter(tags=["processes"])
+
+VERSION = "1.0.0"
+#: Ids kept in an audit entry (an outage may cut off thousands of pipes).
+AUDIT_IDS = 500
+#: Inputs longer than this (JSON characters) are summarised in the audit log by size and hash.
+AUDIT_VALUE_CHARS = 2000
+#: Longest section line (m): its cost grows with the pipes it crosses.
+MAX_SECTION_M = 5000.0
+#: Coordinates beyond this (m) are junk in any projected CRS (zone-prefixed eastings are < 1e8).
+MAX_COORDINATE = 1e8
+
+
+# ----------------------------------------------------------------------------- input types
+def _no_nul(value: Any, depth: int = 0) -> Any:
+    """Reject NUL characters (PostgreSQL refuses them) and non-finite numbers anywhere in ``value``."""
+    if depth > 32:
+        raise ValueError("nested too deeply")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (no NaN or infinity)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k, depth + 1)
+            _no_nul(v, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _no_nul(v, depth + 1)
+    return value
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+Text = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
+FeatureId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00]+$")]
+UtilityCode = Literal[tuple(UTILITIES)]  # type: ignore[valid-type]
+Status = Literal[tuple(STATUSES)]  # type: ignore[valid-type]
+Point = Annotated[list[Finite], Field(min_length=2, max_length=2,
+                                      description="[easting, northing] in the twin CRS (m)")]
+Position = Annotated[list[Finite], Field(min_length=2, max_length=3)]
+Line = Annotated[list[Position], Field(min_length=2, max_length=5000)]
+Ring = Annotated[list[Position], Field(min_length=4, max_length=5000)]
+#: A proposal has at most this many pipes and excavations, and this many positions in all.
+MAX_PARTS = 50
+MAX_POSITIONS = 20_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Geometry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean(cls, data: Any) -> Any:
+        return _no_nul(data)
+
+
+class LineStringGeometry(_Geometry):
+    type: Literal["LineString"]
+    coordinates: Line
+
+
+class MultiLineStringGeometry(_Geometry):
+    type: Literal["MultiLineString"]
+    coordinates: Annotated[list[Line], Field(min_length=1, max_length=MAX_PARTS)]
+
+
+class PolygonGeometry(_Geometry):
+    type: Literal["Polygon"]
+    coordinates: Annotated[list[Ring], Field(min_length=1, max_length=20)]
+
+
+class MultiPolygonGeometry(_Geometry):
+    type: Literal["MultiPolygon"]
+    coordinates: Annotated[list[Annotated[list[Ring], Field(min_length=1, max_length=20)]],
+                           Field(min_length=1, max_length=MAX_PARTS)]
+
+
+Geometry = Annotated[LineStringGeometry | MultiLineStringGeometry | PolygonGeometry | MultiPolygonGeometry,
+                     Field(discriminator="type")]
+
+
+class Feature(_Geometry):
+    """A GeoJSON Feature: a proposed pipe (LineString) or excavation (Polygon) with its properties."""
+
+    type: Literal["Feature"]
+    geometry: Geometry
+    properties: dict[str, Any] | None = Field(
+        None, description="utility, size (DN300, 1000X800) or diameter_mm / width_mm + height_mm, depth_m "
+        "or z in the coordinates, optional id, material, pressure_mpa, ... (see analysis.proposal_input)")
+    id: FeatureId | int | None = None
+
+
+class FeatureCollection(_Geometry):
+    type: Literal["FeatureCollection"]
+    features: Annotated[list[Feature], Field(min_length=1, max_length=MAX_PARTS)]
+
+
+def _size(doc: BaseModel) -> tuple[int, int]:
+    """Pipes and excavations in a proposal, and its positions."""
+    if isinstance(doc, FeatureCollection):
+        sizes = [_size(f) for f in doc.features]
+        return sum(p for p, _ in sizes), sum(n for _, n in sizes)
+    if isinstance(doc, Feature):
+        return _size(doc.geometry)
+    if isinstance(doc, LineStringGeometry):
+        return 1, len(doc.coordinates)
+    if isinstance(doc, MultiLineStringGeometry):
+        return len(doc.coordinates), sum(len(line) for line in doc.coordinates)
+    if isinstance(doc, PolygonGeometry):
+        return 1, sum(len(ring) for ring in doc.coordinates)
+    assert isinstance(doc, MultiPolygonGeometry)
+    return len(doc.coordinates), sum(len(ring) for poly in doc.coordinates for ring in poly)
+
+
+def _bounded(doc: BaseModel) -> BaseModel:
+    parts, positions = _size(doc)
+    if parts > MAX_PARTS or positions > MAX_POSITIONS:
+        raise ValueError(f"a proposal has at most {MAX_PARTS} pipes or excavations and {MAX_POSITIONS:,} "
+                         f"positions; this one has {parts} and {positions:,}")
+    return doc
+
+
+#: The proposal's schema as documented: shallow, so clients (and API fuzzers) can read it; the
+#: models above validate every level.
+_GEOJSON_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    "description": "GeoJSON FeatureCollection, Feature or geometry: a proposed pipe (LineString, "
+    "MultiLineString) or excavation (Polygon, MultiPolygon); coordinates [easting, northing(, z)] in "
+    "the twin CRS, or lon/lat (CRS84), or in a CRS named by a 'crs' member. Feature properties: "
+    "utility, size or diameter_mm / width_mm + height_mm, depth_m (or z with z_reference), ...",
+    "properties": {
+        "type": {"type": "string", "enum": ["FeatureCollection", "Feature", "LineString", "MultiLineString",
+                                            "Polygon", "MultiPolygon"]},
+        "features": {"type": "array", "maxItems": MAX_PARTS, "items": {"type": "object"}},
+        "geometry": {"type": "object"},
+        "properties": {"type": "object"},
+        "coordinates": {"type": "array"},
+    },
+}
+
+ProposalDocument = Annotated[
+    FeatureCollection | Feature | LineStringGeometry | MultiLineStringGeometry | PolygonGeometry
+    | MultiPolygonGeometry,
+    Field(discriminator="type"),
+    AfterValidator(_bounded),
+    WithJsonSchema(_GEOJSON_SCHEMA),
+]
+
+_PROPOSAL_EXAMPLE = {
+    "type": "Feature",
+    "properties": {"utility": "RQ", "size": "DN200", "depth_m": 1.2, "pressure_mpa": 0.2},
+    "geometry": {"type": "LineString", "coordinates": [[408300.0, 4035700.0], [408400.0, 4035700.0]]},
+}
+
+
+def geojson(doc: BaseModel) -> dict:
+    """A validated GeoJSON model back to the plain dict the analyses read."""
+    return doc.model_dump(mode="json", exclude_none=True)
+
+
+# ----------------------------------------------------------------------------- inputs per process
+class ShutoffInputs(_Strict):
+    """Name the burst by exactly one of ``pipe``, ``node`` or ``at``."""
+
+    pipe: FeatureId | None = Field(None, description="Id of the burst pipe.")
+    node: FeatureId | None = Field(None, description="Id of a burst node (fitting, chamber).")
+    at: Point | None = Field(None, description="[easting, northing] of the burst: the nearest pipe.")
+    failed_valves: Annotated[list[FeatureId], Field(max_length=200)] = Field(
+        default_factory=list, description="Valves that would not turn (二次关阀): the next ring is closed.")
+    max_distance_m: float = Field(25.0, gt=0, le=1000, allow_inf_nan=False,
+                                  description="How far `at` may be from a pipe (m).")
+
+    @model_validator(mode="after")
+    def _one_burst(self) -> "ShutoffInputs":
+        if sum(v is not None for v in (self.pipe, self.node, self.at)) != 1:
+            raise ValueError("name exactly one of pipe, node or at")
+        return self
+
+
+class HazardsInputs(_Strict):
+    at: Point = Field(..., description="[easting, northing] of the dig site in the twin CRS.")
+    radius_m: float = Field(10.0, gt=0, le=500, allow_inf_nan=False, description="Radius of the dig site (m).")
+    utility: UtilityCode | None = Field(None, description="Utility of the burst (default: the nearest "
+                                        "pressurised pipe's); its nearest valves are listed.")
+    valves: int = Field(6, ge=1, le=50, description="How many nearest valves to list.")
+
+
+class _Findings(_Strict):
+    limit: int = Field(1000, ge=0, le=100_000, description="Findings listed at most (counts are complete).")
+
+
+class CollisionInputs(_Findings):
+    proposal: ProposalDocument | None = Field(
+        None, description="A proposal to check against the network around it; without one the whole "
+        "network is scanned (a heavy run).")
+    min_overlap_m: float = Field(0.0, ge=0, le=10, allow_inf_nan=False,
+                                 description="Overlaps up to this (m) are not reported.")
+
+
+class ClearanceInputs(_Findings):
+    proposal: ProposalDocument | None = Field(
+        None, description="A proposal to check; without one the whole network is scanned (a heavy run).")
+
+
+class ZoneProperties(BaseModel):
+    location: Literal["motor_lane", "sidewalk"]
+
+
+class ZoneFeature(_Geometry):
+    type: Literal["Feature"]
+    geometry: Annotated[PolygonGeometry | MultiPolygonGeometry, Field(discriminator="type")]
+    properties: ZoneProperties
+
+
+class Zones(_Geometry):
+    type: Literal["FeatureCollection"]
+    features: Annotated[list[ZoneFeature], Field(max_length=1000)]
+
+
+_ZONES_SCHEMA = {
+    "type": "object",
+    "required": ["type", "features"],
+    "description": "GeoJSON FeatureCollection of Polygon or MultiPolygon features (twin CRS) with a "
+    "'location' property: motor_lane or sidewalk.",
+    "properties": {"type": {"type": "string", "enum": ["FeatureCollection"]},
+                   "features": {"type": "array", "maxItems": 1000, "items": {"type": "object"}}},
+}
+
+
+class CoverInputs(_Findings):
+    proposal: ProposalDocument | None = Field(
+        None, description="A proposal to check; without one every pipe is checked (a heavy run).")
+    location: Literal["motor_lane", "sidewalk"] | None = Field(
+        None, description="Location class where no zone applies (default TWIN_COVER_LOCATION).")
+    zones: Annotated[Zones, WithJsonSchema(_ZONES_SCHEMA)] | None = Field(
+        None, description="Polygons (twin CRS) with a 'location' property.")
+    step_m: float = Field(2.0, ge=0.1, le=100, allow_inf_nan=False, description="Sampling step along pipes (m).")
+
+
+class SectionInputs(_Strict):
+    line: Annotated[list[Point], Field(min_length=2, max_length=500)] = Field(
+        ..., description=f"The plan line: [[easting, northing], ...] in the twin CRS, at most {MAX_SECTION_M:g} m.")
+    utilities: Annotated[list[UtilityCode], Field(max_length=len(UTILITIES))] | None = Field(
+        None, description="Only these utilities.")
+
+
+class ProfileInputs(_Strict):
+    from_node: FeatureId = Field(..., description="Survey point id where the profile starts.")
+    to_node: FeatureId = Field(..., description="Survey point id where it ends (same utility).")
+
+
+class ProposalCheckInputs(_Strict):
+    proposal: ProposalDocument
+    name: Text | None = Field(None, description="Name of the proposal in the report.")
+
+
+class NetworkScanInputs(_Findings):
+    include: Annotated[list[Status], Field(min_length=1, max_length=len(STATUSES))] = Field(
+        default_factory=lambda: ["active", "planned"], description="Pipe statuses scanned.")
+
+    @field_validator("include")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+# ----------------------------------------------------------------------------- the processes
+@dataclass
+class Outcome:
+    """What a run gives: the JSON answer, drawings by format, and the ids it touched."""
+
+    value: dict
+    documents: dict[str, Callable[[], str]] = field(default_factory=dict)
+    affected: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Context:
+    engine: sa.Engine
+    settings: TwinSettings
+
+
+@dataclass(frozen=True)
+class Process:
+    """One analysis: its inputs model, outputs, and the function that runs it."""
+
+    id: str
+    title: str
+    description: str
+    inputs: type[BaseModel]
+    run: Callable[[Context, Any, Progress], Outcome]
+    formats: tuple[str, ...] = ("json",)
+    example: dict = field(default_factory=dict)
+    heavy: Callable[[Any], bool] = lambda inputs: False
+    async_only: bool = False
+    keywords: tuple[str, ...] = ()
+
+    @property
+    def job_control(self) -> list[str]:
+        return ["async-execute"] if self.async_only else ["sync-execute", "async-execute"]
+
+
+MEDIA = {"json": "application/json", "svg": "image/svg+xml", "html": "text/html"}
+
+
+def _limit(d: dict, key: str, limit: int) -> dict:
+    """Keep the first ``limit`` entries of the list ``d[key]``; say whether some were left out."""
+    items = d.get(key) or []
+    d[key] = items[:limit]
+    d["truncated"] = len(items) > limit
+    return d
+
+
+def _pair_ids(findings: list[dict]) -> list[str]:
+    return [i for f in findings for i in (f.get("a_id"), f.get("b_id")) if i is not None]
+
+
+def _existing(ctx: Context, proposal: BaseModel | None):
+    """The network to check: all of it, or the part around a proposal, and the proposal."""
+    from analysis.network import load_network
+    from analysis.proposal_input import load_existing_near, read_proposal
+
+    if proposal is None:
+        return load_network(ctx.engine), None
+    prop = read_proposal(geojson(proposal), ctx.settings, engine=ctx.engine)
+    return load_existing_near(ctx.engine, prop), prop
+
+
+def run_shutoff(ctx: Context, inputs: ShutoffInputs, progress: Progress) -> Outcome:
+    from analysis.shutoff import shutoff
+
+    d = shutoff(ctx.engine, pipe=inputs.pipe, node=inputs.node, at=inputs.at,
+                failed_valves=inputs.failed_valves, max_distance_m=inputs.max_distance_m).as_dict()
+    ids = [d["pipe"] or d["node"], *(v["id"] for v in d["valves"]), *(v["id"] for v in d["failed_valves"]),
+           *d["isolated_pipes"], *d["outage_pipes"]]
+    return Outcome(d, affected=ids)
+
+
+def run_hazards(ctx: Context, inputs: HazardsInputs, progress: Progress) -> Outcome:
+    from analysis.hazards import hazards
+
+    x, y = inputs.at
+    d = hazards(ctx.engine, x, y, inputs.radius_m, utility=inputs.utility, settings=ctx.settings,
+                valves=inputs.valves).as_dict()
+    return Outcome(d, affected=[p["id"] for p in d["pipes"]] + [v["id"] for v in d["valves"]])
+
+
+def run_collision(ctx: Context, inputs: CollisionInputs, progress: Progress) -> Outcome:
+    from analysis.clash import collisions
+
+    progress(5, "reading the network")
+    existing, prop = _existing(ctx, inputs.proposal)
+    progress(40, f"{len(existing.segments):,} segments; checking")
+    d = collisions(existing, prop, min_overlap_m=inputs.min_overlap_m).as_dict()
+    d["segments_checked"] = int(len(existing.segments))
+    d = _limit(d, "clashes", inputs.limit)
+    return Outcome(d, affected=_pair_ids(d["clashes"]))
+
+
+def run_clearance(ctx: Context, inputs: ClearanceInputs, progress: Progress) -> Outcome:
+    from analysis.clearance import clearances, load_clearance_rules
+
+    progress(5, "reading the network")
+    existing, prop = _existing(ctx, inputs.proposal)
+    progress(40, f"{len(existing.segments):,} segments; checking")
+    rules = load_clearance_rules(None, ctx.settings, db=ctx.engine)
+    d = clearances(existing, prop, rules=rules, settings=ctx.settings).as_dict()
+    d["segments_checked"] = int(len(existing.segments))
+    d = _limit(d, "violations", inputs.limit)
+    return Outcome(d, affected=_pair_ids(d["violations"]))
+
+
+def run_cover(ctx: Context, inputs: CoverInputs, progress: Progress) -> Outcome:
+    import shapely.geometry
+
+    from analysis.cover import cover_depths, load_cover_rules
+
+    progress(5, "reading the network")
+    existing, prop = _existing(ctx, inputs.proposal)
+    zones = None
+    if inputs.zones is not None:
+        zones = [(shapely.geometry.shape(geojson(f.geometry)), f.properties.location)
+                 for f in inputs.zones.features]
+    progress(40, f"{len(existing.segments):,} segments; checking")
+    rules = load_cover_rules(None, ctx.settings, db=ctx.engine)
+    d = cover_depths(existing, prop, rules=rules, settings=ctx.settings, default_location=inputs.location,
+                     zones=zones, step_m=inputs.step_m).as_dict()
+    d = _limit(d, "violations", inputs.limit)
+    return Outcome(d, affected=[v["id"] for v in d["violations"]])
+
+
+def run_section(ctx: Context, inputs: SectionInputs, progress: Progress) -> Outcome:
+    from analysis.section import cross_section, parse_line
+
+    pts = parse_line(inputs.line)
+    length = float(sum(math.dist(a, b) for a, b in zip(pts[:-1], pts[1:], strict=True)))
+    if length > MAX_SECTION_M:
+        raise InputError(f"the section line is {length:,.0f} m long; at most {MAX_SECTION_M:,.0f} m")
+    sec = cross_section(ctx.engine, pts, utilities=inputs.utilities, crs=ctx.settings.crs)
+    d = sec.as_dict()
+    return Outcome(d, {"svg": sec.to_svg}, affected=[p["id"] for p in d["pipes"]] + d["along"])
+
+
+def run_profile(ctx: Context, inputs: ProfileInputs, progress: Progress) -> Outcome:
+    from analysis.profile import longitudinal_profile
+
+    prof = longitudinal_profile(ctx.engine, inputs.from_node, inputs.to_node, crs=ctx.settings.crs)
+    d = prof.as_dict()
+    ids = [n["id"] for n in d["nodes"]] + [s["id"] for s in d["segments"]] + [c["id"] for c in d["crossings"]]
+    return Outcome(d, {"svg": prof.to_svg}, affected=ids)
+
+
+def run_proposal_check(ctx: Context, inputs: ProposalCheckInputs, progress: Progress) -> Outcome:
+    from analysis.proposal import check_proposal, report_html
+
+    report = check_proposal(ctx.engine, geojson(inputs.proposal), ctx.settings, name=inputs.name)
+    d = report.as_dict()
+
+    def section_svg() -> str:
+        if report.section is None:
+            raise NotFound("the check drew no cross-section")
+        return report.section.to_svg(title="Cross-section at the worst place 最不利处横断面")
+
+    ids = [i for f in d["findings"] for i in f["ids"]]
+    return Outcome(d, {"html": lambda: report_html(report), "svg": section_svg}, affected=ids)
+
+
+def run_network_scan(ctx: Context, inputs: NetworkScanInputs, progress: Progress) -> Outcome:
+    """Whole-network collision and clearance: one load, one candidate search shared by both."""
+    import time
+
+    from analysis.clash import candidate_pairs, collisions, combine, load_scan_network
+    from analysis.clearance import clearances, load_clearance_rules
+
+    t0 = time.perf_counter()
+    progress(2, "reading the network")
+    net = load_scan_network(ctx.engine, inputs.include)
+    t1 = time.perf_counter()
+    n = int(len(net.segments))
+    if not n:
+        raise InputError(f"the twin has no pipes of status {', '.join(inputs.include)} to scan")
+    progress(30, f"{n:,} segments read; finding candidate pairs")
+    table = load_clearance_rules(None, ctx.settings, db=ctx.engine)
+    pieces = combine(net)
+    pairs = candidate_pairs(pieces, margin_m=float(table["clearance_m"].max()) if len(table) else 0.0)
+    t2 = time.perf_counter()
+    progress(45, f"{len(pairs[0]):,} candidate pairs; collision")
+    clash = collisions(net, pieces=pieces, pairs=pairs).as_dict()
+    t3 = time.perf_counter()
+    progress(70, f"{clash['counts']['hard']:,} hard clashes; clearance")
+    clear = clearances(net, rules=table, pieces=pieces, pairs=pairs).as_dict()
+    t4 = time.perf_counter()
+    progress(95, "writing the result")
+    d = {
+        "segments": n,
+        "pieces": int(len(pieces.seg)),
+        "candidate_pairs": int(len(pairs[0])),
+        "include": inputs.include,
+        "collision": _limit(clash, "clashes", inputs.limit),
+        "clearance": _limit(clear, "violations", inputs.limit),
+        "timings_s": {"load": round(t1 - t0, 2), "candidates": round(t2 - t1, 2),
+                      "collision": round(t3 - t2, 2), "clearance": round(t4 - t3, 2),
+                      "total": round(t4 - t0, 2)},
+    }
+    return Outcome(d)
+
+
+def _whole_network(inputs: Any) -> bool:
+    return getattr(inputs, "proposal", None) is None
+
+
+PROCESSES: dict[str, Process] = {p.id: p for p in (
+    Process("shutoff", "Valve shutoff for a burst (关阀分析, 二次关阀)",
+            "Valves to close for a burst pipe, node or point, source side first; valves that will not "
+            "turn (inoperable in the twin or named failed) stepped through to the next ring; the pipes, "
+            "nodes and customers (critical first) that lose supply.",
+            ShutoffInputs, run_shutoff, example={"inputs": {"pipe": "J12-J13", "failed_valves": []}},
+            keywords=("emergency", "valve")),
+    Process("hazards", "Dig-site hazards (抢险分析)",
+            "Every pipe and cable within a radius of the dig site (nearest first, with the depth of its top), "
+            "the nearest valves of the burst utility, pipes past their service life and pipes short of cover.",
+            HazardsInputs, run_hazards, example={"inputs": {"at": [408350.0, 4035700.0], "radius_m": 10}},
+            keywords=("emergency",)),
+    Process("collision", "Collision check (碰撞)",
+            "Hard clashes (solids overlap) and duplicates in 3D with real pipe sizes: of a proposal against "
+            "the network around it, or across the whole network (heavy).",
+            CollisionInputs, run_collision, example={"inputs": {"proposal": _PROPOSAL_EXAMPLE}},
+            heavy=_whole_network, keywords=("approval",)),
+    Process("clearance", "Clearance check (水平/垂直净距)",
+            "Horizontal clearance between parallel runs and vertical clearance at crossings against the "
+            "rule table (GB 50289-2016 defaults or the table an admin stored): of a proposal, or across "
+            "the whole network (heavy).",
+            ClearanceInputs, run_clearance, example={"inputs": {"proposal": _PROPOSAL_EXAMPLE}},
+            heavy=_whole_network, keywords=("approval",)),
+    Process("cover", "Cover depth check (覆土)",
+            "Ground minus pipe top along each pipe against the minimum cover by utility and location class; "
+            "the worst point per pipe: of a proposal, or of every pipe (heavy).",
+            CoverInputs, run_cover, example={"inputs": {"proposal": _PROPOSAL_EXAMPLE, "location": "sidewalk"}},
+            heavy=_whole_network, keywords=("approval",)),
+    Process("section", "Cross-section (横断面)",
+            "Every pipe a plan line crosses: offset, elevations, size, cover and clear distances to its "
+            "neighbours, with the ground line; `?f=svg` gives the drawing at true scale.",
+            SectionInputs, run_section, formats=("json", "svg"),
+            example={"inputs": {"line": [[408300.0, 4035650.0], [408300.0, 4035750.0]]}},
+            keywords=("drawing",)),
+    Process("profile", "Longitudinal profile (纵断面)",
+            "The shortest path along one utility between two survey points: chainage, ground, top, invert, "
+            "slope per pipe, crossing pipes with their clearance; `?f=svg` gives the drawing.",
+            ProfileInputs, run_profile, formats=("json", "svg"),
+            example={"inputs": {"from_node": "J1", "to_node": "J9"}}, keywords=("drawing",)),
+    Process("proposal-check", "Proposal check without storing (管线审批)",
+            "Collision, clearance and cover of a proposed pipe or excavation against the twin, with a "
+            "cross-section at the worst place; nothing is stored (POST /proposals stores one for review). "
+            "`?f=html` gives the printable report, `?f=svg` the cross-section.",
+            ProposalCheckInputs, run_proposal_check, formats=("json", "html", "svg"),
+            example={"inputs": {"proposal": _PROPOSAL_EXAMPLE, "name": "gas main, Dongchang Road"}},
+            keywords=("approval",)),
+    Process("network-scan", "Whole-network collision and clearance scan",
+            "Hard clashes, duplicates and clearance violations across the whole live network; slow on a "
+            "large twin, so it always runs as a job with progress.",
+            NetworkScanInputs, run_network_scan, async_only=True, heavy=lambda inputs: True,
+            example={"inputs": {"include": ["active", "planned"], "limit": 1000}}, keywords=("approval",)),
+)}
+
+
+# ----------------------------------------------------------------------------- descriptions
+def _inline(schema: Any, defs: dict) -> Any:
+    """The schema with its ``$ref``s to ``defs`` replaced by their targets (no recursive models here)."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inline(defs[schema["$ref"].split("/")[-1]], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+def _inputs_schema(process: Process) -> dict:
+    schema = process.inputs.model_json_schema()
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", []))
+    out = {}
+    for name, prop in schema["properties"].items():
+        prop = _inline(prop, defs)
+        out[name] = {
+            "title": prop.pop("title", name),
+            "description": prop.get("description", ""),
+            "schema": prop,
+            "minOccurs": 1 if name in required else 0,
+            "maxOccurs": 1,
+        }
+    return out
+
+
+def _outputs_schema(process: Process) -> dict:
+    out = {"result": {"title": "The analysis result", "schema": {"type": "object",
+                                                                "contentMediaType": "application/json"}}}
+    if "svg" in process.formats:
+        out["svg"] = {"title": "The drawing (?f=svg)", "schema": {"type": "string", "contentMediaType": "image/svg+xml"}}
+    if "html" in process.formats:
+        out["html"] = {"title": "The printable report (?f=html)",
+                       "schema": {"type": "string", "contentMediaType": "text/html"}}
+    return out
+
+
+def _summary(process: Process, base: str) -> dict:
+    return {
+        "id": process.id,
+        "title": process.title,
+        "description": process.description,
+        "version": VERSION,
+        "keywords": list(process.keywords),
+        "jobControlOptions": process.job_control,
+        "outputTransmission": ["value"],
+        "links": [
+            {"href": f"{base}/processes/{process.id}", "rel": "self", "type": "application/json",
+             "title": "Process description"},
+            {"href": f"{base}/processes/{process.id}/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute",
+             "type": "application/json", "title": "Execute"},
+        ],
+    }
+
+
+def _process(process_id: str) -> Process:
+    process = PROCESSES.get(process_id)
+    if process is None:
+        raise NotFound(f"no process {process_id!r}; one of {', '.join(PROCESSES)}")
+    return process
+
+
+@router.get("/processes", summary="The analyses this server runs (OGC API - Processes)")
+def list_processes(request: Request, user: User = Depends(allow("analyse"))) -> dict:
+    base = base_url(request)
+    return {"processes": [_summary(p, base) for p in PROCESSES.values()],
+            "links": [{"href": f"{base}/processes", "rel": "self", "type": "application/json"}]}
+
+
+@router.get("/processes/{process_id}", summary="One analysis: its inputs and outputs as JSON schema")
+def describe_process(
+    request: Request,
+    process_id: Annotated[str, PathParam(max_length=100)],
+    user: User = Depends(allow("analyse")),
+) -> dict:
+    process = _process(process_id)
+    return {**_summary(process, base_url(request)), "inputs": _inputs_schema(process),
+            "outputs": _outputs_schema(process), "example": process.example}
+
+
+# ----------------------------------------------------------------------------- execution
+class HeavyRuns:
+    """How many heavy analyses each user runs synchronously; one over ``per_user`` is refused."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    @contextmanager
+    def slot(self, owner: str) -> Iterator[None]:
+        with self._lock:
+            if self._running.get(owner, 0) >= self.per_user:
+                raise TooBusy(f"{owner} already runs {self.per_user} heavy analyses; wait for one to finish "
+                              "(or run it as a job: Prefer: respond-async)")
+            self._running[owner] = self._running.get(owner, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running[owner] -= 1
+
+
+_heavy_lock = threading.Lock()
+
+
+def heavy_runs(request: Request) -> HeavyRuns:
+    """The app's per-user counter of synchronous heavy runs (made on first use)."""
+    state = request.app.state
+    with _heavy_lock:
+        if getattr(state, "heavy_runs", None) is None:
+            state.heavy_runs = HeavyRuns(state.settings.heavy_per_user)
+        return state.heavy_runs
+
+
+def json_safe(value: Any) -> Any:
+    """``plain(value)`` with infinities as None too: JSON has neither NaN nor infinity."""
+    value = plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def audit_params(params: dict) -> dict:
+    """Inputs for the audit log: long values (a proposal's GeoJSON) replaced by their size and hash."""
+    out = {}
+    for k, v in params.items():
+        text = json.dumps(v, ensure_ascii=False, default=str)
+        if len(text) > AUDIT_VALUE_CHARS:
+            out[k] = {"omitted_chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        else:
+            out[k] = v
+    return out
+
+
+def _bounded(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(str(i) for i in ids if i is not None))[:AUDIT_IDS]
+
+
+OutputFormat = Literal["json", "svg", "html"]
+
+
+def _format(process: Process, f: str | None, outputs: dict | None, accept: str) -> str:
+    """The output asked for: ``?f=``, else an OGC ``outputs`` member, else the Accept header, else JSON."""
+    fmt = f
+    if fmt is None and outputs:
+        named = [k for k in outputs if k in ("svg", "html")]
+        fmt = named[0] if len(named) == 1 else None
+    if fmt is None:
+        for name in ("svg", "html"):
+            if MEDIA[name] in accept and name in process.formats and "application/json" not in accept:
+                fmt = name
+    fmt = fmt or "json"
+    if fmt not in process.formats:
+        raise InputError(f"process {process.id} gives {', '.join(process.formats)}, not {fmt}")
+    return fmt
+
+
+def _answer(outcome: Outcome, fmt: str) -> Response:
+    if fmt == "json":
+        return JSONResponse(json_safe(outcome.value))
+    text = outcome.documents[fmt]()
+    if fmt == "html":
+        return HTMLResponse(text)
+    return Response(text, media_type=MEDIA[fmt])
+
+
+def _execute(request: Request, user: User, process: Process, body: BaseModel, f: str | None,
+             prefer: str | None) -> Response:
+    inputs = body.inputs  # type: ignore[attr-defined]
+    fmt = _format(process, f, body.outputs, request.headers.get("accept", ""))  # type: ignore[attr-defined]
+    ctx = Context(request.app.state.engine, request.app.state.settings)
+    params = inputs.model_dump(mode="json", exclude_none=True)
+    action = f"process-{process.id}"
+    wants_async = "respond-async" in (prefer or "").lower()
+    if process.async_only or wants_async:
+        return _submit(request, user, process, ctx, inputs, fmt, params, action)
+    try:
+        if process.heavy(inputs):
+            with heavy_runs(request).slot(user.name):
+                outcome = process.run(ctx, inputs, lambda percent, message: None)
+        else:
+            outcome = process.run(ctx, inputs, lambda percent, message: None)
+        response = _answer(outcome, fmt)
+    except TwinError as exc:
+        audit_now(ctx.engine, user, action, request, params=audit_params(params), status=status_of(exc))
+        raise
+    audit_now(ctx.engine, user, action, request, params=audit_params({**params, "f": fmt}),
+              affected=_bounded(outcome.affected), status=200)
+    return response
+
+
+def _submit(request: Request, user: User, process: Process, ctx: Context, inputs: BaseModel, fmt: str,
+            params: dict, action: str) -> Response:
+    """Run as a job. Audited twice: when accepted (201), and when done with the ids it touched."""
+    submitted = threading.Event()
+    job: dict[str, str] = {}
+
+    def work(progress: Progress) -> JobResult:
+        submitted.wait(10)  # the job id, for the audit entry
+        logged = audit_params({**params, "f": fmt, "job": job.get("id")})
+        try:
+            outcome = process.run(ctx, inputs, progress)
+            value = json_safe(outcome.value)
+            result = JobResult(value=value) if fmt == "json" else JobResult(
+                value=value, media_type=MEDIA[fmt], text=outcome.documents[fmt]())
+        except TwinError as exc:
+            audit_now(ctx.engine, user, action, request, params=logged, status=status_of(exc))
+            raise
+        audit_now(ctx.engine, user, action, request, params=logged, affected=_bounded(outcome.affected),
+                  status=200)
+        return result
+
+    job_id = request.app.state.jobs.submit(process.id, user.name, {**params, "f": fmt}, work)
+    job["id"] = job_id
+    submitted.set()
+    audit_now(ctx.engine, user, action, request, params=audit_params({**params, "f": fmt, "job": job_id}),
+              status=201)
+    doc = jsonable_encoder(job_status(job_id, request, user))
+    location = f"{base_url(request)}/jobs/{job_id}"
+    return JSONResponse(doc, status_code=201, headers={"Location": location, "Preference-Applied": "respond-async"})
+
+
+_OUTPUT_HELP = "Output: json (default), svg (drawing) or html (printable report), where the process has it."
+_PREFER_HELP = "'respond-async' runs the analysis as a job (201, Location: /jobs/{id})."
+_EXEC_RESPONSES = {
+    200: {"description": "The result (JSON, or SVG/HTML with ?f=)",
+          "content": {"application/json": {"schema": {"type": "object"}},
+                      "image/svg+xml": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}}},
+    201: {"description": "Accepted as a job: its status document; Location names it",
+          "content": {"application/json": {"schema": {"type": "object"}}}},
+}
+
+
+def _execution_body(process: Process) -> type[BaseModel]:
+    required = any(f.is_required() for f in process.inputs.model_fields.values())
+    inputs_field = (process.inputs, ...) if required else (process.inputs, Field(default_factory=process.inputs))
+    name = "".join(w.capitalize() for w in process.id.split("-")) + "Execution"
+    return create_model(
+        name,
+        __config__=ConfigDict(extra="forbid"),
+        inputs=inputs_field,
+        outputs=(dict[Annotated[str, StringConstraints(max_length=50)], dict[str, Any] | None] | None,
+                 Field(None, max_length=10, description="OGC outputs: name 'svg' or 'html' to get that output")),
+        response=(Literal["raw", "document"] | None, None),
+    )
+
+
+def _execution_route(process: Process) -> Callable[..., Response]:
+    body_model = _execution_body(process)
+
+    def execute(
+        request: Request,
+        body: body_model,  # type: ignore[valid-type]
+        f: OutputFormat | None = Query(None, description=_OUTPUT_HELP),
+        prefer: str | None = Header(None, max_length=200, description=_PREFER_HELP),
+        user: User = Depends(allow("analyse")),
+    ) -> Response:
+        return _execute(request, user, process, body, f, prefer)
+
+    execute.__name__ = f"execute_{process.id.replace('-', '_')}"
+    execute.__doc__ = process.description
+    return execute
+
+
+for _p in PROCESSES.values():
+    router.add_api_route(
+        f"/processes/{_p.id}/execution", _execution_route(_p), methods=["POST"], response_class=Response,
+        summary=f"Run: {_p.title}" + (" (always a job)" if _p.async_only else ""), responses=_EXEC_RESPONSES,
+    )
+
+
+@router.post("/processes/{process_id}/execution", include_in_schema=False)
+def execute_unknown(process_id: str, user: User = Depends(allow("analyse"))) -> dict:
+    _process(process_id)  # every known process has its own route above
+    raise NotFound(f"no process {process_id!r}")

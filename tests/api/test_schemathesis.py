@@ -20,6 +20,7 @@ from tests.conftest import drop_schema
 
 ARTIFACTS = ROOT / "test-artifacts" / "schemathesis"
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance"
+#: One worker: with threads, CPython 3.11 can crash inside schemathesis (cpython gh-106905).
 #: Kept out of the fuzzing: they would sign the fuzzer itself out. Tested in test_auth.
 EXCLUDE = r"^/admin/users/\{name\}$"
 
@@ -47,7 +48,7 @@ def test_schemathesis_finds_no_server_errors(fuzz_server, tmp_path: Path) -> Non
          "-H", f"Authorization: {headers['Authorization']}",
          "--checks", CHECKS, "--exclude-path-regex", EXCLUDE,
          "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--seed", "7",
-         "--generation-database", "none", "--workers", "2", "--request-timeout", "60",
+         "--generation-database", "none", "--workers", "1", "--request-timeout", "60",
          "--no-color", "--report", "junit", "--report-dir", str(ARTIFACTS)],
         capture_output=True, text=True, timeout=900, check=False,
     )
