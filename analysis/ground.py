@@ -70,6 +70,7 @@ class GroundModel:
     def from_network(cls, network: Network, *more: Network) -> GroundModel:
         """The ground of the nodes of one or more networks (x, y, ground_z)."""
         xyz = np.vstack([n.node_xyz for n in (network, *more) if len(n.node_xyz)] or [np.empty((0, 3))])
+        xyz = xyz[np.isfinite(xyz).all(axis=1)]  # nodes whose ground is unknown say nothing of it
         return cls(xyz[:, :2], xyz[:, 2])
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ proposal.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,7 +90,14 @@ def _crs_name(obj: Mapping[str, Any]) -> str | None:
     return str(crs) if crs else None
 
 
+@functools.lru_cache(maxsize=8)
+def _crs(name: str) -> CRS:
+    return CRS.from_user_input(name)
+
+
+@functools.lru_cache(maxsize=64)
 def _transformer(src: str, twin: str) -> Transformer:
+    """Cached: building a transformer costs about 0.1-0.3 s; pyproj's are thread-safe."""
     try:
         source = CRS.from_user_input(src)
     except Exception as exc:  # pyproj's CRSError
@@ -165,6 +173,12 @@ def _read_parts(parts: list[dict], everything: shapely.Geometry, conn: sa.Connec
         _check_near_twin(conn, everything)
     if ground is None and any(not p["has_z"] or p["excavation"] for p in parts):
         ground = _ground_near(conn, everything)
+    elif ground is None and conn is not None:
+        # Heights given as z: the ground still matters (cover, depths); the survey's if any.
+        try:
+            ground = _ground_near(conn, everything)
+        except InputError:
+            ground = None
     return _network(parts, ground)
 
 
@@ -187,7 +201,7 @@ def _looks_lonlat(xy: np.ndarray) -> bool:
 
 
 def _to_twin_crs(parts: list[dict], settings: TwinSettings) -> None:
-    twin = CRS.from_user_input(settings.crs)
+    twin = _crs(settings.crs)
     for p in parts:
         src = p["crs"]
         if src is None and _looks_lonlat(p["xyz"][:, :2]):
@@ -384,7 +398,7 @@ def _network(parts: list[dict], ground: GroundModel | None) -> Network:
     for r, line, g in zip(rows, lines, grounds, strict=True):
         for end, xyz, gz, dep in (("from_node", line[0], g[0], r["from_depth_m"]),
                                   ("to_node", line[-1], g[1], r["to_depth_m"])):
-            gz = float(gz) if np.isfinite(gz) else float(xyz[2])
+            gz = float(gz) if np.isfinite(gz) else np.nan  # unknown: never the pipe's own height
             node_rows.append({"id": r[end], "utility": r["utility"], "subtype": r["subtype"], "feature": None,
                               "appurtenance": None, "ground_z": gz, "depth_m": dep, "well_depth_m": np.nan,
                               "well_bottom_z": np.nan, "version": 0, "x": float(xyz[0]), "y": float(xyz[1])})

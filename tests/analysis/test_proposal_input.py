@@ -175,6 +175,18 @@ def test_shallow_proposal_lacks_cover(small_twin, twin_settings):
     assert v.cover_m == pytest.approx(0.5, abs=0.005) and v.required_m == 0.9 and v.proposal
 
 
+def test_elevations_take_the_ground_from_the_survey_not_the_pipe(small_twin, twin_settings):
+    # A gas main given by z, its top 1.5 m under the survey ground (about 35.2 there): its ends'
+    # ground is the survey's, and its cover is 1.5 m, not minus a radius.
+    feat = _line({"utility": "RQ", "size": "DN200", "z_reference": "top", "id": "G"},
+                 coords=[[410020, 4034995, 35.19 - 1.5], [410020, 4035008, 35.19 - 1.5]])
+    prop = read_proposal(feat, twin_settings, engine=small_twin)
+    assert prop.node_xyz[:, 2] == pytest.approx([35.19, 35.19], abs=0.03)
+    existing = load_existing_near(small_twin, prop)
+    ground = GroundModel.from_network(existing, prop)
+    assert cover_depths(existing, prop, ground=ground).violations == []  # 1.5 m >= 0.9 m for gas
+
+
 @pytest.mark.parametrize("coords", [
     [(4034990, 410020), (4035010, 410020)],   # northing, easting: the survey axis order
     [(510020, 3034990), (510020, 3035010)],   # another place altogether
