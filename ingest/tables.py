@@ -296,8 +296,11 @@ def _read_csv_arrow(text: str, delimiter: str) -> pd.DataFrame | None:
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    first_line = text.split("\n", 1)[0]
-    header = next(csv.reader([first_line], delimiter=delimiter), [])
+    first_line = text.split("\n", 1)[0].removesuffix("\r")
+    try:
+        header = next(csv.reader([first_line], delimiter=delimiter), [])
+    except csv.Error:  # a lone carriage return inside the header line: the careful reader
+        return None
     if not header or len(set(header)) != len(header) or re.search(r"\n[ \t\r]*\n", text):
         return None
     try:

@@ -350,6 +350,7 @@ MALFORMED = [
     ("empty_xlsx_file",    with_points(b"", "points.xlsx"), {},                                      "F002", ["points.xlsx", "empty"]),
     ("blank_segments",     with_segments(b" \r\n\t\n"), {},                                          "F002", ["segments.csv", "empty"]),
     ("bom_only",           with_segments(b"\xef\xbb\xbf"), {},                                       "F002", ["segments.csv", "empty"]),
+    ("lone_cr_in_header",  with_points(b"\xc3\xb0\rrf\n1\n"), {},                                       "F001", ["points.csv", "missing column"]),
 ]
 
 
