@@ -62,9 +62,9 @@ def _prepare() -> tuple[list[str], list[str]]:
         if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": USER}).first() is None:
             add_user(conn, USER, "viewer", PASSWORD, by="bench")
         pipes = [r[0] for r in conn.execute(sa.text(
-            "SELECT id FROM current_segment TABLESAMPLE SYSTEM (1) WHERE utility = 'JS' LIMIT 2000"))]
+            "SELECT id FROM segment TABLESAMPLE SYSTEM (1) WHERE utility = 'JS' AND retired_at IS NULL LIMIT 2000"))]
         mids = conn.execute(sa.text(
-            "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM current_segment "
+            "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM segment "
             "TABLESAMPLE SYSTEM (0.5) LIMIT 2000")).all()
         srid = conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar()
     engine.dispose()
