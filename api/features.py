@@ -780,6 +780,11 @@ def _ordered(state: _State, conn: sa.Connection, fp: str) -> list[Collection]:
 
 
 _ID = Path(..., max_length=100, description="A collection id: see /collections")
+_CRS = Query(None, max_length=200, description="CRS of the coordinates (default CRS84)")
+_DATETIME = Query(
+    None, alias="datetime", max_length=100, description="an instant: the network as it stood then"
+)
+_FORMAT = Query(None, description="output format (GeoJSON only)")
 
 
 @router.get("/collections", summary="The feature collections")
@@ -899,6 +904,19 @@ _ITEMS_RESPONSES = {
 _ITEM_RESPONSES = {
     200: {"content": {GEOJSON: {"schema": {"type": "object"}}}, "description": "A GeoJSON Feature"}
 }
+
+
+def _read(
+    request: Request, conn: sa.Connection, collection_id: str, crs: str | None
+) -> tuple[_State, Collection, OutCrs, Conditions]:
+    """The collection, the CRS of the answer and the conditions every read of it starts with."""
+    state = _state(request, conn)
+    c = _collection(state, conn, collection_id)
+    out = parse_crs(crs, state.srid)
+    q = Conditions()
+    if c.utility:
+        q.where.append(f"utility = {q.bind(c.utility)}")
+    return state, c, out, q
 
 
 def _as_of(c: Collection, at: str | None, q: Conditions) -> str | None:
@@ -1058,9 +1076,7 @@ def items(
         "heights) in the axis order of bbox-crs (default CRS84: lon, lat)",
     ),
     bbox_crs: str | None = Query(None, alias="bbox-crs", max_length=200, description="CRS of bbox"),
-    crs: str | None = Query(
-        None, max_length=200, description="CRS of the coordinates (default CRS84)"
-    ),
+    crs: str | None = _CRS,
     limit: int = Query(
         DEFAULT_LIMIT,
         ge=1,
@@ -1071,25 +1087,15 @@ def items(
     cursor: str | None = Query(
         None, max_length=1000, description="where to go on (from a next link)"
     ),
-    at: str | None = Query(
-        None,
-        alias="datetime",
-        max_length=100,
-        description="an instant: the network as it stood then",
-    ),
-    f: Literal["json", "geojson"] | None = Query(None, description="output format (GeoJSON only)"),
+    at: str | None = _DATETIME,
+    f: Literal["json", "geojson"] | None = _FORMAT,
     user: User = Depends(allow("read")),
 ) -> Response:
     limit = min(limit, MAX_LIMIT)
     engine = request.app.state.engine
     with engine.connect() as conn:
-        state = _state(request, conn)
+        state, c, out, q = _read(request, conn, collectionId, crs)
         srid = state.srid
-        c = _collection(state, conn, collectionId)
-        out = parse_crs(crs, srid)
-        q = Conditions()
-        if c.utility:
-            q.where.append(f"utility = {q.bind(c.utility)}")
         if bbox is not None:
             bbox_filter(q, bbox, parse_crs(bbox_crs, srid, "bbox-crs"), srid)
         elif bbox_crs is not None:
@@ -1124,27 +1130,15 @@ def item(
     request: Request,
     collectionId: str = _ID,
     featureId: str = Path(..., max_length=200, description="The feature's id"),
-    crs: str | None = Query(
-        None, max_length=200, description="CRS of the coordinates (default CRS84)"
-    ),
-    at: str | None = Query(
-        None,
-        alias="datetime",
-        max_length=100,
-        description="an instant: the feature as it stood then",
-    ),
-    f: Literal["json", "geojson"] | None = Query(None, description="output format (GeoJSON only)"),
+    crs: str | None = _CRS,
+    at: str | None = _DATETIME,
+    f: Literal["json", "geojson"] | None = _FORMAT,
     user: User = Depends(allow("read")),
 ) -> Response:
     _clean(featureId, "featureId")
     with request.app.state.engine.connect() as conn:
-        state = _state(request, conn)
+        state, c, out, q = _read(request, conn, collectionId, crs)
         srid = state.srid
-        c = _collection(state, conn, collectionId)
-        out = parse_crs(crs, srid)
-        q = Conditions()
-        if c.utility:
-            q.where.append(f"utility = {q.bind(c.utility)}")
         as_of = _as_of(c, at, q)
         if c.id_type == "integer":
             if not (featureId.isascii() and featureId.isdigit()) or len(featureId) > 18:

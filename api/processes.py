@@ -389,15 +389,26 @@ def _pair_ids(findings: list[dict]) -> list[str]:
     return [i for f in findings for i in (f.get("a_id"), f.get("b_id")) if i is not None]
 
 
-def _existing(ctx: Context, proposal: BaseModel | None):
+def _existing(ctx: Context, proposal: BaseModel | None, progress: Progress):
     """The network to check: all of it, or the part around a proposal, and the proposal."""
     from analysis.network import load_network
     from analysis.proposal_input import load_existing_near, read_proposal
 
+    progress(5, "reading the network")
     if proposal is None:
-        return load_network(ctx.engine), None
-    prop = read_proposal(geojson(proposal), ctx.settings, engine=ctx.engine)
-    return load_existing_near(ctx.engine, prop), prop
+        existing, prop = load_network(ctx.engine), None
+    else:
+        prop = read_proposal(geojson(proposal), ctx.settings, engine=ctx.engine)
+        existing = load_existing_near(ctx.engine, prop)
+    progress(40, f"{len(existing.segments):,} segments; checking")
+    return existing, prop
+
+
+def _pairs(d: dict, key: str, limit: int, segments_checked: int) -> Outcome:
+    """The outcome of a check of pairs of pipes: the first ``limit`` findings; both ids affected."""
+    d["segments_checked"] = segments_checked
+    d = _limit(d, key, limit)
+    return Outcome(d, affected=_pair_ids(d[key]))
 
 
 def run_shutoff(ctx: Context, inputs: ShutoffInputs, progress: Progress) -> Outcome:
@@ -422,26 +433,18 @@ def run_hazards(ctx: Context, inputs: HazardsInputs, progress: Progress) -> Outc
 def run_collision(ctx: Context, inputs: CollisionInputs, progress: Progress) -> Outcome:
     from analysis.clash import collisions
 
-    progress(5, "reading the network")
-    existing, prop = _existing(ctx, inputs.proposal)
-    progress(40, f"{len(existing.segments):,} segments; checking")
+    existing, prop = _existing(ctx, inputs.proposal, progress)
     d = collisions(existing, prop, min_overlap_m=inputs.min_overlap_m).as_dict()
-    d["segments_checked"] = int(len(existing.segments))
-    d = _limit(d, "clashes", inputs.limit)
-    return Outcome(d, affected=_pair_ids(d["clashes"]))
+    return _pairs(d, "clashes", inputs.limit, len(existing.segments))
 
 
 def run_clearance(ctx: Context, inputs: ClearanceInputs, progress: Progress) -> Outcome:
     from analysis.clearance import clearances, load_clearance_rules
 
-    progress(5, "reading the network")
-    existing, prop = _existing(ctx, inputs.proposal)
-    progress(40, f"{len(existing.segments):,} segments; checking")
+    existing, prop = _existing(ctx, inputs.proposal, progress)
     rules = load_clearance_rules(None, ctx.settings, db=ctx.engine)
     d = clearances(existing, prop, rules=rules, settings=ctx.settings).as_dict()
-    d["segments_checked"] = int(len(existing.segments))
-    d = _limit(d, "violations", inputs.limit)
-    return Outcome(d, affected=_pair_ids(d["violations"]))
+    return _pairs(d, "violations", inputs.limit, len(existing.segments))
 
 
 def run_cover(ctx: Context, inputs: CoverInputs, progress: Progress) -> Outcome:
@@ -449,13 +452,11 @@ def run_cover(ctx: Context, inputs: CoverInputs, progress: Progress) -> Outcome:
 
     from analysis.cover import cover_depths, load_cover_rules
 
-    progress(5, "reading the network")
-    existing, prop = _existing(ctx, inputs.proposal)
     zones = None
     if inputs.zones is not None:
         zones = [(shapely.geometry.shape(geojson(f.geometry)), f.properties.location)
                  for f in inputs.zones.features]
-    progress(40, f"{len(existing.segments):,} segments; checking")
+    existing, prop = _existing(ctx, inputs.proposal, progress)
     rules = load_cover_rules(None, ctx.settings, db=ctx.engine)
     d = cover_depths(existing, prop, rules=rules, settings=ctx.settings, default_location=inputs.location,
                      zones=zones, step_m=inputs.step_m).as_dict()

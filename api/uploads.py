@@ -94,6 +94,9 @@ Encoding = Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030"]
 BIGINT = 2**63 - 1
 SCOPE = r"^[\w.:/ -]{1,100}$"
 
+_POINTS = File(..., description="Point table (管线点成果表), CSV or XLSX")
+_SEGMENTS = File(..., description="Segment table (管线段成果表), CSV or XLSX")
+
 #: Progress of a job at the start of each table's load (the ingest loads them in this order).
 _LOAD_PERCENT = {"node": 40, "segment": 55, "valve": 70, "source": 80, "customer": 88}
 
@@ -328,6 +331,74 @@ def _refresh_tiles(app, user: User) -> str | None:
         return None
 
 
+def _submit_import_job(
+    request: Request,
+    user: User,
+    kind: str,
+    folder: Path,
+    files: list[Upload],
+    options: ImportOptions,
+    *,
+    affected: Callable[[int | None], list[str]] = lambda batch_id: [str(batch_id)],
+    audit_extra: dict | None = None,
+    job_params: dict | None = None,
+    claim: Callable[[sa.Connection, Report], None] | None = None,
+    finish: Callable[[dict], dict] | None = None,
+) -> str:
+    """Run the ingest of saved uploads as a job ``kind``; its id.
+
+    The audit entry (action ``kind``) is written in the batch's own transaction, after
+    ``claim`` (which may refuse the batch by raising); a rejected batch is recorded with its
+    entry; after an applied batch the tileset refresh is scheduled. ``finish`` may add to the
+    result. The job removes ``folder`` when it ends (or at once when it cannot be submitted).
+    """
+    app = request.app
+
+    def params(report: Report) -> dict:
+        return _audit_params(files, options, report, **(audit_extra or {}))
+
+    def before_commit(conn: sa.Connection, report: Report) -> None:
+        if claim is not None:
+            claim(conn, report)
+        audit(conn, user, kind, request, params=params(report), affected=affected(report.batch_id))
+
+    def work(progress: Progress) -> JobResult:
+        try:
+            report = _run_ingest(
+                request,
+                user,
+                files,
+                options,
+                progress=_Stages(progress),
+                before_commit=before_commit,
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        progress(95, "recording the report")
+        if report.status == "rejected":
+            with app.state.engine.begin() as conn:
+                batch_id = _record_rejected(conn, user, options, report)
+                audit(conn, user, kind, request, params=params(report), affected=affected(batch_id))
+        elif report.status == "checked":  # a dry run: no batch
+            with app.state.engine.begin() as conn:
+                audit(conn, user, kind, request, params=params(report))
+        result = report.as_dict()
+        if report.status == "applied":
+            result["tile_refresh_job"] = _refresh_tiles(app, user)
+        return JobResult(value=finish(result) if finish is not None else result)
+
+    try:
+        return app.state.jobs.submit(
+            kind,
+            user.name,
+            {**(job_params or {}), **options.params(), "files": [f.info for f in files]},
+            work,
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def _submitted(request: Request, user: User, job_id: str) -> JSONResponse:
     doc = jobs.job_status(job_id, request, user)
     return JSONResponse(
@@ -350,8 +421,8 @@ def _submitted(request: Request, user: User, job_id: str) -> JSONResponse:
 )
 def submit_import(
     request: Request,
-    points: UploadFile = File(..., description="Point table (管线点成果表), CSV or XLSX"),
-    segments: UploadFile = File(..., description="Segment table (管线段成果表), CSV or XLSX"),
+    points: UploadFile = _POINTS,
+    segments: UploadFile = _SEGMENTS,
     axis_order: AxisOrder = Form(
         "ne", description="ne: X is northing (Chinese survey); en: X is easting"
     ),
@@ -369,57 +440,7 @@ def submit_import(
 ) -> JSONResponse:
     options = ImportOptions(axis_order, scope, encoding, _column_mapping(columns), dry_run)
     folder, files = _save_uploads(points, segments)
-    app = request.app
-
-    def before_commit(conn: sa.Connection, report: Report) -> None:
-        audit(
-            conn,
-            user,
-            "import",
-            request,
-            params=_audit_params(files, options, report),
-            affected=[str(report.batch_id)],
-        )
-
-    def work(progress: Progress) -> JobResult:
-        try:
-            report = _run_ingest(
-                request,
-                user,
-                files,
-                options,
-                progress=_Stages(progress),
-                before_commit=before_commit,
-            )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        progress(95, "recording the report")
-        if report.status == "rejected":
-            with app.state.engine.begin() as conn:
-                batch_id = _record_rejected(conn, user, options, report)
-                audit(
-                    conn,
-                    user,
-                    "import",
-                    request,
-                    params=_audit_params(files, options, report),
-                    affected=[str(batch_id)],
-                )
-        elif report.status == "checked":
-            with app.state.engine.begin() as conn:
-                audit(conn, user, "import", request, params=_audit_params(files, options, report))
-        result = report.as_dict()
-        if report.status == "applied":
-            result["tile_refresh_job"] = _refresh_tiles(app, user)
-        return JobResult(value=result)
-
-    try:
-        job_id = app.state.jobs.submit(
-            "import", user.name, {**options.params(), "files": [f.info for f in files]}, work
-        )
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+    job_id = _submit_import_job(request, user, "import", folder, files, options)
     return _submitted(request, user, job_id)
 
 
@@ -589,8 +610,8 @@ def _asbuilt_full(conn: sa.Connection, asbuilt_id: int, base: str) -> dict:
 )
 def submit_asbuilt(
     request: Request,
-    points: UploadFile = File(..., description="Point table (管线点成果表), CSV or XLSX"),
-    segments: UploadFile = File(..., description="Segment table (管线段成果表), CSV or XLSX"),
+    points: UploadFile = _POINTS,
+    segments: UploadFile = _SEGMENTS,
     name: str = Form(..., min_length=1, max_length=200, description="Project or contract name"),
     axis_order: AxisOrder = Form("ne"),
     scope: str | None = Form(
@@ -851,7 +872,7 @@ def commit_asbuilt(
             ]
         )
 
-        def before_commit(tx: sa.Connection, report: Report) -> None:
+        def claim(tx: sa.Connection, report: Report) -> None:
             done = tx.execute(
                 sa.text(
                     "UPDATE asbuilt SET status = 'committed', committed_by = :u, "
@@ -864,56 +885,25 @@ def commit_asbuilt(
                 raise Conflict(
                     f"as-built batch {asbuilt_id} is no longer reviewed; nothing was applied"
                 )
-            audit(
-                tx,
-                user,
-                "asbuilt-commit",
-                request,
-                params=_audit_params(files, options, report, name=row["name"]),
-                affected=[f"asbuilt:{asbuilt_id}", str(report.batch_id)],
-            )
 
-        def work(progress: Progress) -> JobResult:
-            try:
-                report = _run_ingest(
-                    request,
-                    user,
-                    files,
-                    options,
-                    progress=_Stages(progress),
-                    before_commit=before_commit,
-                )
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-            progress(95, "recording the report")
-            if report.status == "rejected":
-                with app.state.engine.begin() as tx:
-                    batch_id = _record_rejected(tx, user, options, report)
-                    audit(
-                        tx,
-                        user,
-                        "asbuilt-commit",
-                        request,
-                        params=_audit_params(files, options, report, name=row["name"]),
-                        affected=[f"asbuilt:{asbuilt_id}", str(batch_id)],
-                    )
-            result = report.as_dict()
-            if report.status == "applied":
-                result["tile_refresh_job"] = _refresh_tiles(app, user)
+        def finish(result: dict) -> dict:
             with app.state.engine.connect() as c:
                 status = c.execute(
                     sa.text("SELECT status FROM asbuilt WHERE id = :i"), {"i": asbuilt_id}
                 ).scalar()
-            return JobResult(value={**result, "asbuilt": {"id": asbuilt_id, "status": status}})
+            return {**result, "asbuilt": {"id": asbuilt_id, "status": status}}
 
-        try:
-            job_id = app.state.jobs.submit(
-                "asbuilt-commit",
-                user.name,
-                {"asbuilt": asbuilt_id, **options.params(), "files": [f.info for f in files]},
-                work,
-            )
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        job_id = _submit_import_job(
+            request,
+            user,
+            "asbuilt-commit",
+            folder,
+            files,
+            options,
+            affected=lambda batch_id: [f"asbuilt:{asbuilt_id}", str(batch_id)],
+            audit_extra={"name": row["name"]},
+            job_params={"asbuilt": asbuilt_id},
+            claim=claim,
+            finish=finish,
+        )
     return _submitted(request, user, job_id)

@@ -30,14 +30,15 @@ GROUND = 35.0
 WATER_TOP, WATER_BOTTOM = GROUND - 1.4, GROUND - 1.4 - 0.3
 
 
-def _write_survey(folder):
-    points = [("J1", "JS", "终点", E0, N0), ("J2", "JS", "直线点", E0 + 50, N0), ("J3", "JS", "终点", E0 + 100, N0)]
+def write_survey(folder) -> None:
+    """The survey tables of the water main J1-J2-J3 (cast iron 铸铁, built 2010) into ``folder``."""
+    points = [("J1", "终点", E0), ("J2", "直线点", E0 + 50), ("J3", "终点", E0 + 100)]
     with open(folder / "points.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(POINT_HEADERS)
-        for pid, u, feat, e, n in points:
+        for pid, feat, e in points:
             row = dict.fromkeys(POINT_HEADERS, "")
-            row.update({"物探点号": pid, "管线类型": u, "特征": feat, "X": f"{n:.2f}", "Y": f"{e:.2f}",
+            row.update({"物探点号": pid, "管线类型": "JS", "特征": feat, "X": f"{N0:.2f}", "Y": f"{e:.2f}",
                         "地面高程": f"{GROUND:.3f}", "埋深": "1.40"})
             w.writerow(row.values())
     with open(folder / "segments.csv", "w", newline="", encoding="utf-8") as f:
@@ -46,7 +47,8 @@ def _write_survey(folder):
         for a, b in (("J1", "J2"), ("J2", "J3")):
             row = dict.fromkeys(SEGMENT_HEADERS, "")
             row.update({"起点号": a, "终点号": b, "管线类型": "JS", "起点埋深": "1.40", "终点埋深": "1.40",
-                        "管径/断面": "DN300", "状态": "active", "道路名称": "东昌路"})
+                        "管径/断面": "DN300", "材质": "铸铁", "建设年代": "2010", "状态": "active",
+                        "道路名称": "东昌路"})
             w.writerow(row.values())
 
 
@@ -63,7 +65,7 @@ def gas(top_z: float, *, fid: str = "P1", x: float = E0 + 30, size: str | None =
 @pytest.fixture(scope="module")
 def twin(twin_settings, twin_engine, tmp_path_factory):
     folder = tmp_path_factory.mktemp("main")
-    _write_survey(folder)
+    write_survey(folder)
     report = ingest_survey(folder / "points.csv", folder / "segments.csv", twin_settings)
     assert report.status == "applied", report.as_dict()["errors"]
     return twin_engine, twin_settings

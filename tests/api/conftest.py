@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +80,30 @@ class Api:
 
     def request(self, method: str, path: str, role: str = "viewer", **kw) -> httpx.Response:
         return self.client.request(method, path, headers={**self.headers[role], **kw.pop("headers", {})}, **kw)
+
+
+def wait_job(api: Api, job_id: str, role: str = "viewer", timeout: float = 120.0) -> dict:
+    """The status document of a job once it has ended (successful or failed), read as ``role``."""
+    deadline, doc = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        doc = api.get(f"/jobs/{job_id}", role).json()
+        if doc["status"] in ("successful", "failed"):
+            return doc
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish within {timeout} s: {doc}")
+
+
+def collection_ids(utilities: Iterable[str]) -> set[str]:
+    """The feature collections of a twin whose pipes are of ``utilities`` (CJJ 61 codes)."""
+    return {
+        "pipes",
+        "nodes",
+        "valves",
+        "sources",
+        "customers",
+        "proposals",
+        *(f"pipes-{u.lower()}" for u in utilities),
+    }
 
 
 def open_api(settings: TwinSettings) -> Iterator[Api]:

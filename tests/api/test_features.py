@@ -17,7 +17,7 @@ from pyproj import Transformer
 
 from analysis.proposal import submit_proposal
 from ingest.sample import generate_district
-from tests.api.conftest import Api, make_twin, open_api
+from tests.api.conftest import Api, collection_ids, make_twin, open_api
 from tests.conftest import drop_schema
 from twin.db import open_twin
 from twin.domain import UTILITIES
@@ -64,15 +64,7 @@ def test_collections(api: Api) -> None:
     utilities = [u for (u,) in sql(api, "SELECT DISTINCT utility FROM current_segment ORDER BY 1")]
     assert len(utilities) >= 5
     ids = [c["id"] for c in doc["collections"]]
-    assert set(ids) == {
-        "pipes",
-        "nodes",
-        "valves",
-        "sources",
-        "customers",
-        "proposals",
-        *(f"pipes-{u.lower()}" for u in utilities),
-    }
+    assert set(ids) == collection_ids(utilities)
     assert len(ids) == len(set(ids))
     by_id = {c["id"]: c for c in doc["collections"]}
     for u in utilities:
@@ -221,20 +213,29 @@ def _box(api: Api) -> tuple[float, float, float, float]:
     return x0 + 0.3137 * w, y0 + 0.2719 * h, x0 + 0.6481 * w, y0 + 0.5923 * h
 
 
-def test_bbox_equals_postgis(api: Api) -> None:
-    w, s, e, n = _box(api)
-    expected = {
+def pipes_in_box(
+    api: Api, box: tuple[float, float, float, float], srid: int = 4326, where: str = "TRUE"
+) -> set[str]:
+    """PostGIS's answer: the current pipes meeting ``box`` (min x, min y, max x, max y in
+    EPSG:``srid``, its x the easting) that satisfy ``where``."""
+    w, s, e, n = box
+    return {
         i
         for (i,) in sql(
             api,
-            "SELECT id FROM current_segment WHERE ST_Intersects("
-            "ST_Transform(geom, 4326), ST_MakeEnvelope(:w, :s, :e, :n, 4326))",
+            f"SELECT id FROM current_segment WHERE ({where}) AND ST_Intersects("
+            f"ST_Transform(geom, {srid}), ST_MakeEnvelope(:w, :s, :e, :n, {srid}))",
             w=w,
             s=s,
             e=e,
             n=n,
         )
     }
+
+
+def test_bbox_equals_postgis(api: Api) -> None:
+    w, s, e, n = _box(api)
+    expected = pipes_in_box(api, (w, s, e, n))
     total = sql(api, "SELECT count(*) FROM current_segment")[0][0]
     assert 20 < len(expected) < total / 2
     pages = list(walk(api, f"/collections/pipes/items?bbox={w},{s},{e},{n}&limit=50"))
@@ -252,18 +253,7 @@ def test_bbox_equals_postgis(api: Api) -> None:
         "SELECT ST_XMin(b) + 101.3, ST_YMin(b) + 87.1, ST_XMin(b) + 402.9, "
         "ST_YMin(b) + 333.3 FROM (SELECT ST_Extent(geom) b FROM current_segment) s",
     )
-    expected = {
-        i
-        for (i,) in sql(
-            api,
-            "SELECT id FROM current_segment WHERE "
-            "ST_Intersects(geom, ST_MakeEnvelope(:a, :b, :c, :d, 4548))",
-            a=e0,
-            b=n0,
-            c=e1,
-            d=n1,
-        )
-    }
+    expected = pipes_in_box(api, (e0, n0, e1, n1), 4548)
     assert expected
     ids = all_ids(
         api, f"/collections/pipes/items?bbox={n0},{e0},{n1},{e1}&bbox-crs={EPSG4548}&limit=1000"
@@ -276,19 +266,8 @@ def test_bbox_equals_postgis(api: Api) -> None:
 
 def test_bbox_with_heights(api: Api) -> None:
     w, s, e, n = _box(api)
-    expected = {
-        i
-        for (i,) in sql(
-            api,
-            "SELECT id FROM current_segment WHERE ST_Intersects("
-            "ST_Transform(geom, 4326), ST_MakeEnvelope(:w, :s, :e, :n, 4326)) "
-            "AND ST_ZMax(geom) >= 33 AND ST_ZMin(geom) <= 33.5",
-            w=w,
-            s=s,
-            e=e,
-            n=n,
-        )
-    }
+    heights = "ST_ZMax(geom) >= 33 AND ST_ZMin(geom) <= 33.5"
+    expected = pipes_in_box(api, (w, s, e, n), where=heights)
     assert expected
     assert (
         set(all_ids(api, f"/collections/pipes/items?bbox={w},{s},33,{e},{n},33.5&limit=1000"))
@@ -341,18 +320,7 @@ def test_property_filters(api: Api) -> None:
     assert set(all_ids(api, "/collections/valves/items?operable=false&limit=1000")) == expected
     # filters and a box together
     w, s, e, n = _box(api)
-    expected = {
-        i
-        for (i,) in sql(
-            api,
-            "SELECT id FROM current_segment WHERE utility = 'PS' AND ST_Intersects("
-            "ST_Transform(geom, 4326), ST_MakeEnvelope(:w, :s, :e, :n, 4326))",
-            w=w,
-            s=s,
-            e=e,
-            n=n,
-        )
-    }
+    expected = pipes_in_box(api, (w, s, e, n), where="utility = 'PS'")
     assert (
         set(all_ids(api, f"/collections/pipes/items?utility=PS&bbox={w},{s},{e},{n}")) == expected
     )

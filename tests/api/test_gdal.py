@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from api.auth import create_api_key
-from tests.api.conftest import LiveServer, password
+from tests.api.conftest import LiveServer, collection_ids, password
 from twin.db import open_twin
 from twin.settings import TwinSettings
 
@@ -25,6 +25,42 @@ def gdal(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}  # loopback, directly
     env.update(GDAL_HTTP_TIMEOUT="60", CPL_VSIL_CURL_USE_CACHE="NO")
     return subprocess.run(list(args), capture_output=True, text=True, timeout=300, env=env)
+
+
+def bearer(token: str) -> str:
+    return f"Authorization: Bearer {token}"
+
+
+def ogrinfo(live_server: LiveServer, header: str, *layers: str) -> subprocess.CompletedProcess:
+    """``ogrinfo``'s summary of the server's collections (or of ``layers``), sending ``header``."""
+    return gdal(
+        "ogrinfo",
+        "-ro",
+        "-so",
+        "--config",
+        "GDAL_HTTP_HEADERS",
+        header,
+        f"OAPIF:{live_server.url}/",
+        *layers,
+    )
+
+
+def ogr2ogr(
+    live_server: LiveServer, header: str, out: Path, layer: str, *options: str
+) -> subprocess.CompletedProcess:
+    """Copy a collection of the server into the GeoJSON file ``out``, sending ``header``."""
+    return gdal(
+        "ogr2ogr",
+        "-f",
+        "GeoJSON",
+        *options,
+        str(out),
+        "--config",
+        "GDAL_HTTP_HEADERS",
+        header,
+        f"OAPIF:{live_server.url}/",
+        layer,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +99,7 @@ def _requests(live_server: LiveServer, since: int) -> list[dict]:
 def test_ogrinfo_lists_the_collections(
     live_server: LiveServer, token: str, api_twin: TwinSettings
 ) -> None:
-    r = gdal(
-        "ogrinfo",
-        "-ro",
-        "-so",
-        "--config",
-        "GDAL_HTTP_HEADERS",
-        f"Authorization: Bearer {token}",
-        f"OAPIF:{live_server.url}/",
-    )
+    r = ogrinfo(live_server, bearer(token))
     assert r.returncode == 0, r.stderr
     listed = [
         line.split(":", 1)[1].split("(")[0].strip()
@@ -79,31 +107,14 @@ def test_ogrinfo_lists_the_collections(
         if line.split(":", 1)[0].strip().isdigit()
     ]
     utilities = [u for (u,) in _sql(api_twin, "SELECT DISTINCT utility FROM current_segment")]
-    assert set(listed) == {
-        "pipes",
-        "nodes",
-        "valves",
-        "sources",
-        "customers",
-        "proposals",
-        *(f"pipes-{u.lower()}" for u in utilities),
-    }
+    assert set(listed) == collection_ids(utilities)
     assert "pipes (title: Pipes) (3D Line String)" in r.stdout
 
 
 def test_ogrinfo_summary_counts(
     live_server: LiveServer, token: str, api_twin: TwinSettings
 ) -> None:
-    r = gdal(
-        "ogrinfo",
-        "-ro",
-        "-so",
-        "--config",
-        "GDAL_HTTP_HEADERS",
-        f"Authorization: Bearer {token}",
-        f"OAPIF:{live_server.url}/",
-        "valves",
-    )
+    r = ogrinfo(live_server, bearer(token), "valves")
     assert r.returncode == 0, r.stderr
     ((count,),) = _sql(api_twin, "SELECT count(*) FROM current_valve")
     assert f"Feature Count: {count}" in r.stdout
@@ -122,18 +133,7 @@ def test_ogr2ogr_reads_every_pipe(
     out = tmp_path / "pipes.geojson"
     since = live_server.log.stat().st_size
     options = ["-oo", f"PAGE_SIZE={page_size}"] if page_size else []
-    r = gdal(
-        "ogr2ogr",
-        "-f",
-        "GeoJSON",
-        str(out),
-        *options,
-        "--config",
-        "GDAL_HTTP_HEADERS",
-        f"Authorization: Bearer {token}",
-        f"OAPIF:{live_server.url}/",
-        "pipes",
-    )
+    r = ogr2ogr(live_server, bearer(token), out, "pipes", *options)
     assert r.returncode == 0, r.stderr
     features = json.loads(out.read_text(encoding="utf-8"))["features"]
     rows = _sql(
@@ -165,17 +165,7 @@ def test_api_key_reads_a_utility(
     finally:
         engine.dispose()
     out = tmp_path / "gas.geojson"
-    r = gdal(
-        "ogr2ogr",
-        "-f",
-        "GeoJSON",
-        str(out),
-        "--config",
-        "GDAL_HTTP_HEADERS",
-        f"X-API-Key: {key}",
-        f"OAPIF:{live_server.url}/",
-        "pipes-rq",
-    )
+    r = ogr2ogr(live_server, f"X-API-Key: {key}", out, "pipes-rq")
     assert r.returncode == 0, r.stderr
     ids = {f["properties"]["id"] for f in json.loads(out.read_text(encoding="utf-8"))["features"]}
     assert ids == {
@@ -188,17 +178,7 @@ def test_gdal_without_sign_in_fails(live_server: LiveServer, tmp_path: Path) -> 
     r = gdal("ogrinfo", "-ro", "-so", f"OAPIF:{live_server.url}/")
     assert r.returncode != 0
     assert "401" in r.stderr
-    r = gdal(
-        "ogr2ogr",
-        "-f",
-        "GeoJSON",
-        str(tmp_path / "x.geojson"),
-        "--config",
-        "GDAL_HTTP_HEADERS",
-        "Authorization: Bearer not-a-token",
-        f"OAPIF:{live_server.url}/",
-        "pipes",
-    )
+    r = ogr2ogr(live_server, bearer("not-a-token"), tmp_path / "x.geojson", "pipes")
     assert r.returncode != 0 and "401" in r.stderr
     assert not (tmp_path / "x.geojson").exists()
     log = _requests(live_server, since)
@@ -227,23 +207,9 @@ def test_gdal_pushes_filters_to_the_server(
     assert expected
     out = tmp_path / "gas.geojson"
     since = live_server.log.stat().st_size
-    r = gdal(
-        "ogr2ogr",
-        "-f",
-        "GeoJSON",
-        str(out),
-        "--config",
-        "GDAL_HTTP_HEADERS",
-        f"Authorization: Bearer {token}",
-        f"OAPIF:{live_server.url}/",
-        "pipes",
-        "-where",
-        "utility = 'RQ'",
-        "-spat",
-        str(w),
-        str(s),
-        str(e),
-        str(n),
+    r = ogr2ogr(
+        live_server, bearer(token), out, "pipes", "-where", "utility = 'RQ'", "-spat",
+        str(w), str(s), str(e), str(n),
     )
     assert r.returncode == 0, r.stderr
     assert {

@@ -22,7 +22,7 @@ from analysis.network import load_network
 from analysis.profile import longitudinal_profile
 from analysis.section import cross_section
 from analysis.shutoff import shutoff
-from tests.api.conftest import Api, make_twin, open_api
+from tests.api.conftest import Api, make_twin, open_api, wait_job
 from tests.conftest import drop_schema
 from twin.db import open_twin
 
@@ -37,15 +37,6 @@ def engine_of(api: Api) -> sa.Engine:
 def run(api: Api, process: str, inputs: dict, role: str = "viewer", **kw) -> httpx.Response:
     return api.post(f"/processes/{process}/execution", role, json={"inputs": inputs}, **kw)
 
-
-def wait_job(api: Api, job_id: str, role: str = "viewer", timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc = api.get(f"/jobs/{job_id}", role).json()
-        if doc["status"] in ("successful", "failed"):
-            return doc
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
 @contextmanager

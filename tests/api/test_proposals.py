@@ -7,7 +7,6 @@ rule change has a known effect.
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -22,34 +21,10 @@ from analysis.clearance import DEFAULT_RULES, load_clearance_rules
 from analysis.cover import DEFAULT_COVER_RULES
 from analysis.hazards import DEFAULT_SERVICE_LIFE
 from ingest.pipeline import ingest_survey
-from ingest.sample import POINT_HEADERS, SEGMENT_HEADERS
+from tests.analysis.test_proposal import E0, N0, WATER_BOTTOM, write_survey
 from tests.api.conftest import ROOT, Api, make_twin, open_api, server_env
 from tests.conftest import drop_schema
 from twin.db import open_twin
-
-E0, N0, GROUND = 410000.0, 4035000.0, 35.0
-WATER_TOP, WATER_BOTTOM = GROUND - 1.4, GROUND - 1.4 - 0.3
-
-
-def write_survey(folder: Path) -> None:
-    points = [("J1", "终点", E0), ("J2", "直线点", E0 + 50), ("J3", "终点", E0 + 100)]
-    with open(folder / "points.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(POINT_HEADERS)
-        for pid, feat, e in points:
-            row = dict.fromkeys(POINT_HEADERS, "")
-            row.update({"物探点号": pid, "管线类型": "JS", "特征": feat, "X": f"{N0:.2f}", "Y": f"{e:.2f}",
-                        "地面高程": f"{GROUND:.3f}", "埋深": "1.40"})
-            w.writerow(row.values())
-    with open(folder / "segments.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(SEGMENT_HEADERS)
-        for a, b in (("J1", "J2"), ("J2", "J3")):
-            row = dict.fromkeys(SEGMENT_HEADERS, "")
-            row.update({"起点号": a, "终点号": b, "管线类型": "JS", "起点埋深": "1.40", "终点埋深": "1.40",
-                        "管径/断面": "DN300", "材质": "铸铁", "建设年代": "2010", "状态": "active",
-                        "道路名称": "东昌路"})
-            w.writerow(row.values())
 
 
 def gas(top_z: float | None, *, x: float = E0 + 30, depth_m: float | None = None) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 
 from api.auth import User
 from api.tiles import _resolve, schedule_refresh
-from tests.api.conftest import Api, make_twin, open_api, sign_in, start_server
+from tests.api.conftest import Api, make_twin, open_api, sign_in, start_server, wait_job
 from tests.conftest import drop_schema
 from tiles.build import tiles_dir
 from twin.db import make_engine
@@ -44,15 +43,6 @@ def biggest_tile(api: Api) -> str:
     folder = tiles_dir(api.settings)
     return max(content_uris(doc["root"]), key=lambda u: (folder / u).stat().st_size)
 
-
-def wait_job(api: Api, job_id: str, role: str = "editor", timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc = api.get(f"/jobs/{job_id}", role).json()
-        if doc["status"] in ("successful", "failed"):
-            return doc
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {doc}")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -174,7 +164,7 @@ def test_no_tileset_yet_then_build_job(small_api: Api) -> None:
     job_id = r.json()["jobID"]
     assert r.headers["location"].endswith(f"/jobs/{job_id}")
     assert r.json()["processID"] == "tiles" and r.json()["status"] in ("accepted", "running", "successful")
-    done = wait_job(small_api, job_id)
+    done = wait_job(small_api, job_id, "editor")
     assert done["status"] == "successful", done
     report = small_api.get(f"/jobs/{job_id}/results", "editor").json()
     assert report["full"] is True and report["segments"] == 8 and report["tiles_written"] >= 1
@@ -187,7 +177,7 @@ def test_no_tileset_yet_then_build_job(small_api: Api) -> None:
 def test_refresh_after_a_change_is_debounced(small_api: Api) -> None:
     app = small_api.client.app
     if not (tiles_dir(small_api.settings) / "tileset.json").exists():
-        wait_job(small_api, small_api.post("/tiles/build", "editor").json()["jobID"])
+        wait_job(small_api, small_api.post("/tiles/build", "editor").json()["jobID"], "editor")
     before = small_api.get("/tiles/tileset.json").json()
     before_tags = {u: small_api.get(f"/tiles/{u}").headers["etag"] for u in content_uris(before["root"])}
 
@@ -201,7 +191,7 @@ def test_refresh_after_a_change_is_debounced(small_api: Api) -> None:
     editor = User("editor", "editor")
     ids = [schedule_refresh(app, editor) for _ in range(10)]
     assert ids[0] is not None and set(ids) == {ids[0]}  # one job for the burst
-    done = wait_job(small_api, ids[0])
+    done = wait_job(small_api, ids[0], "editor")
     assert done["status"] == "successful", done
     assert done["owner"] == "editor"
     report = small_api.get(f"/jobs/{ids[0]}/results", "editor").json()
@@ -215,7 +205,7 @@ def test_refresh_after_a_change_is_debounced(small_api: Api) -> None:
     # After the job, the next change starts a new one.
     later = schedule_refresh(app, "editor")
     assert later is not None and later != ids[0]
-    assert wait_job(small_api, later)["status"] == "successful"
+    assert wait_job(small_api, later, "editor")["status"] == "successful"
     # The refresh job is not counted against the user's own limit of heavy jobs.
     assert app.state.jobs._running.get("editor", 0) == 0
 
@@ -237,14 +227,14 @@ def test_refresh_never_raises(small_api: Api, tmp_path: Path) -> None:
     try:
         job = schedule_refresh(app, "editor")
         assert job is not None
-        failed = wait_job(small_api, job)
+        failed = wait_job(small_api, job, "editor")
         assert failed["status"] == "failed" and "internal error" in failed["message"]
     finally:
         app.state.settings = good
     # A failed refresh leaves the debounce ready for the next one.
     again = schedule_refresh(app, "editor")
     assert again not in (None, job)
-    assert wait_job(small_api, again)["status"] == "successful"
+    assert wait_job(small_api, again, "editor")["status"] == "successful"
     # No job runner at all (a broken app): logged, not raised.
     runner = app.state.jobs
     del app.state.jobs
@@ -256,7 +246,7 @@ def test_refresh_never_raises(small_api: Api, tmp_path: Path) -> None:
 
 def test_cors(small_api: Api) -> None:
     if not (tiles_dir(small_api.settings) / "tileset.json").exists():
-        wait_job(small_api, small_api.post("/tiles/build", "editor").json()["jobID"])
+        wait_job(small_api, small_api.post("/tiles/build", "editor").json()["jobID"], "editor")
     preflight = small_api.client.options("/tiles/tileset.json", headers={
         "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "authorization, if-none-match"})
@@ -279,7 +269,7 @@ def test_cors(small_api: Api) -> None:
 def test_real_server_gzip_304_and_access_log(small_api: Api, tmp_path: Path) -> None:
     settings = small_api.settings
     if not (tiles_dir(settings) / "tileset.json").exists():
-        wait_job(small_api, small_api.post("/tiles/build", "editor").json()["jobID"])
+        wait_job(small_api, small_api.post("/tiles/build", "editor").json()["jobID"], "editor")
     server = start_server(settings, tmp_path / "server.log")
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:

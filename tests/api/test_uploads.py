@@ -7,7 +7,6 @@ do not depend on their order.
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tests.api.conftest import Api, make_twin, open_api
+from tests.api.conftest import Api, make_twin, open_api, wait_job
 from tests.conftest import SMALL, drop_schema
 from twin.db import make_engine
 from twin.settings import TwinSettings
@@ -78,15 +77,6 @@ def small_upload() -> dict:
     return upload((SMALL / "points.csv").read_bytes(), (SMALL / "segments.csv").read_bytes())
 
 
-def wait_job(api: Api, job_id: str, role: str = "editor", timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.get(f"/jobs/{job_id}", role).json()
-        if job["status"] in ("successful", "failed"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
-
 
 def result_of(api: Api, job_id: str, role: str = "editor") -> dict:
     job = wait_job(api, job_id, role)
@@ -97,6 +87,13 @@ def result_of(api: Api, job_id: str, role: str = "editor") -> dict:
     if result.get("tile_refresh_job"):  # let the refresh end before the app does
         assert wait_job(api, result["tile_refresh_job"], role)["processID"] == "tiles"
     return result
+
+
+def import_report(api: Api, files: dict, **form: str) -> dict:
+    """Import ``files`` as the editor (``form``: the options) and wait for the job's report."""
+    r = api.post("/imports", "editor", files=files, data=form)
+    assert r.status_code == 201, r.text
+    return result_of(api, r.json()["jobID"])
 
 
 def live_counts(engine: sa.Engine) -> dict[str, int]:
@@ -126,7 +123,7 @@ def test_import_small_survey(api: Api, engine: sa.Engine) -> None:
     assert job["status"] in ("accepted", "running", "successful")
     assert [f["name"] for f in job["params"]["files"]] == ["points.csv", "segments.csv"]
 
-    done = wait_job(api, job["jobID"])
+    done = wait_job(api, job["jobID"], "editor")
     assert done["status"] == "successful" and done["progress"] == 100
     report = result_of(api, job["jobID"])
     assert report["status"] == "applied" and report["error_count"] == 0
@@ -165,26 +162,10 @@ def test_import_small_survey(api: Api, engine: sa.Engine) -> None:
 
 def test_reimport_changes_nothing_new(api: Api, engine: sa.Engine) -> None:
     p, s = small_tables("RE-", shift_m=-300)
-    first = result_of(
-        api,
-        api.post(
-            "/imports",
-            "editor",
-            files=upload(csv_bytes(p), csv_bytes(s)),
-            data={"scope": "reimport"},
-        ).json()["jobID"],
-    )
+    first = import_report(api, upload(csv_bytes(p), csv_bytes(s)), scope="reimport")
     assert first["status"] == "applied"
     before = live_counts(engine)
-    again = result_of(
-        api,
-        api.post(
-            "/imports",
-            "editor",
-            files=upload(csv_bytes(p), csv_bytes(s)),
-            data={"scope": "reimport"},
-        ).json()["jobID"],
-    )
+    again = import_report(api, upload(csv_bytes(p), csv_bytes(s)), scope="reimport")
     assert again["status"] == "applied"
     assert all(
         c == {"added": 0, "changed": 0, "retired": 0} for c in again["counts"]["changes"].values()
@@ -221,9 +202,7 @@ def test_rejected_batch_leaves_twin_unchanged(
     api: Api, engine: sa.Engine, files, code: str, file_name: str | None
 ) -> None:
     before = live_counts(engine)
-    r = api.post("/imports", "editor", files=files(), data={"scope": "bad"})
-    assert r.status_code == 201, r.text
-    report = result_of(api, r.json()["jobID"])
+    report = import_report(api, files(), scope="bad")
     # A rejected batch is a successful job whose report says rejected.
     assert report["status"] == "rejected"
     assert report["error_count"] >= 1 and code in report["issue_counts"]
@@ -244,10 +223,7 @@ def test_dry_run_checks_and_writes_nothing(api: Api, engine: sa.Engine) -> None:
     p, s = small_tables("DRY-", shift_m=600)
     before = live_counts(engine)
     batches = api.get("/imports").json()["numberMatched"]
-    r = api.post(
-        "/imports", "editor", files=upload(csv_bytes(p), csv_bytes(s)), data={"dry_run": "true"}
-    )
-    report = result_of(api, r.json()["jobID"])
+    report = import_report(api, upload(csv_bytes(p), csv_bytes(s)), dry_run="true")
     assert report["status"] == "checked" and report["batch_id"] is None
     assert report["counts"]["segments"] == 8
     assert live_counts(engine) == before
@@ -259,13 +235,13 @@ def test_column_mapping_and_axis_order(api: Api, engine: sa.Engine) -> None:
     p = p.rename(columns={"物探点号": "Station"})
     # Easting first: swap the two coordinate columns' meaning and say so.
     p = p.rename(columns={"X": "Y", "Y": "X"})
-    r = api.post(
-        "/imports",
-        "editor",
-        files=upload(csv_bytes(p), csv_bytes(s)),
-        data={"scope": "mapped", "axis_order": "en", "columns": '{"Station": "point_id"}'},
+    report = import_report(
+        api,
+        upload(csv_bytes(p), csv_bytes(s)),
+        scope="mapped",
+        axis_order="en",
+        columns='{"Station": "point_id"}',
     )
-    report = result_of(api, r.json()["jobID"])
     assert report["status"] == "applied", report["errors"]
     with engine.connect() as conn:
         y = conn.execute(sa.text("SELECT ST_Y(geom) FROM node WHERE id = 'MAP-JS1'")).scalar()
@@ -470,7 +446,7 @@ def test_failed_commit_leaves_asbuilt_reviewed_and_twin_unchanged(
         )
     try:
         job = commit(api, ab).json()
-        done = wait_job(api, job["jobID"])
+        done = wait_job(api, job["jobID"], "editor")
     finally:
         with engine.begin() as conn:
             conn.execute(
