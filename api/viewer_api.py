@@ -1,0 +1,316 @@
+"""What the web viewer needs beyond the OGC APIs: the twin's frame, its ground and coordinates.
+
+The browser works in longitude, latitude and ellipsoidal height (CesiumJS); the twin and its
+analyses in the twin's projected CRS with normal heights. These read-only routes convert
+between the two with pyproj and the configured geoid offset (``TWIN_GEOID_OFFSET_M``, as the
+3D tiles use it), so a click on the globe becomes a section line in metres and a finding's
+position becomes a marker in 3D:
+
+- ``GET /view/frame``: the CRS, the geoid offset and the live network's extent in CRS84.
+- ``GET /view/ground``: the survey's ground (from the pipe points, :class:`GroundModel`) as a
+  regular longitude/latitude grid of ellipsoidal heights: the viewer's terrain.
+- ``POST /view/transform``: points from CRS84 to the twin CRS or back, with the ground there.
+- ``POST /view/proposal-shape`` (and ``GET /view/proposals/{id}/shape`` for a stored one): a
+  proposal's pipes as the analyses read them (centrelines at their real heights, sizes), in
+  CRS84: drawn where the check puts them.
+- ``GET /view/search?q=``: pipes and points by id (prefix, any case) and roads by part of their
+  name, for the search box's suggestions (the features API filters on exact values only).
+
+Each answer that scans the network is cached per twin until the network's change marks move.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Annotated, Literal
+
+import numpy as np
+import shapely
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+from pyproj import Transformer
+
+from analysis.ground import GroundModel, load_ground
+from analysis.network import twin_srid
+from analysis.segments import network_fingerprint
+from api.auth import User, allow
+from api.processes import Finite, ProposalDocument, geojson
+from twin.errors import InputError, NotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/view", tags=["viewer"])
+
+#: Cells per side of the grid the ground points are averaged on before triangulating: keeps a
+#: million-point district to a Delaunay triangulation of at most this squared.
+GROUND_CELLS = 200
+#: Ground points looked for around transformed points (m), widening until some are found.
+_GROUND_RADII_M = (100.0, 500.0, 2000.0)
+
+_cache_lock = threading.Lock()
+
+
+def _cached(request: Request, name: str, make):
+    """``make(conn)`` once per network state: keyed by the change marks of the twin."""
+    engine: sa.Engine = request.app.state.engine
+    with engine.connect() as conn:
+        key = network_fingerprint(conn)
+        with _cache_lock:
+            cache = getattr(request.app.state, "viewer_cache", None)
+            if cache is None:
+                cache = request.app.state.viewer_cache = {}
+            hit = cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = make(conn)
+    with _cache_lock:
+        cache[name] = (key, value)
+    return value
+
+
+def _crs(conn: sa.Connection) -> str:
+    return f"EPSG:{twin_srid(conn)}"
+
+
+@lru_cache(maxsize=16)
+def _transformer(src: str, dst: str) -> Transformer:
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def _extent(conn: sa.Connection) -> tuple[float, float, float, float] | None:
+    row = conn.execute(sa.text(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+        "(SELECT ST_Extent(geom) AS e FROM (SELECT geom FROM current_node UNION ALL "
+        " SELECT geom FROM current_segment) g) s")).one()
+    return None if row[0] is None else tuple(float(v) for v in row)  # type: ignore[return-value]
+
+
+def _frame(conn: sa.Connection, settings) -> dict:
+    crs = _crs(conn)
+    ext = _extent(conn)
+    out: dict = {"crs": crs, "geoid_offset_m": settings.geoid_offset_m, "vertical_datum": settings.vertical_datum,
+                 "bbox": None, "ground_z": None}
+    if ext is None:
+        return out
+    x0, y0, x1, y1 = ext
+    xs = np.array([x0, x1, x1, x0, (x0 + x1) / 2])
+    ys = np.array([y0, y0, y1, y1, (y0 + y1) / 2])
+    lon, lat = _transformer(crs, "OGC:CRS84").transform(xs, ys)
+    out["bbox"] = [round(float(v), 8) for v in (lon[:4].min(), lat[:4].min(), lon[:4].max(), lat[:4].max())]
+    out["centre"] = [round(float(lon[4]), 8), round(float(lat[4]), 8)]
+    z = conn.execute(sa.text("SELECT min(ground_z), avg(ground_z), max(ground_z) FROM current_node")).one()
+    if z[0] is not None:
+        out["ground_z"] = {"min": round(float(z[0]), 3), "mean": round(float(z[1]), 3), "max": round(float(z[2]), 3)}
+    return out
+
+
+@router.get("/frame", summary="The twin's CRS, geoid offset and the live network's extent (CRS84)")
+def frame(request: Request, user: User = Depends(allow("read"))) -> dict:
+    settings = request.app.state.settings
+    return _cached(request, "frame", lambda conn: _frame(conn, settings))
+
+
+def _ground_grid(conn: sa.Connection, settings, cols: int, rows: int) -> dict:
+    ext = _extent(conn)
+    if ext is None:
+        raise NotFound("the twin has no network yet: no ground to show")
+    x0, y0, x1, y1 = ext
+    cell = max(x1 - x0, y1 - y0, 1.0) / GROUND_CELLS
+    pts = np.array(conn.execute(sa.text(
+        "SELECT avg(ST_X(geom)), avg(ST_Y(geom)), avg(ground_z) FROM current_node "
+        "WHERE ground_z IS NOT NULL GROUP BY floor(ST_X(geom) / :c), floor(ST_Y(geom) / :c)"),
+        {"c": cell}).all(), dtype=float).reshape(-1, 3)
+    if not len(pts):
+        raise NotFound("the twin's points carry no ground elevations")
+    model = GroundModel(pts[:, :2], pts[:, 2])
+    crs = _crs(conn)
+    # A margin of 5 % on each side so the terrain's edge lies beyond the network.
+    mx, my = (x1 - x0) * 0.05 + 10, (y1 - y0) * 0.05 + 10
+    corners = _transformer(crs, "OGC:CRS84").transform([x0 - mx, x1 + mx, x1 + mx, x0 - mx],
+                                                       [y0 - my, y0 - my, y1 + my, y1 + my])
+    west, east = float(min(corners[0])), float(max(corners[0]))
+    south, north = float(min(corners[1])), float(max(corners[1]))
+    lon = np.linspace(west, east, cols)
+    lat = np.linspace(north, south, rows)  # row 0 is the north edge, as heightmaps are
+    glon, glat = np.meshgrid(lon, lat)
+    gx, gy = _transformer("OGC:CRS84", crs).transform(glon.ravel(), glat.ravel())
+    heights = model(np.asarray(gx), np.asarray(gy)) + settings.geoid_offset_m
+    return {"bbox": [west, south, east, north], "cols": cols, "rows": rows,
+            "heights": [round(float(h), 3) for h in heights],
+            "mean_height": round(float(np.mean(pts[:, 2]) + settings.geoid_offset_m), 3),
+            "height_reference": "ellipsoidal (survey normal heights + TWIN_GEOID_OFFSET_M)"}
+
+
+@router.get("/ground", summary="The survey's ground as a longitude/latitude grid of ellipsoidal heights")
+def ground(
+    request: Request,
+    cols: int = Query(65, ge=2, le=257, description="Grid columns (west to east)."),
+    rows: int = Query(65, ge=2, le=257, description="Grid rows (north to south)."),
+    user: User = Depends(allow("read")),
+) -> dict:
+    settings = request.app.state.settings
+    return _cached(request, f"ground-{cols}x{rows}", lambda conn: _ground_grid(conn, settings, cols, rows))
+
+
+Position = Annotated[list[Finite], Field(min_length=2, max_length=3)]
+
+
+class TransformBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: Literal["twin", "crs84"] = Field(..., description="'twin': from lon/lat to the twin CRS; 'crs84': back.")
+    points: Annotated[list[Position], Field(min_length=1, max_length=10_000)] = Field(
+        ..., description="[lon, lat(, ellipsoidal height)] or [easting, northing(, normal height)].")
+    ground: bool = Field(False, description="Also the survey ground elevation (normal height) at each point.")
+
+
+def _ground_at(conn: sa.Connection, x: np.ndarray, y: np.ndarray) -> list[float | None]:
+    near = shapely.multipoints(np.column_stack([x, y]))
+    for radius in _GROUND_RADII_M:
+        try:
+            model = load_ground(conn, near, radius)
+        except InputError:
+            continue
+        return [round(float(v), 3) if np.isfinite(v) else None for v in model(x, y)]
+    return [None] * len(x)
+
+
+@router.post("/transform", summary="Points between CRS84 (lon, lat, ellipsoidal height) and the twin CRS")
+def transform(body: TransformBody, request: Request, user: User = Depends(allow("read"))) -> dict:
+    settings = request.app.state.settings
+    pts = body.points
+    xy = np.array([p[:2] for p in pts], dtype=float)
+    z = np.array([p[2] if len(p) == 3 else np.nan for p in pts], dtype=float)
+    with request.app.state.engine.connect() as conn:
+        crs = _crs(conn)
+        if body.to == "twin":
+            if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
+                raise InputError("points to transform to the twin CRS are [longitude, latitude] in degrees")
+            x, y = _transformer("OGC:CRS84", crs).transform(xy[:, 0], xy[:, 1])
+            z = z - settings.geoid_offset_m
+        else:
+            x, y = _transformer(crs, "OGC:CRS84").transform(xy[:, 0], xy[:, 1])
+            z = z + settings.geoid_offset_m
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise InputError(f"some points lie outside the area {crs} can express")
+        twin_x, twin_y = (x, y) if body.to == "twin" else (xy[:, 0], xy[:, 1])
+        ground_z = _ground_at(conn, twin_x, twin_y) if body.ground else None
+    digits = 3 if body.to == "twin" else 9
+    out = []
+    for i in range(len(pts)):
+        p = [round(float(x[i]), digits), round(float(y[i]), digits)]
+        if np.isfinite(z[i]):
+            p.append(round(float(z[i]), 3))
+        out.append(p)
+    return {"crs": crs, "to": body.to, "geoid_offset_m": settings.geoid_offset_m, "points": out,
+            "ground_z": ground_z}
+
+
+class ProposalShapeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proposal: ProposalDocument
+
+
+@router.post("/proposal-shape", summary="A proposal's pipes as the checks read them, in CRS84 with heights")
+def proposal_shape(body: ProposalShapeBody, request: Request, user: User = Depends(allow("read"))) -> dict:
+    from analysis.proposal_input import read_proposal
+
+    settings = request.app.state.settings
+    engine: sa.Engine = request.app.state.engine
+    net = read_proposal(geojson(body.proposal), settings, engine=engine)
+    with engine.connect() as conn:
+        crs = _crs(conn)
+    return _shape(net, crs, settings)
+
+
+@router.get("/proposals/{proposal_id}/shape",
+            summary="A stored proposal's pipes as the checks read them, in CRS84 with heights")
+def stored_proposal_shape(
+    request: Request,
+    proposal_id: Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Stored proposal id.")],
+    user: User = Depends(allow("read")),
+) -> dict:
+    from analysis.proposal_input import read_proposal
+
+    settings = request.app.state.settings
+    engine: sa.Engine = request.app.state.engine
+    with engine.connect() as conn:
+        doc = conn.execute(sa.text("SELECT geojson FROM proposal WHERE id = :p"), {"p": proposal_id}).scalar()
+        crs = _crs(conn)
+    if doc is None:
+        raise NotFound(f"no proposal {proposal_id}")
+    return _shape(read_proposal(doc, settings, engine=engine), crs, settings)
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@router.get("/search", summary="Pipes and points by id (prefix) and roads by name (part of it), for the search box")
+def search(
+    request: Request,
+    q: str = Query(..., min_length=1, max_length=100, description="An id or its start, or part of a road name."),
+    limit: int = Query(8, ge=1, le=50, description="Results per kind at most."),
+    user: User = Depends(allow("read")),
+) -> dict:
+    text = q.strip()
+    if "\x00" in text:
+        raise InputError("q: NUL characters are not allowed")
+    if not text:
+        raise InputError("q: give an id or a road name")
+    prefix, part = _like(text) + "%", "%" + _like(text) + "%"
+    params = {"q": text, "prefix": prefix, "part": part, "n": limit}
+    with request.app.state.engine.connect() as conn:
+        crs = _crs(conn)
+        pipes = conn.execute(sa.text(
+            "SELECT id, utility, road, size_text FROM current_segment WHERE id = :q OR id ILIKE :prefix "
+            "ORDER BY id <> :q, length(id), id LIMIT :n"), params).mappings().all()
+        nodes = conn.execute(sa.text(
+            "SELECT id, utility, coalesce(appurtenance, feature) AS what FROM current_node "
+            "WHERE id = :q OR id ILIKE :prefix ORDER BY id <> :q, length(id), id LIMIT :n"), params).mappings().all()
+        roads = conn.execute(sa.text(
+            "SELECT road, pipes, ST_XMin(e) AS x0, ST_YMin(e) AS y0, ST_XMax(e) AS x1, ST_YMax(e) AS y1 "
+            "FROM (SELECT road, count(*) AS pipes, ST_Extent(geom) AS e FROM current_segment "
+            "      WHERE road ILIKE :part GROUP BY road) r "
+            "ORDER BY road <> :q, pipes DESC, road LIMIT :n"),
+            params).mappings().all()
+    to84 = _transformer(crs, "OGC:CRS84")
+    out = [{"kind": "pipe", "id": r["id"], "utility": r["utility"],
+            "label": " ".join(str(v) for v in (r["id"], r["size_text"], r["road"]) if v)} for r in pipes]
+    out += [{"kind": "node", "id": r["id"], "utility": r["utility"],
+             "label": " ".join(str(v) for v in (r["id"], r["what"]) if v)} for r in nodes]
+    for r in roads:
+        w, s, e, n = to84.transform_bounds(r["x0"], r["y0"], r["x1"], r["y1"], densify_pts=5)
+        out.append({"kind": "road", "id": r["road"], "label": f"{r['road']} ({r['pipes']} pipes)",
+                    "pipes": int(r["pipes"]), "bbox": [round(v, 8) for v in (w, s, e, n)]})
+    return {"q": text, "results": out}
+
+
+def _shape(net, crs: str, settings) -> dict:
+    v = net.vertices
+    lon, lat = _transformer(crs, "OGC:CRS84").transform(v[:, 0], v[:, 1])
+    h = v[:, 2] + settings.geoid_offset_m
+    half_w, half_h = net.half_width_m, net.half_height_m
+    features = []
+    for i, seg in enumerate(net.segments.to_dict("records")):
+        a, b = int(net.offsets[i]), int(net.offsets[i + 1])
+        coords = [[round(float(lon[k]), 9), round(float(lat[k]), 9), round(float(h[k]), 3)] for k in range(a, b)]
+        length = seg.get("length_m")
+        features.append({
+            "type": "Feature",
+            "id": str(seg["id"]),
+            "geometry": {"type": "LineString", "coordinates": coords},
+            "properties": {
+                "id": str(seg["id"]), "utility": seg["utility"], "shape": seg["shape"],
+                "size": seg.get("size_text"), "kind": seg.get("kind") or "pipe",
+                "half_width_m": round(float(half_w[i]), 4), "half_height_m": round(float(half_h[i]), 4),
+                "length_m": round(float(length), 3) if length is not None and np.isfinite(length) else None,
+            },
+        })
+    return {"type": "FeatureCollection", "features": features,
+            "height_reference": "centreline, ellipsoidal (normal height + TWIN_GEOID_OFFSET_M)"}

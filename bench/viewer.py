@@ -1,0 +1,265 @@
+"""Web viewer benchmark: time to the first frame with pipes on screen, and the tile bytes of the
+initial view, on the demo district and on the one-million-segment district.
+
+Run with ``.venv/bin/python bench/viewer.py [--runs N] [--no-1m] [--no-record]``. For each
+district it
+
+1. starts ``twin serve`` on a free loopback port (the demo district in schema ``bench_viewer``,
+   made and tiled on first use; the 1M district is ``bench_tiles`` with the tileset
+   ``bench/tiles.py`` wrote to ``bench/out/tiles/tileset``, skipped when either is missing),
+2. signs in through ``POST /token`` and opens the viewer in Debian's headless chromium with the
+   token already in sessionStorage (a signed-in user opening the page), each run in a fresh
+   browser context (cold cache),
+3. reads the page's own clock (``performance.now()`` from navigation start): CesiumJS loaded,
+   tileset.json read, the first tile visible, the first frame rendered after it (the first
+   pipes on screen); and sums the ``/tiles/`` responses until the initial view has loaded
+   (bytes on the wire, gzip as served, and decoded),
+4. prints the figures (median of the runs) and appends them to ``bench/RESULTS.md``.
+
+The browser renders WebGL in software (SwiftShader) on the same two cores as the server, so
+frame times are those of a machine without a GPU: an upper bound for a desktop browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402
+from twin.db import make_engine, open_twin  # noqa: E402
+from twin.settings import TwinSettings, get_settings  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DEMO_SCHEMA = "bench_viewer"
+BIG_SCHEMA = "bench_tiles"
+BIG_TILES = ROOT / "bench" / "out" / "tiles" / "tileset"
+USER, PASSWORD = "bench-viewer", "bench-viewer-password"
+TARGET_FIRST_PIPES_S = 3.0
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--disable-quic", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+        "--ignore-gpu-blocklist"]
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def _segments(engine: sa.Engine, schema: str) -> int:
+    with engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"{schema}.segment"}).scalar():
+            return 0
+        return int(conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".current_segment')).scalar())
+
+
+def _ensure_user(settings: TwinSettings) -> None:
+    """The benchmark's sign-in (a viewer), added once; migrations brought up to date first."""
+    from api.auth import add_user
+
+    engine = open_twin(settings)
+    with engine.begin() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": USER}).first():
+            add_user(conn, USER, "viewer", PASSWORD, by="bench")
+    engine.dispose()
+
+
+def demo_district() -> tuple[TwinSettings, int]:
+    """The demo district in its own schema, with its tileset (made on first use)."""
+    out = ROOT / "bench" / "out" / "viewer"
+    settings = get_settings(db_schema=DEMO_SCHEMA, tiles_dir=out / "tiles")
+    engine = make_engine(settings)
+    n = _segments(engine, DEMO_SCHEMA)
+    engine.dispose()
+    if not n or not (out / "tiles" / "tileset.json").is_file():
+        from ingest.pipeline import ingest_survey
+        from ingest.sample import generate_district
+        from tiles.build import build_tileset
+
+        print("making the demo district (not timed) ...", flush=True)
+        generate_district(out / "survey", scale=1, seed=0)
+        report = ingest_survey(out / "survey" / "points.csv", out / "survey" / "segments.csv", settings)
+        if report.status != "applied":
+            raise SystemExit(f"the demo district did not load: {report}")
+        build_tileset(settings, full=True, workers=2)
+        engine = make_engine(settings)
+        n = _segments(engine, DEMO_SCHEMA)
+        engine.dispose()
+    _ensure_user(settings)
+    return settings, n
+
+
+def big_district() -> tuple[TwinSettings, int] | None:
+    """The 1M district of bench/tiles.py, if it was built."""
+    if not (BIG_TILES / "tileset.json").is_file():
+        return None
+    settings = get_settings(db_schema=BIG_SCHEMA, tiles_dir=BIG_TILES)
+    engine = make_engine(settings)
+    n = _segments(engine, BIG_SCHEMA)
+    engine.dispose()
+    if not n:
+        return None
+    _ensure_user(settings)
+    return settings, n
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`twin serve` on loopback for one district."""
+
+    def __init__(self, settings: TwinSettings) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+        env.update(TWIN_DB_SCHEMA=settings.db_schema, TWIN_TILES_DIR=str(settings.tiles_dir),
+                   TWIN_DATA_DIR=str(Path(settings.data_dir).resolve()), OPENBLAS_NUM_THREADS="1")
+        if settings.database_url:
+            env["TWIN_DATABASE_URL"] = settings.database_url
+        self.log = tempfile.NamedTemporaryFile("w", prefix="bench-viewer-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([str(BIN / "twin"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the server exited: see {self.log.name}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"the server did not start: see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def measure(browser, server: Server, runs: int) -> dict:
+    """Open the viewer signed in, ``runs`` times with a cold cache: the page's timings and tile bytes."""
+    token = httpx.post(server.url + "/token", data={"username": USER, "password": PASSWORD}, timeout=30).json()
+    session = json.dumps({"token": token["access_token"], "user": token["user"], "role": token["role"],
+                          "permissions": ["analyse", "read"]})
+    def load(page) -> dict:
+        page.wait_for_function("window.twinViewer && window.twinViewer.timing.firstPipesFrame", timeout=180_000)
+        page.wait_for_function("window.twinViewer.tilesLoaded()", timeout=180_000)
+        t = page.evaluate("window.twinViewer.timing")
+        # When the last tile of the first view had arrived (resource timing): network vs rendering.
+        fetched = page.evaluate("(t) => Math.max(0, ...performance.getEntriesByType('resource')"
+                                ".filter(e => e.name.includes('/tiles/') && e.startTime < t).map(e => e.responseEnd))",
+                                t["firstPipesFrame"])
+        return {"cesium_s": t["start"] / 1000, "tileset_json_s": t["tilesetReady"] / 1000,
+                "tiles_fetched_s": fetched / 1000, "first_tile_loaded_s": t["firstTileLoad"] / 1000,
+                "first_pipes_s": t["firstPipesFrame"] / 1000}
+
+    samples = []
+    warm = None
+    for run in range(runs):
+        context = browser.new_context(viewport=VIEWPORT)
+        context.add_init_script(f"sessionStorage.setItem('pipetwin.session', {json.dumps(session)});")
+        page = context.new_page()
+        tiles: list = []
+        errors: list[str] = []
+        page.on("response", lambda r, tiles=tiles: tiles.append(r) if "/tiles/" in r.url else None)
+        page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+        page.goto(server.url + "/")
+        sample = load(page)
+        wire = sum(r.request.sizes()["responseBodySize"] for r in tiles)
+        decoded = sum(len(r.body()) for r in tiles if r.status == 200)
+        failed = page.evaluate("window.twinViewer.failedTiles()")
+        if run == runs - 1:
+            page.reload()  # a second visit: CesiumJS and the tiles from the browser's cache (revalidated)
+            warm = load(page)["first_pipes_s"]
+        context.close()
+        if errors or failed:
+            raise SystemExit(f"the page reported errors: {errors} {failed}")
+        samples.append({**sample, "tile_requests": len(tiles), "tile_bytes_wire": wire, "tile_bytes": decoded})
+    out = {k: round(statistics.median(s[k] for s in samples), 3 if k.endswith("_s") else 0) for k in samples[0]}
+    return out | {"runs": runs, "first_pipes_all_s": [round(s["first_pipes_s"], 2) for s in samples],
+                  "warm_first_pipes_s": round(warm, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="page loads per district (median reported)")
+    ap.add_argument("--no-1m", action="store_true", help="only the demo district")
+    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    districts = [("demo district", *demo_district())]
+    big = None if args.no_1m else big_district()
+    if big is not None:
+        districts.append(("1M district", *big))
+    results = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            for name, settings, n in districts:
+                server = Server(settings)
+                try:
+                    figures = measure(browser, server, args.runs)
+                finally:
+                    server.stop()
+                results.append((name, n, figures))
+                ok = figures["first_pipes_s"] < TARGET_FIRST_PIPES_S
+                print(f"{name} ({n:,} segments): first pipes on screen {figures['first_pipes_s']:.2f} s "
+                      f"(target {TARGET_FIRST_PIPES_S:g} s: {'met' if ok else 'NOT met'}); "
+                      f"{figures['tile_requests']} tile requests, {figures['tile_bytes_wire'] / 2**20:.2f} MiB on the "
+                      f"wire ({figures['tile_bytes'] / 2**20:.2f} MiB decoded)", flush=True)
+                print(json.dumps(figures), flush=True)
+        finally:
+            browser.close()
+    if big is None and not args.no_1m:
+        print(f"no 1M district: {BIG_TILES}/tileset.json or schema {BIG_SCHEMA} missing (run bench/tiles.py)")
+    if args.no_record:
+        return
+    lines = [f"\n### viewer, {dt.date.today().isoformat()}", f"- machine: {machine()}",
+             f"- headless Debian chromium, WebGL in software (SwiftShader), viewport {VIEWPORT['width']}x"
+             f"{VIEWPORT['height']}, signed in (token in sessionStorage), cold cache; median of {args.runs} loads; "
+             "times from navigation start"]
+    for name, n, f in results:
+        ok = f["first_pipes_s"] < TARGET_FIRST_PIPES_S
+        lines.append(
+            f"- {name}, {n:,} segments: first pipes on screen **{f['first_pipes_s']:.2f} s** "
+            f"(runs {f['first_pipes_all_s']}; CesiumJS loaded {f['cesium_s']:.2f} s, tileset.json "
+            f"{f['tileset_json_s']:.2f} s, first view's tiles fetched {f['tiles_fetched_s']:.2f} s, first tile "
+            f"loaded {f['first_tile_loaded_s']:.2f} s; second visit, warm cache {f['warm_first_pipes_s']:.2f} s); initial view "
+            f"{f['tile_requests']:.0f} tile requests, **{f['tile_bytes_wire'] / 2**20:.2f} MiB** on the wire "
+            f"({f['tile_bytes'] / 2**20:.2f} MiB decoded); target {TARGET_FIRST_PIPES_S:g} s "
+            f"{'met' if ok else '**not met**'}")
+    if big is None and not args.no_1m:
+        lines.append("- 1M district: not measured (no tileset in bench/out/tiles/tileset or no schema bench_tiles)")
+    results_md = ROOT / "bench" / "RESULTS.md"
+    text = results_md.read_text(encoding="utf-8")
+    if "## Web viewer (`bench/viewer.py`)" not in text:
+        text += ("\n## Web viewer (`bench/viewer.py`)\nTarget: the first pipes on screen under 3 s on loopback, "
+                 "from opening the page signed in; and the tile bytes of the initial view.\n")
+    results_md.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
+    print(f"appended to {results_md}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Fixtures of the viewer tests: the demo district behind a real server, and a browser.
+
+The server is `twin serve` on loopback (as a user runs it) over the demo district with its
+tileset; the browser is Debian's chromium driven by Playwright (``executable_path``: no
+browser download), WebGL through SwiftShader. Each page records console errors, page
+errors and failed or refused requests, so a test can assert there were none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import LiveServer, make_twin, password, start_server
+from tests.conftest import drop_schema
+from twin.settings import TwinSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "viewer"
+#: Chromium flags: software WebGL (SwiftShader), and nothing that phones home.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--use-angle=swiftshader",
+                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+
+
+@pytest.fixture(scope="session")
+def viewer_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinSettings]:
+    """The demo district (as `make demo` loads it) with its tileset, one user per role."""
+    from tiles.build import build_tileset
+
+    settings = make_twin(f"test_viewer_demo_{os.getpid()}", tmp_path_factory.mktemp("viewer_demo"), data="demo")
+    build_tileset(settings, full=True, workers=2)
+    yield settings
+    drop_schema(settings)
+
+
+@pytest.fixture(scope="session")
+def viewer_server(viewer_twin: TwinSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(viewer_twin, tmp_path_factory.mktemp("viewer_live") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@dataclass
+class Watch:
+    """What went wrong on a page: console errors, page errors, failed, refused and outside requests."""
+
+    origin: str
+    console: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    allowed: set[tuple[int, str]] = field(default_factory=set)
+
+    def attach(self, page) -> None:
+        page.on("request", self._request)
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.console.append((f"page error: {e}", "")))
+        page.on("requestfailed", lambda r: self.requests.append(f"{r.method} {r.url}: {r.failure}"))
+        page.on("response", self._response)
+
+    def _request(self, request) -> None:
+        # Nothing but the server: no Cesium ion, no map tiles or fonts from the internet.
+        if not request.url.startswith((self.origin + "/", "data:", "blob:")):
+            self.requests.append(f"outside the server: {request.method} {request.url}")
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.console.append((message.text, (message.location or {}).get("url", "")))
+
+    def _response(self, response) -> None:
+        if response.status >= 400 and (response.status, httpx.URL(response.url).path) not in self.allowed:
+            self.requests.append(f"{response.status} {response.request.method} {response.url}")
+
+    def allow(self, status: int, path: str) -> None:
+        """An error answer the test provokes on purpose (the browser also logs it to the console)."""
+        self.allowed.add((status, path))
+
+    def _expected(self, text: str, url: str) -> bool:
+        return (text.startswith("Failed to load resource: the server responded with a status of ")
+                and any(text.endswith(f"status of {s} ({httpx.codes.get_reason_phrase(s)})")
+                        and httpx.URL(url).path == p for s, p in self.allowed))
+
+    def problems(self) -> list[str]:
+        return [t for t, u in self.console if not self._expected(t, u)] + self.requests
+
+
+def api_token(server: LiveServer, role: str) -> str:
+    r = httpx.post(server.url + "/token", data={"username": role, "password": password(role)}, timeout=30)
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+def api_post(server: LiveServer, token: str, path: str, body: dict, **params) -> httpx.Response:
+    return httpx.post(server.url + path, json=body, params=params, headers={"Authorization": f"Bearer {token}"},
+                      timeout=60)

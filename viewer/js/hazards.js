@@ -1,0 +1,64 @@
+// Dig site (抢险): click where the crew will dig -> every pipe and cable within the radius
+// (nearest first, how deep its top is), the nearest valves, old and shallow pipes.
+
+/* global Cesium */
+
+import { execute } from './api.js';
+import { busy, el, guard, num, section, showPanel, table, toast } from './ui.js';
+import { groundHeight, toCartographic } from './scene.js';
+import { toTwin } from './geo.js';
+import { clearMarks, overlay, register, setMarks } from './tools.js';
+import { MARK_GOLD, utilityCss } from './style.js';
+
+const state = { layer: null, radius: 10, result: null };
+
+function layer() {
+  if (!state.layer) state.layer = overlay('hazards');
+  return state.layer;
+}
+
+export async function run(lon, lat) {
+  const ds = layer();
+  ds.entities.removeAll();
+  ds.entities.add({
+    position: Cesium.Cartesian3.fromDegrees(lon, lat, groundHeight(lon, lat)),
+    ellipse: { semiMajorAxis: state.radius, semiMinorAxis: state.radius, height: groundHeight(lon, lat) + 0.05,
+      material: Cesium.Color.RED.withAlpha(0.15), outline: true, outlineColor: Cesium.Color.RED },
+  });
+  showPanel('Dig site', busy('Looking for what lies below…'), 'hazards');
+  return guard('Dig site', async () => {
+    const t = await toTwin([[lon, lat]]);
+    const [x, y] = t.points[0];
+    const r = await execute('hazards', { at: [x, y], radius_m: state.radius });
+    state.result = r;
+    const rows = r.pipes.map((p) => ({
+      attrs: { dataset: { pipe: p.id }, class: p.flags.length ? 'critical' : '' },
+      cells: [el('span', {}, el('i', { class: 'swatch', style: { background: utilityCss(p.utility) } }), p.utility),
+        p.id, p.size, num(p.distance_m, 1), num(p.top_depth_m, 2), p.flags.join('; ') || '–'],
+    }));
+    const valves = r.valves.map((v) => [v.id, v.pipe, num(v.distance_m, 1), v.operable ? 'yes' : 'no']);
+    showPanel('Dig site', [
+      el('p', {}, `Within ${num(r.radius_m, 0)} m of (${num(x, 1)}, ${num(y, 1)}): ${r.pipes.length} pipes and cables.`),
+      r.notes.length ? el('ul', { class: 'notes' }, r.notes.map((n) => el('li', {}, n))) : null,
+      section('Below the dig site (nearest first)', table(['utility', 'id', 'size', 'distance m', 'top depth m', 'flags'], rows)),
+      r.valves.length ? section(`Nearest valves (${r.utility})`, table(['valve', 'on pipe', 'distance m', 'operable'], valves)) : null,
+      el('div', { class: 'actions' }, el('button', { onclick: () => { ds.entities.removeAll(); clearMarks(); } }, 'Clear')),
+    ], 'hazards');
+    setMarks(r.pipes.map((p) => [p.id, p.flags.length ? '#ff2d2d' : MARK_GOLD]), true);
+    return r;
+  });
+}
+
+register({
+  id: 'hazards',
+  label: 'Dig site',
+  hint: 'Dig site: click where the crew will dig (10 m radius). Esc to stop.',
+  click(pick) {
+    if (!pick.ground) {
+      toast('Click on the ground', 'info');
+      return;
+    }
+    const c = toCartographic(pick.ground);
+    run(c.lon, c.lat);
+  },
+});

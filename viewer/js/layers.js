@@ -1,0 +1,99 @@
+// The layer panel: utilities on and off with their standard colours and lengths, abandoned
+// and planned pipes, fittings, colour by utility / material / decade with its legend, the
+// ground (see-through) and the offline base imagery.
+
+import { getJSON, session } from './api.js';
+import { $, el, guard, num } from './ui.js';
+import { display, legendRows, UTILITIES, utilityCss } from './style.js';
+import { restyle } from './tools.js';
+import { setGroundOpacity, showImagery, viewAll, world } from './scene.js';
+
+const stats = { utility: null, material: null, decade: null };
+
+function utilityList() {
+  const present = new Map((stats.utility || []).map((r) => [r.utility, r]));
+  const rows = UTILITIES.filter((u) => !stats.utility || present.has(u.code)).map((u) => {
+    const r = present.get(u.code);
+    const box = el('input', { type: 'checkbox', checked: !display.hiddenUtilities.has(u.code), dataset: { utility: u.code } });
+    box.addEventListener('change', () => {
+      if (box.checked) display.hiddenUtilities.delete(u.code);
+      else display.hiddenUtilities.add(u.code);
+      restyle();
+    });
+    return el('li', {}, el('label', {}, box,
+      el('i', { class: 'swatch', style: { background: utilityCss(u.code) } }),
+      el('span', { class: 'name' }, `${u.code} ${u.en} ${u.zh}`),
+      r ? el('span', { class: 'detail' }, `${num(r.length_km, 1)} km`) : null));
+  });
+  return el('ul', { class: 'layer-list', 'data-role': 'utilities' }, rows);
+}
+
+function legend() {
+  const rows = legendRows(stats);
+  return el('ul', { class: 'legend', 'data-role': 'legend' }, rows.map((r) => el('li', {},
+    el('i', { class: 'swatch', style: { background: r.css } }), el('span', { class: 'name' }, r.label),
+    r.detail !== undefined ? el('span', { class: 'detail' }, `${num(r.detail, 1)} km`) : null)));
+}
+
+function toggle(label, key, role) {
+  const box = el('input', { type: 'checkbox', checked: display[key], dataset: { role } });
+  box.addEventListener('change', () => {
+    display[key] = box.checked;
+    restyle();
+  });
+  return el('label', { class: 'toggle' }, box, label);
+}
+
+async function ensureStats(by) {
+  if (stats[by]) return;
+  const r = await getJSON('/stats', { by });
+  stats[by] = r.rows;
+}
+
+export function renderLayers() {
+  const root = $('#layers-body');
+  const colourBy = el('div', { class: 'segmented', role: 'radiogroup', 'aria-label': 'Colour by' },
+    ['utility', 'material', 'decade'].map((mode) => {
+      const b = el('button', { type: 'button', role: 'radio', 'aria-checked': String(display.colourBy === mode), dataset: { colour: mode } },
+        mode === 'decade' ? 'decade built' : mode);
+      b.addEventListener('click', async () => {
+        display.colourBy = mode;
+        restyle();
+        await guard('Legend', () => ensureStats(mode));
+        renderLayers();
+      });
+      return b;
+    }));
+  const opacity = el('input', { type: 'range', min: '0', max: '1', step: '0.05', value: String(world.groundOpacity ?? 0.3), 'aria-label': 'Ground opacity' });
+  opacity.addEventListener('input', () => {
+    world.groundOpacity = Number(opacity.value);
+    setGroundOpacity(world.groundOpacity);
+  });
+  const imagery = el('input', { type: 'checkbox', checked: Boolean(world.imagery) });
+  imagery.addEventListener('change', () => {
+    world.imagery = imagery.checked;
+    guard('Base imagery', () => showImagery(imagery.checked));
+  });
+  const who = session.get();
+  root.replaceChildren(
+    el('p', { class: 'signed-in', 'data-role': 'signed-in' }, `Signed in as ${who ? who.user : '?'} (${who ? who.role : '?'})`),
+    el('h3', {}, 'Utilities'), utilityList(),
+    el('h3', {}, 'Show'),
+    toggle('Abandoned pipes', 'showAbandoned', 'show-abandoned'),
+    toggle('Planned and proposed pipes', 'showPlanned', 'show-planned'),
+    toggle('Fittings, wells and valves', 'showFittings', 'show-fittings'),
+    el('h3', {}, 'Colour by'), colourBy, legend(),
+    el('h3', {}, 'Ground'),
+    el('label', { class: 'slider' }, 'Opacity', opacity),
+    el('label', { class: 'toggle' }, imagery, 'Base imagery (offline Natural Earth)'),
+    el('div', { class: 'actions' }, el('button', { onclick: () => viewAll(1.0) }, 'View the whole network')),
+  );
+}
+
+export async function initLayers() {
+  renderLayers();
+  await guard('Layer statistics', async () => {
+    await ensureStats('utility');
+    renderLayers();
+  });
+}

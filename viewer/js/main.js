@@ -1,0 +1,190 @@
+// PipeTwin's web viewer: sign in, then the underground network in 3D with every analysis one
+// click away. Plain ES modules over CesiumJS (loaded as a classic script before this one).
+
+/* global Cesium */
+
+import { ApiError, can, getJSON, onUnauthorised, session, signIn } from './api.js';
+import { $, $$, clearPanel, guard, shownErrors, showError } from './ui.js';
+import { createScene, groundHeight, loadGround, loadTileset, lookDownAt, timing, viewAll, world } from './scene.js';
+import { display, makeStyle } from './style.js';
+import { activate, activeTool, listen, pickAt, restyle } from './tools.js';
+import { initLayers } from './layers.js';
+import { initSearch, go as searchGo, showRoad } from './search.js';
+import { showFeature } from './inspect.js';
+import * as shutoff from './shutoff.js';
+import * as sectionTool from './section.js';
+import * as profile from './profile.js';
+import * as measure from './measure.js';
+import * as proposal from './proposal.js';
+import * as hazards from './hazards.js';
+
+const MESSAGE = 'pipetwin.signin-message';
+
+// ------------------------------------------------------------------ sign-in
+function showSignIn() {
+  $('#app').hidden = true;
+  const page = $('#signin');
+  page.hidden = false;
+  const message = sessionStorage.getItem(MESSAGE);
+  sessionStorage.removeItem(MESSAGE);
+  $('#signin-error').textContent = message || '';
+  $('#signin-error').hidden = !message;
+  const form = $('#signin-form');
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const button = form.querySelector('button');
+    button.disabled = true;
+    $('#signin-error').hidden = true;
+    try {
+      await signIn($('#signin-user').value.trim(), $('#signin-password').value);
+      page.hidden = true;
+      await startApp();
+    } catch (err) {
+      $('#signin-error').textContent = err instanceof ApiError ? err.description : String(err.message || err);
+      $('#signin-error').hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  $('#signin-user').focus();
+}
+
+function signOut(message) {
+  session.clear();
+  if (message) sessionStorage.setItem(MESSAGE, message);
+  window.location.reload();
+}
+
+// ------------------------------------------------------------------ the app
+function wireChrome() {
+  const s = session.get();
+  $('#user-name').textContent = s.user;
+  $('#user-role').textContent = s.role;
+  $('#sign-out').addEventListener('click', () => signOut());
+  for (const b of $$('#tools button[data-tool]')) {
+    b.addEventListener('click', () => {
+      const tool = activeTool();
+      activate(tool && tool.id === b.dataset.tool && b.dataset.tool !== 'inspect' ? 'inspect' : b.dataset.tool);
+      if (window.matchMedia('(max-width: 760px)').matches) document.body.classList.remove('layers-open');
+    });
+  }
+  if (!can('analyse')) $$('#tools button[data-needs=analyse]').forEach((b) => { b.disabled = true; });
+  $('#toggle-layers').addEventListener('click', () => {
+    document.body.classList.toggle('layers-open');
+    if (window.matchMedia('(max-width: 760px)').matches) document.body.classList.remove('panel-open');
+  });
+  $('#toggle-panel').addEventListener('click', () => {
+    document.body.classList.toggle('panel-open');
+    if (window.matchMedia('(max-width: 760px)').matches) document.body.classList.remove('layers-open');
+  });
+  $('#panel-close').addEventListener('click', () => document.body.classList.remove('panel-open'));
+  // Wide screens start with both panels open; phones with the map alone.
+  if (!window.matchMedia('(max-width: 760px)').matches) document.body.classList.add('layers-open', 'panel-open');
+}
+
+async function startApp() {
+  // Sessions from before /me answered: fill in the permissions.
+  const s = session.get();
+  if (!s.permissions) {
+    const me = await getJSON('/me');
+    session.set({ ...s, permissions: me.permissions, user: me.name, role: me.role });
+  }
+  $('#app').hidden = false;
+  wireChrome();
+  clearPanel();
+  createScene($('#map'));
+  listen();
+  activate('inspect');
+  initSearch();
+  const ground = guard('The ground surface', async () => {
+    world.frame = await getJSON('/view/frame');
+    await loadGround();
+  });
+  const layers = initLayers();
+  try {
+    await loadTileset(makeStyle());
+    viewAll(0);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return;
+    showError(err, 'Loading the 3D tiles');
+  }
+  world.tileset?.tileFailed.addEventListener((e) => showError({ message: e.message }, `Tile ${e.url}`));
+  await Promise.all([ground, layers]);
+  hooks.ready = true;
+}
+
+// ------------------------------------------------------------------ test and automation hooks
+function contentTiles() {
+  let ready = 0;
+  let total = 0;
+  const walk = (tile) => {
+    if (tile.hasRenderableContent) {
+      total += 1;
+      if (tile.contentReady) ready += 1;
+    }
+    tile.children.forEach(walk);
+  };
+  if (world.tileset) walk(world.tileset.root);
+  return { ready, total };
+}
+
+const hooks = {
+  ready: false,
+  world,
+  display,
+  timing,
+  activate: (id) => activate(id).id,
+  tilesLoaded: () => Boolean(world.tileset && world.tileset.tilesLoaded),
+  contentTiles,
+  failedTiles: () => world.failedTiles.slice(),
+  errors: () => shownErrors(),
+  /** The camera close above a point given in ECEF metres. */
+  lookDownAt: (x, y, z, range) => lookDownAt(new Cesium.Cartesian3(x, y, z), range),
+  /** What lies under the middle of the map (as a click there would see it). */
+  pickCentre: () => {
+    const c = world.scene.canvas;
+    const p = pickAt(new Cesium.Cartesian2(c.clientWidth / 2, c.clientHeight / 2));
+    return p.props;
+  },
+  showFeature: (kind, id) => showFeature(kind, id, null, { fly: true }),
+  search: (q) => searchGo(q),
+  showRoad: (name) => showRoad(name),
+  shutoff: (pipe, failed = []) => activate('shutoff').run(pipe, failed),
+  shutoffState: () => shutoff.shutoffState().result,
+  section: (line) => { activate('section'); return sectionTool.runLine(line); },
+  sectionLonLat: (line) => { activate('section'); return sectionTool.runLonLat(line); },
+  sectionState: () => ({ line: sectionTool.sectionState().twinLine || null, result: sectionTool.sectionState().result }),
+  clearSection: () => sectionTool.clear(),
+  clipping: () => Boolean(world.tileset && world.tileset.clippingPlanes && world.tileset.clippingPlanes.enabled),
+  profile: (from, to) => { activate('profile'); return profile.run(from, to); },
+  profileState: () => profile.profileState().result,
+  proposal: (doc, name) => { activate('proposal'); return proposal.submit(doc, name); },
+  proposalState: () => proposal.proposalState().report,
+  proposalDrawn: () => Boolean(proposal.proposalState().drawn),
+  groundHeight: (lon, lat) => groundHeight(lon, lat),
+  measure,
+  hazards: (lon, lat) => { activate('hazards'); return hazards.run(lon, lat); },
+  restyle,
+  /** Screen position (CSS px) of a point given in lon/lat/height, or null when off screen. */
+  toScreen: (lon, lat, h) => {
+    const p = Cesium.SceneTransforms.worldToWindowCoordinates(world.scene, Cesium.Cartesian3.fromDegrees(lon, lat, h));
+    return p ? [p.x, p.y] : null;
+  },
+};
+window.twinViewer = hooks;
+
+// ------------------------------------------------------------------ boot
+onUnauthorised((message) => signOut(message || 'Your session has ended; sign in again.'));
+window.addEventListener('unhandledrejection', (e) => {
+  e.preventDefault();
+  showError(e.reason, 'Unexpected');
+});
+
+if (session.get()) {
+  startApp().catch((err) => {
+    if (err instanceof ApiError && err.status === 401) return;
+    showError(err, 'Starting');
+  });
+} else {
+  showSignIn();
+}

@@ -1,0 +1,135 @@
+// Measure: the distance between two clicks (on pipes or the ground), and the depth below
+// the ground of a point on a pipe (the survey's ground there, from the server).
+
+/* global Cesium */
+
+import { attributes, el, guard, num, showPanel, toast } from './ui.js';
+import { toCartographic } from './scene.js';
+import { distances, toTwin } from './geo.js';
+import { overlay, register } from './tools.js';
+
+const state = { first: null, layer: null, last: null };
+
+function layer() {
+  if (!state.layer) state.layer = overlay('measure');
+  return state.layer;
+}
+
+const labelStyle = {
+  font: '14px sans-serif', fillColor: Cesium.Color.WHITE, outlineColor: Cesium.Color.BLACK, outlineWidth: 3,
+  style: Cesium.LabelStyle.FILL_AND_OUTLINE, showBackground: true,
+  backgroundColor: Cesium.Color.fromCssColorString('#1d2127').withAlpha(0.8),
+  disableDepthTestDistance: Number.POSITIVE_INFINITY, pixelOffset: new Cesium.Cartesian2(0, -18),
+};
+
+function dot(position, css = '#ffd60a') {
+  return layer().entities.add({ position, point: { pixelSize: 9, color: Cesium.Color.fromCssColorString(css),
+    outlineColor: Cesium.Color.BLACK, outlineWidth: 1, disableDepthTestDistance: Number.POSITIVE_INFINITY } });
+}
+
+/** The distance between two points (Cartesian3): drawn and listed. */
+export function measureDistance(a, b) {
+  const d = distances(a, b);
+  const mid = Cesium.Cartesian3.midpoint(a, b, new Cesium.Cartesian3());
+  layer().entities.add({
+    polyline: { positions: [a, b], width: 3, material: Cesium.Color.fromCssColorString('#ffd60a'),
+      depthFailMaterial: Cesium.Color.fromCssColorString('#ffd60a').withAlpha(0.5) },
+  });
+  dot(b);
+  layer().entities.add({ position: mid, label: { ...labelStyle, text: `${num(d.straight, 2)} m` } });
+  state.last = d;
+  showPanel('Measure distance', [
+    attributes([
+      ['Distance (3D)', `${num(d.straight, 3)} m`],
+      ['Horizontal', `${num(d.horizontal, 3)} m`],
+      ['Height difference', `${num(d.vertical, 3)} m`],
+    ]),
+    el('p', { class: 'muted' }, 'Click two more points for a new measurement. Points snap to pipes under the cursor, else the ground.'),
+    el('div', { class: 'actions' }, el('button', { onclick: () => clear() }, 'Clear')),
+  ], 'measure');
+  return d;
+}
+
+/** The depth below the ground of a point on a pipe (Cartesian3), with the pipe's surveyed depth. */
+export async function measureDepth(point, props) {
+  const c = toCartographic(point);
+  return guard('Depth', async () => {
+    const t = await toTwin([[c.lon, c.lat, c.height]], true);
+    const [e, n, z] = t.points[0];
+    const ground = t.ground_z[0];
+    const depth = ground === null ? null : ground - z;
+    layer().entities.removeAll();
+    const p = Cesium.Cartesian3.fromDegrees(c.lon, c.lat, c.height);
+    dot(p, '#00e0ff');
+    if (ground !== null) {
+      const top = Cesium.Cartesian3.fromDegrees(c.lon, c.lat, c.height + depth);
+      layer().entities.add({ polyline: { positions: [p, top], width: 2, material: Cesium.Color.fromCssColorString('#00e0ff'),
+        depthFailMaterial: Cesium.Color.fromCssColorString('#00e0ff').withAlpha(0.6) } });
+      layer().entities.add({ position: p, label: { ...labelStyle, text: `${num(depth, 2)} m below ground` } });
+    }
+    const result = { easting: e, northing: n, elevation: z, ground_z: ground, depth_m: depth };
+    state.last = result;
+    showPanel('Depth below ground', [
+      attributes([
+        ['Point (E, N)', `${num(e, 2)}, ${num(n, 2)}`],
+        ['Elevation of the point', `${num(z, 3)} m`],
+        ['Ground there', ground === null ? 'no survey ground nearby' : `${num(ground, 3)} m`],
+        ['Depth below ground', depth === null ? '–' : `${num(depth, 2)} m`],
+        props ? ['Pipe', `${props.id} (${props.utility}, ${props.size || ''})`] : undefined,
+        props && props.depth_m !== undefined ? ['Surveyed depth of the pipe', `${num(props.depth_m, 2)} m (mean of its ends)`] : undefined,
+      ]),
+      el('p', { class: 'muted' }, 'Heights are normal heights (1985 datum); the ground is interpolated between the survey points.'),
+    ], 'measure');
+    return result;
+  });
+}
+
+export function clear() {
+  state.first = null;
+  if (state.layer) state.layer.entities.removeAll();
+}
+
+register({
+  id: 'measure',
+  label: 'Distance',
+  hint: 'Distance: click two points (on pipes or the ground). Esc to stop.',
+  start() {
+    state.first = null;
+  },
+  click(pick) {
+    const p = pick.surface || pick.ground;
+    if (!p) {
+      toast('Click on a pipe or the ground', 'info');
+      return;
+    }
+    if (!state.first) {
+      layer().entities.removeAll();
+      state.first = p;
+      dot(p);
+      return;
+    }
+    const a = state.first;
+    state.first = null;
+    measureDistance(a, p);
+  },
+  stop() {
+    state.first = null;
+  },
+});
+
+register({
+  id: 'depth',
+  label: 'Depth',
+  hint: 'Depth: click a point on a pipe. Esc to stop.',
+  click(pick) {
+    if (!pick.surface) {
+      toast('Click a point on a pipe', 'info');
+      return;
+    }
+    measureDepth(pick.surface, pick.kind === 'pipe' ? pick.props : null);
+  },
+});
+
+export function measureState() {
+  return state;
+}

@@ -1,0 +1,335 @@
+// Proposals (管线审批): upload a proposed pipe or excavation (GeoJSON) -> it is checked
+// (collision, clearance, cover) and drawn in its own colour at its real depth; findings are
+// marked and listed; the printable report opens; approvers decide findings and the proposal.
+//
+// Editors and approvers store the proposal for review (POST /proposals); viewers may only
+// check it (the proposal-check process: nothing is stored).
+
+/* global Cesium */
+
+import { can, enc, execute, getJSON, getText, postJSON, request } from './api.js';
+import { busy, drawing, el, guard, num, openDocument, section, showPanel, table, toast } from './ui.js';
+import { flyToBox, groundHeight } from './scene.js';
+import { toLonLat } from './geo.js';
+import { clearMarks, overlay, register, setMarks } from './tools.js';
+
+export const PROPOSAL_COLOUR = '#4d7cff';
+const FINDING_COLOUR = '#ff2d2d';
+const KIND_LABEL = {
+  collision: 'collision 碰撞', duplicate: 'duplicate', clearance_vertical: 'vertical clearance 垂直净距',
+  clearance_horizontal: 'horizontal clearance 水平净距', cover: 'cover 覆土',
+};
+
+const state = { layer: null, report: null, doc: null, name: null, stored: false, findingsAt: new Map() };
+
+function layer() {
+  if (!state.layer) state.layer = overlay('proposal');
+  return state.layer;
+}
+
+function circle(r) {
+  const out = [];
+  for (let i = 0; i < 16; i += 1) {
+    const a = (i / 16) * Math.PI * 2;
+    out.push(new Cesium.Cartesian2(r * Math.cos(a), r * Math.sin(a)));
+  }
+  return out;
+}
+
+function rect(hw, hh) {
+  return [new Cesium.Cartesian2(-hw, -hh), new Cesium.Cartesian2(hw, -hh), new Cesium.Cartesian2(hw, hh),
+    new Cesium.Cartesian2(-hw, hh)];
+}
+
+/** Draw the proposal's pipes (a FeatureCollection in CRS84 with ellipsoidal heights). */
+function drawShape(shape) {
+  const ds = layer();
+  const colour = Cesium.Color.fromCssColorString(PROPOSAL_COLOUR);
+  let west = 180; let east = -180; let south = 90; let north = -90; let low = Infinity; let high = -Infinity;
+  for (const f of shape.features) {
+    const coords = f.geometry.coordinates;
+    const p = f.properties;
+    for (const [lon, lat, h] of coords) {
+      west = Math.min(west, lon); east = Math.max(east, lon); south = Math.min(south, lat); north = Math.max(north, lat);
+      low = Math.min(low, h); high = Math.max(high, h);
+    }
+    const positions = coords.map(([lon, lat, h]) => Cesium.Cartesian3.fromDegrees(lon, lat, h));
+    const hw = Math.max(p.half_width_m, 0.05);
+    const hh = Math.max(p.half_height_m, 0.05);
+    ds.entities.add({
+      id: `proposal-${f.id}`,
+      name: `Proposed ${p.kind} ${p.id}`,
+      polylineVolume: {
+        positions,
+        shape: p.shape === 'circular' ? circle(hw) : rect(hw, hh),
+        cornerType: Cesium.CornerType.MITERED,
+        material: colour.withAlpha(0.85),
+        outline: false,
+      },
+    });
+    // A line on the ground above it, so it is found from afar.
+    ds.entities.add({
+      polyline: {
+        positions: coords.map(([lon, lat]) => Cesium.Cartesian3.fromDegrees(lon, lat, groundHeight(lon, lat) + 0.1)),
+        width: 2, material: new Cesium.PolylineDashMaterialProperty({ color: colour }),
+      },
+    });
+  }
+  return { west, east, south, north, low, high };
+}
+
+async function drawFindings(findings) {
+  const ds = layer();
+  state.findingsAt = new Map();
+  const located = findings.filter((f) => Number.isFinite(f.x) && Number.isFinite(f.y));
+  if (!located.length) return;
+  const pts = await toLonLat(located.map((f) => (Number.isFinite(f.z) ? [f.x, f.y, f.z] : [f.x, f.y])));
+  located.forEach((f, i) => {
+    const [lon, lat, h] = pts[i];
+    const height = Number.isFinite(h) ? h : groundHeight(lon, lat);
+    state.findingsAt.set(f.key, [lon, lat, height]);
+    ds.entities.add({
+      id: `finding-${f.key}`,
+      position: Cesium.Cartesian3.fromDegrees(lon, lat, height),
+      point: { pixelSize: 12, color: Cesium.Color.fromCssColorString(f.status === 'accepted' ? '#2ecc71' : FINDING_COLOUR),
+        outlineColor: Cesium.Color.WHITE, outlineWidth: 2, disableDepthTestDistance: Number.POSITIVE_INFINITY },
+      label: { text: String(i + 1), font: 'bold 13px sans-serif', fillColor: Cesium.Color.WHITE,
+        outlineColor: Cesium.Color.BLACK, outlineWidth: 3, style: Cesium.LabelStyle.FILL_AND_OUTLINE,
+        pixelOffset: new Cesium.Cartesian2(10, -12), horizontalOrigin: Cesium.HorizontalOrigin.LEFT,
+        disableDepthTestDistance: Number.POSITIVE_INFINITY },
+    });
+  });
+}
+
+function flyToFinding(key) {
+  const p = state.findingsAt.get(key);
+  if (!p) return;
+  const d = 0.00015;
+  flyToBox(p[0] - d, p[1] - d, p[0] + d, p[1] + d, p[2] - 2, p[2] + 2, 0.8);
+}
+
+async function decideFinding(key, status) {
+  const id = state.report.proposal_id;
+  const note = status === 'accepted' ? window.prompt('Why is it acceptable? (recorded)', '') : null;
+  if (note === null && status === 'accepted') return;
+  await guard('Deciding the finding', async () => {
+    const r = await postJSON(`/proposals/${id}/findings/${enc(key)}/decision`, { status, note: note || null });
+    await show(r, { redraw: false });
+  });
+}
+
+async function decide(status) {
+  const r0 = state.report;
+  let body = { status };
+  if (status === 'approved' && r0.open_findings > 0) {
+    const override = window.prompt(`${r0.open_findings} findings are not accepted. Approve anyway? Give the reason (recorded):`, '');
+    if (!override) return;
+    body = { status, override };
+  } else if (status === 'rejected') {
+    const note = window.prompt('Why is it rejected? (recorded)', '');
+    if (note === null) return;
+    body = { status, note: note || null };
+  }
+  await guard('Deciding the proposal', async () => {
+    const r = await postJSON(`/proposals/${r0.proposal_id}/decision`, body);
+    toast(`Proposal ${r.proposal_id} is ${r.status}`, 'ok');
+    await show(r, { redraw: false });
+  });
+}
+
+async function openReport() {
+  await guard('Opening the report', async () => {
+    const r = state.report;
+    const html = r.proposal_id
+      ? await getText(`/proposals/${r.proposal_id}/report`)
+      : await execute('proposal-check', { proposal: state.doc, name: state.name || undefined }, 'html');
+    openDocument(html, 'text/html', 'The report');
+    state.reportOpened = (state.reportOpened || 0) + 1;
+  });
+}
+
+async function worstSection(target) {
+  await guard('The cross-section at the worst place', async () => {
+    const r = state.report;
+    const svg = r.proposal_id
+      ? await getText(`/proposals/${r.proposal_id}/section.svg`)
+      : await execute('proposal-check', { proposal: state.doc, name: state.name || undefined }, 'svg');
+    target.replaceChildren(drawing(svg, 'Cross-section at the worst place'));
+  });
+}
+
+function statusBadge(status) {
+  const cls = { new: '', reviewed: 'info', approved: 'ok', rejected: 'danger' }[status] || '';
+  return el('span', { class: `badge ${cls}`, 'data-role': 'proposal-status' }, status);
+}
+
+function render(r) {
+  const approver = can('approve') && r.proposal_id && !['approved', 'rejected'].includes(r.status);
+  const rows = r.findings.map((f, i) => ({
+    attrs: { dataset: { finding: f.key, kind: f.kind }, class: f.status === 'accepted' ? '' : 'critical' },
+    cells: [String(i + 1), el('div', {}, el('strong', {}, KIND_LABEL[f.kind] || f.kind), el('div', { class: 'small' }, f.summary)),
+      f.status,
+      el('span', { class: 'row-actions' },
+        el('button', { class: 'small', onclick: () => flyToFinding(f.key) }, 'Show'),
+        approver && f.status !== 'resolved' ? el('button', { class: 'small', onclick: () => decideFinding(f.key, 'accepted') }, 'Accept') : null,
+        approver && f.status !== 'resolved' ? el('button', { class: 'small', onclick: () => decideFinding(f.key, 'rejected') }, 'Reject') : null)],
+  }));
+  const sectionBox = el('div', { 'data-role': 'proposal-section' });
+  const counts = Object.entries(r.counts || {}).map(([k, n]) => `${n} ${KIND_LABEL[k] || k}`).join(', ');
+  const events = (r.events || []).map((e) => [e.at ? new Date(e.at).toLocaleString() : '–', e.by || '–', e.action,
+    e.to_status || '–', e.note || '–']);
+  showPanel(r.proposal_id ? `Proposal ${r.proposal_id}: ${r.name}` : `Proposal check: ${r.name}`, [
+    el('p', { 'data-role': 'proposal-summary' },
+      el('span', { class: `badge ${r.passed ? 'ok' : 'danger'}`, 'data-role': 'proposal-result' }, r.passed ? 'pass' : 'fail'), ' ',
+      r.proposal_id ? statusBadge(r.status) : el('span', { class: 'badge' }, 'not stored'), ' ',
+      `${r.utility} ${r.size}, ${num(r.length_m, 1)} m; ${r.findings.length} finding${r.findings.length === 1 ? '' : 's'}` +
+      (counts ? ` (${counts})` : '') + `; ${r.candidates} pipes nearby checked.`),
+    el('p', { class: 'legend-inline' },
+      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: PROPOSAL_COLOUR } }), 'proposed'),
+      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: FINDING_COLOUR } }), 'finding / pipe involved')),
+    section('Findings', r.findings.length
+      ? table(['#', 'finding', 'status', ''], rows, { 'data-role': 'findings' })
+      : el('p', { class: 'ok-text', 'data-role': 'findings' }, 'No collision, clearance or cover problem found.')),
+    el('div', { class: 'actions' },
+      el('button', { 'data-action': 'report', onclick: () => openReport() }, 'Open the report'),
+      el('button', { onclick: () => worstSection(sectionBox) }, 'Section at the worst place'),
+      approver && r.status === 'new' ? el('button', { onclick: () => decide('reviewed') }, 'Mark reviewed') : null,
+      approver && r.status === 'reviewed' ? el('button', { class: 'primary', 'data-action': 'approve', onclick: () => decide('approved') }, 'Approve') : null,
+      approver ? el('button', { class: 'danger', 'data-action': 'reject', onclick: () => decide('rejected') }, 'Reject') : null,
+      el('button', { onclick: () => clear() }, 'Clear')),
+    sectionBox,
+    events.length ? section('History', table(['when', 'who', 'action', 'status', 'note'], events)) : null,
+    uploadForm(),
+  ], 'proposal');
+}
+
+/** Show a report (from the check or a stored proposal): panel, marks, and in 3D. */
+async function show(r, { redraw = true, shape = null } = {}) {
+  state.report = r;
+  state.drawn = false;
+  render(r);
+  const involved = new Set(r.findings.flatMap((f) => f.ids));
+  setMarks([...involved].map((id) => [id, FINDING_COLOUR]), true);
+  let box = null;
+  if (redraw) {
+    layer().entities.removeAll();
+    if (shape) box = drawShape(shape);
+    else if (r.proposal_id) box = drawShape(await getJSON(`/view/proposals/${r.proposal_id}/shape`));
+    else if (state.doc) box = drawShape(await postJSON('/view/proposal-shape', { proposal: state.doc }));
+  } else {
+    // A decision: the proposal stays drawn; the findings' markers take their new status.
+    for (const e of layer().entities.values.slice()) {
+      if (String(e.id).startsWith('finding-')) layer().entities.remove(e);
+    }
+  }
+  await drawFindings(r.findings);
+  state.drawn = true;
+  if (redraw && box) flyToBox(box.west, box.south, box.east, box.north, box.low - 2, box.high + 2);
+  return r;
+}
+
+/** Check (and, with the right, store) a proposal given as GeoJSON. */
+export async function submit(doc, name) {
+  state.doc = doc;
+  state.name = name || null;
+  showPanel('Proposal', busy('Checking the proposal against the network…'), 'proposal');
+  return guard('Proposal', async () => {
+    let r;
+    if (can('propose')) {
+      const res = await request('/proposals', { method: 'POST', json: doc, query: { name: name || undefined } });
+      r = await res.json();
+      state.stored = true;
+    } else {
+      r = await execute('proposal-check', { proposal: doc, name: name || undefined });
+      state.stored = false;
+      toast('Checked only: your role may not store proposals', 'info');
+    }
+    return show(r);
+  });
+}
+
+export async function openStored(id) {
+  showPanel(`Proposal ${id}`, busy('Reading the proposal…'), 'proposal');
+  return guard('Proposal', async () => {
+    state.doc = null;
+    return show(await getJSON(`/proposals/${id}`));
+  });
+}
+
+function readFile(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsText(file);
+  });
+}
+
+function uploadForm() {
+  const file = el('input', { type: 'file', id: 'proposal-file', accept: '.geojson,.json,application/geo+json,application/json,.csv' });
+  const name = el('input', { type: 'text', id: 'proposal-name', placeholder: 'name (optional)', maxlength: '200' });
+  const form = el('form', {
+    class: 'upload',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const f = file.files[0];
+      if (!f) {
+        toast('Choose a GeoJSON file of the proposed pipe or excavation', 'info');
+        return;
+      }
+      if (/\.csv$/i.test(f.name)) {
+        toast('Proposals are read from GeoJSON; the server does not take CJJ 61 tables for proposals yet', 'error');
+        return;
+      }
+      let doc;
+      try {
+        doc = JSON.parse(await readFile(f));
+      } catch (err) {
+        toast(`${f.name} is not GeoJSON: ${err.message}`, 'error');
+        return;
+      }
+      await submit(doc, name.value.trim() || (doc.name || (doc.properties && doc.properties.name)) || f.name.replace(/\.[^.]+$/, ''));
+    },
+  }, el('label', { for: 'proposal-file' }, 'Proposed pipe or excavation (GeoJSON: LineString with utility, size, depth_m; Polygon with depth_m)'),
+  file, name, el('button', { type: 'submit', class: 'primary' }, can('propose') ? 'Check and submit' : 'Check'));
+  return section('New proposal', form);
+}
+
+async function listStored(target) {
+  await guard('Proposals', async () => {
+    const r = await getJSON('/proposals');
+    const rows = r.proposals.slice().reverse().map((p) => ({
+      attrs: { dataset: { proposal: String(p.id) } },
+      cells: [String(p.id), p.name, p.utility, statusBadge(p.status), p.passed ? 'pass' : 'fail', String(p.open ?? '–'),
+        el('button', { class: 'small', onclick: () => openStored(p.id) }, 'Open')],
+    }));
+    target.replaceChildren(rows.length ? table(['id', 'name', 'utility', 'status', 'check', 'open', ''], rows)
+      : el('p', { class: 'muted' }, 'No proposals yet.'));
+  });
+}
+
+export function start() {
+  const list = el('div', {}, busy('Reading the proposals…'));
+  showPanel('Proposals 管线审批', [uploadForm(), section('Stored proposals', list)], 'proposal');
+  listStored(list);
+}
+
+export function clear() {
+  if (state.layer) state.layer.entities.removeAll();
+  state.report = null;
+  clearMarks();
+  start();
+}
+
+export function proposalState() {
+  return state;
+}
+
+register({
+  id: 'proposal',
+  label: 'Proposal',
+  hint: 'Proposal: upload a GeoJSON of the proposed pipe in the panel. Esc to stop.',
+  submit,
+  start,
+  click() {},
+});

@@ -1,0 +1,263 @@
+// The 3D scene: CesiumJS offline (no ion, no internet), the underground view, the tileset,
+// the survey's ground as terrain, and the camera and picking helpers the tools use.
+
+/* global Cesium */
+
+import { authHeaders, getJSON } from './api.js';
+
+export const timing = { start: performance.now() };
+
+/** The scene, once made: {widget, scene, camera, tileset, frame, ground}. */
+export const world = {
+  widget: null, scene: null, camera: null, tileset: null, frame: null, ground: null,
+  failedTiles: [], loadedTiles: 0,
+};
+
+const GROUND_COLOUR = '#6f6a5c';
+
+export function createScene(container) {
+  // Nothing from Cesium ion: no token, no default imagery or terrain.
+  Cesium.Ion.defaultAccessToken = '';
+  const widget = new Cesium.CesiumWidget(container, {
+    baseLayer: false,
+    terrainProvider: new Cesium.EllipsoidTerrainProvider(),
+    skyBox: false,
+    skyAtmosphere: false,
+    shadows: false,
+    showRenderLoopErrors: true,
+    msaaSamples: 1,
+  });
+  const scene = widget.scene;
+  scene.backgroundColor = Cesium.Color.fromCssColorString('#14171b');
+  scene.fog.enabled = false;
+  if (scene.sun) scene.sun.show = false;
+  if (scene.moon) scene.moon.show = false;
+  scene.highDynamicRange = false;
+  scene.postProcessStages.fxaa.enabled = true;
+
+  const globe = scene.globe;
+  globe.baseColor = Cesium.Color.fromCssColorString(GROUND_COLOUR);
+  globe.showGroundAtmosphere = false;
+  globe.enableLighting = false;
+  globe.depthTestAgainstTerrain = false;
+  // The underground view: the ground is see-through near the camera, firmer far away.
+  globe.translucency.enabled = true;
+  globe.undergroundColor = undefined;
+  setGroundOpacity(0.3);
+  const controller = scene.screenSpaceCameraController;
+  controller.enableCollisionDetection = false; // the camera may go below the ground
+  controller.minimumZoomDistance = 1.0;
+  scene.pickTranslucentDepth = true;
+
+  Object.assign(world, { widget, scene, camera: widget.camera });
+  const first = scene.postRender.addEventListener(() => {
+    first();
+    timing.firstFrame = performance.now();
+  });
+  return world;
+}
+
+/** Ground opacity (0..1) far away; near the camera it is a third of that. */
+export function setGroundOpacity(alpha) {
+  const t = world.scene ? world.scene.globe.translucency : null;
+  const globe = world.scene ? world.scene.globe : null;
+  if (!t) return;
+  t.frontFaceAlphaByDistance = new Cesium.NearFarScalar(50.0, Math.max(0.05, alpha / 3), 5000.0, alpha);
+  t.backFaceAlpha = Math.max(0.05, alpha / 3);
+  globe.show = alpha > 0;
+}
+
+export function showGround(show) {
+  world.scene.globe.show = show;
+}
+
+let naturalEarth = null;
+
+/** The package's own offline Natural Earth II imagery on the globe, or none. */
+export async function showImagery(show) {
+  const layers = world.scene.imageryLayers;
+  if (show && !naturalEarth) {
+    const provider = await Cesium.TileMapServiceImageryProvider.fromUrl(
+      Cesium.buildModuleUrl('Assets/Textures/NaturalEarthII'));
+    naturalEarth = layers.addImageryProvider(provider);
+  }
+  if (naturalEarth) naturalEarth.show = show;
+}
+
+/** The tileset, with the session's token on every tile request. */
+export async function loadTileset(style) {
+  const resource = new Cesium.Resource({ url: '/tiles/tileset.json', headers: authHeaders() });
+  const tileset = await Cesium.Cesium3DTileset.fromUrl(resource, {
+    maximumScreenSpaceError: 16,
+    // Keep the pipes' own shading: the style colours replace the material colours.
+    colorBlendMode: Cesium.Cesium3DTileColorBlendMode.REPLACE,
+  });
+  tileset.colorBlendMode = Cesium.Cesium3DTileColorBlendMode.REPLACE;
+  tileset.tileFailed.addEventListener((e) => world.failedTiles.push(`${e.url}: ${e.message}`));
+  tileset.tileLoad.addEventListener(() => {
+    world.loadedTiles += 1;
+    if (!timing.firstTileLoad) timing.firstTileLoad = performance.now();
+  });
+  const firstVisible = tileset.tileVisible.addEventListener(() => {
+    firstVisible();
+    timing.firstTileVisible = performance.now();
+    const after = world.scene.postRender.addEventListener(() => {
+      after();
+      timing.firstPipesFrame = performance.now();
+    });
+  });
+  tileset.style = style;
+  world.scene.primitives.add(tileset);
+  world.tileset = tileset;
+  timing.tilesetReady = performance.now();
+  return tileset;
+}
+
+/** How far (m) the camera may be for the tileset to draw anything at all: beyond it the error of
+ * drawing nothing (the tileset's top geometric error) is below the screen-space error limit. */
+export function farthestView() {
+  const tileset = world.tileset;
+  const scene = world.scene;
+  const heightPx = scene.drawingBufferHeight / (scene.pixelRatio || 1);
+  const sseDenominator = world.camera.frustum.sseDenominator || 2 * Math.tan(world.camera.frustum.fovy / 2);
+  const error = tileset._geometricError ?? tileset.root.geometricError;
+  return (error * heightPx) / (tileset.maximumScreenSpaceError * sseDenominator);
+}
+
+/** Look at the whole network from above at an angle; a city-wide one from as far as its trunk
+ * mains show (the tileset's coarsest level is meant to be seen from that distance). */
+export function viewAll(duration = 0) {
+  const sphere = world.tileset.boundingSphere;
+  const range = Math.max(Math.min(sphere.radius * 2.2, 0.8 * farthestView()), 150);
+  world.camera.flyToBoundingSphere(sphere, {
+    duration,
+    offset: new Cesium.HeadingPitchRange(0.3, -0.75, range),
+  });
+}
+
+// ------------------------------------------------------------------ the ground as terrain
+/** The survey's ground from the server (a lon/lat grid) as the globe's terrain. */
+export async function loadGround() {
+  const g = await getJSON('/view/ground', { cols: 97, rows: 97 });
+  world.ground = g;
+  const [west, south, east, north] = g.bbox;
+  const cols = g.cols;
+  const rows = g.rows;
+  const h = Float32Array.from(g.heights);
+  const heightAt = (lon, lat) => {
+    // Bilinear in the grid; beyond its edge the edge's height.
+    const fx = Math.min(Math.max((lon - west) / (east - west), 0), 1) * (cols - 1);
+    const fy = Math.min(Math.max((north - lat) / (north - south), 0), 1) * (rows - 1);
+    const x0 = Math.min(Math.floor(fx), cols - 2);
+    const y0 = Math.min(Math.floor(fy), rows - 2);
+    const tx = fx - x0;
+    const ty = fy - y0;
+    const i = y0 * cols + x0;
+    const top = h[i] * (1 - tx) + h[i + 1] * tx;
+    const bottom = h[i + cols] * (1 - tx) + h[i + cols + 1] * tx;
+    return top * (1 - ty) + bottom * ty;
+  };
+  world.groundHeightAt = heightAt;
+  const size = 33;
+  const tiling = new Cesium.GeographicTilingScheme();
+  const provider = new Cesium.CustomHeightmapTerrainProvider({
+    width: size,
+    height: size,
+    tilingScheme: tiling,
+    callback: (x, y, level) => {
+      const r = tiling.tileXYToRectangle(x, y, level);
+      const out = new Float32Array(size * size);
+      const w = Cesium.Math.toDegrees(r.west);
+      const e = Cesium.Math.toDegrees(r.east);
+      const n = Cesium.Math.toDegrees(r.north);
+      const s = Cesium.Math.toDegrees(r.south);
+      for (let row = 0; row < size; row += 1) {
+        const lat = n + (s - n) * (row / (size - 1));
+        for (let col = 0; col < size; col += 1) {
+          out[row * size + col] = heightAt(w + (e - w) * (col / (size - 1)), lat);
+        }
+      }
+      return out;
+    },
+  });
+  world.scene.terrainProvider = provider;
+  return g;
+}
+
+/** Ellipsoidal height of the ground at a lon/lat (degrees): the survey's ground, or the mean. */
+export function groundHeight(lon, lat) {
+  if (world.groundHeightAt) return world.groundHeightAt(lon, lat);
+  const z = world.frame && world.frame.ground_z ? world.frame.ground_z.mean : 0;
+  return z + (world.frame ? world.frame.geoid_offset_m : 0);
+}
+
+// ------------------------------------------------------------------ positions
+export function toCartographic(cartesian) {
+  const c = Cesium.Cartographic.fromCartesian(cartesian);
+  return { lon: Cesium.Math.toDegrees(c.longitude), lat: Cesium.Math.toDegrees(c.latitude), height: c.height };
+}
+
+export function fromDegrees(lon, lat, height = 0) {
+  return Cesium.Cartesian3.fromDegrees(lon, lat, height);
+}
+
+/** Where a screen position meets the ground surface (the survey's ground level). */
+export function groundAt(screen) {
+  const ray = world.camera.getPickRay(screen);
+  if (!ray) return undefined;
+  if (world.scene.globe.show) {
+    const p = world.scene.globe.pick(ray, world.scene);
+    if (p) return p;
+  }
+  // No globe: a level plane at the mean ground height below the network's centre.
+  const centre = world.tileset ? world.tileset.boundingSphere.center : Cesium.Cartesian3.ZERO;
+  const c = toCartographic(centre);
+  const origin = fromDegrees(c.lon, c.lat, groundHeight(c.lon, c.lat));
+  const normal = Cesium.Ellipsoid.WGS84.geodeticSurfaceNormal(origin, new Cesium.Cartesian3());
+  const plane = Cesium.Plane.fromPointNormal(origin, normal);
+  return Cesium.IntersectionTests.rayPlane(ray, plane) || undefined;
+}
+
+/** The 3D position of what is drawn at a screen position (a pipe's surface), if any. */
+export function surfaceAt(screen) {
+  if (!world.scene.pickPositionSupported) return undefined;
+  const p = world.scene.pickPosition(screen);
+  return p && Number.isFinite(p.x) ? p : undefined;
+}
+
+/** Fly to a lon/lat box (degrees) and heights (ellipsoidal), looking down at an angle. */
+export function flyToBox(west, south, east, north, low, high, duration = 1.2) {
+  const lo = Number.isFinite(low) ? low : groundHeight((west + east) / 2, (south + north) / 2) - 3;
+  const hi = Number.isFinite(high) ? high : lo + 3;
+  const pts = [
+    fromDegrees(west, south, lo), fromDegrees(east, north, hi), fromDegrees(west, north, lo), fromDegrees(east, south, hi),
+  ];
+  const sphere = Cesium.BoundingSphere.fromPoints(pts);
+  world.camera.flyToBoundingSphere(sphere, {
+    duration,
+    offset: new Cesium.HeadingPitchRange(world.camera.heading, -0.7, Math.max(sphere.radius * 2.4, 25)),
+  });
+}
+
+/** Fly to a GeoJSON geometry in CRS84 whose z are normal heights (the features API). */
+export function flyToGeometry(geometry, duration = 1.2) {
+  const pts = [];
+  const walk = (c) => {
+    if (typeof c[0] === 'number') pts.push(c);
+    else c.forEach(walk);
+  };
+  walk(geometry.coordinates);
+  if (!pts.length) return;
+  const offset = world.frame ? world.frame.geoid_offset_m : 0;
+  const lons = pts.map((p) => p[0]);
+  const lats = pts.map((p) => p[1]);
+  const zs = pts.filter((p) => p.length > 2).map((p) => p[2] + offset);
+  flyToBox(Math.min(...lons), Math.min(...lats), Math.max(...lons), Math.max(...lats),
+    zs.length ? Math.min(...zs) : undefined, zs.length ? Math.max(...zs) : undefined, duration);
+}
+
+/** The camera close above a point (ECEF), looking down at it: for picking what is there. */
+export function lookDownAt(cartesian, range = 14.0) {
+  world.camera.lookAt(cartesian, new Cesium.HeadingPitchRange(0.0, -1.3, range));
+  world.camera.lookAtTransform(Cesium.Matrix4.IDENTITY);
+}

@@ -1,0 +1,165 @@
+// Small DOM helpers: building elements, the details panel, messages to the user.
+
+/** An element: el('div', {class: 'x', onclick: fn, dataset: {id: 1}}, 'text', child, ...). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k === 'style' && typeof v === 'object') Object.assign(node.style, v);
+    else if (k.startsWith('on') && typeof v === 'function') node.addEventListener(k.slice(2), v);
+    else if (v === true) node.setAttribute(k, '');
+    else node.setAttribute(k, String(v));
+  }
+  append(node, children);
+  return node;
+}
+
+function append(node, children) {
+  for (const c of children) {
+    if (c === undefined || c === null || c === false) continue;
+    if (Array.isArray(c)) append(node, c);
+    else node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+export const $ = (sel, root = document) => root.querySelector(sel);
+export const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+
+/** A number for people: fixed decimals, or an en dash when missing. */
+export function num(v, digits = 2, unit = '') {
+  if (v === undefined || v === null || Number.isNaN(v)) return '–';
+  return `${Number(v).toFixed(digits)}${unit ? ' ' + unit : ''}`;
+}
+
+export function text(v) {
+  return v === undefined || v === null || v === '' ? '–' : String(v);
+}
+
+/** A two-column table of attributes (label, value) pairs, skipping undefined values. */
+export function attributes(rows) {
+  return el('table', { class: 'attrs' },
+    el('tbody', {}, rows.filter((r) => r && r[1] !== undefined).map(([k, v]) =>
+      el('tr', {}, el('th', { scope: 'row' }, k), el('td', {}, v instanceof Node ? v : text(v))))));
+}
+
+/** A table with a header row; rows are arrays of cells (strings or nodes) or {cells, attrs}. */
+export function table(headers, rows, attrs = {}) {
+  return el('div', { class: 'table-wrap' }, el('table', { class: 'list', ...attrs },
+    el('thead', {}, el('tr', {}, headers.map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows.map((r) => {
+      const cells = Array.isArray(r) ? r : r.cells;
+      return el('tr', Array.isArray(r) ? {} : r.attrs, cells.map((c) => el('td', {}, c instanceof Node ? c : text(c))));
+    }))));
+}
+
+// ------------------------------------------------------------------ messages
+const errors = [];
+
+/** Show a message for a few seconds (kind: info, ok, error). */
+export function toast(message, kind = 'info', seconds = kind === 'error' ? 9 : 4) {
+  const box = $('#toasts');
+  const t = el('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status' },
+    el('span', {}, message),
+    el('button', { class: 'close', 'aria-label': 'Dismiss', onclick: () => t.remove() }, '×'));
+  box.append(t);
+  setTimeout(() => t.remove(), seconds * 1000);
+  return t;
+}
+
+/** An error for the user: the API's description when there is one; never swallowed. */
+export function showError(err, what) {
+  const message = err && (err.description || err.message) ? (err.description || err.message) : String(err);
+  errors.push({ what: what || null, message, status: err && err.status });
+  toast(what ? `${what}: ${message}` : message, 'error');
+}
+
+/** Errors shown to the user so far (for tests). */
+export function shownErrors() {
+  return errors.slice();
+}
+
+/** Run an async action; errors go to the user with `what` as context. */
+export async function guard(what, fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    showError(err, what);
+    return undefined;
+  }
+}
+
+// ------------------------------------------------------------------ the details panel
+const panelState = { owner: null };
+
+/** Put content into the details panel under a title; `owner` names the tool that filled it. */
+export function showPanel(title, content, owner = null) {
+  panelState.owner = owner;
+  const body = $('#panel-body');
+  $('#panel-title').textContent = title;
+  body.replaceChildren(...(Array.isArray(content) ? content : [content]).filter(Boolean));
+  body.scrollTop = 0;
+  document.body.classList.add('panel-open');
+  $('#panel').dataset.owner = owner || '';
+  return body;
+}
+
+export function panelOwner() {
+  return panelState.owner;
+}
+
+export function clearPanel() {
+  panelState.owner = null;
+  $('#panel-title').textContent = 'Details';
+  $('#panel-body').replaceChildren(el('p', { class: 'muted' },
+    'Click a pipe or a point to see its attributes, or pick a tool above.'));
+  $('#panel').dataset.owner = '';
+}
+
+/** A panel section: a heading and its content. */
+export function section(title, ...content) {
+  return el('section', { class: 'block' }, el('h3', {}, title), ...content);
+}
+
+/** A busy line that is replaced when the work is done. */
+export function busy(message) {
+  return el('p', { class: 'busy' }, el('span', { class: 'spinner', 'aria-hidden': 'true' }), message);
+}
+
+/** Tool hint line at the bottom of the map. */
+export function hint(message) {
+  const h = $('#hint');
+  h.textContent = message || '';
+  h.hidden = !message;
+}
+
+/** An SVG drawing from the server, in a scrollable frame, with a button to open it large. */
+export function drawing(svgText, title) {
+  const frame = el('div', { class: 'drawing' });
+  // The SVG comes from our own server; parsing it as a document keeps any script out of the page.
+  const doc = new DOMParser().parseFromString(svgText, 'image/svg+xml');
+  const svg = doc.documentElement;
+  if (svg.nodeName.toLowerCase() !== 'svg' || doc.querySelector('parsererror')) {
+    frame.append(el('p', { class: 'error' }, 'The drawing could not be read.'));
+    return frame;
+  }
+  svg.querySelectorAll('script').forEach((s) => s.remove());
+  svg.removeAttribute('height');
+  svg.setAttribute('width', '100%');
+  frame.append(document.importNode(svg, true));
+  const open = el('button', {
+    class: 'small', onclick: () => openDocument(svgText, 'image/svg+xml', title),
+  }, 'Open full size');
+  return el('div', {}, frame, open);
+}
+
+/** Open a document (HTML report, SVG) in a new tab from text we fetched with the token. */
+export function openDocument(textBody, type, title) {
+  const url = URL.createObjectURL(new Blob([textBody], { type: `${type};charset=utf-8` }));
+  const w = window.open(url, '_blank');
+  if (w) w.opener = null;
+  else toast(`${title || 'The document'} is ready: allow pop-ups to open it`, 'info');
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return url;
+}
