@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/shutoff.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/viewer.py
 
 clean:
 	-$(BIN)/twin db stop

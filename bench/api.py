@@ -113,7 +113,7 @@ def _request(kind: str, pipes: list[str], boxes: list[str], rnd: random.Random) 
 async def _load(url: str, headers: dict, kind: str, clients: int, seconds: float, think: float,
                 pipes: list[str], boxes: list[str]) -> dict:
     lat: list[float] = []
-    errors: dict[int, int] = {}
+    errors: dict[int | str, int] = {}
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
@@ -125,11 +125,15 @@ async def _load(url: str, headers: dict, kind: str, clients: int, seconds: float
             while time.perf_counter() < stop:
                 method, path, body = _request(kind, pipes, boxes, rnd)
                 t0 = time.perf_counter()
-                r = await client.request(method, path, json=body)
-                await r.aread()
+                try:
+                    r = await client.request(method, path, json=body)
+                    await r.aread()
+                    status: int | str = r.status_code
+                except httpx.TransportError as exc:  # counted, not fatal: the run goes on
+                    status = type(exc).__name__
                 lat.append((time.perf_counter() - t0) * 1000)
-                if r.status_code != 200:
-                    errors[r.status_code] = errors.get(r.status_code, 0) + 1
+                if status != 200:
+                    errors[status] = errors.get(status, 0) + 1
                 if think:
                     await asyncio.sleep(rnd.expovariate(1 / think))
 
