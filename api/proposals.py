@@ -3,7 +3,9 @@
 ``POST /proposals`` stores a proposed pipe or excavation (GeoJSON, as
 :mod:`analysis.proposal_input` reads it) and checks it; ``GET /proposals/{id}`` is its last
 report with the decisions and the event log, ``/report`` the printable HTML page and
-``/section.svg`` the cross-section at the worst place. Editors and approvers submit and re-check
+``/section.svg`` the cross-section at the worst place. ``POST /proposals/tables`` turns a proposal
+given as CJJ 61 point and segment tables into that GeoJSON (checked as an import is), for the
+client to check or submit. Editors and approvers submit and re-check
 (``propose``); approvers decide findings and the proposal (``approve``):
 new -> reviewed -> approved | rejected. A decision the status does not allow is 409.
 The proposals as OGC features are served elsewhere (``/collections/proposals/items``).
@@ -11,10 +13,11 @@ The proposals as OGC features are served elsewhere (``/collections/proposals/ite
 
 from __future__ import annotations
 
+import shutil
 from typing import Annotated, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -28,11 +31,13 @@ from analysis.proposal import (
     report_html,
     submit_proposal,
 )
+from analysis.proposal_tables import tables_to_geojson
 from api.audit import audit_now
 from api.auth import User, allow
 from api.jobs import base_url
-from api.processes import AUDIT_IDS, ProposalDocument, audit_params, geojson, json_safe
-from twin.errors import Conflict, NotFound
+from api.processes import AUDIT_IDS, MAX_PARTS, ProposalDocument, audit_params, geojson, json_safe
+from api.uploads import AxisOrder, Encoding, _save_uploads
+from twin.errors import Conflict, InputError, NotFound
 
 __all__ = ["router"]
 
@@ -121,6 +126,40 @@ def submit(
               affected=_affected(pid, stored), status=201)
     return JSONResponse(_document(request, pid, stored), status_code=201,
                         headers={"Location": f"{base_url(request)}/proposals/{pid}"})
+
+
+@router.post(
+    "/proposals/tables",
+    summary="A proposal given as CJJ 61 point and segment tables (CSV or XLSX) as proposal GeoJSON",
+    responses={200: {"description": "A GeoJSON FeatureCollection in the twin CRS, one LineString per segment "
+                     "(its centreline, z at the centre): check or submit it as it is"},
+               400: {"description": "The tables cannot be read or fail the import's data checks"}},
+)
+def proposal_tables(
+    request: Request,
+    points: UploadFile = File(..., description="Point table (管线点成果表) of the proposal, CSV or XLSX"),
+    segments: UploadFile = File(..., description="Segment table (管线段成果表) of the proposal, CSV or XLSX"),
+    axis_order: AxisOrder = Form("ne", description="ne: X is northing (Chinese survey); en: X is easting"),
+    encoding: Encoding = Form("auto", description="Text encoding of CSV files"),
+    user: User = Depends(allow("analyse")),
+) -> dict:
+    engine, settings = request.app.state.engine, request.app.state.settings
+    folder, files = _save_uploads(points, segments)
+    params = {"axis_order": axis_order, "encoding": encoding, "files": [f.info for f in files]}
+    try:
+        doc = tables_to_geojson(files[0].path, files[1].path, settings, axis_order=axis_order, encoding=encoding)
+        if len(doc["features"]) > MAX_PARTS:
+            raise InputError(f"a proposal has at most {MAX_PARTS} pipes; these tables hold "
+                             f"{len(doc['features'])} segments")
+    except InputError as exc:
+        audit_now(engine, user, "proposal-tables", request, params={**params, "error": exc.message[:500]},
+                  status=400)
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    audit_now(engine, user, "proposal-tables", request, params=params,
+              affected=[f["properties"]["id"] for f in doc["features"]][:AUDIT_IDS], status=200)
+    return json_safe(doc)
 
 
 @router.get("/proposals/{proposal_id}", summary="A stored proposal: its last report, decisions and history")

@@ -328,3 +328,61 @@ def test_rule_table_in_the_database_outlives_the_server(api: Api) -> None:
     finally:
         engine.dispose()
         api.request("DELETE", "/rules/clearance_rules", "admin")
+
+
+# ----------------------------------------------------------------------------- proposals as tables
+def table_files(tmp: Path, segments: list[tuple] | None = None) -> dict:
+    """A gas DN200 crossing the water main square at E0 + 30, 1.5 m to its top (centre 33.4, the
+    main's 33.45: the solids overlap), as CJJ 61 point and segment tables to upload."""
+    from tests.analysis.test_proposal_tables import write_tables
+
+    points = [("G1", "RQ", N0 - 10, E0 + 30, 35.0), ("G2", "RQ", N0 + 10, E0 + 30, 35.0)]
+    p, s = write_tables(tmp, points, segments or [("G1", "G2", "RQ", "1.50", "1.50", "DN200", "PE", "0.2")])
+    return {"points": ("管线点.csv", p.read_bytes(), "text/csv"),
+            "segments": ("管线段.csv", s.read_bytes(), "text/csv")}
+
+
+def test_tables_become_a_proposal_to_check_and_submit(api: Api, tmp_path: Path) -> None:
+    r = api.post("/proposals/tables", "viewer", files=table_files(tmp_path))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    doc = r.json()
+    (f,) = doc["features"]
+    assert doc["type"] == "FeatureCollection" and doc["crs"]["properties"]["name"].endswith("EPSG::4548")
+    assert f["properties"]["id"] == "G1-G2" and f["properties"]["z_reference"] == "centre"
+    assert f["geometry"]["coordinates"] == [[E0 + 30, N0 - 10, pytest.approx(33.4)],
+                                            [E0 + 30, N0 + 10, pytest.approx(33.4)]]
+    # the client checks or submits it as it is
+    found = check(api, doc)["findings"]
+    assert found[0]["kind"] == "collision" and set(found[0]["ids"]) == {"G1-G2", "J1-J2"}
+    assert found[0]["shortfall_m"] == pytest.approx(0.2, abs=1e-3)
+    stored = submit(api, doc)
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["findings"][0]["kind"] == "collision"
+    e = audit(api, "proposal-tables", feature="G1-G2", user="viewer")[0]
+    assert e["status"] == 200 and e["params"]["axis_order"] == "ne"
+    assert [x["name"] for x in e["params"]["files"]] == ["管线点.csv", "管线段.csv"]
+
+
+def test_bad_tables_are_400_with_the_issues(api: Api, tmp_path: Path) -> None:
+    bad = [("G1", "G9", "RQ", "1.50", "1.50", "DN200", "PE", "")]  # G9 is not in the point table
+    r = api.post("/proposals/tables", "viewer", files=table_files(tmp_path, bad))
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["code"] == "E202" and "G9" in body["description"] and "row 2" in body["description"]
+    entries = audit(api, "proposal-tables", user="viewer")
+    assert any(x["status"] == 400 and "E202" in x["params"]["error"] for x in entries)
+    # a segment table that is no table
+    files = table_files(tmp_path)
+    files["segments"] = ("segments.csv", b"\x00\x01 nothing here", "text/csv")
+    r = api.post("/proposals/tables", "viewer", files=files)
+    assert r.status_code == 400 and r.json()["code"], r.text
+    # form fields that do not validate, a missing table
+    assert api.post("/proposals/tables", "viewer", files=table_files(tmp_path),
+                    data={"axis_order": "xy"}).status_code == 422
+    assert api.post("/proposals/tables", "viewer",
+                    files={"points": table_files(tmp_path)["points"]}).status_code == 422
+
+
+def test_tables_need_a_sign_in(api: Api, tmp_path: Path) -> None:
+    assert api.client.post("/proposals/tables", files=table_files(tmp_path)).status_code == 401

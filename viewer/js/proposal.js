@@ -1,4 +1,5 @@
-// Proposals (管线审批): upload a proposed pipe or excavation (GeoJSON) -> it is checked
+// Proposals (管线审批): upload a proposed pipe or excavation (GeoJSON, or CJJ 61 point and
+// segment tables that the server turns into GeoJSON) -> it is checked
 // (collision, clearance, cover) and drawn in its own colour at its real depth; findings are
 // marked and listed; the printable report opens; approvers decide findings and the proposal.
 //
@@ -265,22 +266,61 @@ function readFile(file) {
   });
 }
 
+const TABLE_FILE = /\.(csv|xlsx)$/i;
+
+/** Which of two CJJ 61 tables is the point table and which the segment table, by file name. */
+function pointsAndSegments(files) {
+  const segment = /段|segment|line|link/i;
+  const point = /点|point|node/i;
+  const [a, b] = files;
+  if (segment.test(a.name) !== segment.test(b.name)) return segment.test(a.name) ? [b, a] : [a, b];
+  if (point.test(a.name) !== point.test(b.name)) return point.test(a.name) ? [a, b] : [b, a];
+  return null;
+}
+
+/** The proposal GeoJSON the server makes of CJJ 61 point and segment tables (checked as an import is). */
+async function tablesToGeoJSON(points, segments) {
+  const form = new FormData();
+  form.append('points', points, points.name);
+  form.append('segments', segments, segments.name);
+  return (await request('/proposals/tables', { method: 'POST', body: form })).json();
+}
+
 function uploadForm() {
-  const file = el('input', { type: 'file', id: 'proposal-file', accept: '.geojson,.json,application/geo+json,application/json,.csv' });
+  const file = el('input', {
+    type: 'file', id: 'proposal-file', multiple: true,
+    accept: '.geojson,.json,application/geo+json,application/json,.csv,.xlsx',
+  });
   const name = el('input', { type: 'text', id: 'proposal-name', placeholder: 'name (optional)', maxlength: '200' });
   const form = el('form', {
     class: 'upload',
     onsubmit: async (e) => {
       e.preventDefault();
-      const f = file.files[0];
-      if (!f) {
-        toast('Choose a GeoJSON file of the proposed pipe or excavation', 'info');
+      const files = [...file.files];
+      if (!files.length) {
+        toast('Choose a GeoJSON file, or the point and segment tables, of the proposed pipe', 'info');
         return;
       }
-      if (/\.csv$/i.test(f.name)) {
-        toast('Proposals are read from GeoJSON; the server does not take CJJ 61 tables for proposals yet', 'error');
+      if (files.some((f) => TABLE_FILE.test(f.name))) {
+        const pair = files.length === 2 && files.every((f) => TABLE_FILE.test(f.name)) ? pointsAndSegments(files) : null;
+        if (!pair) {
+          toast('Choose two tables (CSV or XLSX) whose names tell the point table (点, point) from the segment table (段, segment)', 'error');
+          return;
+        }
+        showPanel('Proposal', busy('Reading the proposal tables…'), 'proposal');
+        const doc = await guard('Proposal tables', () => tablesToGeoJSON(pair[0], pair[1]));
+        if (!doc) {
+          start();
+          return;
+        }
+        await submit(doc, name.value.trim() || pair[1].name.replace(/\.[^.]+$/, ''));
         return;
       }
+      if (files.length !== 1) {
+        toast('Choose one GeoJSON file, or two tables (points and segments)', 'error');
+        return;
+      }
+      const f = files[0];
       let doc;
       try {
         doc = JSON.parse(await readFile(f));
@@ -290,7 +330,8 @@ function uploadForm() {
       }
       await submit(doc, name.value.trim() || (doc.name || (doc.properties && doc.properties.name)) || f.name.replace(/\.[^.]+$/, ''));
     },
-  }, el('label', { for: 'proposal-file' }, 'Proposed pipe or excavation (GeoJSON: LineString with utility, size, depth_m; Polygon with depth_m)'),
+  }, el('label', { for: 'proposal-file' }, 'Proposed pipe or excavation: one GeoJSON (LineString with utility, size, depth_m; '
+    + 'Polygon with depth_m), or two CJJ 61 tables (points + segments, CSV or XLSX)'),
   file, name, el('button', { type: 'submit', class: 'primary' }, can('propose') ? 'Check and submit' : 'Check'));
   return section('New proposal', form);
 }
@@ -328,7 +369,7 @@ export function proposalState() {
 register({
   id: 'proposal',
   label: 'Proposal',
-  hint: 'Proposal: upload a GeoJSON of the proposed pipe in the panel. Esc to stop.',
+  hint: 'Proposal: upload a GeoJSON, or the point and segment tables, of the proposed pipe in the panel. Esc to stop.',
   submit,
   start,
   click() {},
