@@ -31,12 +31,12 @@ from analysis.proposal import (
     report_html,
     submit_proposal,
 )
-from analysis.proposal_tables import tables_to_geojson
 from api.audit import audit_now
 from api.auth import User, allow
 from api.jobs import base_url
 from api.processes import AUDIT_IDS, MAX_PARTS, ProposalDocument, audit_params, geojson, json_safe
 from api.uploads import AxisOrder, Encoding, _save_uploads
+from ingest.proposal_tables import tables_to_geojson
 from twin.errors import Conflict, InputError, NotFound
 
 __all__ = ["router"]

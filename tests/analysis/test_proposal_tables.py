@@ -12,8 +12,8 @@ import pytest
 from analysis.ground import GroundModel
 from analysis.proposal import check_proposal
 from analysis.proposal_input import read_proposal
-from analysis.proposal_tables import tables_to_geojson
 from ingest.prepare import prepare
+from ingest.proposal_tables import tables_to_geojson
 from ingest.sample import POINT_HEADERS, SEGMENT_HEADERS
 from ingest.tables import read_survey
 from twin.crs import twin_crs
