@@ -23,10 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import random
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
+from bench.server import Server  # noqa: E402
 from twin.db import open_twin  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
 
-BIN = Path(sys.executable).parent
 SCHEMA = "bench_analysis"
 USER, PASSWORD = "bench", "bench-password"
 TARGET_P95_MS = 50.0
@@ -75,31 +72,6 @@ def _prepare() -> tuple[list[str], list[str]]:
     boxes = [f"{a:.7f},{b:.7f},{c:.7f},{d:.7f}" for a, b, c, d in zip(lon0, lat0, lon1, lat1, strict=True)]
     print(f"district: {n:,} segments; {len(pipes)} water pipes and {len(boxes)} windows sampled", flush=True)
     return pipes, boxes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(workers: int, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "TWIN_DB_SCHEMA": SCHEMA, "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.Popen([str(BIN / "twin"), "serve", "--port", str(port), "--workers", str(workers),
-                             "--log-level", "warning"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            sys.exit(f"server exited: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("server did not start")
 
 
 def _request(kind: str, pipes: list[str], boxes: list[str], rnd: random.Random) -> tuple[str, str, dict | None]:
@@ -155,9 +127,8 @@ def main() -> None:
     args = ap.parse_args()
 
     pipes, boxes = _prepare()
-    log = ROOT / "bench" / "out" / "api-server.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    proc, url = _start(args.workers, log)
+    server = Server(get_settings(db_schema=SCHEMA), workers=args.workers, log_level="warning", start_timeout_s=60)
+    url = server.url
     try:
         token = httpx.post(url + "/token", data={"username": USER, "password": PASSWORD}).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
@@ -177,8 +148,7 @@ def main() -> None:
                 print(f"{model:10s} {kind:8s} {res['requests']:6d} req {res['rps']:7.1f}/s  p50 {res['p50']:6.1f}  "
                       f"p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  non-200 {res['errors'] or '-'}", flush=True)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
 
     if args.no_record:
         return

@@ -25,13 +25,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -41,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
+from bench.server import Server  # noqa: E402
 from twin.db import make_engine, open_twin  # noqa: E402
 from twin.settings import TwinSettings, get_settings  # noqa: E402
 
-BIN = Path(sys.executable).parent
 DEMO_SCHEMA = "bench_viewer"
 BIG_SCHEMA = "bench_tiles"
 BIG_TILES = ROOT / "bench" / "out" / "tiles" / "tileset"
@@ -112,49 +107,6 @@ def big_district() -> tuple[TwinSettings, int] | None:
         return None
     _ensure_user(settings)
     return settings, n
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`twin serve` on loopback for one district."""
-
-    def __init__(self, settings: TwinSettings) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
-        env.update(TWIN_DB_SCHEMA=settings.db_schema, TWIN_TILES_DIR=str(settings.tiles_dir),
-                   TWIN_DATA_DIR=str(Path(settings.data_dir).resolve()), OPENBLAS_NUM_THREADS="1")
-        if settings.database_url:
-            env["TWIN_DATABASE_URL"] = settings.database_url
-        self.log = tempfile.NamedTemporaryFile("w", prefix="bench-viewer-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([str(BIN / "twin"), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the server exited: see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"the server did not start: see {self.log.name}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def measure(browser, server: Server, runs: int) -> dict:
