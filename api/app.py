@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 
 from api import account, errors, jobs, ogc
-from api.auth import current_user, signing_secret
+from api.auth import API_KEY, BEARER, current_user, signing_secret
 from api.errors import PROBLEMS
 from api.jobs import JobRunner
 from api.middleware import AccessLog, BodyLimit
@@ -94,11 +94,16 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
              response_model=None,
              responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
                                           "text/html": {"schema": {"type": "string"}}}}})
-    def root(request: Request, f: str | None = None) -> JSONResponse | FileResponse | HTMLResponse:
+    def root(
+        request: Request,
+        f: str | None = None,
+        bearer: HTTPAuthorizationCredentials | None = Depends(BEARER),
+        api_key: str | None = Depends(API_KEY),
+    ) -> JSONResponse | FileResponse | HTMLResponse:
         accept = request.headers.get("accept", "")
         wants_json = f == "json" or (f is None and "application/json" in accept and "text/html" not in accept)
         if wants_json:
-            current_user(request, *_credentials(request))
+            current_user(request, bearer, api_key)  # the page is public, its JSON is not
             return JSONResponse(ogc.landing(request))
         index = VIEWER / "index.html"
         if index.is_file():
@@ -128,12 +133,3 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * 1e6))
     app.add_middleware(AccessLog)
     return app
-
-
-
-
-def _credentials(request: Request) -> tuple[HTTPAuthorizationCredentials | None, str | None]:
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=value) if scheme.lower() == "bearer" and value else None
-    return bearer, request.headers.get("x-api-key")

@@ -210,8 +210,8 @@ def _lookup(engine: sa.Engine, kind: str, value: str) -> User | None:
     return user
 
 
-_bearer = HTTPBearer(auto_error=False, description="An access token from POST /token, or an API key.")
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (twin user key).")
+BEARER = HTTPBearer(auto_error=False, description="An access token from POST /token, or an API key.")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (twin user key).")
 
 
 def _unauthorised(detail: str) -> HTTPException:
@@ -220,8 +220,8 @@ def _unauthorised(detail: str) -> HTTPException:
 
 def current_user(
     request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    api_key: str | None = Depends(_api_key),
+    bearer: HTTPAuthorizationCredentials | None = Depends(BEARER),
+    api_key: str | None = Depends(API_KEY),
 ) -> User:
     """The signed-in user, from a bearer token or an API key; 401 otherwise."""
     cached = getattr(request.state, "user", None)

@@ -113,13 +113,13 @@ class JobRunner:
             conn.execute(sa.text(f"UPDATE job SET {sets} WHERE id = :id"), {"id": job_id, **values})
 
     def _run(self, job_id: str, owner: str | None, work: Callable[[Progress], JobResult]) -> None:
-        last = [-1]
+        last: list[tuple[int, str] | None] = [None]
 
         def progress(percent: int, message: str) -> None:
-            percent = max(0, min(99, int(percent)))
-            if percent != last[0] or message:
-                last[0] = percent
-                self._set(job_id, progress=percent, message=message[:500])
+            state = (max(0, min(99, int(percent))), message[:500])
+            if state != last[0]:  # one row update per change the client can see
+                last[0] = state
+                self._set(job_id, progress=state[0], message=state[1])
 
         try:
             with self.engine.begin() as conn:
