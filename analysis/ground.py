@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
-from analysis.network import Network, twin_srid
+from analysis.network import Network
+from twin.db import twin_srid
 from twin.errors import InputError
 
 __all__ = ["GroundModel", "load_ground"]

@@ -22,11 +22,12 @@ import sqlalchemy as sa
 
 from analysis.cover import cover_depths, load_cover_rules
 from analysis.ground import load_ground
-from analysis.network import Network, load_network, twin_srid
-from analysis.records import plain
+from analysis.network import Network, load_network
 from analysis.rule_tables import RuleText, open_source, rule_source
+from twin.db import twin_srid
 from twin.domain import PRESSURISED_UTILITIES, UTILITIES
 from twin.errors import InputError
+from twin.jsonable import plain
 from twin.settings import TwinSettings
 
 __all__ = ["Hazards", "hazards", "load_service_life", "service_life_years", "DEFAULT_SERVICE_LIFE"]

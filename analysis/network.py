@@ -16,7 +16,9 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-__all__ = ["Network", "load_network", "twin_srid", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
+from twin.db import twin_srid
+
+__all__ = ["Network", "load_network", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
 
 SEGMENT_COLUMNS = (
     "id", "from_node", "to_node", "utility", "subtype", "shape", "diameter_mm", "width_mm",
@@ -77,14 +79,6 @@ class Network:
         if (pos < 0).any():
             raise KeyError(list(ids)[int(np.flatnonzero(pos < 0)[0])])
         return pos
-
-
-def twin_srid(conn: sa.Connection | sa.Engine) -> int:
-    """The twin's SRID, from ``twin_meta`` (``Find_SRID()`` scans the catalogue: 50-100 ms a call)."""
-    if isinstance(conn, sa.Engine):
-        with conn.connect() as c:
-            return twin_srid(c)
-    return int(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar())
 
 
 def load_network(

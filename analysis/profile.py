@@ -34,8 +34,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from analysis import svg
-from analysis.network import Network, load_network, twin_srid
+from analysis.network import Network, load_network
 from analysis.section import SectionPipe, section_of_network
+from twin.db import twin_srid
 from twin.domain import GRAVITY_UTILITIES
 from twin.errors import InputError, NotFound
 

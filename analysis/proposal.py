@@ -46,8 +46,9 @@ import shapely
 import sqlalchemy as sa
 
 from analysis import svg
-from analysis.network import Network, load_network, twin_srid
+from analysis.network import Network, load_network
 from analysis.section import CrossSection, ground_points, idw_ground, section_of_network
+from twin.db import twin_srid
 from twin.errors import InputError, NotFound
 from twin.settings import TwinSettings
 

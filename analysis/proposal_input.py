@@ -40,7 +40,8 @@ from pyproj import CRS, Transformer
 
 from analysis.clearance import EXCAVATION_UTILITY
 from analysis.ground import GroundModel, load_ground
-from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network, twin_srid
+from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network
+from twin.db import twin_srid
 from twin.domain import depth_reference, parse_sizes, parse_utility
 from twin.errors import InputError
 from twin.settings import TwinSettings

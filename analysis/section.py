@@ -38,7 +38,8 @@ import sqlalchemy as sa
 from scipy.spatial import cKDTree
 
 from analysis import svg
-from analysis.network import Network, load_network, twin_srid
+from analysis.network import Network, load_network
+from twin.db import twin_srid
 from twin.errors import InputError
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "section_of_network",
     "parse_line",
     "ground_points",
-    "twin_srid",
     "idw_ground",
     "section_svg",
     "MIN_ANGLE_DEG",

@@ -33,6 +33,7 @@ from scipy.sparse.csgraph import (
     dijkstra,
 )
 
+from twin.db import change_mark
 from twin.domain import PRESSURISED_UTILITIES
 
 __all__ = ["segment_labels", "IsolationModel", "build_model", "network_fingerprint", "Groups"]
@@ -294,7 +295,7 @@ def network_fingerprint(conn: sa.Connection) -> str:
     The change counter of migration 0007: every write statement on a feature table moves it
     in the writing transaction, so it moves exactly when the change becomes visible.
     """
-    return str(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'changes'")).scalar())
+    return change_mark(conn)
 
 
 def build_model(

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import sqlalchemy as sa
 
-from analysis.network import twin_srid
-from analysis.records import plain
 from analysis.segments import IsolationModel, build_model, network_fingerprint
+from twin.db import twin_srid
 from twin.domain import GRAVITY_UTILITIES, PRESSURISED_UTILITIES, UTILITIES
 from twin.errors import InputError, NotFound
+from twin.jsonable import plain
 
 __all__ = ["Shutoff", "isolate", "shutoff", "pipe_at", "cached_model"]
 

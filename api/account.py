@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from pydantic import BaseModel, Field
 
 from api.audit import audit, audit_now, read_audit
@@ -19,6 +19,7 @@ from api.auth import (
     list_users,
     update_user,
 )
+from twin.errors import Unauthorised
 
 __all__ = ["public", "router"]
 
@@ -49,7 +50,7 @@ def token(
     with engine.begin() as conn:
         user = authenticate(conn, username, password)
     if user is None:
-        raise HTTPException(401, "wrong user name or password", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorised("wrong user name or password")
     settings = request.app.state.settings
     tok, seconds = issue_token(user, request.app.state.secret, settings.token_minutes)
     request.state.user = user

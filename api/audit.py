@@ -12,8 +12,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from fastapi import Request
 
-from analysis.records import plain
 from api.auth import User
+from twin.jsonable import plain
 
 __all__ = ["audit", "audit_now", "read_audit"]
 

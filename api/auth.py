@@ -23,10 +23,10 @@ import jwt
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from twin.errors import Conflict, InputError, NotFound
+from twin.errors import Conflict, Forbidden, InputError, NotFound, Unauthorised
 from twin.settings import TwinSettings
 
 __all__ = [
@@ -214,8 +214,8 @@ BEARER = HTTPBearer(auto_error=False, description="An access token from POST /to
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (twin user key).")
 
 
-def _unauthorised(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorised(detail: str) -> Unauthorised:
+    return Unauthorised(detail)
 
 
 def current_user(
@@ -257,10 +257,7 @@ def allow(permission: str):
 
     def dependency(user: User = Depends(current_user)) -> User:
         if not user.can(permission):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"the role {user.role!r} may not {permission}; ask an admin",
-            )
+            raise Forbidden(f"the role {user.role!r} may not {permission}; ask an admin")
         return user
 
     dependency.__name__ = f"allow_{permission}"

@@ -15,15 +15,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from api.jobs import TooBusy
 from twin.errors import (
     ConfigError,
     Conflict,
     DatabaseError,
+    Forbidden,
     InputError,
     InvalidGeometry,
     NotFound,
+    TooBusy,
     TwinError,
+    Unauthorised,
 )
 
 __all__ = ["install", "Problem", "PROBLEMS"]
@@ -31,6 +33,8 @@ __all__ = ["install", "Problem", "PROBLEMS"]
 log = logging.getLogger("pipetwin.api")
 
 STATUS = {
+    Unauthorised: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     TooBusy: 429,
@@ -73,7 +77,9 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.error("%s %s: [%s] %s", request.method, request.url.path, exc.code, exc.message)
-        return JSONResponse({"code": exc.code, "description": exc.message}, status_code=status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"code": exc.code, "description": exc.message}, status_code=status,
+                            headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -36,9 +36,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pyproj import CRS, Transformer
 
-from analysis.network import twin_srid
 from api.auth import User, allow
 from api.jobs import base_url
+from twin.db import CHANGE_MARK_SQL, twin_srid
 from twin.domain import STATUSES, UTILITIES
 from twin.errors import InputError, NotFound
 
@@ -566,7 +566,7 @@ def _decode_cursor(cursor: str, c: Collection) -> Any:
 
 # -- SQL ------------------------------------------------------------------------------------------
 #: Moves with every write to a feature table, when it commits (migration 0007).
-_FINGERPRINT = "(SELECT value FROM twin_meta WHERE key = 'changes')"
+_FINGERPRINT = CHANGE_MARK_SQL
 _PROPOSAL_MARK = (
     "(SELECT concat_ws('|', count(*), max(id), sum(version), max(checked_at)) FROM proposal)"
 )

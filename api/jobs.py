@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from analysis.records import plain
 from api.auth import User, allow
-from twin.errors import Conflict, NotFound, TwinError
+from twin.errors import Conflict, NotFound, TooBusy, TwinError
+from twin.jsonable import plain
 
 __all__ = ["JobRunner", "JobResult", "Progress", "TooBusy", "router", "base_url"]
 
@@ -34,12 +34,6 @@ log = logging.getLogger("pipetwin.jobs")
 
 #: progress(percent, message) reports how far a job is.
 Progress = Callable[[int, str], None]
-
-
-class TooBusy(TwinError):
-    """The user already has as many heavy jobs running as allowed (HTTP 429)."""
-
-    code = "TOO_BUSY"
 
 
 @dataclass

@@ -46,13 +46,13 @@ from pydantic import (
     model_validator,
 )
 
-from analysis.records import plain
 from api.audit import audit_now
 from api.auth import User, allow
 from api.errors import status_of
-from api.jobs import JobResult, Progress, TooBusy, base_url, job_status
+from api.jobs import JobResult, Progress, base_url, job_status
 from twin.domain import STATUSES, UTILITIES
-from twin.errors import InputError, NotFound, TwinError
+from twin.errors import InputError, NotFound, TooBusy, TwinError
+from twin.jsonable import plain
 from twin.settings import TwinSettings
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "ProposalDocument",
     "HeavyRuns",
     "audit_params",
-    "json_safe",
 ]
 
 router = APIRouter(tags=["processes"])
@@ -716,18 +715,6 @@ def heavy_runs(request: Request) -> HeavyRuns:
         return state.heavy_runs
 
 
-def json_safe(value: Any) -> Any:
-    """``plain(value)`` with infinities as None too: JSON has neither NaN nor infinity."""
-    value = plain(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def audit_params(params: dict) -> dict:
     """Inputs for the audit log: long values (a proposal's GeoJSON) replaced by their size and hash."""
     out = {}
@@ -765,7 +752,7 @@ def _format(process: Process, f: str | None, outputs: dict | None, accept: str) 
 
 def _answer(outcome: Outcome, fmt: str) -> Response:
     if fmt == "json":
-        return JSONResponse(json_safe(outcome.value))
+        return JSONResponse(plain(outcome.value))
     text = outcome.documents[fmt]()
     if fmt == "html":
         return HTMLResponse(text)
@@ -808,7 +795,7 @@ def _submit(request: Request, user: User, process: Process, ctx: Context, inputs
         logged = audit_params({**params, "f": fmt, "job": job.get("id")})
         try:
             outcome = process.run(ctx, inputs, progress)
-            value = json_safe(outcome.value)
+            value = plain(outcome.value)
             result = JobResult(value=value) if fmt == "json" else JobResult(
                 value=value, media_type=MEDIA[fmt], text=outcome.documents[fmt]())
         except TwinError as exc:

@@ -34,10 +34,11 @@ from analysis.proposal import (
 from api.audit import audit_now
 from api.auth import User, allow
 from api.jobs import base_url
-from api.processes import AUDIT_IDS, MAX_PARTS, ProposalDocument, audit_params, geojson, json_safe
+from api.processes import AUDIT_IDS, MAX_PARTS, ProposalDocument, audit_params, geojson
 from api.uploads import AxisOrder, Encoding, _save_uploads
 from ingest.proposal_tables import tables_to_geojson
 from twin.errors import Conflict, InputError, NotFound
+from twin.jsonable import plain
 
 __all__ = ["router"]
 
@@ -95,14 +96,14 @@ def _links(request: Request, pid: int) -> list[dict]:
 
 
 def _document(request: Request, pid: int, report: dict) -> dict:
-    return json_safe({**report, "links": _links(request, pid)})
+    return plain({**report, "links": _links(request, pid)})
 
 
 @router.get("/proposals", summary="Stored proposals with their status")
 def proposals(request: Request, user: User = Depends(allow("read"))) -> dict:
     rows = list_proposals(request.app.state.engine)
     base = base_url(request)
-    return json_safe({"proposals": [{**r, "links": [{"href": f"{base}/proposals/{r['id']}", "rel": "item"}]}
+    return plain({"proposals": [{**r, "links": [{"href": f"{base}/proposals/{r['id']}", "rel": "item"}]}
                                     for r in rows]})
 
 
@@ -159,7 +160,7 @@ def proposal_tables(
         shutil.rmtree(folder, ignore_errors=True)
     audit_now(engine, user, "proposal-tables", request, params=params,
               affected=[f["properties"]["id"] for f in doc["features"]][:AUDIT_IDS], status=200)
-    return json_safe(doc)
+    return plain(doc)
 
 
 @router.get("/proposals/{proposal_id}", summary="A stored proposal: its last report, decisions and history")

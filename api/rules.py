@@ -29,8 +29,8 @@ from analysis.rule_tables import RULE_TABLES, RuleText, stored_rule_table
 from api.audit import audit
 from api.auth import User, allow
 from api.jobs import base_url
-from api.processes import json_safe
 from twin.errors import InputError, NotFound
+from twin.jsonable import plain
 from twin.settings import TwinSettings
 
 __all__ = ["router", "RULES"]
@@ -114,7 +114,7 @@ def rule_table(
                         headers={"X-Rule-Source": source,
                                  "Content-Disposition": f'inline; filename="{name}.csv"'})
     table = _read(name, RuleText(text, f"{name} ({source})"))
-    return JSONResponse(json_safe({"name": name, "title": RULES[name][0], "source": source, **meta,
+    return JSONResponse(plain({"name": name, "title": RULES[name][0], "source": source, **meta,
                                    "columns": [str(c) for c in table.columns],
                                    "rows": table.to_dict("records")}))
 

@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from analysis.records import plain
 from api.auth import User, allow
 from api.jobs import base_url
 from twin.crs import twin_crs
 from twin.errors import InputError
+from twin.jsonable import plain
 
 __all__ = ["router", "DIMENSIONS", "network_statistics"]
 

@@ -67,13 +67,12 @@ from typing import BinaryIO, Literal
 
 import psycopg
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from analysis.records import plain
 from api import jobs
 from api.audit import audit
 from api.auth import User, allow
@@ -81,7 +80,8 @@ from api.jobs import JobResult, Progress, base_url
 from ingest.pipeline import ingest_survey
 from ingest.report import Report
 from ingest.tables import load_column_mapping
-from twin.errors import Conflict, DatabaseError, InputError, NotFound
+from twin.errors import Conflict, DatabaseError, Forbidden, InputError, NotFound
+from twin.jsonable import plain
 
 __all__ = ["router", "network_summary"]
 
@@ -791,9 +791,7 @@ def review_asbuilt(
     with request.app.state.engine.begin() as conn:
         row = _asbuilt_row(conn, asbuilt_id, lock=True)
         if row["submitted_by"] == user.name:
-            raise HTTPException(
-                403, "the submitter of an as-built batch cannot review it (four eyes)"
-            )
+            raise Forbidden("the submitter of an as-built batch cannot review it (four eyes)")
         if row["status"] != "submitted":
             raise Conflict(
                 f"as-built batch {asbuilt_id} is {row['status']}, not waiting for review"

@@ -34,10 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pyproj import Transformer
 
 from analysis.ground import GroundModel, load_ground
-from analysis.network import twin_srid
 from analysis.segments import network_fingerprint
 from api.auth import User, allow
 from api.processes import Finite, ProposalDocument, geojson
+from twin.db import twin_srid
 from twin.errors import InputError, NotFound
 
 __all__ = ["router"]

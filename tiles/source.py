@@ -8,17 +8,17 @@ records, geometry included, of the features of the tiles being (re)built. Both g
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-__all__ = ["read_index", "read_segments", "read_nodes", "segment_end_nodes", "copy_frame", "ewkb_linestrings"]
+from twin.arrow import copy_frame
+
+__all__ = ["read_index", "read_segments", "read_nodes", "segment_end_nodes", "ewkb_linestrings"]
 
 # Nodes drawn as features: appurtenances, sources, customers' service connections.
 _DRAWN_NODES = """
@@ -38,26 +38,6 @@ _DRAWN_NODES = """
      WHERE n.appurtenance IS NOT NULL OR n.feature = 'service_entry'
         OR s.node_id IS NOT NULL OR c.node_id IS NOT NULL
 """
-
-
-def copy_frame(conn: sa.Connection, query: str, params: Sequence | None = None,
-               types: dict[str, pa.DataType] | None = None) -> pd.DataFrame:
-    """Run ``COPY (query) TO STDOUT`` (CSV with header) and read it with Arrow."""
-    raw = conn.connection.driver_connection
-    sink = io.BytesIO()
-    with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER true)",
-                                       params) as copy:
-        for chunk in copy:
-            sink.write(chunk)
-    data = sink.getvalue()
-    if not data:
-        return pd.DataFrame()
-    opts = pacsv.ConvertOptions(column_types=types or {}, strings_can_be_null=True,
-                                true_values=["t", "true"], false_values=["f", "false"],
-                                quoted_strings_can_be_null=False)
-    table = pacsv.read_csv(io.BytesIO(data), convert_options=opts,
-                           read_options=pacsv.ReadOptions(block_size=1 << 24))
-    return table.to_pandas()
 
 
 _STR = pa.string()

@@ -15,7 +15,10 @@ from twin.errors import ConfigError, DatabaseError
 from twin.pgcluster import database_url, local_cluster
 from twin.settings import TwinSettings
 
-__all__ = ["make_engine", "upgrade", "open_twin", "current_revision", "FEATURE_TABLES"]
+__all__ = [
+    "make_engine", "upgrade", "open_twin", "current_revision", "FEATURE_TABLES", "twin_srid",
+    "CHANGE_MARK_SQL", "change_mark",
+]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,26 @@ log = logging.getLogger(__name__)
 FEATURE_TABLES = ("node", "segment", "valve", "source", "customer")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+#: The network's change counter (migration 0007): statement triggers move it inside every
+#: transaction that writes a feature table, so it moves exactly when a change becomes visible.
+CHANGE_MARK_SQL = "(SELECT value FROM twin_meta WHERE key = 'changes')"
+
+
+def twin_srid(conn: sa.Connection | sa.Engine) -> int:
+    """The twin's SRID, from ``twin_meta`` (``Find_SRID()`` scans the catalogue: 50-100 ms a call)."""
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as c:
+            return twin_srid(c)
+    return int(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar())
+
+
+def change_mark(conn: sa.Connection | sa.Engine) -> str:
+    """A text that changes whenever a feature table's contents change (see :data:`CHANGE_MARK_SQL`)."""
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as c:
+            return change_mark(c)
+    return str(conn.execute(sa.text(f"SELECT {CHANGE_MARK_SQL}")).scalar())
 
 
 def make_engine(settings: TwinSettings, **kwargs: object) -> Engine:

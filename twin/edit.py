@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from twin.db import FEATURE_TABLES
 from twin.errors import Conflict, InputError, NotFound
+from twin.jsonable import plain
 
 __all__ = [
     "KINDS",
@@ -100,23 +100,6 @@ def check_text(value: object, what: str, *, max_length: int = MAX_TEXT, empty: b
     return value
 
 
-def _json_value(value: object) -> object:
-    """A JSON-ready value: numpy unwrapped, NaN and NA as None, datetimes as ISO text."""
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if value is not None and type(value).__name__ in ("NAType", "NaTType"):
-        return None
-    return value
-
-
 # -- the edit and its batch ------------------------------------------------------------------
 @dataclass
 class Change:
@@ -158,7 +141,7 @@ class Edit:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return _json_value({
+        return plain({
             "op": self.op, "batch_id": self.batch_id, "user": self.user,
             "features": [c.as_dict() for c in self.changes], "counts": self.counts(),
             "warnings": self.warnings, **self.notes,
@@ -187,7 +170,7 @@ def finish_edit(conn: sa.Connection, edit: Edit) -> Edit:
     conn.execute(
         sa.text("UPDATE batch SET counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"),
         {"c": json.dumps({"changes": edit.counts()}),
-         "r": json.dumps(_json_value(report), ensure_ascii=False), "id": edit.batch_id},
+         "r": json.dumps(plain(report), ensure_ascii=False), "id": edit.batch_id},
     )
     return edit
 
@@ -238,7 +221,7 @@ def live_ids(conn: sa.Connection, sql: str, params: Mapping[str, Any]) -> list[s
 
 # -- writing rows ----------------------------------------------------------------------------
 def _records_json(records: Iterable[Mapping[str, Any]]) -> str:
-    return json.dumps([_json_value(dict(r)) for r in records], ensure_ascii=False, allow_nan=False)
+    return json.dumps([plain(dict(r)) for r in records], ensure_ascii=False, allow_nan=False)
 
 
 def insert_features(conn: sa.Connection, edit: Edit, kind: str, records: Sequence[Mapping[str, Any]]) -> None:
@@ -545,7 +528,7 @@ def history(conn: sa.Connection, kind: str, id: str, *, srid: int | None = None)
         before = {**content, "_ewkb": row["geom_ewkb"], "_op": row["op"]}
     last = rows[-1]
     state = ("deleted" if last["op"] == "delete" else "retired" if last["retired_at"] is not None else "current")
-    return _json_value({"kind": kind, "id": id, "state": state,
+    return plain({"kind": kind, "id": id, "state": state,
                         "deleted_at": last["valid_to"] if state == "deleted" else None,
                         "versions": versions})  # type: ignore[return-value]
 
@@ -579,7 +562,7 @@ def feature(conn: sa.Connection, kind: str, id: str, *, at: datetime | str | Non
             raise NotFound(f"no {kind} {id!r} in the twin (see its history if it was deleted)")
         raise NotFound(f"{kind} {id!r} was not part of the network at {params['t']}")
     props = {k: v for k, v in row.items() if k not in ("geometry", "geom_ewkb", "id")}
-    return _json_value({"type": "Feature", "id": id, "geometry": row["geometry"],
+    return plain({"type": "Feature", "id": id, "geometry": row["geometry"],
                         "properties": {"kind": kind, **props}})  # type: ignore[return-value]
 
 
@@ -593,5 +576,5 @@ def as_of(conn: sa.Connection, t: datetime | str) -> dict[str, Any]:
                 "FROM segment_as_of(:t) GROUP BY utility ORDER BY utility"), {"t": when}).mappings()
     by_utility = [{"utility": r["utility"], "segments": r["segments"], "length_m": round(float(r["length_m"]), 3)}
                   for r in rows]
-    return _json_value({"at": when, "counts": counts, "segments_by_utility": by_utility,
+    return plain({"at": when, "counts": counts, "segments_by_utility": by_utility,
                         "length_m": round(sum(u["length_m"] for u in by_utility), 3)})  # type: ignore[return-value]

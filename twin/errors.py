@@ -14,6 +14,9 @@ __all__ = [
     "NotFound",
     "InvalidGeometry",
     "Conflict",
+    "Unauthorised",
+    "Forbidden",
+    "TooBusy",
 ]
 
 
@@ -66,3 +69,21 @@ class Conflict(TwinError):
     """A change was made against a state that has moved on (stale version, wrong status)."""
 
     code = "CONFLICT"
+
+
+class Unauthorised(TwinError):
+    """No valid sign-in: a missing, wrong, expired or revoked credential (HTTP 401)."""
+
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(TwinError):
+    """Signed in, but not allowed to do this: the role, or four eyes (HTTP 403)."""
+
+    code = "FORBIDDEN"
+
+
+class TooBusy(TwinError):
+    """Too much work at once: the user's or the server's limit is reached (HTTP 429)."""
+
+    code = "TOO_BUSY"
