@@ -17,19 +17,13 @@ import shapely
 import sqlalchemy as sa
 
 from twin.db import twin_srid
+from twin.schema import names
 
 __all__ = ["Network", "load_network", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
 
-SEGMENT_COLUMNS = (
-    "id", "from_node", "to_node", "utility", "subtype", "shape", "diameter_mm", "width_mm",
-    "height_mm", "size_text", "material", "burial", "pressure_mpa", "voltage_kv", "status",
-    "depth_reference", "from_depth_m", "to_depth_m", "from_z", "to_z", "length_m", "built_year",
-    "owner", "road", "version",
-)
-NODE_COLUMNS = (
-    "id", "utility", "subtype", "feature", "appurtenance", "ground_z", "depth_m",
-    "well_depth_m", "well_bottom_z", "version",
-)
+#: What the network model reads of each table (twin.schema's ``reads="network"`` columns).
+SEGMENT_COLUMNS = names("segment", reads="network")
+NODE_COLUMNS = names("node", reads="network")
 
 
 @dataclass
@@ -135,10 +129,8 @@ def load_network(
     vertices, index = shapely.get_coordinates(geoms, include_z=True, return_index=True)
     offsets = np.zeros(len(seg) + 1, dtype=np.int64)
     np.cumsum(np.bincount(index, minlength=len(seg)), out=offsets[1:])
-    for c in ("diameter_mm", "width_mm", "height_mm", "pressure_mpa", "voltage_kv", "from_depth_m",
-              "to_depth_m", "from_z", "to_z", "length_m"):
-        seg[c] = pd.to_numeric(seg[c], errors="coerce").astype(float)
-    for c in ("ground_z", "depth_m", "well_depth_m", "well_bottom_z"):
-        nodes[c] = pd.to_numeric(nodes[c], errors="coerce").astype(float)
+    for frame, kind in ((seg, "segment"), (nodes, "node")):
+        for c in names(kind, reads="network", type="number"):
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
     node_xyz = nodes[["x", "y", "ground_z"]].to_numpy(float)
     return Network(seg, nodes, node_xyz, vertices, offsets)

@@ -18,7 +18,21 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 
-from api import account, errors, jobs, ogc
+from api import (
+    account,
+    edit,
+    errors,
+    features,
+    jobs,
+    ogc,
+    processes,
+    proposals,
+    rules,
+    stats,
+    tiles,
+    uploads,
+    viewer_api,
+)
 from api.auth import API_KEY, BEARER, current_user, signing_secret
 from api.errors import PROBLEMS
 from api.jobs import JobRunner
@@ -39,9 +53,7 @@ CESIUM = ROOT / "node_modules" / "cesium" / "Build" / "Cesium"
 
 
 def _routers() -> list:
-    """The protected routers, imported here so a broken one fails at start, loudly."""
-    from api import edit, features, processes, proposals, rules, stats, tiles, uploads, viewer_api
-
+    """The protected routers."""
     return [ogc.router, account.router, features.router, processes.router, jobs.router,
             tiles.router, uploads.router, edit.router, stats.router, proposals.router, rules.router,
             viewer_api.router]
@@ -57,6 +69,10 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.secret = signing_secret(settings, engine)
         app.state.jobs = JobRunner(engine, per_user=settings.heavy_per_user)
+        # Per-process state, made once here rather than lazily under locks in the routes.
+        app.state.features = features.features_state(engine)
+        app.state.viewer_cache = viewer_api.ViewerCache()
+        app.state.tile_refresh = tiles.TileRefresh()
         failed = app.state.jobs.recover()
         if failed:
             log.warning("%d jobs left unfinished by a previous server marked failed", failed)

@@ -1,7 +1,7 @@
 """Editing single features, their history and the network as of a time.
 
 Every edit is one transaction: the change (a new version of each feature it touches, see
-:mod:`twin.edit` and :mod:`ingest.edit`), its ``edit`` batch and its audit entry commit
+:mod:`twin.store` and :mod:`ingest.derive`), its ``edit`` batch and its audit entry commit
 together or not at all. Edits need the ``edit`` permission; reads need ``read``.
 
 ==========================================  ================================================
@@ -36,15 +36,14 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
-from pyproj import Transformer
 
 from api.audit import audit
 from api.auth import User, allow
-from ingest import edit as derive
-from twin import edit as store
-from twin.crs import twin_crs
-from twin.edit import Edit
+from ingest import derive
+from twin import store
+from twin.crs import transformer, twin_crs
 from twin.errors import Conflict, InputError
+from twin.store import Edit
 
 __all__ = ["router"]
 
@@ -98,8 +97,8 @@ class Position(_Body):
         """Easting and northing in the twin CRS."""
         if self.lon is None:
             return self.easting, self.northing
-        crs = twin_crs(request.app.state.settings.crs).crs
-        e, n = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(self.lon, self.lat)
+        srid = twin_crs(request.app.state.settings.crs).srid
+        e, n = transformer("EPSG:4326", srid).transform(self.lon, self.lat)
         return float(e), float(n)
 
 

@@ -34,15 +34,17 @@ import numpy as np
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
 from api.auth import User, allow
 from api.jobs import base_url
+from twin.crs import transformer
 from twin.db import CHANGE_MARK_SQL, twin_srid
-from twin.domain import STATUSES, UTILITIES
+from twin.domain import UTILITIES
 from twin.errors import InputError, NotFound
+from twin.schema import columns as catalogue_columns
 
-__all__ = ["router", "CRS84", "MAX_LIMIT", "COLLECTIONS", "epsg_uri"]
+__all__ = ["router", "CRS84", "MAX_LIMIT", "COLLECTIONS", "epsg_uri", "features_state"]
 
 router = APIRouter(tags=["features"])
 
@@ -86,118 +88,18 @@ class Field:
         return doc
 
 
-def _f(name: str, type_: str, title: str, q: bool = False, **kw: Any) -> Field:
-    return Field(name, type_, title, q, **kw)
+def _fields(kind: str) -> tuple[Field, ...]:
+    """A collection's properties: the catalogue's exported columns of its table (twin.schema)."""
+    return tuple(Field(c.name, c.type, c.description, c.queryable, format=c.format, enum=c.enum)
+                 for c in catalogue_columns(kind, exported=True))
 
 
-_UTILITY = _f(
-    "utility",
-    "string",
-    "utility code (CJJ 61: JS water, PS drainage, RQ gas, RL heat, "
-    "DL power, TX telecom, GY industrial, QT other)",
-    True,
-    enum=tuple(UTILITIES),
-)
-_VERSIONING = (
-    _f("scope", "string", "data scope (survey area or import)", True),
-    _f("version", "integer", "version of the feature (1 = as first imported)"),
-    _f("valid_from", "string", "when this version became current", format="date-time"),
-)
-
-PIPE_FIELDS = (
-    _UTILITY,
-    _f("subtype", "string", "subtype code (YS storm, WS sewage, MQ, ...)", True),
-    _f("shape", "string", "cross-section shape", True, enum=("circular", "rect")),
-    _f("diameter_mm", "number", "diameter (mm), circular pipes", True),
-    _f("width_mm", "number", "width (mm), box culverts and duct banks"),
-    _f("height_mm", "number", "height (mm), box culverts and duct banks"),
-    _f("size_text", "string", "size as surveyed (DN300, 1000X800)"),
-    _f("material", "string", "material (材质)", True),
-    _f("burial", "string", "burial method code (ZM direct, GM pipe, ...)", True),
-    _f("pressure_mpa", "number", "pressure (MPa)"),
-    _f("voltage_kv", "number", "voltage (kV)"),
-    _f("cables", "integer", "number of cables"),
-    _f("holes_total", "integer", "duct holes in total"),
-    _f("holes_used", "integer", "duct holes used"),
-    _f("casing", "string", "casing size"),
-    _f("flow", "string", "flow direction"),
-    _f("built_year", "integer", "year built", True),
-    _f("built", "string", "built date as surveyed"),
-    _f("owner", "string", "owner (权属单位)", True),
-    _f("road", "string", "road name (道路名称)", True),
-    _f("remarks", "string", "remarks"),
-    _f("status", "string", "status", True, enum=STATUSES),
-    _f(
-        "depth_reference",
-        "string",
-        "what the depths measure to: top of pipe, or invert (drainage)",
-        True,
-        enum=("top", "invert"),
-    ),
-    _f("from_node", "string", "start node id", True),
-    _f("to_node", "string", "end node id", True),
-    _f("from_depth_m", "number", "depth at the start (m, to the depth reference)"),
-    _f("to_depth_m", "number", "depth at the end (m, to the depth reference)"),
-    _f("from_z", "number", "centreline elevation at the start (m, normal height)"),
-    _f("to_z", "number", "centreline elevation at the end (m, normal height)"),
-    _f("length_m", "number", "length (m)"),
-    *_VERSIONING,
-)
-NODE_FIELDS = (
-    _UTILITY,
-    _f("map_id", "string", "map point number (图上点号)", True),
-    _f("subtype", "string", "subtype code", True),
-    _f("feature", "string", "feature (tee, elbow, end, ...)", True),
-    _f("appurtenance", "string", "appurtenance (valve, manhole, hydrant, ...)", True),
-    _f("ground_z", "number", "ground elevation (m, normal height)"),
-    _f("depth_m", "number", "depth (m)"),
-    _f("well_depth_m", "number", "well depth (m)"),
-    _f("well_bottom_z", "number", "well bottom elevation (m)"),
-    _f("eccentric_well_id", "string", "eccentric well point"),
-    _f("sheet", "string", "map sheet (图幅号)", True),
-    _f("survey_date", "string", "survey date"),
-    _f("remarks", "string", "remarks"),
-    *_VERSIONING,
-)
-VALVE_FIELDS = (
-    _UTILITY,
-    _f("segment_id", "string", "the pipe the valve sits on", True),
-    _f("node_id", "string", "the node at the pipe's end where it sits", True),
-    _f("kind", "string", "kind of valve", True),
-    _f("operable", "boolean", "whether it turns", True),
-    _f("normally_closed", "boolean", "normally closed", True),
-    *_VERSIONING,
-)
-SOURCE_FIELDS = (
-    _UTILITY,
-    _f("node_id", "string", "node", True),
-    _f("kind", "string", "kind (water plant, pressure station, regulator, ...)", True),
-    _f("name", "string", "name", True),
-    *_VERSIONING,
-)
-CUSTOMER_FIELDS = (
-    _UTILITY,
-    _f("node_id", "string", "service node", True),
-    _f("name", "string", "name", True),
-    _f("kind", "string", "kind", True),
-    _f("critical", "boolean", "critical customer (hospital, ...)", True),
-    _f("demand", "number", "demand"),
-    *_VERSIONING,
-)
-PROPOSAL_FIELDS = (
-    _f("name", "string", "name", True),
-    _f("utility", "string", "utility code", True),
-    _f("status", "string", "review status", True, enum=("new", "reviewed", "approved", "rejected")),
-    _f("passed", "boolean", "whether the last check passed", True),
-    _f("created_by", "string", "submitted by", True),
-    _f("created_at", "string", "submitted at", format="date-time"),
-    _f("checked_at", "string", "last checked at", format="date-time"),
-    _f("decided_by", "string", "decided by", True),
-    _f("decided_at", "string", "decided at", format="date-time"),
-    _f("note", "string", "decision note"),
-    _f("override_note", "string", "override reason"),
-    _f("version", "integer", "version of the proposal geometry"),
-)
+PIPE_FIELDS = _fields("segment")
+NODE_FIELDS = _fields("node")
+VALVE_FIELDS = _fields("valve")
+SOURCE_FIELDS = _fields("source")
+CUSTOMER_FIELDS = _fields("customer")
+PROPOSAL_FIELDS = _fields("proposal")
 
 
 @dataclass(frozen=True)
@@ -373,14 +275,9 @@ def _twin_area(srid: int) -> tuple[float, float, float, float]:
     return area.bounds if area else (-180.0, -90.0, 180.0, 90.0)
 
 
-@lru_cache(maxsize=16)
-def _transformer(src: int, dst: int) -> Transformer:
-    return Transformer.from_crs(_crs_of(src), _crs_of(dst), always_xy=True)
-
-
 def _to_crs84(srid: int, bounds: tuple[float, float, float, float]) -> list[float]:
     """Bounds in the twin CRS (easting, northing) -> CRS84 [west, south, east, north]."""
-    w, s, e, n = _transformer(srid, 4326).transform_bounds(*bounds, densify_pts=21)
+    w, s, e, n = transformer(srid, 4326).transform_bounds(*bounds, densify_pts=21)
     # rounded outwards: the box still holds everything
     return [
         math.floor(w * 1e8) / 1e8,
@@ -474,7 +371,7 @@ def _outline(src: int, dst: int, x0: float, y0: float, x1: float, y1: float, n: 
     ys = np.concatenate(
         [np.full(n, y0), y0 + (y1 - y0) * t, np.full(n, y1), y1 - (y1 - y0) * t, [y0]]
     )
-    ex, ny = _transformer(src, dst).transform(xs, ys)
+    ex, ny = transformer(src, dst).transform(xs, ys)
     if not (np.isfinite(ex).all() and np.isfinite(ny).all()):
         raise InputError("bbox: cannot be transformed to the twin's CRS")
     return "POLYGON((" + ",".join(f"{a:.4f} {b:.4f}" for a, b in zip(ex, ny, strict=True)) + "))"
@@ -654,12 +551,13 @@ class _State:
     counts: dict[tuple, tuple[str, int | None]] = field(default_factory=dict)
 
 
+def features_state(engine: sa.Engine) -> _State:
+    """The per-process caches of the features API (made in the app's lifespan)."""
+    return _State(srid=twin_srid(engine))
+
+
 def _state(request: Request, conn: sa.Connection) -> _State:
-    state = getattr(request.app.state, "features", None)
-    if state is None:
-        state = _State(srid=twin_srid(conn))
-        request.app.state.features = state
-    return state
+    return request.app.state.features
 
 
 def _utilities(state: _State, conn: sa.Connection, fp: str) -> tuple[str, ...]:

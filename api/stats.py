@@ -23,21 +23,19 @@ from api.jobs import base_url
 from twin.crs import twin_crs
 from twin.errors import InputError
 from twin.jsonable import plain
+from twin.schema import dimensions
 
 __all__ = ["router", "DIMENSIONS", "network_statistics"]
 
 router = APIRouter(tags=["statistics"])
 
-#: What a table may be grouped by: name -> SQL expression over current_segment ``s``.
+#: SQL for a dimension that groups a column into buckets rather than by its values.
+_BUCKETS = {
+    "decade": "CASE WHEN s.{c} IS NULL THEN NULL ELSE ((s.{c} / 10) * 10)::text || 's' END",
+}
+#: What a table may be grouped by (the catalogue's dimensions): name -> SQL over current_segment ``s``.
 DIMENSIONS: dict[str, str] = {
-    "utility": "s.utility",
-    "subtype": "s.subtype",
-    "material": "s.material",
-    "decade": "CASE WHEN s.built_year IS NULL THEN NULL "
-              "ELSE ((s.built_year / 10) * 10)::text || 's' END",
-    "owner": "s.owner",
-    "road": "s.road",
-    "status": "s.status",
+    name: _BUCKETS.get(name, "s.{c}").format(c=c.name) for name, c in dimensions("segment").items()
 }
 MAX_DIMENSIONS = 4
 _LENGTH_DECIMALS = 3

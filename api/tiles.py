@@ -38,7 +38,7 @@ from tiles.build import NetworkChanged, build_tileset, tiles_dir
 from twin.errors import NotFound
 from twin.settings import TwinSettings
 
-__all__ = ["router", "schedule_refresh", "MEDIA_TYPES", "CACHE_CONTROL"]
+__all__ = ["router", "schedule_refresh", "TileRefresh", "MEDIA_TYPES", "CACHE_CONTROL"]
 
 log = logging.getLogger("pipetwin.tiles")
 
@@ -163,7 +163,7 @@ def _build(settings: TwinSettings, full: bool, progress: Progress, run: int = 1)
         return build_tileset(settings, full=full, progress=step, workers=1)
 
 
-class _Refresh:
+class TileRefresh:
     """The debounce state of one server process: is a refresh job queued or running, and
     has anything changed since it started reading?"""
 
@@ -173,15 +173,8 @@ class _Refresh:
         self.again = False
 
 
-_state_lock = threading.Lock()
-
-
-def _refresh_state(app: FastAPI) -> _Refresh:
-    with _state_lock:
-        state = getattr(app.state, "tile_refresh", None)
-        if state is None:
-            state = app.state.tile_refresh = _Refresh()
-        return state
+def _refresh_state(app: FastAPI) -> TileRefresh:
+    return app.state.tile_refresh
 
 
 def schedule_refresh(app: FastAPI, user: User | str) -> str | None:

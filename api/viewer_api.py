@@ -22,7 +22,6 @@ Each answer that scans the network is cached per twin until the network's change
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from typing import Annotated, Literal
 
 import numpy as np
@@ -31,16 +30,15 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
-from pyproj import Transformer
 
 from analysis.ground import GroundModel, load_ground
-from analysis.segments import network_fingerprint
 from api.auth import User, allow
 from api.processes import Finite, ProposalDocument, geojson
-from twin.db import twin_srid
+from twin.crs import transformer
+from twin.db import change_mark, twin_srid
 from twin.errors import InputError, NotFound
 
-__all__ = ["router"]
+__all__ = ["router", "ViewerCache"]
 
 router = APIRouter(prefix="/view", tags=["viewer"])
 
@@ -50,34 +48,32 @@ GROUND_CELLS = 200
 #: Ground points looked for around transformed points (m), widening until some are found.
 _GROUND_RADII_M = (100.0, 500.0, 2000.0)
 
-_cache_lock = threading.Lock()
+class ViewerCache:
+    """Per-process results of the viewer's helper routes, each kept until the network changes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values: dict[str, tuple[str, object]] = {}
 
 
 def _cached(request: Request, name: str, make):
-    """``make(conn)`` once per network state: keyed by the change marks of the twin."""
+    """``make(conn)`` once per network state: keyed by the change mark of the twin."""
     engine: sa.Engine = request.app.state.engine
+    cache: ViewerCache = request.app.state.viewer_cache
     with engine.connect() as conn:
-        key = network_fingerprint(conn)
-        with _cache_lock:
-            cache = getattr(request.app.state, "viewer_cache", None)
-            if cache is None:
-                cache = request.app.state.viewer_cache = {}
-            hit = cache.get(name)
+        key = change_mark(conn)
+        with cache.lock:
+            hit = cache.values.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
         value = make(conn)
-    with _cache_lock:
-        cache[name] = (key, value)
+    with cache.lock:
+        cache.values[name] = (key, value)
     return value
 
 
 def _crs(conn: sa.Connection) -> str:
     return f"EPSG:{twin_srid(conn)}"
-
-
-@lru_cache(maxsize=16)
-def _transformer(src: str, dst: str) -> Transformer:
-    return Transformer.from_crs(src, dst, always_xy=True)
 
 
 def _extent(conn: sa.Connection) -> tuple[float, float, float, float] | None:
@@ -98,7 +94,7 @@ def _frame(conn: sa.Connection, settings) -> dict:
     x0, y0, x1, y1 = ext
     xs = np.array([x0, x1, x1, x0, (x0 + x1) / 2])
     ys = np.array([y0, y0, y1, y1, (y0 + y1) / 2])
-    lon, lat = _transformer(crs, "OGC:CRS84").transform(xs, ys)
+    lon, lat = transformer(crs, "OGC:CRS84").transform(xs, ys)
     out["bbox"] = [round(float(v), 8) for v in (lon[:4].min(), lat[:4].min(), lon[:4].max(), lat[:4].max())]
     out["centre"] = [round(float(lon[4]), 8), round(float(lat[4]), 8)]
     z = conn.execute(sa.text("SELECT min(ground_z), avg(ground_z), max(ground_z) FROM current_node")).one()
@@ -129,14 +125,14 @@ def _ground_grid(conn: sa.Connection, settings, cols: int, rows: int) -> dict:
     crs = _crs(conn)
     # A margin of 5 % on each side so the terrain's edge lies beyond the network.
     mx, my = (x1 - x0) * 0.05 + 10, (y1 - y0) * 0.05 + 10
-    corners = _transformer(crs, "OGC:CRS84").transform([x0 - mx, x1 + mx, x1 + mx, x0 - mx],
+    corners = transformer(crs, "OGC:CRS84").transform([x0 - mx, x1 + mx, x1 + mx, x0 - mx],
                                                        [y0 - my, y0 - my, y1 + my, y1 + my])
     west, east = float(min(corners[0])), float(max(corners[0]))
     south, north = float(min(corners[1])), float(max(corners[1]))
     lon = np.linspace(west, east, cols)
     lat = np.linspace(north, south, rows)  # row 0 is the north edge, as heightmaps are
     glon, glat = np.meshgrid(lon, lat)
-    gx, gy = _transformer("OGC:CRS84", crs).transform(glon.ravel(), glat.ravel())
+    gx, gy = transformer("OGC:CRS84", crs).transform(glon.ravel(), glat.ravel())
     heights = model(np.asarray(gx), np.asarray(gy)) + settings.geoid_offset_m
     return {"bbox": [west, south, east, north], "cols": cols, "rows": rows,
             "heights": [round(float(h), 3) for h in heights],
@@ -189,10 +185,10 @@ def transform(body: TransformBody, request: Request, user: User = Depends(allow(
         if body.to == "twin":
             if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
                 raise InputError("points to transform to the twin CRS are [longitude, latitude] in degrees")
-            x, y = _transformer("OGC:CRS84", crs).transform(xy[:, 0], xy[:, 1])
+            x, y = transformer("OGC:CRS84", crs).transform(xy[:, 0], xy[:, 1])
             z = z - settings.geoid_offset_m
         else:
-            x, y = _transformer(crs, "OGC:CRS84").transform(xy[:, 0], xy[:, 1])
+            x, y = transformer(crs, "OGC:CRS84").transform(xy[:, 0], xy[:, 1])
             z = z + settings.geoid_offset_m
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
@@ -279,7 +275,7 @@ def search(
             "      WHERE road ILIKE :part GROUP BY road) r "
             "ORDER BY road <> :q, pipes DESC, road LIMIT :n"),
             params).mappings().all()
-    to84 = _transformer(crs, "OGC:CRS84")
+    to84 = transformer(crs, "OGC:CRS84")
     out = [{"kind": "pipe", "id": r["id"], "utility": r["utility"],
             "label": " ".join(str(v) for v in (r["id"], r["size_text"], r["road"]) if v)} for r in pipes]
     out += [{"kind": "node", "id": r["id"], "utility": r["utility"],
@@ -293,7 +289,7 @@ def search(
 
 def _shape(net, crs: str, settings) -> dict:
     v = net.vertices
-    lon, lat = _transformer(crs, "OGC:CRS84").transform(v[:, 0], v[:, 1])
+    lon, lat = transformer(crs, "OGC:CRS84").transform(v[:, 0], v[:, 1])
     h = v[:, 2] + settings.geoid_offset_m
     half_w, half_h = net.half_width_m, net.half_height_m
     features = []

@@ -31,14 +31,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import sqlalchemy as sa
-from pyproj import Transformer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
 from bench.server import Server  # noqa: E402
-from twin.db import open_twin  # noqa: E402
+from twin.crs import transformer  # noqa: E402
+from twin.db import open_twin, twin_srid  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
 
 SCHEMA = "bench_analysis"
@@ -63,9 +63,9 @@ def _prepare() -> tuple[list[str], list[str]]:
         mids = conn.execute(sa.text(
             "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM segment "
             "TABLESAMPLE SYSTEM (0.5) LIMIT 2000")).all()
-        srid = conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar()
+        srid = twin_srid(conn)
     engine.dispose()
-    to84 = Transformer.from_crs(f"EPSG:{srid}", "OGC:CRS84", always_xy=True)
+    to84 = transformer(srid, "OGC:CRS84")
     xy = np.array(mids, dtype=float)
     lon0, lat0 = to84.transform(xy[:, 0] - 150, xy[:, 1] - 150)
     lon1, lat1 = to84.transform(xy[:, 0] + 150, xy[:, 1] + 150)

@@ -6,7 +6,7 @@ node's X northing / Y easting, ground, depth; the segment's ends, depths, size .
 them through the import's own :func:`ingest.prepare.prepare`: the same data checks (E1xx,
 E2xx, E3xx on the edited rows are errors, their warnings are returned) and the same
 derivation of centreline heights (``ground - depth -/+ r`` by depth reference), plan lengths
-and size fields. The rows are then written through :mod:`twin.edit`, one new version per
+and size fields. The rows are then written through :mod:`twin.store`, one new version per
 feature, all in the caller's transaction and one ``edit`` batch.
 
 Geometry rules:
@@ -43,12 +43,13 @@ import sqlalchemy as sa
 from ingest.load import TABLES
 from ingest.prepare import Prepared, prepare
 from ingest.tables import POINT_COLUMNS, SEGMENT_COLUMNS, SurveyTables
-from twin import edit as store
+from twin import store
 from twin.crs import TwinCRS, twin_crs
 from twin.domain import GRAVITY_UTILITIES, parse_utility
-from twin.edit import Edit
 from twin.errors import Conflict, InputError, InvalidGeometry
+from twin.schema import edit_types
 from twin.settings import TwinSettings, get_settings
+from twin.store import Edit
 
 __all__ = [
     "NODE_ATTRIBUTES",
@@ -62,17 +63,10 @@ __all__ = [
 ]
 
 #: Node attributes an edit may set (position, ground and depth: :func:`move_node`).
-NODE_ATTRIBUTES: dict[str, type] = {
-    "map_id": str, "subtype": str, "feature": str, "appurtenance": str, "well_depth_m": float,
-    "eccentric_well_id": str, "sheet": str, "survey_date": str, "remarks": str,
-}
+NODE_ATTRIBUTES: dict[str, type] = edit_types("node")
 #: Segment attributes an edit may set; ``size`` is the survey text (``DN300``, ``1000X800``),
 #: ``pressure`` is MPa, or kV on power lines.
-SEGMENT_ATTRIBUTES: dict[str, type] = {
-    "subtype": str, "size": str, "material": str, "burial": str, "pressure": float, "cables": int,
-    "holes_total": int, "holes_used": int, "casing": str, "flow": str, "built": str, "owner": str,
-    "road": str, "status": str, "remarks": str, "from_depth_m": float, "to_depth_m": float,
-}
+SEGMENT_ATTRIBUTES: dict[str, type] = edit_types("segment")
 #: Warnings of the checks that say nothing about a lone edited feature.
 _SILENT = {"W203"}
 _GEOMETRY_CODES = {"E104", "E204"}

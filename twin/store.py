@@ -17,7 +17,7 @@ copies the old row into ``<table>_history`` (with ``valid_to`` and ``op``) and b
   summary as it stood at a time, from the ``<table>_as_of(t)`` functions).
 
 Edits that derive geometry from survey values (add, move, split, merge, node and segment
-attributes) live in :mod:`ingest.edit`, which checks them with the ingest's own checks and
+attributes) live in :mod:`ingest.derive`, which checks them with the ingest's own checks and
 writes them through :func:`insert_features` and :func:`update_features` here.
 
 Every function takes a connection in the caller's transaction; nothing here commits.
@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from twin.db import FEATURE_TABLES
 from twin.errors import Conflict, InputError, NotFound
 from twin.jsonable import plain
+from twin.schema import edit_types
 
 __all__ = [
     "KINDS",
@@ -64,12 +65,8 @@ __all__ = [
 KINDS: tuple[str, ...] = FEATURE_TABLES
 
 #: Attributes an edit may set directly on valves, sources and customers: column -> type.
-#: (Node and segment attributes feed derived columns: see :mod:`ingest.edit`.)
-ATTRIBUTES: dict[str, dict[str, type]] = {
-    "valve": {"kind": str, "operable": bool, "normally_closed": bool},
-    "source": {"kind": str, "name": str},
-    "customer": {"name": str, "kind": str, "critical": bool, "demand": float},
-}
+#: (Node and segment attributes feed derived columns: see :mod:`ingest.derive`.)
+ATTRIBUTES: dict[str, dict[str, type]] = {k: edit_types(k) for k in ("valve", "source", "customer")}
 
 #: Columns that are bookkeeping, not a feature's content (left out of "changed").
 _BOOKKEEPING = frozenset({"version", "valid_from", "valid_to", "op", "batch_id", "geom_ewkb"})
@@ -383,7 +380,7 @@ def set_attributes(conn: sa.Connection, user: str, kind: str, id: str, values: M
                    *, version: int | None = None) -> Edit:
     """Change attributes of a valve, source or customer (a new version if anything differs)."""
     if kind not in ATTRIBUTES:
-        raise InputError(f"attributes of a {kind} are changed through ingest.edit (they feed derived columns)")
+        raise InputError(f"attributes of a {kind} are changed through ingest.derive (they feed derived columns)")
     typed = typed_values(kind, values, ATTRIBUTES[kind])
     edit = begin_edit(conn, user, "attributes")
     lock(conn, kind, [id], {id: version})

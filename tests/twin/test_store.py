@@ -1,4 +1,4 @@
-"""Edits of single features (twin.edit, ingest.edit) on the small survey: geometry stays
+"""Edits of single features (twin.store, ingest.derive) on the small survey: geometry stays
 consistent, every edit is a new version in history, and the network as of a time is the old one.
 
 The small survey (tests/data/small): water JS1 (plant) - JS2 (tee) - JS3 (valve on JS2-JS3) -
@@ -17,12 +17,12 @@ import shapely
 import sqlalchemy as sa
 
 from analysis.shutoff import shutoff
-from ingest import edit
+from ingest import derive as edit
 from ingest.pipeline import ingest_survey
 from tests.conftest import SMALL
-from twin import edit as store
-from twin.edit import Edit
+from twin import store
 from twin.errors import Conflict, InputError, InvalidGeometry, NotFound
+from twin.store import Edit
 
 USER = "editor-anna"
 
@@ -41,7 +41,7 @@ def twin(twin_settings, twin_engine):
 def run(engine: sa.Engine, settings, fn: Callable[..., Edit], *args, **kw) -> Edit:
     """One edit in a transaction of its own, as the API runs it."""
     with engine.begin() as conn:
-        if fn.__module__ == "ingest.edit":
+        if fn.__module__ == "ingest.derive":
             kw["settings"] = settings
         return fn(conn, USER, *args, **kw)
 
