@@ -34,16 +34,18 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from analysis.clash import (
+from analysis.network import Network
+from analysis.pieces import (
     Pieces,
-    _pair_label,
     candidate_pairs,
     combine,
     connected_pairs,
     finding_key,
+    first_findings,
+    pair_label,
+    proposal_first,
     segment_closest_points,
 )
-from analysis.network import Network
 from analysis.rule_tables import RuleText, open_source, rule_source, source_bytes
 from twin.errors import InputError
 from twin.settings import TwinSettings
@@ -319,10 +321,12 @@ class ClearanceReport:
         """Number of violations per owner pair."""
         return dict(Counter(v.owners for v in self.violations).most_common())
 
-    def as_dict(self) -> dict:
-        """Plain dict for JSON."""
+    def as_dict(self, limit: int | None = None) -> dict:
+        """Plain dict for JSON; with ``limit``, the first ``limit`` violations and whether some were
+        left out (``truncated``)."""
         kinds = Counter(v.kind for v in self.violations)
-        return {
+        shown, truncated = first_findings(self.violations, limit)
+        d = {
             "counts": {"horizontal": kinds.get("horizontal", 0), "vertical": kinds.get("vertical", 0)},
             "checked_pairs": self.checked,
             "unruled_pairs": self.unruled,
@@ -330,8 +334,9 @@ class ClearanceReport:
             "by_road": self.by_road(),
             "by_owner_pair": self.by_owner_pair(),
             "timings_s": self.timings_s,
-            "violations": [v.as_dict() for v in self.violations],
+            "violations": [v.as_dict() for v in shown],
         }
+        return d if limit is None else {**d, "truncated": truncated}
 
 
 def _parallel_measure(pieces: Pieces, i: np.ndarray, j: np.ndarray, cos_limit: float, min_overlap: float):
@@ -437,7 +442,7 @@ def clearances(
         rule_pos = _rules_for_pairs(table, kind, attrs, groups, lo_s, hi_s)
         none = rule_pos < 0
         if none.any():
-            labels = _pair_label(attrs["utility"][lo_s[none]], attrs["utility"][hi_s[none]])
+            labels = pair_label(attrs["utility"][lo_s[none]], attrs["utility"][hi_s[none]])
             unruled.update({f"{kind} {k}": int(v) for k, v in Counter(labels).items()})
         required = np.where(none, np.nan, table["clearance_m"].to_numpy(float)[np.maximum(rule_pos, 0)])
         bad = ~none & (measured < required - tolerance_m)
@@ -455,11 +460,10 @@ def _violations(pieces: Pieces, table: pd.DataFrame, kind: str, sa_: np.ndarray,
     s = pieces.segments
     ids = s["id"].astype(str).to_numpy()
     prop = s["_proposal"].to_numpy(bool)
-    swap = np.where(prop[sa_] != prop[sb], prop[sb], ids[sa_] > ids[sb])
-    a, b = np.where(swap, sb, sa_), np.where(swap, sa_, sb)
+    a, b = proposal_first(s, sa_, sb)
     util = s["utility"].astype(str).to_numpy()
-    roads = _pair_label(s["road"].to_numpy(object)[a], s["road"].to_numpy(object)[b])
-    owners = _pair_label(s["owner"].to_numpy(object)[a], s["owner"].to_numpy(object)[b])
+    roads = pair_label(s["road"].to_numpy(object)[a], s["road"].to_numpy(object)[b])
+    owners = pair_label(s["owner"].to_numpy(object)[a], s["owner"].to_numpy(object)[b])
     rid = table["id"].to_numpy(object)
     src = table["source"].to_numpy(object)
     ver = table["verified"].to_numpy(bool)

@@ -17,11 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from analysis.cli import app
-from twin.errors import TwinError
+__all__ = ["app", "collision", "clearance", "cover"]
 
-__all__ = ["collision", "clearance", "cover"]
-
+#: The commands of this module; :mod:`analysis.cli` adds them to ``twin analyze``.
+app = typer.Typer()
 err = Console(stderr=True)
 
 ProposalOpt = Annotated[Path | None, typer.Option("--proposal", help="GeoJSON LineString (pipe) or Polygon "
@@ -31,13 +30,9 @@ LimitOpt = Annotated[int, typer.Option("--limit", help="Findings listed on the t
 
 
 def _run(as_json: bool, work: Callable[[], tuple[dict, Callable[[Console], None]]]) -> None:
-    """Run an analysis: TwinError -> message and exit 2; JSON or tables out."""
-    try:
-        with (err.status("analysing") if not as_json and err.is_terminal else _nullcontext()):
-            report, show = work()
-    except TwinError as exc:
-        err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-        raise typer.Exit(code=2) from None
+    """Run an analysis: JSON or tables out (a TwinError is reported by ``twin``'s main)."""
+    with (err.status("analysing") if not as_json and err.is_terminal else _nullcontext()):
+        report, show = work()
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
     else:

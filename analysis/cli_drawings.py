@@ -4,32 +4,34 @@
 ``--svg``. ``proposal FILE`` stores and checks a proposal (``--id`` re-checks a stored one,
 with FILE as its revised geometry; ``--no-store`` only checks) and writes the printable report
 with ``--html``; it exits 1 when the proposal fails. ``proposal-show``, ``proposal-list`` and
-``proposal-decide`` read and decide stored proposals; decisions record ``TWIN_USER`` or the
-login name. Bad input prints the error and exits 2.
+``proposal-decide`` read and decide stored proposals, ``proposal-withdraw`` takes one back;
+decisions record ``TWIN_USER`` or the login name. Bad input prints the error and exits 2.
+Every stored change is audited inside its own transaction (the workflow's ``before_commit``
+hook), with the actions of the API's routes and the role ``cli``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from analysis.cli import app
-from twin.errors import TwinError
+from twin.audit import record_command
+from twin.settings import TwinSettings
 
-__all__ = ["section", "profile", "proposal", "proposal_show", "proposal_list", "proposal_decide"]
+__all__ = ["app", "section", "profile", "proposal", "proposal_show", "proposal_list", "proposal_decide",
+           "proposal_withdraw"]
 
+#: The commands of this module; :mod:`analysis.cli` adds them to ``twin analyze``.
+app = typer.Typer()
 err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
-
-def _fail(exc: TwinError) -> None:
-    err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-    raise typer.Exit(code=2)
 
 
 def _engine():
@@ -38,6 +40,19 @@ def _engine():
 
     settings = get_settings()
     return settings, open_twin(settings)
+
+
+def _audited(settings: TwinSettings, command: str, action: str, proposal_id: int | None = None,
+             **params: object) -> Callable[..., None]:
+    """A workflow ``before_commit`` hook writing the command's audit entry on its connection."""
+
+    def hook(conn: sa.Connection, report=None) -> None:
+        pid = proposal_id if proposal_id is not None else report.proposal_id
+        record_command(conn, settings.user_name, f"analyze {command}", action,
+                       params={"proposal_id": pid, **{k: v for k, v in params.items() if v is not None}},
+                       affected=[f"proposal:{pid}"])
+
+    return hook
 
 
 def _echo_json(d: dict | list) -> None:
@@ -61,12 +76,9 @@ def section(
     """Cross-section (横断面): every pipe the line crosses, with elevations and clear distances."""
     from analysis.section import cross_section
 
-    try:
-        settings, engine = _engine()
-        sec = cross_section(engine, line, utilities=utility or None, crs=settings.crs)
-        engine.dispose()
-    except TwinError as exc:
-        _fail(exc)
+    settings, engine = _engine()
+    sec = cross_section(engine, line, utilities=utility or None, crs=settings.crs)
+    engine.dispose()
     _write(svg_out, sec.to_svg(), "drawing")
     if as_json:
         _echo_json(sec.as_dict())
@@ -93,12 +105,9 @@ def profile(
     """Longitudinal profile (纵断面) along one utility between two points (shortest path)."""
     from analysis.profile import longitudinal_profile
 
-    try:
-        settings, engine = _engine()
-        prof = longitudinal_profile(engine, from_node, to_node, crs=settings.crs)
-        engine.dispose()
-    except TwinError as exc:
-        _fail(exc)
+    settings, engine = _engine()
+    prof = longitudinal_profile(engine, from_node, to_node, crs=settings.crs)
+    engine.dispose()
     _write(svg_out, prof.to_svg(), "drawing")
     if as_json:
         _echo_json(prof.as_dict())
@@ -148,19 +157,20 @@ def proposal(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a proposed pipe or excavation against the twin; store it for review (exit 1: it fails)."""
-    from analysis.proposal import check_proposal, recheck_proposal, report_html, submit_proposal
+    from analysis.proposal import check_proposal
+    from analysis.proposal_report import report_html
+    from analysis.proposal_workflow import recheck_proposal, submit_proposal
 
-    try:
-        settings, engine = _engine()
-        if no_store:
-            report = check_proposal(engine, file, settings, name=name)
-        elif proposal_id is not None:
-            report = recheck_proposal(engine, proposal_id, settings, source=file)
-        else:
-            report = submit_proposal(engine, file, settings, name=name)
-        engine.dispose()
-    except TwinError as exc:
-        _fail(exc)
+    settings, engine = _engine()
+    if no_store:
+        report = check_proposal(engine, file, settings, name=name)
+    elif proposal_id is not None:
+        report = recheck_proposal(engine, proposal_id, settings, source=file, before_commit=_audited(
+            settings, "proposal", "proposal-recheck", proposal_id, revised=str(file)))
+    else:
+        report = submit_proposal(engine, file, settings, name=name, before_commit=_audited(
+            settings, "proposal", "proposal-submit", name=name, file=str(file)))
+    engine.dispose()
     _write(html, report_html(report), "report")
     d = report.as_dict()
     _echo_json(d) if as_json else _print_report(d)
@@ -176,16 +186,15 @@ def proposal_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a stored proposal: its last check, the decisions and the history."""
-    from analysis.proposal import get_proposal, recheck_proposal, report_html
+    from analysis.proposal_report import report_html
+    from analysis.proposal_workflow import get_proposal, recheck_proposal
 
-    try:
-        settings, engine = _engine()
-        if recheck:
-            recheck_proposal(engine, proposal_id, settings)
-        d = get_proposal(engine, proposal_id)
-        engine.dispose()
-    except TwinError as exc:
-        _fail(exc)
+    settings, engine = _engine()
+    if recheck:
+        recheck_proposal(engine, proposal_id, settings,
+                         before_commit=_audited(settings, "proposal-show", "proposal-recheck", proposal_id))
+    d = get_proposal(engine, proposal_id)
+    engine.dispose()
     _write(html, report_html(d), "report")
     _echo_json(d) if as_json else _print_report(d)
 
@@ -193,14 +202,11 @@ def proposal_show(
 @app.command("proposal-list")
 def proposal_list(as_json: JsonOpt = False) -> None:
     """List the stored proposals with their status."""
-    from analysis.proposal import list_proposals
+    from analysis.proposal_workflow import list_proposals
 
-    try:
-        _settings, engine = _engine()
-        rows = list_proposals(engine)
-        engine.dispose()
-    except TwinError as exc:
-        _fail(exc)
+    _settings, engine = _engine()
+    rows = list_proposals(engine)
+    engine.dispose()
     if as_json:
         _echo_json(rows)
         return
@@ -225,15 +231,33 @@ def proposal_decide(
     as_json: JsonOpt = False,
 ) -> None:
     """Decide a proposal or one of its findings; records who (TWIN_USER or the login) and when."""
-    from analysis.proposal import decide_finding, decide_proposal
+    from analysis.proposal_workflow import decide_finding, decide_proposal
 
-    try:
-        settings, engine = _engine()
-        if finding is not None:
-            d = decide_finding(engine, proposal_id, finding, status, settings, note=note)
-        else:
-            d = decide_proposal(engine, proposal_id, status, settings, note=note, override=override)
-        engine.dispose()
-    except TwinError as exc:
-        _fail(exc)
+    settings, engine = _engine()
+    if finding is not None:
+        d = decide_finding(engine, proposal_id, finding, status, settings, note=note, before_commit=_audited(
+            settings, "proposal-decide", "proposal-finding", proposal_id, key=finding, status=status, note=note))
+    else:
+        d = decide_proposal(engine, proposal_id, status, settings, note=note, override=override,
+                            before_commit=_audited(settings, "proposal-decide", f"proposal-{status}", proposal_id,
+                                                   status=status, note=note, override=override))
+    engine.dispose()
+    _echo_json(d) if as_json else _print_report(d)
+
+
+@app.command("proposal-withdraw")
+def proposal_withdraw(
+    proposal_id: Annotated[int, typer.Argument(help="Stored proposal id.")],
+    note: Annotated[str | None, typer.Option("--note", help="Why.")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Withdraw a proposal someone else submitted "
+                                                        "(as an admin).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Withdraw a new or reviewed proposal you submitted (TWIN_USER or the login); --admin: anyone's."""
+    from analysis.proposal_workflow import withdraw_proposal
+
+    settings, engine = _engine()
+    d = withdraw_proposal(engine, proposal_id, settings, note=note, admin=admin, before_commit=_audited(
+        settings, "proposal-withdraw", "proposal-withdrawn", proposal_id, note=note, admin=admin or None))
+    engine.dispose()
     _echo_json(d) if as_json else _print_report(d)

@@ -8,11 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from analysis.cli import app
-from twin.errors import InputError, TwinError
+from twin.errors import InputError
 from twin.settings import get_settings
 
-err = Console(stderr=True)
+__all__ = ["app", "shutoff_command", "hazards_command"]
+
+#: The commands of this module; :mod:`analysis.cli` adds them to ``twin analyze``.
+app = typer.Typer()
 
 
 def _point(text: str) -> tuple[float, float]:
@@ -43,14 +45,10 @@ def shutoff_command(
     from analysis.shutoff import shutoff
     from twin.db import open_twin
 
-    try:
-        failed = [v.strip() for v in failed_valves.split(",") if v.strip()]
-        engine = open_twin(get_settings())
-        result = shutoff(engine, pipe=pipe, node=node, at=_point(at) if at else None,
-                         failed_valves=failed, max_distance_m=max_distance).as_dict()
-    except TwinError as exc:
-        err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-        raise typer.Exit(code=2) from None
+    failed = [v.strip() for v in failed_valves.split(",") if v.strip()]
+    engine = open_twin(get_settings())
+    result = shutoff(engine, pipe=pipe, node=node, at=_point(at) if at else None,
+                     failed_valves=failed, max_distance_m=max_distance).as_dict()
     _emit(result, as_json, _show_shutoff)
 
 
@@ -89,13 +87,9 @@ def hazards_command(
     from analysis.hazards import hazards
     from twin.db import open_twin
 
-    try:
-        settings = get_settings()
-        x, y = _point(at)
-        result = hazards(open_twin(settings), x, y, radius, utility=utility, settings=settings).as_dict()
-    except TwinError as exc:
-        err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-        raise typer.Exit(code=2) from None
+    settings = get_settings()
+    x, y = _point(at)
+    result = hazards(open_twin(settings), x, y, radius, utility=utility, settings=settings).as_dict()
     _emit(result, as_json, _show_hazards)
 
 

@@ -30,7 +30,6 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-from analysis.clash import finding_key
 from analysis.clearance import (
     _cached_rules,
     _numeric,
@@ -40,7 +39,8 @@ from analysis.clearance import (
 )
 from analysis.ground import GroundModel
 from analysis.network import Network
-from analysis.rule_tables import RuleText, rule_source
+from analysis.pieces import finding_key
+from analysis.rule_tables import RuleSource, RuleText, rule_source
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -69,7 +69,7 @@ def load_cover_rules(path: Path | str | RuleText | None = None, settings: TwinSe
     return _cached_rules("cover", source, _build_cover_rules)
 
 
-def _build_cover_rules(path: Path | RuleText) -> pd.DataFrame:
+def _build_cover_rules(path: RuleSource) -> pd.DataFrame:
     table = _read_rule_csv(path, ("id", "utility", "location", "min_cover_m", "source", "verified"), "cover rules")
     for c in ("subtype", "burial", "material"):
         if c not in table.columns:
@@ -80,7 +80,7 @@ def _build_cover_rules(path: Path | RuleText) -> pd.DataFrame:
                          "has no min_cover_m")
     table["location"] = [_location(v) for v in table["location"]]
     table["utility"] = table["utility"].str.upper()
-    table.attrs["path"] = str(path)
+    table.attrs["path"] = str(path)  # the table's label, never a server path
     return table
 
 
@@ -201,29 +201,9 @@ def cover_depths(
     seg, xyz = sample_centrelines(net, step_m)
     keep = pipe[seg]
     seg, xyz = seg[keep], xyz[keep]
-    # location class per sample: segment attribute, else zones, else the default
-    loc = np.full(len(seg), LOCATIONS.index(default))
-    for geom, name in zones or ():
-        inside = shapely.contains_xy(geom, xyz[:, 0], xyz[:, 1])
-        loc[inside] = LOCATIONS.index(_location(name))
-    if "location" in segs.columns:
-        own = segs["location"].to_numpy(object)[seg]
-        has = pd.notna(own)
-        if has.any():
-            loc[has] = [LOCATIONS.index(_location(v)) for v in own[has]]
-    # the rule for each segment in each location class
+    loc = _sample_locations(segs, seg, xyz, default, zones)
     attrs = segment_attributes(segs)
-    idx = np.arange(len(segs))
-    rule_of = np.full((len(segs), len(LOCATIONS)), -1)
-    spec_of = np.full((len(segs), len(LOCATIONS)), -1)
-    val_of = np.full((len(segs), len(LOCATIONS)), -np.inf)
-    for r, rule in enumerate(table.to_dict("records")):  # a few dozen rules, each vectorised
-        m, spec = match_side(attrs, idx, rule)
-        c = LOCATIONS.index(rule["location"])
-        v = float(rule["min_cover_m"])
-        better = m & ((spec > spec_of[:, c]) | ((spec == spec_of[:, c]) & (v > val_of[:, c])))
-        rule_of[better, c], spec_of[better, c], val_of[better, c] = r, spec, v
-    rule_pos = rule_of[seg, loc]
+    rule_pos = _rules_by_location(table, attrs, len(segs))[seg, loc]
     ruled = rule_pos >= 0
     unruled_segs = np.unique(seg[~ruled])
     unruled = dict(Counter(attrs["utility"][unruled_segs]).most_common())
@@ -241,6 +221,51 @@ def cover_depths(
     first = np.ones(len(b), dtype=bool)
     first[1:] = seg[b][1:] != seg[b][:-1]
     w = b[first]
+    samples = {"seg": seg[w], "location": loc[w], "rule": rule_pos[w], "xyz": xyz[w], "top_z": top[w],
+               "ground_z": gz[w], "cover_m": cover[w], "required_m": required[w]}
+    out = _violations(segs, table, samples, proposal=proposal is not None)
+    out.sort(key=lambda v: (v.cover_m - v.required_m, v.id))
+    return CoverReport(out, int(pipe.sum()), unruled, default, table.attrs.get("path", ""),
+                       {"total": round(time.perf_counter() - t0, 3)})
+
+
+def _sample_locations(segs: pd.DataFrame, seg: np.ndarray, xyz: np.ndarray, default: str,
+                      zones: Sequence[tuple[shapely.Geometry, str]] | None) -> np.ndarray:
+    """Location class (index into :data:`LOCATIONS`) of each sample point: the segment's
+    ``location``, else the last zone holding it, else ``default``."""
+    loc = np.full(len(seg), LOCATIONS.index(default))
+    for geom, name in zones or ():
+        inside = shapely.contains_xy(geom, xyz[:, 0], xyz[:, 1])
+        loc[inside] = LOCATIONS.index(_location(name))
+    if "location" in segs.columns:
+        own = segs["location"].to_numpy(object)[seg]
+        has = pd.notna(own)
+        if has.any():
+            loc[has] = [LOCATIONS.index(_location(v)) for v in own[has]]
+    return loc
+
+
+def _rules_by_location(table: pd.DataFrame, attrs: dict[str, np.ndarray], n_segments: int) -> np.ndarray:
+    """The rule (row of ``table``, -1: none) for each segment in each location class.
+
+    The most specific matching rule wins, then the deepest cover.
+    """
+    idx = np.arange(n_segments)
+    rule_of = np.full((n_segments, len(LOCATIONS)), -1)
+    spec_of = np.full((n_segments, len(LOCATIONS)), -1)
+    val_of = np.full((n_segments, len(LOCATIONS)), -np.inf)
+    for r, rule in enumerate(table.to_dict("records")):  # a few dozen rules, each vectorised
+        m, spec = match_side(attrs, idx, rule)
+        c = LOCATIONS.index(rule["location"])
+        v = float(rule["min_cover_m"])
+        better = m & ((spec > spec_of[:, c]) | ((spec == spec_of[:, c]) & (v > val_of[:, c])))
+        rule_of[better, c], spec_of[better, c], val_of[better, c] = r, spec, v
+    return rule_of
+
+
+def _violations(segs: pd.DataFrame, table: pd.DataFrame, samples: dict[str, np.ndarray], *,
+                proposal: bool) -> list[CoverViolation]:
+    """One :class:`CoverViolation` per worst sample point (arrays of ``samples``, one per pipe)."""
     ids = segs["id"].astype(str).to_numpy()
     util = segs["utility"].astype(str).to_numpy()
     road = segs["road"].to_numpy(object) if "road" in segs.columns else np.full(len(segs), None)
@@ -248,16 +273,15 @@ def cover_depths(
     rid, src = table["id"].to_numpy(object), table["source"].to_numpy(object)
     ver = table["verified"].to_numpy(bool)
     out = []
-    for k in w:  # one object per violating pipe
-        s, r = seg[k], rule_pos[k]
+    for k, (s, r) in enumerate(zip(samples["seg"], samples["rule"], strict=True)):  # one per violating pipe
+        xyz = samples["xyz"][k]
         out.append(CoverViolation(
-            key=finding_key("cover", (ids[s],)), id=ids[s], utility=util[s], location=LOCATIONS[loc[k]],
-            cover_m=round(float(cover[k]), 4), required_m=float(required[k]), rule_id=str(rid[r]),
-            rule_source=str(src[r]), rule_verified=bool(ver[r]), x=round(float(xyz[k, 0]), 3),
-            y=round(float(xyz[k, 1]), 3), top_z=round(float(top[k]), 3), ground_z=round(float(gz[k]), 3),
+            key=finding_key("cover", (ids[s],)), id=ids[s], utility=util[s], location=LOCATIONS[samples["location"][k]],
+            cover_m=round(float(samples["cover_m"][k]), 4), required_m=float(samples["required_m"][k]),
+            rule_id=str(rid[r]), rule_source=str(src[r]), rule_verified=bool(ver[r]), x=round(float(xyz[0]), 3),
+            y=round(float(xyz[1]), 3), top_z=round(float(samples["top_z"][k]), 3),
+            ground_z=round(float(samples["ground_z"][k]), 3),
             road=None if pd.isna(road[s]) else str(road[s]), owner=None if pd.isna(owner[s]) else str(owner[s]),
-            proposal=proposal is not None,
+            proposal=proposal,
         ))
-    out.sort(key=lambda v: (v.cover_m - v.required_m, v.id))
-    return CoverReport(out, int(pipe.sum()), unruled, default, table.attrs.get("path", ""),
-                       {"total": round(time.perf_counter() - t0, 3)})
+    return out

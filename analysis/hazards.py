@@ -20,7 +20,7 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-from analysis.cover import cover_depths, load_cover_rules
+from analysis.cover import CoverViolation, cover_depths, load_cover_rules
 from analysis.ground import load_ground
 from analysis.network import Network, load_network
 from analysis.rule_tables import RuleText, open_source, rule_source
@@ -140,53 +140,71 @@ def hazards(
     life = service_life_years(seg["material"], seg["utility"], load_service_life(settings=settings, db=engine))
     age = year - seg["built_year"].to_numpy(float)
     old = np.isfinite(age) & np.isfinite(life) & (age > life)
-    shallow: set[str] = set()
+    shallow_by: dict[str, CoverViolation] = {}
     if len(seg):
         cover = cover_depths(net, rules=load_cover_rules(None, settings, db=engine), settings=settings,
                              ground=ground)
         shallow_by = {v.id: v for v in cover.violations}
-        shallow = set(shallow_by)
     if utility is None and len(seg):
         pressurised = np.isin(seg["utility"].to_numpy(), list(PRESSURISED_UTILITIES))
         if pressurised.any():
             utility = str(seg["utility"].to_numpy()[pressurised][np.argmin(dist[pressurised])])
+    flags = _pipe_flags(seg, old, age, life, shallow_by)
     sizes = _size(seg) if len(seg) else []
-    pipes = []
-    for i in np.argsort(dist, kind="stable"):
-        s = seg.iloc[i]
-        flags = []
-        if s["status"] != "active":
-            flags.append(s["status"])
-        if old[i]:
-            flags.append(f"past service life ({int(age[i])} a > {int(life[i])} a for {s['material']})")
-        if s["id"] in shallow:
-            v = shallow_by[s["id"]]
-            flags.append(f"cover {v.cover_m:.2f} m < {v.required_m:.2f} m")
-        pipes.append({
-            "id": s["id"], "utility": s["utility"], "subtype": s["subtype"], "size": s["size_text"] or sizes[i],
-            "material": s["material"], "status": s["status"], "built_year": None if pd.isna(s["built_year"])
-            else int(s["built_year"]), "owner": s["owner"], "road": s["road"],
-            "distance_m": round(float(dist[i]), 3), "top_z": round(float(cz[i] + net.half_height_m[i]), 3),
-            "top_depth_m": None if not np.isfinite(top_depth[i]) else round(float(top_depth[i]), 3),
-            "flags": flags,
-        })
+    pipes = [_pipe_record(seg.iloc[i], flags[i], sizes[i], dist[i], cz[i] + net.half_height_m[i], top_depth[i])
+             for i in np.argsort(dist, kind="stable")]
     valve_rows = []
     if utility is not None:
-        with engine.connect() as conn:
-            srid = twin_srid(conn)
-            rows = conn.execute(sa.text(
-                "WITH p AS (SELECT ST_SetSRID(ST_MakePoint(:x, :y), :srid) AS g) "
-                "SELECT v.id, v.segment_id, v.node_id, v.operable, v.normally_closed, "
-                "ST_Distance(v.geom, p.g) AS d, ST_X(v.geom) AS vx, ST_Y(v.geom) AS vy "
-                "FROM current_valve v, p WHERE v.utility = :u ORDER BY v.geom <-> p.g LIMIT :k"),
-                {"x": x, "y": y, "srid": srid, "u": utility, "k": valves}).all()
-        valve_rows = [{"id": r.id, "pipe": r.segment_id, "node": r.node_id, "operable": r.operable,
-                       "normally_closed": r.normally_closed, "distance_m": round(float(r.d), 3),
-                       "x": float(r.vx), "y": float(r.vy)} for r in rows]
+        valve_rows = _nearest_valves(engine, x, y, utility, valves)
         if not valve_rows:
             notes.append(f"no valves are recorded on the {UTILITIES[utility].name_en} network")
     if not len(seg):
         notes.append(f"no pipe or cable is recorded within {radius_m:g} m")
     return Hazards(x=float(x), y=float(y), radius_m=float(radius_m), utility=utility, pipes=pipes,
                    valves=valve_rows, old_pipes=seg["id"].to_numpy()[old].tolist(),
-                   shallow_pipes=sorted(shallow), notes=notes)
+                   shallow_pipes=sorted(shallow_by), notes=notes)
+
+
+def _pipe_flags(seg: pd.DataFrame, old: np.ndarray, age: np.ndarray, life: np.ndarray,
+                shallow_by: dict[str, CoverViolation]) -> list[list[str]]:
+    """What to watch for on each pipe: not active, past its service life, too little cover."""
+    out = []
+    for i, (status, pid, material) in enumerate(zip(seg["status"], seg["id"], seg["material"], strict=True)):
+        flags = []
+        if status != "active":
+            flags.append(status)
+        if old[i]:
+            flags.append(f"past service life ({int(age[i])} a > {int(life[i])} a for {material})")
+        if pid in shallow_by:
+            v = shallow_by[pid]
+            flags.append(f"cover {v.cover_m:.2f} m < {v.required_m:.2f} m")
+        out.append(flags)
+    return out
+
+
+def _pipe_record(s: pd.Series, flags: list[str], size: str | None, distance_m: float, top_z: float,
+                 top_depth_m: float) -> dict:
+    """One pipe of the site, as reported."""
+    return {
+        "id": s["id"], "utility": s["utility"], "subtype": s["subtype"], "size": s["size_text"] or size,
+        "material": s["material"], "status": s["status"], "built_year": None if pd.isna(s["built_year"])
+        else int(s["built_year"]), "owner": s["owner"], "road": s["road"],
+        "distance_m": round(float(distance_m), 3), "top_z": round(float(top_z), 3),
+        "top_depth_m": None if not np.isfinite(top_depth_m) else round(float(top_depth_m), 3),
+        "flags": flags,
+    }
+
+
+def _nearest_valves(engine: sa.Engine, x: float, y: float, utility: str, k: int) -> list[dict]:
+    """The ``k`` valves of ``utility`` nearest the plan point (GiST search)."""
+    with engine.connect() as conn:
+        srid = twin_srid(conn)
+        rows = conn.execute(sa.text(
+            "WITH p AS (SELECT ST_SetSRID(ST_MakePoint(:x, :y), :srid) AS g) "
+            "SELECT v.id, v.segment_id, v.node_id, v.operable, v.normally_closed, "
+            "ST_Distance(v.geom, p.g) AS d, ST_X(v.geom) AS vx, ST_Y(v.geom) AS vy "
+            "FROM current_valve v, p WHERE v.utility = :u ORDER BY v.geom <-> p.g LIMIT :k"),
+            {"x": x, "y": y, "srid": srid, "u": utility, "k": k}).all()
+    return [{"id": r.id, "pipe": r.segment_id, "node": r.node_id, "operable": r.operable,
+             "normally_closed": r.normally_closed, "distance_m": round(float(r.d), 3),
+             "x": float(r.vx), "y": float(r.vy)} for r in rows]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -35,7 +35,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from analysis import svg
 from analysis.network import Network, load_network
-from analysis.section import SectionPipe, section_of_network
+from analysis.section import SectionPipe, section_of_network, size_label
 from twin.db import twin_srid
 from twin.domain import GRAVITY_UTILITIES
 from twin.errors import InputError, NotFound
@@ -324,7 +324,7 @@ def profile_of_network(net: Network, node_ids: Sequence[str], seg_ids: Sequence[
         flow_rise = -dz if rev else dz
         out_segs.append(ProfileSegment(
             id=str(row["id"]), from_node=u, to_node=v, reversed=rev, chainage_start_m=start,
-            chainage_end_m=start + length, length_m=length, size_text=_size(row),
+            chainage_end_m=start + length, length_m=length, size_text=size_label(row),
             material=None if pd.isna(row["material"]) else str(row["material"]),
             start_top_z=float(verts[0, 2] + h), end_top_z=float(verts[-1, 2] + h),
             start_invert_z=float(verts[0, 2] - h), end_invert_z=float(verts[-1, 2] - h),
@@ -404,12 +404,6 @@ def _subnetwork(net: Network, keep: np.ndarray) -> Network:
                    net.vertices[take], offsets)
 
 
-def _size(row: dict) -> str:
-    if row["shape"] == "rect":
-        return f"{row['width_mm']:g}X{row['height_mm']:g}"
-    return f"DN{row['diameter_mm']:g}"
-
-
 # -- the drawing ------------------------------------------------------------------------------
 def profile_svg(prof: Profile, *, width_px: float = 1200.0, plot_height_px: float = 260.0,
                 title: str = "Longitudinal profile 纵断面") -> str:
@@ -433,34 +427,58 @@ def profile_svg(prof: Profile, *, width_px: float = 1200.0, plot_height_px: floa
     ox, oy, oz = left, top + plot_h, zmin
     X = lambda c: ox + np.asarray(c) * kx  # noqa: E731
     Y = lambda z: oy - (np.asarray(z) - oz) * ky  # noqa: E731
-    colour = svg.utility_colour(prof.utility)
     body = [svg.text(left, 24, f"{title}  ·  {prof.utility}  {prof.nodes[0].id} → {prof.nodes[-1].id}  ·  "
                      f"H 1:{n_h}, V 1:{n_v} (vertical ×{n_h / n_v:g})", class_="title")]
-    step = svg.nice_step(zmax - zmin, 5)
-    z = math.ceil(zmin / step) * step
-    grid = []
-    while z <= zmax + 1e-9:
-        grid.append(svg.el("line", x1=ox, y1=float(Y(z)), x2=ox + plot_w, y2=float(Y(z)), class_="grid"))
-        grid.append(svg.text(ox - 6, float(Y(z)) + 3, f"{z:.1f}", class_="small", text_anchor="end"))
-        z += step
-    body.append(svg.el("g", "".join(grid), class_="elevation-grid"))
+    body.append(svg.elevation_grid(ox, plot_w, zmin, zmax, Y))
     body.append(svg.el("rect", x=ox, y=top, width=plot_w, height=plot_h, fill="none", stroke="#999",
                        stroke_width=0.5))
     g = [(n.chainage_m, n.ground_z) for n in prof.nodes if math.isfinite(n.ground_z)]
     if len(g) >= 2:
         body.append(svg.polyline([(float(X(c)), float(Y(zz))) for c, zz in g], class_="ground", data_kind="ground"))
-    band = [(float(X(c)), float(Y(zz))) for c, zz in zip(prof.chainage_m, prof.top_z, strict=True)]
-    band += [(float(X(c)), float(Y(zz))) for c, zz in zip(prof.chainage_m[::-1], prof.invert_z[::-1], strict=True)]
-    body.append(svg.el("polygon", points=" ".join(f"{svg.fmt(x)},{svg.fmt(y)}" for x, y in band), fill=colour,
-                       fill_opacity=0.35, stroke="none", class_="pipe-band"))
-    body.append(svg.polyline([(float(X(c)), float(Y(zz))) for c, zz in zip(prof.chainage_m, prof.top_z, strict=True)],
-                             fill="none", stroke=colour, stroke_width=1.4, class_="pipe-top", data_kind="top"))
-    body.append(svg.polyline([(float(X(c)), float(Y(zz))) for c, zz in zip(prof.chainage_m, prof.invert_z,
-                                                                           strict=True)],
-                             fill="none", stroke="#000", stroke_width=0.9, class_="pipe-invert", data_kind="invert"))
+    body += _pipe_lines(prof, X, Y)
+    body.append(_crossing_marks(prof.crossings, X, Y, kx, ky))
+    table, bottom = _profile_table(prof, X, ox, top, oy + 20, plot_w)
+    body.append(table)
+    bottom += 20
+    body.append(svg.scale_bar(ox, bottom + 14, kx))
+    rows_tb = [
+        ("utility", f"{prof.utility}; {len(prof.segments)} pipes, {len(prof.nodes)} points"),
+        ("from → to", f"{prof.nodes[0].id} → {prof.nodes[-1].id}, {length:.2f} m"),
+        ("scale", f"H 1:{n_h}, V 1:{n_v} (vertical exaggeration ×{n_h / n_v:g})"),
+        ("crossings", f"{len(prof.crossings)} pipes cross the path"),
+        ("CRS", prof.crs or "twin CRS"),
+        ("date", prof.created_at[:19].replace("T", " ")),
+    ]
+    tb_w = 400.0
+    total_w = max(ox + plot_w + 20, ox + 200 + tb_w + 20)
+    tb, tb_h = svg.title_block(total_w - tb_w - 20, bottom, tb_w, rows_tb, title=title)
+    body.append(tb)
+    return svg.document(total_w, bottom + tb_h + 20, body, title=title, data_px_per_m_h=f"{kx:.10g}",
+                        data_px_per_m_v=f"{ky:.10g}", data_origin_x=f"{ox:.10g}", data_origin_y=f"{oy:.10g}",
+                        data_origin_z=f"{oz:.10g}", data_scale=f"H 1:{n_h} V 1:{n_v}")
+
+
+def _pipe_lines(prof: Profile, X: Callable[[object], np.ndarray], Y: Callable[[object], np.ndarray]) -> list[str]:
+    """The profiled pipe: a band between its top and invert, and the two lines."""
+    colour = svg.utility_colour(prof.utility)
+    top = [(float(X(c)), float(Y(zz))) for c, zz in zip(prof.chainage_m, prof.top_z, strict=True)]
+    band = top + [(float(X(c)), float(Y(zz)))
+                  for c, zz in zip(prof.chainage_m[::-1], prof.invert_z[::-1], strict=True)]
+    return [
+        svg.el("polygon", points=" ".join(f"{svg.fmt(x)},{svg.fmt(y)}" for x, y in band), fill=colour,
+               fill_opacity=0.35, stroke="none", class_="pipe-band"),
+        svg.polyline(top, fill="none", stroke=colour, stroke_width=1.4, class_="pipe-top", data_kind="top"),
+        svg.polyline([(float(X(c)), float(Y(zz))) for c, zz in zip(prof.chainage_m, prof.invert_z, strict=True)],
+                     fill="none", stroke="#000", stroke_width=0.9, class_="pipe-invert", data_kind="invert"),
+    ]
+
+
+def _crossing_marks(crossings: list[ProfileCrossing], X: Callable[[object], np.ndarray],
+                    Y: Callable[[object], np.ndarray], kx: float, ky: float) -> str:
+    """Each crossing pipe as an ellipse, labelled with its clearance where there is room."""
     cross = []
     last_label = -1e9
-    for c in prof.crossings:
+    for c in crossings:
         cx, cy = float(X(c.chainage_m)), float(Y(c.centre_z))
         ry = max((c.top_z - c.bottom_z) / 2 * ky, 1.5)
         cross.append(svg.el("ellipse", cx=cx, cy=cy, rx=max(ry * kx / ky, 2.0), ry=ry,
@@ -471,18 +489,15 @@ def profile_svg(prof: Profile, *, width_px: float = 1200.0, plot_height_px: floa
         last_label = cx
         cross.append(svg.text(cx + 3, cy - ry - 3, f"{c.utility} {c.size_text} {c.vertical_clear_m:+.2f}",
                               class_="small", transform=f"rotate(-60 {svg.fmt(cx + 3)} {svg.fmt(cy - ry - 3)})"))
-    body.append(svg.el("g", "".join(cross), class_="crossings"))
-    # table: per point and per pipe
+    return svg.el("g", "".join(cross), class_="crossings")
+
+
+def _profile_table(prof: Profile, X: Callable[[object], np.ndarray], ox: float, top: float, ty: float,
+                   plot_w: float) -> tuple[str, float]:
+    """The table under the plot from ``ty``: per point and per pipe; returns it and its bottom y."""
     rows = (("point", 70.0), ("chainage (m)", 50.0), ("ground (m)", 50.0), ("top (m)", 50.0),
             ("invert (m)", 50.0), ("depth (m)", 42.0), ("pipe · slope ‰", 80.0))
-    ty = oy + 20
-    table = []
-    yy = ty
-    for name, h in rows:
-        table.append(svg.el("rect", x=ox, y=yy, width=plot_w, height=h, fill="none", stroke="#999",
-                            stroke_width=0.5))
-        table.append(svg.text(ox - 6, yy + h / 2 + 3, name, class_="small", text_anchor="end"))
-        yy += h
+    table, _ = svg.table_frame(ox, ty, plot_w, rows, label_dy=3)
     min_gap = 11.0  # px: closer points are drawn but not labelled, to stay legible
     last_x = -1e9
     for n in prof.nodes:
@@ -510,24 +525,7 @@ def profile_svg(prof: Profile, *, width_px: float = 1200.0, plot_height_px: floa
         label = f"{s.size_text} {arrow}{abs(s.slope_permille):.2f}" + (" ⚠" if s.reverse_grade else "")
         table.append(svg.text(xm + 3, yy + 76, label, class_="small slope", data_id=s.id,
                               transform=f"rotate(-90 {svg.fmt(xm + 3)} {svg.fmt(yy + 76)})"))
-    body.append(svg.el("g", "".join(table), class_="profile-table"))
-    bottom = ty + sum(h for _n, h in rows) + 20
-    body.append(svg.scale_bar(ox, bottom + 14, kx))
-    rows_tb = [
-        ("utility", f"{prof.utility}; {len(prof.segments)} pipes, {len(prof.nodes)} points"),
-        ("from → to", f"{prof.nodes[0].id} → {prof.nodes[-1].id}, {length:.2f} m"),
-        ("scale", f"H 1:{n_h}, V 1:{n_v} (vertical exaggeration ×{n_h / n_v:g})"),
-        ("crossings", f"{len(prof.crossings)} pipes cross the path"),
-        ("CRS", prof.crs or "twin CRS"),
-        ("date", prof.created_at[:19].replace("T", " ")),
-    ]
-    tb_w = 400.0
-    total_w = max(ox + plot_w + 20, ox + 200 + tb_w + 20)
-    tb, tb_h = svg.title_block(total_w - tb_w - 20, bottom, tb_w, rows_tb, title=title)
-    body.append(tb)
-    return svg.document(total_w, bottom + tb_h + 20, body, title=title, data_px_per_m_h=f"{kx:.10g}",
-                        data_px_per_m_v=f"{ky:.10g}", data_origin_x=f"{ox:.10g}", data_origin_y=f"{oy:.10g}",
-                        data_origin_z=f"{oz:.10g}", data_scale=f"H 1:{n_h} V 1:{n_v}")
+    return svg.el("g", "".join(table), class_="profile-table"), ty + sum(h for _n, h in rows)
 
 
 def _round_scale(n: float, up: bool = True) -> int:

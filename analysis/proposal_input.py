@@ -21,12 +21,19 @@ Coordinates are in the twin CRS (easting, northing) unless the GeoJSON names ano
 are coordinates that look like longitude/latitude (RFC 7946 GeoJSON is CRS84). A proposal
 with no twin feature within 5 km is refused as a wrong CRS or axis order. Heights from
 depths use :class:`analysis.ground.GroundModel` over the twin's ground points near the
-proposal.
+proposal. :func:`proposal_geometry` is the proposal as submitted, transformed the same way
+(stored with a proposal, served as its feature).
+
+A proposal is held to a budget that keeps one check within about a second (measured on the
+demo district and on the 1.07M-segment bench district; see the README): at most
+:data:`MAX_PARTS` pipes and excavations, :data:`MAX_POSITIONS` positions, :data:`MAX_LENGTH_M`
+of centrelines (pipes, and excavations along their long side) and :data:`MAX_EXCAVATION_M2` of
+excavation (the rectangles the check digs). Beyond it the proposal is refused with
+:class:`twin.errors.InputError` code ``PROPOSAL_TOO_LARGE``, by the CLI and the API alike.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,20 +43,33 @@ import numpy as np
 import pandas as pd
 import shapely
 import sqlalchemy as sa
-from pyproj import CRS, Transformer
+from pyproj import Transformer
+from pyproj.exceptions import CRSError
 
 from analysis.clearance import EXCAVATION_UTILITY
 from analysis.ground import GroundModel, load_ground
-from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network
-from twin.db import twin_srid
+from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network, load_network
+from twin.crs import transformer, twin_crs
+from twin.db import open_twin, twin_srid
 from twin.domain import depth_reference, parse_sizes, parse_utility
 from twin.errors import InputError
+from twin.schema import names
 from twin.settings import TwinSettings
 
-__all__ = ["read_proposal", "proposal_features", "load_existing_near", "EXCAVATION_UTILITY", "NEAR_TWIN_M"]
+__all__ = ["read_proposal", "proposal_geometry", "proposal_features", "load_existing_near",
+           "check_proposal_size", "EXCAVATION_UTILITY", "NEAR_TWIN_M", "MAX_PARTS", "MAX_POSITIONS",
+           "MAX_LENGTH_M", "MAX_EXCAVATION_M2", "TOO_LARGE"]
 
 #: A proposal with no twin feature this close (m) is in the wrong CRS or axis order.
 NEAR_TWIN_M = 5000.0
+#: The budget of one proposal: pipes and excavations (lines and polygons), positions in all,
+#: centreline length in all (m), excavated area in all (m², the rectangles around the polygons).
+MAX_PARTS = 50
+MAX_POSITIONS = 2_000
+MAX_LENGTH_M = 20_000.0
+MAX_EXCAVATION_M2 = 100_000.0
+#: Error code of a proposal beyond the budget.
+TOO_LARGE = "PROPOSAL_TOO_LARGE"
 _GROUND_RADII_M = (100.0, 500.0, 2000.0)
 
 
@@ -91,19 +111,45 @@ def _crs_name(obj: Mapping[str, Any]) -> str | None:
     return str(crs) if crs else None
 
 
-@functools.lru_cache(maxsize=8)
-def _crs(name: str) -> CRS:
-    return CRS.from_user_input(name)
+def check_proposal_size(parts: int, positions: int) -> None:
+    """InputError ``PROPOSAL_TOO_LARGE`` unless a proposal of ``parts`` lines and polygons and
+    ``positions`` positions is within the budget (:data:`MAX_PARTS`, :data:`MAX_POSITIONS`)."""
+    if parts > MAX_PARTS:
+        raise InputError(f"a proposal has at most {MAX_PARTS} pipes and excavations; this one has {parts}",
+                         code=TOO_LARGE)
+    if positions > MAX_POSITIONS:
+        raise InputError(f"a proposal has at most {MAX_POSITIONS:,} positions; this one has {positions:,}",
+                         code=TOO_LARGE)
 
 
-@functools.lru_cache(maxsize=64)
+def _check_extent(parts: list[dict]) -> None:
+    """InputError ``PROPOSAL_TOO_LARGE`` unless the proposal's length and excavated area (in the
+    twin CRS) are within :data:`MAX_LENGTH_M` and :data:`MAX_EXCAVATION_M2`."""
+    length_m = area_m2 = 0.0
+    for p in parts:
+        xy = p["xyz"][:, :2]
+        if p["excavation"]:  # the check's box: the minimum rectangle, along its long side
+            rect = shapely.minimum_rotated_rectangle(shapely.multipoints(xy - xy[0]))
+            corners = np.asarray(shapely.get_coordinates(rect))[:3]
+            sides = np.linalg.norm(np.diff(corners, axis=0), axis=1) if len(corners) == 3 else np.zeros(1)
+            length_m += float(sides.max())
+            area_m2 += float(shapely.area(rect))
+        else:
+            length_m += float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum())
+    if length_m > MAX_LENGTH_M:
+        raise InputError(f"a proposal's pipes and excavations are at most {MAX_LENGTH_M / 1000:g} km long in all; "
+                         f"this one's are {length_m / 1000:,.1f} km", code=TOO_LARGE)
+    if area_m2 > MAX_EXCAVATION_M2:
+        raise InputError(f"a proposal's excavations cover at most {MAX_EXCAVATION_M2:,.0f} m² in all (the "
+                         f"rectangles around them); this one's cover {area_m2:,.0f} m²", code=TOO_LARGE)
+
+
 def _transformer(src: str, twin: str) -> Transformer:
-    """Cached: building a transformer costs about 0.1-0.3 s; pyproj's are thread-safe."""
+    """The shared cached transformer; an unknown CRS is the proposal's fault (InputError)."""
     try:
-        source = CRS.from_user_input(src)
-    except Exception as exc:  # pyproj's CRSError
+        return transformer(src, twin)
+    except CRSError as exc:
         raise InputError(f"the proposal names an unknown CRS {src!r}: {exc}") from None
-    return Transformer.from_crs(source, CRS.from_user_input(twin), always_xy=True)
 
 
 def read_proposal(
@@ -129,7 +175,57 @@ def read_proposal(
     >>> net.segments[["id", "utility", "diameter_mm"]].values.tolist()  # doctest: +SKIP
     [['P1', 'JS', 300.0]]
     """
+    parts = _parts_in_twin_crs(source, settings)
+    if engine is None and ground is None:
+        engine = open_twin(settings)
+    everything = shapely.multipoints(np.vstack([p["xyz"][:, :2] for p in parts]))
+    if isinstance(engine, sa.Engine):
+        with engine.connect() as conn:  # one connection for the check and the ground
+            return _read_parts(parts, everything, conn, ground)
+    return _read_parts(parts, everything, engine, ground)
+
+
+def proposal_geometry(source: str | Path | Mapping[str, Any], settings: TwinSettings) -> shapely.Geometry:
+    """The proposal's geometry as submitted, in the twin CRS: what the proposal check reads.
+
+    One feature gives its geometry (a pipe's line, an excavation's outer ring as a polygon);
+    several give a multi-geometry or a collection. Heights stay when every line has z; a
+    proposal mixing 2D and 3D lines is 2D (no height is made up).
+    """
+    parts = _parts_in_twin_crs(source, settings)
+    has_z = all(p["has_z"] for p in parts)
+    by_feature: dict[int, list[dict]] = {}
+    for p in parts:
+        by_feature.setdefault(p["feature"], []).append(p)
+    geoms = [_feature_geometry(ps, has_z) for ps in by_feature.values()]
+    if len(geoms) == 1:
+        return geoms[0]
+    kinds = {g.geom_type for g in geoms}
+    if kinds == {"LineString"}:
+        return shapely.MultiLineString(geoms)
+    if kinds == {"Polygon"}:
+        return shapely.MultiPolygon(geoms)
+    return shapely.GeometryCollection(geoms)
+
+
+def _feature_geometry(parts: list[dict], has_z: bool) -> shapely.Geometry:
+    """One feature's geometry from its lines (already in the twin CRS)."""
+    rings = [p["xyz"] if has_z else p["xyz"][:, :2] for p in parts]
+    gtype = parts[0]["gtype"]
+    if gtype == "LineString":
+        return shapely.LineString(rings[0])
+    if gtype == "MultiLineString":
+        return shapely.MultiLineString(rings)
+    if gtype == "Polygon":
+        return shapely.Polygon(rings[0])
+    return shapely.MultiPolygon([shapely.Polygon(r) for r in rings])
+
+
+def _parts_in_twin_crs(source: str | Path | Mapping[str, Any], settings: TwinSettings) -> list[dict]:
+    """Every line of the proposal (a pipe, or an excavation's outer ring) with its coordinates in
+    the twin CRS, its feature's properties and geometry type."""
     feats, doc_crs = proposal_features(source)
+    _check_counts(feats)
     parts: list[dict] = []
     for k, feat in enumerate(feats):
         if not isinstance(feat, Mapping) or not isinstance(feat.get("geometry"), Mapping):
@@ -155,17 +251,32 @@ def read_proposal(
             arr = _coords(line, fid)
             parts.append({"id": fid if len(lines) == 1 else f"{fid}.{n + 1}", "props": props, "crs": crs,
                           "xyz": arr, "excavation": gtype in ("Polygon", "MultiPolygon"),
-                          "has_z": arr.shape[1] == 3})
+                          "has_z": arr.shape[1] == 3, "feature": k, "gtype": gtype})
     _to_twin_crs(parts, settings)
-    if engine is None and ground is None:
-        from twin.db import open_twin
+    _check_extent(parts)
+    return parts
 
-        engine = open_twin(settings)
-    everything = shapely.multipoints(np.vstack([p["xyz"][:, :2] for p in parts]))
-    if isinstance(engine, sa.Engine):
-        with engine.connect() as conn:  # one connection for the check and the ground
-            return _read_parts(parts, everything, conn, ground)
-    return _read_parts(parts, everything, engine, ground)
+
+def _check_counts(feats: list) -> None:
+    """The budget's parts and positions (holes of polygons included), counted before anything
+    is converted; malformed shapes are left to the reader, which names them."""
+    parts = positions = 0
+    for feat in feats:
+        geom = feat.get("geometry") if isinstance(feat, Mapping) else None
+        coords = geom.get("coordinates") if isinstance(geom, Mapping) else None
+        if not isinstance(coords, list):
+            continue
+        kind = geom.get("type")
+        if kind in ("LineString", "Polygon"):
+            coords = [coords]
+        elif kind not in ("MultiLineString", "MultiPolygon"):
+            continue
+        parts += len(coords)
+        lines = [c for c in coords if isinstance(c, list)]
+        if kind.endswith("Polygon"):
+            lines = [ring for poly in lines for ring in poly if isinstance(ring, list)]
+        positions += sum(len(line) for line in lines if isinstance(line, list))
+    check_proposal_size(parts, positions)
 
 
 def _read_parts(parts: list[dict], everything: shapely.Geometry, conn: sa.Connection | None,
@@ -202,7 +313,7 @@ def _looks_lonlat(xy: np.ndarray) -> bool:
 
 
 def _to_twin_crs(parts: list[dict], settings: TwinSettings) -> None:
-    twin = _crs(settings.crs)
+    twin = twin_crs(settings.crs).crs
     for p in parts:
         src = p["crs"]
         if src is None and _looks_lonlat(p["xyz"][:, :2]):
@@ -392,8 +503,7 @@ def _network(parts: list[dict], ground: GroundModel | None) -> Network:
     if len(set(ids)) != len(ids):
         raise InputError("proposal features need distinct ids")
     segments = pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, "kind", "location"])
-    for c in ("diameter_mm", "width_mm", "height_mm", "pressure_mpa", "voltage_kv", "from_depth_m",
-              "to_depth_m", "from_z", "to_z", "length_m"):
+    for c in names("segment", reads="network", type="number"):
         segments[c] = segments[c].astype(float)
     node_rows = []
     for r, line, g in zip(rows, lines, grounds, strict=True):
@@ -416,8 +526,6 @@ def load_existing_near(engine: sa.Engine | sa.Connection, proposal: Network, mar
     Everything within the proposal's largest half size plus ``margin_m`` (which should cover
     the largest existing pipe's half size and the largest clearance rule) of its centrelines.
     """
-    from analysis.network import load_network
-
     lines = [proposal.vertices[a:b, :2] for a, b in zip(proposal.offsets[:-1], proposal.offsets[1:], strict=True)]
     geom = shapely.multilinestrings(lines) if lines else shapely.Point()
     reach = np.nanmax(np.hypot(np.nan_to_num(proposal.half_width_m), np.nan_to_num(proposal.half_height_m)),

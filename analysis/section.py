@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -52,6 +52,7 @@ __all__ = [
     "ground_points",
     "idw_ground",
     "section_svg",
+    "size_label",
     "MIN_ANGLE_DEG",
     "GROUND_NEIGHBOURS",
 ]
@@ -274,7 +275,28 @@ def section_of_network(
     sec_len = np.hypot(*(b - a).T)
     chain0 = np.r_[0.0, np.cumsum(sec_len)[:-1]]
     seg, p, q = net.pieces()
-    # every network piece against every section piece
+    i, j, t, u, parallel = _intersections(p, q, a, b, sec_len)
+    along_ids = _along(net, seg, p, q, a, b, parallel)
+    offset = chain0[j] + t * sec_len[j]
+    pipes = _cut_pipes(net, seg[i], p[i], q[i], u, offset, (b - a)[j] / sec_len[j, None], ground)
+    spacings = _spacings(pipes)
+    step = ground_step_m or max(sec_len.sum() / 200.0, 0.25)
+    go = np.unique(np.r_[np.arange(0.0, sec_len.sum(), step), sec_len.sum(), chain0,
+                         [pp.offset_m for pp in pipes]])
+    gz_line = ground(_point_at(pts, chain0, sec_len, go))
+    return CrossSection(line=pts, pipes=pipes, spacings=spacings, ground_offset_m=go, ground_z=gz_line,
+                        along=along_ids, crs=crs)
+
+
+def _intersections(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray, sec_len: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every network piece ``p -> q`` against every section piece ``a -> b``, in one step.
+
+    Returns the crossing pairs (network piece ``i``, section piece ``j``) at a plan angle of
+    at least :data:`MIN_ANGLE_DEG`, the fractions along the section piece (``t``) and along
+    the network piece (``u``) where they cross, and the (n, m) mask of pairs running along
+    each other.
+    """
     r = (b - a)[None, :, :]                      # (1, m, 2)
     s = (q - p)[:, None, :2]                     # (n, 1, 2)
     ap = p[:, None, :2] - a[None, :, :]          # (n, m, 2)
@@ -289,19 +311,23 @@ def section_of_network(
     across = hit & (sin_theta >= math.sin(math.radians(MIN_ANGLE_DEG)))
     with np.errstate(invalid="ignore"):
         parallel = ~(sin_theta >= math.sin(math.radians(MIN_ANGLE_DEG)))
-    along_ids = _along(net, seg, p, q, a, b, parallel)
     i, j = np.nonzero(across)
-    t, u, sin_theta = t[i, j], u[i, j], sin_theta[i, j]
-    offset = chain0[j] + t * sec_len[j]
-    pi, qi = p[i], q[i]
+    return i, j, t[i, j], u[i, j], parallel
+
+
+def _cut_pipes(net: Network, si: np.ndarray, pi: np.ndarray, qi: np.ndarray, u: np.ndarray,
+               offset: np.ndarray, e: np.ndarray, ground: Ground) -> list[SectionPipe]:
+    """The cut of each crossing, in chainage order, one per segment and place.
+
+    Per crossing: its segment ``si``, the piece ``pi -> qi`` crossed at fraction ``u``, the
+    chainage ``offset`` and the unit direction ``e`` of the section piece.
+    """
     xyz = pi + u[:, None] * (qi - pi)
-    plan = s_len[i, 0]
+    plan = np.hypot(qi[:, 0] - pi[:, 0], qi[:, 1] - pi[:, 1])
     slope = (qi[:, 2] - pi[:, 2]) / plan
     alpha = np.arctan(slope)
-    e = (r[0, j] / sec_len[j, None])                     # section direction (unit)
     d2 = (qi[:, :2] - pi[:, :2]) / plan[:, None]         # pipe plan direction (unit)
     cos_theta = np.abs((e * d2).sum(axis=1))
-    si = seg[i]
     # one crossing per segment and place (a line through a shared vertex hits two pieces)
     order = np.lexsort((np.round(offset, 3), si))
     keep = np.ones(len(order), dtype=bool)
@@ -314,34 +340,32 @@ def section_of_network(
     circ = (net.segments["shape"].to_numpy() == "circular")
     cut = [_cut(bool(circ[si[k]]), hw[si[k]], hh[si[k]], e[k], d2[k], alpha[k]) for k in sel]
     g = ground(xyz[sel, :2]) if len(sel) else np.empty(0)
-    pipes: list[SectionPipe] = []
     records = net.segments.iloc[si[sel]].to_dict("records")
-    for n, k in enumerate(sel):
-        row = records[n]
-        half_a, half_b, tilt, axes = cut[n]
-        gz = float(g[n]) if np.isfinite(g[n]) else None
-        top = float(xyz[k, 2] + half_b)
-        pipes.append(SectionPipe(
-            id=str(row["id"]), utility=str(row["utility"]), subtype=_opt(row["subtype"]),
-            shape=str(row["shape"]), size_text=_size_text(row), diameter_mm=_optf(row["diameter_mm"]),
-            width_mm=_optf(row["width_mm"]), height_mm=_optf(row["height_mm"]),
-            material=_opt(row["material"]), status=str(row["status"]), owner=_opt(row["owner"]),
-            offset_m=float(offset[k]), x=float(xyz[k, 0]), y=float(xyz[k, 1]), centre_z=float(xyz[k, 2]),
-            top_z=top, bottom_z=float(xyz[k, 2] - half_b), ground_z=gz,
-            cover_m=None if gz is None else gz - top,
-            angle_deg=float(np.degrees(np.arccos(np.clip(cos_theta[k], 0, 1)))),
-            slope_permille=float(slope[k] * 1000), cut_half_width_m=float(half_a),
-            cut_half_height_m=float(half_b), cut_tilt_deg=float(tilt),
-            cut_semi_axes_m=(float(axes[0]), float(axes[1])),
-            depth_reference=str(row.get("depth_reference") or "top"),
-        ))
-    spacings = _spacings(pipes)
-    step = ground_step_m or max(sec_len.sum() / 200.0, 0.25)
-    go = np.unique(np.r_[np.arange(0.0, sec_len.sum(), step), sec_len.sum(), chain0,
-                         [pp.offset_m for pp in pipes]])
-    gz_line = ground(_point_at(pts, chain0, sec_len, go))
-    return CrossSection(line=pts, pipes=pipes, spacings=spacings, ground_offset_m=go, ground_z=gz_line,
-                        along=along_ids, crs=crs)
+    return [_section_pipe(records[n], cut[n], g[n], offset[k], xyz[k],
+                          float(np.degrees(np.arccos(np.clip(cos_theta[k], 0, 1)))), slope[k])
+            for n, k in enumerate(sel)]
+
+
+def _section_pipe(row: dict, cut: tuple[float, float, float, np.ndarray | None], ground_z: float,
+                  offset: float, xyz: np.ndarray, angle_deg: float, slope: float) -> SectionPipe:
+    """One pipe's record at its crossing (centre ``xyz``) from its segment row and its cut."""
+    half_a, half_b, tilt, axes = cut
+    gz = float(ground_z) if np.isfinite(ground_z) else None
+    top = float(xyz[2] + half_b)
+    return SectionPipe(
+        id=str(row["id"]), utility=str(row["utility"]), subtype=_opt(row["subtype"]),
+        shape=str(row["shape"]), size_text=size_label(row), diameter_mm=_optf(row["diameter_mm"]),
+        width_mm=_optf(row["width_mm"]), height_mm=_optf(row["height_mm"]),
+        material=_opt(row["material"]), status=str(row["status"]), owner=_opt(row["owner"]),
+        offset_m=float(offset), x=float(xyz[0]), y=float(xyz[1]), centre_z=float(xyz[2]),
+        top_z=top, bottom_z=float(xyz[2] - half_b), ground_z=gz,
+        cover_m=None if gz is None else gz - top,
+        angle_deg=angle_deg,
+        slope_permille=float(slope * 1000), cut_half_width_m=float(half_a),
+        cut_half_height_m=float(half_b), cut_tilt_deg=float(tilt),
+        cut_semi_axes_m=(float(axes[0]), float(axes[1])),
+        depth_reference=str(row.get("depth_reference") or "top"),
+    )
 
 
 def _point_at(pts: np.ndarray, chain0: np.ndarray, sec_len: np.ndarray, offset: np.ndarray) -> np.ndarray:
@@ -424,7 +448,14 @@ def _optf(v: object) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _size_text(row: dict) -> str:
+def size_label(row: Mapping[str, object]) -> str:
+    """A segment's size as the survey tables write it: ``DN300`` or ``600X400`` (width X height, mm).
+
+    >>> size_label({"shape": "rect", "width_mm": 600.0, "height_mm": 400.0})
+    '600X400'
+    >>> size_label({"shape": "circular", "diameter_mm": 300.0})
+    'DN300'
+    """
     if row["shape"] == "rect":
         return f"{row['width_mm']:g}X{row['height_mm']:g}"
     return f"DN{row['diameter_mm']:g}"
@@ -465,15 +496,7 @@ def section_svg(sec: CrossSection, *, width_px: float = 1000.0, title: str = "Cr
     X = lambda o: ox + o * k  # noqa: E731
     Y = lambda z: oy - (z - oz) * k  # noqa: E731
     body: list[str] = [svg.text(left, 24, f"{title}  ·  1:{n_scale} (true scale, H = V)", class_="title")]
-    # elevation grid
-    step = svg.nice_step(zmax - zmin, 5)
-    z = math.ceil(zmin / step) * step
-    grid = []
-    while z <= zmax + 1e-9:
-        grid.append(svg.el("line", x1=ox, y1=Y(z), x2=ox + plot_w, y2=Y(z), class_="grid"))
-        grid.append(svg.text(ox - 6, Y(z) + 3, f"{z:.1f}", class_="small", text_anchor="end"))
-        z += step
-    body.append(svg.el("g", "".join(grid), class_="elevation-grid"))
+    body.append(svg.elevation_grid(ox, plot_w, zmin, zmax, Y))
     body.append(svg.text(ox - 6, top - 8, "elev. (m)", class_="small", text_anchor="end"))
     body.append(svg.el("rect", x=ox, y=float(top), width=plot_w, height=plot_h, fill="none",
                        stroke="#999", stroke_width=0.5))
@@ -481,65 +504,12 @@ def section_svg(sec: CrossSection, *, width_px: float = 1000.0, title: str = "Cr
         body.append(svg.polyline(zip(X(sec.ground_offset_m[g_ok]), Y(sec.ground_z[g_ok]), strict=True),
                                  class_="ground", data_kind="ground"))
         body.append(svg.text(ox + 4, Y(sec.ground_z[g_ok][0]) - 4, "ground 地面", class_="small"))
-    # pipes: the true cut
-    pipes_svg = []
-    for p in sec.pipes:
-        colour = svg.utility_colour(p.subtype or p.utility)
-        cx, cy = X(p.offset_m), Y(p.centre_z)
-        proposed = p.status == "proposed"
-        common = dict(fill=colour, fill_opacity=0.5 if proposed else 0.85, stroke="#c00000" if proposed else "#000",
-                      stroke_width=1.4 if proposed else 0.6, stroke_dasharray="3,2" if proposed else None,
-                      class_="pipe", data_id=p.id, data_utility=p.utility, data_status=p.status)
-        if p.shape == "rect":
-            hw, hh = p.cut_half_width_m * k, p.cut_half_height_m * k
-            pipes_svg.append(svg.el("rect", x=cx - hw, y=cy - hh, width=2 * hw, height=2 * hh, **common))
-        elif abs(p.cut_half_width_m - p.cut_half_height_m) < 1e-6:
-            pipes_svg.append(svg.el("circle", cx=cx, cy=cy, r=p.cut_half_width_m * k, **common))
-        else:
-            rx, ry = p.cut_semi_axes_m
-            pipes_svg.append(svg.el("ellipse", cx=cx, cy=cy, rx=rx * k, ry=ry * k,
-                                    transform=f"rotate({svg.fmt(-p.cut_tilt_deg)} {svg.fmt(cx)} {svg.fmt(cy)})"
-                                    if abs(p.cut_tilt_deg) > 0.05 else None, **common))
-    body.append(svg.el("g", "".join(pipes_svg), class_="pipes"))
+    body.append(svg.el("g", "".join(_pipe_cuts(sec.pipes, X, Y, k)), class_="pipes"))
     # spacing dimensions just under the plot
     dim_y = oy + 14
-    dims = []
-    for s, lp, rp in zip(sec.spacings, sec.pipes[:-1], sec.pipes[1:], strict=True):
-        x1, x2 = X(lp.offset_m + lp.cut_half_width_m), X(rp.offset_m - rp.cut_half_width_m)
-        if s.horizontal_m < 0:
-            label = f"v {s.vertical_m:.2f}" if s.vertical_m is not None else ""
-        else:
-            label = f"{s.horizontal_m:.2f}"
-        dims.append(svg.el("line", x1=x1, y1=dim_y, x2=x2, y2=dim_y, class_="dim"))
-        for xx in (x1, x2):
-            dims.append(svg.el("line", x1=xx, y1=dim_y - 3, x2=xx, y2=dim_y + 3, class_="dim"))
-        dims.append(svg.text((x1 + x2) / 2, dim_y + 12, label, class_="small spacing", text_anchor="middle",
-                             data_left=s.left_id, data_right=s.right_id))
-    body.append(svg.el("g", "".join(dims), class_="spacings"))
-    # label table: one rotated column per pipe
-    rows = (("id", 90.0), ("utility / size", 80.0), ("top / bottom (m)", 70.0), ("cover · offset (m)", 70.0))
-    ty = dim_y + 24
-    table = []
-    yy = ty
-    for name, h in rows:
-        table.append(svg.el("rect", x=ox, y=yy, width=plot_w, height=h, fill="none", stroke="#999", stroke_width=0.5))
-        table.append(svg.text(ox - 6, yy + h / 2, name, class_="small", text_anchor="end"))
-        yy += h
-    for p in sec.pipes:
-        cx = X(p.offset_m)
-        table.append(svg.el("line", x1=cx, y1=Y(p.bottom_z), x2=cx, y2=ty, stroke="#bbb", stroke_width=0.5,
-                            stroke_dasharray="2,2"))
-        skew = "" if p.angle_deg >= 85 else f" ∠{p.angle_deg:.0f}°"
-        cells = (p.id + (" (proposed)" if p.status == "proposed" else ""), f"{p.utility}{'/' + p.subtype if p.subtype else ''} {p.size_text}{skew}",
-                 f"{p.top_z:.2f} / {p.bottom_z:.2f}",
-                 f"{'' if p.cover_m is None else f'{p.cover_m:.2f}'} · {p.offset_m:.2f}")
-        yy = ty
-        for (_name, h), cell in zip(rows, cells, strict=True):
-            table.append(svg.text(cx + 3, yy + h - 4, cell, class_="small label",
-                                  transform=f"rotate(-90 {svg.fmt(cx + 3)} {svg.fmt(yy + h - 4)})",
-                                  data_id=p.id))
-            yy += h
-    body.append(svg.el("g", "".join(table), class_="label-table"))
+    body.append(_spacing_dimensions(sec, X, dim_y))
+    table, yy = _label_table(sec.pipes, X, Y, ox, plot_w, dim_y + 24)
+    body.append(table)
     # scale bar and title block
     bottom = yy + 20
     body.append(svg.scale_bar(ox, bottom + 14, k))
@@ -560,3 +530,66 @@ def section_svg(sec: CrossSection, *, width_px: float = 1000.0, title: str = "Cr
     total_h = bottom + tb_h + 20
     return svg.document(total_w, total_h, body, title=title, data_px_per_m=f"{k:.10g}", data_origin_x=f"{ox:.10g}",
                         data_origin_y=f"{oy:.10g}", data_origin_z=f"{oz:.10g}", data_scale=f"1:{n_scale}")
+
+
+def _pipe_cuts(pipes: list[SectionPipe], X: Callable[[float], float], Y: Callable[[float], float],
+               k: float) -> list[str]:
+    """Each pipe's true cut (box, circle or tilted ellipse); proposed pipes dashed in red."""
+    out = []
+    for p in pipes:
+        colour = svg.utility_colour(p.subtype or p.utility)
+        cx, cy = X(p.offset_m), Y(p.centre_z)
+        proposed = p.status == "proposed"
+        common = dict(fill=colour, fill_opacity=0.5 if proposed else 0.85, stroke="#c00000" if proposed else "#000",
+                      stroke_width=1.4 if proposed else 0.6, stroke_dasharray="3,2" if proposed else None,
+                      class_="pipe", data_id=p.id, data_utility=p.utility, data_status=p.status)
+        if p.shape == "rect":
+            hw, hh = p.cut_half_width_m * k, p.cut_half_height_m * k
+            out.append(svg.el("rect", x=cx - hw, y=cy - hh, width=2 * hw, height=2 * hh, **common))
+        elif abs(p.cut_half_width_m - p.cut_half_height_m) < 1e-6:
+            out.append(svg.el("circle", cx=cx, cy=cy, r=p.cut_half_width_m * k, **common))
+        else:
+            rx, ry = p.cut_semi_axes_m
+            out.append(svg.el("ellipse", cx=cx, cy=cy, rx=rx * k, ry=ry * k,
+                              transform=f"rotate({svg.fmt(-p.cut_tilt_deg)} {svg.fmt(cx)} {svg.fmt(cy)})"
+                              if abs(p.cut_tilt_deg) > 0.05 else None, **common))
+    return out
+
+
+def _spacing_dimensions(sec: CrossSection, X: Callable[[float], float], dim_y: float) -> str:
+    """Clear distances between neighbouring cuts as dimension lines at ``dim_y``."""
+    dims = []
+    for s, lp, rp in zip(sec.spacings, sec.pipes[:-1], sec.pipes[1:], strict=True):
+        x1, x2 = X(lp.offset_m + lp.cut_half_width_m), X(rp.offset_m - rp.cut_half_width_m)
+        if s.horizontal_m < 0:
+            label = f"v {s.vertical_m:.2f}" if s.vertical_m is not None else ""
+        else:
+            label = f"{s.horizontal_m:.2f}"
+        dims.append(svg.el("line", x1=x1, y1=dim_y, x2=x2, y2=dim_y, class_="dim"))
+        for xx in (x1, x2):
+            dims.append(svg.el("line", x1=xx, y1=dim_y - 3, x2=xx, y2=dim_y + 3, class_="dim"))
+        dims.append(svg.text((x1 + x2) / 2, dim_y + 12, label, class_="small spacing", text_anchor="middle",
+                             data_left=s.left_id, data_right=s.right_id))
+    return svg.el("g", "".join(dims), class_="spacings")
+
+
+def _label_table(pipes: list[SectionPipe], X: Callable[[float], float], Y: Callable[[float], float],
+                 ox: float, plot_w: float, ty: float) -> tuple[str, float]:
+    """The label table from ``ty``: one rotated column per pipe; returns it and its bottom y."""
+    rows = (("id", 90.0), ("utility / size", 80.0), ("top / bottom (m)", 70.0), ("cover · offset (m)", 70.0))
+    table, yy = svg.table_frame(ox, ty, plot_w, rows)
+    for p in pipes:
+        cx = X(p.offset_m)
+        table.append(svg.el("line", x1=cx, y1=Y(p.bottom_z), x2=cx, y2=ty, stroke="#bbb", stroke_width=0.5,
+                            stroke_dasharray="2,2"))
+        skew = "" if p.angle_deg >= 85 else f" ∠{p.angle_deg:.0f}°"
+        cells = (p.id + (" (proposed)" if p.status == "proposed" else ""), f"{p.utility}{'/' + p.subtype if p.subtype else ''} {p.size_text}{skew}",
+                 f"{p.top_z:.2f} / {p.bottom_z:.2f}",
+                 f"{'' if p.cover_m is None else f'{p.cover_m:.2f}'} · {p.offset_m:.2f}")
+        yy = ty
+        for (_name, h), cell in zip(rows, cells, strict=True):
+            table.append(svg.text(cx + 3, yy + h - 4, cell, class_="small label",
+                                  transform=f"rotate(-90 {svg.fmt(cx + 3)} {svg.fmt(yy + h - 4)})",
+                                  data_id=p.id))
+            yy += h
+    return svg.el("g", "".join(table), class_="label-table"), yy

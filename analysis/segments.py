@@ -35,6 +35,7 @@ from scipy.sparse.csgraph import (
 
 from twin.db import change_mark
 from twin.domain import PRESSURISED_UTILITIES
+from twin.schema import names
 
 __all__ = ["segment_labels", "IsolationModel", "build_model", "network_fingerprint", "Groups"]
 
@@ -289,6 +290,13 @@ def _volume_m3(links: pd.DataFrame) -> np.ndarray:
     return np.nan_to_num(np.where(circ, np.pi * d * d / 4.0, w * h) * length)
 
 
+#: What the model reads of each table (the catalogue's ``reads="shutoff"`` and content columns).
+_LINK = names("segment", reads="shutoff")
+_VALVE = names("valve", versioning=False)
+_SOURCE = names("source", versioning=False)
+_CUSTOMER = names("customer", versioning=False)
+
+
 def network_fingerprint(conn: sa.Connection) -> str:
     """A string that changes whenever a feature the isolation model reads changes.
 
@@ -318,31 +326,18 @@ def build_model(
     def frame(sql: str, columns: list[str]) -> pd.DataFrame:
         return pd.DataFrame(conn.execute(sa.text(sql), params).all(), columns=columns)
 
-    links = frame(
-        "SELECT id, from_node, to_node, utility, shape, diameter_mm, width_mm, height_mm, length_m, "
-        "coalesce(remarks, '') FROM current_segment "
-        f"WHERE {where} AND status = 'active' ORDER BY id",
-        ["id", "from_node", "to_node", "utility", "shape", "diameter_mm", "width_mm", "height_mm",
-         "length_m", "remarks"],
-    )
+    links = frame(f"SELECT {', '.join(_LINK)} FROM current_segment WHERE {where} AND status = 'active' "
+                  "ORDER BY id", list(_LINK))
+    links["remarks"] = links["remarks"].fillna("")
     nodes = frame(
         f"SELECT id, utility, ST_X(geom), ST_Y(geom), ground_z FROM current_node WHERE {where} ORDER BY id",
         ["id", "utility", "x", "y", "ground_z"],
     )
-    valves = frame(
-        "SELECT id, segment_id, node_id, utility, kind, operable, normally_closed, ST_X(geom), ST_Y(geom) "
-        f"FROM current_valve WHERE {where} ORDER BY id",
-        ["id", "segment_id", "node_id", "utility", "kind", "operable", "normally_closed", "x", "y"],
-    )
-    sources = frame(
-        f"SELECT id, node_id, utility, kind, name FROM current_source WHERE {where} ORDER BY id",
-        ["id", "node_id", "utility", "kind", "name"],
-    )
-    customers = frame(
-        f"SELECT id, node_id, utility, name, kind, critical, demand FROM current_customer WHERE {where} "
-        "ORDER BY critical DESC, id",
-        ["id", "node_id", "utility", "name", "kind", "critical", "demand"],
-    )
+    valves = frame(f"SELECT {', '.join(_VALVE)}, ST_X(geom), ST_Y(geom) FROM current_valve WHERE {where} "
+                   "ORDER BY id", [*_VALVE, "x", "y"])
+    sources = frame(f"SELECT {', '.join(_SOURCE)} FROM current_source WHERE {where} ORDER BY id", list(_SOURCE))
+    customers = frame(f"SELECT {', '.join(_CUSTOMER)} FROM current_customer WHERE {where} "
+                      "ORDER BY critical DESC, id", list(_CUSTOMER))
     t_read = time.perf_counter()
     model = model_from_frames(links, nodes, valves, sources, customers, fingerprint=fingerprint)
     model.timings = {"read_s": t_read - t0, **model.timings}

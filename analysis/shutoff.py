@@ -66,76 +66,17 @@ def isolate(
     failed_valves: Iterable[str] = (),
 ) -> Shutoff:
     """Valves to close around a pipe (or node) of the model, stepping past failed valves."""
-    if (pipe is None) == (node is None):
-        raise InputError("name exactly one pipe or one node")
-    if pipe is not None:
-        pos = model.link_position(pipe)
-        if pos < 0:
-            raise NotFound(f"no live pressurised pipe {pipe!r}")
-        start = int(model.link_seg[pos])
-        utility = str(model.link_utility[pos])
-    else:
-        pos = model.node_position(node)
-        if pos < 0:
-            raise NotFound(f"no node {node!r} on a pressurised network")
-        start = int(model.node_seg[pos])
-        utility = str(model.nodes["utility"].iat[pos])
+    start, utility = _burst_segment(model, pipe, node)
     failed_ids = list(dict.fromkeys(failed_valves))
     fpos = model.valve_positions(failed_ids)
     if (fpos < 0).any():
         raise NotFound(f"no valve {failed_ids[int(np.flatnonzero(fpos < 0)[0])]!r}")
-
     reported = {int(k) for k in fpos}
-    inoperable, shut = model.valve_inoperable, model.valve_shut
-    side_link, side_node = model.valve_side_link, model.valve_side_node
-
-    # Grow the region through failed valves; remember which failure let each segment in.
-    region: dict[int, int] = {start: -1}
-    frontier = [start]
-    met_failed: list[int] = []
-    while frontier:
-        s = frontier.pop()
-        ks = model.seg_valves.members(np.array([s]))
-        others = np.where(side_link[ks] == s, side_node[ks], side_link[ks])
-        for k, other in zip(ks.tolist(), others.tolist(), strict=True):
-            if other == s or shut[k] or other in region:
-                continue
-            if inoperable[k] or k in reported:
-                met_failed.append(k)
-                region[other] = k
-                frontier.append(other)
+    region, met_failed = _grow_region(model, start, reported)
     segs = np.fromiter(region, dtype=np.int64)
-    touching = np.unique(model.seg_valves.members(segs))
-    a, b = np.isin(side_link[touching], segs), np.isin(side_node[touching], segs)
-    failed_mask = inoperable[touching] | np.isin(touching, list(reported))
-    keep = (a != b) & ~shut[touching] & ~failed_mask
-    boundary, inner_side = touching[keep], np.where(a[keep], side_link[touching][keep], side_node[touching][keep])
-
-    dist = model.node_distance_m[model.valve_node[boundary]]
-    ids = model.valve_columns["id"]
-    order = np.lexsort((ids[boundary].astype(str), dist))
-    boundary, dist, inner_side = boundary[order], dist[order], inner_side[order]
-    valves_out = []
-    added: dict[str, list[str]] = {}
-    for rank, (k, d, side) in enumerate(zip(boundary.tolist(), dist.tolist(), inner_side.tolist(), strict=True), 1):
-        c = region[side]  # the failure that let this valve's segment into the region
-        rec = _valve_record(model, k)
-        rec["order"] = rank
-        rec["distance_from_source_m"] = round(d, 2) if np.isfinite(d) else None
-        rec["added_for"] = None if c < 0 else str(ids[c])
-        valves_out.append(rec)
-        if c >= 0:
-            added.setdefault(str(ids[c]), []).append(rec["id"])
-    failed_out = []
-    for k in dict.fromkeys(met_failed):
-        rec = _valve_record(model, k)
-        rec["reason"] = "reported failed" if k in reported else "inoperable in the twin"
-        failed_out.append(rec)
-    for k in fpos.tolist():  # failed valves named but not on the way: say so
-        if k not in met_failed:
-            rec = _valve_record(model, k)
-            rec["reason"] = "reported failed, not needed for this shutoff"
-            failed_out.append(rec)
+    boundary, inner_side = _boundary_valves(model, segs, reported)
+    valves_out, added = _valves_to_close(model, region, boundary, inner_side)
+    failed_out = _failed_valve_records(model, met_failed, reported, fpos)
 
     # Supply: units of the region are drained; what else no longer reaches a source?
     dead_units = model.unit_groups.members(segs)
@@ -144,21 +85,7 @@ def isolate(
     iso_nodes = np.sort(model.node_groups.members(segs))
     out_links = np.sort(model.link_unit_groups.members(outage_units))
     out_nodes = np.sort(model.node_unit_groups.members(outage_units))
-
-    lost = model.customer_groups.members(np.concatenate([dead_units, outage_units]))
-    cc = model.customer_columns
-    lost = lost[np.lexsort((cc["id"][lost].astype(str), ~cc["critical"][lost].astype(bool)))]
-    customers = [plain({c: cc[c][k] for c in cc}) for k in lost.tolist()]
-    notes = []
-    if not model.valves_by_utility.get(utility, 0):
-        notes.append(f"no valves are recorded on the {UTILITIES[utility].name_en} network: "
-                     "the whole connected network is one segment")
-    if not len(boundary):
-        notes.append("no valve can cut this segment off: it is bounded by sources, dead ends "
-                     "or valves that cannot close")
-    if not model.sources_by_utility.get(utility, 0):
-        notes.append(f"no sources are recorded on the {UTILITIES[utility].name_en} network: "
-                     "supply outage beyond the isolated segment cannot be told")
+    customers = _customers_of(model, np.concatenate([dead_units, outage_units]))
     return Shutoff(
         utility=utility,
         pipe=pipe,
@@ -176,8 +103,121 @@ def isolate(
         volume_m3=round(float(model.link_volume_m3[iso_links].sum()), 3),
         outage_length_m=round(float(model.link_length_m[out_links].sum()), 3),
         segments=sorted(int(s) for s in segs),
-        notes=notes,
+        notes=_notes(model, utility, bool(len(boundary))),
     )
+
+
+def _burst_segment(model: IsolationModel, pipe: str | None, node: str | None) -> tuple[int, str]:
+    """The segment holding the burst pipe (or node), and its utility."""
+    if (pipe is None) == (node is None):
+        raise InputError("name exactly one pipe or one node")
+    if pipe is not None:
+        pos = model.link_position(pipe)
+        if pos < 0:
+            raise NotFound(f"no live pressurised pipe {pipe!r}")
+        return int(model.link_seg[pos]), str(model.link_utility[pos])
+    pos = model.node_position(node)
+    if pos < 0:
+        raise NotFound(f"no node {node!r} on a pressurised network")
+    return int(model.node_seg[pos]), str(model.nodes["utility"].iat[pos])
+
+
+def _grow_region(model: IsolationModel, start: int, reported: set[int]) -> tuple[dict[int, int], list[int]]:
+    """The segments to isolate: ``start`` grown through valves that fail (inoperable or reported).
+
+    Returns each segment with the failed valve that let it in (-1 for ``start``), and the
+    failed valves met, in the order met.
+    """
+    inoperable, shut = model.valve_inoperable, model.valve_shut
+    side_link, side_node = model.valve_side_link, model.valve_side_node
+    region: dict[int, int] = {start: -1}
+    frontier = [start]
+    met_failed: list[int] = []
+    while frontier:
+        s = frontier.pop()
+        ks = model.seg_valves.members(np.array([s]))
+        others = np.where(side_link[ks] == s, side_node[ks], side_link[ks])
+        for k, other in zip(ks.tolist(), others.tolist(), strict=True):
+            if other == s or shut[k] or other in region:
+                continue
+            if inoperable[k] or k in reported:
+                met_failed.append(k)
+                region[other] = k
+                frontier.append(other)
+    return region, met_failed
+
+
+def _boundary_valves(model: IsolationModel, segs: np.ndarray, reported: set[int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The valves to close around the segments ``segs`` and the inner segment of each, in
+    closing order: nearest a source first, then by id."""
+    side_link, side_node = model.valve_side_link, model.valve_side_node
+    touching = np.unique(model.seg_valves.members(segs))
+    a, b = np.isin(side_link[touching], segs), np.isin(side_node[touching], segs)
+    failed_mask = model.valve_inoperable[touching] | np.isin(touching, list(reported))
+    keep = (a != b) & ~model.valve_shut[touching] & ~failed_mask
+    boundary, inner_side = touching[keep], np.where(a[keep], side_link[touching][keep], side_node[touching][keep])
+    dist = model.node_distance_m[model.valve_node[boundary]]
+    order = np.lexsort((model.valve_columns["id"][boundary].astype(str), dist))
+    return boundary[order], inner_side[order]
+
+
+def _valves_to_close(model: IsolationModel, region: dict[int, int], boundary: np.ndarray,
+                     inner_side: np.ndarray) -> tuple[list[dict], dict[str, list[str]]]:
+    """The boundary valves' records in order, and the valves added for each failed valve."""
+    dist = model.node_distance_m[model.valve_node[boundary]]
+    ids = model.valve_columns["id"]
+    valves_out = []
+    added: dict[str, list[str]] = {}
+    for rank, (k, d, side) in enumerate(zip(boundary.tolist(), dist.tolist(), inner_side.tolist(), strict=True), 1):
+        c = region[side]  # the failure that let this valve's segment into the region
+        rec = _valve_record(model, k)
+        rec["order"] = rank
+        rec["distance_from_source_m"] = round(d, 2) if np.isfinite(d) else None
+        rec["added_for"] = None if c < 0 else str(ids[c])
+        valves_out.append(rec)
+        if c >= 0:
+            added.setdefault(str(ids[c]), []).append(rec["id"])
+    return valves_out, added
+
+
+def _failed_valve_records(model: IsolationModel, met_failed: list[int], reported: set[int],
+                          fpos: np.ndarray) -> list[dict]:
+    """The failed valves met, with why they failed, then those reported but not on the way."""
+    failed_out = []
+    for k in dict.fromkeys(met_failed):
+        rec = _valve_record(model, k)
+        rec["reason"] = "reported failed" if k in reported else "inoperable in the twin"
+        failed_out.append(rec)
+    for k in fpos.tolist():  # failed valves named but not on the way: say so
+        if k not in met_failed:
+            rec = _valve_record(model, k)
+            rec["reason"] = "reported failed, not needed for this shutoff"
+            failed_out.append(rec)
+    return failed_out
+
+
+def _customers_of(model: IsolationModel, units: np.ndarray) -> list[dict]:
+    """The customers of the supply units ``units``: critical first, then by id."""
+    lost = model.customer_groups.members(units)
+    cc = model.customer_columns
+    lost = lost[np.lexsort((cc["id"][lost].astype(str), ~cc["critical"][lost].astype(bool)))]
+    return [plain({c: cc[c][k] for c in cc}) for k in lost.tolist()]
+
+
+def _notes(model: IsolationModel, utility: str, has_boundary: bool) -> list[str]:
+    """What the answer cannot tell: no valves, no boundary valve, no sources recorded."""
+    notes = []
+    if not model.valves_by_utility.get(utility, 0):
+        notes.append(f"no valves are recorded on the {UTILITIES[utility].name_en} network: "
+                     "the whole connected network is one segment")
+    if not has_boundary:
+        notes.append("no valve can cut this segment off: it is bounded by sources, dead ends "
+                     "or valves that cannot close")
+    if not model.sources_by_utility.get(utility, 0):
+        notes.append(f"no sources are recorded on the {UTILITIES[utility].name_en} network: "
+                     "supply outage beyond the isolated segment cannot be told")
+    return notes
 
 
 def _valve_record(model: IsolationModel, k: int) -> dict:

@@ -13,7 +13,7 @@ root element (``data-*`` attributes), so tests and other tools can read position
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 from twin.domain import SUBTYPE_PARENT, UTILITIES
@@ -27,6 +27,8 @@ __all__ = [
     "document",
     "utility_colour",
     "nice_step",
+    "elevation_grid",
+    "table_frame",
     "scale_bar",
     "title_block",
     "PX_PER_MM",
@@ -109,6 +111,36 @@ def nice_step(span: float, target: int = 5) -> float:
         if raw <= m * k:
             return float(m * k)
     return float(10 * k)
+
+
+def elevation_grid(x: float, width: float, zmin: float, zmax: float, y_of: Callable[[float], float]) -> str:
+    """Horizontal lines at round elevations from ``zmin`` to ``zmax``, labelled left of ``x``.
+
+    ``y_of`` maps an elevation (m) to a user-unit y.
+    """
+    step = nice_step(zmax - zmin, 5)
+    z = math.ceil(zmin / step) * step
+    grid = []
+    while z <= zmax + 1e-9:
+        y = float(y_of(z))
+        grid.append(el("line", x1=x, y1=y, x2=x + width, y2=y, class_="grid"))
+        grid.append(text(x - 6, y + 3, f"{z:.1f}", class_="small", text_anchor="end"))
+        z += step
+    return el("g", "".join(grid), class_="elevation-grid")
+
+
+def table_frame(x: float, y: float, width: float, rows: Sequence[tuple[str, float]], *,
+                label_dy: float = 0.0) -> tuple[list[str], float]:
+    """Framed table rows ``(name, height)`` from (x, y), named left of ``x``.
+
+    Returns the elements and the y under the last row.
+    """
+    parts = []
+    for name, h in rows:
+        parts.append(el("rect", x=x, y=y, width=width, height=h, fill="none", stroke="#999", stroke_width=0.5))
+        parts.append(text(x - 6, y + h / 2 + label_dy, name, class_="small", text_anchor="end"))
+        y += h
+    return parts, y
 
 
 def scale_bar(x: float, y: float, px_per_m: float, *, length_m: float | None = None,

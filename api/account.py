@@ -1,10 +1,16 @@
-"""Signing in (POST /token), who am I, and the admin's users and audit log."""
+"""Signing in (POST /token), who am I and my API keys, and the admin's users, keys and audit log.
+
+Sign-in is throttled (:mod:`api.signin`); a password change, a new role or disabling a user
+ends their access tokens (:mod:`api.auth`), and API keys are revoked one by one.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from api.audit import audit, audit_now, read_audit
@@ -13,13 +19,16 @@ from api.auth import (
     User,
     add_user,
     allow,
-    authenticate,
     create_api_key,
     issue_token,
+    list_api_keys,
     list_users,
+    revoke_api_key,
     update_user,
 )
-from twin.errors import Unauthorised
+from api.signin import client_address, sign_in
+from twin.errors import InputError
+from twin.jsonable import plain
 
 __all__ = ["public", "router"]
 
@@ -28,6 +37,8 @@ router = APIRouter(tags=["sign-in"])
 admin = APIRouter(tags=["admin"])
 
 Role = Literal["viewer", "editor", "approver", "admin"]
+#: An API key's id (a bigint in the database).
+KeyId = PathParam(..., ge=1, le=2**63 - 1, description="The key's id (see the list of keys)")
 
 
 class Token(BaseModel):
@@ -39,28 +50,52 @@ class Token(BaseModel):
 
 
 @public.post("/token", response_model=Token, summary="Sign in (OAuth2 password flow): an access token",
-             responses={401: {"description": "Wrong name or password"}})
+             responses={401: {"description": "Wrong name or password"},
+                        429: {"description": "Too many failed sign-ins for the name or from the address "
+                              "(see Retry-After), or too many at once"}})
 def token(
     request: Request,
+    response: Response,
     username: str = Form(..., max_length=64),
     password: str = Form(..., max_length=1024),
     grant_type: str | None = Form(None, pattern="^password$"),
 ) -> Token:
-    engine = request.app.state.engine
-    with engine.begin() as conn:
-        user = authenticate(conn, username, password)
-    if user is None:
-        raise Unauthorised("wrong user name or password")
+    user = sign_in(request, username, password)
     settings = request.app.state.settings
     tok, seconds = issue_token(user, request.app.state.secret, settings.token_minutes)
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: tokens are not cached
+    response.headers["Pragma"] = "no-cache"
     request.state.user = user
-    audit_now(engine, user, "sign-in", request)
+    audit_now(request.app.state.engine, user, "sign-in", request, params={"client": client_address(request)})
     return Token(access_token=tok, expires_in=seconds, user=user.name, role=user.role)
 
 
 @router.get("/me", summary="The signed-in user, their role and what it allows")
 def me(user: User = Depends(allow("read"))) -> dict:
     return {"name": user.name, "role": user.role, "permissions": sorted(ROLES[user.role])}
+
+
+@router.get("/me/keys", summary="My API keys (never the keys themselves)")
+def my_keys(request: Request, user: User = Depends(allow("read"))) -> list[dict]:
+    return _keys(request, user.name)
+
+
+@router.delete("/me/keys/{key_id}", summary="Revoke one of my API keys")
+def revoke_my_key(request: Request, key_id: int = KeyId, user: User = Depends(allow("read"))) -> dict:
+    return _revoke(request, user, user.name, key_id)
+
+
+def _keys(request: Request, name: str) -> list[dict]:
+    with request.app.state.engine.connect() as conn:
+        return plain(list_api_keys(conn, name))
+
+
+def _revoke(request: Request, user: User, name: str, key_id: int) -> dict:
+    """Revoke ``name``'s key ``key_id`` and audit it (``api-key-revoke``) in one transaction."""
+    with request.app.state.engine.begin() as conn:
+        key = revoke_api_key(conn, name, key_id)
+        audit(conn, user, "api-key-revoke", request, params={"key_id": key_id}, affected=[name])
+    return plain({"user": name, **key})
 
 
 class NewUser(BaseModel):
@@ -106,6 +141,31 @@ def new_key(name: str, request: Request, label: str | None = Query(None, max_len
     return {"user": name, "api_key": key}
 
 
+@admin.get("/admin/users/{name}/keys", summary="A user's API keys (never the keys themselves)")
+def user_keys(name: str, request: Request, user: User = Depends(allow("admin"))) -> list[dict]:
+    return _keys(request, name)
+
+
+@admin.delete("/admin/users/{name}/keys/{key_id}", summary="Revoke one of a user's API keys")
+def revoke_user_key(name: str, request: Request, key_id: int = KeyId,
+                    user: User = Depends(allow("admin"))) -> dict:
+    return _revoke(request, user, name, key_id)
+
+
+def _instant(value: str | None, label: str) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime (no offset: UTC); 400 when it is not one."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{label} {value[:40]!r} is not an ISO 8601 time (2024-05-01T08:00:00+08:00)") from None
+    try:
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InputError(f"{label} {value[:40]!r} is out of range") from None
+
+
 @admin.get("/admin/audit", summary="The audit log, newest first")
 def audit_log(
     request: Request,
@@ -118,18 +178,9 @@ def audit_log(
     offset: int = Query(0, ge=0),
     user: User = Depends(allow("admin")),
 ) -> dict:
-    from datetime import datetime
-
-    from twin.errors import InputError
-
-    for label, value in (("since", since), ("until", until)):
-        if value is not None:
-            try:
-                datetime.fromisoformat(value)
-            except ValueError:
-                raise InputError(f"{label} {value!r} is not an ISO 8601 time") from None
+    since_t, until_t = _instant(since, "since"), _instant(until, "until")
     with request.app.state.engine.connect() as conn:
-        entries = read_audit(conn, user=user_name, action=action, since=since, until=until,
+        entries = read_audit(conn, user=user_name, action=action, since=since_t, until=until_t,
                              feature=feature, limit=limit, offset=offset)
     return {"entries": entries, "returned": len(entries)}
 

@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, params
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 
@@ -33,10 +34,11 @@ from api import (
     uploads,
     viewer_api,
 )
-from api.auth import API_KEY, BEARER, current_user, signing_secret
+from api.auth import API_KEY, BEARER, credential_user, current_user, signing_secret
 from api.errors import PROBLEMS
 from api.jobs import JobRunner
-from api.middleware import AccessLog, BodyLimit
+from api.limits import WorkLimits
+from api.middleware import AccessLog, BodyLimit, SecurityHeaders, SignIn
 from twin.db import current_revision, open_twin
 from twin.settings import TwinSettings, get_settings
 
@@ -64,13 +66,14 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = open_twin(settings)
+        engine = open_twin(settings, limit_statements=True)
         app.state.engine = engine
         app.state.settings = settings
-        app.state.secret = signing_secret(settings, engine)
+        app.state.secret = signing_secret(settings)
         app.state.jobs = JobRunner(engine, per_user=settings.heavy_per_user)
         # Per-process state, made once here rather than lazily under locks in the routes.
         app.state.features = features.features_state(engine)
+        app.state.work_limits = WorkLimits.from_settings(settings)
         app.state.viewer_cache = viewer_api.ViewerCache()
         app.state.tile_refresh = tiles.TileRefresh()
         failed = app.state.jobs.recover()
@@ -146,6 +149,79 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
             expose_headers=["ETag", "X-Request-Id", "Location"],
             max_age=3600,
         )
-    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * 1e6))
+    # Outermost last: the access log sees everything, headers go on every answer, sign-in is
+    # checked (and the body limit chosen) before any body is read.
+    app.add_middleware(BodyLimit, limit_for=_body_limits(app, settings))
+    app.add_middleware(SignIn, public=is_public, authenticate=_authenticate)
+    app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS, allowed_hosts=allowed_hosts(settings),
+                       trusted_proxies=set(settings.trusted_proxies))
     app.add_middleware(AccessLog)
     return app
+
+
+#: Sent with every answer. Scripts come only from the server itself (the viewer and CesiumJS, whose
+#: workers load from /cesium/), never inline or from elsewhere. CesiumJS 1.145 needs 'unsafe-eval':
+#: its embedded Emscripten modules build their bindings with `new Function` and compile
+#: WebAssembly; without it Cesium does not load. It makes images and workers from blob: URLs and
+#: draws inline styles on its widget.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-eval' blob:; worker-src 'self' blob:; "
+    "img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'; "
+    "font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_PUBLIC_PREFIXES = ("/viewer/", "/cesium/")
+
+
+def is_public(method: str, path: str) -> bool:
+    """What needs no sign-in: health, sign-in itself, the viewer page and static files (no data)."""
+    if method in ("GET", "HEAD"):
+        return path in ("/", "/healthz", "/viewer", "/cesium") or path.startswith(_PUBLIC_PREFIXES)
+    return method == "POST" and path == "/token"
+
+
+def allowed_hosts(settings: TwinSettings) -> set[str]:
+    """Host names the server answers to: TWIN_ALLOWED_HOSTS, or its own and the loopback names."""
+    if settings.allowed_hosts:
+        return set(settings.allowed_hosts)
+    return {settings.host, "localhost", "127.0.0.1", "::1"}
+
+
+def _authenticate(scope, credential: str | None) -> object:
+    state = scope["app"].state
+    return credential_user(state.engine, state.secret, credential)
+
+
+def _api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every APIRoute of the app, included routers opened up."""
+    out, stack = [], list(app.routes)
+    while stack:
+        r = stack.pop()
+        if isinstance(r, APIRoute):
+            out.append(r)
+        else:
+            stack.extend(getattr(getattr(r, "original_router", r), "routes", []))
+    return out
+
+
+def _body_limits(app: FastAPI, settings: TwinSettings):
+    """The body limit of a request: uploads (multipart routes) get TWIN_MAX_UPLOAD_MB, others TWIN_MAX_JSON_MB."""
+    upload, small = int(settings.max_upload_mb * 1e6), int(settings.max_json_mb * 1e6)
+    cache: list = []
+
+    def uploads() -> list:
+        if not cache:  # the routes are complete once the app serves
+            cache.append([r.path_regex for r in _api_routes(app) if any(
+                isinstance(p.field_info, params.File) for p in r.dependant.body_params)])
+        return cache[0]
+
+    def limit_for(scope) -> int:
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return small
+        return upload if any(rx.match(scope["path"]) for rx in uploads()) else small
+
+    return limit_for

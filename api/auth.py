@@ -13,9 +13,11 @@ admin     everything, plus users and rule tables
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,7 +28,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from twin.errors import Conflict, Forbidden, InputError, NotFound, Unauthorised
+from twin import secretfiles
+from twin.audit import record
+from twin.errors import ConfigError, Conflict, Forbidden, InputError, NotFound, Unauthorised
 from twin.settings import TwinSettings
 
 __all__ = [
@@ -35,11 +39,16 @@ __all__ = [
     "User",
     "add_user",
     "set_password",
+    "update_user",
     "list_users",
     "create_api_key",
+    "list_api_keys",
+    "revoke_api_key",
     "authenticate",
     "issue_token",
     "current_user",
+    "credential_user",
+    "header_credential",
     "allow",
 ]
 
@@ -52,14 +61,20 @@ ROLES: dict[str, frozenset[str]] = {
 }
 API_KEY_PREFIX = "ptk_"
 ALGORITHM = "HS256"
+#: The shortest TWIN_JWT_SECRET accepted: HS256 wants a key of 256 bits at least.
+MIN_SECRET = 32
 
 _hasher = PasswordHasher()
+log = logging.getLogger("pipetwin.api")
 
 
 @dataclass(frozen=True)
 class User:
+    """A signed-in user; ``token_version`` is the version their access tokens must carry."""
+
     name: str
     role: str
+    token_version: int = 0
 
     def can(self, permission: str) -> bool:
         return permission in ROLES[self.role]
@@ -89,33 +104,43 @@ def add_user(conn: sa.Connection, name: str, role: str, password: str | None, *,
 
 
 def set_password(conn: sa.Connection, name: str, password: str) -> None:
+    """Set a user's password; the access tokens issued before stop working."""
     if len(password) < 8:
         raise InputError("a password has at least 8 characters")
     n = conn.execute(
-        sa.text("UPDATE app_user SET password_hash = :h WHERE name = :n"),
+        sa.text("UPDATE app_user SET password_hash = :h, token_version = token_version + 1 WHERE name = :n"),
         {"h": _hasher.hash(password), "n": name},
     ).rowcount
     if not n:
         raise NotFound(f"no user {name!r}")
+    _cache.clear()
 
 
 def update_user(conn: sa.Connection, name: str, *, role: str | None = None, disabled: bool | None = None) -> User:
+    """Change a user's role, or disable or enable them.
+
+    A new role or disabling ends the access tokens issued before; enabling again does not
+    bring them back.
+    """
     if role is not None:
         _check_role(role)
     row = conn.execute(
         sa.text(
-            "UPDATE app_user SET role = coalesce(:r, role), disabled = coalesce(:d, disabled) "
-            "WHERE name = :n RETURNING name, role"
+            "UPDATE app_user SET role = coalesce(:r, role), disabled = coalesce(:d, disabled), "
+            "  token_version = token_version + CASE WHEN coalesce(:r, role) <> role "
+            "      OR (coalesce(:d, false) AND NOT disabled) THEN 1 ELSE 0 END "
+            "WHERE name = :n RETURNING name, role, token_version"
         ),
         {"r": role, "d": disabled, "n": name},
     ).first()
     if row is None:
         raise NotFound(f"no user {name!r}")
     _cache.clear()
-    return User(row.name, row.role)
+    return User(row.name, row.role, row.token_version)
 
 
 def list_users(conn: sa.Connection) -> list[dict]:
+    """Every user with their role, state and number of live API keys (no secrets)."""
     rows = conn.execute(
         sa.text(
             "SELECT u.name, u.role, u.disabled, u.created_at, u.created_by, "
@@ -144,10 +169,36 @@ def create_api_key(conn: sa.Connection, name: str, label: str | None = None) -> 
     return key
 
 
+def list_api_keys(conn: sa.Connection, name: str) -> list[dict]:
+    """A user's API keys, newest first: id, label, when made and when revoked (never the key)."""
+    if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": name}).first() is None:
+        raise NotFound(f"no user {name!r}")
+    rows = conn.execute(
+        sa.text("SELECT id, label, created_at, revoked_at FROM api_key WHERE user_name = :n ORDER BY id DESC"),
+        {"n": name},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def revoke_api_key(conn: sa.Connection, name: str, key_id: int) -> dict:
+    """Revoke one of a user's API keys (already revoked: left as it is); the key as listed."""
+    row = conn.execute(
+        sa.text(
+            "UPDATE api_key SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE id = :i AND user_name = :n RETURNING id, label, created_at, revoked_at"
+        ),
+        {"i": key_id, "n": name},
+    ).mappings().first()
+    if row is None:
+        raise NotFound(f"user {name!r} has no API key {key_id}")
+    _cache.clear()
+    return dict(row)
+
+
 def authenticate(conn: sa.Connection, name: str, password: str) -> User | None:
     """The user if the password is right and the user is enabled."""
     row = conn.execute(
-        sa.text("SELECT name, role, password_hash FROM app_user WHERE name = :n AND NOT disabled"),
+        sa.text("SELECT name, role, password_hash, token_version FROM app_user WHERE name = :n AND NOT disabled"),
         {"n": name},
     ).first()
     if row is None or row.password_hash is None:
@@ -160,49 +211,53 @@ def authenticate(conn: sa.Connection, name: str, password: str) -> User | None:
     if _hasher.check_needs_rehash(row.password_hash):
         conn.execute(sa.text("UPDATE app_user SET password_hash = :h WHERE name = :n"),
                      {"h": _hasher.hash(password), "n": name})
-    return User(row.name, row.role)
+    return User(row.name, row.role, row.token_version)
 
 
-def signing_secret(settings: TwinSettings, engine: sa.Engine) -> str:
-    """TWIN_JWT_SECRET, or the random secret kept in the database (made on first use)."""
-    if settings.jwt_secret:
+def signing_secret(settings: TwinSettings) -> str:
+    """TWIN_JWT_SECRET (at least 32 characters), or the random secret in the 0600 file
+    ``<TWIN_DATA_DIR>/secrets/jwt.secret``, made on first use and shared by every server worker."""
+    if settings.jwt_secret is not None:
+        if len(settings.jwt_secret) < MIN_SECRET:
+            raise ConfigError(f"TWIN_JWT_SECRET has {len(settings.jwt_secret)} characters; it needs at "
+                              f"least {MIN_SECRET} (unset it to have a random one kept in a private file)")
         return settings.jwt_secret
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text("INSERT INTO server_secret (name, value) VALUES ('jwt', :v) ON CONFLICT DO NOTHING"),
-            {"v": secrets.token_urlsafe(48)},
-        )
-        return conn.execute(sa.text("SELECT value FROM server_secret WHERE name = 'jwt'")).scalar_one()
+    path = secretfiles.secrets_dir(settings) / "jwt.secret"
+    return secretfiles.secret(path, lambda: secrets.token_urlsafe(48))
 
 
 def issue_token(user: User, secret: str, minutes: int) -> tuple[str, int]:
     """A signed access token and its lifetime in seconds."""
     now = datetime.now(UTC)
-    claims = {"sub": user.name, "role": user.role, "iat": now, "exp": now + timedelta(minutes=minutes)}
+    claims = {"sub": user.name, "role": user.role, "ver": user.token_version, "iat": now,
+              "exp": now + timedelta(minutes=minutes)}
     return jwt.encode(claims, secret, algorithm=ALGORITHM), minutes * 60
 
 
-# Users looked up by name or key hash, for a few seconds: a disabled user or a changed
-# role takes effect within _TTL seconds without a database round trip per request.
+# Users looked up by name or key hash, for a few seconds: a disabled user, a changed role or
+# a new token version (revoked tokens) takes effect in every server process within _TTL
+# seconds without a database round trip per request; in the process that made the change
+# at once (the cache is cleared).
 _TTL = 10.0
 _cache: dict[tuple[str, str], tuple[float, User | None]] = {}
 _cache_lock = threading.Lock()
 
 
-def _lookup(engine: sa.Engine, kind: str, value: str) -> User | None:
+def _lookup(engine: sa.Engine, kind: str, value: str, *, fresh: bool = False) -> User | None:
+    """The enabled user of a name or an API key's hash, from the cache unless ``fresh``."""
     now = time.monotonic()
-    hit = _cache.get((kind, value))
+    hit = None if fresh else _cache.get((kind, value))
     if hit and hit[0] > now:
         return hit[1]
     sql = (
-        "SELECT name, role FROM app_user WHERE name = :v AND NOT disabled"
+        "SELECT name, role, token_version FROM app_user WHERE name = :v AND NOT disabled"
         if kind == "name"
-        else "SELECT u.name, u.role FROM api_key k JOIN app_user u ON u.name = k.user_name "
+        else "SELECT u.name, u.role, u.token_version FROM api_key k JOIN app_user u ON u.name = k.user_name "
         "WHERE k.key_hash = :v AND k.revoked_at IS NULL AND NOT u.disabled"
     )
     with engine.connect() as conn:
         row = conn.execute(sa.text(sql), {"v": value}).first()
-    user = User(row.name, row.role) if row else None
+    user = User(row.name, row.role, row.token_version) if row else None
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
@@ -218,45 +273,79 @@ def _unauthorised(detail: str) -> Unauthorised:
     return Unauthorised(detail)
 
 
-def current_user(
-    request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Depends(BEARER),
-    api_key: str | None = Depends(API_KEY),
-) -> User:
-    """The signed-in user, from a bearer token or an API key; 401 otherwise."""
-    cached = getattr(request.state, "user", None)
-    if cached is not None:
-        return cached
-    engine = request.app.state.engine
-    credential = api_key or (bearer.credentials if bearer else None)
+def credential_user(engine: sa.Engine, secret: str, credential: str | None) -> User:
+    """The user a credential (access token or API key) signs in; Unauthorised otherwise."""
     if not credential:
         raise _unauthorised("sign in: POST /token, then send 'Authorization: Bearer <token>'")
     if credential.startswith(API_KEY_PREFIX):
         user = _lookup(engine, "key", _key_hash(credential))
         if user is None:
             raise _unauthorised("unknown or revoked API key")
-    else:
-        try:
-            claims = jwt.decode(credential, request.app.state.secret, algorithms=[ALGORITHM],
-                                options={"require": ["sub", "exp"]})
-        except jwt.ExpiredSignatureError:
-            raise _unauthorised("the token has expired; sign in again") from None
-        except jwt.InvalidTokenError:
-            raise _unauthorised("invalid token") from None
-        user = _lookup(engine, "name", str(claims["sub"]))
-        if user is None:
-            raise _unauthorised("the user no longer exists or is disabled")
+        return user
+    try:
+        claims = jwt.decode(credential, secret, algorithms=[ALGORITHM],
+                            options={"require": ["sub", "exp", "ver"]})
+    except jwt.ExpiredSignatureError:
+        raise _unauthorised("the token has expired; sign in again") from None
+    except jwt.InvalidTokenError:
+        raise _unauthorised("invalid token") from None
+    user = _lookup(engine, "name", str(claims["sub"]))
+    if user is None or claims["ver"] > user.token_version:
+        # Signed in again after a change this process's cache has not seen yet: look again.
+        user = _lookup(engine, "name", str(claims["sub"]), fresh=True)
+    if user is None:
+        raise _unauthorised("the user no longer exists or is disabled")
+    if claims["ver"] != user.token_version:
+        raise _unauthorised("the token was revoked (the password, role or access changed); sign in again")
+    return user
+
+
+def header_credential(headers: Mapping[str, str]) -> str | None:
+    """The credential a request carries: ``X-API-Key``, or an ``Authorization: Bearer`` token."""
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, value = (headers.get("authorization") or "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def current_user(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None = Depends(BEARER),
+    api_key: str | None = Depends(API_KEY),
+) -> User:
+    """The signed-in user, from a bearer token or an API key; 401 otherwise.
+
+    :class:`api.middleware.SignIn` has usually found them before the body was read.
+    """
+    cached = getattr(request.state, "user", None)
+    if cached is not None:
+        return cached
+    credential = api_key or (bearer.credentials if bearer else None)
+    user = credential_user(request.app.state.engine, request.app.state.secret, credential)
     request.state.user = user
     return user
 
 
+def _record_forbidden(request: Request, user: User, permission: str) -> None:
+    """A refusal in the audit log (action ``forbidden``), in a transaction of its own."""
+    try:
+        with request.app.state.engine.begin() as conn:
+            record(conn, user.name, user.role, "forbidden", method=request.method, path=request.url.path,
+                   params={"permission": permission}, status=403)
+    except sa.exc.SQLAlchemyError:  # the answer is 403 either way
+        log.warning("could not audit a 403 of %s on %s %s", user.name, request.method, request.url.path,
+                    exc_info=True)
+
+
 def allow(permission: str):
-    """A dependency: the signed-in user, if their role grants ``permission``; 403 otherwise."""
+    """A dependency: the signed-in user, if their role grants ``permission``; 403 (audited) otherwise."""
     if permission not in PERMISSIONS:
         raise ValueError(permission)
 
-    def dependency(user: User = Depends(current_user)) -> User:
+    def dependency(request: Request, user: User = Depends(current_user)) -> User:
         if not user.can(permission):
+            _record_forbidden(request, user, permission)
             raise Forbidden(f"the role {user.role!r} may not {permission}; ask an admin")
         return user
 

@@ -1,4 +1,8 @@
-"""``twin serve`` and ``twin user``: run the service, manage who may use it."""
+"""``twin serve`` and ``twin user``: run the service, manage who may use it.
+
+Every ``twin user`` change is audited in its own transaction, as the operator (``TWIN_USER``,
+else the login name) with the role ``cli`` (:func:`twin.audit.record_command`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from twin.cli import fail
-from twin.errors import InputError, TwinError
+from twin.audit import record_command
+from twin.errors import InputError
 from twin.settings import get_settings
 
 __all__ = ["serve", "user_app"]
@@ -29,6 +33,7 @@ def serve(
     import uvicorn
 
     from api.logs import configure
+    from twin.db import open_twin
 
     # numpy's and scipy's thread pools fight over two cores under concurrent requests.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -37,16 +42,13 @@ def serve(
     port = port or settings.port
     workers = workers or settings.workers
     configure(log_level.upper())
-    try:
-        from twin.db import open_twin
-
-        open_twin(settings).dispose()  # migrate once, before workers start
-    except TwinError as exc:
-        fail(exc)
+    open_twin(settings).dispose()  # migrate once, before workers start
     console.print(f"PipeTwin serving on http://{host}:{port}/  (OGC API at /?f=json, OpenAPI at /api)")
     uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_config=None,
-                log_level=log_level, access_log=False, proxy_headers=True,
-                forwarded_allow_ips="127.0.0.1")
+                log_level=log_level, access_log=False,
+                # X-Forwarded-* are believed from TWIN_TRUSTED_PROXIES only (none by default)
+                proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=",".join(settings.trusted_proxies) or "")
 
 
 @user_app.command("add")
@@ -71,12 +73,11 @@ def user_add(
     if password is None and not no_password:
         password = getpass.getpass(f"password for {name}: ")
         if password != getpass.getpass("again: "):
-            fail(InputError("the two passwords differ"))
-    try:
-        with open_twin(get_settings()).begin() as conn:
-            add_user(conn, name, role, password, by=_operator())
-    except TwinError as exc:
-        fail(exc)
+            raise InputError("the two passwords differ")
+    with open_twin(get_settings()).begin() as conn:
+        add_user(conn, name, role, password, by=_operator())
+        record_command(conn, _operator(), "user add", "user-add", params={"name": name, "role": role},
+                       affected=[name])
     console.print(f"user {name} added as {role}")
 
 
@@ -89,12 +90,43 @@ def user_key(
     from api.auth import create_api_key
     from twin.db import open_twin
 
-    try:
-        with open_twin(get_settings()).begin() as conn:
-            key = create_api_key(conn, name, label)
-    except TwinError as exc:
-        fail(exc)
+    with open_twin(get_settings()).begin() as conn:
+        key = create_api_key(conn, name, label)
+        record_command(conn, _operator(), "user key", "api-key-add", params={"label": label}, affected=[name])
     typer.echo(key)
+
+
+@user_app.command("keys")
+def user_keys(name: str = typer.Argument(..., help="User name.")) -> None:
+    """List a user's API keys: id, label, made, revoked (never the keys themselves)."""
+    from api.auth import list_api_keys
+    from twin.db import open_twin
+
+    with open_twin(get_settings()).connect() as conn:
+        keys = list_api_keys(conn, name)
+    table = Table(title=f"API keys of {name}")
+    for col in ("id", "label", "created", "revoked"):
+        table.add_column(col, justify="right" if col == "id" else "left")
+    for k in keys:
+        table.add_row(str(k["id"]), k["label"] or "", f"{k['created_at']:%Y-%m-%d %H:%M}",
+                      f"{k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "")
+    Console().print(table)
+
+
+@user_app.command("revoke-key")
+def user_revoke_key(
+    name: str = typer.Argument(..., help="User name."),
+    key_id: int = typer.Argument(..., help="The key's id (twin user keys NAME).", min=1),
+) -> None:
+    """Revoke one of a user's API keys; it stops working within seconds."""
+    from api.auth import revoke_api_key
+    from twin.db import open_twin
+
+    with open_twin(get_settings()).begin() as conn:
+        revoke_api_key(conn, name, key_id)
+        record_command(conn, _operator(), "user revoke-key", "api-key-revoke", params={"key_id": key_id},
+                       affected=[name])
+    console.print(f"API key {key_id} of {name} revoked")
 
 
 @user_app.command("role")
@@ -103,32 +135,29 @@ def user_role(
     role: str = typer.Option(None, "--role", help="New role."),
     disable: bool = typer.Option(None, "--disable/--enable", help="Disable or enable the user."),
 ) -> None:
-    """Change a user's role, or disable or enable them."""
+    """Change a user's role, or disable or enable them; a new role or disabling ends their tokens."""
     from api.auth import update_user
     from twin.db import open_twin
 
-    try:
-        with open_twin(get_settings()).begin() as conn:
-            u = update_user(conn, name, role=role, disabled=disable)
-    except TwinError as exc:
-        fail(exc)
+    with open_twin(get_settings()).begin() as conn:
+        u = update_user(conn, name, role=role, disabled=disable)
+        changes = {k: v for k, v in (("role", role), ("disabled", disable)) if v is not None}
+        record_command(conn, _operator(), "user role", "user-change", params=changes, affected=[name])
     console.print(f"user {u.name}: {u.role}" + (" (disabled)" if disable else ""))
 
 
 @user_app.command("password")
 def user_password(name: str = typer.Argument(..., help="User name.")) -> None:
-    """Set a user's password (prompted)."""
+    """Set a user's password (prompted); the access tokens issued before stop working."""
     from api.auth import set_password
     from twin.db import open_twin
 
     password = getpass.getpass(f"new password for {name}: ")
     if password != getpass.getpass("again: "):
-        fail(InputError("the two passwords differ"))
-    try:
-        with open_twin(get_settings()).begin() as conn:
-            set_password(conn, name, password)
-    except TwinError as exc:
-        fail(exc)
+        raise InputError("the two passwords differ")
+    with open_twin(get_settings()).begin() as conn:
+        set_password(conn, name, password)
+        record_command(conn, _operator(), "user password", "user-password", affected=[name])
     console.print(f"password of {name} set")
 
 
@@ -138,11 +167,8 @@ def user_list() -> None:
     from api.auth import list_users
     from twin.db import open_twin
 
-    try:
-        with open_twin(get_settings()).connect() as conn:
-            users = list_users(conn)
-    except TwinError as exc:
-        fail(exc)
+    with open_twin(get_settings()).connect() as conn:
+        users = list_users(conn)
     table = Table(title="PipeTwin users")
     for col in ("name", "role", "password", "API keys", "disabled", "created"):
         table.add_column(col)
@@ -153,4 +179,5 @@ def user_list() -> None:
 
 
 def _operator() -> str:
-    return get_settings().user or getpass.getuser()
+    """Who runs the command: TWIN_USER, else the login name."""
+    return get_settings().user_name

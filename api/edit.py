@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from api.audit import audit
 from api.auth import User, allow
+from api.tiles import schedule_refresh
 from ingest import derive
 from twin import store
 from twin.crs import transformer, twin_crs
@@ -196,24 +197,10 @@ def _run(request: Request, user: User, action: str, params: dict[str, Any],
         if "deadlock" in str(exc.orig).lower():
             raise Conflict("a concurrent edit touched the same features; retry") from exc
         raise
-    job = _refresh_tiles(request, user) if edit.changes else None
+    job = schedule_refresh(request.app, user) if edit.changes else None
     if response is not None and location:
         response.headers["Location"] = location
     return {**edit.as_dict(), "tiles_job": job}
-
-
-def _refresh_tiles(request: Request, user: User) -> str | None:
-    """Schedule the tileset refresh (the hook of :mod:`api.tiles`, when it has one); its job id."""
-    from api import tiles
-
-    schedule = getattr(tiles, "schedule_refresh", None)
-    if schedule is None:
-        return None
-    try:
-        return schedule(request.app, user)
-    except Exception:  # the edit has committed; a failed refresh is the tiles' problem
-        log.exception("scheduling the tiles refresh after an edit failed")
-        return None
 
 
 def _settings(request: Request):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -78,6 +79,8 @@ def install(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s: [%s] %s", request.method, request.url.path, exc.code, exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, TooBusy):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse({"code": exc.code, "description": exc.message}, status_code=status,
                             headers=headers)
 
@@ -104,6 +107,15 @@ def install(app: FastAPI) -> None:
             },
             status_code=422,
         )
+
+    @app.exception_handler(sa.exc.DataError)
+    async def data_error(request: Request, exc: sa.exc.DataError) -> JSONResponse:
+        # A value the checks let through but PostgreSQL cannot take (a bad time, an overflow):
+        # the client's input, not a server fault. The database's own text stays in the log.
+        log.warning("%s %s: database refused a value: %s", request.method, request.url.path,
+                    str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__)
+        return JSONResponse({"code": "INVALID_VALUE", "description": "a value in the request is not "
+                             "valid for the twin (out of range or malformed)"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 Collections: ``pipes`` (every current segment), ``pipes-<code>`` per utility present (CJJ 61
 codes, e.g. ``pipes-js``), ``nodes``, ``valves``, ``sources``, ``customers`` and
-``proposals``. Items are the live network (the ``current_<table>`` views: nothing retired);
+``proposals`` (as submitted; withdrawn ones are left out). Items are the live network (the ``current_<table>`` views: nothing retired);
 ``datetime=<instant>`` reads the network as it stood then (``<table>_as_of``).
 
 PostgreSQL builds every feature (``json_build_object``, ``ST_AsGeoJSON``); Python only wraps
@@ -464,61 +464,24 @@ def _decode_cursor(cursor: str, c: Collection) -> Any:
 # -- SQL ------------------------------------------------------------------------------------------
 #: Moves with every write to a feature table, when it commits (migration 0007).
 _FINGERPRINT = CHANGE_MARK_SQL
+#: Moves with every submission, re-check and status change (decision, withdrawal) of a proposal.
 _PROPOSAL_MARK = (
-    "(SELECT concat_ws('|', count(*), max(id), sum(version), max(checked_at)) FROM proposal)"
+    "(SELECT concat_ws('|', count(*), max(id), sum(version), max(checked_at), max(decided_at)) "
+    "FROM proposal)"
 )
-
-
-def _proposal_source(srid: int) -> str:
-    """Stored proposals with their geometry in the twin CRS, read from the submitted GeoJSON.
-
-    As the proposal check reads them (analysis.proposal_input): a CRS named by the feature or
-    the document, else lon/lat if the coordinates look so, else the twin's CRS.
-    """
-    crs_name = (
-        "CASE jsonb_typeof({o} -> 'crs') WHEN 'string' THEN {o} ->> 'crs' "
-        "ELSE coalesce({o} #>> '{{crs,properties,name}}', {o} -> 'properties' ->> 'crs') END"
-    )
-    # each feature's geometry as written, and the name of the CRS it is in
-    features = f"""
-        SELECT ST_GeomFromGeoJSON((e.f -> 'geometry') - 'crs') AS g,
-               coalesce({crs_name.format(o="e.f")}, {crs_name.format(o="p.geojson")}) AS name
-          FROM jsonb_array_elements(CASE p.geojson ->> 'type'
-                   WHEN 'FeatureCollection' THEN p.geojson -> 'features'
-                   WHEN 'Feature' THEN jsonb_build_array(p.geojson)
-                   ELSE jsonb_build_array(jsonb_build_object('geometry', p.geojson))
-               END) AS e(f)
-         WHERE jsonb_typeof(e.f -> 'geometry') = 'object'"""
-    named_srid = "substring(r.name FROM '(\\d{1,9})\\s*$')::int"
-    srid_of = f"""CASE
-        WHEN r.name ~* 'CRS.?84' THEN 4326
-        WHEN r.name ~* 'EPSG' THEN
-             (SELECT s.srid FROM spatial_ref_sys s WHERE s.srid = {named_srid})
-        WHEN r.name IS NOT NULL THEN NULL
-        WHEN ST_XMin(r.g) >= -180 AND ST_XMax(r.g) <= 180
-             AND ST_YMin(r.g) >= -90 AND ST_YMax(r.g) <= 90 THEN 4326
-        ELSE {srid} END"""
-    in_twin = f"""
-        SELECT CASE WHEN k.srid = {srid} THEN ST_SetSRID(k.g, {srid})
-                    ELSE ST_Transform(ST_SetSRID(k.g, k.srid), {srid}) END AS geom
-          FROM (SELECT r.g, {srid_of} AS srid FROM ({features}) r) k
-         WHERE k.srid IS NOT NULL"""
-    return f"""(
-        SELECT p.id, p.name, p.utility, p.status, p.passed, p.created_by, p.created_at,
-               p.checked_at, p.decided_by, p.decided_at, p.note, p.override_note, p.version, g.geom
-          FROM proposal p
-          LEFT JOIN LATERAL (
-              SELECT CASE WHEN count(*) = 1 THEN (array_agg(t.geom))[1]
-                          WHEN bool_or(ST_NDims(t.geom) = 3) THEN ST_Collect(ST_Force3D(t.geom))
-                          ELSE ST_Collect(t.geom) END AS geom
-                FROM ({in_twin}) t
-          ) g ON true
+#: The proposals served, with the geometry stored in the twin CRS when each was submitted or
+#: re-checked (migration 0008, analysis.proposal_workflow); withdrawn ones are not served.
+_PROPOSALS = """(
+        SELECT id, name, utility, status, passed, created_by, created_at, checked_at, decided_by,
+               decided_at, note, override_note, version, geom
+          FROM proposal
+         WHERE status <> 'withdrawn'
     )"""
 
 
 def _source(c: Collection, srid: int, as_of: str | None) -> str:
     if c.table == "proposal":
-        return _proposal_source(srid) + " AS src"
+        return _PROPOSALS + " AS src"
     if as_of:
         return f"{c.table}_as_of(CAST({as_of} AS timestamptz)) AS src"
     return f"current_{c.table} AS src"

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import User, allow
+from twin.db import unlimited_statements
 from twin.errors import Conflict, NotFound, TooBusy, TwinError
 from twin.jsonable import plain
 
@@ -121,7 +122,8 @@ class JobRunner:
                     sa.text("UPDATE job SET status = 'running', started_at = now() WHERE id = :i"),
                     {"i": job_id},
                 )
-            result = work(progress)
+            with unlimited_statements():  # a job may run longer than a request's statements
+                result = work(progress)
             with self.engine.begin() as conn:
                 conn.execute(
                     sa.text(
@@ -139,8 +141,8 @@ class JobRunner:
         except TwinError as exc:
             self._fail(job_id, f"[{exc.code}] {exc.message}")
         except Exception as exc:  # a job must end in a state the client can read
-            log.exception("job %s failed", job_id)
-            self._fail(job_id, f"internal error: {type(exc).__name__}: {exc}")
+            log.exception("job %s failed: %s", job_id, type(exc).__name__)
+            self._fail(job_id, f"internal error; quote job {job_id} to the operator (the server log has it)")
         finally:
             self._release(owner)
 

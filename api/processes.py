@@ -13,8 +13,11 @@ naming ``svg`` or ``html``).
 Sync or async: fast analyses answer at once (200). ``network-scan`` always runs as a job; any
 other runs as a job when the client sends ``Prefer: respond-async``. A job is answered 201
 with ``Location: /jobs/{id}`` and its status document; poll it, then read
-``/jobs/{id}/results``. Whole-network scans run synchronously count against the per-user limit
-``TWIN_HEAVY_PER_USER`` (one more is 429), as jobs do.
+``/jobs/{id}/results``. Every synchronous run holds a slot of :mod:`api.limits` (per user and
+per server process; 429 with ``Retry-After`` when none comes free); whole-network scans run
+synchronously also count against ``TWIN_HEAVY_PER_USER``, as jobs do. A proposal is held to the
+budget of :mod:`analysis.proposal_input` (pipes and excavations, positions, length, excavated
+area): beyond it the answer is 400 ``PROPOSAL_TOO_LARGE`` naming the limit.
 
 Every run is audited as ``process-<id>`` with its inputs and the pipe, node and valve ids it
 touched (both bounded in size).
@@ -24,8 +27,7 @@ import hashlib
 import json
 import math
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -46,12 +48,15 @@ from pydantic import (
     model_validator,
 )
 
+from analysis.proposal_input import MAX_PARTS, check_proposal_size
+from analysis.scan import scan_network, truncate_findings
 from api.audit import audit_now
 from api.auth import User, allow
 from api.errors import status_of
 from api.jobs import JobResult, Progress, base_url, job_status
+from api.limits import work_limits
 from twin.domain import STATUSES, UTILITIES
-from twin.errors import InputError, NotFound, TooBusy, TwinError
+from twin.errors import InputError, NotFound, TwinError
 from twin.jsonable import plain
 from twin.settings import TwinSettings
 
@@ -60,7 +65,6 @@ __all__ = [
     "PROCESSES",
     "Process",
     "ProposalDocument",
-    "HeavyRuns",
     "audit_params",
 ]
 
@@ -108,9 +112,6 @@ Point = Annotated[list[Finite], Field(min_length=2, max_length=2,
 Position = Annotated[list[Finite], Field(min_length=2, max_length=3)]
 Line = Annotated[list[Position], Field(min_length=2, max_length=5000)]
 Ring = Annotated[list[Position], Field(min_length=4, max_length=5000)]
-#: A proposal has at most this many pipes and excavations, and this many positions in all.
-MAX_PARTS = 50
-MAX_POSITIONS = 20_000
 
 
 class _Strict(BaseModel):
@@ -184,11 +185,14 @@ def _size(doc: BaseModel) -> tuple[int, int]:
     return len(doc.coordinates), sum(len(ring) for poly in doc.coordinates for ring in poly)
 
 
-def _bounded(doc: BaseModel) -> BaseModel:
-    parts, positions = _size(doc)
-    if parts > MAX_PARTS or positions > MAX_POSITIONS:
-        raise ValueError(f"a proposal has at most {MAX_PARTS} pipes or excavations and {MAX_POSITIONS:,} "
-                         f"positions; this one has {parts} and {positions:,}")
+def _bounded_proposal(doc: BaseModel) -> BaseModel:
+    """The proposal, if its parts and positions are within the library's budget.
+
+    The library's InputError (400 ``PROPOSAL_TOO_LARGE``, naming the limit) passes through
+    pydantic, which wraps only ValueErrors: the same answer as a proposal too long or too wide,
+    found once it is read in the twin CRS.
+    """
+    check_proposal_size(*_size(doc))
     return doc
 
 
@@ -215,7 +219,7 @@ ProposalDocument = Annotated[
     FeatureCollection | Feature | LineStringGeometry | MultiLineStringGeometry | PolygonGeometry
     | MultiPolygonGeometry,
     Field(discriminator="type"),
-    AfterValidator(_bounded),
+    AfterValidator(_bounded_proposal),
     WithJsonSchema(_GEOJSON_SCHEMA),
 ]
 
@@ -376,14 +380,6 @@ class Process:
 MEDIA = {"json": "application/json", "svg": "image/svg+xml", "html": "text/html"}
 
 
-def _limit(d: dict, key: str, limit: int) -> dict:
-    """Keep the first ``limit`` entries of the list ``d[key]``; say whether some were left out."""
-    items = d.get(key) or []
-    d[key] = items[:limit]
-    d["truncated"] = len(items) > limit
-    return d
-
-
 def _pair_ids(findings: list[dict]) -> list[str]:
     return [i for f in findings for i in (f.get("a_id"), f.get("b_id")) if i is not None]
 
@@ -403,10 +399,9 @@ def _existing(ctx: Context, proposal: BaseModel | None, progress: Progress):
     return existing, prop
 
 
-def _pairs(d: dict, key: str, limit: int, segments_checked: int) -> Outcome:
-    """The outcome of a check of pairs of pipes: the first ``limit`` findings; both ids affected."""
+def _pairs(d: dict, key: str, segments_checked: int) -> Outcome:
+    """The outcome of a check of pairs of pipes (findings already cut to the limit); both ids affected."""
     d["segments_checked"] = segments_checked
-    d = _limit(d, key, limit)
     return Outcome(d, affected=_pair_ids(d[key]))
 
 
@@ -433,8 +428,8 @@ def run_collision(ctx: Context, inputs: CollisionInputs, progress: Progress) -> 
     from analysis.clash import collisions
 
     existing, prop = _existing(ctx, inputs.proposal, progress)
-    d = collisions(existing, prop, min_overlap_m=inputs.min_overlap_m).as_dict()
-    return _pairs(d, "clashes", inputs.limit, len(existing.segments))
+    d = collisions(existing, prop, min_overlap_m=inputs.min_overlap_m).as_dict(inputs.limit)
+    return _pairs(d, "clashes", len(existing.segments))
 
 
 def run_clearance(ctx: Context, inputs: ClearanceInputs, progress: Progress) -> Outcome:
@@ -442,8 +437,8 @@ def run_clearance(ctx: Context, inputs: ClearanceInputs, progress: Progress) -> 
 
     existing, prop = _existing(ctx, inputs.proposal, progress)
     rules = load_clearance_rules(None, ctx.settings, db=ctx.engine)
-    d = clearances(existing, prop, rules=rules, settings=ctx.settings).as_dict()
-    return _pairs(d, "violations", inputs.limit, len(existing.segments))
+    d = clearances(existing, prop, rules=rules, settings=ctx.settings).as_dict(inputs.limit)
+    return _pairs(d, "violations", len(existing.segments))
 
 
 def run_cover(ctx: Context, inputs: CoverInputs, progress: Progress) -> Outcome:
@@ -459,7 +454,7 @@ def run_cover(ctx: Context, inputs: CoverInputs, progress: Progress) -> Outcome:
     rules = load_cover_rules(None, ctx.settings, db=ctx.engine)
     d = cover_depths(existing, prop, rules=rules, settings=ctx.settings, default_location=inputs.location,
                      zones=zones, step_m=inputs.step_m).as_dict()
-    d = _limit(d, "violations", inputs.limit)
+    d = truncate_findings(d, "violations", inputs.limit)
     return Outcome(d, affected=[v["id"] for v in d["violations"]])
 
 
@@ -485,7 +480,8 @@ def run_profile(ctx: Context, inputs: ProfileInputs, progress: Progress) -> Outc
 
 
 def run_proposal_check(ctx: Context, inputs: ProposalCheckInputs, progress: Progress) -> Outcome:
-    from analysis.proposal import check_proposal, report_html
+    from analysis.proposal import check_proposal
+    from analysis.proposal_report import report_html
 
     report = check_proposal(ctx.engine, geojson(inputs.proposal), ctx.settings, name=inputs.name)
     d = report.as_dict()
@@ -500,43 +496,9 @@ def run_proposal_check(ctx: Context, inputs: ProposalCheckInputs, progress: Prog
 
 
 def run_network_scan(ctx: Context, inputs: NetworkScanInputs, progress: Progress) -> Outcome:
-    """Whole-network collision and clearance: one load, one candidate search shared by both."""
-    import time
-
-    from analysis.clash import candidate_pairs, collisions, combine, load_scan_network
-    from analysis.clearance import clearances, load_clearance_rules
-
-    t0 = time.perf_counter()
-    progress(2, "reading the network")
-    net = load_scan_network(ctx.engine, inputs.include)
-    t1 = time.perf_counter()
-    n = int(len(net.segments))
-    if not n:
-        raise InputError(f"the twin has no pipes of status {', '.join(inputs.include)} to scan")
-    progress(30, f"{n:,} segments read; finding candidate pairs")
-    table = load_clearance_rules(None, ctx.settings, db=ctx.engine)
-    pieces = combine(net)
-    pairs = candidate_pairs(pieces, margin_m=float(table["clearance_m"].max()) if len(table) else 0.0)
-    t2 = time.perf_counter()
-    progress(45, f"{len(pairs[0]):,} candidate pairs; collision")
-    clash = collisions(net, pieces=pieces, pairs=pairs).as_dict()
-    t3 = time.perf_counter()
-    progress(70, f"{clash['counts']['hard']:,} hard clashes; clearance")
-    clear = clearances(net, rules=table, pieces=pieces, pairs=pairs).as_dict()
-    t4 = time.perf_counter()
-    progress(95, "writing the result")
-    d = {
-        "segments": n,
-        "pieces": int(len(pieces.seg)),
-        "candidate_pairs": int(len(pairs[0])),
-        "include": inputs.include,
-        "collision": _limit(clash, "clashes", inputs.limit),
-        "clearance": _limit(clear, "violations", inputs.limit),
-        "timings_s": {"load": round(t1 - t0, 2), "candidates": round(t2 - t1, 2),
-                      "collision": round(t3 - t2, 2), "clearance": round(t4 - t3, 2),
-                      "total": round(t4 - t0, 2)},
-    }
-    return Outcome(d)
+    """Whole-network collision and clearance: :func:`analysis.scan.scan_network`, as the CLI and bench run it."""
+    return Outcome(scan_network(ctx.engine, include=inputs.include, settings=ctx.settings, limit=inputs.limit,
+                                progress=progress))
 
 
 def _whole_network(inputs: Any) -> bool:
@@ -681,40 +643,6 @@ def describe_process(
 
 
 # ----------------------------------------------------------------------------- execution
-class HeavyRuns:
-    """How many heavy analyses each user runs synchronously; one over ``per_user`` is refused."""
-
-    def __init__(self, per_user: int) -> None:
-        self.per_user = per_user
-        self._lock = threading.Lock()
-        self._running: dict[str, int] = {}
-
-    @contextmanager
-    def slot(self, owner: str) -> Iterator[None]:
-        with self._lock:
-            if self._running.get(owner, 0) >= self.per_user:
-                raise TooBusy(f"{owner} already runs {self.per_user} heavy analyses; wait for one to finish "
-                              "(or run it as a job: Prefer: respond-async)")
-            self._running[owner] = self._running.get(owner, 0) + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running[owner] -= 1
-
-
-_heavy_lock = threading.Lock()
-
-
-def heavy_runs(request: Request) -> HeavyRuns:
-    """The app's per-user counter of synchronous heavy runs (made on first use)."""
-    state = request.app.state
-    with _heavy_lock:
-        if getattr(state, "heavy_runs", None) is None:
-            state.heavy_runs = HeavyRuns(state.settings.heavy_per_user)
-        return state.heavy_runs
-
-
 def audit_params(params: dict) -> dict:
     """Inputs for the audit log: long values (a proposal's GeoJSON) replaced by their size and hash."""
     out = {}
@@ -727,7 +655,8 @@ def audit_params(params: dict) -> dict:
     return out
 
 
-def _bounded(ids: list[str]) -> list[str]:
+def _audit_ids(ids: list[str]) -> list[str]:
+    """The ids a run touched, once each and at most AUDIT_IDS, for the audit log."""
     return list(dict.fromkeys(str(i) for i in ids if i is not None))[:AUDIT_IDS]
 
 
@@ -770,17 +699,14 @@ def _execute(request: Request, user: User, process: Process, body: BaseModel, f:
     if process.async_only or wants_async:
         return _submit(request, user, process, ctx, inputs, fmt, params, action)
     try:
-        if process.heavy(inputs):
-            with heavy_runs(request).slot(user.name):
-                outcome = process.run(ctx, inputs, lambda percent, message: None)
-        else:
+        with work_limits(request).slot(user.name, heavy=process.heavy(inputs)):
             outcome = process.run(ctx, inputs, lambda percent, message: None)
-        response = _answer(outcome, fmt)
+            response = _answer(outcome, fmt)
     except TwinError as exc:
         audit_now(ctx.engine, user, action, request, params=audit_params(params), status=status_of(exc))
         raise
     audit_now(ctx.engine, user, action, request, params=audit_params({**params, "f": fmt}),
-              affected=_bounded(outcome.affected), status=200)
+              affected=_audit_ids(outcome.affected), status=200)
     return response
 
 
@@ -801,7 +727,7 @@ def _submit(request: Request, user: User, process: Process, ctx: Context, inputs
         except TwinError as exc:
             audit_now(ctx.engine, user, action, request, params=logged, status=status_of(exc))
             raise
-        audit_now(ctx.engine, user, action, request, params=logged, affected=_bounded(outcome.affected),
+        audit_now(ctx.engine, user, action, request, params=logged, affected=_audit_ids(outcome.affected),
                   status=200)
         return result
 

@@ -7,8 +7,16 @@ report with the decisions and the event log, ``/report`` the printable HTML page
 given as CJJ 61 point and segment tables into that GeoJSON (checked as an import is), for the
 client to check or submit. Editors and approvers submit and re-check
 (``propose``); approvers decide findings and the proposal (``approve``):
-new -> reviewed -> approved | rejected. A decision the status does not allow is 409.
-The proposals as OGC features are served elsewhere (``/collections/proposals/items``).
+new -> reviewed -> approved | rejected; its submitter (or an admin) may withdraw a new or
+reviewed proposal (``POST /proposals/{id}/withdraw``). The workflow and its state machine are
+:mod:`analysis.proposal_workflow`: a move the status does not allow is 409; approving or
+rejecting a proposal one submitted or revised is 403 (four eyes). The proposals as OGC features
+are served elsewhere (``/collections/proposals/items``).
+
+Every write is audited in its own transaction (the workflow's ``before_commit`` hook). Checks
+and table readings hold a slot of :mod:`api.limits` (429 when none comes free); a proposal is
+held to the budget of :mod:`analysis.proposal_input` and its tables to
+``TWIN_MAX_PROPOSAL_TABLE_ROWS`` / ``_MB`` (400 ``PROPOSAL_TOO_LARGE`` / ``TABLE_TOO_LARGE``).
 """
 
 from __future__ import annotations
@@ -22,22 +30,29 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from analysis.proposal import (
+from analysis.proposal import ProposalReport
+from analysis.proposal_input import MAX_PARTS, TOO_LARGE
+from analysis.proposal_report import report_html
+from analysis.proposal_report import section_svg as stored_section_svg
+from analysis.proposal_workflow import (
+    DECISIONS,
+    FINDING_DECISIONS,
     decide_finding,
     decide_proposal,
     get_proposal,
     list_proposals,
     recheck_proposal,
-    report_html,
     submit_proposal,
+    withdraw_proposal,
 )
-from api.audit import audit_now
+from api.audit import audit, audit_now
 from api.auth import User, allow
 from api.jobs import base_url
-from api.processes import AUDIT_IDS, MAX_PARTS, ProposalDocument, audit_params, geojson
+from api.limits import work_limits
+from api.processes import AUDIT_IDS, ProposalDocument, audit_params, geojson
 from api.uploads import AxisOrder, Encoding, _save_uploads
 from ingest.proposal_tables import tables_to_geojson
-from twin.errors import Conflict, InputError, NotFound
+from twin.errors import InputError, NotFound
 from twin.jsonable import plain
 
 __all__ = ["router"]
@@ -50,15 +65,11 @@ FindingKey = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0
                                       description="The finding's stable key.")]
 Note = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
 
-#: What a proposal in each status may become (as analysis.proposal enforces; checked first for a 409).
-TRANSITIONS = {"new": {"reviewed", "rejected"}, "reviewed": {"approved", "rejected", "reviewed"},
-               "approved": set(), "rejected": set()}
-
 
 class FindingDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["accepted", "rejected", "open"] = Field(
+    status: Literal[FINDING_DECISIONS] = Field(  # type: ignore[valid-type]
         ..., description="accepted (tolerable, e.g. with a protective measure), rejected (must be fixed) or open.")
     note: Note | None = Field(None, description="Why.")
 
@@ -66,23 +77,21 @@ class FindingDecision(BaseModel):
 class ProposalDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["reviewed", "approved", "rejected"]
+    status: Literal[DECISIONS]  # type: ignore[valid-type]
     note: Note | None = None
     override: Note | None = Field(None, description="Approve although findings are not accepted: the reason "
                                   "(recorded).")
 
 
-def _affected(pid: int, report: dict) -> list[str]:
-    ids = [f"proposal:{pid}", *(i for f in report.get("findings") or [] for i in f.get("ids") or [])]
+class Withdrawal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Note | None = Field(None, description="Why.")
+
+
+def _affected(report: ProposalReport) -> list[str]:
+    ids = [f"proposal:{report.proposal_id}", *(i for f in report.findings for i in f.ids)]
     return list(dict.fromkeys(ids))[:AUDIT_IDS]
-
-
-def _status(engine: sa.Engine, pid: int) -> str:
-    with engine.connect() as conn:
-        status = conn.execute(sa.text("SELECT status FROM proposal WHERE id = :p"), {"p": pid}).scalar()
-    if status is None:
-        raise NotFound(f"no proposal {pid}")
-    return str(status)
 
 
 def _links(request: Request, pid: int) -> list[dict]:
@@ -120,11 +129,15 @@ def submit(
 ) -> JSONResponse:
     engine, settings = request.app.state.engine, request.app.state.settings
     doc = geojson(proposal)
-    report = submit_proposal(engine, doc, settings, name=name or None, user=user.name)
+
+    def record(conn: sa.Connection, report: ProposalReport) -> None:
+        audit(conn, user, "proposal-submit", request, params=audit_params({"name": name, "proposal": doc}),
+              affected=_affected(report), status=201)
+
+    with work_limits(request).slot(user.name):
+        report = submit_proposal(engine, doc, settings, name=name or None, user=user.name, before_commit=record)
     pid = int(report.proposal_id)  # type: ignore[arg-type]
     stored = get_proposal(engine, pid)
-    audit_now(engine, user, "proposal-submit", request, params=audit_params({"name": name, "proposal": doc}),
-              affected=_affected(pid, stored), status=201)
     return JSONResponse(_document(request, pid, stored), status_code=201,
                         headers={"Location": f"{base_url(request)}/proposals/{pid}"})
 
@@ -148,10 +161,12 @@ def proposal_tables(
     folder, files = _save_uploads(points, segments)
     params = {"axis_order": axis_order, "encoding": encoding, "files": [f.info for f in files]}
     try:
-        doc = tables_to_geojson(files[0].path, files[1].path, settings, axis_order=axis_order, encoding=encoding)
+        with work_limits(request).slot(user.name):
+            doc = tables_to_geojson(files[0].path, files[1].path, settings, axis_order=axis_order,
+                                    encoding=encoding)
         if len(doc["features"]) > MAX_PARTS:
             raise InputError(f"a proposal has at most {MAX_PARTS} pipes; these tables hold "
-                             f"{len(doc['features'])} segments")
+                             f"{len(doc['features'])} segments", code=TOO_LARGE)
     except InputError as exc:
         audit_now(engine, user, "proposal-tables", request, params={**params, "error": exc.message[:500]},
                   status=400)
@@ -179,12 +194,9 @@ def report(proposal_id: ProposalId, request: Request, user: User = Depends(allow
             responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}},
             summary="The cross-section at the worst place (SVG)")
 def section_svg(proposal_id: ProposalId, request: Request, user: User = Depends(allow("read"))) -> Response:
-    from analysis.proposal import _section_from_dict
-
-    stored = get_proposal(request.app.state.engine, proposal_id)
-    if not stored.get("section"):
+    svg = stored_section_svg(get_proposal(request.app.state.engine, proposal_id))
+    if svg is None:
         raise NotFound(f"the check of proposal {proposal_id} drew no cross-section")
-    svg = _section_from_dict(stored["section"]).to_svg(title="Cross-section at the worst place 最不利处横断面")
     return Response(svg, media_type="image/svg+xml")
 
 
@@ -198,14 +210,15 @@ def recheck(
 ) -> dict:
     engine, settings = request.app.state.engine, request.app.state.settings
     doc = geojson(proposal) if proposal is not None else None
-    if doc is not None and _status(engine, proposal_id) == "approved":
-        raise Conflict(f"proposal {proposal_id} is approved; a revised geometry is a new proposal")
-    recheck_proposal(engine, proposal_id, settings, source=doc, user=user.name)
-    stored = get_proposal(engine, proposal_id)
-    audit_now(engine, user, "proposal-recheck", request,
-              params=audit_params({"proposal_id": proposal_id, "revised": doc}),
-              affected=_affected(proposal_id, stored), status=200)
-    return _document(request, proposal_id, stored)
+
+    def record(conn: sa.Connection, report: ProposalReport) -> None:
+        audit(conn, user, "proposal-recheck", request,
+              params=audit_params({"proposal_id": proposal_id, "revised": doc}), affected=_affected(report),
+              status=200)
+
+    with work_limits(request).slot(user.name):
+        recheck_proposal(engine, proposal_id, settings, source=doc, user=user.name, before_commit=record)
+    return _document(request, proposal_id, get_proposal(engine, proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/findings/{key}/decision", summary="Decide one finding")
@@ -217,14 +230,14 @@ def finding_decision(
     user: User = Depends(allow("approve")),
 ) -> dict:
     engine, settings = request.app.state.engine, request.app.state.settings
-    status = _status(engine, proposal_id)
-    if status in ("approved", "rejected"):
-        raise Conflict(f"proposal {proposal_id} is {status}: its findings can no longer be decided")
-    stored = decide_finding(engine, proposal_id, key, decision.status, settings, note=decision.note,
-                            user=user.name)
-    audit_now(engine, user, "proposal-finding", request,
+
+    def record(conn: sa.Connection) -> None:
+        audit(conn, user, "proposal-finding", request,
               params={"proposal_id": proposal_id, "key": key, **decision.model_dump(exclude_none=True)},
               affected=[f"proposal:{proposal_id}", key], status=200)
+
+    stored = decide_finding(engine, proposal_id, key, decision.status, settings, note=decision.note,
+                            user=user.name, before_commit=record)
     return _document(request, proposal_id, stored)
 
 
@@ -237,13 +250,33 @@ def proposal_decision(
     user: User = Depends(allow("approve")),
 ) -> dict:
     engine, settings = request.app.state.engine, request.app.state.settings
-    status = _status(engine, proposal_id)
-    if decision.status not in TRANSITIONS[status]:
-        raise Conflict(f"proposal {proposal_id} is {status}; it cannot become {decision.status} "
-                       "(new -> reviewed -> approved | rejected)")
-    stored = decide_proposal(engine, proposal_id, decision.status, settings, note=decision.note,
-                             override=decision.override, user=user.name)
-    audit_now(engine, user, f"proposal-{decision.status}", request,
+
+    def record(conn: sa.Connection) -> None:
+        audit(conn, user, f"proposal-{decision.status}", request,
               params={"proposal_id": proposal_id, **decision.model_dump(exclude_none=True)},
               affected=[f"proposal:{proposal_id}"], status=200)
+
+    stored = decide_proposal(engine, proposal_id, decision.status, settings, note=decision.note,
+                             override=decision.override, user=user.name, before_commit=record)
+    return _document(request, proposal_id, stored)
+
+
+@router.post("/proposals/{proposal_id}/withdraw",
+             summary="Withdraw a new or reviewed proposal (its submitter, or an admin)")
+def withdraw(
+    proposal_id: ProposalId,
+    request: Request,
+    withdrawal: Annotated[Withdrawal | None, Body()] = None,
+    user: User = Depends(allow("propose")),
+) -> dict:
+    engine, settings = request.app.state.engine, request.app.state.settings
+    note = withdrawal.note if withdrawal is not None else None
+
+    def record(conn: sa.Connection) -> None:
+        audit(conn, user, "proposal-withdrawn", request,
+              params={"proposal_id": proposal_id, **({"note": note} if note else {})},
+              affected=[f"proposal:{proposal_id}"], status=200)
+
+    stored = withdraw_proposal(engine, proposal_id, settings, note=note, user=user.name, admin=user.can("admin"),
+                               before_commit=record)
     return _document(request, proposal_id, stored)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.auth import User, allow
 from api.jobs import base_url
+from twin.cells import spreadsheet_safe
 from twin.crs import twin_crs
 from twin.errors import InputError
 from twin.jsonable import plain
@@ -159,7 +160,7 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: spreadsheet_safe(v) for k, v in r.items()} for r in rows)
     return out.getvalue()
 
 

@@ -17,15 +17,24 @@ its report too. A *failed* job means the import could not run to its end (a data
 server stopped mid-way); nothing is applied then either, because a batch lands in one
 transaction or not at all. The audit entry (action ``import``, file names and counts, affected =
 the batch id) is written in the batch's own transaction. After an applied batch the tileset
-refresh is scheduled (:func:`api.tiles.schedule_refresh`, when that hook exists).
+refresh is scheduled (:func:`api.tiles.schedule_refresh`).
+
+Before a job is queued, each uploaded table is measured without being parsed
+(:func:`ingest.tables.check_table_size`: an XLSX's unpacked size and its sheet's rows, a CSV's
+bytes and lines) against ``TWIN_MAX_TABLE_ROWS`` and ``TWIN_MAX_TABLE_MB``: beyond them the
+answer is 400 ``TABLE_TOO_LARGE`` at once. Measuring (and an as-built's data checks, which
+parse in the request) holds a slot of :mod:`api.limits` (429 when none comes free).
 
 ``GET /imports`` lists the batches, ``GET /imports/{batch_id}`` gives one with its report, and
-``GET /network/summary`` counts the live network in one statement (one snapshot): a reader sees
-the network before or after a batch, never half of one.
+``GET /network/summary`` counts the live network in one statement (one snapshot,
+:func:`twin.summary.summarise`): a reader sees the network before or after a batch, never half
+of one.
 
 As-built batches (竣工测量)
 ---------------------------
-Four eyes between the contractor's data and the twin:
+Four eyes between the contractor's data and the twin. The workflow is :mod:`ingest.asbuilt`
+(its state machine, the four-eyes rule, the stored tables; ``twin asbuilt`` runs it too); these
+routes add the sign-in, the request's parsing, the commit job and the audit entries:
 
 =================================  ===========  =============================================
 step                               permission   who (roles)
@@ -53,19 +62,16 @@ audited (``asbuilt-submit``, ``asbuilt-review``, ``asbuilt-commit``).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-import psycopg
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -77,15 +83,17 @@ from api import jobs
 from api.audit import audit
 from api.auth import User, allow
 from api.jobs import JobResult, Progress, base_url
-from ingest.pipeline import ingest_survey
+from api.limits import work_limits
+from api.tiles import schedule_refresh
+from ingest import asbuilt
+from ingest.pipeline import ImportOptions, ingest_survey
 from ingest.report import Report
-from ingest.tables import load_column_mapping
-from twin.errors import Conflict, DatabaseError, Forbidden, InputError, NotFound
+from ingest.tables import TableLimits, check_table_size, load_column_mapping
+from twin.errors import Conflict, InputError, NotFound
 from twin.jsonable import plain
+from twin.summary import summarise
 
 __all__ = ["router", "network_summary"]
-
-log = logging.getLogger("pipetwin.uploads")
 
 router = APIRouter(tags=["ingest"])
 
@@ -102,26 +110,6 @@ _LOAD_PERCENT = {"node": 40, "segment": 55, "valve": 70, "source": 80, "customer
 
 
 # ----------------------------------------------------------------------------- helpers
-@dataclass
-class ImportOptions:
-    """What the ingest needs besides the two files."""
-
-    axis_order: str = "ne"
-    scope: str = "survey"
-    encoding: str = "auto"
-    columns: dict[str, str] = field(default_factory=dict)
-    dry_run: bool = False
-
-    def params(self) -> dict:
-        return {
-            "axis_order": self.axis_order,
-            "scope": self.scope,
-            "encoding": self.encoding,
-            "columns": self.columns,
-            "dry_run": self.dry_run,
-        }
-
-
 @dataclass
 class Upload:
     """One uploaded table saved in a temporary folder: its role (points or segments) and name."""
@@ -192,10 +180,18 @@ def _save(sources: list[tuple[str, str, BinaryIO]]) -> tuple[Path, list[Upload]]
 
 
 def _save_uploads(points: UploadFile, segments: UploadFile) -> tuple[Path, list[Upload]]:
-    names = [_file_name(points.filename, "points"), _file_name(segments.filename, "segments")]
-    if names[0] == names[1]:  # stored side by side in an as-built batch: keep them apart
-        names = [f"points-{names[0]}", f"segments-{names[1]}"]
+    # Stored side by side in an as-built batch: the same name twice is kept apart.
+    names = asbuilt.distinct_names(
+        _file_name(points.filename, "points"), _file_name(segments.filename, "segments")
+    )
     return _save([("points", names[0], points.file), ("segments", names[1], segments.file)])
+
+
+def _check_sizes(request: Request, files: list[Upload]) -> None:
+    """Refuse (400 TABLE_TOO_LARGE) uploaded survey tables beyond the limits, before any parsing."""
+    limits = TableLimits.survey(request.app.state.settings)
+    for f in files:
+        check_table_size(f.path, limits)
 
 
 def _column_mapping(text: str | None) -> dict[str, str]:
@@ -236,51 +232,16 @@ class _Stages:
         self.progress(self.percent, message)
 
 
+
 def _settings_for(request: Request, user: User):
     """The server's settings with the signed-in user recorded on batches."""
     return request.app.state.settings.model_copy(update={"user": user.name})
 
 
-def _run_ingest(
-    request: Request,
-    user: User,
-    files: list[Upload],
-    options: ImportOptions,
-    *,
-    progress: Callable[[str], None] | None = None,
-    before_commit: Callable[[sa.Connection, Report], None] | None = None,
-) -> Report:
-    """Run the ingest on saved uploads; a database failure is a DatabaseError (nothing applied)."""
-    try:
-        report = ingest_survey(
-            files[0].path,
-            files[1].path,
-            _settings_for(request, user),
-            axis_order=options.axis_order,
-            encoding=options.encoding,
-            mapping=options.columns,
-            scope=options.scope,
-            dry_run=options.dry_run,
-            progress=progress,
-            before_commit=before_commit,
-        )
-    except (sa.exc.SQLAlchemyError, psycopg.Error) as exc:  # the loader also uses psycopg directly
-        log.exception("import by %s failed in the database", user.name)
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise DatabaseError(
-            f"the import failed in the database and was rolled back: {first}"
-        ) from exc
-    if not report.files:  # unreadable files: name them anyway
-        report.files = [{k: v for k, v in f.info.items() if k != "role"} for f in files]
-    return report
-
-
-def _audit_params(
-    files: list[Upload], options: ImportOptions, report: Report, **extra: object
-) -> dict:
+def _audit_params(files: list[dict], options: ImportOptions, report: Report, **extra: object) -> dict:
     return {
-        "points": files[0].name,
-        "segments": files[1].name,
+        "points": files[0]["name"],
+        "segments": files[1]["name"],
         "scope": options.scope,
         "axis_order": options.axis_order,
         "dry_run": options.dry_run,
@@ -317,40 +278,28 @@ def _record_rejected(
     return batch_id
 
 
-def _refresh_tiles(app, user: User) -> str | None:
-    """Schedule the tileset refresh after a change (when the tiles module offers it): its job id."""
-    import api.tiles
-
-    refresh = getattr(api.tiles, "schedule_refresh", None)
-    if refresh is None:
-        return None
-    try:
-        return refresh(app, user)
-    except Exception:  # the import stands; a stale tileset is rebuilt by the next refresh
-        log.exception("could not schedule the tileset refresh")
-        return None
+#: Runs an import: given the stage callback and the hook to run inside the batch's transaction.
+ImportRun = Callable[[Callable[[str], None], Callable[[sa.Connection, Report], None]], Report]
 
 
 def _submit_import_job(
     request: Request,
     user: User,
     kind: str,
-    folder: Path,
-    files: list[Upload],
     options: ImportOptions,
+    files: list[dict],
+    run: ImportRun,
     *,
     affected: Callable[[int | None], list[str]] = lambda batch_id: [str(batch_id)],
     audit_extra: dict | None = None,
     job_params: dict | None = None,
-    claim: Callable[[sa.Connection, Report], None] | None = None,
     finish: Callable[[dict], dict] | None = None,
 ) -> str:
-    """Run the ingest of saved uploads as a job ``kind``; its id.
+    """Run an import (``run``) of ``files`` as a job ``kind``; its id.
 
-    The audit entry (action ``kind``) is written in the batch's own transaction, after
-    ``claim`` (which may refuse the batch by raising); a rejected batch is recorded with its
-    entry; after an applied batch the tileset refresh is scheduled. ``finish`` may add to the
-    result. The job removes ``folder`` when it ends (or at once when it cannot be submitted).
+    The audit entry (action ``kind``) is written in the batch's own transaction; a rejected
+    batch is recorded with its entry; after an applied batch the tileset refresh is
+    scheduled. ``finish`` may add to the result.
     """
     app = request.app
 
@@ -358,22 +307,10 @@ def _submit_import_job(
         return _audit_params(files, options, report, **(audit_extra or {}))
 
     def before_commit(conn: sa.Connection, report: Report) -> None:
-        if claim is not None:
-            claim(conn, report)
         audit(conn, user, kind, request, params=params(report), affected=affected(report.batch_id))
 
     def work(progress: Progress) -> JobResult:
-        try:
-            report = _run_ingest(
-                request,
-                user,
-                files,
-                options,
-                progress=_Stages(progress),
-                before_commit=before_commit,
-            )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        report = run(_Stages(progress), before_commit)
         progress(95, "recording the report")
         if report.status == "rejected":
             with app.state.engine.begin() as conn:
@@ -384,19 +321,12 @@ def _submit_import_job(
                 audit(conn, user, kind, request, params=params(report))
         result = report.as_dict()
         if report.status == "applied":
-            result["tile_refresh_job"] = _refresh_tiles(app, user)
+            result["tile_refresh_job"] = schedule_refresh(app, user)
         return JobResult(value=finish(result) if finish is not None else result)
 
-    try:
-        return app.state.jobs.submit(
-            kind,
-            user.name,
-            {**(job_params or {}), **options.params(), "files": [f.info for f in files]},
-            work,
-        )
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+    return app.state.jobs.submit(
+        kind, user.name, {**(job_params or {}), **options.params(), "files": files}, work
+    )
 
 
 def _submitted(request: Request, user: User, job_id: str) -> JSONResponse:
@@ -440,7 +370,36 @@ def submit_import(
 ) -> JSONResponse:
     options = ImportOptions(axis_order, scope, encoding, _column_mapping(columns), dry_run)
     folder, files = _save_uploads(points, segments)
-    job_id = _submit_import_job(request, user, "import", folder, files, options)
+    settings = _settings_for(request, user)
+    try:
+        with work_limits(request).slot(user.name):
+            _check_sizes(request, files)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def run(
+        progress: Callable[[str], None], before_commit: Callable[[sa.Connection, Report], None]
+    ) -> Report:
+        try:
+            return ingest_survey(
+                files[0].path,
+                files[1].path,
+                settings,
+                **options.survey_kwargs(),
+                progress=progress,
+                before_commit=before_commit,
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # the job removes the uploads when it ends
+
+    try:
+        job_id = _submit_import_job(
+            request, user, "import", options, [f.info for f in files], run
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return _submitted(request, user, job_id)
 
 
@@ -511,28 +470,16 @@ def get_import(
     return _batch_doc(row, base_url(request))
 
 
+#: What ``GET /network/summary`` answers, out of :class:`twin.summary.TwinSummary`.
+_SUMMARY_KEYS = (
+    "segments", "length_m", "nodes", "valves", "sources", "customers", "latest_batch", "as_of"
+)
+
+
 def network_summary(conn: sa.Connection) -> dict:
     """Counts and length of the live network, read in one statement (one snapshot)."""
-    row = (
-        conn.execute(
-            sa.text(
-                "SELECT (SELECT count(*) FROM current_segment) AS segments, "
-                "       (SELECT coalesce(sum(coalesce(length_m, ST_3DLength(geom))), 0) "
-                "          FROM current_segment) AS length_m, "
-                "       (SELECT count(*) FROM current_node) AS nodes, "
-                "       (SELECT count(*) FROM current_valve) AS valves, "
-                "       (SELECT count(*) FROM current_source) AS sources, "
-                "       (SELECT count(*) FROM current_customer) AS customers, "
-                "       (SELECT max(id) FROM batch WHERE status = 'applied') AS latest_batch, "
-                "       statement_timestamp() AS as_of"
-            )
-        )
-        .mappings()
-        .one()
-    )
-    doc = plain(dict(row))
-    doc["length_m"] = round(float(doc["length_m"]), 3)
-    return doc
+    summary = summarise(conn)
+    return plain({k: getattr(summary, k) for k in _SUMMARY_KEYS})
 
 
 @router.get(
@@ -544,58 +491,15 @@ def get_network_summary(request: Request, user: User = Depends(allow("read"))) -
 
 
 # ----------------------------------------------------------------------------- as-built
-_ASBUILT_COLUMNS = (
-    "id, name, status, options, submitted_by, submitted_at, reviewed_by, reviewed_at, "
-    "review_note, committed_by, committed_at, batch_id"
-)
-
-
-def _asbuilt_doc(row: sa.RowMapping, base: str, *, full: bool) -> dict:
-    doc = plain(dict(row))
-    report = doc.pop("report", None) or {}
-    if full:
-        doc["report"] = report
-    else:
-        doc["check"] = {
-            k: report.get(k) for k in ("status", "error_count", "warning_count", "issue_counts")
-        }
+def _linked(doc: dict, base: str) -> dict:
+    """An as-built batch of :mod:`ingest.asbuilt` with its links (and its files' downloads)."""
     this = f"{base}/asbuilt/{doc['id']}"
+    files = doc.pop("files", None)
     doc["links"] = [{"href": this, "rel": "self", "type": "application/json"}]
     if doc.get("batch_id"):
         doc["links"].append({"href": f"{base}/imports/{doc['batch_id']}", "rel": "batch"})
-    return doc
-
-
-def _asbuilt_row(conn: sa.Connection, asbuilt_id: int, *, lock: bool = False) -> sa.RowMapping:
-    row = (
-        conn.execute(
-            sa.text(
-                f"SELECT {_ASBUILT_COLUMNS}, report FROM asbuilt WHERE id = :i"
-                + (" FOR UPDATE" if lock else "")
-            ),
-            {"i": asbuilt_id},
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        raise NotFound(f"no as-built batch {asbuilt_id}")
-    return row
-
-
-def _asbuilt_full(conn: sa.Connection, asbuilt_id: int, base: str) -> dict:
-    doc = _asbuilt_doc(_asbuilt_row(conn, asbuilt_id), base, full=True)
-    files = conn.execute(
-        sa.text(
-            "SELECT role, name, octet_length(content) AS bytes, "
-            "       encode(sha256(content), 'hex') AS sha256 "
-            "FROM asbuilt_file WHERE asbuilt_id = :i ORDER BY role"
-        ),
-        {"i": asbuilt_id},
-    ).mappings()
-    doc["files"] = [
-        {**dict(f), "href": f"{base}/asbuilt/{asbuilt_id}/files/{f['role']}"} for f in files
-    ]
+    if files is not None:
+        doc["files"] = [{**f, "href": f"{this}/files/{f['role']}"} for f in files]
     return doc
 
 
@@ -621,104 +525,52 @@ def submit_asbuilt(
     columns: str | None = Form(None, max_length=20_000),
     user: User = Depends(allow("edit")),
 ) -> JSONResponse:
-    _no_nul(name, "name")
-    name = name.strip()
-    if not name:
-        raise InputError("an as-built batch needs a name")
-    options = ImportOptions(
-        axis_order, scope or "", encoding, _column_mapping(columns), dry_run=True
-    )
+    options = ImportOptions(axis_order, scope or "", encoding, _column_mapping(columns))
     folder, files = _save_uploads(points, segments)
+    infos = [f.info for f in files]
+
+    def record(conn: sa.Connection, sub: asbuilt.Submission) -> None:
+        params = _audit_params(
+            infos, sub.options, sub.report, name=sub.name, outcome=sub.status
+        )
+        audit(conn, user, "asbuilt-submit", request, params=params, affected=[f"asbuilt:{sub.id}"])
+
+    engine = request.app.state.engine
     try:
-        report = _run_ingest(request, user, files, options)
-        contents = [f.path.read_bytes() for f in files]
+        with work_limits(request).slot(user.name):  # the data checks parse the tables here
+            _check_sizes(request, files)
+            sub = asbuilt.submit(
+                engine,
+                request.app.state.settings,
+                files[0].path,
+                files[1].path,
+                name=name,
+                user=user.name,
+                options=options,
+                before_commit=record,
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    checked = report.status == "checked"
-    engine = request.app.state.engine
-    with engine.begin() as conn:
-        asbuilt_id = conn.execute(
-            sa.text(
-                "INSERT INTO asbuilt "
-                "(name, status, options, report, submitted_by, reviewed_at, review_note) "
-                "VALUES (:n, :s, CAST(:o AS jsonb), CAST(:r AS jsonb), :u, "
-                "        CASE WHEN :ok THEN NULL ELSE now() END, :note) RETURNING id"
-            ),
-            {
-                "n": name,
-                "s": "submitted" if checked else "rejected",
-                "o": json.dumps({**options.params(), "dry_run": False}, ensure_ascii=False),
-                "r": json.dumps(plain(report.as_dict()), ensure_ascii=False, default=str),
-                "u": user.name,
-                "ok": checked,
-                "note": None
-                if checked
-                else f"rejected by the data checks: {report.error_count} error(s)",
-            },
-        ).scalar_one()
-        if not scope:
-            options.scope = f"asbuilt:{asbuilt_id}"
-            conn.execute(
-                sa.text(
-                    "UPDATE asbuilt "
-                    "SET options = jsonb_set(options, '{scope}', to_jsonb(CAST(:s AS text))) "
-                    "WHERE id = :i"
-                ),
-                {"s": options.scope, "i": asbuilt_id},
-            )
-        for f, content in zip(files, contents, strict=True):
-            conn.execute(
-                sa.text(
-                    "INSERT INTO asbuilt_file (asbuilt_id, name, role, content) "
-                    "VALUES (:i, :n, :r, :c)"
-                ),
-                {"i": asbuilt_id, "n": f.name, "r": f.role, "c": content},
-            )
-        audit(
-            conn,
-            user,
-            "asbuilt-submit",
-            request,
-            params=_audit_params(
-                files,
-                options,
-                report,
-                name=name,
-                outcome="submitted" if checked else "rejected",
-            ),
-            affected=[f"asbuilt:{asbuilt_id}"],
-        )
-        doc = _asbuilt_full(conn, asbuilt_id, base_url(request))
+    base = base_url(request)
+    with engine.connect() as conn:
+        doc = _linked(asbuilt.get(conn, sub.id), base)
     return JSONResponse(
-        jsonable_encoder(doc),
-        status_code=201,
-        headers={"Location": f"{base_url(request)}/asbuilt/{asbuilt_id}"},
+        jsonable_encoder(doc), status_code=201, headers={"Location": f"{base}/asbuilt/{sub.id}"}
     )
 
 
 @router.get("/asbuilt", summary="As-built batches, newest first")
 def list_asbuilt(
     request: Request,
-    status: Literal["submitted", "reviewed", "committed", "rejected"] | None = Query(None),
+    status: asbuilt.Status | None = Query(None),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=1_000_000),
     user: User = Depends(allow("read")),
 ) -> dict:
     with request.app.state.engine.connect() as conn:
-        rows = (
-            conn.execute(
-                sa.text(
-                    f"SELECT {_ASBUILT_COLUMNS}, report FROM asbuilt "
-                    "WHERE CAST(:s AS text) IS NULL OR status = :s "
-                    "ORDER BY id DESC LIMIT :l OFFSET :o"
-                ),
-                {"s": status, "l": limit, "o": offset},
-            )
-            .mappings()
-            .all()
-        )
+        docs = asbuilt.list_batches(conn, status=status, limit=limit, offset=offset)
     base = base_url(request)
-    return {"asbuilt": [_asbuilt_doc(r, base, full=False) for r in rows], "links": []}
+    return {"asbuilt": [_linked(d, base) for d in docs], "links": []}
 
 
 @router.get(
@@ -730,7 +582,7 @@ def get_asbuilt(
     user: User = Depends(allow("read")),
 ) -> dict:
     with request.app.state.engine.connect() as conn:
-        return _asbuilt_full(conn, asbuilt_id, base_url(request))
+        return _linked(asbuilt.get(conn, asbuilt_id), base_url(request))
 
 
 @router.get(
@@ -752,15 +604,10 @@ def get_asbuilt_file(
     user: User = Depends(allow("read")),
 ) -> Response:
     with request.app.state.engine.connect() as conn:
-        row = conn.execute(
-            sa.text("SELECT name, content FROM asbuilt_file WHERE asbuilt_id = :i AND role = :r"),
-            {"i": asbuilt_id, "r": role},
-        ).first()
-    if row is None:
-        raise NotFound(f"no {role} table in as-built batch {asbuilt_id}")
-    ascii_name = row.name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+        table = asbuilt.stored_table(conn, asbuilt_id, role)
+    ascii_name = table.name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
     return Response(
-        bytes(row.content),
+        table.content,
         media_type="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{ascii_name}"'},
     )
@@ -784,35 +631,19 @@ def review_asbuilt(
     asbuilt_id: int = PathParam(..., ge=1, le=BIGINT),
     user: User = Depends(allow("approve")),
 ) -> dict:
-    _no_nul(body.note, "note")
-    note = (body.note or "").strip() or None
-    if body.decision == "reject" and note is None:
-        raise InputError("a rejection needs a note saying why")
     with request.app.state.engine.begin() as conn:
-        row = _asbuilt_row(conn, asbuilt_id, lock=True)
-        if row["submitted_by"] == user.name:
-            raise Forbidden("the submitter of an as-built batch cannot review it (four eyes)")
-        if row["status"] != "submitted":
-            raise Conflict(
-                f"as-built batch {asbuilt_id} is {row['status']}, not waiting for review"
-            )
-        status = "reviewed" if body.decision == "accept" else "rejected"
-        conn.execute(
-            sa.text(
-                "UPDATE asbuilt SET status = :s, reviewed_by = :u, reviewed_at = now(), "
-                "review_note = :n WHERE id = :i"
-            ),
-            {"s": status, "u": user.name, "n": note, "i": asbuilt_id},
+        doc = asbuilt.review(
+            conn, asbuilt_id, user=user.name, accept=body.decision == "accept", note=body.note
         )
         audit(
             conn,
             user,
             "asbuilt-review",
             request,
-            params={"decision": body.decision, "note": note},
+            params={"decision": body.decision, "note": doc["review_note"]},
             affected=[f"asbuilt:{asbuilt_id}"],
         )
-        return _asbuilt_full(conn, asbuilt_id, base_url(request))
+    return _linked(doc, base_url(request))
 
 
 @router.post(
@@ -831,14 +662,15 @@ def commit_asbuilt(
     user: User = Depends(allow("edit")),
 ) -> JSONResponse:
     app = request.app
+
+    def finish(result: dict) -> dict:
+        with app.state.engine.connect() as c:
+            status = asbuilt.current_status(c, asbuilt_id)
+        return {**result, "asbuilt": {"id": asbuilt_id, "status": status}}
+
+    # The row lock makes "no commit running" and the new job one step for concurrent requests.
     with app.state.engine.begin() as conn:
-        row = _asbuilt_row(conn, asbuilt_id, lock=True)
-        if row["status"] != "reviewed":
-            hint = " (review it first)" if row["status"] == "submitted" else ""
-            raise Conflict(
-                f"as-built batch {asbuilt_id} is {row['status']}; only a reviewed batch "
-                f"can be committed{hint}"
-            )
+        batch = asbuilt.reviewed(conn, asbuilt_id)
         running = conn.execute(
             sa.text(
                 "SELECT id FROM job WHERE kind = 'asbuilt-commit' "
@@ -848,60 +680,22 @@ def commit_asbuilt(
         ).scalar()
         if running:
             raise Conflict(f"as-built batch {asbuilt_id} is being committed by job {running}")
-        stored = conn.execute(
-            sa.text("SELECT role, name, content FROM asbuilt_file WHERE asbuilt_id = :i"),
-            {"i": asbuilt_id},
-        ).all()
-        by_role = {r.role: r for r in stored}
-        if set(by_role) != {"points", "segments"}:
-            raise Conflict(f"as-built batch {asbuilt_id} lacks its stored tables")
-        opts = row["options"] or {}
-        options = ImportOptions(
-            opts.get("axis_order", "ne"),
-            opts.get("scope") or f"asbuilt:{asbuilt_id}",
-            opts.get("encoding", "auto"),
-            opts.get("columns") or {},
-            dry_run=False,
-        )
-        folder, files = _save(
-            [
-                (role, by_role[role].name, io.BytesIO(bytes(by_role[role].content)))
-                for role in ("points", "segments")
-            ]
-        )
-
-        def claim(tx: sa.Connection, report: Report) -> None:
-            done = tx.execute(
-                sa.text(
-                    "UPDATE asbuilt SET status = 'committed', committed_by = :u, "
-                    "committed_at = now(), batch_id = :b "
-                    "WHERE id = :i AND status = 'reviewed' RETURNING id"
-                ),
-                {"u": user.name, "b": report.batch_id, "i": asbuilt_id},
-            ).first()
-            if done is None:
-                raise Conflict(
-                    f"as-built batch {asbuilt_id} is no longer reviewed; nothing was applied"
-                )
-
-        def finish(result: dict) -> dict:
-            with app.state.engine.connect() as c:
-                status = c.execute(
-                    sa.text("SELECT status FROM asbuilt WHERE id = :i"), {"i": asbuilt_id}
-                ).scalar()
-            return {**result, "asbuilt": {"id": asbuilt_id, "status": status}}
-
         job_id = _submit_import_job(
             request,
             user,
             "asbuilt-commit",
-            folder,
-            files,
-            options,
+            batch.options,
+            [t.info for t in batch.tables],
+            lambda progress, before_commit: asbuilt.commit(
+                app.state.settings,
+                batch,
+                user=user.name,
+                progress=progress,
+                before_commit=before_commit,
+            ),
             affected=lambda batch_id: [f"asbuilt:{asbuilt_id}", str(batch_id)],
-            audit_extra={"name": row["name"]},
+            audit_extra={"name": batch.name},
             job_params={"asbuilt": asbuilt_id},
-            claim=claim,
             finish=finish,
         )
     return _submitted(request, user, job_id)

@@ -12,7 +12,8 @@ position becomes a marker in 3D:
 - ``POST /view/transform``: points from CRS84 to the twin CRS or back, with the ground there.
 - ``POST /view/proposal-shape`` (and ``GET /view/proposals/{id}/shape`` for a stored one): a
   proposal's pipes as the analyses read them (centrelines at their real heights, sizes), in
-  CRS84: drawn where the check puts them.
+  CRS84: drawn where the check puts them. Reading one holds a slot of :mod:`api.limits` and
+  keeps to the proposal budget of :mod:`analysis.proposal_input`, as a check does.
 - ``GET /view/search?q=``: pipes and points by id (prefix, any case) and roads by part of their
   name, for the search box's suggestions (the features API filters on exact values only).
 
@@ -32,7 +33,9 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.ground import GroundModel, load_ground
+from analysis.proposal_input import read_proposal
 from api.auth import User, allow
+from api.limits import work_limits
 from api.processes import Finite, ProposalDocument, geojson
 from twin.crs import transformer
 from twin.db import change_mark, twin_srid
@@ -214,11 +217,10 @@ class ProposalShapeBody(BaseModel):
 
 @router.post("/proposal-shape", summary="A proposal's pipes as the checks read them, in CRS84 with heights")
 def proposal_shape(body: ProposalShapeBody, request: Request, user: User = Depends(allow("read"))) -> dict:
-    from analysis.proposal_input import read_proposal
-
     settings = request.app.state.settings
     engine: sa.Engine = request.app.state.engine
-    net = read_proposal(geojson(body.proposal), settings, engine=engine)
+    with work_limits(request).slot(user.name):
+        net = read_proposal(geojson(body.proposal), settings, engine=engine)
     with engine.connect() as conn:
         crs = _crs(conn)
     return _shape(net, crs, settings)
@@ -231,8 +233,6 @@ def stored_proposal_shape(
     proposal_id: Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Stored proposal id.")],
     user: User = Depends(allow("read")),
 ) -> dict:
-    from analysis.proposal_input import read_proposal
-
     settings = request.app.state.settings
     engine: sa.Engine = request.app.state.engine
     with engine.connect() as conn:
@@ -240,7 +240,9 @@ def stored_proposal_shape(
         crs = _crs(conn)
     if doc is None:
         raise NotFound(f"no proposal {proposal_id}")
-    return _shape(read_proposal(doc, settings, engine=engine), crs, settings)
+    with work_limits(request).slot(user.name):
+        net = read_proposal(doc, settings, engine=engine)
+    return _shape(net, crs, settings)
 
 
 def _like(text: str) -> str:

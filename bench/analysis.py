@@ -5,10 +5,12 @@ Run with ``.venv/bin/python bench/analysis.py``. It
 1. reuses ``bench/out/district25`` (written by ``twin sample --scale 25`` when missing) and the
    schema ``bench_analysis`` (ingested when empty; both steps are guarded by the lock directory
    ``bench/out/district25.lock`` so two scripts never build them at once),
-2. times the whole-network collision + clearance scan (``analysis.clash.scan_network``; target
-   < 60 s), the proposal check of a 1 km pipe (< 200 ms), a cross-section across a road
-   (< 50 ms) and a profile over >= 2 km (< 100 ms): the median of repeated runs on a warm
-   connection pool, places spread over the district,
+2. times the whole-network collision + clearance scan (``analysis.scan.scan_network`` called
+   exactly as the server's ``network-scan`` process calls it, with that process's default
+   inputs; target < 60 s), the proposal check of a 1 km pipe (< 200 ms), a cross-section
+   across a road (< 50 ms) and a profile over >= 2 km (< 100 ms): the median of repeated runs
+   on a warm connection pool, places spread over the district (``--only-scan`` times the scan
+   alone, ``--skip-scan`` all but the scan),
 3. prints the figures and appends them to ``bench/RESULTS.md``.
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import subprocess
@@ -30,9 +31,14 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from analysis.profile import longitudinal_profile  # noqa: E402
+from analysis.proposal import check_proposal  # noqa: E402
+from analysis.scan import scan_network  # noqa: E402
+from analysis.section import cross_section  # noqa: E402
+from api.processes import NetworkScanInputs  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from twin.db import open_twin  # noqa: E402
-from twin.settings import get_settings  # noqa: E402
+from twin.settings import TwinSettings, get_settings  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SCHEMA = "bench_analysis"
@@ -101,51 +107,44 @@ def _roads(engine: sa.Engine, n: int, rng: np.random.Generator) -> list[tuple[fl
     return [tuple(map(float, rows[i])) for i in pick]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=25.0)
-    ap.add_argument("--runs", type=int, default=15, help="timed runs per query (median reported)")
-    ap.add_argument("--skip-scan", action="store_true", help="skip the whole-network scan")
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
-    args = ap.parse_args()
+def _time_section(engine: sa.Engine, settings: TwinSettings, roads: list, rng: np.random.Generator,
+                  runs: int) -> str:
+    """Cross-section: 50 m across a north-south road, somewhere along it."""
 
-    from analysis.profile import longitudinal_profile
-    from analysis.proposal import check_proposal
-    from analysis.section import cross_section
-
-    engine = _prepare(args.scale)
-    settings = get_settings(db_schema=SCHEMA)
-    with engine.connect() as conn:
-        n_seg = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
-    print(f"district: {n_seg:,} segments in schema {SCHEMA}", flush=True)
-    rng = np.random.default_rng(7)
-    roads = _roads(engine, args.runs + 1, rng)
-
-    # cross-section: 50 m across a north-south road, somewhere along it
     def section(i: int):
         x, y0, y1 = roads[i % len(roads)]
         y = float(rng.uniform(y0 + 100, y1 - 100)) + 0.37
         return cross_section(engine, f"{x - 25},{y},{x + 25},{y}", crs=settings.crs)
 
-    sec_ms, sec_max, secs = _median_ms(section, args.runs)
-    sec_pipes = statistics.median(len(s.pipes) for s in secs)
-    print(f"cross-section: median {sec_ms:.1f} ms (max {sec_max:.1f}), {sec_pipes:.0f} pipes cut", flush=True)
+    ms, worst, secs = _median_ms(section, runs)
+    pipes = statistics.median(len(s.pipes) for s in secs)
+    print(f"cross-section: median {ms:.1f} ms (max {worst:.1f}), {pipes:.0f} pipes cut", flush=True)
+    return (f"- cross-section, 50 m across a road: **{ms:.1f} ms** median (max {worst:.1f}), {pipes:.0f} pipes "
+            f"cut; target 50 ms {_met(ms, TARGETS_MS['section'])}")
 
-    # proposal: a 1 km DN300 water pipe 3 m east of a road centreline, 1.5 m deep
+
+def _time_proposal(engine: sa.Engine, settings: TwinSettings, roads: list, runs: int) -> str:
+    """Proposal check: a 1 km DN300 water pipe 3 m east of a road centreline, 1.5 m deep."""
+
     def proposal(i: int):
         x, y0, _y1 = roads[i % len(roads)]
         doc = {"type": "Feature", "properties": {"id": "BENCH", "utility": "JS", "size": "DN300", "depth_m": 1.5},
                "geometry": {"type": "LineString", "coordinates": [[x + 3, y0 + 200], [x + 3, y0 + 1200]]}}
         return check_proposal(engine, doc, settings)
 
-    prop_ms, prop_max, props = _median_ms(proposal, args.runs)
+    ms, worst, props = _median_ms(proposal, runs)
     findings = statistics.median(len(r.findings) for r in props)
     cands = statistics.median(r.candidates for r in props)
     stages = {k: round(statistics.median(r.timings_s[k] for r in props) * 1000, 1) for k in props[0].timings_s}
-    print(f"proposal check (1 km): median {prop_ms:.1f} ms (max {prop_max:.1f}), {cands:.0f} existing candidates, "
+    print(f"proposal check (1 km): median {ms:.1f} ms (max {worst:.1f}), {cands:.0f} existing candidates, "
           f"{findings:.0f} findings; stages ms {stages}", flush=True)
+    return (f"- proposal check, 1 km DN300 water pipe (read + candidates + collision/clearance/cover + section): "
+            f"**{ms:.1f} ms** median (max {worst:.1f}), {cands:.0f} existing candidates, {findings:.0f} "
+            f"findings; stages ms {stages}; target 200 ms {_met(ms, TARGETS_MS['proposal'])}")
 
-    # profile: along the water main of a road, >= 2 km between two of its cross points
+
+def _profile_ends(engine: sa.Engine, roads: list) -> list[tuple[str, str]]:
+    """Pairs of water cross points >= 2 km apart along the water main of each road."""
     pairs = []
     with engine.connect() as conn:
         for x, y0, y1 in roads:
@@ -161,51 +160,87 @@ def main() -> None:
                     break
     if not pairs:
         raise SystemExit("no pair of water cross points 2 km apart")
+    return pairs
+
+
+def _time_profile(engine: sa.Engine, settings: TwinSettings, roads: list, runs: int) -> str:
+    """Profile along the water main of a road, >= 2 km between two of its cross points."""
+    pairs = _profile_ends(engine, roads)
 
     def profile(i: int):
         a, b = pairs[i % len(pairs)]
         return longitudinal_profile(engine, a, b, crs=settings.crs)
 
-    prof_ms, prof_max, profs = _median_ms(profile, args.runs)
+    ms, worst, profs = _median_ms(profile, runs)
     plen = statistics.median(p.length_m for p in profs)
     pseg = statistics.median(len(p.segments) for p in profs)
     pcross = statistics.median(len(p.crossings) for p in profs)
     corridor = statistics.median(p.searched["corridor_attempts"][-1]["segments"] for p in profs)
-    print(f"profile (>= 2 km): median {prof_ms:.1f} ms (max {prof_max:.1f}), path {plen:.0f} m, {pseg:.0f} pipes, "
+    print(f"profile (>= 2 km): median {ms:.1f} ms (max {worst:.1f}), path {plen:.0f} m, {pseg:.0f} pipes, "
           f"{pcross:.0f} crossings, corridor {corridor:.0f} segments", flush=True)
+    return (f"- profile along a water main between cross points >= 2 km apart: **{ms:.1f} ms** median "
+            f"(max {worst:.1f}), path {plen:.0f} m, {pseg:.0f} pipes, {pcross:.0f} crossings, corridor "
+            f"{corridor:.0f} segments read; target 100 ms {_met(ms, TARGETS_MS['profile'])}")
 
-    scan = None
+
+def _time_scan(engine: sa.Engine, settings: TwinSettings) -> str:
+    """The whole-network scan, called as the server's ``network-scan`` process calls it."""
+    inputs = NetworkScanInputs()  # the process's default inputs
+
+    def progress(percent: int, message: str) -> None:
+        print(f"  scan {percent:3d}% {message}", flush=True)
+
+    t0 = time.perf_counter()
+    r = scan_network(engine, include=inputs.include, settings=settings, limit=inputs.limit, progress=progress)
+    wall = time.perf_counter() - t0
+    clash, clear = r["collision"]["counts"], r["clearance"]["counts"]
+    print(f"whole-network scan: {wall:.1f} s, workers {r['workers']}, timings {r['timings_s']}, "
+          f"clashes {clash}, clearance {clear}", flush=True)
+    total = r["timings_s"]["total"]
+    return (f"- whole-network collision + clearance scan (`analysis.scan.scan_network`, called as the server's "
+            f"`network-scan` process calls it: include {inputs.include}, limit {inputs.limit}, clearance in a "
+            f"forked process: {r['workers'] == 2}): **{total:.1f} s** {r['timings_s']}; {r['segments']:,} "
+            f"segments, {r['candidate_pairs']:,} candidate pairs, {clash['hard']:,} hard clashes, "
+            f"{clash['duplicate']:,} duplicates, {clear['horizontal']:,} horizontal and {clear['vertical']:,} "
+            f"vertical clearance violations; target 60 s {_met(total, 60.0)}")
+
+
+def _met(value: float, target: float) -> str:
+    return "met" if value <= target else "NOT met"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=25.0)
+    ap.add_argument("--runs", type=int, default=15, help="timed runs per query (median reported)")
+    ap.add_argument("--skip-scan", action="store_true", help="skip the whole-network scan")
+    ap.add_argument("--only-scan", action="store_true", help="time the whole-network scan only")
+    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = ap.parse_args()
+
+    engine = _prepare(args.scale)
+    settings = get_settings(db_schema=SCHEMA)
+    with engine.connect() as conn:
+        n_seg = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
+    print(f"district: {n_seg:,} segments in schema {SCHEMA}", flush=True)
+    lines = []
+    if not args.only_scan:
+        rng = np.random.default_rng(7)
+        roads = _roads(engine, args.runs + 1, rng)
+        lines += [_time_section(engine, settings, roads, rng, args.runs),
+                  _time_proposal(engine, settings, roads, args.runs),
+                  _time_profile(engine, settings, roads, args.runs)]
     if not args.skip_scan:
-        from analysis.clash import scan_network
-
-        t0 = time.perf_counter()
-        scan = scan_network(engine)
-        scan_s = time.perf_counter() - t0
-        print(f"whole-network scan: {scan_s:.1f} s {json.dumps(scan, ensure_ascii=False)}", flush=True)
-
-    status = {k: ("met" if v <= TARGETS_MS[k] else "NOT met") for k, v in
-              {"section": sec_ms, "proposal": prop_ms, "profile": prof_ms}.items()}
+        lines.append(_time_scan(engine, settings))
     engine.dispose()
     if args.no_record:
         return
+    what = "whole-network scan" if args.only_scan else "section, profile, proposal"
+    runs = "" if args.only_scan else f"; median of {args.runs} runs after one warm-up, places spread over the district"
     with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
-        f.write(
-            f"\n### analysis: section, profile, proposal, {dt.date.today().isoformat()}\n"
-            f"- machine: {machine()}\n"
-            f"- district: {n_seg:,} segments (schema `{SCHEMA}`, `bench/out/district25`); median of {args.runs} "
-            "runs after one warm-up, places spread over the district\n"
-            f"- cross-section, 50 m across a road: **{sec_ms:.1f} ms** median (max {sec_max:.1f}), "
-            f"{sec_pipes:.0f} pipes cut; target 50 ms {status['section']}\n"
-            f"- proposal check, 1 km DN300 water pipe (read + candidates + collision/clearance/cover + section): "
-            f"**{prop_ms:.1f} ms** median (max {prop_max:.1f}), {cands:.0f} existing candidates, {findings:.0f} "
-            f"findings; stages ms {stages}; target 200 ms {status['proposal']}\n"
-            f"- profile along a water main between cross points >= 2 km apart: **{prof_ms:.1f} ms** median "
-            f"(max {prof_max:.1f}), path {plen:.0f} m, {pseg:.0f} pipes, {pcross:.0f} crossings, corridor "
-            f"{corridor:.0f} segments read; target 100 ms {status['profile']}\n"
-            + (f"- whole-network collision + clearance scan (`scan_network`): **{scan['timings_s']['total']:.1f} s** "
-               f"{scan['timings_s']}; target 60 s {'met' if scan['timings_s']['total'] <= 60 else 'NOT met'}\n"
-               if scan else "")
-        )
+        f.write(f"\n### analysis: {what}, {dt.date.today().isoformat()}\n- machine: {machine()}\n"
+                f"- district: {n_seg:,} segments (schema `{SCHEMA}`, `bench/out/district25`){runs}\n"
+                + "".join(line + "\n" for line in lines))
 
 
 if __name__ == "__main__":

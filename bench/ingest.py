@@ -40,7 +40,7 @@ OGR_SCHEMA = "bench_ogr"
 
 
 def _drop(schema: str) -> None:
-    engine = make_engine(get_settings(db_schema=schema))
+    engine = make_engine(get_settings(db_schema=schema), admin=True)  # schemas are the admin's
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
@@ -99,7 +99,7 @@ def main() -> None:
     ogr_input = args.out / "segments_wkt.csv"
     _ogr_csv(points, segments, ogr_input)
     _drop(OGR_SCHEMA)
-    url = sa.engine.make_url(database_url(get_settings()))
+    url = sa.engine.make_url(database_url(get_settings(), admin=True))  # it creates its table
     pg = f"PG:host={url.host} port={url.port} dbname={url.database} user={url.username}"
     if url.password:
         pg += f" password={url.password}"

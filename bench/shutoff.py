@@ -95,7 +95,7 @@ def random_queries(model, n: int, rng: np.random.Generator, fail_share: float = 
 
 def net6_in_the_twin(layer: pd.DataFrame, tmp: Path) -> tuple[dict, object]:
     settings = get_settings(db_schema=SCHEMA)
-    engine = make_engine(settings)
+    engine = make_engine(settings, admin=True)  # the schema is the admin role's
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
     engine.dispose()

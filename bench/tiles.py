@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
     twin = str(BIN / "twin")
-    engine = make_engine(get_settings(db_schema=SCHEMA))
+    engine = make_engine(get_settings(db_schema=SCHEMA), admin=True)  # it drops the schema
 
     loaded = _schema_segments(engine) if args.reuse else 0
     if not loaded:

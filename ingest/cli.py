@@ -1,28 +1,34 @@
-"""``twin ingest ...`` and ``twin sample``: added to the twin command through entry points."""
+"""``twin ingest ...`` and ``twin sample``: added to the twin command through entry points.
+
+An applied import is audited (action ``import``, as ``TWIN_USER`` or the login name, role
+``cli``) inside the batch's own transaction, like the API's imports.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ingest.report import Report
-from twin.errors import TwinError
+from twin.audit import record_command
 from twin.settings import get_settings
 
-__all__ = ["app", "sample"]
+__all__ = ["app", "sample", "spinner", "finish", "print_report", "audited"]
 
 app = typer.Typer(help="Import survey data into the twin.", no_args_is_help=True)
 err = Console(stderr=True)
 
 
 @contextmanager
-def _progress(enabled: bool):
-    """A spinner naming the current stage, on a terminal only."""
+def spinner(enabled: bool) -> Iterator[Callable[[str], None] | None]:
+    """A spinner naming the current stage, on a terminal only: the ingest's ``progress``."""
     if not enabled or not err.is_terminal:
         yield None
         return
@@ -30,16 +36,36 @@ def _progress(enabled: bool):
         yield lambda msg: status.update(msg)
 
 
-def _finish(report: Report, as_json: bool) -> None:
+def finish(report: Report, as_json: bool, **extra: object) -> None:
+    """Print a batch's report (JSON, with ``extra`` keys, or tables); exit 1 when rejected."""
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2, default=str))
+        typer.echo(json.dumps({**report.as_dict(), **extra}, ensure_ascii=False, indent=2, default=str))
     else:
-        _print_report(report)
+        print_report(report)
     if report.status == "rejected":
         raise typer.Exit(code=1)
 
 
-def _print_report(report: Report) -> None:
+def audited(
+    command: str, action: str, params: dict, affected: Callable[[Report], list[str]] | None = None
+) -> Callable[[sa.Connection, Report], None]:
+    """A ``before_commit`` hook writing the batch's audit entry inside the batch's transaction.
+
+    The entry holds ``params``, the files' names, the outcome and counts; ``affected`` defaults
+    to the batch id.
+    """
+    user = get_settings().user_name
+
+    def hook(conn: sa.Connection, report: Report) -> None:
+        outcome = {"files": [f.get("name") for f in report.files], "status": report.status,
+                   "counts": report.counts, "errors": report.error_count, "warnings": report.warning_count}
+        record_command(conn, user, command, action, params={**params, **outcome},
+                       affected=affected(report) if affected else [str(report.batch_id)])
+
+    return hook
+
+
+def print_report(report: Report) -> None:
     out = Console()
     colour = {"applied": "green", "rejected": "red"}.get(report.status, "yellow")
     out.print(f"[bold {colour}]{report.status}[/]" + (f"  batch {report.batch_id}" if report.batch_id else ""))
@@ -80,15 +106,13 @@ def survey(
     from ingest.pipeline import ingest_survey
     from ingest.tables import load_column_mapping
 
-    try:
-        with _progress(not as_json) as step:
-            report = ingest_survey(points, segments, get_settings(), axis_order=axis_order, encoding=encoding,
-                                   mapping=load_column_mapping(columns), scope=scope, dry_run=dry_run,
-                                   progress=step)
-    except TwinError as exc:
-        err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-        raise typer.Exit(code=2) from None
-    _finish(report, as_json)
+    params = {"scope": scope, "axis_order": axis_order, "encoding": encoding,
+              "columns": str(columns) if columns else None}
+    with spinner(not as_json) as step:
+        report = ingest_survey(points, segments, get_settings(), axis_order=axis_order, encoding=encoding,
+                               mapping=load_column_mapping(columns), scope=scope, dry_run=dry_run,
+                               progress=step, before_commit=audited("ingest survey", "import", params))
+    finish(report, as_json)
 
 
 @app.command("epanet")
@@ -108,27 +132,25 @@ def epanet(
     from twin.errors import InputError
 
     settings = get_settings()
-    try:
-        with _progress(not as_json) as step:
-            try:
-                off = tuple(float(v) for v in offset.split(",")) if offset else None
-                if off is not None and len(off) != 2:
-                    raise InputError("--offset takes two numbers: EASTING,NORTHING")
-                tables = read_epanet(network, valves=valves, source_crs=crs, twin_crs=settings.crs,
-                                     offset=off if off is not None else "auto",
-                                     cover_m=cover if cover is not None else settings.default_cover_m)
-            except ValueError:
-                _finish(rejected_report(InputError("--offset takes two numbers: EASTING,NORTHING")), as_json)
-                return
-            except InputError as exc:
-                _finish(rejected_report(exc), as_json)
-                return
-            report = ingest_tables(tables, settings, scope=scope or f"epanet:{network.stem}",
-                                   check_long=False, progress=step)
-    except TwinError as exc:
-        err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-        raise typer.Exit(code=2) from None
-    _finish(report, as_json)
+    with spinner(not as_json) as step:
+        try:
+            off = tuple(float(v) for v in offset.split(",")) if offset else None
+            if off is not None and len(off) != 2:
+                raise InputError("--offset takes two numbers: EASTING,NORTHING")
+            tables = read_epanet(network, valves=valves, source_crs=crs, twin_crs=settings.crs,
+                                 offset=off if off is not None else "auto",
+                                 cover_m=cover if cover is not None else settings.default_cover_m)
+        except ValueError:
+            finish(rejected_report(InputError("--offset takes two numbers: EASTING,NORTHING")), as_json)
+            return
+        except InputError as exc:  # unreadable files: a rejected report, not an error
+            finish(rejected_report(exc), as_json)
+            return
+        scope = scope or f"epanet:{network.stem}"
+        params = {"scope": scope, "crs": crs, "offset": offset, "cover": cover}
+        report = ingest_tables(tables, settings, scope=scope, check_long=False, progress=step,
+                               before_commit=audited("ingest epanet", "import", params))
+    finish(report, as_json)
 
 
 def sample(

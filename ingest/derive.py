@@ -47,7 +47,7 @@ from twin import store
 from twin.crs import TwinCRS, twin_crs
 from twin.domain import GRAVITY_UTILITIES, parse_utility
 from twin.errors import Conflict, InputError, InvalidGeometry
-from twin.schema import edit_types
+from twin.schema import edit_types, names
 from twin.settings import TwinSettings, get_settings
 from twin.store import Edit
 
@@ -102,12 +102,11 @@ def _finite(value: float | None, what: str, *, low: float = -1e8, high: float = 
 # -- survey rows in, twin records out ---------------------------------------------------------
 def _point_row(node: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "point_id": node["id"], "map_id": node.get("map_id"),
-        "utility": node.get("subtype") or node["utility"], "feature": node.get("feature"),
-        "appurtenance": node.get("appurtenance"), "x": node["northing"], "y": node["easting"],
-        "ground_z": node["ground_z"], "depth": node.get("depth_m"), "well_depth": node.get("well_depth_m"),
-        "eccentric_well_id": node.get("eccentric_well_id"), "sheet": node.get("sheet"),
-        "survey_date": node.get("survey_date"), "remarks": node.get("remarks"),
+        "point_id": node["id"], "utility": node.get("subtype") or node["utility"],
+        "feature": node.get("feature"), "appurtenance": node.get("appurtenance"),
+        "x": node["northing"], "y": node["easting"], "ground_z": node["ground_z"],
+        "depth": node.get("depth_m"), "well_depth": node.get("well_depth_m"),
+        **{c: node.get(c) for c in names("node", surveyed=True)},
     }
 
 
@@ -132,11 +131,8 @@ def _segment_row(seg: Mapping[str, Any]) -> dict[str, Any]:
         "utility": seg.get("subtype") or seg.get("utility"),
         "from_depth": seg.get("from_depth_m"), "to_depth": seg.get("to_depth_m"),
         "from_elev": seg.get("from_elevation_m"), "to_elev": seg.get("to_elevation_m"),
-        "size": seg.get("size") or _size_text(seg), "material": seg.get("material"), "burial": seg.get("burial"),
-        "pressure": pressure, "cables": seg.get("cables"), "holes_total": seg.get("holes_total"),
-        "holes_used": seg.get("holes_used"), "casing": seg.get("casing"), "flow": seg.get("flow"),
-        "built": seg.get("built"), "owner": seg.get("owner"), "road": seg.get("road"),
-        "status": seg.get("status"), "remarks": seg.get("remarks"),
+        "size": seg.get("size") or _size_text(seg), "pressure": pressure, "status": seg.get("status"),
+        **{c: seg.get(c) for c in names("segment", surveyed=True)},
     }
 
 
@@ -216,8 +212,9 @@ def _segment_records(twin: _Twin, derived: _Derived, specs: Sequence[Mapping[str
         xy = np.array([(row["x1"], row["y1"]), *(spec.get("vertices") or []), (row["x2"], row["y2"])], dtype=float)
         z = _profile(xy, float(row["from_z"]), float(row["to_z"]), spec.get("reference_z"))
         rec = {c: row[c] for c, _ in TABLES["segment"].columns}
-        for c in ("cables", "holes_total", "holes_used", "built_year"):
-            rec[c] = None if pd.isna(rec[c]) else int(rec[c])
+        for c, sql_type in TABLES["segment"].columns:
+            if sql_type == "int4":
+                rec[c] = None if pd.isna(rec[c]) else int(rec[c])
         rec["geom"] = _ewkb(np.column_stack([xy, z]), twin.srid)
         out.append(rec)
     return out
@@ -555,7 +552,9 @@ def _retire(conn: sa.Connection, edit: Edit, kind: str, ids: Sequence[str], reas
 
 
 # -- merge -----------------------------------------------------------------------------------
-_SAME = ("utility", "subtype", "shape", "diameter_mm", "width_mm", "height_mm", "status")
+#: What two pipes must share to merge, and what the first pipe's value wins (with a warning).
+_SAME = names("segment", on_merge="same")
+_FIRST_WINS = names("segment", on_merge="first")
 
 
 def merge_segments(conn: sa.Connection, user: str, first: str, second: str, *, id: str | None = None,
@@ -631,8 +630,7 @@ def merge_segments(conn: sa.Connection, user: str, first: str, second: str, *, i
     edit.warnings = derived.warnings
     edit.warnings += [{"code": "merge", "severity": "warning", "kind": "segment", "ids": [first, second],
                        "message": f"{col} differs ({a[col]!r} vs {b[col]!r}): {first}'s is kept"}
-                      for col in ("burial", "pressure_mpa", "voltage_kv", "built", "owner", "road", "remarks")
-                      if a[col] != b[col]]
+                      for col in _FIRST_WINS if a[col] != b[col]]
     attrs = (revive.attrs if revive is not None
              else {**{k: v for k, v in a["attrs"].items() if k != "split_from"}, "merged_from": [first, second]})
     _retire(conn, edit, "segment", [first, second], f"merged into {merged_id}")

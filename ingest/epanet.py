@@ -44,6 +44,8 @@ from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
+from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from ingest.tables import (
     POINT_COLUMNS,
@@ -54,6 +56,7 @@ from ingest.tables import (
     _sha256,
     read_input,
 )
+from twin.crs import transformer
 from twin.errors import InputError
 
 __all__ = ["read_epanet", "read_valve_layer", "default_offset", "DISTRICT_CENTRE", "FLOW_UNITS"]
@@ -257,13 +260,10 @@ def default_offset(xy: Iterable[tuple[float, float]] | np.ndarray, twin_crs: str
 
 
 def _inside_area_of_use(point: np.ndarray, crs_text: str) -> bool:
-    from pyproj import CRS, Transformer
-
-    crs = CRS.from_user_input(crs_text)
-    area = crs.area_of_use
+    area = CRS.from_user_input(crs_text).area_of_use
     if area is None:
         return True
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(point[0], point[1])
+    lon, lat = transformer(crs_text, "EPSG:4326").transform(point[0], point[1])
     return bool(area.west <= lon <= area.east and area.south <= lat <= area.north)
 
 
@@ -271,9 +271,6 @@ def _transform(x: np.ndarray, y: np.ndarray, source_crs: str | None, twin_crs: s
                ) -> tuple[np.ndarray, np.ndarray]:
     if source_crs is None:
         return x, y
-    from pyproj import CRS, Transformer
-    from pyproj.exceptions import CRSError
-
     try:
         src = CRS.from_user_input(source_crs)
         dst = CRS.from_user_input(twin_crs)
@@ -281,8 +278,7 @@ def _transform(x: np.ndarray, y: np.ndarray, source_crs: str | None, twin_crs: s
         raise InputError(f"not a coordinate reference system: {exc}") from exc
     if src == dst:
         return x, y
-    tr = Transformer.from_crs(src, dst, always_xy=True)
-    ex, ny = tr.transform(x, y)
+    ex, ny = transformer(source_crs, twin_crs).transform(x, y)
     ex, ny = np.asarray(ex, dtype=float), np.asarray(ny, dtype=float)
     bad = ~(np.isfinite(ex) & np.isfinite(ny)) & np.isfinite(x) & np.isfinite(y)
     if bad.any():
@@ -348,11 +344,36 @@ def read_epanet(
         raise InputError(f"cover depth {cover_m!r} must be a non-negative number of metres")
     inp = _Inp(path.name)
     sec = _split_sections(text, inp)
-    units, us, lps = _units(sec, inp)
+    _, us, lps = _units(sec, inp)
     length_m = _FOOT if us else 1.0
     diam_mm = _INCH_MM if us else 1.0
 
-    # ---- nodes
+    nodes, j_demand = _nodes(sec, inp, length_m, lps)
+    links = _links(sec, inp, pd.Index(nodes["id"]), diam_mm)
+    link_pos = pd.Series(np.arange(len(links)), index=pd.Index(links["id"]))
+    pump_closed = _apply_status(sec["STATUS"], links, link_pos, inp)
+    east, north, vertices = _coordinates(sec, inp, nodes, link_pos, source_crs, twin_crs, offset)
+    cover = float(cover_m)
+    points = _point_table(nodes, east, north, cover)
+    segments = _segment_table(links, pump_closed, vertices, cover)
+    sources = _sources(nodes)
+    customers = _customers(sec, inp, pd.Index(nodes["id"]), j_demand, lps)
+
+    files = [FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=encoding,
+                      rows=len(nodes) + len(links))]
+    valve_frame = None
+    if valves is not None:
+        valve_frame, vinfo = read_valve_layer(Path(valves), segments)
+        files.append(vinfo)
+    return SurveyTables(points=points, segments=segments, points_file=path.name,
+                        segments_file=path.name, files=files, valves=valve_frame,
+                        sources=sources, customers=customers, kind="epanet")
+
+
+def _nodes(sec: dict[str, _Section], inp: _Inp, length_m: float, lps: float
+           ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Junctions, reservoirs and tanks (id, type, elevation in metres, line), and the
+    junctions' base demands (L/s)."""
     junc, res, tank = sec["JUNCTIONS"], sec["RESERVOIRS"], sec["TANKS"]
     j_elev = _numbers(junc, 1, "elevation", inp) * length_m
     j_demand = _numbers(junc, 2, "demand", inp, optional=True) * lps
@@ -370,9 +391,12 @@ def read_epanet(
     _unique(nodes["id"], nodes["line"].to_numpy(), "node", inp)
     if nodes.empty:
         raise inp.error(None, "the network has no junctions, reservoirs or tanks")
-    node_index = pd.Index(nodes["id"])
+    return nodes, j_demand
 
-    # ---- links
+
+def _links(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, diam_mm: float) -> pd.DataFrame:
+    """Pipes, pumps and valves (id, ends, type, diameter in mm, line, closed, cv, valve type),
+    checked: positive diameters, known valve types, unique ids, known end nodes, no loops."""
     pipes, pumps, vals = sec["PIPES"], sec["PUMPS"], sec["VALVES"]
     p_len = _numbers(pipes, 3, "length", inp)
     p_mm = _numbers(pipes, 4, "diameter", inp) * diam_mm
@@ -408,6 +432,12 @@ def read_epanet(
     if links.empty:
         raise inp.error(None, "the network has no pipes, pumps or valves")
     _unique(links["id"], links["line"].to_numpy(), "link", inp)
+    _check_link_ends(links, node_index, inp)
+    return links
+
+
+def _check_link_ends(links: pd.DataFrame, node_index: pd.Index, inp: _Inp) -> None:
+    """Every link joins two different known nodes."""
     for end in ("from", "to"):
         unknown = ~links[end].isin(node_index).to_numpy()
         if unknown.any():
@@ -419,11 +449,11 @@ def read_epanet(
         j = int(np.flatnonzero(loop)[0])
         raise inp.error(links["line"].iloc[j], f"{links['type'].iloc[j]} {links['id'].iloc[j]!r} "
                         f"starts and ends at node {links['from'].iloc[j]!r}")
-    link_pos = pd.Series(np.arange(len(links)), index=pd.Index(links["id"]))
 
-    # ---- [STATUS]
+
+def _apply_status(st: _Section, links: pd.DataFrame, link_pos: pd.Series, inp: _Inp) -> np.ndarray:
+    """Apply ``[STATUS]`` to ``links["closed"]``; returns which pumps start closed."""
     pump_closed = np.zeros(len(links), dtype=bool)
-    st = sec["STATUS"]
     if len(st):
         pos = st.col(0).map(link_pos)
         unknown = pos.isna().to_numpy()
@@ -442,12 +472,19 @@ def read_epanet(
             elif v in ("OPEN", "CLOSED"):
                 pump_closed[p] = v == "CLOSED"
         links["closed"] = closed
+    return pump_closed
 
-    # ---- coordinates and vertices
+
+def _coordinates(sec: dict[str, _Section], inp: _Inp, nodes: pd.DataFrame, link_pos: pd.Series,
+                 source_crs: str | None, twin_crs: str,
+                 offset: tuple[float, float] | Literal["auto"]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Node eastings and northings and each link's vertices (list of (easting, northing) or
+    None), transformed to the twin CRS and shifted by the offset."""
     coords = sec["COORDINATES"]
     cx = _numbers(coords, 1, "X-coordinate", inp)
     cy = _numbers(coords, 2, "Y-coordinate", inp)
-    cpos = coords.col(0).map(pd.Series(np.arange(len(nodes)), index=node_index))
+    cpos = coords.col(0).map(pd.Series(np.arange(len(nodes)), index=pd.Index(nodes["id"])))
     unknown = cpos.isna().to_numpy()
     if unknown.any():
         j = int(np.flatnonzero(unknown)[0])
@@ -481,17 +518,19 @@ def read_epanet(
     allx = allx + de
     ally = ally + dn
     east, north = allx[: len(nodes)], ally[: len(nodes)]
-    vertices = _objects(len(links))
+    vertices = _objects(len(link_pos))
     if len(vert):
         vframe = pd.DataFrame({"pos": vpos.to_numpy(dtype=int),
                                "xy": list(zip(allx[len(nodes):].tolist(), ally[len(nodes):].tolist(),
                                               strict=True))})
         grouped = vframe.groupby("pos", sort=False)["xy"].agg(list)
         vertices[grouped.index.to_numpy()] = grouped.tolist()
+    return east, north, vertices
 
-    # ---- points
+
+def _point_table(nodes: pd.DataFrame, east: np.ndarray, north: np.ndarray, cover: float) -> pd.DataFrame:
+    """One survey point per node; the pipe tops at the node's elevation, ``cover`` below ground."""
     n = len(nodes)
-    cover = float(cover_m)
     points = pd.DataFrame({c: _objects(n) for c in POINT_COLUMNS})
     points["point_id"] = nodes["id"].to_numpy()
     points["utility"] = _objects(n, "JS")
@@ -504,9 +543,11 @@ def read_epanet(
     points["remarks"] = nodes["type"].map(lambda t: f"EPANET {t}").to_numpy()
     points = _nullify(points)
     points["_row"] = nodes["line"].to_numpy()
+    return points
 
-    # ---- segments
-    m = len(links)
+
+def _link_mm(links: pd.DataFrame) -> np.ndarray:
+    """Diameter (mm) of each link; a pump takes the largest pipe at either end (else DN300)."""
     pipe_links = links[links["type"] == "pipe"]
     node_mm = pd.concat([
         pd.DataFrame({"node": pipe_links["from"], "mm": pipe_links["mm"]}),
@@ -517,9 +558,15 @@ def read_epanet(
                       links["to"].map(node_mm).to_numpy(dtype=float))
     mm = links["mm"].to_numpy(dtype=float).copy()
     mm[is_pump] = np.where(np.isnan(pump_mm[is_pump]), _DEFAULT_PUMP_MM, pump_mm[is_pump])
-    remarks = _objects(m)
+    return mm
+
+
+def _link_remarks(links: pd.DataFrame, pump_closed: np.ndarray) -> np.ndarray:
+    """备注 of each link: check valve, pump, valve type and normally closed."""
+    remarks = _objects(len(links))
     types = links["type"].to_numpy()
     closed = links["closed"].to_numpy(dtype=bool)
+    is_pump = types == "pump"
     remarks[types == "pipe"] = None
     remarks[(types == "pipe") & links["cv"].to_numpy()] = "check valve (CV)"
     remarks[is_pump] = "pump"
@@ -528,7 +575,13 @@ def read_epanet(
     remarks[is_valve] = ("valve " + links["vtype"][is_valve].astype(str)).to_numpy()
     remarks[closed & (types == "pipe")] = "normally closed"
     remarks[closed & is_valve] = remarks[closed & is_valve] + "; normally closed"
+    return remarks
 
+
+def _segment_table(links: pd.DataFrame, pump_closed: np.ndarray, vertices: np.ndarray,
+                   cover: float) -> pd.DataFrame:
+    """One survey segment per link, with ``link_type``, ``normally_closed`` and ``vertices``."""
+    m = len(links)
     segments = pd.DataFrame({c: _objects(m) for c in SEGMENT_COLUMNS})
     segments["id"] = links["id"].to_numpy()
     segments["from_id"] = links["from"].to_numpy()
@@ -536,24 +589,32 @@ def read_epanet(
     segments["utility"] = _objects(m, "JS")
     segments["from_depth"] = _objects(m, repr(cover))
     segments["to_depth"] = _objects(m, repr(cover))
-    segments["size"] = _dn(mm)
+    segments["size"] = _dn(_link_mm(links))
     segments["status"] = _objects(m, "active")
-    segments["remarks"] = remarks
+    segments["remarks"] = _link_remarks(links, pump_closed)
     segments = _nullify(segments)
     segments["_row"] = links["line"].to_numpy()
     segments["link_type"] = pd.Series(links["type"].to_numpy(), dtype=object)
-    segments["normally_closed"] = closed
+    segments["normally_closed"] = links["closed"].to_numpy(dtype=bool)
     segments["vertices"] = vertices
+    return segments
 
-    # ---- sources and customers
+
+def _sources(nodes: pd.DataFrame) -> pd.DataFrame:
+    """Reservoirs and tanks as sources."""
     src_mask = nodes["type"].isin(["reservoir", "tank"]).to_numpy()
-    sources = pd.DataFrame({
+    return pd.DataFrame({
         "node_id": nodes["id"][src_mask].to_numpy(),
         "kind": nodes["type"][src_mask].to_numpy(),
         "id": ("SRC-" + nodes["id"][src_mask]).to_numpy(),
         "name": nodes["id"][src_mask].to_numpy(),
     }, dtype=object)
-    demand = pd.Series(j_demand, index=pd.Index(junc.col(0), dtype=object))
+
+
+def _customers(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, j_demand: np.ndarray,
+               lps: float) -> pd.DataFrame:
+    """Junctions with a positive base demand (L/s); ``[DEMANDS]`` replaces ``[JUNCTIONS]``'."""
+    demand = pd.Series(j_demand, index=pd.Index(sec["JUNCTIONS"].col(0), dtype=object))
     dem = sec["DEMANDS"]
     if len(dem):
         values = _numbers(dem, 1, "demand", inp) * lps
@@ -567,7 +628,7 @@ def read_epanet(
         summed = summed[summed.index.isin(demand.index)]  # demands on tanks/reservoirs: ignored
         demand.loc[summed.index] = summed.to_numpy()
     cust = demand[demand > 0]
-    customers = pd.DataFrame({
+    return pd.DataFrame({
         "node_id": pd.Series(cust.index, dtype=object),
         "id": pd.Series("C-" + cust.index.astype(str), dtype=object),
         "name": pd.Series(cust.index, dtype=object),
@@ -575,16 +636,6 @@ def read_epanet(
         "critical": np.zeros(len(cust), dtype=bool),
         "demand": cust.to_numpy(dtype=float),
     })
-
-    files = [FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=encoding,
-                      rows=n + m)]
-    valve_frame = None
-    if valves is not None:
-        valve_frame, vinfo = read_valve_layer(Path(valves), segments)
-        files.append(vinfo)
-    return SurveyTables(points=points, segments=segments, points_file=path.name,
-                        segments_file=path.name, files=files, valves=valve_frame,
-                        sources=sources, customers=customers, kind="epanet")
 
 
 def _pipe_status(pipes: _Section, inp: _Inp) -> np.ndarray:
@@ -640,14 +691,7 @@ def read_valve_layer(path: Path, segments: pd.DataFrame) -> tuple[pd.DataFrame, 
     path = Path(path)
     data = read_input(path, "valve file")
     text, encoding = _decode(data, "auto", path)
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                            skipinitialspace=True, skip_blank_lines=False)
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise InputError(f"{path.name}: not a readable CSV table: {exc}", code="F003") from exc
-    rows = np.arange(2, len(frame) + 2)
-    blank = (frame == "").all(axis=1).to_numpy() if len(frame.columns) else np.ones(len(frame), bool)
-    frame, rows = frame[~blank].reset_index(drop=True), rows[~blank]
+    frame, rows = _valve_rows(text, path.name)
     header = {str(c).replace("\ufeff", "").strip().lower(): c for c in frame.columns}
     pipe_col = header.get("pipe", header.get("link"))
     node_col = header.get("node")
@@ -656,44 +700,8 @@ def read_valve_layer(path: Path, segments: pd.DataFrame) -> tuple[pd.DataFrame, 
                          f"found {', '.join(map(str, frame.columns))}", code="F001")
     pipe = frame[pipe_col].astype(str).str.strip()
     node = frame[node_col].astype(str).str.strip()
-    empty = ((pipe == "") | (node == "")).to_numpy()
-    if empty.any():
-        j = int(np.flatnonzero(empty)[0])
-        raise InputError(f"{path.name} row {int(rows[j])}: pipe and node must both be given",
-                         code="F003")
-    ends = segments.set_index("id")[["from_id", "to_id"]]
-    known = pipe.isin(ends.index).to_numpy()
-    if not known.all():
-        j = int(np.flatnonzero(~known)[0])
-        raise InputError(f"{path.name} row {int(rows[j])}: pipe {pipe.iloc[j]!r} is not a link of "
-                         f"the network" + _more(int((~known).sum())), code="F003")
-    a = pipe.map(ends["from_id"])
-    b = pipe.map(ends["to_id"])
-    touches = ((node == a) | (node == b)).to_numpy()
-    if not touches.all():
-        j = int(np.flatnonzero(~touches)[0])
-        raise InputError(f"{path.name} row {int(rows[j])}: node {node.iloc[j]!r} is not an end of pipe "
-                         f"{pipe.iloc[j]!r} (its ends are {a.iloc[j]!r} and {b.iloc[j]!r})"
-                         + _more(int((~touches).sum())), code="F003")
-    pairs = pd.DataFrame({"p": pipe, "n": node})
-    dup = pairs.duplicated().to_numpy()
-    if dup.any():
-        j = int(np.flatnonzero(dup)[0])
-        first = int(rows[int(np.flatnonzero(((pipe == pipe.iloc[j]) & (node == node.iloc[j])).to_numpy())[0])])
-        raise InputError(f"{path.name} row {int(rows[j])}: a valve on pipe {pipe.iloc[j]!r} at node "
-                         f"{node.iloc[j]!r} is already on row {first}", code="F003")
-    id_col = header.get("id", header.get("valve"))
-    if id_col is not None:
-        ids = frame[id_col].astype(str).str.strip()
-        generated = pd.Series([f"V{i}" for i in range(1, len(frame) + 1)], dtype=object)
-        ids = ids.where(ids != "", generated)
-        dupid = ids.duplicated().to_numpy()
-        if dupid.any():
-            j = int(np.flatnonzero(dupid)[0])
-            raise InputError(f"{path.name} row {int(rows[j])}: valve id {ids.iloc[j]!r} is repeated",
-                             code="F003")
-    else:
-        ids = pd.Series([f"V{i}" for i in range(1, len(frame) + 1)], dtype=object)
+    _check_valve_places(pipe, node, rows, segments, path.name)
+    ids = _valve_ids(frame, header.get("id", header.get("valve")), rows, path.name)
     operable = (_flag(frame[header["operable"]], True, "operable", rows, path.name)
                 if "operable" in header else np.ones(len(frame), dtype=bool))
     nc_col = header.get("normally_closed", header.get("normallyclosed"))
@@ -713,3 +721,61 @@ def read_valve_layer(path: Path, segments: pd.DataFrame) -> tuple[pd.DataFrame, 
     info = FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=encoding,
                     rows=len(out))
     return out, info
+
+
+def _valve_rows(text: str, name: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The valve layer's non-blank rows (all text) and their 1-based row numbers in the file."""
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                            skipinitialspace=True, skip_blank_lines=False)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"{name}: not a readable CSV table: {exc}", code="F003") from exc
+    rows = np.arange(2, len(frame) + 2)
+    blank = (frame == "").all(axis=1).to_numpy() if len(frame.columns) else np.ones(len(frame), bool)
+    return frame[~blank].reset_index(drop=True), rows[~blank]
+
+
+def _check_valve_places(pipe: pd.Series, node: pd.Series, rows: np.ndarray, segments: pd.DataFrame,
+                        name: str) -> None:
+    """Each valve names a link of the network and one of its ends, once."""
+    empty = ((pipe == "") | (node == "")).to_numpy()
+    if empty.any():
+        j = int(np.flatnonzero(empty)[0])
+        raise InputError(f"{name} row {int(rows[j])}: pipe and node must both be given",
+                         code="F003")
+    ends = segments.set_index("id")[["from_id", "to_id"]]
+    known = pipe.isin(ends.index).to_numpy()
+    if not known.all():
+        j = int(np.flatnonzero(~known)[0])
+        raise InputError(f"{name} row {int(rows[j])}: pipe {pipe.iloc[j]!r} is not a link of "
+                         f"the network" + _more(int((~known).sum())), code="F003")
+    a = pipe.map(ends["from_id"])
+    b = pipe.map(ends["to_id"])
+    touches = ((node == a) | (node == b)).to_numpy()
+    if not touches.all():
+        j = int(np.flatnonzero(~touches)[0])
+        raise InputError(f"{name} row {int(rows[j])}: node {node.iloc[j]!r} is not an end of pipe "
+                         f"{pipe.iloc[j]!r} (its ends are {a.iloc[j]!r} and {b.iloc[j]!r})"
+                         + _more(int((~touches).sum())), code="F003")
+    pairs = pd.DataFrame({"p": pipe, "n": node})
+    dup = pairs.duplicated().to_numpy()
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        first = int(rows[int(np.flatnonzero(((pipe == pipe.iloc[j]) & (node == node.iloc[j])).to_numpy())[0])])
+        raise InputError(f"{name} row {int(rows[j])}: a valve on pipe {pipe.iloc[j]!r} at node "
+                         f"{node.iloc[j]!r} is already on row {first}", code="F003")
+
+
+def _valve_ids(frame: pd.DataFrame, id_col: str | None, rows: np.ndarray, name: str) -> pd.Series:
+    """Valve ids from the ``id`` column, ``V<row>`` where it is empty or absent; unique."""
+    generated = pd.Series([f"V{i}" for i in range(1, len(frame) + 1)], dtype=object)
+    if id_col is None:
+        return generated
+    ids = frame[id_col].astype(str).str.strip()
+    ids = ids.where(ids != "", generated)
+    dupid = ids.duplicated().to_numpy()
+    if dupid.any():
+        j = int(np.flatnonzero(dupid)[0])
+        raise InputError(f"{name} row {int(rows[j])}: valve id {ids.iloc[j]!r} is repeated",
+                         code="F003")
+    return ids

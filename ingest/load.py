@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from ingest.prepare import Prepared
 from ingest.report import Report
+from twin.schema import KINDS, sql_columns
 
 __all__ = ["apply_batch", "TABLES", "ewkb_points", "ewkb_lines"]
 
@@ -35,41 +36,9 @@ class TableSpec:
     columns: tuple[tuple[str, str], ...]
 
 
-TABLES: dict[str, TableSpec] = {
-    "node": TableSpec(
-        "node",
-        (("id", "text"), ("map_id", "text"), ("utility", "text"), ("subtype", "text"),
-         ("feature", "text"), ("appurtenance", "text"), ("ground_z", "float8"), ("depth_m", "float8"),
-         ("well_depth_m", "float8"), ("well_bottom_z", "float8"), ("eccentric_well_id", "text"),
-         ("sheet", "text"), ("survey_date", "text"), ("remarks", "text")),
-    ),
-    "segment": TableSpec(
-        "segment",
-        (("id", "text"), ("from_node", "text"), ("to_node", "text"), ("utility", "text"),
-         ("subtype", "text"), ("shape", "text"), ("diameter_mm", "float8"), ("width_mm", "float8"),
-         ("height_mm", "float8"), ("size_text", "text"), ("material", "text"), ("burial", "text"),
-         ("pressure_mpa", "float8"), ("voltage_kv", "float8"), ("cables", "int4"),
-         ("holes_total", "int4"), ("holes_used", "int4"), ("casing", "text"), ("flow", "text"),
-         ("built_year", "int4"), ("built", "text"), ("owner", "text"), ("road", "text"),
-         ("remarks", "text"), ("status", "text"), ("depth_reference", "text"),
-         ("from_depth_m", "float8"), ("to_depth_m", "float8"), ("from_z", "float8"), ("to_z", "float8"),
-         ("length_m", "float8")),
-    ),
-    "valve": TableSpec(
-        "valve",
-        (("id", "text"), ("segment_id", "text"), ("node_id", "text"), ("utility", "text"), ("kind", "text"),
-         ("operable", "bool"), ("normally_closed", "bool")),
-    ),
-    "source": TableSpec(
-        "source",
-        (("id", "text"), ("node_id", "text"), ("utility", "text"), ("kind", "text"), ("name", "text")),
-    ),
-    "customer": TableSpec(
-        "customer",
-        (("id", "text"), ("node_id", "text"), ("utility", "text"), ("name", "text"), ("kind", "text"),
-         ("critical", "bool"), ("demand", "float8")),
-    ),
-}
+#: What the loader writes of each versioned table: the catalogue's content columns (twin.schema).
+TABLES: dict[str, TableSpec] = {kind: TableSpec(kind, sql_columns(kind)) for kind in KINDS}
+
 
 # EWKB: byte order 1 (little endian), type with the Z (0x80000000) and SRID (0x20000000) flags.
 _POINTZ = 0x80000000 | 0x20000000 | 1

@@ -1,13 +1,20 @@
-"""Ingest as a library: read, check, derive, load; one report per batch."""
+"""Ingest as a library: read, check, derive, load; one report per batch.
+
+A batch lands in one transaction or not at all: a database failure while it loads is a
+:class:`twin.errors.DatabaseError` saying it was rolled back.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import getpass
+import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 
 from ingest.load import apply_batch
@@ -16,12 +23,34 @@ from ingest.report import CHECKS, Report
 from ingest.tables import SurveyTables, read_survey
 from twin.crs import twin_crs
 from twin.db import open_twin
-from twin.errors import InputError
+from twin.errors import DatabaseError, InputError
 from twin.settings import TwinSettings
 
-__all__ = ["ingest_survey", "ingest_tables", "rejected_report", "Progress"]
+__all__ = ["ImportOptions", "ingest_survey", "ingest_tables", "rejected_report", "Progress"]
+
+log = logging.getLogger("pipetwin.ingest")
 
 Progress = Callable[[str], None]
+
+
+@dataclass
+class ImportOptions:
+    """How to read and where to put a survey: what :func:`ingest_survey` needs besides the files."""
+
+    axis_order: str = "ne"
+    scope: str = "survey"
+    encoding: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def params(self) -> dict:
+        """The options as recorded on jobs, audit entries and as-built batches."""
+        return dataclasses.asdict(self)
+
+    def survey_kwargs(self) -> dict:
+        """The options as keyword arguments of :func:`ingest_survey`."""
+        return {"axis_order": self.axis_order, "encoding": self.encoding, "mapping": self.columns,
+                "scope": self.scope, "dry_run": self.dry_run}
 
 
 def rejected_report(exc: InputError) -> Report:
@@ -63,15 +92,25 @@ def ingest_tables(
         report.status = "checked"
         return report
     t1 = time.perf_counter()
+    user = settings.user_name
     engine = open_twin(settings)
     try:
-        apply_batch(engine, prepared, srid=crs.srid, kind=tables.kind, scope=scope,
-                    user=settings.user or getpass.getuser(), files=report.files, report=report,
-                    progress=step, before_commit=before_commit)
+        apply_batch(engine, prepared, srid=crs.srid, kind=tables.kind, scope=scope, user=user,
+                    files=report.files, report=report, progress=step, before_commit=before_commit)
+    except (sa.exc.SQLAlchemyError, psycopg.Error) as exc:  # the loader also uses psycopg directly
+        log.exception("import by %s failed in the database", user)
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise DatabaseError(f"the import failed in the database and was rolled back: {first}") from exc
     finally:
         engine.dispose()
     report.seconds["load"] = time.perf_counter() - t1
     return report
+
+
+def _file_info(path: Path) -> dict:
+    """Name, size and digest of a file the ingest could not read as a table."""
+    data = path.read_bytes()
+    return {"name": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def ingest_survey(
@@ -87,7 +126,7 @@ def ingest_survey(
     progress: Progress | None = None,
     before_commit: Callable[[sa.Connection, Report], None] | None = None,
 ) -> Report:
-    """Ingest the CJJ 61 two-table format; malformed files give a rejected report."""
+    """Ingest the CJJ 61 two-table format; malformed files give a rejected report naming them."""
     if axis_order not in ("ne", "en"):
         raise InputError(f"axis order must be 'ne' or 'en', not {axis_order!r}")
     t0 = time.perf_counter()
@@ -95,7 +134,9 @@ def ingest_survey(
     try:
         tables = read_survey(points, segments, encoding=encoding, mapping=mapping)
     except InputError as exc:
-        return rejected_report(exc)
+        report = rejected_report(exc)
+        report.files = [_file_info(p) for p in (points, segments) if p.is_file()]
+        return report
     read_s = time.perf_counter() - t0
     report = ingest_tables(tables, settings, axis_order=axis_order, scope=scope, dry_run=dry_run,
                            progress=progress, before_commit=before_commit)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
 
 from ingest.report import Report
 from ingest.tables import SurveyTables
-from twin.crs import TwinCRS
+from twin.crs import TwinCRS, transformer
 from twin.domain import (
     FEATURE_DEGREE,
     GRAVITY_UTILITIES,
@@ -31,6 +29,7 @@ from twin.domain import (
     parse_sizes,
     parse_utility,
 )
+from twin.schema import names
 from twin.settings import TwinSettings
 
 __all__ = ["Prepared", "prepare", "CRITICAL_WORDS", "INOPERABLE_WORDS", "NORMALLY_CLOSED_WORDS"]
@@ -148,7 +147,7 @@ def _prepare_points(tables: SurveyTables, crs: TwinCRS, axis_order: str, report:
     both = p["feature"].notna().to_numpy() & p["appurtenance"].notna().to_numpy()
     report.add_rows("W107", both, p, f, "a point has a feature or an appurtenance, not both", ("point_id",))
     out["feature"], out["appurtenance"] = feature, appurtenance
-    for col in ("map_id", "eccentric_well_id", "sheet", "survey_date", "remarks"):
+    for col in names("node", surveyed=True):
         out[col] = p[col]
 
     dup = out["id"].notna() & out["id"].duplicated(keep=False)
@@ -165,7 +164,7 @@ def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd
     finite = np.isfinite(easting) & np.isfinite(northing)
     if area is None or not finite.any():
         return
-    to_geo = _to_geographic(crs.crs)
+    to_geo = transformer(crs.crs, "EPSG:4326")
     lon, lat = to_geo.transform(easting, northing)
     margin = 1.0  # degrees: survey data at a zone edge may overlap the next zone a little
     outside = finite & ~(
@@ -184,83 +183,132 @@ def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd
                         lambda r: f"X={r['x']} Y={r['y']} lies outside {crs.crs.name}{hint}", ("point_id",))
 
 
-@lru_cache(maxsize=8)
-def _to_geographic(crs: CRS) -> Transformer:
-    """Twin CRS -> lon/lat; built once per CRS (building one costs more than a small batch's checks)."""
-    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-
-
 # -- segments -------------------------------------------------------------------------------
+_SEGMENT_IDS = ("from_id", "to_id")
+
+
+@dataclass
+class _Heights:
+    """Per-segment heights at both ends, from the segment table and its points."""
+
+    ground: tuple[np.ndarray, np.ndarray]  # ground_z of the end points
+    point_depth: tuple[np.ndarray, np.ndarray]  # depth given on the end points
+    reference: tuple[np.ndarray, np.ndarray]  # elevation at the depth reference (top or invert)
+    depth: tuple[np.ndarray, np.ndarray]  # depth to the reference
+    centre: tuple[np.ndarray, np.ndarray]  # z of the pipe's centre
+
+
 def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinSettings, report: Report,
                       *, check_long: bool, network_model: bool = False) -> pd.DataFrame:
+    """Typed segments from the survey's segment table, checked, with their 3D ends."""
     s = tables.segments
     f = tables.segments_file
     for col in ("from_id", "to_id", "size"):
-        report.add_rows("E102", s[col].isna(), s, f, f"empty {col}", ("from_id", "to_id"))
+        report.add_rows("E102", s[col].isna(), s, f, f"empty {col}", _SEGMENT_IDS)
     ids = s["id"].where(s["id"].notna(), s["from_id"].astype(str) + "-" + s["to_id"].astype(str))
     out = pd.DataFrame({"id": ids, "from_node": s["from_id"], "to_node": s["to_id"], "_row": s["_row"]})
-
-    # Endpoints: integer codes into the point table (-1: missing).
     first = nodes.drop_duplicates("id")
+    fi, ti = _segment_ends(s, f, first, report)
+    ok = (fi >= 0) & (ti >= 0)
+    out["_fi"], out["_ti"] = fi, ti
+    _segment_utility(out, s, f, first, fi, report)
+    half_height_m = _segment_size(out, s, f, report)
+    num = _segment_attributes(out, s, f, report)
+    heights = _segment_geometry(out, s, first, fi, ti, num, half_height_m)
+    _check_segment_depths(s, f, report, settings, ok, heights, num, half_height_m)
+    _check_segment_lengths(s, f, report, settings, ok & (fi == ti), ok, out["length_m"].to_numpy(),
+                           check_long=check_long, network_model=network_model)
+    # Gravity drainage falls along its flow (from -> to).
+    ref1, ref2 = heights.reference
+    gravity = np.isin(out["utility"].to_numpy().astype(str), list(GRAVITY_UTILITIES))
+    reverse = ok & gravity & np.isfinite(ref1) & np.isfinite(ref2) & (ref2 > ref1 + 0.005)
+    report.add_rows("W307", reverse, s, f, "the invert rises along the flow direction", _SEGMENT_IDS)
+    _check_duplicate_segments(out, s, f, report, fi, ti, ok, network_model=network_model)
+    z1, z2 = heights.centre
+    x1, y1, x2, y2 = (out[c].to_numpy() for c in ("x1", "y1", "x2", "y2"))
+    out["_valid"] = (ok & np.isfinite(z1) & np.isfinite(z2) & np.isfinite(half_height_m)
+                     & np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2))
+    return out
+
+
+def _segment_ends(s: pd.DataFrame, f: str, first: pd.DataFrame, report: Report
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Endpoints as integer codes into the point table (-1: missing, reported E202)."""
     index = pd.Index(first["id"])
     fi = index.get_indexer(s["from_id"])
     ti = index.get_indexer(s["to_id"])
     for end, codes in (("from_id", fi), ("to_id", ti)):
         missing = (codes < 0) & s[end].notna().to_numpy()
         report.add_rows("E202", missing, s, f, lambda r, e=end: f"end point {r[e]!r} is not in the point table",
-                        ("from_id", "to_id"))
-    ok = (fi >= 0) & (ti >= 0)
-    out["_fi"], out["_ti"] = fi, ti
+                        _SEGMENT_IDS)
+    return fi, ti
 
-    # Utility: the segment's own, else its start point's.
+
+def _segment_utility(out: pd.DataFrame, s: pd.DataFrame, f: str, first: pd.DataFrame, fi: np.ndarray,
+                     report: Report) -> None:
+    """Utility: the segment's own, else its start point's."""
     own_parent, own_sub, unknown = parse_utility(s["utility"])
     node_parent = first["utility"].to_numpy()[np.where(fi >= 0, fi, 0)]
     node_sub = first["subtype"].to_numpy()[np.where(fi >= 0, fi, 0)]
     has_own = s["utility"].notna().to_numpy()
     report.add_rows("E103", unknown & has_own, s, f, lambda r: f"unknown utility code {r['utility']!r}",
-                    ("from_id", "to_id"))
+                    _SEGMENT_IDS)
     out["utility"] = np.where(has_own, own_parent, np.where(fi >= 0, node_parent, None))
     out["subtype"] = np.where(has_own, own_sub, np.where(fi >= 0, node_sub, None))
     mismatch = has_own & (fi >= 0) & ~unknown & (own_parent.to_numpy() != node_parent)
     report.add_rows("W209", mismatch, s, f,
                     lambda r: f"segment utility {r['utility']} differs from its start point's",
-                    ("from_id", "to_id"))
+                    _SEGMENT_IDS)
 
-    # Size and shape.
+
+def _segment_size(out: pd.DataFrame, s: pd.DataFrame, f: str, report: Report) -> np.ndarray:
+    """Size and shape (circular or rect); returns half the section's height (m)."""
     sizes = parse_sizes(s["size"])
     report.add_rows("E305", sizes["bad"].to_numpy(), s, f, lambda r: f"cannot read size {r['size']!r}",
-                    ("from_id", "to_id"))
+                    _SEGMENT_IDS)
     d = sizes["diameter_mm"].to_numpy()
     w, h = sizes["width_mm"].to_numpy(), sizes["height_mm"].to_numpy()
     rect = np.isfinite(w)
     out["shape"] = np.where(rect, "rect", "circular")
     out["diameter_mm"], out["width_mm"], out["height_mm"] = d, w, h
     out["size_text"] = s["size"]
-    half_height_m = np.where(rect, h, d) / 2000.0
+    return np.where(rect, h, d) / 2000.0
 
-    # Numbers.
+
+def _segment_attributes(out: pd.DataFrame, s: pd.DataFrame, f: str, report: Report
+                        ) -> dict[str, np.ndarray]:
+    """Pressure or voltage, cables and holes, the text columns, year built and status.
+
+    Returns the numeric columns of the table (depths and elevations included) parsed.
+    """
     num = {}
     for col in ("from_depth", "to_depth", "from_elev", "to_elev", "from_top_elev", "to_top_elev",
                 "from_invert_elev", "to_invert_elev", "pressure", "cables", "holes_total",
                 "holes_used"):
         num[col], bad = _numbers(s[col])
         report.add_rows("E101", bad, s, f, lambda r, c=col: f"{c} is not a number: {r[c]!r}",
-                        ("from_id", "to_id"))
+                        _SEGMENT_IDS)
     is_power = out["utility"].to_numpy() == "DL"
     out["pressure_mpa"] = np.where(is_power, np.nan, num["pressure"])
     out["voltage_kv"] = np.where(is_power, num["pressure"], np.nan)
-    for col in ("cables", "holes_total", "holes_used"):
+    for col in names("segment", surveyed=True, type="integer"):  # counts
         out[col] = pd.array(np.where(np.isfinite(num[col]), np.round(num[col]), np.nan), dtype="Int64")
-    for col in ("material", "burial", "casing", "flow", "owner", "road", "remarks"):
+    for col in names("segment", surveyed=True, type="string"):  # carried as surveyed
         out[col] = s[col]
-    out["built"] = s["built"]
     out["built_year"] = pd.array(_year(s["built"]), dtype="Int64")
     status = map_distinct(s["status"], lambda d: d.str.lower().replace("", "active").map(_STATUS))
     report.add_rows("E108", status.isna().to_numpy(), s, f, lambda r: f"unknown status {r['status']!r}",
-                    ("from_id", "to_id"))
+                    _SEGMENT_IDS)
     out["status"] = status.fillna("active")
+    return num
 
-    # Geometry: plan positions from the points, heights from depth or elevation.
+
+def _segment_geometry(out: pd.DataFrame, s: pd.DataFrame, first: pd.DataFrame, fi: np.ndarray,
+                      ti: np.ndarray, num: dict[str, np.ndarray], half_height_m: np.ndarray) -> _Heights:
+    """Plan positions from the points, heights from depth or elevation, and the length.
+
+    ``num["from_elev"]`` and ``num["to_elev"]`` become the elevations at the depth reference.
+    """
     safe_f, safe_t = np.where(fi >= 0, fi, 0), np.where(ti >= 0, ti, 0)
     e, n, g = first["easting"].to_numpy(), first["northing"].to_numpy(), first["ground_z"].to_numpy()
     pdepth = first["depth_m"].to_numpy()
@@ -295,47 +343,58 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
             pts = np.array([(x1[i], y1[i]), *vertices.iat[i], (x2[i], y2[i])], dtype=float)
             length[i] = float(np.hypot(*np.diff(pts, axis=0).T).sum())
     out["length_m"] = length
+    return _Heights(ground=(g1, g2), point_depth=(pdepth[safe_f], pdepth[safe_t]), reference=(ref1, ref2),
+                    depth=(d1, d2), centre=(z1, z2))
 
-    # Depth checks (where the ends are known).
+
+def _check_segment_depths(s: pd.DataFrame, f: str, report: Report, settings: TwinSettings, ok: np.ndarray,
+                          heights: _Heights, num: dict[str, np.ndarray], half_height_m: np.ndarray) -> None:
+    """Depth checks where both ends are known: missing, implausible, deep, above ground, and
+    ground minus depth against a given elevation."""
+    ref1, ref2 = heights.reference
+    g1, g2 = heights.ground
+    z1, z2 = heights.centre
     ends_ok = ok & np.isfinite(half_height_m)
     missing_depth = ok & (~np.isfinite(ref1) | ~np.isfinite(ref2))
-    report.add_rows("E301", missing_depth, s, f, "no depth or elevation at one end", ("from_id", "to_id"))
-    for end, depth in (("from", d1), ("to", d2)):
+    report.add_rows("E301", missing_depth, s, f, "no depth or elevation at one end", _SEGMENT_IDS)
+    for end, depth in zip(("from", "to"), heights.depth, strict=True):
         bad = ok & np.isfinite(depth) & ((depth < 0) | (depth > settings.max_depth_m))
         report.add_rows("E302", bad, s.assign(_depth=depth), f,
-                        lambda r, e=end: f"{e} depth {r['_depth']:.2f} m is implausible", ("from_id", "to_id"))
+                        lambda r, e=end: f"{e} depth {r['_depth']:.2f} m is implausible", _SEGMENT_IDS)
         deep = ok & (depth > settings.deep_warning_m) & (depth <= settings.max_depth_m)
         report.add_rows("W303", deep, s.assign(_depth=depth), f,
-                        lambda r, e=end: f"{e} depth {r['_depth']:.2f} m", ("from_id", "to_id"))
+                        lambda r, e=end: f"{e} depth {r['_depth']:.2f} m", _SEGMENT_IDS)
     top1, top2 = z1 + half_height_m, z2 + half_height_m
     above = ends_ok & ((top1 > g1 + 0.005) | (top2 > g2 + 0.005))
-    report.add_rows("E304", above, s, f, "the pipe top is above the ground", ("from_id", "to_id"))
+    report.add_rows("E304", above, s, f, "the pipe top is above the ground", _SEGMENT_IDS)
     tol = settings.elevation_tolerance_m
-    for end, elev, seg_depth, gz, pd_ in (("from", num["from_elev"], num["from_depth"], g1, pdepth[safe_f]),
-                                          ("to", num["to_elev"], num["to_depth"], g2, pdepth[safe_t])):
+    for k, end in enumerate(("from", "to")):
+        elev, seg_depth = num[f"{end}_elev"], num[f"{end}_depth"]
+        gz, pd_ = heights.ground[k], heights.point_depth[k]
         both = ok & np.isfinite(elev) & np.isfinite(seg_depth)
         off = both & (np.abs(gz - seg_depth - elev) > tol)
         off |= ok & np.isfinite(elev) & ~np.isfinite(seg_depth) & np.isfinite(pd_) & (np.abs(gz - pd_ - elev) > tol)
         report.add_rows("W308", off, s, f,
                         lambda r, e=end: f"{e}: ground minus depth differs from the elevation given",
-                        ("from_id", "to_id"))
+                        _SEGMENT_IDS)
 
-    # Length checks.
-    same = ok & (fi == ti)
+
+def _check_segment_lengths(s: pd.DataFrame, f: str, report: Report, settings: TwinSettings,
+                           same: np.ndarray, ok: np.ndarray, length: np.ndarray, *, check_long: bool,
+                           network_model: bool) -> None:
+    """Zero-length segments (an error, a warning in network models) and long ones."""
     short = ok & ((length < settings.short_segment_m) | same)
     report.add_rows("W210" if network_model else "E204", short, s, f, lambda r: "zero-length segment (both ends at one place)",
-                    ("from_id", "to_id"))
+                    _SEGMENT_IDS)
     if check_long:
         long_ = ok & (length > settings.long_segment_m)
         report.add_rows("W205", long_, s, f,
-                        lambda r: f"segment longer than {settings.long_segment_m:g} m", ("from_id", "to_id"))
+                        lambda r: f"segment longer than {settings.long_segment_m:g} m", _SEGMENT_IDS)
 
-    # Gravity drainage falls along its flow (from -> to).
-    gravity = np.isin(out["utility"].to_numpy().astype(str), list(GRAVITY_UTILITIES))
-    reverse = ok & gravity & np.isfinite(ref1) & np.isfinite(ref2) & (ref2 > ref1 + 0.005)
-    report.add_rows("W307", reverse, s, f, "the invert rises along the flow direction", ("from_id", "to_id"))
 
-    # Duplicates: explicit ids, and the same pair of points for one utility.
+def _check_duplicate_segments(out: pd.DataFrame, s: pd.DataFrame, f: str, report: Report, fi: np.ndarray,
+                              ti: np.ndarray, ok: np.ndarray, *, network_model: bool) -> None:
+    """Duplicates: explicit ids, and the same pair of points for one utility."""
     dup_id = out["id"].duplicated(keep="first").to_numpy() & s["id"].notna().to_numpy()
     lo, hi = np.minimum(fi, ti), np.maximum(fi, ti)
     key = pd.DataFrame({"lo": lo, "hi": hi, "u": out["subtype"].fillna(out["utility"]).astype(str)})
@@ -347,10 +406,7 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
         dup_pair = dup_generated
     else:
         dup_pair |= dup_generated
-    report.add_rows("E206", dup_id | dup_pair, s, f, "duplicate segment (surveyed twice?)", ("from_id", "to_id"))
-    out["_valid"] = (ok & np.isfinite(z1) & np.isfinite(z2) & np.isfinite(half_height_m)
-                     & np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2))
-    return out
+    report.add_rows("E206", dup_id | dup_pair, s, f, "duplicate segment (surveyed twice?)", _SEGMENT_IDS)
 
 
 def _reference_elevation(generic: np.ndarray, top: np.ndarray, invert_elev: np.ndarray,
@@ -431,7 +487,8 @@ def _truthy(values: pd.Series, default: bool) -> np.ndarray:
 
 def _valves(tables: SurveyTables, nodes: pd.DataFrame, segments: pd.DataFrame, report: Report) -> pd.DataFrame:
     """Valves on (segment, node): from valve points of the survey, or an explicit list."""
-    cols = ["id", "segment_id", "node_id", "utility", "operable", "normally_closed", "x", "y", "z", "attrs_kind"]
+    # The valve's kind travels as attrs_kind (the appurtenance it came from) until the load.
+    cols = [*(c for c in names("valve", versioning=False) if c != "kind"), "x", "y", "z", "attrs_kind"]
     first = nodes.drop_duplicates("id").set_index("id")
     ends = pd.DataFrame({
         "segment_id": np.concatenate([segments["id"].to_numpy(), segments["id"].to_numpy()]),
@@ -499,7 +556,7 @@ def _sources(tables: SurveyTables, nodes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _customers(tables: SurveyTables, nodes: pd.DataFrame) -> pd.DataFrame:
-    cols = ["id", "node_id", "utility", "name", "kind", "critical", "demand", "x", "y", "z"]
+    cols = [*names("customer", versioning=False), "x", "y", "z"]
     first = nodes.drop_duplicates("id").set_index("id")
     entry = first[first["feature"] == "service_entry"]
     remarks = entry["remarks"]

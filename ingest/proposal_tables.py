@@ -3,10 +3,11 @@
 Designers often hand in a proposed pipe in the same two tables a survey uses. They are read
 by :func:`ingest.tables.read_survey` and run through the import's own checks and derivation
 (:func:`ingest.prepare.prepare`: missing points, sizes, depths, heights ``ground - depth -/+ r``
-by depth reference); a table with an error is refused. Each segment becomes one LineString
-of its derived centreline (easting, northing, centre elevation) in the twin CRS, with
-``z_reference: "centre"``, so :func:`analysis.proposal_input.read_proposal` reads back the
-same centrelines.
+by depth reference); a table with an error is refused, and so is one beyond the proposal
+tables' size limits (:meth:`ingest.tables.TableLimits.proposal`), before it is parsed. Each
+segment becomes one LineString of its derived centreline (easting, northing, centre
+elevation) in the twin CRS, with ``z_reference: "centre"``, so
+:func:`analysis.proposal_input.read_proposal` reads back the same centrelines.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import numpy as np
 import pandas as pd
 
 from ingest.prepare import prepare
-from ingest.tables import read_survey
+from ingest.tables import TableLimits, check_table_size, read_survey
 from twin.crs import twin_crs
 from twin.errors import InputError
+from twin.schema import names
 from twin.settings import TwinSettings
 
 __all__ = ["tables_to_geojson", "LISTED_ISSUES"]
+
+#: Text attributes a proposal pipe carries into its GeoJSON (the catalogue's ``reads="proposal"``).
+_CARRIED = names("segment", reads="proposal")
 
 #: How many of a refused table's errors the message lists.
 LISTED_ISSUES = 5
@@ -50,8 +55,9 @@ def tables_to_geojson(
     """Proposal GeoJSON (a FeatureCollection in the twin CRS) from CJJ 61 point and segment tables.
 
     ``axis_order`` ``ne``: X is northing (Chinese survey tables), ``en``: X is easting.
-    Raises :class:`twin.errors.InputError` (its ``code`` the first check's) when the tables
-    cannot be read or the data checks find an error; warnings do not refuse a proposal.
+    Raises :class:`twin.errors.InputError` (its ``code`` the first check's, or
+    ``TABLE_TOO_LARGE``) when the tables are too large, cannot be read or the data checks find
+    an error; warnings do not refuse a proposal.
 
     Examples
     --------
@@ -61,6 +67,9 @@ def tables_to_geojson(
     """
     if axis_order not in ("ne", "en"):
         raise InputError(f"axis order must be 'ne' or 'en', not {axis_order!r}")
+    limits = TableLimits.proposal(settings)
+    for path in (points_path, segments_path):
+        check_table_size(Path(path), limits)
     tables = read_survey(Path(points_path), Path(segments_path), encoding=encoding, mapping=mapping)
     crs = twin_crs(settings.crs)
     # a proposed main may well run longer than a surveyed segment: no W205
@@ -83,7 +92,7 @@ def tables_to_geojson(
     sizes = np.round(seg[["diameter_mm", "width_mm", "height_mm"]].to_numpy(float), 3)
     pressure = seg["pressure_mpa"].to_numpy(float)
     voltage = seg["voltage_kv"].to_numpy(float)
-    records = seg[["id", "utility", "subtype", "size_text", "material", "burial", "road", "owner"]].to_dict("records")
+    records = seg[["id", "utility", "subtype", "size_text", *_CARRIED]].to_dict("records")
     features = []
     for k, rec in enumerate(records):
         props: dict[str, Any] = {"id": str(rec["id"]), "utility": _text(rec["subtype"]) or _text(rec["utility"])}
@@ -93,7 +102,7 @@ def tables_to_geojson(
             props["diameter_mm"] = float(sizes[k, 0])
         props["size"] = _text(rec["size_text"])
         props["z_reference"] = "centre"
-        for key in ("material", "burial", "road", "owner"):
+        for key in _CARRIED:
             props[key] = _text(rec[key])
         if np.isfinite(pressure[k]):
             props["pressure_mpa"] = float(pressure[k])

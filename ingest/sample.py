@@ -77,6 +77,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twin.crs import transformer
+
 __all__ = [
     "generate_district",
     "POINT_HEADERS",
@@ -251,8 +253,6 @@ class _Layout:
 
 
 def _layout(scale: float, rng: np.random.Generator) -> _Layout:
-    from pyproj import Transformer
-
     k = max(2, int(round(4 * scale)))
     axes = []
     for _ in range(2):
@@ -260,7 +260,7 @@ def _layout(scale: float, rng: np.random.Generator) -> _Layout:
         pos = np.concatenate([[0.0], np.cumsum(gaps)])
         axes.append(np.round(pos - np.round(pos.mean(), 0), 2))
     E, N = axes
-    to_gk = Transformer.from_crs(4326, TWIN_EPSG, always_xy=True)
+    to_gk = transformer(4326, TWIN_EPSG)
     e0, n0 = to_gk.transform(*CENTRE_LONLAT)
     e0, n0 = round(e0, -1), round(n0, -1)
     if k <= len(NS_NAMES):
@@ -533,12 +533,27 @@ def _grid_lines(L: _Layout, o: float, depth: float, noise: float = 0.05) -> _Lin
 
 
 def _water(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
+    """Water mains on every road, trunks from the plants, abandoned stubs, hydrants and services."""
     util, o = "JS", OFFSET["JS"]
-    E, N = L.E, L.N
-    m, n = E.size, N.size
-    trunk = np.zeros(n, dtype=bool)
+    trunk = np.zeros(L.N.size, dtype=bool)
     trunk[L.water_east] = True
     trunk[L.water_west] = True
+    size, year, material = _water_main_attributes(L, trunk, rng)
+    cross = _grid_cross(acc, util, L, o, F_CROSS, A_NONE, 1.40, rng)
+    st = _Stations()
+    _water_junctions(st, L, o, cross, trunk, rng)
+    legs, extra_lines, stub_roads = _water_plants_and_stubs(acc, st, L, o)
+    slots = _water_slots(st, L, o, ~trunk)
+    lines = _Lines.cat(_grid_lines(L, o, 1.40), *extra_lines)
+    pid, run = _run_lines(acc, util, lines, st, rng, fill=(60.0, F_STRAIGHT, A_NONE))
+    _water_mains(acc, L, run, (size, year, material), trunk, legs, stub_roads, lines.c.size, rng)
+    _water_services(acc, L, pid, slots, year, rng)
+
+
+def _water_main_attributes(L: _Layout, trunk: np.ndarray, rng: np.random.Generator
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Diameter (mm), year built and material of each road's main; trunk roads DN600 steel."""
+    m, n = L.E.size, L.N.size
     major = np.concatenate([L.ns_major, L.ew_major])
     size = np.where(major, 400, rng.choice([200, 300], m + n))
     size[m:][trunk] = 600
@@ -546,22 +561,19 @@ def _water(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     year[m:][trunk] = rng.integers(1995, 2011, int(trunk.sum()))
     material = np.where(size >= 600, "钢", np.where(size >= 300, "球墨铸铁",
                                                    np.where(rng.random(m + n) < 0.7, "球墨铸铁", "PE")))
+    return size, year, material
 
-    cross = _grid_cross(acc, util, L, o, F_CROSS, A_NONE, 1.40, rng)
-    st = _Stations()
-    ns = np.arange(m)
-    ew = m + np.arange(n)
-    # ends
-    st.add(np.repeat(ns, 2), np.tile([L.y_lo, L.y_hi], m), feat=F_END)
+
+def _water_junctions(st: _Stations, L: _Layout, o: float, cross: np.ndarray, trunk: np.ndarray,
+                     rng: np.random.Generator) -> None:
+    """Road ends, a 四通 where two mains meet and a 阀门 on each of its legs (a few 常闭)."""
+    E, N = L.E, L.N
+    m, n = E.size, N.size
     plain = ~trunk
-    st.add(np.repeat(ew[plain], 2), np.tile([L.x_lo, L.x_hi], int(plain.sum())), feat=F_END)
-    # crosses and their valves
-    ii, jj = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
-    st.add(ii, N[jj] + o, pid=cross[ii, jj])
-    st.add(m + jj, E[ii] + o, pid=cross[ii, jj])
-    v_line = np.concatenate([ii, ii, m + jj, m + jj])
-    v_t = np.concatenate([N[jj] + o - VALVE_GAP, N[jj] + o + VALVE_GAP, E[ii] + o - VALVE_GAP, E[ii] + o + VALVE_GAP])
+    st.add(np.repeat(np.arange(m), 2), np.tile([L.y_lo, L.y_hi], m), feat=F_END)
+    st.add(np.repeat(m + np.arange(n)[plain], 2), np.tile([L.x_lo, L.x_hi], int(plain.sum())), feat=F_END)
+    ii, jj = _cross_stations(st, L, o, cross)
+    v_line, v_t = _valve_legs(L, o, ii, jj)
     v_remark = _valve_remarks(rng, v_line.size)
     k = ii.size
     closed_n = (ii % 4 == 2) & (jj % 4 == 2)  # north leg of these crosses
@@ -572,11 +584,21 @@ def _water(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     v_remark[3 * k:][closed_e] = "常闭"
     st.add(v_line, v_t, feat=F_NONE, app=A_VALVE, remark=v_remark)
 
-    # trunk roads: extend past the road end to a plant (elbow, then a short leg to the plant)
+
+def _water_plants_and_stubs(acc: _Acc, st: _Stations, L: _Layout, o: float
+                            ) -> tuple[list[tuple[int, int]], list[_Lines], np.ndarray]:
+    """Trunk roads run past their end to a 水厂; old stubs run past the north end of some roads.
+
+    Returns the plant legs (line id, east-west road), their lines and the stubs' roads (the
+    stubs' lines follow the legs').
+    """
+    util, E, N = "JS", L.E, L.N
+    m, n = E.size, N.size
     extra_lines = []
-    legs = []  # (line id, elbow pid, t of the elbow on the leg, t of the plant, plant name)
+    legs = []  # (line id, east-west road of the trunk)
     next_line = m + n
     plant_no = 0
+    # trunk roads: extend past the road end to a plant (elbow, then a short leg to the plant)
     for j in sorted(set(L.water_east.tolist()) | set(L.water_west.tolist())):
         east = j in set(L.water_east.tolist())
         x_end, x_elbow = (L.x_hi, L.x_hi + 40.0) if east else (L.x_lo, L.x_lo - 40.0)
@@ -598,28 +620,42 @@ def _water(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     stub_lines = next_line + np.arange(stub_roads.size)
     st.add(np.repeat(stub_lines, 2), np.tile([L.N[-1] + 20.0, L.N[-1] + 75.0], stub_roads.size), feat=F_END)
     extra_lines.append(_Lines.of(E[stub_roads] + 3.0, True, 1.30))
-    next_line += stub_roads.size
+    return legs, extra_lines, stub_roads
 
-    # slots along each block: a hydrant tee mid-block, service tees elsewhere
+
+def _water_slots(st: _Stations, L: _Layout, o: float, plain: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tees along each block: a hydrant tee mid-block, service tees elsewhere.
+
+    Returns each tee's line, position, whether it feeds a hydrant and its station index.
+    """
+    E, N = L.E, L.N
+    m, n = E.size, N.size
     s_t_ns, _, s_q_ns, s_c_ns = _link_slots(N + o)
     s_t_ew, _, s_q_ew, s_c_ew = _link_slots(E + o)
-    slot_line = np.concatenate([np.repeat(ns, s_t_ns.size), np.repeat(ew[plain], s_t_ew.size)])
+    slot_line = np.concatenate([np.repeat(np.arange(m), s_t_ns.size),
+                                np.repeat(m + np.arange(n)[plain], s_t_ew.size)])
     slot_t = np.concatenate([np.tile(s_t_ns, m), np.tile(s_t_ew, int(plain.sum()))])
     slot_hyd = np.concatenate([np.tile(s_q_ns == s_c_ns // 2, m), np.tile(s_q_ew == s_c_ew // 2, int(plain.sum()))])
     slot_idx = st.add(slot_line, slot_t, feat=F_TEE)
+    return slot_line, slot_t, slot_hyd, slot_idx
 
-    lines = _Lines.cat(_grid_lines(L, o, 1.40), *extra_lines)
-    pid, run = _run_lines(acc, util, lines, st, rng, fill=(60.0, F_STRAIGHT, A_NONE))
 
-    # mains
+def _water_mains(acc: _Acc, L: _Layout, run: _Run, attributes: tuple[np.ndarray, ...],
+                 trunk: np.ndarray, legs: list[tuple[int, int]], stub_roads: np.ndarray,
+                 n_lines: int, rng: np.random.Generator) -> None:
+    """The main segments: road attributes, DN800 steel past the trunk roads' ends, stubs abandoned."""
+    size, year, material = attributes
+    m, n = L.E.size, L.N.size
     names = L.names
-    nl = next_line
-    l_size = np.concatenate([size, np.full(nl - m - n, 800)])
-    l_year = np.concatenate([year, np.zeros(nl - m - n, dtype=np.int64)])
-    l_mat = np.concatenate([material, np.full(nl - m - n, "钢", dtype=object)]).astype(object)
-    l_road = np.concatenate([names, np.empty(nl - m - n, dtype=object)])
-    l_status = np.full(nl, "active", dtype=object)
-    l_remark = np.full(nl, None, dtype=object)
+    extra = n_lines - m - n
+    stub_lines = n_lines - stub_roads.size + np.arange(stub_roads.size)
+    l_size = np.concatenate([size, np.full(extra, 800)])
+    l_year = np.concatenate([year, np.zeros(extra, dtype=np.int64)])
+    l_mat = np.concatenate([material, np.full(extra, "钢", dtype=object)]).astype(object)
+    l_road = np.concatenate([names, np.empty(extra, dtype=object)])
+    l_status = np.full(n_lines, "active", dtype=object)
+    l_remark = np.full(n_lines, None, dtype=object)
     for line_id, j in legs:
         l_year[line_id] = year[m + j]
         l_road[line_id] = names[m + j]
@@ -636,15 +672,20 @@ def _water(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     seg_size[beyond] = 800
     seg_mat = l_mat[run.line].copy()
     seg_mat[beyond] = "钢"
-    acc.segments(util, run.a, run.b, size=_dn(seg_size), material=seg_mat, built=l_year[run.line],
+    acc.segments("JS", run.a, run.b, size=_dn(seg_size), material=seg_mat, built=l_year[run.line],
                  road=l_road[run.line], pressure="0.4", status=l_status[run.line], remark=l_remark[run.line])
 
-    # branches
+
+def _water_services(acc: _Acc, L: _Layout, pid: np.ndarray,
+                    slots: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                    year: np.ndarray, rng: np.random.Generator) -> None:
+    """DN100 branches to a 消火栓 and service pipes to a 进楼 (some through a 水表)."""
+    util = "JS"
+    slot_line, slot_t, slot_hyd, slot_idx = slots
     tee = pid[slot_idx]
-    vert = slot_line < m
-    road_c = np.where(vert, E[np.minimum(slot_line, m - 1)], N[np.clip(slot_line - m, 0, n - 1)])
+    vert, road_c = _road_centre(L, slot_line)
     s_year = year[slot_line]
-    road = names[slot_line]
+    road = L.names[slot_line]
     h = slot_hyd
     for a, b in _branches(acc, util, vert[h], road_c[h], slot_t[h], tee[h],
                              [(12.5, F_NONE, A_HYDRANT, 1.30, None)]):
@@ -667,6 +708,32 @@ def _water(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
                          road=road[sv][mask], pressure="0.4")
 
 
+def _cross_stations(st: _Stations, L: _Layout, o: float, cross: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Put each grid cross point on its north-south and its east-west line; returns its (i, j)."""
+    m, n = L.E.size, L.N.size
+    ii, jj = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    st.add(ii, L.N[jj] + o, pid=cross[ii, jj])
+    st.add(m + jj, L.E[ii] + o, pid=cross[ii, jj])
+    return ii, jj
+
+
+def _valve_legs(L: _Layout, o: float, ii: np.ndarray, jj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Line and position of a valve on each leg of the crosses (i, j): south, north, west, east."""
+    m = L.E.size
+    v_line = np.concatenate([ii, ii, m + jj, m + jj])
+    v_t = np.concatenate([L.N[jj] + o - VALVE_GAP, L.N[jj] + o + VALVE_GAP,
+                          L.E[ii] + o - VALVE_GAP, L.E[ii] + o + VALVE_GAP])
+    return v_line, v_t
+
+
+def _road_centre(L: _Layout, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each grid line runs north-south, and its road's centreline coordinate."""
+    m, n = L.E.size, L.N.size
+    vert = line < m
+    return vert, np.where(vert, L.E[np.minimum(line, m - 1)], L.N[np.clip(line - m, 0, n - 1)])
+
+
 def _dn(size: np.ndarray) -> np.ndarray:
     """'DN300' strings from diameters (mm)."""
     size = np.asarray(size)
@@ -675,6 +742,7 @@ def _dn(size: np.ndarray) -> np.ndarray:
 
 
 def _gas(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
+    """Gas mains on every road from the 调压站 legs, valves at every other cross, services."""
     util, o = "RQ", OFFSET["RQ"]
     E, N = L.E, L.N
     m, n = E.size, N.size
@@ -687,52 +755,22 @@ def _gas(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
 
     cross = _grid_cross(acc, util, L, o, F_CROSS, A_NONE, 1.10, rng)
     st = _Stations()
-    ns = np.arange(m)
     ew = m + np.arange(n)
-    st.add(np.repeat(ns, 2), np.tile([L.y_lo, L.y_hi], m), feat=F_END)
+    st.add(np.repeat(np.arange(m), 2), np.tile([L.y_lo, L.y_hi], m), feat=F_END)
     st.add(ew[~station], L.x_lo, feat=F_END)
     st.add(ew[~station], L.x_hi, feat=F_END)
-    ii, jj = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
-    st.add(ii, N[jj] + o, pid=cross[ii, jj])
-    st.add(m + jj, E[ii] + o, pid=cross[ii, jj])
+    ii, jj = _cross_stations(st, L, o, cross)
     vk = (ii + jj) % 2 == 0
-    vi, vj = ii[vk], jj[vk]
-    v_line = np.concatenate([vi, vi, m + vj, m + vj])
-    v_t = np.concatenate([N[vj] + o - VALVE_GAP, N[vj] + o + VALVE_GAP, E[vi] + o - VALVE_GAP, E[vi] + o + VALVE_GAP])
+    v_line, v_t = _valve_legs(L, o, ii[vk], jj[vk])
     st.add(v_line, v_t, app=A_VALVE, remark=_valve_remarks(rng, v_line.size))
-
-    extra = []
-    legs = []
-    next_line = m + n
-    for no, j in enumerate(np.flatnonzero(station), start=1):
-        x_elbow = L.x_hi + 30.0
-        elbow = acc.points(util, [x_elbow], N[j] + o, F_ELBOW, A_NONE, 1.20)
-        st.add(m + j, [L.x_lo], feat=F_END)
-        st.add(m + j, [L.x_hi], feat=F_REDUCER)
-        st.add(m + j, [x_elbow], pid=elbow)
-        st.add(next_line, [N[j] + o], pid=elbow)
-        st.add(next_line, [N[j] - 50.0], app=A_GAS_STATION, remark=f"东昌{_cn_number(no)}号调压站")
-        extra.append(_Lines.of([x_elbow], True, 1.20, noise=0.03))
-        legs.append((next_line, j))
-        next_line += 1
-
-    # services between the water services (same positions as the water slots' midpoints)
-    def mid_slots(cross_t):
-        t, link, _, _ = _link_slots(cross_t)
-        keep = link[1:] == link[:-1]
-        return ((t[1:] + t[:-1]) / 2)[keep]
-
-    g_ns, g_ew = mid_slots(N + OFFSET["JS"]), mid_slots(E + OFFSET["JS"])
-    slot_line = np.concatenate([np.repeat(ns, g_ns.size), np.repeat(ew, g_ew.size)])
-    slot_t = np.concatenate([np.tile(g_ns, m), np.tile(g_ew, n)])
-    slot_idx = st.add(slot_line, slot_t, feat=F_TEE)
+    legs, extra = _gas_stations(acc, st, L, o, station)
+    slot_line, slot_t, slot_idx = _gas_slots(st, L)
 
     lines = _Lines.cat(_grid_lines(L, o, 1.10), *extra)
     pid, run = _run_lines(acc, util, lines, st, rng, fill=(60.0, F_STRAIGHT, A_NONE))
 
     names = L.names
-    extra_n = next_line - m - n
+    extra_n = len(legs)
     l_size = np.concatenate([size, np.full(extra_n, 300)])
     l_mat = np.concatenate([material, np.full(extra_n, "钢", dtype=object)])
     l_year = np.concatenate([year, np.zeros(extra_n, dtype=np.int64)])
@@ -747,18 +785,66 @@ def _gas(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     seg_mat[beyond | (seg_size >= 300)] = "钢"
     acc.segments(util, run.a, run.b, size=_dn(seg_size), material=seg_mat, built=l_year[run.line],
                  road=l_road[run.line], pressure="0.4")
+    _gas_services(acc, L, pid[slot_idx], slot_line, slot_t, year, rng)
 
-    tee = pid[slot_idx]
-    vert = slot_line < m
-    road_c = np.where(vert, E[np.minimum(slot_line, m - 1)], N[np.clip(slot_line - m, 0, n - 1)])
+
+def _gas_stations(acc: _Acc, st: _Stations, L: _Layout, o: float, station: np.ndarray
+                  ) -> tuple[list[tuple[int, int]], list[_Lines]]:
+    """East-west roads fed by a 调压站: past the east end an elbow, then a leg to the station.
+
+    Returns the legs (line id, east-west road) and their lines.
+    """
+    util, N = "RQ", L.N
+    m, n = L.E.size, N.size
+    extra = []
+    legs = []
+    next_line = m + n
+    for no, j in enumerate(np.flatnonzero(station), start=1):
+        x_elbow = L.x_hi + 30.0
+        elbow = acc.points(util, [x_elbow], N[j] + o, F_ELBOW, A_NONE, 1.20)
+        st.add(m + j, [L.x_lo], feat=F_END)
+        st.add(m + j, [L.x_hi], feat=F_REDUCER)
+        st.add(m + j, [x_elbow], pid=elbow)
+        st.add(next_line, [N[j] + o], pid=elbow)
+        st.add(next_line, [N[j] - 50.0], app=A_GAS_STATION, remark=f"东昌{_cn_number(no)}号调压站")
+        extra.append(_Lines.of([x_elbow], True, 1.20, noise=0.03))
+        legs.append((next_line, j))
+        next_line += 1
+    return legs, extra
+
+
+def _gas_slots(st: _Stations, L: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Service tees between the water services (the midpoints of the water slots of a link).
+
+    Returns each tee's line, position and station index.
+    """
+    m, n = L.E.size, L.N.size
+
+    def mid_slots(cross_t):
+        t, link, _, _ = _link_slots(cross_t)
+        keep = link[1:] == link[:-1]
+        return ((t[1:] + t[:-1]) / 2)[keep]
+
+    g_ns, g_ew = mid_slots(L.N + OFFSET["JS"]), mid_slots(L.E + OFFSET["JS"])
+    slot_line = np.concatenate([np.repeat(np.arange(m), g_ns.size), np.repeat(m + np.arange(n), g_ew.size)])
+    slot_t = np.concatenate([np.tile(g_ns, m), np.tile(g_ew, n)])
+    return slot_line, slot_t, st.add(slot_line, slot_t, feat=F_TEE)
+
+
+def _gas_services(acc: _Acc, L: _Layout, tee: np.ndarray, slot_line: np.ndarray, slot_t: np.ndarray,
+                  year: np.ndarray, rng: np.random.Generator) -> None:
+    """Services 三通 -> 调压箱 (0.4 MPa) -> 进楼 (0.01 MPa)."""
+    util = "RQ"
+    vert, road_c = _road_centre(L, slot_line)
     k = slot_t.size
     side = np.where(rng.random(k) < 0.5, -1.0, 1.0)
     names_c = _customers(rng, k, force=False)
     s_year = np.minimum(2024, year[slot_line] + rng.integers(0, 12, k))
     hops = [(side * 19.5, F_NONE, A_REGULATOR, 0.90, None), (side * BUILDING, F_ENTRY, A_NONE, 0.90, names_c)]
     (a1, b1), (a2, b2) = _branches(acc, util, vert, road_c, slot_t, tee, hops)
-    acc.segments(util, a1, b1, size="DN50", material="PE", built=s_year, road=names[slot_line], pressure="0.4")
-    acc.segments(util, a2, b2, size="DN32", material="PE", built=s_year, road=names[slot_line], pressure="0.01")
+    road = L.names[slot_line]
+    acc.segments(util, a1, b1, size="DN50", material="PE", built=s_year, road=road, pressure="0.4")
+    acc.segments(util, a2, b2, size="DN32", material="PE", built=s_year, road=road, pressure="0.01")
 
 
 def _heat(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
@@ -896,10 +982,7 @@ def _ducts(acc: _Acc, L: _Layout, rng: np.random.Generator, util: str) -> None:
     depth = 1.00 if power else 0.80
     cross = _grid_cross(acc, util, L, o, F_NONE, A_CABLE_MH, depth, rng)
     st = _Stations()
-    ii, jj = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
-    st.add(ii, L.N[jj] + o, pid=cross[ii, jj])
-    st.add(m + jj, L.E[ii] + o, pid=cross[ii, jj])
+    _cross_stations(st, L, o, cross)
     st.add(np.repeat(np.arange(m), 2), np.tile([L.y_lo, L.y_hi], m), feat=F_END)
     st.add(np.repeat(m + np.arange(n), 2), np.tile([L.x_lo, L.x_hi], n), feat=F_END)
     lines = _grid_lines(L, o, depth, noise=0.03)
@@ -950,9 +1033,10 @@ def _ground(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 
 def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The point and segment tables (strings as written) and the district's summary."""
     P = {k: np.concatenate([c[k] for c in acc.p]) for k in acc.p[0]}
     S = {k: np.concatenate([c[k] for c in acc.s]) for k in acc.s[0]}
-    n_p, n_s = P["x"].size, S["a"].size
+    n_p = P["x"].size
     x, y = P["x"], P["y"]
     noise = np.clip(rng.normal(0.0, 0.004, n_p), -0.01, 0.01)
     ground = np.round(_ground(x, y, rng) + noise, 3)
@@ -962,30 +1046,8 @@ def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFra
     well = np.where(well_extra > 0, depth + well_extra, np.nan)
     easting = np.round(L.e0 + x, 2)
     northing = np.round(L.n0 + y, 2)
-
-    # ids: utility prefix + counter, points ordered by utility then creation
-    order = np.argsort(P["util"], kind="stable")
-    util_sorted = P["util"][order]
-    starts = np.searchsorted(util_sorted, np.arange(len(UTILITY_ORDER)))
-    counter = np.empty(n_p, dtype=np.int64)
-    counter[order] = np.arange(n_p) - starts[util_sorted] + 1
-    width = max(4, len(str(int(counter.max()))))
-    prefix = np.asarray(UTILITY_ORDER, dtype=object)[P["util"]]
-    ids = prefix.astype(str)
-    ids = np.strings.add(ids, np.strings.zfill(counter.astype(str), width)).astype(object)
-
-    # sheets (1:500, 250 m x 250 m, named by the south-west corner in km), survey dates, map ids
-    sn = np.floor(northing / 250.0).astype(np.int64)
-    se = np.floor(easting / 250.0).astype(np.int64)
-    key = sn * 100_000 + se
-    uniq, inv = np.unique(key, return_inverse=True)
-    sheet_names = np.array([f"{k // 100_000 * 0.25:.2f}-{k % 100_000 * 0.25:.2f}" for k in uniq], dtype=object)
-    first = np.datetime64("2024-03-01")
-    days = rng.integers(0, 200, uniq.size)
-    sheet_dates = np.array([str(first + int(d)) for d in days], dtype=object)
-    grp = pd.Series(inv * 16 + P["util"])
-    map_no = grp.groupby(grp.to_numpy()).cumcount().to_numpy() + 1
-    map_id = np.strings.add(prefix.astype(str), map_no.astype(str)).astype(object)
+    order, ids, prefix = _point_ids(P["util"])
+    sheet, date, map_id = _map_sheets(easting, northing, P["util"], prefix, rng)
 
     feats = np.asarray(FEATURES, dtype=object)[P["feat"]]
     apps = np.asarray(APPURTENANCES, dtype=object)[P["app"]]
@@ -994,10 +1056,52 @@ def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFra
         "特征": feats[order], "附属物": apps[order],
         "X": _fixed(northing[order], 2), "Y": _fixed(easting[order], 2),
         "地面高程": _fixed(ground[order], 3), "埋深": _fixed(depth[order], 2), "井底深": _fixed(well[order], 2),
-        "偏心井点号": "", "图幅号": sheet_names[inv][order], "探测日期": sheet_dates[inv][order],
+        "偏心井点号": "", "图幅号": sheet[order], "探测日期": date[order],
         "备注": P["remark"][order],
     }, columns=list(POINT_HEADERS))
+    segments = _segment_table(S, P["util"], ids, prefix, depth)
+    return points, segments, _summary(P, S, easting, northing)
 
+
+def _point_ids(util: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point ids: utility prefix + counter, points ordered by utility then creation.
+
+    Returns the table order, the ids and the utility prefixes (both in creation order).
+    """
+    n_p = util.size
+    order = np.argsort(util, kind="stable")
+    util_sorted = util[order]
+    starts = np.searchsorted(util_sorted, np.arange(len(UTILITY_ORDER)))
+    counter = np.empty(n_p, dtype=np.int64)
+    counter[order] = np.arange(n_p) - starts[util_sorted] + 1
+    width = max(4, len(str(int(counter.max()))))
+    prefix = np.asarray(UTILITY_ORDER, dtype=object)[util]
+    ids = prefix.astype(str)
+    ids = np.strings.add(ids, np.strings.zfill(counter.astype(str), width)).astype(object)
+    return order, ids, prefix
+
+
+def _map_sheets(easting: np.ndarray, northing: np.ndarray, util: np.ndarray, prefix: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each point's map sheet (1:500, 250 m x 250 m, named by the south-west corner in km),
+    the sheet's survey date and the point's number on the sheet (图上点号)."""
+    sn = np.floor(northing / 250.0).astype(np.int64)
+    se = np.floor(easting / 250.0).astype(np.int64)
+    key = sn * 100_000 + se
+    uniq, inv = np.unique(key, return_inverse=True)
+    sheet_names = np.array([f"{k // 100_000 * 0.25:.2f}-{k % 100_000 * 0.25:.2f}" for k in uniq], dtype=object)
+    first = np.datetime64("2024-03-01")
+    days = rng.integers(0, 200, uniq.size)
+    sheet_dates = np.array([str(first + int(d)) for d in days], dtype=object)
+    grp = pd.Series(inv * 16 + util)
+    map_no = grp.groupby(grp.to_numpy()).cumcount().to_numpy() + 1
+    map_id = np.strings.add(prefix.astype(str), map_no.astype(str)).astype(object)
+    return sheet_names[inv], sheet_dates[inv], map_id
+
+
+def _segment_table(S: dict[str, np.ndarray], point_util: np.ndarray, ids: np.ndarray,
+                   prefix: np.ndarray, depth: np.ndarray) -> pd.DataFrame:
+    """The segment table, ordered by utility; end depths from the points."""
     sorder = np.argsort(S["util"], kind="stable")
     a, b = S["a"][sorder], S["b"][sorder]
 
@@ -1013,20 +1117,25 @@ def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFra
         "建设年代": S["built"][sorder].astype(str).astype(object), "权属单位": S["owner"][sorder],
         "道路名称": S["road"][sorder], "状态": S["status"][sorder], "备注": S["remark"][sorder],
     }, columns=list(SEGMENT_HEADERS))
-    if (S["util"][sorder] != P["util"][a]).any():  # pragma: no cover - a builder bug
+    if (S["util"][sorder] != point_util[a]).any():  # pragma: no cover - a builder bug
         raise AssertionError("a segment joins points of another utility")
+    return segments
 
+
+def _summary(P: dict[str, np.ndarray], S: dict[str, np.ndarray], easting: np.ndarray,
+             northing: np.ndarray) -> dict:
+    """Counts per utility, customers, sources, valves and the bounding box."""
     pc = np.bincount(P["util"], minlength=len(UTILITY_ORDER))
     sc = np.bincount(S["util"], minlength=len(UTILITY_ORDER))
     entries = P["feat"] == F_ENTRY
     rem = pd.Series(P["remark"][entries], dtype=object).fillna("")
     critical = rem.str.contains("医院|学校|养老院", regex=True)
     sources = {APPURTENANCES[k]: int((P["app"] == k).sum()) for k in (A_WATER_PLANT, A_GAS_STATION, A_HEAT_STATION)}
-    info = {
+    return {
         "points": {u: int(pc[k]) for k, u in enumerate(UTILITY_ORDER)},
         "segments": {u: int(sc[k]) for k, u in enumerate(UTILITY_ORDER)},
-        "points_total": int(n_p),
-        "segments_total": int(n_s),
+        "points_total": int(P["x"].size),
+        "segments_total": int(S["a"].size),
         "customers": int(entries.sum()),
         "customers_by_utility": {u: int((entries & (P["util"] == k)).sum()) for k, u in enumerate(UTILITY_ORDER)
                                  if (entries & (P["util"] == k)).any()},
@@ -1036,7 +1145,6 @@ def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFra
         "bbox": {"min_easting": float(easting.min()), "min_northing": float(northing.min()),
                  "max_easting": float(easting.max()), "max_northing": float(northing.max())},
     }
-    return points, segments, info
 
 
 _NUMERIC = {"X", "Y", "地面高程", "埋深", "井底深", "起点埋深", "终点埋深", "电缆条数", "总孔数", "已用孔数", "建设年代"}

@@ -1,7 +1,9 @@
 """Reading survey tables: CSV or XLSX, Chinese or English headers, any common encoding.
 
 The readers return :class:`SurveyTables` with *canonical* column names and raw
-values (strings); typing and checking happen in :mod:`ingest.checks`.
+values (strings); typing and checking happen in :mod:`ingest.checks`. An uploaded table is
+measured before it is parsed (:func:`check_table_size`): a small XLSX may unpack to gigabytes
+of XML or millions of rows, and parsing it would hold the server for minutes.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ import csv
 import hashlib
 import io
 import json
+import posixpath
 import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from zlib import error as zlib_error
 
 import pandas as pd
 
 from twin.errors import InputError
+from twin.settings import TwinSettings
 
 __all__ = [
     "POINT_COLUMNS",
@@ -31,6 +36,9 @@ __all__ = [
     "read_survey",
     "load_column_mapping",
     "read_input",
+    "TableLimits",
+    "check_table_size",
+    "TOO_LARGE",
 ]
 
 #: Canonical point columns <- header names seen in survey tables (CJJ 61-2017 管线点成果表).
@@ -415,3 +423,146 @@ def read_survey(
     s, sinfo = read_table(segments, SEGMENT_COLUMNS, SEGMENT_REQUIRED, encoding=encoding, mapping=mapping)
     return SurveyTables(points=p, segments=s, points_file=pinfo.name, segments_file=sinfo.name,
                         files=[pinfo, sinfo])
+
+
+# ----------------------------------------------------------------------------- size before parsing
+#: Error code of a table refused for its size before it is parsed.
+TOO_LARGE = "TABLE_TOO_LARGE"
+_CHUNK = 1 << 20
+#: A namespace-prefixed row start tag (``<x:row r="1">``); at most 38 bytes long.
+_PREFIXED_ROW = re.compile(rb"<\w{1,32}:row[\s>/]")
+_KEEP = 64  # longer than any row tag counted
+_DIMENSION = re.compile(rb"<(?:\w{1,32}:)?dimension\s+ref=\"[A-Z]*\d*:?[A-Z]*(\d+)\"")
+
+
+@dataclass(frozen=True)
+class TableLimits:
+    """How large an uploaded table may be: rows below the header, and bytes once unpacked."""
+
+    rows: int
+    unpacked_bytes: int
+
+    @classmethod
+    def survey(cls, settings: TwinSettings) -> TableLimits:
+        """The limits of an import's or an as-built's tables (TWIN_MAX_TABLE_ROWS, TWIN_MAX_TABLE_MB)."""
+        return cls(settings.max_table_rows, int(settings.table_mb * 1e6))
+
+    @classmethod
+    def proposal(cls, settings: TwinSettings) -> TableLimits:
+        """The limits of a proposal's tables (TWIN_MAX_PROPOSAL_TABLE_ROWS, TWIN_MAX_PROPOSAL_TABLE_MB)."""
+        return cls(settings.max_proposal_table_rows, int(settings.max_proposal_table_mb * 1e6))
+
+
+def _too_large(path: Path, what: str, limit: str) -> InputError:
+    return InputError(f"{path.name}: {what}; {limit}", code=TOO_LARGE)
+
+
+def check_table_size(path: Path, limits: TableLimits) -> None:
+    """Refuse (InputError ``TABLE_TOO_LARGE``) a table over ``limits`` without parsing it.
+
+    An XLSX is measured by the unpacked size its zip declares (Python's zip reader never
+    unpacks more) and by the rows of its first sheet: the ``<dimension>`` it declares, then the
+    ``<row>`` tags counted while streaming, stopping past the limit. A CSV is measured by its
+    bytes and lines. A file that is no readable table passes: its reader says what is wrong.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        _check_workbook(path, limits)
+    else:
+        _check_text(path, limits)
+
+
+def _check_text(path: Path, limits: TableLimits) -> None:
+    lines, last = 0, b"\n"
+    try:
+        size = path.stat().st_size
+        if size > limits.unpacked_bytes:
+            raise _too_large(path, f"{size / 1e6:,.1f} MB",
+                             f"a table is at most {limits.unpacked_bytes / 1e6:,.1f} MB")
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+                if lines - 1 > limits.rows:
+                    break
+    except OSError:
+        return  # missing or unreadable: read_table reports it
+    rows = lines - (last == b"\n")  # the header line is not a row; a last line may lack its newline
+    if rows > limits.rows:
+        raise _too_large(path, f"more than {limits.rows:,} rows", f"a table holds at most {limits.rows:,}")
+
+
+def _check_workbook(path: Path, limits: TableLimits) -> None:
+    try:
+        book = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return  # not a workbook: read_table reports it
+    with book:
+        unpacked = sum(i.file_size for i in book.infolist())
+        if unpacked > limits.unpacked_bytes:
+            raise _too_large(path, f"unpacks to {unpacked / 1e6:,.1f} MB",
+                             f"a table is at most {limits.unpacked_bytes / 1e6:,.1f} MB unpacked")
+        for sheet in _first_sheet(book):
+            rows = _sheet_rows(book, sheet, limits.rows + 1) - 1  # less the header row
+            if rows > limits.rows:
+                raise _too_large(path, f"more than {limits.rows:,} rows", f"a table holds at most {limits.rows:,}")
+
+
+def _head(book: zipfile.ZipFile, name: str) -> bytes:
+    """The first megabyte of a member (b'' when it is missing or damaged)."""
+    try:
+        with book.open(name) as f:
+            return f.read(_CHUNK)
+    except (KeyError, zipfile.BadZipFile, OSError, EOFError, RuntimeError):
+        return b""
+
+
+def _first_sheet(book: zipfile.ZipFile) -> list[str]:
+    """The member holding the first sheet (the one read); every worksheet when that is unclear."""
+    names = set(book.namelist())
+    sheet = re.search(rb"<(?:\w{1,32}:)?sheet\s[^>]*?\s\w{1,32}:id=\"([^\"]+)\"", _head(book, "xl/workbook.xml"))
+    if sheet is not None:
+        for rel in re.finditer(rb"<(?:\w{1,32}:)?Relationship\s[^>]*>", _head(book, "xl/_rels/workbook.xml.rels")):
+            tag = rel.group(0)
+            target = re.search(rb'\sTarget="([^"]+)"', tag)
+            if target is None or not re.search(rb'\sId="' + re.escape(sheet.group(1)) + rb'"', tag):
+                continue
+            text = target.group(1).decode("utf-8", "replace")
+            name = text.lstrip("/") if text.startswith("/") else posixpath.normpath(posixpath.join("xl", text))
+            if name in names:
+                return [name]
+    return sorted(n for n in names if n.startswith("xl/worksheets/") and n.endswith(".xml"))
+
+
+def _sheet_rows(book: zipfile.ZipFile, name: str, cap: int) -> int:
+    """Rows of a sheet, counted while unpacking it; stops once past ``cap`` (or at the declared size)."""
+    rows, carry, first = 0, b"", True
+    try:
+        with book.open(name) as f:
+            while chunk := f.read(_CHUNK):
+                buf = carry + chunk
+                if first:
+                    first = False
+                    declared = _DIMENSION.search(buf[:_CHUNK])
+                    if declared is not None and int(declared.group(1)) > cap:
+                        return int(declared.group(1))
+                # a row tag may straddle chunks: keep what follows the last '<' when it is short
+                cut = buf.rfind(b"<")
+                if cut < 0 or len(buf) - cut > _KEEP:
+                    cut = len(buf)
+                rows, carry = rows + _row_tags(buf[:cut]), buf[cut:]
+                if rows > cap:
+                    return rows
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib_error):
+        pass  # damaged: read_table reports it
+    return rows + _row_tags(carry)
+
+
+def _row_tags(xml: bytes) -> int:
+    """Row start tags in a piece of sheet XML (``bytes.count`` runs at memory speed; a regex
+    only for namespace-prefixed tags). Any other element named ``row...`` would be counted too:
+    SpreadsheetML has one, ``rowBreaks``."""
+    n = xml.count(b"<row") - xml.count(b"<rowBreaks")
+    if b":row" in xml:
+        n += len(_PREFIXED_ROW.findall(xml))
+    return n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ SMALL = DATA / "small"
 
 def drop_schema(settings: TwinSettings) -> None:
     """Drop the settings' schema and everything in it (tests make their own)."""
-    engine = make_engine(settings)
+    engine = make_engine(settings, admin=True)  # the schema is the admin role's
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE'))
     engine.dispose()
@@ -28,7 +29,8 @@ def drop_schema(settings: TwinSettings) -> None:
 def twin_settings(request: pytest.FixtureRequest) -> TwinSettings:
     """Settings naming a schema of this test module's own, dropped before and after."""
     name = request.module.__name__.rsplit(".", 1)[-1]
-    schema = "test_" + re.sub(r"\W", "_", name)[:40]
+    # The process id keeps two runs on one machine (a developer's and CI's) out of each other's way.
+    schema = "test_" + re.sub(r"\W", "_", name)[:40] + f"_{os.getpid()}"
     settings = get_settings(db_schema=schema)
     open_twin(get_settings()).dispose()  # starts the private cluster when it is the one in use
     drop_schema(settings)

@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ from tiles.content import build_content
 from tiles.placement import Frame, ecef_transformer
 from tiles.source import read_index, read_nodes, read_segments, segment_end_nodes
 from tiles.style import node_level, segment_level
-from tiles.tiling import CAPACITY, box_volume, build_quadtree, tileset_json
+from tiles.tiling import CAPACITY, Quadtree, box_volume, build_quadtree, tileset_json
+from twin.crs import transformer
 from twin.db import open_twin
 from twin.errors import DatabaseError
 from twin.settings import TwinSettings
@@ -83,7 +85,9 @@ _STATE: dict = {}
 
 
 def _worker_init() -> None:
-    ecef_transformer.cache_clear()  # a PROJ context per process
+    # A PROJ context per process: no transformer inherited through fork.
+    ecef_transformer.cache_clear()
+    transformer.cache_clear()
 
 
 def _build_one(job: tuple[int, str, int, int, int, int]) -> tuple[int, list, list, int, int, int]:
@@ -98,6 +102,58 @@ def _build_one(job: tuple[int, str, int, int, int, int]) -> tuple[int, list, lis
 def _params(settings: TwinSettings) -> dict:
     return {"format": FORMAT_VERSION, "crs": settings.crs, "geoid_offset_m": settings.geoid_offset_m,
             "capacity": CAPACITY, "uri": CONTENT_URI}
+
+
+@dataclass
+class _Features:
+    """Every feature of the index, segments first, then drawn nodes: what the tiling needs."""
+
+    seg_ids: pd.Series
+    node_ids: pd.Series
+    keys: np.ndarray  # uint64 hash of the id
+    versions: np.ndarray
+    level: np.ndarray  # importance: the coarsest tile level that draws it
+    rank: np.ndarray  # order within a level (size)
+    ax: np.ndarray  # anchor x
+    ay: np.ndarray  # anchor y
+
+    @classmethod
+    def of(cls, seg: pd.DataFrame, nodes: pd.DataFrame) -> _Features:
+        """The features of the light index ``(seg, nodes)``."""
+        n_node = len(nodes)
+        return cls(
+            seg_ids=seg["id"], node_ids=nodes["id"],
+            keys=np.concatenate([seg["key"].to_numpy(np.int64), nodes["key"].to_numpy(np.int64)]).view(np.uint64),
+            versions=np.concatenate([seg["version"].to_numpy(np.int64), nodes["version"].to_numpy(np.int64)]),
+            level=np.concatenate([
+                segment_level(seg["shape"].to_numpy(), seg["diameter_mm"].to_numpy(float),
+                              seg["width_mm"].to_numpy(float)),
+                node_level(nodes["is_source"].fillna(False).to_numpy(bool))]),
+            rank=np.concatenate([
+                np.nan_to_num(seg["diameter_mm"].to_numpy(float))
+                + np.nan_to_num(seg["width_mm"].to_numpy(float)), np.zeros(n_node)]),
+            ax=np.concatenate([seg["x"].to_numpy(float), nodes["x"].to_numpy(float)]),
+            ay=np.concatenate([seg["y"].to_numpy(float), nodes["y"].to_numpy(float)]),
+        )
+
+    @property
+    def n_seg(self) -> int:
+        """Number of segments (the first features)."""
+        return len(self.seg_ids)
+
+    @property
+    def n_node(self) -> int:
+        """Number of drawn nodes (the last features)."""
+        return len(self.node_ids)
+
+    def arrays(self, tree: Quadtree, tile_keys: np.ndarray) -> dict[str, np.ndarray]:
+        """The arrays kept in ``manifest-features.npz``."""
+        ids = (np.concatenate([self.seg_ids.astype(str).to_numpy(), self.node_ids.astype(str).to_numpy()]).astype(str)
+               if len(self.keys) else np.zeros(0, str))
+        return {"keys": self.keys, "versions": self.versions, "tile": tree.tile_of.astype(np.int32),
+                "tile_keys": tile_keys.astype(str), "ids": ids,
+                "is_segment": np.arange(len(self.keys)) < self.n_seg, "level": self.level,
+                "rank": self.rank, "ax": self.ax, "ay": self.ay}
 
 
 def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, full: bool = False,
@@ -123,7 +179,8 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
     engine = open_twin(settings)
     params = _params(settings)
     manifest, previous = (None, None) if full else _load_manifest(out)
-    if manifest is not None and manifest.get("params") == params:
+    same_params = manifest is not None and manifest.get("params") == params
+    if same_params:
         fast = _fast_incremental(engine, out, manifest, previous, workers, step, started)
         if fast is not None:
             engine.dispose()
@@ -135,59 +192,21 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
                 "SELECT (SELECT count(*) FROM current_segment), (SELECT count(*) FROM current_node)")).one())
         seg, nodes = read_index(engine)
         t = lap("index", t)
-
-        # Every feature: segments first, then drawn nodes.
-        n_seg, n_node = len(seg), len(nodes)
-        keys = np.concatenate([seg["key"].to_numpy(np.int64), nodes["key"].to_numpy(np.int64)]).view(np.uint64)
-        versions = np.concatenate([seg["version"].to_numpy(np.int64), nodes["version"].to_numpy(np.int64)])
-        level = np.concatenate([
-            segment_level(seg["shape"].to_numpy(), seg["diameter_mm"].to_numpy(float),
-                          seg["width_mm"].to_numpy(float)),
-            node_level(nodes["is_source"].fillna(False).to_numpy(bool))])
-        rank = np.concatenate([
-            np.nan_to_num(seg["diameter_mm"].to_numpy(float))
-            + np.nan_to_num(seg["width_mm"].to_numpy(float)), np.zeros(n_node)])
-        ax = np.concatenate([seg["x"].to_numpy(float), nodes["x"].to_numpy(float)])
-        ay = np.concatenate([seg["y"].to_numpy(float), nodes["y"].to_numpy(float)])
-
-        incremental = manifest is not None and manifest.get("params") == params
-        if incremental:
-            x0, y0 = manifest["root"]["origin"]
-            size = manifest["root"]["size"]
-            inside = n_seg + n_node == 0 or (
-                ax.min() >= x0 and ay.min() >= y0 and ax.max() < x0 + size and ay.max() < y0 + size)
-            incremental = bool(inside)
-        if incremental:
-            frame = Frame.from_dict(manifest["frame"])
-            tree = build_quadtree(ax, ay, level, rank, tiebreak=keys, origin=(x0, y0), size=size)
-        else:
-            tree = build_quadtree(ax, ay, level, rank, tiebreak=keys)
-            cx = tree.origin[0] + tree.size / 2
-            cy = tree.origin[1] + tree.size / 2
-            with engine.connect() as conn:
-                ground_z = conn.execute(sa.text("SELECT avg(ground_z) FROM current_node")).scalar()
-            frame = Frame.at(settings.crs, cx, cy, float(ground_z or 0.0), settings.geoid_offset_m)
+        feats = _Features.of(seg, nodes)
+        n_seg, n_node = feats.n_seg, feats.n_node
+        tree, frame, incremental = _tile(engine, settings, feats, manifest if same_params else None)
         tile_keys = np.array([tl.key for tl in tree.tiles], dtype=object)
         has_content = np.array([len(tl.features) > 0 for tl in tree.tiles], dtype=bool)
         t = lap("tiling", t)
-
-        # Which tiles to build.
         if incremental:
-            dirty = _dirty_tiles(engine, previous, keys, versions, tree.tile_of, tile_keys, n_seg,
-                                 seg["id"], nodes["id"])
-            missing = [i for i in np.flatnonzero(has_content)
-                       if not (out / CONTENT_URI.format(key=tile_keys[i])).exists()]
-            build = sorted({i for i in np.flatnonzero(has_content) if tile_keys[i] in dirty} | set(missing))
+            build = _tiles_to_rebuild(engine, out, previous, feats, tree, tile_keys, has_content)
         else:
             build = list(np.flatnonzero(has_content))
         t = lap("compare", t)
 
         # Full records of the features of the tiles to build.
         tile_of = tree.tile_of
-        building = np.zeros(len(tree.tiles), bool)
-        building[build] = True
-        sel_seg = np.flatnonzero(building[tile_of[:n_seg]]) if n_seg else np.zeros(0, int)
-        sel_node = np.flatnonzero(building[tile_of[n_seg:]]) if n_node else np.zeros(0, int)
+        sel_seg, sel_node = _features_in(tree, build, n_seg, n_node)
         step("reading features", 0, 1)
         seg_rows, node_rows = _read_details(engine, seg, nodes, sel_seg, sel_node)
         t = lap("read", t)
@@ -200,15 +219,82 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
 
     # Tiles kept keep their manifest entries; built ones get new ones.
     old_tiles = (manifest or {}).get("tiles", {}) if incremental else {}
-    entries: dict[str, dict] = {}
-    for i in np.flatnonzero(has_content):
-        k = str(tile_keys[i])
-        if k in old_tiles:
-            entries[k] = old_tiles[k]
+    entries = {str(tile_keys[i]): old_tiles[str(tile_keys[i])] for i in np.flatnonzero(has_content)
+               if str(tile_keys[i]) in old_tiles}
+    _enter_results(entries, tile_keys, results)
+    removed = _remove_stale_contents(out, manifest, entries, clear=not incremental and not manifest and bool(results))
+    content = {i: entries[str(tile_keys[i])] for i in np.flatnonzero(has_content)}
+    _write_json(out / TILESET, tileset_json(tree, content, feats.level, frame.enu_to_ecef(), uri=CONTENT_URI))
+    _save_features(out, feats.arrays(tree, tile_keys))
+    _write_json(out / MANIFEST, {
+        "params": params, "frame": frame.as_dict(),
+        "root": {"origin": list(tree.origin), "size": tree.size},
+        "snapshot": snapshot, "counts": counts,
+        "tiles": entries,
+    })
+    lap("write", t)
+    return _report(out, not incremental, entries, results, n_seg, n_node, time.perf_counter() - started,
+                   stages, removed)
+
+
+def _tile(engine: sa.Engine, settings: TwinSettings, feats: _Features, manifest: dict | None
+          ) -> tuple[Quadtree, Frame, bool]:
+    """Tile the features; returns the quadtree, the frame and whether the build is incremental.
+
+    With a manifest of the same parameters whose root cell still holds every feature, the
+    tiling keeps that root cell and frame (an incremental build); otherwise the root cell is
+    new and the frame sits at its centre, at the mean ground height.
+    """
+    ax, ay = feats.ax, feats.ay
+    if manifest is not None:
+        x0, y0 = manifest["root"]["origin"]
+        size = manifest["root"]["size"]
+        inside = feats.n_seg + feats.n_node == 0 or (
+            ax.min() >= x0 and ay.min() >= y0 and ax.max() < x0 + size and ay.max() < y0 + size)
+        if inside:
+            tree = build_quadtree(ax, ay, feats.level, feats.rank, tiebreak=feats.keys, origin=(x0, y0),
+                                  size=size)
+            return tree, Frame.from_dict(manifest["frame"]), True
+    tree = build_quadtree(ax, ay, feats.level, feats.rank, tiebreak=feats.keys)
+    cx = tree.origin[0] + tree.size / 2
+    cy = tree.origin[1] + tree.size / 2
+    with engine.connect() as conn:
+        ground_z = conn.execute(sa.text("SELECT avg(ground_z) FROM current_node")).scalar()
+    return tree, Frame.at(settings.crs, cx, cy, float(ground_z or 0.0), settings.geoid_offset_m), False
+
+
+def _tiles_to_rebuild(engine: sa.Engine, out: Path, previous: dict, feats: _Features, tree: Quadtree,
+                      tile_keys: np.ndarray, has_content: np.ndarray) -> list[int]:
+    """Tiles (indices) whose features changed since the manifest, or whose content is missing."""
+    dirty = _dirty_tiles(engine, previous, feats.keys, feats.versions, tree.tile_of, tile_keys, feats.n_seg,
+                         feats.seg_ids, feats.node_ids)
+    missing = [i for i in np.flatnonzero(has_content)
+               if not (out / CONTENT_URI.format(key=tile_keys[i])).exists()]
+    return sorted({i for i in np.flatnonzero(has_content) if tile_keys[i] in dirty} | set(missing))
+
+
+def _features_in(tree: Quadtree, build: list[int], n_seg: int, n_node: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the segments and of the nodes (among each) that lie in the tiles ``build``."""
+    building = np.zeros(len(tree.tiles), bool)
+    building[build] = True
+    sel_seg = np.flatnonzero(building[tree.tile_of[:n_seg]]) if n_seg else np.zeros(0, int)
+    sel_node = np.flatnonzero(building[tree.tile_of[n_seg:]]) if n_node else np.zeros(0, int)
+    return sel_seg, sel_node
+
+
+def _enter_results(entries: dict[str, dict], tile_keys: np.ndarray, results: list[tuple]) -> None:
+    """Put the built tiles' boxes and counts into the manifest's entries."""
     for index, lo, hi, tris, feats, nbytes in results:
         entries[str(tile_keys[index])] = {"min": lo, "max": hi, "triangles": tris, "features": feats,
                                           "bytes": nbytes}
-    # Contents of tiles that no longer exist.
+
+
+def _remove_stale_contents(out: Path, manifest: dict | None, entries: dict, *, clear: bool) -> int:
+    """Delete the contents of the manifest's tiles that no longer exist; returns how many.
+
+    ``clear`` (a full build into a folder of another tileset) also removes every content that
+    ``entries`` does not list.
+    """
     removed = 0
     previous_keys = set((manifest or {}).get("tiles", {})) if manifest else set()
     for k in previous_keys - set(entries):
@@ -217,30 +303,15 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
             removed += 1
         except FileNotFoundError:
             pass
-    if not incremental and not manifest:
-        # A full build into a folder of another tileset: clear the old contents.
-        stale = out / "t"
-        if stale.exists() and results:
-            _remove_unlisted(stale, out, set(entries))
+    stale = out / "t"
+    if clear and stale.exists():
+        _remove_unlisted(stale, out, set(entries))
+    return removed
 
-    content = {i: entries[str(tile_keys[i])] for i in np.flatnonzero(has_content)}
-    doc = tileset_json(tree, content, level, frame.enu_to_ecef(), uri=CONTENT_URI)
-    _atomic_write(out / TILESET, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
-    _save_features(out, {
-        "keys": keys, "versions": versions, "tile": tree.tile_of.astype(np.int32),
-        "tile_keys": tile_keys.astype(str),
-        "ids": np.concatenate([seg["id"].astype(str).to_numpy(), nodes["id"].astype(str).to_numpy()]).astype(str)
-        if len(keys) else np.zeros(0, str),
-        "is_segment": np.arange(len(keys)) < n_seg, "level": level, "rank": rank, "ax": ax, "ay": ay})
-    _atomic_write(out / MANIFEST, json.dumps({
-        "params": params, "frame": frame.as_dict(),
-        "root": {"origin": list(tree.origin), "size": tree.size},
-        "snapshot": snapshot, "counts": counts,
-        "tiles": entries,
-    }, separators=(",", ":")).encode("utf-8"))
-    lap("write", t)
-    return _report(out, not incremental, entries, results, n_seg, n_node, time.perf_counter() - started,
-                   stages, removed)
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Write compact JSON atomically."""
+    _atomic_write(path, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
 
 
 def _mesh_tiles(seg_rows: pd.DataFrame, node_rows: pd.DataFrame, seg_tile: np.ndarray, node_tile: np.ndarray,
@@ -301,6 +372,59 @@ def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: di
     counts = manifest.get("counts")
     if not since or not counts or "level" not in previous:
         return None
+    changes = _changes_since(engine, since, counts)
+    if changes is None:
+        return None
+    snapshot, seg, node = changes
+    rows_of = _row_finder(previous["keys"])
+    versions = previous["versions"].copy()
+    seg_change = _changed_segments(seg, previous, rows_of, versions)
+    if seg_change is None:
+        return None
+    node_rows = _changed_nodes(engine, node, previous, rows_of, versions)
+    if node_rows is None:
+        return None
+    changed_rows, end_keys = seg_change[0] + node_rows, seg_change[1]
+    tile = previous["tile"]
+    dirty = set(tile[changed_rows].tolist())
+    if end_keys:
+        ends = rows_of(np.array(end_keys, dtype=np.int64).view(np.uint64))
+        dirty |= set(tile[ends[ends >= 0]].tolist())
+    stages["compare"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+
+    seg_rows, node_rows, seg_tile, node_tile = _read_tiles(engine, previous, dirty, rows_of)
+    stages["read"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    tile_keys = np.asarray(previous["tile_keys"]).astype(object)
+    frame = Frame.from_dict(manifest["frame"])
+    results = _mesh_tiles(seg_rows, node_rows, seg_tile, node_tile, sorted(dirty), tile_keys, frame, out,
+                          workers, step)
+    stages["mesh"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+
+    entries = manifest["tiles"]
+    _enter_results(entries, tile_keys, results)
+    doc = json.loads((out / TILESET).read_text(encoding="utf-8"))
+    _refresh_boxes(doc["root"], entries)
+    _write_json(out / TILESET, doc)
+    _save_features(out, {**previous, "versions": versions})
+    manifest["snapshot"] = snapshot
+    _write_json(out / MANIFEST, manifest)
+    stages["write"] = round(time.perf_counter() - t, 3)
+    is_seg = previous["is_segment"]
+    n_seg = int(is_seg.sum())
+    return _report(out, False, entries, results, n_seg, len(is_seg) - n_seg, time.perf_counter() - started,
+                   stages, 0)
+
+
+def _changes_since(engine: sa.Engine, since: str, counts: list[int]
+                   ) -> tuple[str, list[sa.Row], list[sa.Row]] | None:
+    """The snapshot and the segments and nodes written since ``since`` (hashed ids, anchors).
+
+    None when the tiling cannot stay: the counts changed, a source or customer changed, or a
+    feature was retired.
+    """
     with engine.connect() as conn:
         snapshot = _snapshot(conn)
         now_counts = conn.execute(sa.text(
@@ -319,7 +443,11 @@ def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: di
               FROM node WHERE valid_from > :t OR retired_at > :t"""), {"t": since}).all()
     if any(r[7] for r in seg) or any(r[2] for r in node):
         return None
-    keys = previous["keys"]
+    return snapshot, seg, node
+
+
+def _row_finder(keys: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function giving the row of each key in ``keys`` (-1 where absent)."""
     order = np.argsort(keys, kind="stable")
 
     def rows_of(k: np.ndarray) -> np.ndarray:
@@ -327,55 +455,66 @@ def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: di
         found = order[pos]
         return np.where(keys[found] == k, found, -1) if len(keys) else np.full(len(k), -1)
 
-    versions = previous["versions"].copy()
-    changed_rows: list[int] = []
-    end_keys: list[int] = []
-    if seg:
-        k = np.array([r[0] for r in seg], dtype=np.int64).view(np.uint64)
-        rows = rows_of(k)
-        if (rows < 0).any():
-            return None
-        shape = np.array([r[2] for r in seg], dtype=object)
-        level = segment_level(shape, np.array([r[3] for r in seg], dtype=float),
-                              np.array([r[4] for r in seg], dtype=float))
-        rank = np.nan_to_num(np.array([r[3] for r in seg], dtype=float)) + np.nan_to_num(
-            np.array([r[4] for r in seg], dtype=float))
-        x = np.array([r[5] for r in seg], dtype=float)
-        y = np.array([r[6] for r in seg], dtype=float)
-        if not (np.array_equal(level, previous["level"][rows]) and np.array_equal(rank, previous["rank"][rows])
-                and np.array_equal(x, previous["ax"][rows]) and np.array_equal(y, previous["ay"][rows])):
-            return None
-        versions[rows] = [r[1] for r in seg]
-        changed_rows += rows.tolist()
-        end_keys += [r[8] for r in seg] + [r[9] for r in seg]
-    node_idx = pd.DataFrame()
-    if node:
-        # Only nodes drawn before and after, at the same place, keep the tiling.
-        ids = [r[0] for r in node]
-        node_idx = read_index(engine, seg_ids=[], node_ids=ids)[1]
-        drawn_now = set(node_idx["id"].astype(str))
-        k = np.array([r[1] for r in node], dtype=np.int64).view(np.uint64)
-        rows = rows_of(k)
-        if any((rows[i] >= 0) != (ids[i] in drawn_now) for i in range(len(ids))):
-            return None
-        if len(node_idx):
-            nk = node_idx["key"].to_numpy(np.int64).view(np.uint64)
-            nrows = rows_of(nk)
-            if not (np.array_equal(node_idx["x"].to_numpy(float), previous["ax"][nrows])
-                    and np.array_equal(node_idx["y"].to_numpy(float), previous["ay"][nrows])):
-                return None
-            versions[nrows] = node_idx["version"].to_numpy(np.int64)
-            changed_rows += nrows.tolist()
-    tile = previous["tile"]
-    dirty = set(tile[changed_rows].tolist())
-    if end_keys:
-        ends = rows_of(np.array(end_keys, dtype=np.int64).view(np.uint64))
-        dirty |= set(tile[ends[ends >= 0]].tolist())
-    stages["compare"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
+    return rows_of
 
-    # The features of the dirty tiles, read by id.
-    tile_keys = np.asarray(previous["tile_keys"]).astype(object)
+
+def _changed_segments(seg: list[sa.Row], previous: dict, rows_of: Callable[[np.ndarray], np.ndarray],
+                      versions: np.ndarray) -> tuple[list[int], list[int]] | None:
+    """Rows of the changed segments (their versions updated) and their end nodes' keys.
+
+    None when a segment is new, or moved to another anchor, level or rank.
+    """
+    if not seg:
+        return [], []
+    k = np.array([r[0] for r in seg], dtype=np.int64).view(np.uint64)
+    rows = rows_of(k)
+    if (rows < 0).any():
+        return None
+    shape = np.array([r[2] for r in seg], dtype=object)
+    level = segment_level(shape, np.array([r[3] for r in seg], dtype=float),
+                          np.array([r[4] for r in seg], dtype=float))
+    rank = np.nan_to_num(np.array([r[3] for r in seg], dtype=float)) + np.nan_to_num(
+        np.array([r[4] for r in seg], dtype=float))
+    x = np.array([r[5] for r in seg], dtype=float)
+    y = np.array([r[6] for r in seg], dtype=float)
+    if not (np.array_equal(level, previous["level"][rows]) and np.array_equal(rank, previous["rank"][rows])
+            and np.array_equal(x, previous["ax"][rows]) and np.array_equal(y, previous["ay"][rows])):
+        return None
+    versions[rows] = [r[1] for r in seg]
+    return rows.tolist(), [r[8] for r in seg] + [r[9] for r in seg]
+
+
+def _changed_nodes(engine: sa.Engine, node: list[sa.Row], previous: dict,
+                   rows_of: Callable[[np.ndarray], np.ndarray], versions: np.ndarray) -> list[int] | None:
+    """Rows of the changed drawn nodes (their versions updated).
+
+    None unless every changed node was drawn before and after, at the same place.
+    """
+    if not node:
+        return []
+    ids = [r[0] for r in node]
+    node_idx = read_index(engine, seg_ids=[], node_ids=ids)[1]
+    drawn_now = set(node_idx["id"].astype(str))
+    k = np.array([r[1] for r in node], dtype=np.int64).view(np.uint64)
+    rows = rows_of(k)
+    if any((rows[i] >= 0) != (ids[i] in drawn_now) for i in range(len(ids))):
+        return None
+    if not len(node_idx):
+        return []
+    nk = node_idx["key"].to_numpy(np.int64).view(np.uint64)
+    nrows = rows_of(nk)
+    if not (np.array_equal(node_idx["x"].to_numpy(float), previous["ax"][nrows])
+            and np.array_equal(node_idx["y"].to_numpy(float), previous["ay"][nrows])):
+        return None
+    versions[nrows] = node_idx["version"].to_numpy(np.int64)
+    return nrows.tolist()
+
+
+def _read_tiles(engine: sa.Engine, previous: dict, dirty: set[int],
+                rows_of: Callable[[np.ndarray], np.ndarray]
+                ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """The features of the tiles ``dirty``, read by id, and the tile of each."""
+    tile = previous["tile"]
     in_dirty = np.isin(tile, np.fromiter(dirty, dtype=np.int64, count=len(dirty)))
     is_seg = previous["is_segment"]
     ids = previous["ids"].astype(object)
@@ -385,28 +524,7 @@ def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: di
                                         np.arange(len(node_idx)), whole=False)
     seg_tile = tile[rows_of(seg_rows["key"].to_numpy(np.int64).view(np.uint64))]
     node_tile = tile[rows_of(node_rows["key"].to_numpy(np.int64).view(np.uint64))]
-    stages["read"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
-    frame = Frame.from_dict(manifest["frame"])
-    results = _mesh_tiles(seg_rows, node_rows, seg_tile, node_tile, sorted(dirty), tile_keys, frame, out,
-                          workers, step)
-    stages["mesh"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
-
-    entries = manifest["tiles"]
-    for index, lo, hi, tris, feats, nbytes in results:
-        entries[str(tile_keys[index])] = {"min": lo, "max": hi, "triangles": tris, "features": feats,
-                                          "bytes": nbytes}
-    doc = json.loads((out / TILESET).read_text(encoding="utf-8"))
-    _refresh_boxes(doc["root"], entries)
-    _atomic_write(out / TILESET, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
-    _save_features(out, {**previous, "versions": versions})
-    manifest["snapshot"] = snapshot
-    _atomic_write(out / MANIFEST, json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
-    stages["write"] = round(time.perf_counter() - t, 3)
-    n_seg = int(is_seg.sum())
-    return _report(out, False, entries, results, n_seg, len(is_seg) - n_seg, time.perf_counter() - started,
-                   stages, 0)
+    return seg_rows, node_rows, seg_tile, node_tile
 
 
 def _refresh_boxes(tile: dict, entries: dict) -> tuple[np.ndarray, np.ndarray] | None:

@@ -1,4 +1,7 @@
-"""``twin tiles ...``: added to the twin command through entry points."""
+"""``twin tiles ...``: added to the twin command through entry points.
+
+A build is audited (``tiles-build``, role ``cli``) once it is written, as the API's builds are.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from twin.errors import TwinError
-from twin.settings import get_settings
+from twin.audit import record_command
+from twin.db import open_twin
+from twin.settings import TwinSettings, get_settings
 
 __all__ = ["app", "build"]
 
@@ -48,12 +52,10 @@ def build(
     """Build the 3D Tiles 1.1 tileset of the live network; only changed tiles unless --full."""
     from tiles.build import build_tileset
 
-    try:
-        with _progress(not as_json) as step:
-            report = build_tileset(get_settings(), out_dir=out, full=full, progress=step)
-    except TwinError as exc:
-        err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-        raise typer.Exit(code=2) from None
+    settings = get_settings()
+    with _progress(not as_json) as step:
+        report = build_tileset(settings, out_dir=out, full=full, progress=step)
+    _audit(settings, report)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -65,3 +67,15 @@ def build(
                   f"{report['tiles_removed']:,}", f"{report['features']:,}", f"{report['triangles']:,}",
                   f"{report['bytes'] / 2**20:,.1f}", f"{report['seconds']:.1f}")
     Console().print(table)
+
+
+def _audit(settings: TwinSettings, report: dict) -> None:
+    """The build's audit entry, in a transaction of its own (the tiles are files, not rows)."""
+    engine = open_twin(settings)
+    try:
+        with engine.begin() as conn:
+            record_command(conn, settings.user_name, "tiles build", "tiles-build", params={
+                "full": report["full"], "tileset": str(report["tileset"]),
+                **{k: report[k] for k in ("tiles", "tiles_written", "tiles_removed", "features")}})
+    finally:
+        engine.dispose()

@@ -22,12 +22,13 @@ from tiles.mesh import (
 from tiles.placement import Frame, gltf_node_matrix
 from tiles.source import ewkb_linestrings
 from tiles.style import node_material, node_shape, pipe_material
+from twin.schema import columns, names
 
 __all__ = ["TileContent", "build_content", "pipe_table", "node_table", "PIPE_PROPERTIES",
            "NODE_PROPERTIES"]
 
 #: Properties of the ``pipe`` and ``node`` metadata classes (the same ``id`` as the API's).
-PIPE_PROPERTIES = ("id", "utility", "subtype", "size", "material", "depth_m", "built", "owner", "status")
+PIPE_PROPERTIES = (*names("segment", reads="tiles"), "size", "depth_m")  # the last two derived
 NODE_PROPERTIES = ("id", "kind", "utility", "name")
 #: depth_m of a pipe whose depth was not surveyed.
 NO_DEPTH = -1.0
@@ -52,17 +53,13 @@ class TileContent:
 def pipe_table(seg: pd.DataFrame) -> PropertyTable:
     """The ``pipe`` property table of segments (one row each, in order; see read_segments)."""
     depth = seg["depth_m"].to_numpy(dtype=float)
-    cols = [
-        PropertyColumn("id", "STRING", seg["id"], description="segment id (API)"),
-        PropertyColumn("utility", "STRING", seg["utility"]),
-        PropertyColumn("subtype", "STRING", seg["subtype"]),
+    cols = [PropertyColumn(c.name, "STRING", seg[c.name], description=c.label)
+            for c in columns("segment", reads="tiles")]
+    cols[0].description = "segment id (API)"
+    cols += [
         PropertyColumn("size", "STRING", seg["size"], description="diameter (DN, mm) or W×H (mm)"),
-        PropertyColumn("material", "STRING", seg["material"]),
         PropertyColumn("depth_m", "FLOAT32", np.where(np.isfinite(depth), depth, NO_DEPTH), no_data=NO_DEPTH,
                        description="surveyed depth (m), mean of both ends"),
-        PropertyColumn("built", "STRING", seg["built"]),
-        PropertyColumn("owner", "STRING", seg["owner"]),
-        PropertyColumn("status", "STRING", seg["status"]),
     ]
     return PropertyTable("pipe", "Pipe segment (管段)", cols)
 

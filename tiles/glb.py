@@ -62,12 +62,13 @@ class PropertyTable:
 
 
 class _Bin:
-    """The BIN chunk under construction: 8-byte aligned buffer views."""
+    """The BIN chunk under construction: 8-byte aligned buffer views and their accessors."""
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.size = 0
         self.views: list[dict] = []
+        self.accessors: list[dict] = []
 
     def add(self, data: bytes, target: int | None = None) -> int:
         pad = (-self.size) % 8
@@ -81,6 +82,13 @@ class _Bin:
         self.size += len(data)
         self.views.append(view)
         return len(self.views) - 1
+
+    def accessor(self, data: np.ndarray, component: int, kind: str, target: int, **extra: object) -> int:
+        """Add ``data`` as a buffer view with an accessor; returns the accessor's index."""
+        view = self.add(np.ascontiguousarray(data).tobytes(), target)
+        self.accessors.append({"bufferView": view, "componentType": component, "count": int(len(data)),
+                               "type": kind, **extra})
+        return len(self.accessors) - 1
 
 
 def _strings(values: object) -> tuple[bytes, bytes]:
@@ -109,38 +117,60 @@ def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[
                node_matrix: list[float], schema_id: str = "pipetwin") -> bytes:
     """The GLB bytes of one tile's content."""
     buf = _Bin()
-    accessors: list[dict] = []
-    gl_primitives = []
+    gl_primitives = [_primitive(buf, p, tables[p.property_table].count) for p in primitives]
+    classes, gl_tables = _property_tables(buf, tables)
+    doc = {
+        "asset": {"version": "2.0", "generator": "PipeTwin tiles"},
+        "extensionsUsed": ["EXT_mesh_features", "EXT_structural_metadata"],
+        "extensions": {"EXT_structural_metadata": {
+            "schema": {"id": schema_id, "classes": classes}, "propertyTables": gl_tables}},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"matrix": node_matrix, "mesh": 0}],
+        "meshes": [{"primitives": gl_primitives}],
+        "materials": materials,
+        "accessors": buf.accessors,
+        "bufferViews": buf.views,
+        "buffers": [{"byteLength": buf.size}],
+    }
+    js = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    js += b" " * ((-len(js)) % 4)
+    binary = b"".join(buf.parts)
+    binary += b"\0" * ((-len(binary)) % 4)
+    total = 12 + 8 + len(js) + 8 + len(binary)
+    return b"".join([
+        struct.pack("<4sII", GLB_MAGIC, 2, total),
+        struct.pack("<II", len(js), _JSON), js,
+        struct.pack("<II", len(binary), _BIN), binary,
+    ])
 
-    def accessor(data: np.ndarray, component: int, kind: str, target: int, **extra: object) -> int:
-        view = buf.add(np.ascontiguousarray(data).tobytes(), target)
-        accessors.append({"bufferView": view, "componentType": component, "count": int(len(data)),
-                          "type": kind, **extra})
-        return len(accessors) - 1
 
-    for p in primitives:
-        n = len(p.positions)
-        pos = np.asarray(p.positions, dtype=np.float32)
-        a_pos = accessor(pos, _FLOAT, "VEC3", _ARRAY_BUFFER,
+def _primitive(buf: _Bin, p: Primitive, table_count: int) -> dict:
+    """The glTF primitive of ``p``, its vertex attributes and indices added to ``buf``."""
+    n = len(p.positions)
+    pos = np.asarray(p.positions, dtype=np.float32)
+    a_pos = buf.accessor(pos, _FLOAT, "VEC3", _ARRAY_BUFFER,
                          min=[float(v) for v in pos.min(axis=0)], max=[float(v) for v in pos.max(axis=0)])
-        a_nrm = accessor(np.asarray(p.normals, dtype=np.float32), _FLOAT, "VEC3", _ARRAY_BUFFER)
-        table_count = tables[p.property_table].count
-        # Vertex attributes are 4-byte aligned per element: float ids (exact below 2^24).
-        a_fid = accessor(p.feature_ids.astype(np.float32), _FLOAT, "SCALAR", _ARRAY_BUFFER)
-        flat = np.asarray(p.indices).reshape(-1)
-        if n <= 0xFFFF:
-            a_idx = accessor(flat.astype(np.uint16), _UINT16, "SCALAR", _ELEMENT_ARRAY_BUFFER)
-        else:
-            a_idx = accessor(flat.astype(np.uint32), _UINT32, "SCALAR", _ELEMENT_ARRAY_BUFFER)
-        gl_primitives.append({
-            "attributes": {"POSITION": a_pos, "NORMAL": a_nrm, "_FEATURE_ID_0": a_fid},
-            "indices": a_idx,
-            "material": p.material,
-            "mode": 4,
-            "extensions": {"EXT_mesh_features": {"featureIds": [
-                {"featureCount": table_count, "attribute": 0, "propertyTable": p.property_table}]}},
-        })
+    a_nrm = buf.accessor(np.asarray(p.normals, dtype=np.float32), _FLOAT, "VEC3", _ARRAY_BUFFER)
+    # Vertex attributes are 4-byte aligned per element: float ids (exact below 2^24).
+    a_fid = buf.accessor(p.feature_ids.astype(np.float32), _FLOAT, "SCALAR", _ARRAY_BUFFER)
+    flat = np.asarray(p.indices).reshape(-1)
+    if n <= 0xFFFF:
+        a_idx = buf.accessor(flat.astype(np.uint16), _UINT16, "SCALAR", _ELEMENT_ARRAY_BUFFER)
+    else:
+        a_idx = buf.accessor(flat.astype(np.uint32), _UINT32, "SCALAR", _ELEMENT_ARRAY_BUFFER)
+    return {
+        "attributes": {"POSITION": a_pos, "NORMAL": a_nrm, "_FEATURE_ID_0": a_fid},
+        "indices": a_idx,
+        "material": p.material,
+        "mode": 4,
+        "extensions": {"EXT_mesh_features": {"featureIds": [
+            {"featureCount": table_count, "attribute": 0, "propertyTable": p.property_table}]}},
+    }
 
+
+def _property_tables(buf: _Bin, tables: list[PropertyTable]) -> tuple[dict[str, dict], list[dict]]:
+    """The metadata schema's classes and the property tables, their columns added to ``buf``."""
     classes: dict[str, dict] = {}
     gl_tables = []
     for t in tables:
@@ -163,28 +193,4 @@ def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[
         classes[t.class_name] = {"name": t.class_name, "description": t.description,
                                  "properties": props_schema}
         gl_tables.append({"class": t.class_name, "count": t.count, "properties": props})
-
-    doc = {
-        "asset": {"version": "2.0", "generator": "PipeTwin tiles"},
-        "extensionsUsed": ["EXT_mesh_features", "EXT_structural_metadata"],
-        "extensions": {"EXT_structural_metadata": {
-            "schema": {"id": schema_id, "classes": classes}, "propertyTables": gl_tables}},
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"matrix": node_matrix, "mesh": 0}],
-        "meshes": [{"primitives": gl_primitives}],
-        "materials": materials,
-        "accessors": accessors,
-        "bufferViews": buf.views,
-        "buffers": [{"byteLength": buf.size}],
-    }
-    js = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    js += b" " * ((-len(js)) % 4)
-    binary = b"".join(buf.parts)
-    binary += b"\0" * ((-len(binary)) % 4)
-    total = 12 + 8 + len(js) + 8 + len(binary)
-    return b"".join([
-        struct.pack("<4sII", GLB_MAGIC, 2, total),
-        struct.pack("<II", len(js), _JSON), js,
-        struct.pack("<II", len(binary), _BIN), binary,
-    ])
+    return classes, gl_tables

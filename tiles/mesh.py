@@ -150,18 +150,8 @@ def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: n
     feature = np.arange(k) if feature is None else np.asarray(feature)
     if k == 0:
         return Mesh.empty(), np.zeros(0, bool)
-    line = np.repeat(np.arange(k), np.diff(starts))
-    # Drop a vertex that repeats the one before it in the same polyline.
-    d = np.diff(points, axis=0)
-    repeat = np.zeros(len(points), bool)
-    repeat[1:] = (np.linalg.norm(d, axis=1) < 1e-6) & (line[1:] == line[:-1])
-    keep = ~repeat
-    points, line = points[keep], line[keep]
-    counts = np.bincount(line, minlength=k)
+    points, counts = _drop_repeats(points, starts)
     built = counts >= 2
-    if not built.all():
-        ok = built[line]
-        points, line = points[ok], line[ok]
     if len(points) == 0:
         return Mesh.empty(), built
     lines = np.flatnonzero(built)  # built polylines, in order
@@ -173,8 +163,42 @@ def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: n
     # Segments: one per vertex that is not its polyline's last.
     seg_start = np.flatnonzero(~last)
     t = _unit(points[seg_start + 1] - points[seg_start])
-    seg_local = local[seg_start]
-    # Parallel transport, one step per position along the polylines (vectorised across them).
+    u, v = _transport_frames(t, local[seg_start])
+    vertex_line = np.repeat(np.arange(len(lines)), n_per)
+    ring, ring_normals = _mitred_rings(points, local, last, t, u, v, profile,
+                                       half_size[lines][vertex_line])
+    p = len(profile.offsets)
+    faces = np.concatenate([_side_quads(seg_start, profile), _cap_fans(local, last, profile)])
+    positions = ring.reshape(-1, 3)
+    normals = ring_normals.reshape(-1, 3).astype(np.float32)
+    feat_line = np.repeat(lines[vertex_line], p)
+    mesh = Mesh(positions, normals, faces.astype(np.uint32), np.asarray(feature)[feat_line].astype(np.int64))
+    return mesh, built
+
+
+def _drop_repeats(points: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each vertex that repeats the one before it in its polyline, then the polylines
+    left with fewer than two vertices; returns the vertices kept and each polyline's count."""
+    k = len(starts) - 1
+    line = np.repeat(np.arange(k), np.diff(starts))
+    d = np.diff(points, axis=0)
+    repeat = np.zeros(len(points), bool)
+    repeat[1:] = (np.linalg.norm(d, axis=1) < 1e-6) & (line[1:] == line[:-1])
+    keep = ~repeat
+    points, line = points[keep], line[keep]
+    counts = np.bincount(line, minlength=k)
+    built = counts >= 2
+    if not built.all():
+        points = points[built[line]]
+    return points, counts
+
+
+def _transport_frames(t: np.ndarray, seg_local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parallel-transport frames (u, v) of segments with unit tangents ``t``.
+
+    ``seg_local`` is each segment's position along its polyline; one step per position,
+    vectorised across the polylines.
+    """
     u = np.empty_like(t)
     v = np.empty_like(t)
     head = seg_local == 0
@@ -187,7 +211,15 @@ def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: n
             break
         u[idx] = _rotate(u[idx - 1], t[idx - 1], t[idx])
         v[idx] = np.cross(t[idx], u[idx])  # keeps (u, v, t) orthonormal and right-handed
+    return u, v
 
+
+def _mitred_rings(points: np.ndarray, local: np.ndarray, last: np.ndarray, t: np.ndarray, u: np.ndarray,
+                  v: np.ndarray, profile: Profile, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One ring of profile vertices per polyline vertex, in the plane bisecting the turn there.
+
+    ``scale`` (n, 2) is each vertex's half size. Returns positions and normals, both (n, p, 3).
+    """
     # Per vertex: the incoming segment's frame (the outgoing one's at a polyline start).
     seg_of_vertex = np.cumsum(~last) - 1  # segment starting at the vertex (or before)
     inc = np.where(local == 0, seg_of_vertex, seg_of_vertex - (~last).astype(int))
@@ -199,7 +231,6 @@ def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: n
     mitre[flat] = t_in[flat]
     cos_half = np.maximum(np.sum(t_in * mitre, axis=1), 1.0 / MAX_MITRE)
 
-    scale = half_size[lines][np.repeat(np.arange(len(lines)), n_per)]  # (n, 2)
     off2 = profile.offsets[None, :, :] * scale[:, None, :]  # (n, p, 2)
     u_in, v_in, u_out, v_out = u[inc], v[inc], u[out], v[out]
     off3 = off2[..., :1] * u_in[:, None, :] + off2[..., 1:] * v_in[:, None, :]
@@ -209,19 +240,26 @@ def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: n
     pn = profile.normals
     n_in = pn[None, :, :1] * u_in[:, None, :] + pn[None, :, 1:] * v_in[:, None, :]
     n_out = pn[None, :, :1] * u_out[:, None, :] + pn[None, :, 1:] * v_out[:, None, :]
-    ring_normals = _unit(n_in + n_out)
+    return ring, _unit(n_in + n_out)
 
+
+def _side_quads(seg_start: np.ndarray, profile: Profile) -> np.ndarray:
+    """Two triangles per profile edge between consecutive rings, counter-clockwise from outside."""
     p = len(profile.offsets)
-    # Side quads between consecutive rings, counter-clockwise from outside.
     e0, e1 = profile.edges[:, 0], profile.edges[:, 1]
     a = seg_start[:, None] * p + e0[None, :]
     b = seg_start[:, None] * p + e1[None, :]
     c = a + p
     dd = b + p
-    sides = np.stack([np.stack([a, b, dd], -1), np.stack([a, dd, c], -1)], axis=2).reshape(-1, 3)
+    return np.stack([np.stack([a, b, dd], -1), np.stack([a, dd, c], -1)], axis=2).reshape(-1, 3)
 
-    # Caps: fans over the end rings' own vertices (no extra vertices: a cap shares the ring's
-    # normals, invisible on a pipe a few diameters long), facing -t at the start, +t at the end.
+
+def _cap_fans(local: np.ndarray, last: np.ndarray, profile: Profile) -> np.ndarray:
+    """Caps: fans over the end rings' own vertices, facing -t at the start, +t at the end.
+
+    No extra vertices: a cap shares the ring's normals, invisible on a pipe a few diameters long.
+    """
+    p = len(profile.offsets)
     cap = profile.cap
     m = len(cap)
     start_v = np.flatnonzero(local == 0)
@@ -229,16 +267,9 @@ def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: n
     j = np.arange(1, m - 1)
     fan_start = np.stack([np.zeros_like(j), j + 1, j], -1)
     fan_end = np.stack([np.zeros_like(j), j, j + 1], -1)
-    fans = np.concatenate([
+    return np.concatenate([
         (start_v[:, None, None] * p + cap[fan_start][None]).reshape(-1, 3),
         (end_v[:, None, None] * p + cap[fan_end][None]).reshape(-1, 3)])
-
-    positions = ring.reshape(-1, 3)
-    normals = ring_normals.reshape(-1, 3).astype(np.float32)
-    feat_line = np.repeat(lines[np.repeat(np.arange(len(lines)), n_per)], p)
-    mesh = Mesh(positions, normals, np.concatenate([sides, fans]).astype(np.uint32),
-                np.asarray(feature)[feat_line].astype(np.int64))
-    return mesh, built
 
 
 @dataclass(frozen=True)

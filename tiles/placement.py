@@ -14,6 +14,8 @@ from functools import lru_cache
 import numpy as np
 from pyproj import CRS, Transformer
 
+from twin.crs import transformer
+
 __all__ = ["Frame", "ecef_transformer", "gltf_node_matrix", "Z_UP_TO_Y_UP"]
 
 #: Rotation of z-up coordinates into glTF's y-up: (x, y, z) -> (x, z, -y).
@@ -23,12 +25,12 @@ Z_UP_TO_Y_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]
 @lru_cache(maxsize=4)
 def ecef_transformer(crs: str) -> Transformer:
     """The pyproj transformer from the twin CRS (with ellipsoidal heights) to ECEF (EPSG:4978)."""
-    return Transformer.from_crs(CRS.from_user_input(crs).to_3d(), "EPSG:4978", always_xy=True)
+    return transformer(CRS.from_user_input(crs).to_3d(), "EPSG:4978")
 
 
 @lru_cache(maxsize=4)
 def _geodetic_transformer(crs: str) -> Transformer:
-    return Transformer.from_crs(CRS.from_user_input(crs).to_3d(), CRS("EPSG:4979"), always_xy=True)
+    return transformer(CRS.from_user_input(crs).to_3d(), "EPSG:4979")
 
 
 @dataclass(frozen=True)

@@ -24,33 +24,54 @@ functions name their tables unqualified), so a backup restores into any schema n
 anything is touched the archive is checked: one schema, a twin's ``alembic_version`` no newer
 than this code's migrations, and the twin's CRS. An older backup is migrated after restoring.
 
-The client tools must match the server: the private cluster's own ``bin`` folder is used; for
-``TWIN_DATABASE_URL`` the newest tools not older than the server are.
+The archive file is the twin's whole content, users and audit log included: it is created
+0600 (only this account may read it) before the first byte is written, whatever the umask.
+With a passphrase it is sealed (:mod:`twin.sealed`: scrypt and AES-256-GCM in chunks, so the
+dump streams through and is never held in memory); a restore recognises a sealed archive and
+streams it, decrypted, into ``pg_restore`` (nothing decrypted is written to disk).
+
+A restore never loses an audit entry: inside its transaction, the live log's entries that the
+backup lacks (matched on id and time: normally those made after the backup) are carried over
+into the restored log in time order, then the restore adds its own entry (who, which file, the
+backup's time and revision, how many entries were carried over). The restored twin is left as
+the application role may use it (:func:`twin.roles.privileges_sql`), also inside the transaction.
+
+Backup and restore connect as the admin role (``TWIN_DATABASE_ADMIN_URL``, the private
+cluster's superuser): it owns the schema and the audit log, which the application role cannot
+replace. The client tools must match the server: the private cluster's own ``bin`` folder is
+used; for ``TWIN_DATABASE_URL`` the newest tools not older than the server are.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
+from twin.audit import COMMAND_ROLE
 from twin.crs import twin_crs
-from twin.db import MIGRATIONS, current_revision, make_engine, upgrade
+from twin.db import MIGRATIONS, app_role, current_revision, make_engine, upgrade
 from twin.errors import ConfigError, DatabaseError, InputError, NotFound
 from twin.pgcluster import database_url, local_cluster, postgis_install_hint
+from twin.roles import privileges_sql
+from twin.sealed import SealedWriter, Unsealer, is_sealed
+from twin.secretfiles import create_private
 from twin.settings import TwinSettings
 
-__all__ = ["BackupInfo", "backup", "restore", "inspect_backup"]
+__all__ = ["BackupInfo", "backup", "restore", "inspect_backup", "is_sealed"]
 
 #: progress(message): what a backup or restore is doing now.
 Status = Callable[[str], None]
@@ -71,11 +92,32 @@ class BackupInfo:
     server_version: str | None
     tables: list[str] = field(default_factory=list)
     bytes: int = 0
+    encrypted: bool = False
+
+
+@dataclass
+class _Archive:
+    """An archive file, and the key to read it when it is sealed."""
+
+    path: Path
+    unsealer: Unsealer | None = None
+
+
+def _open_archive(path: Path | str, passphrase: str | None) -> _Archive:
+    p = Path(path)
+    if not p.is_file():
+        raise NotFound(f"no backup file {p}")
+    if not is_sealed(p):
+        return _Archive(p)
+    if not passphrase:
+        raise InputError(f"{p} is an encrypted backup: give its passphrase (TWIN_BACKUP_PASSPHRASE, "
+                         "or at the prompt)", code="PASSPHRASE_NEEDED")
+    return _Archive(p, Unsealer(p, passphrase))
 
 
 # ----------------------------------------------------------------------------- tools
 def _server_major(settings: TwinSettings) -> int:
-    engine = make_engine(settings)
+    engine = make_engine(settings, admin=True)
     try:
         with engine.connect() as conn:
             return int(conn.execute(sa.text("SHOW server_version_num")).scalar()) // 10000
@@ -110,13 +152,14 @@ def _pg_bin(settings: TwinSettings) -> Path:
 
 
 def _connection(settings: TwinSettings) -> tuple[str, dict[str, str]]:
-    """A libpq URI for the tools, and their environment (the password goes there, not argv)."""
-    url = sa.engine.make_url(database_url(settings))
+    """The admin role's libpq URI for the tools, and their environment (the password goes there,
+    not argv)."""
+    url = sa.engine.make_url(database_url(settings, admin=True))
     env = dict(os.environ)
     if url.password:
         env["PGPASSWORD"] = str(url.password)
     env.pop("PGOPTIONS", None)
-    uri = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    uri = url._replace(drivername="postgresql", password=None).render_as_string(hide_password=False)
     return uri, env
 
 
@@ -132,10 +175,11 @@ def _literal(name: str) -> str:
 
 # ----------------------------------------------------------------------------- backup
 def backup(settings: TwinSettings, path: Path | str, *, progress: Status | None = None,
-           compress_level: int | None = None) -> dict:
+           compress_level: int | None = None, passphrase: str | None = None) -> dict:
     """Write a custom-format archive of the twin's schema to ``path``; returns a report.
 
-    The archive appears under ``path`` only once complete (written beside it, then renamed).
+    The file is 0600 from its creation, sealed with ``passphrase`` when one is given, and
+    appears under ``path`` only once complete (written beside it, then renamed).
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
@@ -145,7 +189,39 @@ def backup(settings: TwinSettings, path: Path | str, *, progress: Status | None 
     if not out.parent.is_dir():
         raise InputError(f"folder {out.parent} does not exist")
     bin_dir = _pg_bin(settings)
-    engine = make_engine(settings)
+    revision, segments = _twin_state(settings)
+    uri, env = _connection(settings)
+    partial = out.with_name(out.name + ".partial")
+    args = [str(bin_dir / "pg_dump"), "--format=custom", "--verbose", f"--schema={_quoted(settings.db_schema)}",
+            f"--dbname={uri}"]
+    if compress_level is not None:
+        args.append(f"--compress={int(compress_level)}")
+    say(f"dumping schema {settings.db_schema}")
+    partial.unlink(missing_ok=True)  # left by a run that was killed
+    fd = create_private(partial)
+    try:
+        if passphrase is None:
+            os.close(fd)  # pg_dump rewrites the file in place: it stays 0600
+            tables = _pg_dump([*args, f"--file={partial}"], env, say, None)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                tables = _pg_dump(args, env, say, SealedWriter(f, passphrase))
+                f.flush()
+                os.fsync(f.fileno())
+        archive = _Archive(partial, Unsealer(partial, passphrase) if passphrase is not None else None)
+        info = _inspect(settings, archive, bin_dir)  # the archive reads back
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, out)
+    return {"path": str(out), "bytes": out.stat().st_size, "schema": settings.db_schema,
+            "revision": info.revision, "tables": tables, "segments": int(segments),
+            "encrypted": passphrase is not None, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _twin_state(settings: TwinSettings) -> tuple[str, int]:
+    """The twin's revision and its number of segments; NotFound when there is no twin."""
+    engine = make_engine(settings, admin=True)
     try:
         with engine.connect() as conn:
             revision = current_revision(conn, settings)
@@ -157,43 +233,114 @@ def backup(settings: TwinSettings, path: Path | str, *, progress: Status | None 
         engine.dispose()
     if revision is None:
         raise NotFound(f"there is no twin in schema {settings.db_schema!r} to back up")
+    return revision, int(segments)
 
-    uri, env = _connection(settings)
-    partial = out.with_name(out.name + ".partial")
-    args = [str(bin_dir / "pg_dump"), "--format=custom", "--verbose", f"--schema={_quoted(settings.db_schema)}",
-            f"--file={partial}", f"--dbname={uri}"]
-    if compress_level is not None:
-        args.append(f"--compress={int(compress_level)}")
-    say(f"dumping schema {settings.db_schema}")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+def _pg_dump(args: list[str], env: dict[str, str], say: Status, sealer: SealedWriter | None) -> int:
+    """Run pg_dump, reporting the tables it dumps; with ``sealer`` its output is sealed as it
+    streams. Returns the number of tables."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE if sealer else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    failures: list[BaseException] = []
+    copier = None
+    if sealer is not None:
+        copier = threading.Thread(target=_seal_stream, args=(proc.stdout, sealer, failures), daemon=True)
+        copier.start()
     tail: list[str] = []
     tables = 0
     assert proc.stderr is not None
-    for line in proc.stderr:
-        line = line.rstrip()
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace").rstrip()
         tail = (tail + [line])[-20:]
         m = re.search(r'dumping contents of table "?([^"]+)"?', line)
         if m:
             tables += 1
             say(f"dumping {m.group(1)}")
-    if proc.wait() != 0:
-        partial.unlink(missing_ok=True)
+    code = proc.wait()
+    if copier is not None:
+        copier.join()
+    if code != 0:
         errors = [t for t in tail if "error" in t.lower()] or tail[-3:]
         raise DatabaseError("pg_dump failed: " + " ".join(errors))
-    info = inspect_backup(settings, partial, bin_dir=bin_dir)  # the archive reads back
-    os.replace(partial, out)
-    return {"path": str(out), "bytes": out.stat().st_size, "schema": settings.db_schema,
-            "revision": info.revision, "tables": tables, "segments": int(segments),
-            "seconds": round(time.perf_counter() - started, 3)}
+    if failures:
+        raise failures[0]
+    return tables
+
+
+def _seal_stream(source: IO[bytes], sealer: SealedWriter, failures: list[BaseException]) -> None:
+    try:
+        while chunk := source.read(_CHUNK):
+            sealer.write(chunk)
+        sealer.close()
+    except BaseException as exc:  # reported by the caller, in its thread
+        failures.append(exc)
+        source.close()  # pg_dump stops at a broken pipe
+
+
+class _PgRestore:
+    """``pg_restore`` reading an archive: the file itself, or its decrypted content through stdin."""
+
+    def __init__(self, bin_dir: Path, args: list[str], archive: _Archive, *, stdout: object,
+                 stderr: object, env: dict[str, str] | None = None) -> None:
+        sealed = archive.unsealer is not None
+        command = [str(bin_dir / "pg_restore"), *args, *([] if sealed else [str(archive.path)])]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE if sealed else subprocess.DEVNULL,
+                                     stdout=stdout, stderr=stderr, env=env)
+        self.error: InputError | None = None
+        self._feeder: threading.Thread | None = None
+        if archive.unsealer is not None:
+            self._feeder = threading.Thread(target=self._feed, args=(archive.unsealer,), daemon=True)
+            self._feeder.start()
+
+    def _feed(self, unsealer: Unsealer) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            for chunk in unsealer.chunks():
+                stdin.write(chunk)
+        except (BrokenPipeError, ValueError):
+            pass  # pg_restore has read all it wanted (a table of contents) or was stopped
+        except InputError as exc:  # the sealed file is damaged
+            self.error = exc
+        finally:
+            try:
+                stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def wait(self) -> int:
+        """pg_restore's exit code; InputError if the sealed archive turned out damaged."""
+        code = self.proc.wait()
+        if self._feeder is not None:
+            self._feeder.join()
+        if self.error is not None:
+            raise self.error
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self._feeder is not None:
+            self._feeder.join()
+
+
+def _pg_restore_output(bin_dir: Path, args: list[str], archive: _Archive) -> subprocess.CompletedProcess[str]:
+    """Run pg_restore to completion on ``archive``; its output and errors as text."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        code = _PgRestore(bin_dir, args, archive, stdout=out, stderr=err).wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(args, code, out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
 
 
 # ----------------------------------------------------------------------------- inspect
 _SCHEMA_ENTRY = re.compile(r"^\d+; \d+ \d+ SCHEMA - (\S+)")
 
 
-def _toc(bin_dir: Path, p: Path, *schema: str) -> subprocess.CompletedProcess[str]:
-    args = [str(bin_dir / "pg_restore"), "--list", *(f"--schema={s}" for s in schema), str(p)]
-    return subprocess.run(args, capture_output=True, text=True)
+def _toc(bin_dir: Path, archive: _Archive, *schema: str) -> subprocess.CompletedProcess[str]:
+    return _pg_restore_output(bin_dir, ["--list", *(f"--schema={s}" for s in schema)], archive)
 
 
 def _entries(listing: str) -> list[str]:
@@ -215,14 +362,17 @@ def _copy_rows(sql: str, table: str) -> list[list[str]]:
     return rows
 
 
-def inspect_backup(settings: TwinSettings, path: Path | str, *, bin_dir: Path | None = None) -> BackupInfo:
+def inspect_backup(settings: TwinSettings, path: Path | str, *, passphrase: str | None = None,
+                   bin_dir: Path | None = None) -> BackupInfo:
     """Read an archive's table of contents and its twin's revision and CRS; InputError if it is
-    not a twin backup."""
-    p = Path(path)
-    if not p.is_file():
-        raise NotFound(f"no backup file {p}")
-    bin_dir = bin_dir or _pg_bin(settings)
-    listing = _toc(bin_dir, p)
+    not a twin backup, or if it is encrypted and ``passphrase`` is missing or wrong."""
+    archive = _open_archive(path, passphrase)
+    return _inspect(settings, archive, bin_dir or _pg_bin(settings))
+
+
+def _inspect(settings: TwinSettings, archive: _Archive, bin_dir: Path) -> BackupInfo:
+    p = archive.path
+    listing = _toc(bin_dir, archive)
     if listing.returncode != 0:
         reason = listing.stderr.strip().removeprefix("pg_restore: error: ")
         raise InputError(f"{p} is not a PipeTwin backup (a pg_dump custom-format archive): {reason}")
@@ -239,17 +389,18 @@ def inspect_backup(settings: TwinSettings, path: Path | str, *, bin_dir: Path | 
     if len(schemas) != 1:
         raise InputError(f"{not_twin}: it holds {len(schemas)} schemas ({', '.join(schemas)})")
     schema = schemas[0]
-    # Everything but the schema itself lies inside it (no extensions, nothing in public).
-    inside = _entries(_toc(bin_dir, p, schema).stdout)
-    if len(inside) != len(entries) - 1:
+    # Everything but the schema itself (and its privileges) lies inside it (no extensions,
+    # nothing in public).
+    inside = _entries(_toc(bin_dir, archive, schema).stdout)
+    own = re.compile(rf"^\d+; \d+ \d+ (SCHEMA|ACL|COMMENT) - (SCHEMA )?{re.escape(schema)} ")
+    if any(not own.match(line) for line in set(entries) - set(inside)):
         raise InputError(f"{not_twin}: it holds objects outside schema {schema!r}")
     marker = f" TABLE DATA {schema} "
     tables = [line.split(marker, 1)[1].split(" ")[0] for line in inside if marker in line]
     if "alembic_version" not in tables or "twin_meta" not in tables:
         raise InputError(f"{not_twin}: schema {schema!r} has no alembic_version or twin_meta table")
-    data = subprocess.run(
-        [str(bin_dir / "pg_restore"), "--data-only", f"--schema={schema}", "--table=alembic_version",
-         "--table=twin_meta", "--file=-", str(p)], capture_output=True, text=True)
+    data = _pg_restore_output(bin_dir, ["--data-only", f"--schema={schema}", "--table=alembic_version",
+                                        "--table=twin_meta", "--file=-"], archive)
     if data.returncode != 0:
         raise InputError(f"{p} is damaged: {data.stderr.strip().removeprefix('pg_restore: error: ')}")
     versions = _copy_rows(data.stdout, "alembic_version")
@@ -258,7 +409,8 @@ def inspect_backup(settings: TwinSettings, path: Path | str, *, bin_dir: Path | 
         raise InputError(f"{p} holds no schema revision (alembic_version is empty)")
     srid = int(meta["srid"]) if meta.get("srid", "").isdigit() else None
     return BackupInfo(path=str(p), schema=schema, revision=versions[0][0], srid=srid, created=created,
-                      server_version=server, tables=tables, bytes=p.stat().st_size)
+                      server_version=server, tables=tables, bytes=p.stat().st_size,
+                      encrypted=archive.unsealer is not None)
 
 
 def _check_restorable(settings: TwinSettings, info: BackupInfo) -> None:
@@ -285,17 +437,22 @@ def _exists(schema: str) -> str:
     return f"EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {_literal(schema)})"
 
 
-def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None = None) -> dict:
-    """Replace the twin in ``settings.db_schema`` with the backup at ``path``, atomically."""
+def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None = None,
+            passphrase: str | None = None) -> dict:
+    """Replace the twin in ``settings.db_schema`` with the backup at ``path``, atomically.
+
+    ``passphrase`` opens an encrypted backup (InputError when it is missing or wrong).
+    """
     say = progress or (lambda message: None)
     started = time.perf_counter()
     bin_dir = _pg_bin(settings)
     say("checking the backup")
-    info = inspect_backup(settings, path, bin_dir=bin_dir)
+    archive = _open_archive(path, passphrase)
+    info = _inspect(settings, archive, bin_dir)
     _check_restorable(settings, info)
     target, dumped = settings.db_schema, info.schema
     _quoted(target), _quoted(dumped)
-    engine = make_engine(settings)
+    engine = make_engine(settings, admin=True)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public"))
@@ -304,8 +461,61 @@ def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None
     finally:
         engine.dispose()
 
-    token = secrets.token_hex(4)
-    old, aside = f"pipetwin_restore_old_{token}", f"pipetwin_restore_aside_{token}"
+    old = f"pipetwin_restore_old_{secrets.token_hex(4)}"
+    finish = _audit_sql(settings, info, old) + privileges_sql(target, app_role(settings))
+    prologue, epilogue = _swap_sql(target, dumped, old, finish)
+    _run_restore(settings, bin_dir, archive, prologue, epilogue, say)
+
+    say("migrating to this version's schema")
+    revision = upgrade(settings)
+    engine = make_engine(settings, admin=True)
+    try:
+        with engine.connect() as conn:
+            segments = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
+    finally:
+        engine.dispose()
+    return {"path": info.path, "schema": target, "from_schema": dumped, "backup_revision": info.revision,
+            "revision": revision, "created": info.created, "segments": int(segments),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _audit_sql(settings: TwinSettings, info: BackupInfo, old: str) -> str:
+    """SQL run once the restored twin has its name, in the restore's transaction: the live log's
+    entries the backup lacks are carried over (``old`` is the live twin's schema by then), and
+    the restore writes its own entry."""
+    restored = f"{_quoted(settings.db_schema)}.audit_log"
+    live = f"{_quoted(old)}.audit_log"
+    columns = "at, user_name, role, action, method, path, params, affected, status"
+    entry = json.dumps({"file": str(Path(info.path).resolve()), "backup_created": info.created,
+                        "backup_schema": info.schema, "backup_revision": info.revision,
+                        "encrypted": info.encrypted}, ensure_ascii=False)
+    return f"""
+DO $pipetwin$
+DECLARE carried bigint := 0;
+BEGIN
+  IF to_regclass({_literal(restored)}) IS NULL THEN
+    RETURN;  -- a backup older than the audit log (revision 0004)
+  END IF;
+  IF to_regclass({_literal(live)}) IS NOT NULL THEN
+    INSERT INTO {restored} ({columns})
+    SELECT {columns} FROM {live} o
+    WHERE NOT EXISTS (SELECT 1 FROM {restored} r WHERE r.id = o.id AND r.at = o.at)
+    ORDER BY o.at, o.id;
+    GET DIAGNOSTICS carried = ROW_COUNT;
+  END IF;
+  INSERT INTO {restored} (user_name, role, action, method, path, params)
+  VALUES ({_literal(settings.user_name)}, {_literal(COMMAND_ROLE)}, 'restore', 'CLI', 'twin restore',
+          CAST({_literal(entry)} AS jsonb) || jsonb_build_object('carried_over', carried));
+END
+$pipetwin$;
+"""
+
+
+def _swap_sql(target: str, dumped: str, old: str, finish: str) -> tuple[str, str]:
+    """The SQL before and after the archive's: the live twin steps aside (as ``old``), the
+    restored one takes its name, its change counter moves past the live one's, ``finish`` runs,
+    the old twin is dropped, COMMIT."""
+    aside = old.replace("_old_", "_aside_")
     prologue = (
         "SET client_min_messages = warning;\n"
         "BEGIN;\n"
@@ -328,33 +538,43 @@ def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None
               f"UPDATE {_quoted(target)}.twin_meta SET value = (value::bigint + 1 + coalesce("
               f"(SELECT value::bigint FROM {_quoted(old)}.twin_meta WHERE key = 'changes'), 0))::text "
               "WHERE key = 'changes'")
+        + finish
         + f"DROP SCHEMA IF EXISTS {_quoted(old)} CASCADE;\n"
         "COMMIT;\n"
     )
+    return prologue, epilogue
 
+
+def _run_restore(settings: TwinSettings, bin_dir: Path, archive: _Archive, prologue: str, epilogue: str,
+                 say: Status) -> None:
+    """Stream ``prologue``, the archive's SQL and ``epilogue`` into one ``psql`` session.
+
+    The epilogue (with its COMMIT) is sent only when ``pg_restore`` succeeded; on any failure
+    ``psql`` is stopped before committing and the transaction rolls back.
+    """
     uri, env = _connection(settings)
     with tempfile.TemporaryFile("w+") as restore_err, tempfile.TemporaryFile("w+") as psql_err:
         psql = subprocess.Popen(
             [str(bin_dir / "psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--dbname={uri}",
              "--file=-"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err, env=env)
-        dump = subprocess.Popen(
-            [str(bin_dir / "pg_restore"), "--no-owner", "--no-privileges", "--file=-", str(info.path)],
-            stdout=subprocess.PIPE, stderr=restore_err, env=env)
-        assert psql.stdin is not None and dump.stdout is not None
+        dump = _PgRestore(bin_dir, ["--no-owner", "--no-privileges", "--file=-"], archive,
+                          stdout=subprocess.PIPE, stderr=restore_err, env=env)
+        source = dump.proc.stdout
+        assert psql.stdin is not None and source is not None
         committed = False
         try:
-            say(f"restoring schema {dumped} into {target}")
+            say(f"restoring {archive.path.name} into schema {settings.db_schema}")
             psql.stdin.write(prologue.encode())
             sent = 0
-            while chunk := dump.stdout.read(_CHUNK):
+            while chunk := source.read(_CHUNK):
                 psql.stdin.write(chunk)
                 sent += len(chunk)
                 if sent // (8 << 20) != (sent - len(chunk)) // (8 << 20):
                     say(f"restoring: {sent / 1e6:,.0f} MB of SQL")
             if dump.wait() != 0:
                 restore_err.seek(0)
-                raise InputError(f"{info.path} is damaged; nothing was changed: "
+                raise InputError(f"{archive.path} is damaged; nothing was changed: "
                                  f"{restore_err.read().strip()[-500:]}")
             say("replacing the twin")
             psql.stdin.write(epilogue.encode())
@@ -363,9 +583,7 @@ def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None
         except BrokenPipeError:
             pass  # psql stopped at an error: reported below
         finally:
-            if dump.poll() is None:
-                dump.kill()
-                dump.wait()
+            dump.kill()
             if not committed and psql.poll() is None:
                 psql.kill()  # no COMMIT was sent: the server rolls the transaction back
             psql.wait()
@@ -374,14 +592,3 @@ def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None
             message = " ".join(psql_err.read().split())[-800:]
             raise DatabaseError(f"the restore failed and was rolled back; the twin is as it was: {message}")
 
-    say("migrating to this version's schema")
-    revision = upgrade(settings)
-    engine = make_engine(settings)
-    try:
-        with engine.connect() as conn:
-            segments = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
-    finally:
-        engine.dispose()
-    return {"path": info.path, "schema": target, "from_schema": dumped, "backup_revision": info.revision,
-            "revision": revision, "created": info.created, "segments": int(segments),
-            "seconds": round(time.perf_counter() - started, 3)}

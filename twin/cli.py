@@ -21,7 +21,7 @@ from rich.table import Table
 from twin.errors import TwinError
 from twin.settings import get_settings
 
-__all__ = ["app", "main", "fail"]
+__all__ = ["app", "main"]
 
 app = typer.Typer(help="PipeTwin: the 3D underground pipeline digital twin.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the twin's database.", no_args_is_help=True)
@@ -29,27 +29,24 @@ app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 
 
-def fail(exc: TwinError) -> None:
-    """Print a TwinError for the user and exit non-zero."""
-    console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-    raise typer.Exit(code=2)
-
-
 @db_app.command("start")
 def db_start() -> None:
-    """Start the private PostGIS cluster under the data folder (idempotent)."""
+    """Start the private PostGIS cluster under the data folder (idempotent).
+
+    A cluster that still trusts local accounts is closed: every connection then needs a password
+    (kept in 0600 files under the data folder's secrets/).
+    """
     from twin.pgcluster import local_cluster
 
     settings = get_settings()
     if settings.database_url:
         console.print("TWIN_DATABASE_URL is set: the private cluster is not used")
         return
-    try:
-        cluster = local_cluster(settings)
-        started = cluster.start()
-    except TwinError as exc:
-        fail(exc)
+    cluster = local_cluster(settings)
+    started = cluster.start()
     console.print(("started" if started else "already running") + f" on port {cluster.port} ({cluster.data})")
+    if cluster.close():
+        console.print(f"closed to other local accounts: connections need a password ({cluster.secrets})")
 
 
 @db_app.command("stop")
@@ -57,11 +54,8 @@ def db_stop() -> None:
     """Stop the private cluster (idempotent)."""
     from twin.pgcluster import local_cluster
 
-    try:
-        cluster = local_cluster(get_settings())
-        stopped = cluster.stop()
-    except TwinError as exc:
-        fail(exc)
+    cluster = local_cluster(get_settings())
+    stopped = cluster.stop()
     console.print("stopped" if stopped else "not running")
 
 
@@ -88,49 +82,42 @@ def db_status() -> None:
     except sa.exc.OperationalError as exc:
         console.print(f"[red]database unreachable[/]: {exc.orig}")
         raise typer.Exit(code=1) from None
-    except TwinError as exc:
-        fail(exc)
 
 
 @db_app.command("url")
 def db_url() -> None:
-    """Print the connection URL in use."""
-    from twin.pgcluster import database_url
+    """Print the connection URL in use (without its password)."""
+    import sqlalchemy as sa
 
-    try:
-        typer.echo(database_url(get_settings()))
-    except TwinError as exc:
-        fail(exc)
+    from twin.pgcluster import database_url, local_cluster
+
+    settings = get_settings()
+    url = sa.engine.make_url(database_url(settings))
+    typer.echo(url._replace(password=None).render_as_string(hide_password=False))
+    if url.password and not settings.database_url:
+        console.print(f"password: {local_cluster(settings).app_password_file}")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the schema migrations to the database in use."""
-    from twin.db import open_twin
+    from twin.db import current_revision, open_twin
 
     settings = get_settings()
-    try:
-        engine = open_twin(settings)
-        from twin.db import current_revision
-
-        with engine.connect() as conn:
-            console.print(f"schema {settings.db_schema!r} at revision {current_revision(conn, settings)}")
-    except TwinError as exc:
-        fail(exc)
+    with open_twin(settings).connect() as conn:
+        console.print(f"schema {settings.db_schema!r} at revision {current_revision(conn, settings)}")
 
 
 @app.command("summary")
 def summary(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Summarise the current network: counts and lengths by utility."""
     from twin.db import open_twin
+    from twin.jsonable import plain
     from twin.summary import summarise
 
-    try:
-        s = summarise(open_twin(get_settings()))
-    except TwinError as exc:
-        fail(exc)
+    s = summarise(open_twin(get_settings()))
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(s), ensure_ascii=False, indent=2))
+        typer.echo(json.dumps(plain(dataclasses.asdict(s)), ensure_ascii=False, indent=2))
         return
     table = Table(title="PipeTwin network")
     for col in ("utility", "name", "segments", "length km"):
@@ -146,39 +133,52 @@ def summary(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     )
 
 
+def _passphrase(confirm: bool) -> str:
+    """TWIN_BACKUP_PASSPHRASE, else asked for (twice when making a backup)."""
+    given = get_settings().backup_passphrase
+    if given is not None:
+        return given.get_secret_value()
+    return typer.prompt("Backup passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+
+
 @app.command("backup")
-def backup_command(file: Path = typer.Argument(..., help="Archive to write (pg_dump custom format).")) -> None:
-    """Back up the twin's schema (network, history, users, audit log) to FILE."""
+def backup_command(
+    file: Path = typer.Argument(..., help="Archive to write (pg_dump custom format; 0600)."),
+    encrypt: bool = typer.Option(False, "--encrypt", help="Encrypt it with a passphrase "
+                                 "(TWIN_BACKUP_PASSPHRASE, else asked for)."),
+) -> None:
+    """Back up the twin's schema (network, history, users, audit log) to FILE, readable by this
+    account only."""
     from twin.backup import backup
 
-    try:
-        with console.status("backing up") as status:
-            r = backup(get_settings(), file, progress=status.update)
-    except TwinError as exc:
-        fail(exc)
+    passphrase = _passphrase(confirm=True) if encrypt else None
+    with console.status("backing up") as status:
+        r = backup(get_settings(), file, progress=status.update, passphrase=passphrase)
     console.print(f"schema {r['schema']} (revision {r['revision']}, {r['segments']:,} segments) backed up "
-                  f"to {r['path']}: {r['bytes'] / 1e6:.2f} MB in {r['seconds']:.1f} s")
+                  f"to {r['path']}{' (encrypted)' if r['encrypted'] else ''}: {r['bytes'] / 1e6:.2f} MB "
+                  f"in {r['seconds']:.1f} s")
 
 
 @app.command("restore")
 def restore_command(
-    file: Path = typer.Argument(..., help="Archive written by `twin backup`."),
+    file: Path = typer.Argument(..., help="Archive written by `twin backup` (encrypted or not)."),
     yes: bool = typer.Option(False, "--yes", help="Replace the twin without asking."),
 ) -> None:
-    """Replace the twin with a backup, atomically: a failed restore leaves it as it was."""
-    from twin.backup import inspect_backup, restore
+    """Replace the twin with a backup, atomically: a failed restore leaves it as it was.
+
+    The restore is audited, and the live audit log's entries the backup lacks are kept.
+    """
+    from twin.backup import inspect_backup, is_sealed, restore
 
     settings = get_settings()
-    try:
-        info = inspect_backup(settings, file)
-        if not yes and not typer.confirm(
-            f"Replace the twin in schema {settings.db_schema!r} with the backup of {info.created} "
-            f"(schema {info.schema}, revision {info.revision})?", err=True):
-            raise typer.Exit(code=1)
-        with console.status("restoring") as status:
-            r = restore(settings, file, progress=status.update)
-    except TwinError as exc:
-        fail(exc)
+    passphrase = _passphrase(confirm=False) if file.is_file() and is_sealed(file) else None
+    info = inspect_backup(settings, file, passphrase=passphrase)
+    if not yes and not typer.confirm(
+        f"Replace the twin in schema {settings.db_schema!r} with the backup of {info.created} "
+        f"(schema {info.schema}, revision {info.revision})?", err=True):
+        raise typer.Exit(code=1)
+    with console.status("restoring") as status:
+        r = restore(settings, file, progress=status.update, passphrase=passphrase)
     console.print(f"schema {r['schema']} restored from {r['path']} ({r['segments']:,} segments, revision "
                   f"{r['revision']}) in {r['seconds']:.1f} s; rebuild the 3D tiles: twin tiles build")
 
@@ -198,6 +198,6 @@ def main() -> None:
     _load_plugins()
     try:
         app()
-    except TwinError as exc:  # pragma: no cover - commands catch their own
+    except TwinError as exc:  # the one handler: commands let their errors come here
         console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
         sys.exit(2)

@@ -181,7 +181,7 @@ def parse_utility(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     Accepts parent codes (``JS``), subtype codes (``YS``) and Chinese names.
 
     >>> p, s, bad = parse_utility(pd.Series(["JS", "ys", "污水", "??"]))
-    >>> list(p), list(s), list(bad)
+    >>> list(p), list(s), bad.tolist()
     (['JS', 'PS', 'PS', None], [None, 'YS', 'WS', None], [False, False, False, True])
     """
     def classify(distinct: pd.Series) -> list[tuple[str | None, str | None]]:

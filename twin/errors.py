@@ -84,6 +84,13 @@ class Forbidden(TwinError):
 
 
 class TooBusy(TwinError):
-    """Too much work at once: the user's or the server's limit is reached (HTTP 429)."""
+    """Too much work at once: the user's or the server's limit is reached (HTTP 429).
+
+    ``retry_after`` is how many seconds to wait before trying again (the ``Retry-After`` header).
+    """
 
     code = "TOO_BUSY"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after))

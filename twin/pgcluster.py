@@ -1,37 +1,83 @@
 """The private PostGIS cluster under the twin's data folder (``twin db start|stop|status``).
 
-PostgreSQL refuses to run as root, so when root the cluster belongs to the
-``postgres`` system user and every server command runs through ``runuser``.
-All operations are idempotent.
+PostgreSQL refuses to run as root, so when root the cluster belongs to the ``postgres``
+system user and every server command runs through ``runuser``. All operations are idempotent.
+
+The cluster is closed to other local accounts: every connection, over TCP or the Unix socket,
+proves a password (``scram-sha-256``), the socket's folder is the cluster owner's alone, and
+the passwords live in 0600 files under ``<TWIN_DATA_DIR>/secrets``:
+
+* ``postgres.pw``, the superuser's (the *admin* role: set-up, extensions, migrations, backup
+  and restore);
+* ``twin_app.pw``, the application role's (``twin_app``: the server and the commands' reads
+  and writes; no superuser, no CREATEDB, no CREATEROLE).
+
+A cluster made before this (``initdb --auth=trust``) keeps working as it was, all as the
+superuser, until ``twin db start`` closes it (:meth:`Cluster.close`).
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import getpass
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from twin.errors import ConfigError, DatabaseError
+from twin.roles import APP_ROLE, privileges_sql
+from twin.secretfiles import create_private, private_dir, read_secret, secret, secrets_dir
 from twin.settings import TwinSettings
 
-__all__ = ["Cluster", "local_cluster", "database_url", "postgis_install_hint"]
+__all__ = ["Cluster", "local_cluster", "database_url", "postgis_install_hint", "APP_ROLE",
+           "scram_verifier", "HBA"]
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "twin"
 PG_MAJOR = "15"
 
+#: Every connection proves a password; nothing is trusted by address or account name.
+HBA = (
+    "# PipeTwin private cluster: every connection proves a password (written by twin db start).\n"
+    "# TYPE  DATABASE  USER  ADDRESS        METHOD\n"
+    "local   all       all                  scram-sha-256\n"
+    "host    all       all   127.0.0.1/32   scram-sha-256\n"
+    "host    all       all   ::1/128        scram-sha-256\n"
+)
+
 
 def postgis_install_hint() -> str:
     """The exact command that installs what the cluster needs."""
     return f"sudo apt-get install -y postgresql-{PG_MAJOR} postgresql-{PG_MAJOR}-postgis-3"
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5803 form).
+
+    Setting a role's password by its verifier keeps the password itself out of the server's
+    statement logs and views.
+    """
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:{b64(server).decode()}"
 
 
 def _find_pg_bin(settings: TwinSettings) -> Path:
@@ -50,6 +96,7 @@ class Cluster:
     root: Path  # .twin/pg
     bin: Path
     port: int
+    secrets: Path  # .twin/secrets
 
     @property
     def data(self) -> Path:
@@ -60,12 +107,36 @@ class Cluster:
         return self.root / "run"
 
     @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://{self.superuser}@127.0.0.1:{self.port}/{DB_NAME}"
-
-    @property
     def superuser(self) -> str:
         return "postgres" if os.geteuid() == 0 else getpass.getuser()
+
+    @property
+    def superuser_password_file(self) -> Path:
+        return self.secrets / "postgres.pw"
+
+    @property
+    def app_password_file(self) -> Path:
+        return self.secrets / f"{APP_ROLE}.pw"
+
+    def password(self, user: str | None) -> str | None:
+        """The password of the superuser or the application role, from its file (None: no file)."""
+        files = {self.superuser: self.superuser_password_file, APP_ROLE: self.app_password_file}
+        return read_secret(files[user]) if user in files else None
+
+    def _url(self, user: str, password: str | None) -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql+psycopg://{auth}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's URL, password included (from its 0600 file)."""
+        return self._url(self.superuser, read_secret(self.superuser_password_file))
+
+    @property
+    def url(self) -> str:
+        """The application role's URL; the superuser's while the cluster is not closed yet."""
+        password = read_secret(self.app_password_file)
+        return self._url(APP_ROLE, password) if password else self.admin_url
 
     # -- commands -------------------------------------------------------------
     def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -81,6 +152,23 @@ class Cluster:
     def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self._run([str(self.bin / tool), *args], check=check)
 
+    def _own(self, path: Path) -> None:
+        """Hand ``path`` to the cluster's system user (when root) and close it to others."""
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One process at a time starts, creates or closes the cluster."""
+        private_dir(self.secrets)
+        fd = os.open(self.secrets / ".cluster.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def initialised(self) -> bool:
         return (self.data / "PG_VERSION").exists()
 
@@ -89,29 +177,50 @@ class Cluster:
             return False
         return self._pg("pg_ctl", "status", "-D", str(self.data), check=False).returncode == 0
 
+    def closed(self) -> bool:
+        """Whether every connection must prove a password (no ``trust`` line in pg_hba.conf)."""
+        hba = (self.data / "pg_hba.conf").read_text()
+        lines = (line.split("#", 1)[0].split() for line in hba.splitlines())
+        return not any(words and words[-1] == "trust" for words in lines)
+
     def init(self) -> None:
         """Create the cluster folder (owned by ``postgres`` when root) and run initdb."""
         if self.initialised():
             return
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self._own(self.root)
+        self._own(self.socket_dir)
         if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-            shutil.chown(self.socket_dir, "postgres", "postgres")
             probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(self.root)])
             if probe.returncode != 0:
                 raise ConfigError(
                     f"the postgres user cannot write {self.root}: a parent folder is not "
                     "traversable; set TWIN_DATA_DIR to a folder it can reach"
                 )
-        self._pg("initdb", "-D", str(self.data), "-U", self.superuser, "--auth=trust", "-E", "UTF8",
-                 "--locale=C.UTF-8")
-        conf = self.data / "postgresql.conf"
-        extra = (
+        password = secret(self.superuser_password_file)
+        # initdb reads the password from a file the cluster's user can read: one of its own,
+        # in its own 0700 folder, removed as soon as initdb is done.
+        pwfile = self.root / ".initdb.pw"
+        pwfile.unlink(missing_ok=True)
+        with os.fdopen(create_private(pwfile), "w") as f:
+            f.write(password + "\n")
+        try:
+            self._own(pwfile)
+            self._pg("initdb", "-D", str(self.data), "-U", self.superuser, "--auth=scram-sha-256",
+                     f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8")
+        finally:
+            pwfile.unlink(missing_ok=True)
+        self._write_config_file("postgresql.conf", self._settings(), append=True)
+        self._write_config_file("pg_hba.conf", HBA)
+
+    def _settings(self) -> str:
+        return (
             "\n# PipeTwin private cluster\n"
             "listen_addresses = '127.0.0.1'\n"
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.socket_dir}'\n"
+            "password_encryption = 'scram-sha-256'\n"
             "fsync = on\n"
             "shared_buffers = 512MB\n"
             "work_mem = 64MB\n"
@@ -119,23 +228,68 @@ class Cluster:
             "max_wal_size = 4GB\n"
             "max_connections = 100\n"
         )
+
+    def _write_config_file(self, name: str, text: str, *, append: bool = False) -> None:
+        """Write (or append to) a file of the data folder as the cluster's user."""
+        path = self.data / name
         if os.geteuid() == 0:
-            subprocess.run(["runuser", "-u", "postgres", "--", "sh", "-c", f"cat >> '{conf}'"],
-                           input=extra, text=True, check=True)
+            subprocess.run(["runuser", "-u", "postgres", "--", "sh", "-c", f"cat {'>>' if append else '>'} '{path}'"],
+                           input=text, text=True, check=True)
         else:
-            with conf.open("a") as f:
-                f.write(extra)
+            with path.open("a" if append else "w") as f:
+                f.write(text)
 
     def start(self) -> bool:
         """Start the cluster; returns False when it was already running."""
+        with self._locked():
+            return self._start()
+
+    def _start(self) -> bool:
         self.init()
-        if self.running():
+        started = False
+        if not self.running():
+            if _port_busy(self.port):
+                raise DatabaseError(f"port {self.port} is taken by another server; set TWIN_PG_PORT")
+            self._pg("pg_ctl", "start", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
+                     "-t", "60")
+            started = True
+        if started or (self.closed() and read_secret(self.app_password_file) is None):
+            self._ensure_database()
+        return started
+
+    def close(self) -> bool:
+        """Start the cluster and close it to other local accounts if it still trusts them.
+
+        The superuser gets a password (set while ``trust`` still lets it in), pg_hba.conf asks
+        every connection for a password, the server reloads, and the application role is made.
+        Returns True when it converted the cluster.
+        """
+        with self._locked():
+            self._start()
+            if self.closed():
+                return False
+            password = secret(self.superuser_password_file)
+            with self._connect("postgres") as conn:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(self.superuser), sql.Literal(scram_verifier(password))))
+            self._write_config_file("pg_hba.conf", HBA)
+            self._own(self.root)
+            self._own(self.socket_dir)
+            self._pg("pg_ctl", "reload", "-D", str(self.data))
+            for _ in range(50):  # the reload is asynchronous
+                if not self._lets_in(secrets.token_urlsafe(16)):
+                    break
+                time.sleep(0.1)
+            self._ensure_database()
+            return True
+
+    def _lets_in(self, password: str) -> bool:
+        """Whether the server lets the superuser in with ``password`` (a wrong one: trust is on)."""
+        try:
+            psycopg.connect(host="127.0.0.1", port=self.port, user=self.superuser, password=password,
+                            dbname="postgres", connect_timeout=10).close()
+        except psycopg.OperationalError:
             return False
-        if _port_busy(self.port):
-            raise DatabaseError(f"port {self.port} is taken by another server; set TWIN_PG_PORT")
-        self._pg("pg_ctl", "start", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
-                 "-t", "60")
-        self._ensure_database()
         return True
 
     def stop(self) -> bool:
@@ -145,18 +299,58 @@ class Cluster:
         self._pg("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
         return True
 
-    def _ensure_database(self) -> None:
-        psql = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
-                "-d", "postgres", "-tAc"]
+    def _connect(self, dbname: str) -> psycopg.Connection:
+        """An autocommit connection as the superuser (its password from its file)."""
+        password = read_secret(self.superuser_password_file)
+        if password is None and self.closed():
+            raise ConfigError(
+                f"the cluster asks for a password but {self.superuser_password_file} is missing; "
+                f"restore that file, or set a new password: stop the cluster, change 'scram-sha-256' "
+                f"to 'trust' in {self.data / 'pg_hba.conf'} and run `twin db start`")
+        error: Exception | None = None
         for _ in range(50):
-            exists = self._run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"], check=False)
-            if exists.returncode == 0:
-                break
-            time.sleep(0.2)
-        if exists.stdout.strip() != "1":
-            self._run([*psql, f"CREATE DATABASE {DB_NAME}"])
-        self._run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
-                   "-d", DB_NAME, "-tAc", "CREATE EXTENSION IF NOT EXISTS postgis"])
+            try:
+                return psycopg.connect(host="127.0.0.1", port=self.port, user=self.superuser,
+                                       password=password, dbname=dbname, autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                if "authentication failed" in str(exc):
+                    raise ConfigError(f"the private cluster refused the superuser's password in "
+                                      f"{self.superuser_password_file}: {exc}") from None
+                error = exc  # still starting up
+                time.sleep(0.2)
+        raise DatabaseError(f"cannot connect to the private cluster: {error}")
+
+    def _ensure_database(self) -> None:
+        """The twin's database with PostGIS, and the application role once the cluster is closed."""
+        with self._connect("postgres") as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
+        with self._connect(DB_NAME) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            if self.closed():
+                self._ensure_app_role(conn)
+
+    def _ensure_app_role(self, conn: psycopg.Connection) -> None:
+        """``twin_app`` with its password; the file appears only once the role can use it, since
+        other processes choose the role they connect as by the file being there."""
+        password = read_secret(self.app_password_file) or secrets.token_urlsafe(32)
+        role = sql.Identifier(APP_ROLE)
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                             "NOBYPASSRLS PASSWORD {}").format(role, sql.Literal(scram_verifier(password))))
+        # Only the twin's roles reach its database; the app role makes no schemas of its own.
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(DB_NAME)))
+        conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+            sql.Identifier(DB_NAME), role))
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        # The twins already there pass to the role now, not at their next migration.
+        schemas = conn.execute("SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
+                               "WHERE c.relname = 'alembic_version' AND c.relkind = 'r'").fetchall()
+        for (schema,) in schemas:
+            if schema.isidentifier():
+                conn.execute(privileges_sql(schema, APP_ROLE))
+        secret(self.app_password_file, lambda: password)
 
 
 def _port_busy(port: int) -> bool:
@@ -173,11 +367,18 @@ def local_cluster(settings: TwinSettings) -> Cluster:
         # Stable per checkout, so two clones on one machine do not collide.
         digest = hashlib.sha1(str(root).encode()).digest()
         port = 54000 + int.from_bytes(digest[:2], "big") % 900
-    return Cluster(root=root, bin=_find_pg_bin(settings), port=port)
+    return Cluster(root=root, bin=_find_pg_bin(settings), port=port, secrets=secrets_dir(settings))
 
 
-def database_url(settings: TwinSettings) -> str:
-    """The URL in use: ``TWIN_DATABASE_URL`` or the private cluster's."""
+def database_url(settings: TwinSettings, *, admin: bool = False) -> str:
+    """The URL in use: ``TWIN_DATABASE_URL`` or the private cluster's application role's.
+
+    ``admin=True``: the URL of the role that migrates, backs up and restores:
+    ``TWIN_DATABASE_ADMIN_URL`` (the same as ``TWIN_DATABASE_URL`` when unset) or the private
+    cluster's superuser.
+    """
     if settings.database_url:
-        return settings.database_url
-    return local_cluster(settings).url
+        return (settings.database_admin_url or settings.database_url) if admin else settings.database_url
+    cluster = local_cluster(settings)
+    return cluster.admin_url if admin else cluster.url
+

@@ -9,8 +9,14 @@ English label, a description, and what may be done with it:
 - ``queryable``: a property filter of the features API (OGC API - Features Part 3);
 - ``exported``: written to GIS exports and served as a feature property;
 - ``dimension``: a statistics table may group by it (under that name);
+- ``surveyed``: the survey table's field of the same name, carried as it is (text) or rounded
+  (counts);
+- ``on_merge``: what merging two pipes does with it: ``same`` (must be equal to merge) or
+  ``first`` (the first pipe's is kept, with a warning when they differ);
+- ``versioning``: bookkeeping of the versioned store (scope, version, valid_from), not content;
 - ``reads``: the in-memory models that read it (``network`` for :mod:`analysis.network`,
-  ``scan`` for the whole-network scan).
+  ``scan`` for the whole-network scan, ``shutoff`` for the valve-segment model, ``tiles`` for
+  the tiles' feature metadata).
 
 The features API's fields and queryables, the edit whitelists, the statistics dimensions and the
 analyses' column lists are all derived from :data:`CATALOGUE`; ``tests/twin/test_schema.py``
@@ -38,12 +44,16 @@ __all__ = [
     "column",
     "label",
     "edit_types",
+    "sql_columns",
     "dimensions",
     "PYTHON_TYPES",
+    "SQL_TYPES",
 ]
 
 #: JSON Schema type -> the Python type an edit's value must have.
 PYTHON_TYPES: Final[dict[str, type]] = {"string": str, "number": float, "integer": int, "boolean": bool}
+#: JSON Schema type -> the PostgreSQL type the loader writes.
+SQL_TYPES: Final[dict[str, str]] = {"string": "text", "number": "float8", "integer": "int4", "boolean": "bool"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,9 @@ class Column:
     queryable: bool = False
     exported: bool = True
     dimension: str | None = None
+    surveyed: bool = False
+    on_merge: str | None = None
+    versioning: bool = False
     reads: frozenset[str] = frozenset()
     format: str | None = None
     enum: tuple[Any, ...] | None = None
@@ -81,62 +94,67 @@ def _c(name: str, type_: str, zh: str, en: str, description: str, *, reads: str 
 
 
 _NET = "network scan"  # read by the network model and by the whole-network scan
+_ALL = "network scan shutoff tiles"
 
 _UTILITY = _c(
     "utility", "string", "管线类别", "utility",
     "utility code (CJJ 61: JS water, PS drainage, RQ gas, RL heat, DL power, TX telecom, "
     "GY industrial, QT other)",
-    queryable=True, dimension="utility", reads=_NET, enum=tuple(UTILITIES),
+    queryable=True, dimension="utility", reads=_ALL, on_merge="same", enum=tuple(UTILITIES),
 )
 _VERSIONING = (
-    _c("scope", "string", "数据范围", "scope", "data scope (survey area or import)", queryable=True),
+    _c("scope", "string", "数据范围", "scope", "data scope (survey area or import)", queryable=True,
+       versioning=True),
     _c("version", "integer", "版本", "version", "version of the feature (1 = as first imported)",
-       reads="network"),
+       reads="network", versioning=True),
     _c("valid_from", "string", "生效时间", "valid from", "when this version became current",
-       format="date-time"),
+       format="date-time", versioning=True),
 )
 
 _SEGMENT = (
     _c("id", "string", "管段编号", "id", "segment id (from node - to node unless given)",
-       exported=False, reads=_NET),
-    _c("from_node", "string", "起点号", "from node", "start node id", queryable=True, reads=_NET),
-    _c("to_node", "string", "终点号", "to node", "end node id", queryable=True, reads=_NET),
+       exported=False, reads=_ALL),
+    _c("from_node", "string", "起点号", "from node", "start node id", queryable=True, reads=_NET + " shutoff"),
+    _c("to_node", "string", "终点号", "to node", "end node id", queryable=True, reads=_NET + " shutoff"),
     _UTILITY,
     _c("subtype", "string", "管线小类", "subtype", "subtype code (YS storm, WS sewage, MQ, ...)",
-       editable=True, queryable=True, dimension="subtype", reads=_NET),
-    _c("shape", "string", "断面形状", "shape", "cross-section shape", queryable=True, reads=_NET,
-       enum=("circular", "rect")),
+       editable=True, queryable=True, dimension="subtype", on_merge="same", reads=_NET + " tiles"),
+    _c("shape", "string", "断面形状", "shape", "cross-section shape", queryable=True, on_merge="same",
+       reads=_NET + " shutoff", enum=("circular", "rect")),
     _c("diameter_mm", "number", "管径", "diameter", "diameter (mm), circular pipes", unit="mm",
-       queryable=True, reads=_NET),
+       queryable=True, on_merge="same", reads=_NET + " shutoff"),
     _c("width_mm", "number", "宽", "width", "width (mm), box culverts and duct banks", unit="mm",
-       reads=_NET),
+       on_merge="same", reads=_NET + " shutoff"),
     _c("height_mm", "number", "高", "height", "height (mm), box culverts and duct banks", unit="mm",
-       reads=_NET),
+       on_merge="same", reads=_NET + " shutoff"),
     _c("size_text", "string", "规格", "size", "size as surveyed (DN300, 1000X800)", editable=True,
        edit_as="size", reads="network"),
     _c("material", "string", "材质", "material", "material (材质)", editable=True, queryable=True,
-       dimension="material", reads=_NET),
+       dimension="material", surveyed=True, reads=_NET + " tiles proposal"),
     _c("burial", "string", "埋设方式", "burial", "burial method code (ZM direct, GM pipe, ...)",
-       editable=True, queryable=True, reads=_NET),
+       editable=True, queryable=True, surveyed=True, on_merge="first", reads=_NET + " proposal"),
     _c("pressure_mpa", "number", "压力", "pressure", "pressure (MPa)", unit="MPa", editable=True,
-       edit_as="pressure", reads=_NET),
+       edit_as="pressure", on_merge="first", reads=_NET),
     _c("voltage_kv", "number", "电压", "voltage", "voltage (kV)", unit="kV", editable=True,
-       edit_as="pressure", reads="network"),
-    _c("cables", "integer", "电缆条数", "cables", "number of cables", editable=True),
-    _c("holes_total", "integer", "总孔数", "duct holes", "duct holes in total", editable=True),
-    _c("holes_used", "integer", "已用孔数", "holes used", "duct holes used", editable=True),
-    _c("casing", "string", "套管", "casing", "casing size", editable=True),
-    _c("flow", "string", "流向", "flow", "flow direction", editable=True),
+       edit_as="pressure", on_merge="first", reads="network"),
+    _c("cables", "integer", "电缆条数", "cables", "number of cables", editable=True, surveyed=True),
+    _c("holes_total", "integer", "总孔数", "duct holes", "duct holes in total", editable=True,
+       surveyed=True),
+    _c("holes_used", "integer", "已用孔数", "holes used", "duct holes used", editable=True, surveyed=True),
+    _c("casing", "string", "套管", "casing", "casing size", editable=True, surveyed=True),
+    _c("flow", "string", "流向", "flow", "flow direction", editable=True, surveyed=True),
     _c("built_year", "integer", "建设年代", "year built", "year built", queryable=True,
        dimension="decade", reads="network"),
-    _c("built", "string", "埋设日期", "built", "built date as surveyed", editable=True),
+    _c("built", "string", "埋设日期", "built", "built date as surveyed", editable=True, surveyed=True,
+       on_merge="first", reads="tiles"),
     _c("owner", "string", "权属单位", "owner", "owner (权属单位)", editable=True, queryable=True,
-       dimension="owner", reads=_NET),
+       dimension="owner", surveyed=True, on_merge="first", reads=_NET + " tiles proposal"),
     _c("road", "string", "道路名称", "road", "road name (道路名称)", editable=True, queryable=True,
-       dimension="road", reads=_NET),
-    _c("remarks", "string", "备注", "remarks", "remarks", editable=True),
+       dimension="road", surveyed=True, on_merge="first", reads=_NET + " proposal"),
+    _c("remarks", "string", "备注", "remarks", "remarks", editable=True, surveyed=True, on_merge="first",
+       reads="shutoff"),
     _c("status", "string", "状态", "status", "status", editable=True, queryable=True,
-       dimension="status", reads=_NET, enum=STATUSES),
+       dimension="status", on_merge="same", reads=_NET + " tiles", enum=STATUSES),
     _c("depth_reference", "string", "埋深基准", "depth reference",
        "what the depths measure to: top of pipe, or invert (drainage)", queryable=True,
        reads="network", enum=("top", "invert")),
@@ -148,7 +166,7 @@ _SEGMENT = (
        "centreline elevation at the start (m, normal height)", unit="m", reads="network"),
     _c("to_z", "number", "终点高程", "end elevation", "centreline elevation at the end (m, normal height)",
        unit="m", reads="network"),
-    _c("length_m", "number", "长度", "length", "length (m)", unit="m", reads="network"),
+    _c("length_m", "number", "长度", "length", "length (m)", unit="m", reads="network shutoff"),
     *_VERSIONING,
 )
 
@@ -156,7 +174,7 @@ _NODE = (
     _c("id", "string", "物探点号", "id", "survey point id", exported=False, reads="network"),
     _UTILITY,
     _c("map_id", "string", "图上点号", "map id", "map point number (图上点号)", editable=True,
-       queryable=True),
+       queryable=True, surveyed=True),
     _c("subtype", "string", "管线小类", "subtype", "subtype code", editable=True, queryable=True,
        reads="network"),
     _c("feature", "string", "特征", "feature", "feature (tee, elbow, end, ...)", editable=True,
@@ -170,10 +188,12 @@ _NODE = (
        reads="network"),
     _c("well_bottom_z", "number", "井底高程", "well bottom", "well bottom elevation (m)", unit="m",
        reads="network"),
-    _c("eccentric_well_id", "string", "偏心井位", "eccentric well", "eccentric well point", editable=True),
-    _c("sheet", "string", "图幅号", "map sheet", "map sheet (图幅号)", editable=True, queryable=True),
-    _c("survey_date", "string", "探测日期", "survey date", "survey date", editable=True),
-    _c("remarks", "string", "备注", "remarks", "remarks", editable=True),
+    _c("eccentric_well_id", "string", "偏心井位", "eccentric well", "eccentric well point", editable=True,
+       surveyed=True),
+    _c("sheet", "string", "图幅号", "map sheet", "map sheet (图幅号)", editable=True, queryable=True,
+       surveyed=True),
+    _c("survey_date", "string", "探测日期", "survey date", "survey date", editable=True, surveyed=True),
+    _c("remarks", "string", "备注", "remarks", "remarks", editable=True, surveyed=True),
     *_VERSIONING,
 )
 
@@ -269,6 +289,11 @@ def column(kind: str, name: str) -> Column:
 def label(kind: str, name: str) -> str:
     """The column's label for people, Chinese first."""
     return column(kind, name).label
+
+
+def sql_columns(kind: str) -> tuple[tuple[str, str], ...]:
+    """The content columns of a versioned table as the loader writes them: (name, SQL type)."""
+    return tuple((c.name, SQL_TYPES[c.type]) for c in columns(kind, versioning=False))
 
 
 def edit_types(kind: str) -> dict[str, type]:

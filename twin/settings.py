@@ -5,9 +5,10 @@ Settings are built by :func:`get_settings` when needed, never at import time.
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["TwinSettings", "get_settings"]
@@ -22,6 +23,16 @@ class TwinSettings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the twin's PostGIS database; "
         "unset means the private cluster under data_dir.",
+    )
+    database_admin_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the role that migrates, backs up and restores, when "
+        "TWIN_DATABASE_URL names a role of less power; the same as TWIN_DATABASE_URL when unset.",
+    )
+    statement_timeout_s: float = Field(
+        default=60.0, ge=0,
+        description="Longest a database statement of a server request may run (s; 0: no limit). "
+        "Jobs (imports, scans, tile builds) and the command line are not limited.",
     )
     db_schema: str = Field(default="twin", description="PostgreSQL schema holding the twin.")
     crs: str = Field(default="EPSG:4548", description="Projected CRS (metres) of the twin.")
@@ -62,8 +73,8 @@ class TwinSettings(BaseSettings):
     tiles_dir: Path | None = Field(default=None, description="Folder of the 3D tileset; data_dir/tiles when unset.")
     jwt_secret: str | None = Field(
         default=None,
-        description="Secret that signs access tokens; unset means a random one kept in the database "
-        "(shared by every server process on that database).",
+        description="Secret that signs access tokens, at least 32 characters; unset means a random "
+        "one kept in data_dir/secrets/jwt.secret (0600; shared by every server worker on this host).",
     )
     token_minutes: int = Field(default=480, ge=1, description="Lifetime of an access token (minutes).")
     host: str = Field(default="127.0.0.1", description="Address `twin serve` listens on.")
@@ -73,11 +84,63 @@ class TwinSettings(BaseSettings):
         default_factory=list,
         description='Origins allowed to call the API from a browser (JSON list, e.g. ["https://gis.city"]).',
     )
-    max_upload_mb: float = Field(default=200.0, gt=0, description="Largest request body accepted (MB).")
+    max_upload_mb: float = Field(default=200.0, gt=0, description="Largest upload (multipart body) accepted (MB).")
+    max_json_mb: float = Field(default=2.0, gt=0, description="Largest JSON or form body accepted (MB).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='Addresses of reverse proxies whose Host and X-Forwarded-* headers are believed '
+        '(JSON list, e.g. ["127.0.0.1"]); none by default.',
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description='Host names clients may address the server by (JSON list; others get 400); '
+        'unset: TWIN_HOST, localhost, 127.0.0.1 and ::1.',
+    )
     heavy_per_user: int = Field(
         default=2, ge=1, description="Heavy analyses and imports one user may have running at once."
     )
+    analyses_per_user: int = Field(
+        default=2, ge=1,
+        description="Analyses and table readings one user may have running at once in a server process "
+        "(one more waits a moment, then gets 429).",
+    )
+    analyses_global: int = Field(
+        default=4, ge=1,
+        description="Analyses and table readings a server process runs at once for all users (then 429).",
+    )
+    max_table_rows: int = Field(
+        default=2_000_000, ge=1,
+        description="Rows an uploaded survey table (import, as-built) may hold; counted before parsing.",
+    )
+    max_table_mb: float | None = Field(
+        default=None, gt=0,
+        description="Largest uploaded survey table once unpacked (an XLSX's XML, a CSV's bytes; MB); "
+        "10 x TWIN_MAX_UPLOAD_MB when unset.",
+    )
+    max_proposal_table_rows: int = Field(
+        default=2_000, ge=1,
+        description="Rows a proposal's point or segment table (POST /proposals/tables) may hold.",
+    )
+    max_proposal_table_mb: float = Field(
+        default=4.0, gt=0, description="Largest proposal table once unpacked (MB).",
+    )
+    backup_passphrase: SecretStr | None = Field(
+        default=None,
+        description="Passphrase of `twin backup --encrypt` and of restoring an encrypted backup; "
+        "asked for when unset.",
+    )
     user: str | None = Field(default=None, description="Name recorded on batches; the login name when unset.")
+
+
+    @property
+    def user_name(self) -> str:
+        """Who the command line acts as: ``TWIN_USER``, else the login name."""
+        return self.user or getpass.getuser()
+
+    @property
+    def table_mb(self) -> float:
+        """Largest uploaded survey table once unpacked (MB): TWIN_MAX_TABLE_MB, else 10 x the upload cap."""
+        return self.max_table_mb if self.max_table_mb is not None else 10 * self.max_upload_mb
 
 
 def get_settings(**overrides: object) -> TwinSettings:

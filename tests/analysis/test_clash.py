@@ -10,19 +10,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from analysis.clash import (
+from analysis.clash import collisions, solid_overlap
+from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network, load_network
+from analysis.pieces import (
     box_box_overlap,
     box_segment_signed_distance,
     candidate_pairs,
-    collisions,
     combine,
     connected_pairs,
     finding_key,
-    scan_network,
     segment_closest_points,
-    solid_overlap,
 )
-from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network, load_network
 
 
 def make_network(pipes: list[dict]) -> Network:
@@ -381,11 +379,3 @@ def test_demo_clash_spot_checked_by_hand(demo):
     r = demo.half_width_m[idx]
     assert c.overlap_m == pytest.approx(r.sum() - abs(za - zb), abs=2e-3)
     assert (c.x, c.y) == pytest.approx((x, y), abs=0.05)
-
-
-def test_scan_network_reports_counts_and_timings(demo, twin_engine):
-    result = scan_network(twin_engine)
-    assert result["segments"] == len(demo.segments)
-    assert result["hard_clashes"] == len(collisions(demo).hard)
-    assert result["clearance_violations"]["vertical"] > 0
-    assert set(result["timings_s"]) >= {"load", "candidates", "collision", "clearance", "total"}

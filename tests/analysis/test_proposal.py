@@ -1,28 +1,38 @@
-"""The proposal check: known vertical gaps, a clean pass, storage, decisions kept across re-runs, HTML."""
+"""The proposal check: known vertical gaps, a clean pass, storage, decisions kept across re-runs,
+withdrawal, the stored geometry (and migration 0008 filling it), HTML."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
+import shapely
 import sqlalchemy as sa
 
-from analysis.proposal import (
-    check_proposal,
+from analysis.proposal import check_proposal
+from analysis.proposal_input import proposal_geometry
+from analysis.proposal_report import report_html
+from analysis.proposal_workflow import (
+    TRANSITIONS,
     decide_finding,
     decide_proposal,
     get_proposal,
     list_proposals,
     recheck_proposal,
-    report_html,
     submit_proposal,
+    withdraw_proposal,
 )
 from ingest.pipeline import ingest_survey
 from ingest.sample import POINT_HEADERS, SEGMENT_HEADERS
-from twin.db import current_revision
-from twin.errors import InputError
+from tests.conftest import drop_schema
+from twin.crs import transformer
+from twin.db import current_revision, make_engine, upgrade
+from twin.errors import Conflict, Forbidden, InputError, NotFound
+from twin.settings import get_settings
 
 E0, N0 = 410000.0, 4035000.0
 GROUND = 35.0
@@ -144,7 +154,7 @@ def test_decisions_survive_rechecks_and_approval_rules(twin, tmp_path):
     (f,) = report.findings
     assert f.status == "open"
     # approving needs review first, then every finding accepted or an override note
-    with pytest.raises(InputError, match="cannot become approved"):
+    with pytest.raises(Conflict, match="cannot become approved"):
         decide_proposal(engine, pid, "approved", settings, user="bob")
     decide_proposal(engine, pid, "reviewed", settings, user="bob", note="site visit done")
     with pytest.raises(InputError, match="not accepted"):
@@ -159,7 +169,7 @@ def test_decisions_survive_rechecks_and_approval_rules(twin, tmp_path):
     assert d["status"] == "approved" and d["decided_by"] == "bob" and d["decided_at"]
     assert [e["action"] for e in d["events"]] == ["submitted", "decided", "finding decided", "rechecked", "decided"]
     assert d["findings"][0]["status"] == "accepted"
-    with pytest.raises(InputError, match="approved"):
+    with pytest.raises(Conflict, match="approved"):
         recheck_proposal(engine, pid, settings, source=gas(20.0))
     html = report_html(d)
     assert "id='status'>approved<" in html and f.key in html and "casing pipe at the crossing" in html
@@ -202,3 +212,132 @@ def test_html_report_is_printable_with_its_drawing(twin):
     stored = submit_proposal(engine, gas(WATER_BOTTOM - 0.10), settings, user="alice")
     again = report_html(get_proposal(engine, stored.proposal_id))
     assert re.search(r"<svg .*?</svg>", again, re.S) and "FAIL" in again
+
+
+# ----------------------------------------------------------------------------- withdrawal
+def test_the_submitter_or_an_admin_withdraws(twin):
+    engine, settings = twin
+    pid = submit_proposal(engine, gas(WATER_BOTTOM - 1.0, fid="W1", x=E0 + 10), settings, user="alice").proposal_id
+    with pytest.raises(Forbidden, match="alice"):
+        withdraw_proposal(engine, pid, settings, user="bob")
+    d = withdraw_proposal(engine, pid, settings, user="alice", note="route changed")
+    assert d["status"] == "withdrawn" and d["decided_by"] == "alice" and d["note"] == "route changed"
+    assert d["events"][-1] == {**d["events"][-1], "action": "withdrawn", "from_status": "new",
+                               "to_status": "withdrawn", "by": "alice"}
+    # final: no decision, no revision, no second withdrawal; a plain re-check still reads it
+    with pytest.raises(Conflict, match="withdrawn"):
+        withdraw_proposal(engine, pid, settings, user="alice")
+    with pytest.raises(Conflict, match="cannot become reviewed"):
+        decide_proposal(engine, pid, "reviewed", settings, user="bob")
+    with pytest.raises(Conflict, match="revised geometry"):
+        recheck_proposal(engine, pid, settings, source=gas(WATER_BOTTOM - 2.0, fid="W1", x=E0 + 10))
+    assert recheck_proposal(engine, pid, settings, user="alice").status == "withdrawn"
+    with pytest.raises(InputError, match="reviewed, approved or rejected"):
+        decide_proposal(engine, pid, "withdrawn", settings, user="bob")
+    # an admin withdraws someone's reviewed proposal, but not an approved one
+    other = submit_proposal(engine, gas(WATER_BOTTOM - 1.0, fid="W2", x=E0 + 12), settings, user="alice").proposal_id
+    decide_proposal(engine, other, "reviewed", settings, user="bob")
+    assert withdraw_proposal(engine, other, settings, user="root", admin=True)["status"] == "withdrawn"
+    done = submit_proposal(engine, gas(WATER_BOTTOM - 1.0, fid="W3", x=E0 + 14), settings, user="alice").proposal_id
+    decide_proposal(engine, done, "reviewed", settings, user="bob")
+    decide_proposal(engine, done, "approved", settings, user="bob")
+    with pytest.raises(Conflict, match="only a new or reviewed"):
+        withdraw_proposal(engine, done, settings, user="alice")
+    with pytest.raises(NotFound):
+        withdraw_proposal(engine, 987654, settings, user="alice")
+
+
+def test_the_state_machine_is_closed():
+    statuses = set(TRANSITIONS)
+    assert all(targets <= statuses for targets in TRANSITIONS.values())
+    assert not TRANSITIONS["approved"] and not TRANSITIONS["withdrawn"]
+    assert {s for s, t in TRANSITIONS.items() if "withdrawn" in t} == {"new", "reviewed"}
+
+
+# ----------------------------------------------------------------------------- stored geometry
+def _stored(engine, pid: int) -> tuple[int, shapely.Geometry]:
+    """The stored geometry and its SRID."""
+    with engine.connect() as conn:
+        srid, wkt = conn.execute(sa.text("SELECT ST_SRID(geom), ST_AsText(geom) FROM proposal WHERE id = :p"),
+                                 {"p": pid}).one()
+    return srid, shapely.from_wkt(wkt)
+
+
+def test_the_geometry_is_stored_in_the_twin_crs(twin):
+    engine, settings = twin
+    to_lonlat = transformer(settings.crs, "OGC:CRS84")
+    # in lon/lat (RFC 7946), 2D, given by depth: stored as the easting, northing it stands for
+    (lon0, lon1), (lat0, lat1) = to_lonlat.transform([E0 + 20, E0 + 20], [N0 - 20, N0 + 20])
+    doc = {"type": "Feature", "properties": {"utility": "RQ", "size": "DN100", "depth_m": 2.5},
+           "geometry": {"type": "LineString", "coordinates": [[lon0, lat0], [lon1, lat1]]}}
+    pid = submit_proposal(engine, doc, settings, user="alice").proposal_id
+    srid, geom = _stored(engine, pid)
+    assert srid == 4548 and geom.geom_type == "LineString" and not geom.has_z
+    assert shapely.get_coordinates(geom) == pytest.approx(np.array([[E0 + 20, N0 - 20], [E0 + 20, N0 + 20]]),
+                                                          abs=1e-3)
+    # with z: kept; a revised geometry replaces it
+    pid = submit_proposal(engine, gas(WATER_BOTTOM - 1.0, fid="G1", x=E0 + 16), settings, user="alice").proposal_id
+    z = WATER_BOTTOM - 1.0
+    assert shapely.get_coordinates(_stored(engine, pid)[1], include_z=True).tolist() == [
+        [E0 + 16, N0 - 20, z], [E0 + 16, N0 + 20, z]]
+    recheck_proposal(engine, pid, settings, source=gas(WATER_BOTTOM - 2.0, fid="G1", x=E0 + 18), user="alice")
+    assert shapely.get_coordinates(_stored(engine, pid)[1], include_z=True)[0].tolist() == [
+        E0 + 18, N0 - 20, WATER_BOTTOM - 2.0]
+
+
+def test_geometry_of_several_features_and_an_excavation(twin):
+    _, settings = twin
+    two = gas(33.0)
+    two["features"].append({**two["features"][0], "geometry": {
+        "type": "LineString", "coordinates": [[E0 + 40, N0 - 20], [E0 + 40, N0 + 20]]}})
+    geom = proposal_geometry(two, settings)
+    assert geom.geom_type == "MultiLineString" and not geom.has_z  # 2D and 3D lines: no height made up
+    pit = {"type": "Feature", "properties": {"depth_m": 2.0}, "geometry": {"type": "Polygon", "coordinates": [
+        [[E0, N0], [E0 + 5, N0], [E0 + 5, N0 + 3], [E0, N0 + 3], [E0, N0]]]}}
+    geom = proposal_geometry(pit, settings)
+    assert geom.geom_type == "Polygon" and geom.area == pytest.approx(15.0)
+
+
+def test_migration_0008_fills_the_geometry_of_stored_proposals(twin):
+    """Rows stored before 0008 get the geometry the check reads, where their CRS is unambiguous."""
+    _, settings = twin
+    old = get_settings(db_schema=settings.db_schema + "_0007")
+    drop_schema(old)
+    engine = make_engine(old)
+    try:
+        upgrade(old, engine, revision="0007")
+        to_lonlat = transformer(old.crs, "OGC:CRS84")
+        lon, lat = to_lonlat.transform([E0, E0 + 50], [N0, N0])
+        line = {"type": "LineString", "coordinates": [[E0, N0, 33.0], [E0 + 50, N0, 33.0]]}
+        lonlat = {"type": "LineString", "coordinates": [[lon[0], lat[0]], [lon[1], lat[1]]]}
+        docs = {
+            "twin": {"type": "Feature", "properties": {}, "geometry": line},
+            "lonlat": {"type": "Feature", "properties": {}, "geometry": lonlat},
+            "named": {"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+                "name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}, "features": [
+                {"type": "Feature", "properties": {}, "geometry": lonlat}]},
+            "two": {"type": "FeatureCollection", "features": [
+                {"type": "Feature", "properties": {}, "geometry": line},
+                {"type": "Feature", "properties": {}, "geometry": {**line, "coordinates": [
+                    [E0, N0 + 5, 33.0], [E0 + 50, N0 + 5, 33.0]]}}]},
+            "odd": {"type": "Feature", "properties": {"crs": "+proj=tmerc +lon_0=117 +x_0=500000 +ellps=GRS80 "
+                                                              "+title=CRS84"}, "geometry": line},
+        }
+        with engine.begin() as conn:
+            for name, doc in docs.items():
+                conn.execute(sa.text("INSERT INTO proposal (name, geojson, created_by) "
+                                     "VALUES (:n, CAST(:g AS jsonb), 'tests')"), {"n": name, "g": json.dumps(doc)})
+        upgrade(old, engine)
+        with engine.connect() as conn:
+            got = dict(conn.execute(sa.text("SELECT name, ST_AsText(geom) FROM proposal")).all())
+            srids = set(conn.execute(sa.text("SELECT ST_SRID(geom) FROM proposal WHERE geom IS NOT NULL")).scalars())
+        assert got["odd"] is None and srids == {4548}
+        for name in ("twin", "lonlat", "named", "two"):
+            want = proposal_geometry(docs[name], old)
+            assert shapely.equals_exact(shapely.from_wkt(got[name]), want, tolerance=1e-3), (name, got[name])
+            assert shapely.from_wkt(got[name]).has_z == want.has_z
+        with engine.begin() as conn:  # the status may be withdrawn now
+            conn.execute(sa.text("UPDATE proposal SET status = 'withdrawn' WHERE name = 'odd'"))
+    finally:
+        engine.dispose()
+        drop_schema(old)

@@ -219,8 +219,8 @@ def test_cli_collision_and_clearance_with_a_proposal(small_twin, twin_settings, 
     wrong.write_text(json.dumps(_line({"utility": "JS", "size": "DN300", "depth_m": 1.0},
                                       coords=[(4034990, 410020), (4035010, 410020)])), encoding="utf-8")
     res = runner.invoke(app, ["collision", "--proposal", str(wrong)], env=env)
-    assert res.exit_code == 2 and "wrong CRS" in res.output
+    assert isinstance(res.exception, InputError) and "wrong CRS" in str(res.exception)  # twin's main: exit 2
     nosize = tmp_path / "nosize.geojson"
     nosize.write_text(json.dumps(_line({"utility": "JS", "depth_m": 1.0})), encoding="utf-8")
     res = runner.invoke(app, ["clearance", "--proposal", str(nosize)], env=env)
-    assert res.exit_code == 2 and "missing size" in res.output
+    assert isinstance(res.exception, InputError) and "missing size" in str(res.exception)

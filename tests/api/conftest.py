@@ -31,6 +31,8 @@ from twin.settings import TwinSettings, get_settings
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("viewer", "editor", "approver", "admin")
 JWT_SECRET = "test-secret-" + "x" * 40
+#: The in-process client addresses the app as http://testserver; real servers as 127.0.0.1.
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 
 
 def password(role: str) -> str:
@@ -39,8 +41,10 @@ def password(role: str) -> str:
 
 def make_twin(schema: str, tmp: Path, *, data: str = "small") -> TwinSettings:
     """A fresh twin in ``schema`` holding ``data`` ('small', 'demo' or 'empty'), one user per role."""
+    if not schema.endswith(f"_{os.getpid()}"):
+        schema = f"{schema}_{os.getpid()}"  # two runs on one machine keep apart
     settings = get_settings(db_schema=schema, tiles_dir=tmp / "tiles", data_dir=get_settings().data_dir,
-                            jwt_secret=JWT_SECRET)
+                            jwt_secret=JWT_SECRET, allowed_hosts=ALLOWED_HOSTS)
     open_twin(get_settings()).dispose()  # starts the private cluster when it is the one in use
     drop_schema(settings)
     if data == "demo":

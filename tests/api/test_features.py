@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from pyproj import Transformer
 
-from analysis.proposal import submit_proposal
+from analysis.proposal_workflow import submit_proposal
 from ingest.sample import generate_district
 from tests.api.conftest import Api, collection_ids, make_twin, open_api
 from tests.conftest import drop_schema

@@ -16,10 +16,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from analysis.clash import collisions, scan_network
+from analysis.clash import collisions
 from analysis.hazards import hazards
 from analysis.network import load_network
 from analysis.profile import longitudinal_profile
+from analysis.scan import scan_network
 from analysis.section import cross_section
 from analysis.shutoff import shutoff
 from tests.api.conftest import Api, make_twin, open_api, wait_job
@@ -356,11 +357,12 @@ def test_network_scan_job_reports_progress(api: Api) -> None:
     done = wait_job(api, job["jobID"])
     assert done["status"] == "successful" and done["progress"] == 100
     result = api.get(f"/jobs/{job['jobID']}/results").json()
-    direct = scan_network(engine, workers=1)
-    assert result["segments"] == direct["segments"]
-    assert result["collision"]["counts"]["hard"] == direct["hard_clashes"]
-    assert result["collision"]["counts"]["duplicate"] == direct["duplicates"]
-    assert result["clearance"]["counts"] == direct["clearance_violations"]
+    direct = scan_network(engine, limit=3, workers=1)
+    assert result["segments"] == direct["segments"] and result["workers"] == 2
+    assert result["collision"]["counts"] == direct["collision"]["counts"]
+    assert result["clearance"]["counts"] == direct["clearance"]["counts"]
+    assert result["collision"]["clashes"] == direct["collision"]["clashes"]
+    assert result["clearance"]["violations"] == direct["clearance"]["violations"]
     assert len(result["clearance"]["violations"]) <= 3
     # another user cannot read it
     assert api.get(f"/jobs/{job['jobID']}", "editor").status_code == 404

@@ -1,4 +1,5 @@
-"""The proposal workflow and the admin's rule tables over HTTP, on a twin of their own.
+"""The proposal workflow (withdrawal, the features served) and the admin's rule tables over HTTP,
+on a twin of their own.
 
 The twin is one water main (DN300, top 33.6 m, bottom 33.3 m, 铸铁 built 2010) along
 N0; proposals are gas pipes crossing it square at a chosen height, so every finding and every
@@ -151,6 +152,77 @@ def test_recheck_keeps_decisions_and_revises(api: Api) -> None:
     assert [x["key"] for x in d["resolved"]] == [key]
     assert api.get(f"/proposals/{pid}/section.svg").status_code == 200
     assert audit(api, "proposal-recheck", feature=f"proposal:{pid}")[0]["user_name"] == "editor"
+
+
+def test_withdraw(api: Api) -> None:
+    pid = submit(api, gas(WATER_BOTTOM - 1.0)).json()["proposal_id"]
+    assert api.post(f"/proposals/{pid}/withdraw", "viewer").status_code == 403  # may not propose
+    r = api.post(f"/proposals/{pid}/withdraw", "approver")  # may propose, but did not submit it
+    assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN"
+    r = api.post(f"/proposals/{pid}/withdraw", "editor", json={"note": "route changed"})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["status"] == "withdrawn" and d["note"] == "route changed" and d["events"][-1]["action"] == "withdrawn"
+    # final: withdrawing again, deciding or revising it is 409
+    assert api.post(f"/proposals/{pid}/withdraw", "editor").status_code == 409
+    assert api.post(f"/proposals/{pid}/decision", "approver", json={"status": "reviewed"}).status_code == 409
+    assert api.post(f"/proposals/{pid}/recheck", "editor", json=gas(WATER_BOTTOM - 2.0)).status_code == 409
+    e = audit(api, "proposal-withdrawn", feature=f"proposal:{pid}")
+    assert len(e) == 1 and e[0]["user_name"] == "editor" and e[0]["params"]["note"] == "route changed"
+    # an admin withdraws anyone's reviewed proposal; an approved one stays
+    other = submit(api, gas(WATER_BOTTOM - 1.0)).json()["proposal_id"]
+    api.post(f"/proposals/{other}/decision", "approver", json={"status": "reviewed"})
+    assert api.post(f"/proposals/{other}/withdraw", "admin").json()["status"] == "withdrawn"
+    done = submit(api, gas(WATER_BOTTOM - 1.0)).json()["proposal_id"]
+    api.post(f"/proposals/{done}/decision", "approver", json={"status": "reviewed"})
+    api.post(f"/proposals/{done}/decision", "approver", json={"status": "approved"})
+    assert api.post(f"/proposals/{done}/withdraw", "editor").status_code == 409
+    assert api.post("/proposals/999999/withdraw", "editor").status_code == 404
+    assert api.post(f"/proposals/{done}/withdraw", "editor", json={"why": "x"}).status_code == 422
+    # still listed with its status; no longer served as a feature
+    listed = {p["id"]: p for p in api.get("/proposals").json()["proposals"]}
+    assert listed[pid]["status"] == "withdrawn"
+    served = {f["id"] for f in api.get("/collections/proposals/items", params={"limit": 1000}).json()["features"]}
+    assert pid not in served and other not in served and done in served
+
+
+def test_withdraw_on_the_command_line(api: Api) -> None:
+    pid = submit(api, gas(WATER_BOTTOM - 1.0)).json()["proposal_id"]
+
+    def twin(user: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(sys.executable).parent / "twin"), "analyze", "proposal-withdraw", str(pid),
+                               *args], env={**server_env(api.settings), "TWIN_USER": user}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    out = twin("someone")
+    assert out.returncode == 2 and "FORBIDDEN" in out.stderr, out.stderr
+    out = twin("editor", "--note", "not needed", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "withdrawn"
+    out = twin("someone", "--admin")
+    assert out.returncode == 2 and "CONFLICT" in out.stderr, out.stderr
+
+
+#: The twin's CRS as a PROJ string whose title says CRS84: the old SQL took it for lon/lat.
+ODD_CRS = ("+proj=tmerc +lat_0=0 +lon_0=117 +k=1 +x_0=500000 +y_0=0 +ellps=GRS80 +units=m +no_defs "
+           "+title=CRS84")
+
+
+def test_an_odd_crs_text_cannot_break_the_collections(api: Api) -> None:
+    doc = {**gas(WATER_BOTTOM - 1.0), "crs": {"type": "name", "properties": {"name": ODD_CRS}}}
+    r = submit(api, doc, params={"name": "odd crs"})
+    assert r.status_code == 201, r.text
+    pid = r.json()["proposal_id"]
+    assert api.get("/collections", "viewer").status_code == 200
+    items = api.get("/collections/proposals/items", "viewer", params={"limit": 1000})
+    assert items.status_code == 200, items.text
+    assert [f["id"] for f in items.json()["features"] if f["id"] == pid] == [pid]
+    # served where the check read it: in the twin CRS (northing, easting), at the proposal's place
+    one = api.get(f"/collections/proposals/items/{pid}", "viewer",
+                  params={"crs": "http://www.opengis.net/def/crs/EPSG/0/4548"})
+    assert one.status_code == 200, one.text
+    start = one.json()["geometry"]["coordinates"][0]
+    assert start[:2] == pytest.approx([N0 - 20, E0 + 30], abs=0.5)
 
 
 @pytest.mark.parametrize("method,path,body,status", [

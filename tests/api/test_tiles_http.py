@@ -108,7 +108,7 @@ def test_etag_revalidation_identity_and_gzip(api: Api, name: str) -> None:
     # Encoded, so that the client does not normalise them away before the route sees them.
     "t/%2e%2e/%2e%2e/manifest.json", "..%2f..%2fetc%2fpasswd", "%2fetc%2fpasswd", "t/%2e%2e/tileset.json",
     "manifest.json", "manifest-features.npz", ".build.lock", "t/0/0/0.glb.tmp1", "nope.json", "t/9/9/9.glb",
-    "t", "", "t/%00.glb", "x" * 400 + ".json",
+    "t", "", "x" * 400 + ".json",
 ])
 def test_only_tileset_files_are_served(api: Api, path: str) -> None:
     r = api.get(f"/tiles/{path}")
@@ -116,6 +116,11 @@ def test_only_tileset_files_are_served(api: Api, path: str) -> None:
     assert r.json()["code"] == "NOT_FOUND"
     assert "no tile file" in r.json()["description"]  # answered by the tiles route itself
     assert "root:" not in r.text
+
+
+def test_a_nul_in_a_tile_path_is_refused_at_the_edge(api: Api) -> None:
+    r = api.get("/tiles/t/%00.glb")
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_PARAMETER"
 
 
 def test_resolve_stays_inside_the_folder(tmp_path: Path) -> None:

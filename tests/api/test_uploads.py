@@ -150,8 +150,14 @@ def test_import_small_survey(api: Api, engine: sa.Engine) -> None:
     listed = api.get("/imports", params={"status": "applied"}).json()
     assert batch in [b["id"] for b in listed["imports"]]
     summary = api.get("/network/summary").json()
+    assert set(summary) == {
+        "segments", "length_m", "nodes", "valves", "sources", "customers", "latest_batch", "as_of"
+    }
     assert summary["segments"] == after["segment"] and summary["nodes"] == after["node"]
     assert summary["latest_batch"] == max(b["id"] for b in listed["imports"])
+    with engine.connect() as conn:  # the plan length of every live pipe, as twin summary adds it
+        length_m = conn.execute(sa.text("SELECT sum(length_m) FROM current_segment")).scalar()
+    assert summary["length_m"] == pytest.approx(length_m, abs=1e-3)
     [entry] = audit_entries(api, "import", str(batch))
     assert entry["user_name"] == "editor" and entry["path"] == "/imports"
     assert (

@@ -29,6 +29,17 @@ VERSION_COLUMNS = """
 def upgrade() -> None:
     cfg = context.config.attributes
     srid = int(cfg["srid"])
+    _meta_and_batches()
+    _meta_rows(srid, cfg["crs"], cfg["vertical_datum"])
+    _network_tables(srid)
+    _attachment_tables(srid)
+    _history_trigger()
+    _history_tables_and_views()
+    _indexes()
+
+
+def _meta_and_batches() -> None:
+    """The twin's key-value metadata and the batch log."""
     op.execute(
         """
         CREATE TABLE twin_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -45,13 +56,24 @@ def upgrade() -> None:
         );
         """
     )
+
+
+def _meta_rows(srid: int, crs: str, vertical_datum: str) -> None:
+    """The CRS and vertical datum the twin is stored in."""
     op.execute(
         f"""
         INSERT INTO twin_meta VALUES
             ('srid', '{srid}'),
-            ('crs', $${cfg["crs"]}$$),
-            ('vertical_datum', $${cfg["vertical_datum"]}$$);
+            ('crs', $${crs}$$),
+            ('vertical_datum', $${vertical_datum}$$);
+        """
+    )
 
+
+def _network_tables(srid: int) -> None:
+    """The versioned nodes and segments."""
+    op.execute(
+        f"""
         CREATE TABLE node (
             id text PRIMARY KEY,
             map_id text,
@@ -109,7 +131,14 @@ def upgrade() -> None:
             CHECK ((shape = 'circular' AND diameter_mm > 0)
                 OR (shape = 'rect' AND width_mm > 0 AND height_mm > 0))
         );
+        """
+    )
 
+
+def _attachment_tables(srid: int) -> None:
+    """The versioned valves, sources and customers (each at a node)."""
+    op.execute(
+        f"""
         CREATE TABLE valve (
             id text PRIMARY KEY,
             segment_id text NOT NULL,
@@ -145,6 +174,10 @@ def upgrade() -> None:
         );
         """
     )
+
+
+def _history_trigger() -> None:
+    """The trigger function keeping every replaced or deleted feature row."""
     op.execute(
         """
         -- Every update or delete of a feature keeps the old row in <table>_history.
@@ -170,6 +203,10 @@ def upgrade() -> None:
         $fn$;
         """
     )
+
+
+def _history_tables_and_views() -> None:
+    """Per feature: its history table and trigger, indexes, the current view and ``<t>_as_of``."""
     for t in FEATURES:
         op.execute(
             f"""
@@ -208,6 +245,10 @@ def upgrade() -> None:
             $do$;
             """
         )
+
+
+def _indexes() -> None:
+    """Indexes of the 3D geometries and the common look-ups."""
     op.execute(
         """
         CREATE INDEX node_geom_nd_idx ON node USING gist (geom gist_geometry_ops_nd);

@@ -1,0 +1,160 @@
+"""The rule tables an admin manages: what each is, the one the analyses use now, replacing one.
+
+:data:`RULES` names the clearance, cover and service-life tables with the loader that
+parses each (the analyses' own), the setting that may name a file, and the shipped file.
+The table in use is the one stored in the twin (``database``), else the configured file
+(``configured``), else the shipped GB 50289 defaults (``shipped``). :func:`store_rule_table`
+parses a CSV with the table's loader before storing it, so a bad table is refused (an
+InputError naming the rule and column) before any analysis sees it;
+:func:`delete_rule_table` goes back to the file. The stored rows themselves are read and
+written by :mod:`analysis.rule_tables` (which the loaders import, so it cannot import them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from analysis.clearance import DEFAULT_RULES, load_clearance_rules
+from analysis.cover import DEFAULT_COVER_RULES, load_cover_rules
+from analysis.hazards import DEFAULT_SERVICE_LIFE, load_service_life
+from analysis.rule_tables import RuleText, delete_rule_csv, store_rule_csv, stored_rule_row
+from twin.errors import InputError, NotFound
+from twin.settings import TwinSettings
+
+__all__ = [
+    "RULES",
+    "MAX_TABLE_BYTES",
+    "RuleTable",
+    "RulesInUse",
+    "rules_in_use",
+    "rule_table_summary",
+    "rule_table_rows",
+    "rule_csv",
+    "store_rule_table",
+    "delete_rule_table",
+]
+
+#: Largest rule table accepted (bytes): the shipped ones are a few kB.
+MAX_TABLE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class RuleTable:
+    """One rule table: its title, the loader that parses it, the setting naming a file, the shipped file."""
+
+    name: str
+    title: str
+    loader: Callable[..., pd.DataFrame]
+    setting: str
+    shipped: Path
+
+    def file(self, settings: TwinSettings) -> tuple[str, Path]:
+        """The file used when none is stored: (``configured`` or ``shipped``, its path)."""
+        configured = getattr(settings, self.setting, None)
+        return ("configured", Path(configured)) if configured is not None else ("shipped", self.shipped)
+
+    def parse(self, text: str, origin: str) -> pd.DataFrame:
+        """The table parsed by the analyses' own loader (InputError when it is bad)."""
+        return self.loader(RuleText(text, f"{self.name} ({origin})"))
+
+
+RULES: dict[str, RuleTable] = {t.name: t for t in (
+    RuleTable("clearance_rules", "Minimum horizontal and vertical clearance between pipes (GB 50289-2016)",
+              load_clearance_rules, "clearance_rules", DEFAULT_RULES),
+    RuleTable("cover_rules", "Minimum cover by utility, burial, material and location (GB 50289-2016 table 4.1.1)",
+              load_cover_rules, "cover_rules", DEFAULT_COVER_RULES),
+    RuleTable("service_life", "Expected service life by material (dig-site hazards)",
+              load_service_life, "service_life", DEFAULT_SERVICE_LIFE),
+)}
+
+
+@dataclass(frozen=True)
+class RulesInUse:
+    """The rule table the analyses use now: where from (``database``, ``configured``, ``shipped``), its CSV."""
+
+    table: RuleTable
+    source: str
+    text: str
+    meta: dict
+
+    def parse(self) -> pd.DataFrame:
+        """Its rows, parsed by the analyses' loader."""
+        return self.table.parse(self.text, self.source)
+
+
+def _table(name: str) -> RuleTable:
+    try:
+        return RULES[name]
+    except KeyError:
+        raise NotFound(f"no rule table {name!r}; one of {', '.join(RULES)}") from None
+
+
+def rules_in_use(db: sa.Engine | sa.Connection, name: str, settings: TwinSettings) -> RulesInUse:
+    """The table ``name`` the analyses use now (NotFound when its file cannot be read)."""
+    table = _table(name)
+    stored = stored_rule_row(db, name)
+    if stored is not None:
+        return RulesInUse(table, "database", stored.csv,
+                          {"updated_by": stored.updated_by, "updated_at": stored.updated_at.isoformat()})
+    source, path = table.file(settings)
+    try:
+        return RulesInUse(table, source, path.read_text(encoding="utf-8-sig"), {"file": path.name})
+    except OSError as exc:  # named by its file name: the server's paths stay inside
+        raise NotFound(f"the {source} {name} file {path.name} cannot be read: "
+                       f"{exc.strerror or type(exc).__name__}") from None
+
+
+def rule_table_summary(db: sa.Engine | sa.Connection, name: str, settings: TwinSettings) -> dict:
+    """Name, title, where it comes from and its row count (or, for a broken file, the error)."""
+    current = rules_in_use(db, name, settings)
+    entry = {"name": name, "title": current.table.title, "source": current.source, **current.meta}
+    try:
+        entry["rows"] = len(current.parse())
+    except InputError as exc:  # a broken configured file: say so, list the others
+        entry["error"] = exc.message
+    return entry
+
+
+def rule_table_rows(db: sa.Engine | sa.Connection, name: str, settings: TwinSettings) -> dict:
+    """The table in use as parsed rows: name, title, where it comes from, columns and rows."""
+    current = rules_in_use(db, name, settings)
+    table = current.parse()
+    return {"name": name, "title": current.table.title, "source": current.source, **current.meta,
+            "columns": [str(c) for c in table.columns], "rows": table.to_dict("records")}
+
+
+def rule_csv(raw: bytes) -> str:
+    """An uploaded rule table as text: at most :data:`MAX_TABLE_BYTES` of UTF-8, no NUL, not empty."""
+    if len(raw) > MAX_TABLE_BYTES:
+        raise InputError(f"a rule table is at most {MAX_TABLE_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"the table is not UTF-8 text: {exc}") from None
+    if "\x00" in text:
+        raise InputError("the table contains NUL characters")
+    if not text.strip():
+        raise InputError("the table is empty: send the CSV with its header row")
+    return text
+
+
+def store_rule_table(conn: sa.Connection, name: str, text: str, by: str) -> pd.DataFrame:
+    """Check a CSV with the table's loader and store it in the twin; its parsed rows."""
+    rows = _table(name).parse(text, "uploaded")
+    if rows.empty:
+        raise InputError(f"the {name} table has no rows: DELETE /rules/{name} goes back to the defaults")
+    store_rule_csv(conn, name, text, by)
+    return rows
+
+
+def delete_rule_table(conn: sa.Connection, name: str, settings: TwinSettings) -> dict:
+    """Go back to the configured or shipped file: name, source, file and whether one was stored."""
+    table = _table(name)
+    removed = delete_rule_csv(conn, name)
+    source, path = table.file(settings)
+    return {"name": name, "source": source, "file": path.name, "removed": removed}
