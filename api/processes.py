@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import shapely.geometry
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi import Path as PathParam
@@ -48,8 +49,23 @@ from pydantic import (
     model_validator,
 )
 
-from analysis.proposal_input import MAX_PARTS, check_proposal_size
+from analysis.clash import collisions
+from analysis.clearance import clearances, load_clearance_rules
+from analysis.cover import cover_depths, load_cover_rules
+from analysis.hazards import hazards
+from analysis.network import load_network
+from analysis.profile import longitudinal_profile
+from analysis.proposal import check_proposal
+from analysis.proposal_input import (
+    MAX_PARTS,
+    check_proposal_size,
+    load_existing_near,
+    read_proposal,
+)
+from analysis.proposal_report import report_html
 from analysis.scan import scan_network, truncate_findings
+from analysis.section import cross_section, parse_line
+from analysis.shutoff import shutoff
 from api.audit import audit_now
 from api.auth import User, allow
 from api.errors import status_of
@@ -386,9 +402,6 @@ def _pair_ids(findings: list[dict]) -> list[str]:
 
 def _existing(ctx: Context, proposal: BaseModel | None, progress: Progress):
     """The network to check: all of it, or the part around a proposal, and the proposal."""
-    from analysis.network import load_network
-    from analysis.proposal_input import load_existing_near, read_proposal
-
     progress(5, "reading the network")
     if proposal is None:
         existing, prop = load_network(ctx.engine), None
@@ -406,8 +419,6 @@ def _pairs(d: dict, key: str, segments_checked: int) -> Outcome:
 
 
 def run_shutoff(ctx: Context, inputs: ShutoffInputs, progress: Progress) -> Outcome:
-    from analysis.shutoff import shutoff
-
     d = shutoff(ctx.engine, pipe=inputs.pipe, node=inputs.node, at=inputs.at,
                 failed_valves=inputs.failed_valves, max_distance_m=inputs.max_distance_m).as_dict()
     ids = [d["pipe"] or d["node"], *(v["id"] for v in d["valves"]), *(v["id"] for v in d["failed_valves"]),
@@ -416,8 +427,6 @@ def run_shutoff(ctx: Context, inputs: ShutoffInputs, progress: Progress) -> Outc
 
 
 def run_hazards(ctx: Context, inputs: HazardsInputs, progress: Progress) -> Outcome:
-    from analysis.hazards import hazards
-
     x, y = inputs.at
     d = hazards(ctx.engine, x, y, inputs.radius_m, utility=inputs.utility, settings=ctx.settings,
                 valves=inputs.valves).as_dict()
@@ -425,16 +434,12 @@ def run_hazards(ctx: Context, inputs: HazardsInputs, progress: Progress) -> Outc
 
 
 def run_collision(ctx: Context, inputs: CollisionInputs, progress: Progress) -> Outcome:
-    from analysis.clash import collisions
-
     existing, prop = _existing(ctx, inputs.proposal, progress)
     d = collisions(existing, prop, min_overlap_m=inputs.min_overlap_m).as_dict(inputs.limit)
     return _pairs(d, "clashes", len(existing.segments))
 
 
 def run_clearance(ctx: Context, inputs: ClearanceInputs, progress: Progress) -> Outcome:
-    from analysis.clearance import clearances, load_clearance_rules
-
     existing, prop = _existing(ctx, inputs.proposal, progress)
     rules = load_clearance_rules(None, ctx.settings, db=ctx.engine)
     d = clearances(existing, prop, rules=rules, settings=ctx.settings).as_dict(inputs.limit)
@@ -442,10 +447,6 @@ def run_clearance(ctx: Context, inputs: ClearanceInputs, progress: Progress) -> 
 
 
 def run_cover(ctx: Context, inputs: CoverInputs, progress: Progress) -> Outcome:
-    import shapely.geometry
-
-    from analysis.cover import cover_depths, load_cover_rules
-
     zones = None
     if inputs.zones is not None:
         zones = [(shapely.geometry.shape(geojson(f.geometry)), f.properties.location)
@@ -459,8 +460,6 @@ def run_cover(ctx: Context, inputs: CoverInputs, progress: Progress) -> Outcome:
 
 
 def run_section(ctx: Context, inputs: SectionInputs, progress: Progress) -> Outcome:
-    from analysis.section import cross_section, parse_line
-
     pts = parse_line(inputs.line)
     length = float(sum(math.dist(a, b) for a, b in zip(pts[:-1], pts[1:], strict=True)))
     if length > MAX_SECTION_M:
@@ -471,8 +470,6 @@ def run_section(ctx: Context, inputs: SectionInputs, progress: Progress) -> Outc
 
 
 def run_profile(ctx: Context, inputs: ProfileInputs, progress: Progress) -> Outcome:
-    from analysis.profile import longitudinal_profile
-
     prof = longitudinal_profile(ctx.engine, inputs.from_node, inputs.to_node, crs=ctx.settings.crs)
     d = prof.as_dict()
     ids = [n["id"] for n in d["nodes"]] + [s["id"] for s in d["segments"]] + [c["id"] for c in d["crossings"]]
@@ -480,9 +477,6 @@ def run_profile(ctx: Context, inputs: ProfileInputs, progress: Progress) -> Outc
 
 
 def run_proposal_check(ctx: Context, inputs: ProposalCheckInputs, progress: Progress) -> Outcome:
-    from analysis.proposal import check_proposal
-    from analysis.proposal_report import report_html
-
     report = check_proposal(ctx.engine, geojson(inputs.proposal), ctx.settings, name=inputs.name)
     d = report.as_dict()
 

@@ -341,3 +341,54 @@ def test_migration_0008_fills_the_geometry_of_stored_proposals(twin):
     finally:
         engine.dispose()
         drop_schema(old)
+
+
+# ----------------------------------------------------------------------------- four eyes, audit hooks
+def test_the_submitter_or_reviser_neither_approves_nor_rejects(twin):
+    engine, settings = twin
+    pid = submit_proposal(engine, gas(WATER_BOTTOM - 1.0, fid="F1", x=E0 + 16), settings, user="alice").proposal_id
+    # reviewing one's own proposal is fine: the decision still needs somebody else
+    decide_proposal(engine, pid, "reviewed", settings, user="alice")
+    for status in ("approved", "rejected"):
+        with pytest.raises(Forbidden, match="four eyes"):
+            decide_proposal(engine, pid, status, settings, user="alice")
+    assert get_proposal(engine, pid)["status"] == "reviewed"
+    # whoever revised the geometry is an author too
+    recheck_proposal(engine, pid, settings, source=gas(WATER_BOTTOM - 1.1, fid="F1", x=E0 + 16), user="bob")
+    decide_proposal(engine, pid, "reviewed", settings, user="carol")
+    with pytest.raises(Forbidden, match="bob submitted or revised"):
+        decide_proposal(engine, pid, "approved", settings, user="bob")
+    assert decide_proposal(engine, pid, "approved", settings, user="carol")["decided_by"] == "carol"
+
+
+def test_the_hook_runs_inside_the_transaction(twin):
+    engine, settings = twin
+
+    def fail(conn, *args):
+        # the change is visible on the hook's connection, and goes when the hook fails
+        assert conn.execute(sa.text("SELECT count(*) FROM proposal")).scalar() >= 1
+        raise RuntimeError("audit log unavailable")
+
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM proposal")).scalar()
+    with pytest.raises(RuntimeError):
+        submit_proposal(engine, gas(WATER_BOTTOM - 1.0, fid="H1", x=E0 + 18), settings, user="alice",
+                        before_commit=fail)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM proposal")).scalar() == before
+    seen = []
+    pid = submit_proposal(engine, gas(WATER_BOTTOM - 0.10, fid="H2", x=E0 + 18), settings, user="alice",
+                          before_commit=lambda conn, report: seen.append(report.proposal_id)).proposal_id
+    assert seen == [pid]
+    key = get_proposal(engine, pid)["findings"][0]["key"]
+    with pytest.raises(RuntimeError):
+        decide_proposal(engine, pid, "reviewed", settings, user="bob", before_commit=fail)
+    with pytest.raises(RuntimeError):
+        decide_finding(engine, pid, key, "accepted", settings, user="bob", before_commit=fail)
+    with pytest.raises(RuntimeError):
+        withdraw_proposal(engine, pid, settings, user="alice", before_commit=fail)
+    with pytest.raises(RuntimeError):
+        recheck_proposal(engine, pid, settings, user="bob", before_commit=fail)
+    d = get_proposal(engine, pid)
+    assert d["status"] == "new" and d["findings"][0]["status"] == "open"
+    assert [e["action"] for e in d["events"]] == ["submitted"]

@@ -15,7 +15,15 @@ from analysis.clash import collisions
 from analysis.clearance import clearances
 from analysis.cover import cover_depths
 from analysis.ground import GroundModel
-from analysis.proposal_input import load_existing_near, read_proposal
+from analysis.proposal_input import (
+    MAX_EXCAVATION_M2,
+    MAX_LENGTH_M,
+    MAX_PARTS,
+    MAX_POSITIONS,
+    TOO_LARGE,
+    load_existing_near,
+    read_proposal,
+)
 from twin.errors import InputError
 from twin.settings import get_settings
 
@@ -224,3 +232,58 @@ def test_cli_collision_and_clearance_with_a_proposal(small_twin, twin_settings, 
     nosize.write_text(json.dumps(_line({"utility": "JS", "depth_m": 1.0})), encoding="utf-8")
     res = runner.invoke(app, ["clearance", "--proposal", str(nosize)], env=env)
     assert isinstance(res.exception, InputError) and "missing size" in str(res.exception)
+
+
+# ----------------------------------------------------------------------------- the budget
+def _zigzag(length_m: float) -> list[list[float]]:
+    legs = int(length_m // 100) + 1
+    return [[410000 + (100 if k % 2 else 0), 4034950 + k] for k in range(legs + 1)]
+
+
+def _square(side_m: float) -> dict:
+    x, y = 410050 - side_m / 2, 4035000 - side_m / 2
+    ring = [[x, y], [x + side_m, y], [x + side_m, y + side_m], [x, y + side_m], [x, y]]
+    return {"type": "Feature", "properties": {"depth_m": 2.0}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+
+BUDGET_CASES = [
+    # a proposal beyond the budget, and the limit its refusal names
+    ({"type": "FeatureCollection", "features": [_line({"utility": "JS", "size": "DN300", "depth_m": 1, "id": f"P{k}"})
+                                                for k in range(MAX_PARTS + 1)]}, f"at most {MAX_PARTS} pipes"),
+    (_line({"utility": "JS", "size": "DN300", "depth_m": 1},
+           coords=[[410020 + 0.01 * k, 4034995] for k in range(MAX_POSITIONS + 1)]), f"{MAX_POSITIONS:,} positions"),
+    (_line({"utility": "JS", "size": "DN300", "depth_m": 1}, coords=_zigzag(MAX_LENGTH_M + 200)),
+     f"{MAX_LENGTH_M / 1000:g} km"),
+    (_square(math.sqrt(MAX_EXCAVATION_M2) + 10), f"{MAX_EXCAVATION_M2:,.0f} m²"),
+    # holes count among the positions, as the API counts them
+    ({**_square(10), "geometry": {"type": "Polygon", "coordinates": [
+        _square(10)["geometry"]["coordinates"][0],
+        [[410050 + 0.001 * k, 4035000 + 0.001 * (k % 2)] for k in range(MAX_POSITIONS)]]}}, "positions"),
+]
+
+
+@pytest.mark.parametrize("doc,limit", BUDGET_CASES)
+def test_a_proposal_beyond_the_budget_is_refused_naming_the_limit(doc, limit):
+    # refused before any database work: no twin is needed (the CLI and the API share this)
+    with pytest.raises(InputError, match=limit) as err:
+        read_proposal(doc, SETTINGS, ground=FLAT)
+    assert err.value.code == TOO_LARGE
+
+
+def test_lon_lat_is_measured_in_metres():
+    # 0.3 degrees of longitude is about 27 km at 36.4 N: too long, though only 0.3 "units"
+    doc = _line({"utility": "JS", "size": "DN300", "depth_m": 1}, coords=[[115.9, 36.4], [116.2, 36.4]])
+    with pytest.raises(InputError, match="km long") as err:
+        read_proposal(doc, SETTINGS, ground=FLAT)
+    assert err.value.code == TOO_LARGE
+
+
+def test_parts_of_different_lengths_gather_their_neighbours(small_twin, twin_settings):
+    # a pipe of three positions and an excavation of five: one network around both
+    doc = {"type": "FeatureCollection", "features": [
+        _line({"utility": "DL", "size": "DN200", "depth_m": 1.5, "id": "cable"},
+              coords=[(410020, 4034995), (410020, 4035000), (410020, 4035008)]),
+        {**_square(4), "properties": {"depth_m": 2.0, "id": "pit"}}]}
+    prop = read_proposal(doc, twin_settings, engine=small_twin)
+    existing = load_existing_near(small_twin, prop)
+    assert "JS1-JS2" in set(existing.segments["id"])

@@ -11,6 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -305,6 +306,15 @@ def test_proposal_check_finds_the_collision_and_stores_nothing(api: Api, demo: d
     assert clr.status_code == 200 and "violations" in clr.json()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM proposal")).scalar() == before
+
+
+def test_rule_tables_are_named_not_located(api: Api, demo: dict) -> None:
+    prop = crossing(demo["mid"])
+    root = str(Path(__file__).resolve().parents[2])
+    for process, rules in (("cover", "cover_rules.csv (shipped)"), ("clearance", "clearance_rules.csv (shipped)")):
+        r = run(api, process, {"proposal": prop})
+        assert r.status_code == 200 and r.json()["rules"] == rules, r.text
+        assert root not in r.text and "/analysis/data" not in r.text
 
 
 @pytest.mark.parametrize("proposal,status", [

@@ -154,6 +154,22 @@ def test_recheck_keeps_decisions_and_revises(api: Api) -> None:
     assert audit(api, "proposal-recheck", feature=f"proposal:{pid}")[0]["user_name"] == "editor"
 
 
+def test_four_eyes_on_approval(api: Api) -> None:
+    pid = submit(api, gas(WATER_BOTTOM - 1.0), role="approver").json()["proposal_id"]
+    assert api.post(f"/proposals/{pid}/decision", "approver", json={"status": "reviewed"}).status_code == 200
+    for status in ("approved", "rejected"):
+        r = api.post(f"/proposals/{pid}/decision", "approver", json={"status": status})
+        assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN", r.text
+        assert "four eyes" in r.json()["description"] and "approver" in r.json()["description"]
+    assert api.get(f"/proposals/{pid}").json()["status"] == "reviewed"
+    assert audit(api, "proposal-approved", feature=f"proposal:{pid}") == []
+    # an admin is another pair of eyes; the decision and its audit entry land together
+    r = api.post(f"/proposals/{pid}/decision", "admin", json={"status": "approved"})
+    assert r.status_code == 200 and r.json()["decided_by"] == "admin"
+    (e,) = audit(api, "proposal-approved", feature=f"proposal:{pid}")
+    assert e["user_name"] == "admin" and e["status"] == 200
+
+
 def test_withdraw(api: Api) -> None:
     pid = submit(api, gas(WATER_BOTTOM - 1.0)).json()["proposal_id"]
     assert api.post(f"/proposals/{pid}/withdraw", "viewer").status_code == 403  # may not propose

@@ -22,7 +22,10 @@ from ingest.tables import (
     POINT_COLUMNS,
     POINT_REQUIRED,
     SEGMENT_COLUMNS,
+    TOO_LARGE,
     SurveyTables,
+    TableLimits,
+    check_table_size,
     load_column_mapping,
     read_survey,
     read_table,
@@ -434,3 +437,103 @@ def test_xlsx_with_title_rows_above_the_header(tmp_path):
     assert list(frame["point_id"][:2]) == ["JS1", "JS2"]
     assert frame["_row"].iloc[0] == 4  # sheet row of the first data row
     assert info.rows == len(src)
+
+
+# ----------------------------------------------------------------------------- size before parsing
+def _workbook(path: Path, sheet_xml: bytes, *, first: str = "xl/worksheets/sheet1.xml",
+              extra: dict[str, bytes] | None = None) -> Path:
+    """A minimal XLSX whose first sheet (by the workbook's relationships) is ``first``."""
+    parts = {
+        "[Content_Types].xml": b'<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>',
+        "xl/workbook.xml": b'<workbook xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+                           b'<sheets><sheet name="a" sheetId="1" r:id="rId7"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": b'<Relationships><Relationship Id="rId2" Target="worksheets/other.xml"/>'
+                                      b'<Relationship Target="' + first.removeprefix("xl/").encode()
+                                      + b'" Id="rId7"/></Relationships>',
+        first: sheet_xml, **(extra or {}),
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    return path
+
+
+def _rows(n: int) -> bytes:
+    """Sheet XML of a header row and ``n`` rows (and page breaks, which are no rows)."""
+    return (b'<worksheet><sheetData><row r="1"><c><v>1</v></c></row>' + b"<row><c><v>1</v></c></row>" * n
+            + b"</sheetData><rowBreaks/></worksheet>")
+
+
+LIMITS = TableLimits(rows=100, unpacked_bytes=100_000)
+
+
+@pytest.mark.parametrize("rows,refused", [(100, False), (101, True)])
+def test_a_sheet_is_measured_by_its_rows(tmp_path: Path, rows: int, refused: bool) -> None:
+    path = _workbook(tmp_path / "t.xlsx", _rows(rows))
+    if refused:
+        with pytest.raises(InputError, match="more than 100 rows") as err:
+            check_table_size(path, LIMITS)
+        assert err.value.code == TOO_LARGE
+    else:
+        check_table_size(path, LIMITS)
+
+
+def test_prefixed_rows_and_rows_across_chunks_are_counted(tmp_path: Path) -> None:
+    # about 3 MB of XML: the rows straddle the reader's 1 MB chunks; namespace-prefixed tags
+    pad = b'<x:row r="2"><x:c><x:v>' + b"7" * 200 + b"</x:v></x:c></x:row>"
+    xml = b"<x:worksheet><x:sheetData>" + pad * 13_000 + b"</x:sheetData></x:worksheet>"
+    path = _workbook(tmp_path / "p.xlsx", xml)
+    check_table_size(path, TableLimits(rows=12_999, unpacked_bytes=10**8))
+    with pytest.raises(InputError, match="more than 12,998 rows"):
+        check_table_size(path, TableLimits(rows=12_998, unpacked_bytes=10**8))
+
+
+def test_a_declared_dimension_refuses_at_once(tmp_path: Path) -> None:
+    xml = b'<worksheet><dimension ref="A1:C5000000"/><sheetData><row r="1"/></sheetData></worksheet>'
+    with pytest.raises(InputError, match="more than 100 rows"):
+        check_table_size(_workbook(tmp_path / "d.xlsx", xml), LIMITS)
+
+
+def test_only_the_first_sheet_is_counted_and_the_unpacked_size_is_all(tmp_path: Path) -> None:
+    # the sheet read is sheet2.xml (the workbook's first); a long other sheet does not count ...
+    path = _workbook(tmp_path / "s.xlsx", _rows(5), first="xl/worksheets/sheet2.xml",
+                     extra={"xl/worksheets/other.xml": _rows(5000)})
+    check_table_size(path, TableLimits(rows=100, unpacked_bytes=10**6))
+    # ... but every part counts towards the unpacked size
+    with pytest.raises(InputError, match="unpacks to"):
+        check_table_size(path, TableLimits(rows=100, unpacked_bytes=50_000))
+
+
+@pytest.mark.parametrize("text,refused", [
+    ("h\n" + "1\n" * 100, False), ("h\n" + "1\n" * 99 + "1", False), ("h\n" + "1\n" * 101, True),
+])
+def test_a_csv_is_measured_by_its_lines(tmp_path: Path, text: str, refused: bool) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    if refused:
+        with pytest.raises(InputError, match="more than 100 rows"):
+            check_table_size(path, LIMITS)
+    else:
+        check_table_size(path, LIMITS)
+    path.write_bytes(b"h\n" + b"1" * 100_001)
+    with pytest.raises(InputError, match="MB"):
+        check_table_size(path, LIMITS)
+
+
+def test_what_is_no_table_is_left_to_the_reader(tmp_path: Path) -> None:
+    check_table_size(tmp_path / "missing.csv", LIMITS)
+    (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04 not a zip")
+    check_table_size(tmp_path / "broken.xlsx", LIMITS)
+    with pytest.raises(InputError, match="F003|XLSX"):
+        read_table(tmp_path / "broken.xlsx", POINT_COLUMNS, POINT_REQUIRED)
+
+
+def test_a_real_workbook_passes_with_its_rows(tmp_path: Path) -> None:
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet()
+    for k in range(51):
+        sheet.append([f"r{k}", k])
+    book.save(tmp_path / "w.xlsx")
+    check_table_size(tmp_path / "w.xlsx", TableLimits(rows=50, unpacked_bytes=10**6))
+    with pytest.raises(InputError, match="more than 49 rows"):
+        check_table_size(tmp_path / "w.xlsx", TableLimits(rows=49, unpacked_bytes=10**6))
