@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
-from analysis.network import Network
+from analysis.network import Network, near_ids_sql
 from twin.db import twin_srid
 from twin.errors import InputError
 
@@ -122,7 +122,8 @@ def load_ground(
     sql = "SELECT ST_X(geom), ST_Y(geom), ground_z FROM current_node"
     params: dict[str, object] = {}
     if near is not None:
-        sql += " WHERE ST_DWithin(geom, ST_SetSRID(ST_GeomFromWKB(:near), :srid), :d)"
-        params = {"near": shapely.to_wkb(near, output_dimension=2), "d": float(distance_m), "srid": twin_srid(conn)}
+        sql += " WHERE " + near_ids_sql("current_node")
+        params = {"near": shapely.to_wkb(near, output_dimension=2), "distance": float(distance_m),
+                  "srid": twin_srid(conn)}
     rows = np.array(conn.execute(sa.text(sql), params).all(), dtype=float).reshape(-1, 3)
     return GroundModel(rows[:, :2], rows[:, 2])

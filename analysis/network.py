@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from twin.db import twin_srid
 from twin.schema import names
 
-__all__ = ["Network", "load_network", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
+__all__ = ["Network", "load_network", "near_ids_sql", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
 
 #: What the network model reads of each table (twin.schema's ``reads="network"`` columns).
 SEGMENT_COLUMNS = names("segment", reads="network")
@@ -75,6 +75,18 @@ class Network:
         return pos
 
 
+#: The pieces of a ``near`` geometry (WKB ``:near`` in SRID ``:srid``): a spread-out multi-geometry
+#: (49 short pipes across a district) cut into compact parts, so the GiST index filters on each
+#: part's box rather than on the box of the whole (10 s -> 0.05 s at a million pipes).
+_NEAR_PARTS = "(SELECT ST_Subdivide((ST_Dump(ST_SetSRID(ST_GeomFromWKB(:near), :srid))).geom, 64) AS g)"
+
+
+def near_ids_sql(table: str) -> str:
+    """SQL condition: the row's id is of a ``table`` row within ``:distance`` m of ``:near``."""
+    return (f"id IN (SELECT t.id FROM {table} t JOIN {_NEAR_PARTS} p "
+            "ON ST_DWithin(t.geom, p.g, :distance))")
+
+
 def load_network(
     conn: sa.Connection | sa.Engine,
     utilities: Iterable[str] | None = None,
@@ -103,9 +115,8 @@ def load_network(
         params["near"] = shapely.to_wkb(near, output_dimension=2)
         params["distance"] = float(distance_m)
         params["srid"] = twin_srid(conn)
-        near_sql = " AND ST_DWithin(geom, ST_SetSRID(ST_GeomFromWKB(:near), :srid), :distance)"
-        where += near_sql
-        node_where += near_sql
+        where += " AND " + near_ids_sql("current_segment")
+        node_where += " AND " + near_ids_sql("current_node")
     cols = ", ".join(SEGMENT_COLUMNS)
     seg = pd.DataFrame(
         conn.execute(

@@ -61,7 +61,7 @@ PROBLEMS = {
     404: {"model": Problem, "description": "Not found"},
     409: {"model": Problem, "description": "Conflicts with the current state"},
     413: {"model": Problem, "description": "Request body too large"},
-    429: {"model": Problem, "description": "Too many heavy requests of this user at once"},
+    429: {"model": Problem, "description": "Too much at once: sign-in attempts, analyses or jobs beyond a limit"},
 }
 
 

@@ -3,7 +3,7 @@
 Run with ``.venv/bin/python bench/api.py``. It
 
 1. uses the district of ``bench/analysis.py`` (schema ``bench_analysis``, about 1.07M segments;
-   built by that script when missing) and adds a user ``bench`` to it,
+   built by that script when missing) and adds one viewer per client (``bench-0`` ...) to it,
 2. starts ``twin serve`` on a free loopback port (``--workers``, default 2) in a process of its own,
 3. runs each scenario with 50 clients for ``--seconds`` seconds, in two load models:
    *saturation* (each client sends its next request as soon as the last one is answered: the
@@ -42,11 +42,16 @@ from twin.db import open_twin, twin_srid  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
 
 SCHEMA = "bench_analysis"
+#: One viewer per client, as 50 people at their viewers (the per-user caps apply to each).
 USER, PASSWORD = "bench", "bench-password"
+
+
+def _user(i: int) -> str:
+    return f"{USER}-{i}"
 TARGET_P95_MS = 50.0
 
 
-def _prepare() -> tuple[list[str], list[str]]:
+def _prepare(clients: int) -> tuple[list[str], list[str]]:
     """Random water pipes (shutoff) and 300 m windows around random pipes (items), in CRS84."""
     settings = get_settings(db_schema=SCHEMA)
     engine = open_twin(settings)
@@ -56,8 +61,10 @@ def _prepare() -> tuple[list[str], list[str]]:
         n = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
         if not n:
             sys.exit("schema bench_analysis is empty: run bench/analysis.py once first")
-        if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": USER}).first() is None:
-            add_user(conn, USER, "viewer", PASSWORD, by="bench")
+        have = {r[0] for r in conn.execute(sa.text("SELECT name FROM app_user WHERE name LIKE 'bench-%'"))}
+        for i in range(clients):
+            if _user(i) not in have:
+                add_user(conn, _user(i), "viewer", PASSWORD, by="bench")
         pipes = [r[0] for r in conn.execute(sa.text(
             "SELECT id FROM segment TABLESAMPLE SYSTEM (1) WHERE utility = 'JS' AND retired_at IS NULL LIMIT 2000"))]
         mids = conn.execute(sa.text(
@@ -82,13 +89,13 @@ def _request(kind: str, pipes: list[str], boxes: list[str], rnd: random.Random) 
     return "POST", "/processes/shutoff/execution", {"inputs": {"pipe": rnd.choice(pipes)}}
 
 
-async def _load(url: str, headers: dict, kind: str, clients: int, seconds: float, think: float,
+async def _load(url: str, headers: list[dict], kind: str, clients: int, seconds: float, think: float,
                 pipes: list[str], boxes: list[str]) -> dict:
     lat: list[float] = []
     errors: dict[int | str, int] = {}
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
         async def one(seed: int) -> None:
             rnd = random.Random(seed)
@@ -98,7 +105,7 @@ async def _load(url: str, headers: dict, kind: str, clients: int, seconds: float
                 method, path, body = _request(kind, pipes, boxes, rnd)
                 t0 = time.perf_counter()
                 try:
-                    r = await client.request(method, path, json=body)
+                    r = await client.request(method, path, json=body, headers=headers[seed % len(headers)])
                     await r.aread()
                     status: int | str = r.status_code
                 except httpx.TransportError as exc:  # counted, not fatal: the run goes on
@@ -126,12 +133,14 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
 
-    pipes, boxes = _prepare()
+    pipes, boxes = _prepare(args.clients)
     server = Server(get_settings(db_schema=SCHEMA), workers=args.workers, log_level="warning", start_timeout_s=60)
     url = server.url
     try:
-        token = httpx.post(url + "/token", data={"username": USER, "password": PASSWORD}).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        tokens = [httpx.post(url + "/token", data={"username": _user(i), "password": PASSWORD},
+                             timeout=60).json()["access_token"] for i in range(args.clients)]
+        each = [{"Authorization": f"Bearer {t}"} for t in tokens]
+        headers = each[0]
         # Warm every worker: the first shutoff of a process builds its network model.
         t0 = time.perf_counter()
         for p in pipes[: 4 * args.workers]:
@@ -142,7 +151,7 @@ def main() -> None:
         rows = []
         for model, think in (("saturation", 0.0), ("paced", args.think)):
             for kind in ("healthz", "items", "shutoff"):
-                res = asyncio.run(_load(url, headers, kind, args.clients, args.seconds, think, pipes, boxes))
+                res = asyncio.run(_load(url, each, kind, args.clients, args.seconds, think, pipes, boxes))
                 res["model"] = model
                 rows.append(res)
                 print(f"{model:10s} {kind:8s} {res['requests']:6d} req {res['rps']:7.1f}/s  p50 {res['p50']:6.1f}  "

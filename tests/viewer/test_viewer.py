@@ -284,20 +284,27 @@ def test_a_proposal_upload_shows_its_findings_the_report_and_the_approval(app: A
     assert "gas crossing" in report_page.inner_text("body")
     report_page.screenshot(path=str(ARTIFACTS / "09-proposal-report.png"), full_page=False)
     report_page.close()
-    # The approver reviews it and approves it over the open findings, with a reason.
+    # The approver who uploaded it marks it reviewed; approving their own proposal is refused
+    # (four eyes) and the server's reason is shown.
     page.click("button:has-text('Mark reviewed')")
     page.wait_for_function("document.querySelector('[data-role=proposal-status]').textContent === 'reviewed'",
                            timeout=TIMEOUT_MS)
+    decision = f"/proposals/{report['proposal_id']}/decision"
+    app.watch.allow(403, decision)
     page.once("dialog", lambda d: d.accept("protective sleeve at the crossings"))
     page.click("button[data-action=approve]")
-    page.wait_for_function("document.querySelector('[data-role=proposal-status]').textContent === 'approved'",
-                           timeout=TIMEOUT_MS)
+    page.wait_for_selector(".toast.error", timeout=TIMEOUT_MS)
+    assert "four eyes" in page.inner_text("#toasts")
+    # Another approver (the admin here) approves it over the open findings, with a reason.
+    admin = api_token(app.server, "admin")
+    r = api_post(app.server, admin, decision, {"status": "approved", "override": "protective sleeve at the crossings"})
+    assert r.status_code == 200, r.text
     stored = httpx.get(f"{app.server.url}/proposals/{report['proposal_id']}",
                        headers={"Authorization": f"Bearer {app.token}"}, timeout=30).json()
-    assert stored["status"] == "approved" and stored["decided_by"] == "approver"
+    assert stored["status"] == "approved" and stored["decided_by"] == "admin"
     assert stored["override_note"] == "protective sleeve at the crossings"
     page.wait_for_function("window.twinViewer.proposalDrawn()", timeout=TIMEOUT_MS)
-    app.shot("10-proposal-approved")
+    app.shot("10-proposal-four-eyes")
     app.assert_clean()
 
 
