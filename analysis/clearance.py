@@ -46,7 +46,13 @@ from analysis.pieces import (
     proposal_first,
     segment_closest_points,
 )
-from analysis.rule_tables import RuleText, open_source, rule_source, source_bytes
+from analysis.rule_tables import (
+    RuleSource,
+    open_source,
+    read_error,
+    rule_source,
+    source_bytes,
+)
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -91,13 +97,13 @@ def gas_pressure_class(pressure_mpa: np.ndarray) -> np.ndarray:
     return out
 
 
-def _read_rule_csv(path: Path | RuleText, required: tuple[str, ...], what: str) -> pd.DataFrame:
+def _read_rule_csv(path: RuleSource, required: tuple[str, ...], what: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(open_source(path), dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(f"{what} file {path} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} file {path}: {exc}") from None
+        raise InputError(f"cannot read {what} file {path}: {read_error(exc)}") from None
     table.columns = [c.strip().lower() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -110,7 +116,7 @@ def _read_rule_csv(path: Path | RuleText, required: tuple[str, ...], what: str) 
     return table
 
 
-def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: Path | RuleText, what: str) -> pd.DataFrame:
+def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: RuleSource, what: str) -> pd.DataFrame:
     for c in cols:
         if c not in table.columns:
             table[c] = ""
@@ -126,8 +132,8 @@ def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: Path | RuleText, 
 _RULE_CACHE: dict[tuple[str, str, bytes], pd.DataFrame] = {}
 
 
-def _cached_rules(what: str, path: Path | RuleText,
-                  build: Callable[[Path | RuleText], pd.DataFrame]) -> pd.DataFrame:
+def _cached_rules(what: str, path: RuleSource,
+                  build: Callable[[RuleSource], pd.DataFrame]) -> pd.DataFrame:
     """``build(path)``, parsed once per content (a proposal check reads the tables every time).
 
     Keyed by the file's (or stored table's) bytes, so an edited table is read again; callers
@@ -147,7 +153,7 @@ def _cached_rules(what: str, path: Path | RuleText,
     return table.copy()
 
 
-def load_clearance_rules(path: Path | str | RuleText | None = None, settings: TwinSettings | None = None, *,
+def load_clearance_rules(path: Path | str | RuleSource | None = None, settings: TwinSettings | None = None, *,
                          db: sa.Engine | sa.Connection | None = None) -> pd.DataFrame:
     """Read a clearance rule table: ``path``, else the one stored in the twin ``db``, else
     ``settings.clearance_rules``, else the shipped one (see :mod:`analysis.rule_tables`)."""
@@ -155,7 +161,7 @@ def load_clearance_rules(path: Path | str | RuleText | None = None, settings: Tw
     return _cached_rules("clearance", source, _build_clearance_rules)
 
 
-def _build_clearance_rules(path: Path | RuleText) -> pd.DataFrame:
+def _build_clearance_rules(path: RuleSource) -> pd.DataFrame:
     table = _read_rule_csv(path, _RULE_COLUMNS, "clearance rules")
     for side in ("a", "b"):
         for c in _SIDE:

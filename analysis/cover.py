@@ -40,7 +40,7 @@ from analysis.clearance import (
 from analysis.ground import GroundModel
 from analysis.network import Network
 from analysis.pieces import finding_key
-from analysis.rule_tables import RuleSource, RuleText, rule_source
+from analysis.rule_tables import RuleSource, rule_source
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -61,7 +61,7 @@ def _location(value: object) -> str:
     return _ALIASES[key]
 
 
-def load_cover_rules(path: Path | str | RuleText | None = None, settings: TwinSettings | None = None, *,
+def load_cover_rules(path: Path | str | RuleSource | None = None, settings: TwinSettings | None = None, *,
                      db: sa.Engine | sa.Connection | None = None) -> pd.DataFrame:
     """Read a cover rule table: ``path``, else the one stored in the twin ``db``, else
     ``settings.cover_rules``, else the shipped one (see :mod:`analysis.rule_tables`)."""

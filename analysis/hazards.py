@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from analysis.cover import CoverViolation, cover_depths, load_cover_rules
 from analysis.ground import load_ground
 from analysis.network import Network, load_network
-from analysis.rule_tables import RuleText, open_source, rule_source
+from analysis.rule_tables import RuleSource, open_source, read_error, rule_source
 from twin.db import twin_srid
 from twin.domain import PRESSURISED_UTILITIES, UTILITIES
 from twin.errors import InputError
@@ -54,7 +54,7 @@ class Hazards:
         return plain(asdict(self))
 
 
-def load_service_life(path: Path | str | RuleText | None = None, settings: TwinSettings | None = None, *,
+def load_service_life(path: Path | str | RuleSource | None = None, settings: TwinSettings | None = None, *,
                       db: sa.Engine | sa.Connection | None = None) -> pd.DataFrame:
     """The service-life table: material, utility (empty: any), life_years, source, verified.
 
@@ -66,7 +66,7 @@ def load_service_life(path: Path | str | RuleText | None = None, settings: TwinS
     try:
         table = pd.read_csv(open_source(path), comment="#", dtype={"material": str, "utility": str, "source": str})
     except (OSError, ValueError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
-        raise InputError(f"cannot read the service-life table {path}: {exc}") from None
+        raise InputError(f"cannot read the service-life table {path}: {read_error(exc)}") from None
     missing = {"material", "utility", "life_years", "source", "verified"} - set(table.columns)
     if missing:
         raise InputError(f"the service-life table {path} lacks column(s) {', '.join(sorted(missing))}")

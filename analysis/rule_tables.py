@@ -26,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 __all__ = ["RULE_TABLES", "RuleText", "RuleFile", "RuleSource", "StoredRuleTable", "stored_rule_table", "stored_rule_row", "store_rule_csv",
-           "delete_rule_csv", "rule_source", "open_source", "source_bytes"]
+           "delete_rule_csv", "rule_source", "open_source", "source_bytes", "read_error"]
 
 #: Names of the rule tables an admin may store in the twin.
 RULE_TABLES = ("clearance_rules", "cover_rules", "service_life")
@@ -120,6 +120,13 @@ def rule_source(
     if configured is not None:
         return RuleFile(Path(configured), f"{Path(configured).name} (configured)")
     return RuleFile(default, f"{default.name} (shipped)")
+
+
+def read_error(exc: Exception) -> str:
+    """Why a table could not be read, without the server's file path (an OSError's text has it)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
 
 
 def open_source(source: RuleSource) -> Path | io.StringIO:

@@ -143,8 +143,9 @@ def _file_name(given: str | None, role: str) -> str:
 
 
 def _sweep_stale_uploads() -> None:
-    """Remove the upload folders of server processes that died mid-import (kill -9, power cut)."""
-    for folder in Path(tempfile.gettempdir()).glob("pipetwin-upload-*-*"):
+    """Remove the upload and as-built folders of server processes that died mid-import (kill -9)."""
+    tmp = Path(tempfile.gettempdir())
+    for folder in [*tmp.glob("pipetwin-upload-*-*"), *tmp.glob("pipetwin-asbuilt-*-*")]:
         pid = folder.name.split("-")[2]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -245,10 +246,7 @@ def _audit_params(files: list[dict], options: ImportOptions, report: Report, **e
         "scope": options.scope,
         "axis_order": options.axis_order,
         "dry_run": options.dry_run,
-        "status": report.status,
-        "counts": report.counts,
-        "errors": report.error_count,
-        "warnings": report.warning_count,
+        **report.outcome(),
         **extra,
     }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -347,7 +348,8 @@ def commit(
         if before_commit is not None:
             before_commit(conn, report)
 
-    with tempfile.TemporaryDirectory(prefix="pipetwin-asbuilt-") as tmp:
+    # The process id in the name lets the server sweep the folder of a process that died.
+    with tempfile.TemporaryDirectory(prefix=f"pipetwin-asbuilt-{os.getpid()}-") as tmp:
         paths = []
         for table in batch.tables:
             (Path(tmp) / table.role).mkdir()

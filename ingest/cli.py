@@ -57,8 +57,7 @@ def audited(
     user = get_settings().user_name
 
     def hook(conn: sa.Connection, report: Report) -> None:
-        outcome = {"files": [f.get("name") for f in report.files], "status": report.status,
-                   "counts": report.counts, "errors": report.error_count, "warnings": report.warning_count}
+        outcome = {"files": [f.get("name") for f in report.files], **report.outcome()}
         record_command(conn, user, command, action, params={**params, **outcome},
                        affected=affected(report) if affected else [str(report.batch_id)])
 

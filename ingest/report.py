@@ -124,6 +124,11 @@ class Report:
     def warning_count(self) -> int:
         return sum(n for c, n in self.issue_counts.items() if CHECKS[c][0] == "warning")
 
+    def outcome(self) -> dict[str, Any]:
+        """The batch's outcome for an audit entry: status, counts, errors and warnings."""
+        return {"status": self.status, "counts": self.counts, "errors": self.error_count,
+                "warnings": self.warning_count}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,

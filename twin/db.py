@@ -113,6 +113,9 @@ def _password_from_file(engine: Engine, cluster: Cluster) -> None:
             cparams["password"] = password
 
 
+#: Connections a server process keeps open (and as many more at a peak).
+SERVER_POOL_SIZE = 16
+
 # ----------------------------------------------------------------------------- statement timeout
 _unlimited: ContextVar[bool] = ContextVar("twin_unlimited_statements", default=False)
 
@@ -226,4 +229,9 @@ def open_twin(settings: TwinSettings, *, limit_statements: bool = False) -> Engi
     if not settings.database_url:
         local_cluster(settings).start()
     upgrade(settings)
-    return make_engine(settings, statement_timeout_s=settings.statement_timeout_s if limit_statements else None)
+    if not limit_statements:
+        return make_engine(settings)
+    # The server keeps its connections: a new one costs a SCRAM exchange and a backend start,
+    # which under load (25 requests at once per worker) would be paid again and again.
+    return make_engine(settings, statement_timeout_s=settings.statement_timeout_s,
+                       pool_size=SERVER_POOL_SIZE, max_overflow=SERVER_POOL_SIZE)
