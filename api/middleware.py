@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import header_credential
-from twin.errors import TwinError
+from twin.errors import TwinError, Unauthorised
 
 __all__ = ["AccessLog", "SignIn", "BodyLimit", "SecurityHeaders", "redact_query"]
 
@@ -117,8 +117,13 @@ class SignIn:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
             user = await run_in_threadpool(self.authenticate, scope, header_credential(headers))
-        except TwinError as exc:
+        except Unauthorised as exc:
             start, body = _json_error(401, exc.code, exc.message, [(b"www-authenticate", b"Bearer")])
+            await send(start)
+            await send(body)
+            return
+        except TwinError as exc:  # the database cannot be reached, say: not the client's fault
+            start, body = _json_error(503, exc.code, "the server cannot check sign-ins right now; retry")
             await send(start)
             await send(body)
             return
