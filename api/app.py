@@ -139,7 +139,12 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
     for router in _routers():
         app.include_router(router, dependencies=[_signed_in], responses=PROBLEMS)
 
+    # Outermost last: the access log sees everything, headers go on every answer, CORS headers
+    # on refusals too (a browser app then reads the 401 or 413), sign-in is checked (and the
+    # body limit chosen) before any body is read.
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)  # tiles: speed over 3 %
+    app.add_middleware(BodyLimit, limit_for=_body_limits(app, settings))
+    app.add_middleware(SignIn, public=is_public, authenticate=_authenticate)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -149,10 +154,6 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
             expose_headers=["ETag", "X-Request-Id", "Location"],
             max_age=3600,
         )
-    # Outermost last: the access log sees everything, headers go on every answer, sign-in is
-    # checked (and the body limit chosen) before any body is read.
-    app.add_middleware(BodyLimit, limit_for=_body_limits(app, settings))
-    app.add_middleware(SignIn, public=is_public, authenticate=_authenticate)
     app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS, allowed_hosts=allowed_hosts(settings),
                        trusted_proxies=set(settings.trusted_proxies))
     app.add_middleware(AccessLog)

@@ -219,14 +219,24 @@ def backup(settings: TwinSettings, path: Path | str, *, progress: Status | None 
             "encrypted": passphrase is not None, "seconds": round(time.perf_counter() - started, 3)}
 
 
+def _segment_count(settings: TwinSettings) -> int:
+    """The live segments, counted as the application role: ``current_segment`` is a view the
+    application role owns, and the superuser must not run code that role could have put there."""
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar())
+    finally:
+        engine.dispose()
+
+
 def _twin_state(settings: TwinSettings) -> tuple[str, int]:
     """The twin's revision and its number of segments; NotFound when there is no twin."""
     engine = make_engine(settings, admin=True)
     try:
         with engine.connect() as conn:
             revision = current_revision(conn, settings)
-            segments = (conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
-                        if revision else 0)
+        segments = _segment_count(settings) if revision else 0
     except sa.exc.OperationalError as exc:
         raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
     finally:
@@ -468,12 +478,7 @@ def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None
 
     say("migrating to this version's schema")
     revision = upgrade(settings)
-    engine = make_engine(settings, admin=True)
-    try:
-        with engine.connect() as conn:
-            segments = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
-    finally:
-        engine.dispose()
+    segments = _segment_count(settings)
     return {"path": info.path, "schema": target, "from_schema": dumped, "backup_revision": info.revision,
             "revision": revision, "created": info.created, "segments": int(segments),
             "seconds": round(time.perf_counter() - started, 3)}

@@ -280,6 +280,9 @@ class Cluster:
                 if not self._lets_in(secrets.token_urlsafe(16)):
                     break
                 time.sleep(0.1)
+            else:
+                raise DatabaseError(f"the cluster in {self.data} still lets in any password after "
+                                    "pg_hba.conf was rewritten; check it by hand")
             self._ensure_database()
             return True
 
