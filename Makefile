@@ -47,7 +47,7 @@ db: venv
 	$(BIN)/twin db upgrade
 
 lint: venv
-	$(BIN)/ruff check twin ingest analysis tiles api tests bench
+	$(BIN)/ruff check twin ingest analysis tiles exchange live api tests bench
 
 bench: setup
 	$(BIN)/python bench/ingest.py

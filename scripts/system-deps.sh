@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the system packages PipeTwin needs are present: PostgreSQL 15 + PostGIS 3, GDAL's
 # command-line tools (ogr2ogr, ogrinfo), Chromium for the browser tests and Node.js for the
-# front-end packages. As root they are installed with apt; otherwise the exact command is
-# printed and the script fails.
+# front-end packages, and Mosquitto for live readings (the project starts its own private broker;
+# see `twin broker`). As root they are installed with apt; otherwise the exact command is printed
+# and the script fails.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,7 @@ need=()
 command -v ogr2ogr >/dev/null 2>&1 || need+=(gdal-bin)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -1,0 +1,1 @@
+"""Data exchange out of the twin: GIS, CAD, CJJ 61 tables and EPANET (issue 15)."""
