@@ -10,11 +10,13 @@ DEMO_PASSWORD ?= demo-password
 .PHONY: demo test setup system venv node db lint clean bench
 
 demo: setup
-	$(BIN)/twin sample --out $(DEMO)
+	$(BIN)/twin sample --out $(DEMO) --defects
 	$(BIN)/twin ingest survey --points $(DEMO)/points.csv --segments $(DEMO)/segments.csv
 	$(BIN)/twin summary
 	$(BIN)/twin tiles build
 	$(BIN)/twin user add $(DEMO_USER) --role admin --password '$(DEMO_PASSWORD)' --exist-ok
+	$(BIN)/twin broker start
+	$(BIN)/twin sensors simulate --register --burst --duration 900 > .twin/simulate.log 2>&1 &
 	@echo "Sign in as $(DEMO_USER) / $(DEMO_PASSWORD); Ctrl-C stops the server."
 	$(BIN)/twin serve
 
@@ -56,7 +58,9 @@ bench: setup
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/viewer.py
+	$(BIN)/python bench/sensors.py
 
 clean:
+	-$(BIN)/twin broker stop
 	-$(BIN)/twin db stop
 	rm -rf .twin

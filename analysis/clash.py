@@ -26,19 +26,29 @@ does not also clash with its twin's neighbours.
 
 Findings carry a stable ``key`` (hash of kind and the sorted ids) so decisions on them can
 be kept across re-runs.
+
+Survey accuracy (:mod:`analysis.accuracy`): a finding's ``measured_m`` is the clearance between
+the solids (negative: they overlap by that much), ``required_m`` is 0 and ``uncertainty_m`` how
+much the two pipes' survey tolerances can move them along the line between their closest
+points (plan tolerances across, depth tolerances up). A clash is a ``violation`` when the
+solids overlap even at the most favourable positions, else ``uncertain``; pipes apart by less
+than their uncertainty are **near misses** (kind ``hard``, verdict ``uncertain``), listed apart.
+Box pairs apart are measured by the separating-axis gap, a lower bound of their distance (a
+near miss of two boxes may be a little farther apart than reported).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from analysis.accuracy import verdicts
 from analysis.network import Network
 from analysis.pieces import (
     Pieces,
@@ -140,10 +150,19 @@ class Clash:
     overlap_m: float
     centre_distance_m: float
     proposal: bool = False
+    uncertainty_m: float = 0.0
+    verdict: str = "violation"
+    required_m: float = 0.0
+    rule_id: str | None = None
+
+    @property
+    def measured_m(self) -> float:
+        """Clearance between the solids (m): negative where they overlap."""
+        return round(-self.overlap_m, 4)
 
     def as_dict(self) -> dict:
-        """Plain dict for JSON."""
-        return asdict(self)
+        """Plain dict for JSON (every field is a plain value: no deep copy)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "measured_m": self.measured_m}
 
 
 @dataclass
@@ -153,6 +172,17 @@ class ClashReport:
     clashes: list[Clash]
     candidate_pairs: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    near: list[Clash] = field(default_factory=list)
+
+    @property
+    def uncertain(self) -> list[Clash]:
+        """Clashes and near misses the survey's accuracy cannot decide (verdict uncertain)."""
+        return [c for c in self.clashes if c.verdict == "uncertain"] + self.near
+
+    @property
+    def findings(self) -> list[Clash]:
+        """Clashes, duplicates and near misses."""
+        return [*self.clashes, *self.near]
 
     @property
     def hard(self) -> list[Clash]:
@@ -176,24 +206,33 @@ class ClashReport:
         """Plain dict for JSON: counts, groups and the findings; with ``limit``, the first ``limit``
         findings and whether some were left out (``truncated``)."""
         shown, truncated = first_findings(self.clashes, limit)
+        unsure, t2 = first_findings(self.uncertain, limit)
         d = {
             "counts": {"hard": len(self.hard), "duplicate": len(self.duplicates),
-                       "candidate_pairs": self.candidate_pairs},
+                       "candidate_pairs": self.candidate_pairs,
+                       "violation": sum(c.verdict == "violation" for c in self.clashes),
+                       "uncertain": len(self.uncertain),
+                       "near_miss": len(self.near)},
             "by_road": self.by_road(),
             "by_owner_pair": self.by_owner_pair(),
             "timings_s": self.timings_s,
             "clashes": [c.as_dict() for c in shown],
+            "uncertain": [c.as_dict() for c in unsure],
         }
-        return d if limit is None else {**d, "truncated": truncated}
+        return d if limit is None else {**d, "truncated": truncated or t2}
 
 
 def _findings(
     pieces: Pieces, kind: str, sa_: np.ndarray, sb: np.ndarray, xyz: np.ndarray,
-    overlap: np.ndarray, centre_d: np.ndarray,
+    overlap: np.ndarray, centre_d: np.ndarray, uncertainty: np.ndarray | None = None,
 ) -> list[Clash]:
-    """Findings per segment pair: the worst piece pair of each, worst first."""
+    """Findings per segment pair: the worst piece pair of each, worst first, with its verdict."""
     if not len(sa_):
         return []
+    u = np.zeros(len(sa_)) if uncertainty is None else uncertainty
+    verdict = verdicts(-overlap, np.zeros(len(sa_)), u)
+    if kind == "duplicate":  # the same pipe twice is a data defect whatever the accuracy
+        verdict[:] = "violation"
     a, b = proposal_first(pieces.segments, sa_, sb)
     frame = pd.DataFrame({"a": a, "b": b, "ov": overlap, "k": np.arange(len(a))})
     worst = frame.sort_values("ov", ascending=False, kind="stable").drop_duplicates(["a", "b"])
@@ -217,16 +256,19 @@ def _findings(
             road=str(road_lbl[n]), owners=str(owner_lbl[n]),
             x=round(float(p[n, 0]), 3), y=round(float(p[n, 1]), 3), z=round(float(p[n, 2]), 3),
             overlap_m=round(float(overlap[k[n]]), 4), centre_distance_m=round(float(centre_d[k[n]]), 4),
-            proposal=bool(prop[a[n]] or prop[b[n]]),
+            proposal=bool(prop[a[n]] or prop[b[n]]), uncertainty_m=round(float(u[k[n]]), 4),
+            verdict=str(verdict[k[n]]),
         ))
     return out
 
 
-def solid_overlap(pieces: Pieces, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def solid_overlap(pieces: Pieces, i: np.ndarray, j: np.ndarray,
+                  slack: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Overlap (m; > 0 where the solids interfere), clash point and centreline distance per pair.
 
-    Exact for circle pairs and wherever solids interfere; for box pairs that cannot touch (their
-    reach spheres apart) the value is a negative bound, not the exact clearance.
+    Exact for circle pairs and wherever solids interfere; for box pairs whose reach spheres are
+    more than ``slack`` apart the value is a negative bound, not the exact clearance (within
+    ``slack``, separated boxes get the separating-axis gap, a lower bound of their distance).
     """
     n = len(i)
     overlap = np.empty(n)
@@ -242,7 +284,7 @@ def solid_overlap(pieces: Pieces, i: np.ndarray, j: np.ndarray) -> tuple[np.ndar
     # boxes: the exact tests only where the reach spheres meet; elsewhere a (negative) bound
     reach = pieces.reach
     bound = reach[i] + reach[j] - centre_d
-    apart = ~cc & (bound <= 0)
+    apart = ~cc & (bound <= -np.asarray(slack))
     overlap[apart] = bound[apart]
     ri, rj = ri & ~apart, rj & ~apart
     bb = ri & rj
@@ -267,10 +309,13 @@ def collisions(
     duplicate_tolerance_m: float = 0.2,
     pieces: Pieces | None = None,
     pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    near_misses: bool = True,
 ) -> ClashReport:
     """Hard clashes and duplicates in ``existing``, or between ``proposal`` and ``existing``.
 
-    ``min_overlap_m``: overlaps up to this are not reported (survey tolerance).
+    ``min_overlap_m``: overlaps up to this are not reported. Verdicts and near misses follow
+    the pipes' survey tolerances (see the module docstring); ``near_misses=False`` leaves the
+    near misses out (the whole-network scan: clearance judges those pairs).
     ``pieces``/``pairs`` let a caller share one candidate search between analyses.
 
     Examples
@@ -287,10 +332,19 @@ def collisions(
     node_code = _merge_duplicate_nodes(pieces, da, db)
     keep = ~connected_pairs(pieces, i, j, node_code)
     i, j = i[keep], j[keep]
-    overlap, point, centre_d = solid_overlap(pieces, i, j)
-    hit = overlap > max(min_overlap_m, 1e-9)
-    clashes = _findings(pieces, "hard", pieces.seg[i[hit]], pieces.seg[j[hit]], point[hit], overlap[hit],
-                        centre_d[hit])
+    si, sj = pieces.seg[i], pieces.seg[j]
+    plan, depth = pieces.plan_tol[si] + pieces.plan_tol[sj], pieces.depth_tol[si] + pieces.depth_tol[sj]
+    overlap, point, centre_d = solid_overlap(pieces, i, j, slack=plan + depth)
+    # only pairs the tolerances could bring together need the direction of their uncertainty
+    close = np.flatnonzero(overlap > -(plan + depth))
+    u = _uncertainty(pieces, i[close], j[close], plan[close], depth[close])
+    ov, pt, cd, ic, jc = overlap[close], point[close], centre_d[close], si[close], sj[close]
+    hit = ov > max(min_overlap_m, 1e-9)
+    clashes = _findings(pieces, "hard", ic[hit], jc[hit], pt[hit], ov[hit], cd[hit], u[hit])
+    near = (ov <= 1e-9) & (-ov < u) & near_misses
+    hit_keys = {c.key for c in clashes}
+    near_misses = [c for c in _findings(pieces, "hard", ic[near], jc[near], pt[near], ov[near], cd[near], u[near])
+                   if c.key not in hit_keys]
     if len(da):
         mid = (_midpoints(pieces, da) + _midpoints(pieces, db)) / 2
         dd = np.linalg.norm(_midpoints(pieces, da) - _midpoints(pieces, db), axis=1)
@@ -298,9 +352,22 @@ def collisions(
         ov = 2 * np.minimum(_section_half_height(pieces, da), _section_half_height(pieces, db))
         clashes += _findings(pieces, "duplicate", da, db, mid, ov, dd)
     clashes.sort(key=lambda c: (c.kind != "hard", -c.overlap_m, c.a_id, c.b_id))
+    near_misses.sort(key=lambda c: (-c.overlap_m, c.a_id, c.b_id))
     t2 = time.perf_counter()
     return ClashReport(clashes, candidate_pairs=int(len(keep)),
-                       timings_s={"candidates": round(t1 - t0, 3), "exact": round(t2 - t1, 3)})
+                       timings_s={"candidates": round(t1 - t0, 3), "exact": round(t2 - t1, 3)}, near=near_misses)
+
+
+def _uncertainty(pieces: Pieces, i: np.ndarray, j: np.ndarray, plan: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """How far the survey tolerances may move piece pairs along the line between their closest
+    centreline points: ``|n_plan|·plan + |n_up|·depth``; where the centrelines meet, the larger."""
+    p0, p1 = pieces.p0, pieces.p1
+    s, t, d = segment_closest_points(p0[i], p1[i], p0[j], p1[j])
+    n = (p0[j] + (p1[j] - p0[j]) * t[:, None]) - (p0[i] + (p1[i] - p0[i]) * s[:, None])
+    safe = np.where(d > 1e-9, d, 1.0)
+    across = np.hypot(n[:, 0], n[:, 1]) / safe
+    up = np.abs(n[:, 2]) / safe
+    return np.where(d > 1e-9, across * plan + up * depth, np.maximum(plan, depth))
 
 
 def _section_half_height(pieces: Pieces, segs: np.ndarray) -> np.ndarray:

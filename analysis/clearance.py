@@ -18,7 +18,21 @@ from GB 50289-2016 with their clause and a ``verified`` flag); a deployment repl
 (``dn_min_mm`` < DN <= ``dn_max_mm``) and gas pressure classes (GB 50028: ``low``,
 ``medium_b``, ``medium_a``, ``subhigh_b``, ``subhigh_a``, ``high_b``, ``high_a``). Where
 several rows match a pair, the most specific wins (most conditions), ties to the largest
-clearance. Pairs no row covers are counted, not judged.
+clearance. A subtype, burial or material condition starting with ``!`` excludes those codes
+(water ``!ZS``: not reclaimed water); the pressure class ``unknown`` matches gas of unknown
+pressure. Rows naming things the twin does not hold as pipes (``BUILDING``, ``TREE``,
+``RAIL``, ...: :data:`NOT_CHECKED`) complete the standard's table and are not checked.
+
+Survey accuracy (:mod:`analysis.accuracy`): each finding carries ``measured_m``,
+``required_m``, ``uncertainty_m`` (the two pipes' plan tolerances for horizontal clearance,
+their depth tolerances for vertical) and a ``verdict``: ``violation`` (fails even at the most
+favourable positions), ``uncertain`` (依探测精度无法判定) or ``compliant``. A report lists the
+violations and the uncertain pairs apart.
+
+No pair is silent: a parallel run or crossing within reach of the table (closer than its
+largest clearance of that kind, tolerance included) that no row covers is a
+:class:`NoRuleFinding` (kind ``no_rule``, 无规则: cannot judge), listed and counted
+(``unruled`` keeps the counts by utility pair).
 """
 
 from __future__ import annotations
@@ -27,13 +41,14 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from analysis.accuracy import verdicts
 from analysis.network import Network
 from analysis.pieces import (
     Pieces,
@@ -60,7 +75,13 @@ __all__ = [
     "DEFAULT_RULES",
     "GAS_PRESSURE_CLASSES",
     "ClearanceViolation",
+    "NoRuleFinding",
     "ClearanceReport",
+    "NOT_CHECKED",
+    "NO_RULE_LABEL",
+    "UNCERTAIN_LABEL",
+    "rule_reach_m",
+    "rule_margins",
     "load_clearance_rules",
     "gas_pressure_class",
     "clearances",
@@ -83,6 +104,11 @@ GAS_PRESSURE_CLASSES: dict[str, tuple[float, float, bool]] = {
 
 #: Utility code of excavations in a proposal (see analysis.proposal_input).
 EXCAVATION_UTILITY = "EX"
+#: Rule table "utilities" the twin does not hold as pipes: in the table for completeness, not checked.
+NOT_CHECKED = frozenset({"BUILDING", "TREE", "SHRUB", "POLE", "TOWER", "KERB", "TRAM", "RAIL", "CULVERT"})
+#: How people read a finding no rule covers, and an uncertain verdict.
+NO_RULE_LABEL = "无规则 no rule, cannot judge"
+UNCERTAIN_LABEL = "依探测精度无法判定 uncertain within survey accuracy"
 _RULE_COLUMNS = ("id", "kind", "a_utility", "b_utility", "clearance_m", "source", "verified")
 _SIDE = ("utility", "subtype", "burial", "dn_min_mm", "dn_max_mm", "pressure_class", "material")
 
@@ -169,7 +195,8 @@ def _build_clearance_rules(path: RuleSource) -> pd.DataFrame:
                 table[f"{side}_{c}"] = ""
         table = _numeric(table, (f"{side}_dn_min_mm", f"{side}_dn_max_mm"), path, "clearance rules")
         table[f"{side}_utility"] = table[f"{side}_utility"].str.upper()
-        bad_classes = {c for v in table[f"{side}_pressure_class"] for c in v.split("|") if c} - set(GAS_PRESSURE_CLASSES)
+        bad_classes = ({c.lstrip("!") for v in table[f"{side}_pressure_class"] for c in v.split("|") if c}
+                       - set(GAS_PRESSURE_CLASSES) - {"unknown"})
         if bad_classes:
             raise InputError(f"clearance rules file {path}: unknown pressure class {sorted(bad_classes)[0]!r}")
     table = _numeric(table, ("clearance_m",), path, "clearance rules")
@@ -179,8 +206,42 @@ def _build_clearance_rules(path: RuleSource) -> pd.DataFrame:
         raise InputError(f"clearance rules file {path}: rule {row['id']!r} needs kind horizontal|vertical, "
                          "a utility on side a and a clearance_m")
     table["b_utility"] = table["b_utility"].replace("", "*")
+    table["_checked"] = _checked_rows(table)
     table.attrs["path"] = str(path)
     return table
+
+
+def _checked_rows(table: pd.DataFrame) -> np.ndarray:
+    """Rows between pipes (not against buildings, trees, rail, ...: :data:`NOT_CHECKED`)."""
+    if "_checked" in table.columns:  # the loader's (tables are parsed once, checks run often)
+        return table["_checked"].to_numpy(bool)
+    return ~(table["a_utility"].isin(NOT_CHECKED) | table["b_utility"].isin(NOT_CHECKED)).to_numpy()
+
+
+def rule_margins(table: pd.DataFrame, segments: pd.DataFrame) -> np.ndarray:
+    """Per segment, the largest clearance of a rule that may apply to its utility.
+
+    A pair's rule is at most the smaller of its two segments' margins, so a candidate search
+    widened by half of each finds every pair a rule could judge (gas and heat reach 4 m, the
+    others 2 m or less).
+    """
+    rows = _checked_rows(table)
+    code, codes = pd.factorize(segments["utility"].fillna("").astype(str).str.upper().to_numpy())
+    a, b = table["a_utility"].to_numpy(object), table["b_utility"].to_numpy(object)
+    value = table["clearance_m"].to_numpy(float)
+    wild = rows & ((a == "*") | (b == "*"))
+    base = float(value[wild].max()) if wild.any() else 0.0
+    # a utility no row names is judged as far as the farthest rule reaches (its pairs are no-rule)
+    unnamed = rule_reach_m(table)
+    margin = np.array([max(base, float(value[rows & ((a == c) | (b == c))].max(initial=0.0)))
+                       if (rows & ((a == c) | (b == c))).any() else unnamed for c in codes], dtype=float)
+    return margin[code] if len(code) else np.empty(0)
+
+
+def rule_reach_m(table: pd.DataFrame, kind: str | None = None) -> float:
+    """The largest clearance between pipes in ``table`` (of ``kind``): how far a pair is judged."""
+    rows = _checked_rows(table) & ((table["kind"] == kind).to_numpy() if kind else True)
+    return float(table["clearance_m"][rows].max()) if rows.any() else 0.0
 
 
 def segment_attributes(segments: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -215,9 +276,13 @@ def match_side(attrs: dict[str, np.ndarray], idx: np.ndarray, rule: pd.Series | 
     for name in ("subtype", "burial", "material", "pressure_class"):
         value = str(col(name) or "")
         if value:
+            negate = value.startswith("!")
             allowed = [v.strip().upper() if name != "pressure_class" else v.strip()
-                       for v in value.split("|") if v.strip()]
-            ok &= np.isin(attrs[name][idx], allowed)
+                       for v in value.lstrip("!").split("|") if v.strip()]
+            if name == "pressure_class":
+                allowed = ["" if v == "unknown" else v for v in allowed]
+            hit = np.isin(attrs[name][idx], allowed)
+            ok &= ~hit if negate else hit
             spec += 1
     lo, hi = col("dn_min_mm"), col("dn_max_mm")
     dn = attrs["dn_mm"][idx]
@@ -236,10 +301,9 @@ def _pick_rules(rules: pd.DataFrame, kind: str, attrs: dict[str, np.ndarray], a:
     best = np.full(len(a), -1)
     best_spec = np.full(len(a), -1)
     best_val = np.full(len(a), -np.inf)
-    # a few dozen rules, each vectorised; plain dicts (pandas rows cost more than the tests)
-    for r, rule in enumerate(rules.to_dict("records")):
-        if rule["kind"] != kind:
-            continue
+    # the rules of this kind between pipes, each vectorised; plain dicts (pandas rows cost more)
+    mine = np.flatnonzero((rules["kind"] == kind).to_numpy() & _checked_rows(rules))
+    for r, rule in zip(mine, rules.iloc[mine].to_dict("records"), strict=True):
         for x, y in ((a, b), (b, a)):
             ma, sa_ = match_side(attrs, x, rule, "a_")
             mb, sb = match_side(attrs, y, rule, "b_")
@@ -274,9 +338,18 @@ def _rules_for_pairs(rules: pd.DataFrame, kind: str, attrs: dict[str, np.ndarray
     return _pick_rules(rules, kind, attrs, ua, ub)[inverse]
 
 
+def _shallow(finding: object) -> dict:
+    """A dataclass of plain values as a dict (``dataclasses.asdict`` deep-copies every value)."""
+    return {f.name: getattr(finding, f.name) for f in fields(finding)}  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class ClearanceViolation:
-    """Two pipes closer than their rule allows."""
+    """Two pipes whose clearance fails (or may fail, within survey accuracy) their rule.
+
+    ``verdict``: ``violation`` or ``uncertain`` (a report leaves compliant pairs out);
+    ``uncertainty_m``: the two pipes' survey tolerances along the measured direction.
+    """
 
     key: str
     kind: str
@@ -295,29 +368,71 @@ class ClearanceViolation:
     road: str
     owners: str
     proposal: bool = False
+    uncertainty_m: float = 0.0
+    verdict: str = "violation"
 
     @property
     def shortfall_m(self) -> float:
-        """How much clearance is missing."""
+        """How much clearance is missing (as measured)."""
         return round(self.required_m - self.measured_m, 4)
 
     def as_dict(self) -> dict:
         """Plain dict for JSON."""
-        d = asdict(self)
+        d = _shallow(self)  # every field is a plain value: no deep copy (1,000s per scan)
         d["shortfall_m"] = self.shortfall_m
         d["rule"] = {"id": self.rule_id, "source": self.rule_source, "verified": self.rule_verified}
+        if self.verdict == "uncertain":
+            d["verdict_label"] = UNCERTAIN_LABEL
         return d
+
+
+@dataclass(frozen=True)
+class NoRuleFinding:
+    """A parallel run or crossing within reach that no rule of the table covers (无规则)."""
+
+    key: str
+    clearance: str  # horizontal | vertical
+    a_id: str
+    b_id: str
+    a_utility: str
+    b_utility: str
+    measured_m: float
+    uncertainty_m: float
+    x: float
+    y: float
+    z: float | None
+    road: str
+    owners: str
+    a_class: str = ""
+    b_class: str = ""
+    proposal: bool = False
+    kind: str = "no_rule"
+    verdict: str = "no_rule"
+    required_m: float | None = None
+    rule_id: str | None = None
+
+    def as_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return {**_shallow(self), "label": NO_RULE_LABEL}
 
 
 @dataclass
 class ClearanceReport:
-    """Violations of one run, worst shortfall first, with what was checked and what no rule covers."""
+    """Violations of one run (worst shortfall first), the uncertain pairs and the pairs no rule
+    covers, with what was checked."""
 
     violations: list[ClearanceViolation]
     checked: dict[str, int] = field(default_factory=dict)
     unruled: dict[str, int] = field(default_factory=dict)
     rules_path: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
+    uncertain: list[ClearanceViolation] = field(default_factory=list)
+    no_rule: list[NoRuleFinding] = field(default_factory=list)
+
+    @property
+    def findings(self) -> list[ClearanceViolation | NoRuleFinding]:
+        """Violations, uncertain pairs and pairs no rule covers, in that order."""
+        return [*self.violations, *self.uncertain, *self.no_rule]
 
     def by_road(self) -> dict[str, int]:
         """Number of violations per road (``A / B`` across roads)."""
@@ -328,12 +443,17 @@ class ClearanceReport:
         return dict(Counter(v.owners for v in self.violations).most_common())
 
     def as_dict(self, limit: int | None = None) -> dict:
-        """Plain dict for JSON; with ``limit``, the first ``limit`` violations and whether some were
-        left out (``truncated``)."""
+        """Plain dict for JSON; with ``limit``, the first ``limit`` of each list and whether some
+        were left out (``truncated``)."""
         kinds = Counter(v.kind for v in self.violations)
+        unsure = Counter(v.kind for v in self.uncertain)
         shown, truncated = first_findings(self.violations, limit)
+        unsure_shown, t2 = first_findings(self.uncertain, limit)
+        none_shown, t3 = first_findings(self.no_rule, limit)
         d = {
-            "counts": {"horizontal": kinds.get("horizontal", 0), "vertical": kinds.get("vertical", 0)},
+            "counts": {"horizontal": kinds.get("horizontal", 0), "vertical": kinds.get("vertical", 0),
+                       "uncertain": len(self.uncertain), "no_rule": len(self.no_rule)},
+            "uncertain_counts": {"horizontal": unsure.get("horizontal", 0), "vertical": unsure.get("vertical", 0)},
             "checked_pairs": self.checked,
             "unruled_pairs": self.unruled,
             "rules": self.rules_path,
@@ -341,8 +461,10 @@ class ClearanceReport:
             "by_owner_pair": self.by_owner_pair(),
             "timings_s": self.timings_s,
             "violations": [v.as_dict() for v in shown],
+            "uncertain": [v.as_dict() for v in unsure_shown],
+            "no_rule": [v.as_dict() for v in none_shown],
         }
-        return d if limit is None else {**d, "truncated": truncated}
+        return d if limit is None else {**d, "truncated": truncated or t2 or t3}
 
 
 def _parallel_measure(pieces: Pieces, i: np.ndarray, j: np.ndarray, cos_limit: float, min_overlap: float):
@@ -402,22 +524,24 @@ def clearances(
     pieces: Pieces | None = None,
     pairs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ClearanceReport:
-    """Horizontal and vertical clearance violations in ``existing`` or of ``proposal`` against it.
+    """Horizontal and vertical clearance findings in ``existing`` or of ``proposal`` against it.
 
     ``rules``: a table from :func:`load_clearance_rules` or a CSV path (default: the settings'
-    or the shipped GB 50289 table). A violation is ``measured < required - tolerance_m``.
+    or the shipped GB 50289 table). Verdicts see :func:`analysis.accuracy.verdicts`;
+    ``tolerance_m`` is an extra allowance on top of the survey tolerance.
 
     Examples
     --------
     >>> report = clearances(load_network(engine))  # doctest: +SKIP
     >>> report.as_dict()["counts"]  # doctest: +SKIP
-    {'horizontal': 0, 'vertical': 120}
+    {'horizontal': 0, 'vertical': 120, 'uncertain': 31, 'no_rule': 2}
     """
     t0 = time.perf_counter()
     table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings)
     pieces = combine(existing, proposal) if pieces is None else pieces
+    margins = rule_margins(table, pieces.segments)
     if pairs is None:
-        pairs = candidate_pairs(pieces, margin_m=float(table["clearance_m"].max()) if len(table) else 0.0)
+        pairs = candidate_pairs(pieces, margin_m=margins)
     i, j = pairs
     attrs = segment_attributes(pieces.segments)
     # excavations are checked by collision: clearance rules are between pipes
@@ -425,65 +549,121 @@ def clearances(
     keep = ~connected_pairs(pieces, i, j) & pipe[pieces.seg[i]] & pipe[pieces.seg[j]]
     i, j = i[keep], j[keep]
     t1 = time.perf_counter()
-    violations: list[ClearanceViolation] = []
-    checked: dict[str, int] = {}
+    report = ClearanceReport([], rules_path=table.attrs.get("path", ""))
     unruled: Counter[str] = Counter()
     cos_limit = float(np.cos(np.radians(parallel_angle_deg)))
     groups = _attribute_groups(attrs)
+    cols = _segment_columns(pieces.segments)
     for kind in ("horizontal", "vertical"):
         if kind == "horizontal":
             ok, measured, where = _parallel_measure(pieces, i, j, cos_limit, min_parallel_overlap_m)
         else:
             ok, measured, where = _crossing_measure(pieces, i, j)
-        ii, jj, measured, where = i[ok], j[ok], measured[ok], where[ok]
-        sa_, sb = pieces.seg[ii], pieces.seg[jj]
-        # the worst piece pair per segment pair
-        lo_s, hi_s = np.minimum(sa_, sb), np.maximum(sa_, sb)
-        order = np.lexsort((measured, hi_s, lo_s))
-        lo_s, hi_s, measured, where = lo_s[order], hi_s[order], measured[order], where[order]
-        first = np.ones(len(lo_s), dtype=bool)
-        first[1:] = (lo_s[1:] != lo_s[:-1]) | (hi_s[1:] != hi_s[:-1])
-        lo_s, hi_s, measured, where = lo_s[first], hi_s[first], measured[first], where[first]
-        checked[kind] = int(len(lo_s))
+        lo_s, hi_s, measured, where = _worst_per_segment_pair(pieces, i[ok], j[ok], measured[ok], where[ok])
+        report.checked[kind] = int(len(lo_s))
+        tol = pieces.plan_tol if kind == "horizontal" else pieces.depth_tol
+        uncertainty = tol[lo_s] + tol[hi_s]
         rule_pos = _rules_for_pairs(table, kind, attrs, groups, lo_s, hi_s)
         none = rule_pos < 0
+        # within reach of the table: a rule of this kind could have asked for more
+        reach = np.minimum(rule_reach_m(table, kind), np.minimum(margins[lo_s], margins[hi_s]))
+        none &= measured - uncertainty < reach
         if none.any():
             labels = pair_label(attrs["utility"][lo_s[none]], attrs["utility"][hi_s[none]])
             unruled.update({f"{kind} {k}": int(v) for k, v in Counter(labels).items()})
-        required = np.where(none, np.nan, table["clearance_m"].to_numpy(float)[np.maximum(rule_pos, 0)])
-        bad = ~none & (measured < required - tolerance_m)
-        violations += _violations(pieces, table, kind, lo_s[bad], hi_s[bad], measured[bad], required[bad],
-                                  rule_pos[bad], where[bad])
-    violations.sort(key=lambda v: (-(v.required_m - v.measured_m), v.kind, v.a_id, v.b_id))
-    t2 = time.perf_counter()
-    return ClearanceReport(violations, checked, dict(unruled), table.attrs.get("path", ""),
-                           {"candidates": round(t1 - t0, 3), "exact": round(t2 - t1, 3)})
+            report.no_rule += _no_rule(pieces, cols, attrs, kind, lo_s[none], hi_s[none], measured[none],
+                                       uncertainty[none], where[none])
+        ruled = rule_pos >= 0
+        required = np.where(ruled, table["clearance_m"].to_numpy(float)[np.maximum(rule_pos, 0)], np.nan)
+        verdict = verdicts(measured, required, uncertainty + tolerance_m)
+        for name, out in (("violation", report.violations), ("uncertain", report.uncertain)):
+            bad = ruled & (verdict == name)
+            out += _violations(pieces, cols, table, kind, lo_s[bad], hi_s[bad], measured[bad], required[bad],
+                               rule_pos[bad], where[bad], uncertainty[bad], name)
+    for findings in (report.violations, report.uncertain):
+        findings.sort(key=lambda v: (-(v.required_m - v.measured_m), v.kind, v.a_id, v.b_id))
+    report.no_rule.sort(key=lambda v: (v.measured_m, v.clearance, v.a_id, v.b_id))
+    report.unruled = dict(unruled)
+    report.timings_s = {"candidates": round(t1 - t0, 3), "exact": round(time.perf_counter() - t1, 3)}
+    return report
 
 
-def _violations(pieces: Pieces, table: pd.DataFrame, kind: str, sa_: np.ndarray, sb: np.ndarray,
-                measured: np.ndarray, required: np.ndarray, rule_pos: np.ndarray,
-                where: np.ndarray) -> list[ClearanceViolation]:
-    s = pieces.segments
-    ids = s["id"].astype(str).to_numpy()
-    prop = s["_proposal"].to_numpy(bool)
-    a, b = proposal_first(s, sa_, sb)
-    util = s["utility"].astype(str).to_numpy()
-    roads = pair_label(s["road"].to_numpy(object)[a], s["road"].to_numpy(object)[b])
-    owners = pair_label(s["owner"].to_numpy(object)[a], s["owner"].to_numpy(object)[b])
+def _worst_per_segment_pair(pieces: Pieces, i: np.ndarray, j: np.ndarray, measured: np.ndarray,
+                            where: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The worst piece pair of each segment pair: segments (lower, higher), measured, location."""
+    sa_, sb = pieces.seg[i], pieces.seg[j]
+    lo_s, hi_s = np.minimum(sa_, sb), np.maximum(sa_, sb)
+    order = np.lexsort((measured, hi_s, lo_s))
+    lo_s, hi_s, measured, where = lo_s[order], hi_s[order], measured[order], where[order]
+    first = np.ones(len(lo_s), dtype=bool)
+    first[1:] = (lo_s[1:] != lo_s[:-1]) | (hi_s[1:] != hi_s[:-1])
+    return lo_s[first], hi_s[first], measured[first], where[first]
+
+
+def _segment_columns(segments: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The segment columns findings name, as numpy arrays (read once per run: Arrow-backed columns
+    cost a pass over all segments each time)."""
+    return {"id": segments["id"].astype(str).to_numpy(), "utility": segments["utility"].astype(str).to_numpy(),
+            "road": segments["road"].to_numpy(object), "owner": segments["owner"].to_numpy(object),
+            "proposal": segments["_proposal"].to_numpy(bool)}
+
+
+def _pair_fields(pieces: Pieces, cols: dict[str, np.ndarray], sa_: np.ndarray, sb: np.ndarray, where: np.ndarray,
+                 kind: str) -> dict:
+    """What every finding of segment pairs carries: ids, utilities, road and owner groups, place."""
+    a, b = proposal_first((cols["id"], cols["proposal"]), sa_, sb)
+    prop = cols["proposal"]
+    xy = where[:, :2] + pieces.origin[:2]
+    return {
+        "a": a, "b": b, "ids": cols["id"], "util": cols["utility"],
+        "roads": pair_label(cols["road"][a], cols["road"][b]),
+        "owners": pair_label(cols["owner"][a], cols["owner"][b]),
+        "proposal": prop[a] | prop[b], "x": np.round(xy[:, 0], 3), "y": np.round(xy[:, 1], 3),
+        "z": np.round(where[:, 2] + pieces.origin[2], 3) if kind == "vertical" else np.full(len(a), None),
+    }
+
+
+def _violations(pieces: Pieces, cols: dict[str, np.ndarray], table: pd.DataFrame, kind: str, sa_: np.ndarray,
+                sb: np.ndarray, measured: np.ndarray, required: np.ndarray, rule_pos: np.ndarray, where: np.ndarray,
+                uncertainty: np.ndarray, verdict: str) -> list[ClearanceViolation]:
+    f = _pair_fields(pieces, cols, sa_, sb, where, kind)
+    a, b, ids = f["a"], f["b"], f["ids"]
     rid = table["id"].to_numpy(object)
     src = table["source"].to_numpy(object)
     ver = table["verified"].to_numpy(bool)
-    xy = where[:, :2] + pieces.origin[:2]
     out = []
-    for n in range(len(a)):  # one object per violation
+    for n in range(len(a)):  # one object per finding
         r = rule_pos[n]
         out.append(ClearanceViolation(
             key=finding_key(f"clearance-{kind}", (ids[a[n]], ids[b[n]])), kind=kind,
-            a_id=ids[a[n]], b_id=ids[b[n]], a_utility=util[a[n]], b_utility=util[b[n]],
+            a_id=ids[a[n]], b_id=ids[b[n]], a_utility=f["util"][a[n]], b_utility=f["util"][b[n]],
             measured_m=round(float(measured[n]), 4), required_m=float(required[n]),
             rule_id=str(rid[r]), rule_source=str(src[r]), rule_verified=bool(ver[r]),
-            x=round(float(xy[n, 0]), 3), y=round(float(xy[n, 1]), 3),
-            z=round(float(where[n, 2] + pieces.origin[2]), 3) if kind == "vertical" else None,
-            road=str(roads[n]), owners=str(owners[n]), proposal=bool(prop[a[n]] or prop[b[n]]),
+            x=float(f["x"][n]), y=float(f["y"][n]), z=None if f["z"][n] is None else float(f["z"][n]),
+            road=str(f["roads"][n]), owners=str(f["owners"][n]), proposal=bool(f["proposal"][n]),
+            uncertainty_m=round(float(uncertainty[n]), 4), verdict=verdict,
         ))
     return out
+
+
+def _describe(attrs: dict[str, np.ndarray], segs: np.ndarray) -> list[str]:
+    """What a rule would be matched on, per segment: ``RQ high_b ZM DN300``."""
+    parts = [attrs["utility"][segs], attrs["subtype"][segs], attrs["pressure_class"][segs], attrs["burial"][segs]]
+    dn = attrs["dn_mm"][segs]
+    return [" ".join(str(p) for p in (*vals, f"DN{d:.0f}" if np.isfinite(d) else "") if p)
+            for *vals, d in zip(*parts, dn, strict=True)]
+
+
+def _no_rule(pieces: Pieces, cols: dict[str, np.ndarray], attrs: dict[str, np.ndarray], kind: str, sa_: np.ndarray,
+             sb: np.ndarray, measured: np.ndarray, uncertainty: np.ndarray, where: np.ndarray) -> list[NoRuleFinding]:
+    f = _pair_fields(pieces, cols, sa_, sb, where, kind)
+    a, b, ids = f["a"], f["b"], f["ids"]
+    da, db = _describe(attrs, a), _describe(attrs, b)
+    return [NoRuleFinding(
+        key=finding_key(f"no_rule-{kind}", (ids[a[n]], ids[b[n]])), clearance=kind,
+        a_id=ids[a[n]], b_id=ids[b[n]], a_utility=f["util"][a[n]], b_utility=f["util"][b[n]],
+        measured_m=round(float(measured[n]), 4), uncertainty_m=round(float(uncertainty[n]), 4),
+        x=float(f["x"][n]), y=float(f["y"][n]), z=None if f["z"][n] is None else float(f["z"][n]),
+        road=str(f["roads"][n]), owners=str(f["owners"][n]), a_class=da[n], b_class=db[n],
+        proposal=bool(f["proposal"][n]),
+    ) for n in range(len(a))]  # one object per finding

@@ -111,12 +111,15 @@ def collision(proposal: ProposalOpt = None, as_json: JsonOpt = False, limit: Lim
 
         def show(out: Console) -> None:
             d = report.as_dict()
-            out.print(f"[bold]{d['counts']['hard']}[/] hard clashes, [bold]{d['counts']['duplicate']}[/] "
-                      f"duplicates ({len(existing.segments):,} segments scanned)")
-            out.print(_table("clashes (worst first)", ["kind", "a", "b", "utilities", "overlap_m", "x", "y", "z",
-                                                       "road"],
-                             [[c.kind, c.a_id, c.b_id, f"{c.a_utility}/{c.b_utility}", c.overlap_m, c.x, c.y, c.z,
-                               c.road] for c in report.clashes[:limit]]))
+            out.print(f"[bold]{d['counts']['hard']}[/] hard clashes ([bold]{d['counts']['violation']}[/] certain), "
+                      f"[bold]{d['counts']['duplicate']}[/] duplicates, [bold]{d['counts']['near_miss']}[/] near "
+                      f"misses; [bold]{d['counts']['uncertain']}[/] uncertain 依探测精度无法判定 "
+                      f"({len(existing.segments):,} segments scanned)")
+            out.print(_table("clashes and near misses (worst first)",
+                             ["kind", "verdict", "a", "b", "utilities", "measured_m", "uncertainty_m", "x", "y", "z",
+                              "road"],
+                             [[c.kind, c.verdict, c.a_id, c.b_id, f"{c.a_utility}/{c.b_utility}", c.measured_m,
+                               c.uncertainty_m, c.x, c.y, c.z, c.road] for c in report.findings[:limit]]))
             _groups(out, "clashes by road", d["by_road"])
             _groups(out, "clashes by owner pair", d["by_owner_pair"])
         return report.as_dict(), show
@@ -140,14 +143,22 @@ def clearance(proposal: ProposalOpt = None, as_json: JsonOpt = False, limit: Lim
         def show(out: Console) -> None:
             d = report.as_dict()
             out.print(f"[bold]{d['counts']['horizontal']}[/] horizontal and [bold]{d['counts']['vertical']}[/] "
-                      f"vertical clearance violations; pairs checked {d['checked_pairs']}; rules {d['rules']}")
-            out.print(_table("violations (largest shortfall first)",
-                             ["kind", "a", "b", "utilities", "measured_m", "required_m", "rule", "x", "y", "road"],
-                             [[v.kind, v.a_id, v.b_id, f"{v.a_utility}/{v.b_utility}", v.measured_m, v.required_m,
-                               f"{v.rule_id}{'' if v.rule_verified else ' (to verify)'}", v.x, v.y, v.road]
-                              for v in report.violations[:limit]]))
-            if d["unruled_pairs"]:
-                out.print(f"pairs no rule covers (not judged): {d['unruled_pairs']}")
+                      f"vertical clearance violations, [bold]{d['counts']['uncertain']}[/] uncertain "
+                      f"依探测精度无法判定, [bold]{d['counts']['no_rule']}[/] with no rule 无规则; "
+                      f"pairs checked {d['checked_pairs']}; rules {d['rules']}")
+            columns = ["kind", "a", "b", "utilities", "measured_m", "required_m", "uncertainty_m", "rule", "x", "y",
+                       "road"]
+            for title, found in (("violations (largest shortfall first)", report.violations),
+                                 ("uncertain 依探测精度无法判定 (trial trench or new detection)", report.uncertain)):
+                out.print(_table(title, columns, [
+                    [v.kind, v.a_id, v.b_id, f"{v.a_utility}/{v.b_utility}", v.measured_m, v.required_m,
+                     v.uncertainty_m, f"{v.rule_id}{'' if v.rule_verified else ' (to verify)'}", v.x, v.y, v.road]
+                    for v in found[:limit]]))
+            if report.no_rule:
+                out.print(_table("无规则 no rule, cannot judge", ["clearance", "a", "b", "a is", "b is", "measured_m",
+                                                                "x", "y", "road"],
+                                 [[n.clearance, n.a_id, n.b_id, n.a_class, n.b_class, n.measured_m, n.x, n.y, n.road]
+                                  for n in report.no_rule[:limit]]))
             _groups(out, "violations by road", d["by_road"])
             _groups(out, "violations by owner pair", d["by_owner_pair"])
         return report.as_dict(), show
@@ -176,13 +187,14 @@ def cover(as_json: JsonOpt = False, limit: LimitOpt = 20,
 
         def show(out: Console) -> None:
             d = report.as_dict()
-            out.print(f"[bold]{d['counts']['violations']}[/] pipes with too little cover of "
+            out.print(f"[bold]{d['counts']['violations']}[/] pipes with too little cover, "
+                      f"[bold]{d['counts']['uncertain']}[/] uncertain 依探测精度无法判定, of "
                       f"{d['counts']['checked_segments']:,} checked (default location {d['default_location']})")
-            out.print(_table("worst point per pipe", ["id", "utility", "location", "cover_m", "required_m", "rule",
-                                                      "x", "y", "road"],
-                             [[v.id, v.utility, v.location, v.cover_m, v.required_m,
+            out.print(_table("worst point per pipe", ["id", "utility", "verdict", "location", "cover_m", "required_m",
+                                                      "uncertainty_m", "rule", "x", "y", "road"],
+                             [[v.id, v.utility, v.verdict, v.location, v.cover_m, v.required_m, v.uncertainty_m,
                                f"{v.rule_id}{'' if v.rule_verified else ' (to verify)'}", v.x, v.y, v.road]
-                              for v in report.violations[:limit]]))
+                              for v in (report.violations + report.uncertain)[:limit]]))
             if d["unruled_segments"]:
                 out.print(f"pipes no rule covers (not judged): {d['unruled_segments']}")
         return report.as_dict(), show

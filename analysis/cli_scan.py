@@ -1,8 +1,10 @@
-"""``twin analyze scan``: the whole-network collision and clearance scan, as the server runs it.
+"""``twin analyze scan``: the whole-network scan, as the server runs it; its stored findings.
 
-A thin call of :func:`analysis.scan.scan_network` (the ``network-scan`` process of the API and
-the benchmark run the same function): progress on the terminal, then the counts and the worst
-findings as tables, or the whole result with ``--json``.
+``scan`` is a thin call of :func:`analysis.findings.scan_and_store` (the ``network-scan``
+process of the API and the benchmark run the same function): progress on the terminal, then
+the counts and the worst findings as tables, or the whole result with ``--json``; the findings
+are stored with their status unless ``--no-store``. ``findings`` lists the stored findings
+(filters as ``GET /findings``) and ``finding KEY --status S`` moves one (audited).
 """
 
 from __future__ import annotations
@@ -17,12 +19,23 @@ from rich import progress as bar
 from rich.console import Console
 from rich.table import Table
 
-from analysis.scan import DEFAULT_INCLUDE, scan_network
+from analysis.findings import (
+    STATUS_LABELS,
+    STATUSES,
+    VERDICT_LABELS,
+    VERDICTS,
+    get_finding,
+    list_findings,
+    scan_and_store,
+    set_status,
+)
+from analysis.scan import DEFAULT_INCLUDE
+from twin.audit import record_command
 from twin.db import open_twin
 from twin.jsonable import plain
 from twin.settings import get_settings
 
-__all__ = ["app", "scan"]
+__all__ = ["app", "scan", "findings", "finding"]
 
 #: The commands of this module; :mod:`analysis.cli` adds them to ``twin analyze``.
 app = typer.Typer()
@@ -64,6 +77,11 @@ def _show(r: dict, out: Console) -> None:
         t.add_row(v["kind"], v["a_id"], v["b_id"], f"{v['a_utility']}/{v['b_utility']}", f"{v['measured_m']:.3f}",
                   f"{v['required_m']:.3f}", v["rule_id"], v["road"])
     out.print(t)
+    stored = r.get("findings")
+    if stored:
+        out.print(f"findings stored: {stored['found']:,} found, {stored['new']:,} new, {stored['active_again']:,} "
+                  f"found again, {stored['resolved']:,} resolved; {stored['open']:,} open "
+                  "(twin analyze findings)")
 
 
 @app.command("scan")
@@ -73,17 +91,95 @@ def scan(
     limit: Annotated[int, typer.Option("--limit", min=0, help="Findings listed per analysis in --json "
                                                                 "(counts are complete).")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="Store the findings with their status "
+                                        "(default) or only report them.")] = True,
 ) -> None:
     """Hard clashes, duplicates and clearance violations across the whole live network."""
     settings = get_settings()
     engine = open_twin(settings)
     try:
         with _progress(err) as progress:
-            result = scan_network(engine, include=include or DEFAULT_INCLUDE, settings=settings, limit=limit,
-                                  progress=progress)
+            result = scan_and_store(engine, user=settings.user_name, store=store, include=include or DEFAULT_INCLUDE,
+                                    settings=settings, limit=limit, progress=progress)
     finally:
         engine.dispose()
     if as_json:
         typer.echo(json.dumps(plain(result), ensure_ascii=False, indent=2))
     else:
         _show(result, Console())
+
+
+def _finding_table(doc: dict, out: Console) -> None:
+    c = doc["counts"]
+    out.print(f"[bold]{doc['numberMatched']:,}[/] findings: "
+              + ", ".join(f"{k} {STATUS_LABELS[k]} {v:,}" for k, v in c["status"].items() if v) + "; "
+              + ", ".join(f"{k} {VERDICT_LABELS[k]} {v:,}" for k, v in c["verdict"].items() if v))
+    t = Table()
+    for col in ("key", "status", "verdict", "kind", "a", "b", "utilities", "measured m", "required m", "road"):
+        t.add_column(col)
+    num = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    for f in doc["findings"]:
+        t.add_row(f["key"], f"{f['status']} {f['status_label']}", f"{f['verdict']} {f['verdict_label']}", f["kind"],
+                  f["a_id"], f["b_id"] or "", f["utility_pair"] or "", num(f["measured_m"]), num(f["required_m"]),
+                  f["road"] or "")
+    out.print(t)
+
+
+@app.command("findings")
+def findings(
+    status: Annotated[list[str] | None, typer.Option("--status", help=f"Status (repeatable): {', '.join(STATUSES)}.")
+                      ] = None,
+    verdict: Annotated[list[str] | None, typer.Option("--verdict", help="Verdict (repeatable): "
+                                                      f"{', '.join(VERDICTS)}.")] = None,
+    road: Annotated[str | None, typer.Option("--road", help="Road name (findings on or across it).")] = None,
+    utility_pair: Annotated[str | None, typer.Option("--utility-pair", help="Two utilities, e.g. JS-RQ "
+                                                     "(either order), or one.")] = None,
+    owner_pair: Annotated[str | None, typer.Option("--owner-pair", help="Two owners as 'A/B', or one.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Findings listed.")] = 100,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Findings skipped.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The stored findings of the whole-network scan, open ones first."""
+    engine = open_twin(get_settings())
+    try:
+        doc = list_findings(engine, status=status, verdict=verdict, road=road, utility_pair=utility_pair,
+                            owner_pair=owner_pair, limit=limit, offset=offset)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(plain(doc), ensure_ascii=False, indent=2))
+    else:
+        _finding_table(doc, Console())
+
+
+@app.command("finding")
+def finding(
+    key: Annotated[str, typer.Argument(help="The finding's key (twin analyze findings).")],
+    status: Annotated[str | None, typer.Option("--status", help="Move it to: active, reviewed or approved.")
+                      ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Why (needed to approve a violation or a pair "
+                                             "no rule covers).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One stored finding and its history; with ``--status``, move it (audited)."""
+    settings = get_settings()
+    engine = open_twin(settings)
+
+    def audit(conn, doc: dict) -> None:
+        record_command(conn, settings.user_name, "analyze finding", "finding-status",
+                       params={"finding": key, "status": status, "note": note}, affected=[f"finding:{key}"])
+
+    try:
+        doc = (set_status(engine, key, status, user=settings.user_name, note=note, before_commit=audit)
+               if status else get_finding(engine, key))
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(plain(doc), ensure_ascii=False, indent=2))
+        return
+    out = Console()
+    out.print(f"finding {doc['key']}: [bold]{doc['status']}[/] {doc['status_label']}, {doc['verdict']} "
+              f"{doc['verdict_label']} ({doc['kind']} {doc['a_id']} / {doc['b_id']}, {doc['road']})")
+    for h in doc["history"]:
+        out.print(f"  {h['at']}  {h['user_name']}: {h['from_status'] or '-'} -> {h['to_status']}"
+                  + (f"  {h['note']}" if h["note"] else ""))

@@ -15,6 +15,10 @@ has no sidewalk polygon layer yet; ``zones`` is where one plugs in.
 
 Reported: the worst sample point of each pipe that lacks cover anywhere. Excavations in a
 proposal are not pipes and are skipped.
+
+Survey accuracy (:mod:`analysis.accuracy`): an existing pipe's cover is known to its depth
+tolerance (``uncertainty_m``); a pipe is a ``violation`` when even the shallowest reading
+passes short, ``uncertain`` when only some would (listed apart). A proposal is exact.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
+from analysis.accuracy import segment_tolerances, verdicts
 from analysis.clearance import (
     _cached_rules,
     _numeric,
@@ -130,10 +135,18 @@ class CoverViolation:
     road: str | None
     owner: str | None
     proposal: bool = False
+    uncertainty_m: float = 0.0
+    verdict: str = "violation"
+
+    @property
+    def measured_m(self) -> float:
+        """The cover as measured (m)."""
+        return self.cover_m
 
     def as_dict(self) -> dict:
         """Plain dict for JSON."""
         d = asdict(self)
+        d["measured_m"] = self.cover_m
         d["shortfall_m"] = round(self.required_m - self.cover_m, 4)
         d["rule"] = {"id": self.rule_id, "source": self.rule_source, "verified": self.rule_verified}
         return d
@@ -149,18 +162,21 @@ class CoverReport:
     default_location: str = "motor_lane"
     rules_path: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
+    uncertain: list[CoverViolation] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """Plain dict for JSON."""
         return {
             "counts": {"violations": len(self.violations), "checked_segments": self.checked_segments,
-                       "above_ground": sum(v.cover_m < 0 for v in self.violations)},
+                       "above_ground": sum(v.cover_m < 0 for v in self.violations),
+                       "uncertain": len(self.uncertain)},
             "by_utility": dict(Counter(v.utility for v in self.violations).most_common()),
             "unruled_segments": self.unruled,
             "default_location": self.default_location,
             "rules": self.rules_path,
             "timings_s": self.timings_s,
             "violations": [v.as_dict() for v in self.violations],
+            "uncertain": [v.as_dict() for v in self.uncertain],
         }
 
 
@@ -214,7 +230,10 @@ def cover_depths(
     cover = gz - top
     required = table["min_cover_m"].to_numpy(float)[rule_pos]
     margin = cover - required
-    bad = margin < -tolerance_m
+    depth_tol = (np.zeros(len(segs)) if proposal is not None
+                 else segment_tolerances(segs, net.nodes, net.vertices, net.offsets)[1])
+    verdict = verdicts(cover, required, depth_tol[seg] + tolerance_m)
+    bad = verdict != "compliant"
     # the worst point per pipe
     order = np.lexsort((margin[bad], seg[bad]))
     b = np.flatnonzero(bad)[order]
@@ -222,11 +241,13 @@ def cover_depths(
     first[1:] = seg[b][1:] != seg[b][:-1]
     w = b[first]
     samples = {"seg": seg[w], "location": loc[w], "rule": rule_pos[w], "xyz": xyz[w], "top_z": top[w],
-               "ground_z": gz[w], "cover_m": cover[w], "required_m": required[w]}
+               "ground_z": gz[w], "cover_m": cover[w], "required_m": required[w],
+               "uncertainty_m": depth_tol[seg[w]] + tolerance_m, "verdict": verdict[w]}
     out = _violations(segs, table, samples, proposal=proposal is not None)
     out.sort(key=lambda v: (v.cover_m - v.required_m, v.id))
-    return CoverReport(out, int(pipe.sum()), unruled, default, table.attrs.get("path", ""),
-                       {"total": round(time.perf_counter() - t0, 3)})
+    return CoverReport([v for v in out if v.verdict == "violation"], int(pipe.sum()), unruled, default,
+                       table.attrs.get("path", ""), {"total": round(time.perf_counter() - t0, 3)},
+                       uncertain=[v for v in out if v.verdict == "uncertain"])
 
 
 def _sample_locations(segs: pd.DataFrame, seg: np.ndarray, xyz: np.ndarray, default: str,
@@ -282,6 +303,7 @@ def _violations(segs: pd.DataFrame, table: pd.DataFrame, samples: dict[str, np.n
             y=round(float(xyz[1]), 3), top_z=round(float(samples["top_z"][k]), 3),
             ground_z=round(float(samples["ground_z"][k]), 3),
             road=None if pd.isna(road[s]) else str(road[s]), owner=None if pd.isna(owner[s]) else str(owner[s]),
-            proposal=proposal,
+            proposal=proposal, uncertainty_m=round(float(samples["uncertainty_m"][k]), 4),
+            verdict=str(samples["verdict"][k]),
         ))
     return out

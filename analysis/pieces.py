@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from analysis.accuracy import segment_tolerances
 from analysis.network import Network
 
 __all__ = [
@@ -222,6 +223,8 @@ class Pieces:
     seg_start: np.ndarray  # (n_segments, 3) first vertex
     seg_end: np.ndarray  # (n_segments, 3) last vertex
     origin: np.ndarray
+    plan_tol: np.ndarray  # (n_segments,) survey tolerance in plan (m); 0 for a proposal
+    depth_tol: np.ndarray  # (n_segments,) survey tolerance in depth (m); 0 for a proposal
 
     @property
     def reach(self) -> np.ndarray:
@@ -229,10 +232,16 @@ class Pieces:
         return np.where(self.rect, np.hypot(self.half_width, self.half_height), self.half_width)
 
 
-def combine(existing: Network, proposal: Network | None = None) -> Pieces:
-    """Pieces of the existing network (and a proposal) in one table, proposal segments last."""
+def combine(existing: Network, proposal: Network | None = None, *,
+            accuracy: pd.DataFrame | None = None) -> Pieces:
+    """Pieces of the existing network (and a proposal) in one table, proposal segments last.
+
+    Existing segments carry their survey tolerance (:func:`analysis.accuracy.segment_tolerances`
+    with the limits ``accuracy``, default the shipped CJJ 61 table); a proposal is exact.
+    """
     nets = [existing] if proposal is None else [existing, proposal]
     frames, segs, p0s, p1s, hws, hhs, props, starts, ends = [], [], [], [], [], [], [], [], []
+    tols = []
     base = 0
     for k, net in enumerate(nets):
         s, a, b = net.pieces()
@@ -251,6 +260,8 @@ def combine(existing: Network, proposal: Network | None = None) -> Pieces:
         en[has] = net.vertices[net.offsets[1:][has] - 1]
         starts.append(st)
         ends.append(en)
+        tols.append(segment_tolerances(net.segments, net.nodes, net.vertices, net.offsets, accuracy)
+                    if k == 0 else (np.zeros(len(nv)), np.zeros(len(nv))))
         base += len(net.segments)
     segments = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     p0 = np.concatenate(p0s) if p0s else np.empty((0, 3))
@@ -266,16 +277,23 @@ def combine(existing: Network, proposal: Network | None = None) -> Pieces:
         rect=(segments["shape"].to_numpy() == "rect")[seg], proposal=np.concatenate(props),
         node_code=node_code, seg_start=np.concatenate(starts) - origin,
         seg_end=np.concatenate(ends) - origin, origin=origin,
+        plan_tol=np.concatenate([t[0] for t in tols]), depth_tol=np.concatenate([t[1] for t in tols]),
     )
 
 
-def candidate_pairs(pieces: Pieces, margin_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Piece pairs ``(i, j)`` whose plan envelopes, widened by reach and ``margin_m / 2``, meet.
+def candidate_pairs(pieces: Pieces, margin_m: float | np.ndarray = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Piece pairs ``(i, j)`` whose plan envelopes, widened by reach, survey tolerance and
+    ``margin_m / 2``, meet.
 
-    Without a proposal: every pair once (``i < j``). With a proposal: proposal pieces ``i``
-    against existing pieces ``j`` only. Pairs far apart in height are dropped too.
+    ``margin_m``: one margin, or one per segment (a pair is found when the sum of its two
+    pieces' halves reaches). Without a proposal: every pair once (``i < j``). With a proposal:
+    proposal pieces ``i`` against existing pieces ``j`` only. Pairs far apart in height are
+    dropped too.
     """
-    grow = pieces.reach + margin_m / 2.0
+    # each piece's survey tolerance too: a pair that may be closer than measured is judged
+    margin = np.asarray(margin_m, dtype=float)
+    margin = margin[pieces.seg] if margin.ndim else margin  # per segment, or one for all
+    grow = pieces.reach + margin / 2.0 + np.maximum(pieces.plan_tol, pieces.depth_tol)[pieces.seg]
     lo = np.minimum(pieces.p0, pieces.p1)
     hi = np.maximum(pieces.p0, pieces.p1)
     boxes = shapely.box(lo[:, 0] - grow, lo[:, 1] - grow, hi[:, 0] + grow, hi[:, 1] + grow)
@@ -328,10 +346,16 @@ def _text(values: np.ndarray) -> np.ndarray:
     return np.where(pd.isna(v), "?", v).astype(str)
 
 
-def proposal_first(segments: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Segment pairs ``(a, b)`` reordered so that a proposal segment comes first, otherwise the lower id."""
-    ids = segments["id"].astype(str).to_numpy()
-    prop = segments["_proposal"].to_numpy(bool)
+def proposal_first(segments: pd.DataFrame | tuple[np.ndarray, np.ndarray], a: np.ndarray,
+                   b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Segment pairs ``(a, b)`` reordered so that a proposal segment comes first, otherwise the lower id.
+
+    ``segments``: the combined segment table, or its ``(ids, proposal mask)`` already as arrays.
+    """
+    if isinstance(segments, tuple):
+        ids, prop = segments
+    else:
+        ids, prop = segments["id"].astype(str).to_numpy(), segments["_proposal"].to_numpy(bool)
     swap = np.where(prop[a] != prop[b], prop[b], ids[a] > ids[b])
     return np.where(swap, b, a), np.where(swap, a, b)
 

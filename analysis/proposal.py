@@ -4,7 +4,10 @@
 :func:`analysis.proposal_input.read_proposal`), gathers the existing pipes around it through
 the GiST index, and runs the collision, clearance and cover checks on the proposal against
 them (:mod:`analysis.clash`, :mod:`analysis.clearance`, :mod:`analysis.cover`). Every finding
-is one row of the report with a stable ``key``; the proposal **passes** when there is none.
+is one row of the report with a stable ``key`` and a ``verdict`` (:mod:`analysis.accuracy`:
+``violation``, or ``uncertain`` where the existing pipe's survey tolerance cannot decide; the
+proposal itself is exact), plus a ``no_rule`` finding (无规则) for each pair within reach that
+no clearance rule covers; the proposal **passes** when there is none.
 A cross-section (:mod:`analysis.section`) is cut square to the proposal at its worst place
 (the deepest collision, else the largest clearance or cover shortfall, else its middle), with
 the proposal drawn dashed among the existing pipes.
@@ -30,7 +33,7 @@ import shapely
 import sqlalchemy as sa
 
 from analysis.clash import collisions
-from analysis.clearance import clearances, load_clearance_rules
+from analysis.clearance import clearances, load_clearance_rules, rule_margins, rule_reach_m
 from analysis.cover import cover_depths, load_cover_rules
 from analysis.ground import GroundModel
 from analysis.network import Network, load_network
@@ -52,12 +55,13 @@ __all__ = [
 ]
 
 #: The kinds of finding, worst first (the order of the report).
-FINDING_KINDS = ("collision", "duplicate", "clearance_vertical", "clearance_horizontal", "cover")
+FINDING_KINDS = ("collision", "duplicate", "clearance_vertical", "clearance_horizontal", "cover", "no_rule")
 #: Half the width of the cross-section cut at the worst place (m each side of the proposal).
 SECTION_HALF_WIDTH_M = 15.0
 #: Title of the cross-section drawing at the worst place.
 SECTION_TITLE = "Cross-section at the worst place 最不利处横断面"
 _KIND_ORDER = {kind: n for n, kind in enumerate(FINDING_KINDS)}
+_VERDICT_ORDER = {"violation": 0, "uncertain": 1, "no_rule": 2}
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Finding:
     """One thing wrong with a proposal, with the officer's decision on it."""
 
     key: str
-    kind: str  # collision | duplicate | clearance_vertical | clearance_horizontal | cover
+    kind: str  # collision | duplicate | clearance_vertical | clearance_horizontal | cover | no_rule
     ids: list[str]
     utilities: list[str]
     measured_m: float | None
@@ -81,6 +85,8 @@ class Finding:
     decided_by: str | None = None
     decided_at: str | None = None
     note: str | None = None
+    verdict: str = "violation"  # violation | uncertain | no_rule
+    uncertainty_m: float | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready fields."""
@@ -130,6 +136,13 @@ class ProposalReport:
             out[f.kind] = out.get(f.kind, 0) + 1
         return out
 
+    def verdicts(self) -> dict[str, int]:
+        """Findings per verdict: violation, uncertain (依探测精度无法判定), no_rule (无规则)."""
+        out = dict.fromkeys(("violation", "uncertain", "no_rule"), 0)
+        for f in self.findings:
+            out[f.verdict] = out.get(f.verdict, 0) + 1
+        return out
+
     def as_dict(self, *, with_svg: bool = False) -> dict:
         """JSON-ready report (the section as data; its SVG too with ``with_svg``)."""
         d = {
@@ -145,6 +158,7 @@ class ProposalReport:
             "length_m": round(self.length_m, 3),
             "checked_at": self.checked_at,
             "counts": self.counts(),
+            "verdicts": self.verdicts(),
             "open_findings": len(self.open_findings),
             "candidates": self.candidates,
             "unruled_pairs": self.unruled,
@@ -195,14 +209,14 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
         raise InputError("the proposal has no pipe or excavation")
     t1 = time.perf_counter()
     rules = load_clearance_rules(None, settings, db=conn)
-    margin = float(rules["clearance_m"].max()) + 2.0 if len(rules) else 5.0
+    margin = rule_reach_m(rules) + 2.0 if len(rules) else 5.0
     existing = load_existing_near(conn, prop, margin_m=margin)
     t2 = time.perf_counter()
     prop_ids = set(prop.segments["id"].astype(str))
     # one set of pieces and one candidate search (wide enough for clearance) for both checks,
     # as in the whole-network scan: collision finds the same clashes among the wider pairs
     pieces = combine(existing, prop)
-    pairs = candidate_pairs(pieces, margin_m=float(rules["clearance_m"].max()) if len(rules) else 0.0)
+    pairs = candidate_pairs(pieces, margin_m=rule_margins(rules, pieces.segments))
     clash = collisions(existing, prop, pieces=pieces, pairs=pairs)
     clear = clearances(existing, prop, rules=rules, pieces=pieces, pairs=pairs)
     ground = GroundModel.from_network(existing, prop) if len(existing.nodes) else None
@@ -210,7 +224,7 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
                           ground=ground) if ground is not None else None)
     t3 = time.perf_counter()
     findings = _findings(clash, clear, cover, prop_ids)
-    findings.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), -f.shortfall_m, f.key))
+    findings.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), _VERDICT_ORDER.get(f.verdict, 9), -f.shortfall_m, f.key))
     section = _worst_section(conn, prop, existing, findings)
     t4 = time.perf_counter()
     segs = prop.segments
@@ -238,29 +252,36 @@ def _default_name(source: object, segs: pd.DataFrame) -> str:
 
 
 def _findings(clash: Any, clear: Any, cover: Any, prop_ids: set[str]) -> list[Finding]:
-    out: list[Finding] = []
-    for c in clash.clashes:
-        if c.a_id not in prop_ids and c.b_id not in prop_ids:
-            continue
-        kind = "collision" if c.kind == "hard" else "duplicate"
-        out.append(Finding(
-            key=c.key, kind=kind, ids=[c.a_id, c.b_id], utilities=[c.a_utility, c.b_utility], measured_m=None,
-            required_m=None, shortfall_m=float(c.overlap_m), x=c.x, y=c.y, z=c.z, rule="solids must not overlap",
-            rule_verified=None,
-            summary=f"{c.a_id} ({c.a_utility}) and {c.b_id} ({c.b_utility}) overlap by {c.overlap_m:.3f} m"
-            if kind == "collision" else f"{c.a_id} duplicates {c.b_id}",
-        ))
-    for v in clear.violations:
-        if v.a_id not in prop_ids and v.b_id not in prop_ids:
+    def mine(*ids: str) -> bool:
+        return any(i in prop_ids for i in ids)
+
+    # a near miss (apart, but maybe not within tolerance) of a pair clearance judges is that finding
+    judged = {frozenset((v.a_id, v.b_id)) for v in clear.findings}
+    out = [_clash_finding(c) for c in clash.findings if mine(c.a_id, c.b_id)
+           and (c.overlap_m > 0 or frozenset((c.a_id, c.b_id)) not in judged)]
+    for v in clear.violations + clear.uncertain:
+        if not mine(v.a_id, v.b_id):
             continue
         out.append(Finding(
             key=v.key, kind=f"clearance_{v.kind}", ids=[v.a_id, v.b_id], utilities=[v.a_utility, v.b_utility],
             measured_m=float(v.measured_m), required_m=float(v.required_m), shortfall_m=float(v.shortfall_m),
             x=v.x, y=v.y, z=v.z, rule=f"{v.rule_id}: {v.rule_source}", rule_verified=bool(v.rule_verified),
             summary=f"{v.kind} clearance {v.a_id} ({v.a_utility}) - {v.b_id} ({v.b_utility}) "
-                    f"{v.measured_m:.2f} m < {v.required_m:.2f} m",
+                    f"{v.measured_m:.2f} m < {v.required_m:.2f} m" + _unsure(v.verdict, v.uncertainty_m),
+            verdict=v.verdict, uncertainty_m=float(v.uncertainty_m),
         ))
-    for v in (cover.violations if cover is not None else []):
+    for n in clear.no_rule:
+        if not mine(n.a_id, n.b_id):
+            continue
+        out.append(Finding(
+            key=n.key, kind="no_rule", ids=[n.a_id, n.b_id], utilities=[n.a_utility, n.b_utility],
+            measured_m=float(n.measured_m), required_m=None, shortfall_m=0.0, x=n.x, y=n.y, z=n.z,
+            rule="无规则 no rule covers this pair", rule_verified=None,
+            summary=f"no {n.clearance} clearance rule for {n.a_id} ({n.a_class}) - {n.b_id} ({n.b_class}) "
+                    f"at {n.measured_m:.2f} m: cannot judge 无规则",
+            verdict="no_rule", uncertainty_m=float(n.uncertainty_m),
+        ))
+    for v in (cover.violations + cover.uncertain if cover is not None else []):
         if v.id not in prop_ids:
             continue
         out.append(Finding(
@@ -268,8 +289,32 @@ def _findings(clash: Any, clear: Any, cover: Any, prop_ids: set[str]) -> list[Fi
             required_m=float(v.required_m), shortfall_m=float(v.required_m - v.cover_m), x=v.x, y=v.y,
             z=v.top_z, rule=f"{v.rule_id}: {v.rule_source}", rule_verified=bool(v.rule_verified),
             summary=f"cover of {v.id} ({v.utility}, {v.location}) {v.cover_m:.2f} m < {v.required_m:.2f} m",
+            verdict=v.verdict, uncertainty_m=float(v.uncertainty_m),
         ))
     return out
+
+
+def _unsure(verdict: str, uncertainty_m: float) -> str:
+    """What a summary adds for a finding the survey's accuracy cannot decide."""
+    return f" (± {uncertainty_m:.2f} m: uncertain 依探测精度无法判定)" if verdict == "uncertain" else ""
+
+
+def _clash_finding(c: Any) -> Finding:
+    """A collision, near miss or duplicate of the proposal as a finding."""
+    kind = "collision" if c.kind == "hard" else "duplicate"
+    if kind == "duplicate":
+        summary = f"{c.a_id} duplicates {c.b_id}"
+    elif c.overlap_m > 0:
+        summary = f"{c.a_id} ({c.a_utility}) and {c.b_id} ({c.b_utility}) overlap by {c.overlap_m:.3f} m"
+    else:
+        summary = f"{c.a_id} ({c.a_utility}) and {c.b_id} ({c.b_utility}) {-c.overlap_m:.3f} m apart"
+    return Finding(
+        key=c.key, kind=kind, ids=[c.a_id, c.b_id], utilities=[c.a_utility, c.b_utility],
+        measured_m=float(c.measured_m), required_m=0.0, shortfall_m=float(c.overlap_m), x=c.x, y=c.y, z=c.z,
+        rule="solids must not overlap", rule_verified=None,
+        summary=summary + _unsure(c.verdict, c.uncertainty_m), verdict=c.verdict,
+        uncertainty_m=float(c.uncertainty_m),
+    )
 
 
 def _worst_section(conn: sa.Connection, prop: Network, existing: Network,

@@ -26,6 +26,8 @@ vertical-align:top}th{background:#f0f0f0}td.num{text-align:right;font-variant-nu
 .badge{display:inline-block;padding:2px 8px;border-radius:3px;font-weight:bold;color:#fff}
 .pass{background:#2e7d32}.fail{background:#c62828}.st-new{background:#757575}.st-reviewed{background:#1565c0}
 .st-approved{background:#2e7d32}.st-rejected{background:#c62828}.st-withdrawn{background:#5d4037}
+.v-violation{color:#c62828;font-weight:bold}.v-uncertain{color:#e65100;font-weight:bold}
+.v-no_rule{color:#6a1b9a;font-weight:bold}
 .f-open{color:#c62828;font-weight:bold}.f-accepted{color:#2e7d32}.f-rejected{color:#c62828}.f-resolved{color:#777}
 .meta td{border:none;padding:1px 12px 1px 0}.drawing svg{max-width:100%;height:auto;border:1px solid #ccc}
 .sign{margin-top:36px;display:flex;gap:60px}.sign div{border-top:1px solid #000;width:220px;padding-top:4px}
@@ -47,6 +49,7 @@ def report_html(report: ProposalReport | dict) -> str:
     result = "pass" if d.get("passed") else "fail"
     status = d.get("status") or "new"
     counts = ", ".join(f"{k}: {v}" for k, v in (d.get("counts") or {}).items()) or "none"
+    verdicts = d.get("verdicts") or {}
     title = f"Proposal check 管线审批 — {d.get('name')}"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -55,6 +58,7 @@ def report_html(report: ProposalReport | dict) -> str:
         f"<p><span class='badge {result}' id='result'>{result.upper()}</span> "
         f"<span class='badge st-{_e(status)}' id='status'>{_e(status)}</span> "
         f"{len(d.get('findings') or [])} findings ({_e(counts)}), {d.get('open_findings', 0)} not accepted</p>"
+        f"<p id='verdicts'>{_verdict_counts(verdicts)}</p>"
         f"<table class='meta'>{_meta(d)}</table>"
         f"<h2>Findings</h2>{_findings(d)}{_unruled(d)}{_resolved(d)}{_drawing(d)}{_events(d)}"
         "<div class='sign'><div>Checked by 审核</div><div>Approved by 审批</div><div>Date 日期</div></div>"
@@ -99,6 +103,21 @@ def _meta(d: dict) -> str:
     return "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
 
 
+#: How a verdict reads in the report.
+VERDICT_LABELS = {
+    "violation": "违规 violation",
+    "uncertain": "依探测精度无法判定 uncertain (trial trench or new detection needed)",
+    "no_rule": "无规则 no rule, cannot judge",
+}
+
+
+def _verdict_counts(verdicts: dict) -> str:
+    if not verdicts:
+        return ""
+    return " · ".join(f"<span class='v-{_e(k)}'>{_e(VERDICT_LABELS.get(k, k))}: {int(v)}</span>"
+                      for k, v in verdicts.items())
+
+
 def _num(v: float | None) -> str:
     return "" if v is None else f"{v:.3f}"
 
@@ -108,10 +127,13 @@ def _finding_row(n: int, f: dict) -> str:
     verified = "" if f.get("rule_verified") in (None, True) else " (unverified)"
     pipes = " / ".join(f"{i} ({u})" for i, u in zip(f["ids"], f["utilities"], strict=False))
     status = f.get("status", "open")
+    verdict = f.get("verdict") or "violation"
     return (
         f"<tr class='finding' data-key='{_e(f['key'])}'><td class='num'>{n}</td><td>{_e(f['kind'])}</td>"
+        f"<td class='v-{_e(verdict)}'>{_e(VERDICT_LABELS.get(verdict, verdict))}</td>"
         f"<td>{_e(pipes)}</td>"
         f"<td class='num'>{_num(f.get('measured_m'))}</td><td class='num'>{_num(f.get('required_m'))}</td>"
+        f"<td class='num'>{_num(f.get('uncertainty_m'))}</td>"
         f"<td class='num'>{_num(f.get('shortfall_m'))}</td><td>{_e(where)}</td>"
         f"<td>{_e(f.get('rule') or '')}{_e(verified)}</td>"
         f"<td class='f-{_e(status)}'>{_e(status)}</td>"
@@ -123,7 +145,8 @@ def _findings(d: dict) -> str:
     body = [_finding_row(n, f) for n, f in enumerate(d.get("findings") or [], 1)]
     if not body:
         return "<p>No collision, clearance or cover finding: the proposal passes the checks.</p>"
-    head = ("<tr><th>#</th><th>kind</th><th>pipes</th><th>measured (m)</th><th>required (m)</th>"
+    head = ("<tr><th>#</th><th>kind</th><th>verdict</th><th>pipes</th><th>measured (m)</th><th>required (m)</th>"
+            "<th>± survey (m)</th>"
             "<th>shortfall / overlap (m)</th><th>location (E, N, z)</th><th>rule</th><th>decision</th>"
             "<th>by / when</th><th>note</th><th>key</th></tr>")
     return f"<table class='findings'>{head}{''.join(body)}</table>"
@@ -162,5 +185,5 @@ def _events(d: dict) -> str:
 def _unruled(d: dict) -> str:
     if not d.get("unruled_pairs"):
         return ""
-    return ("<p class='small'>Pairs no clearance rule covers (not checked): "
+    return ("<p class='small'>Pairs no clearance rule covers (无规则, listed as findings): "
             + _e(", ".join(f"{k}: {v}" for k, v in d["unruled_pairs"].items())) + "</p>")

@@ -22,7 +22,9 @@ A move the status does not allow raises :class:`twin.errors.Conflict` (HTTP 409)
   whose key is unchanged are kept; findings no longer found become ``resolved``; new ones
   are ``open``.
 - :func:`decide_finding`: ``accepted`` (tolerable, e.g. with a protective measure),
-  ``rejected`` (must be fixed) or back to ``open``, while the proposal is under review.
+  ``rejected`` (must be fixed) or back to ``open``, while the proposal is under review. A
+  ``no_rule`` finding (无规则: no clearance rule covers the pair, the tool cannot judge) is
+  accepted only with a note giving the reason: it is the approver's own judgement.
 - :func:`decide_proposal`: ``reviewed``, ``approved`` or ``rejected``. Approving needs the
   proposal reviewed and every current finding accepted; otherwise an explicit override note is
   required and recorded (an officer may sign off against the tool, never silently).
@@ -261,6 +263,11 @@ def decide_finding(engine: sa.Engine, proposal_id: int, key: str, status: str, s
             raise NotFound(f"proposal {proposal_id} has no finding {key!r}")
         if old == "resolved":
             raise InputError(f"finding {key} is resolved (no longer found); nothing to decide")
+        if status == "accepted" and not (note or "").strip() and conn.execute(sa.text(
+                "SELECT kind FROM proposal_finding WHERE proposal_id = :p AND key = :k"),
+                {"p": proposal_id, "k": key}).scalar() == "no_rule":
+            raise InputError(f"finding {key} is 无规则 no rule: no clearance rule covers the pair; accepting it "
+                             "needs a note with the reason")
         conn.execute(sa.text(
             "UPDATE proposal_finding SET status = :s, decided_by = :by, decided_at = now(), note = :n "
             "WHERE proposal_id = :p AND key = :k"), {"s": status, "by": by, "n": note, "p": proposal_id, "k": key})
@@ -288,12 +295,15 @@ def decide_proposal(engine: sa.Engine, proposal_id: int, status: str, settings: 
         _four_eyes(conn, proposal_id, status, by)
         if status == "approved":
             pending = conn.execute(sa.text(
-                "SELECT key, status FROM proposal_finding WHERE proposal_id = :p AND status IN ('open', 'rejected') "
-                "ORDER BY key"), {"p": proposal_id}).all()
+                "SELECT key, status, kind FROM proposal_finding WHERE proposal_id = :p "
+                "AND status IN ('open', 'rejected') ORDER BY key"), {"p": proposal_id}).all()
             if pending and override is None:
+                no_rule = sum(1 for r in pending if r.kind == "no_rule")
                 raise InputError(
-                    f"proposal {proposal_id} has {len(pending)} findings not accepted "
-                    f"({', '.join(f'{k} {s}' for k, s in pending[:5])}); accept them or approve with an override note")
+                    f"proposal {proposal_id} has {len(pending)} findings not accepted"
+                    + (f", {no_rule} of them 无规则 no rule (cannot judge)" if no_rule else "")
+                    + f" ({', '.join(f'{r.key} {r.status}' for r in pending[:5])}); accept them or approve with "
+                    "an override note")
         _set_status(conn, proposal_id, status, by, note, override=override if status == "approved" else None)
         _event(conn, proposal_id, by, "approved with override" if status == "approved" and override else "decided",
                from_status=old, to_status=status, note=override or note)

@@ -124,6 +124,7 @@ def rule_table_rows(db: sa.Engine | sa.Connection, name: str, settings: TwinSett
     """The table in use as parsed rows: name, title, where it comes from, columns and rows."""
     current = rules_in_use(db, name, settings)
     table = current.parse()
+    table = table[[c for c in table.columns if not str(c).startswith("_")]]  # the loaders' own helpers
     return {"name": name, "title": current.table.title, "source": current.source, **current.meta,
             "columns": [str(c) for c in table.columns], "rows": table.to_dict("records")}
 

@@ -1,7 +1,8 @@
 """The whole-network scan: collision and clearance over every live pipe of the twin.
 
 One read (:func:`load_scan_network`, a COPY parsed by Arrow), one set of straight pieces and
-one candidate search (widened by the largest clearance rule) shared by both analyses. Where
+one candidate search (widened per utility by its largest clearance rule and by the survey
+tolerance) shared by both analyses. Where
 the platform forks, clearance runs in a child process beside collision: the child gets the
 arrays by ``fork`` (nothing is pickled on the way in), sends its report back through a pipe
 and exits; without fork, or with ``workers=1``, the two run one after the other.
@@ -31,8 +32,8 @@ import shapely
 import sqlalchemy as sa
 
 from analysis.clash import ClashReport, collisions
-from analysis.clearance import ClearanceReport, clearances, load_clearance_rules
-from analysis.network import NODE_COLUMNS, Network
+from analysis.clearance import ClearanceReport, clearances, load_clearance_rules, rule_margins
+from analysis.network import Network
 from analysis.pieces import Pieces, candidate_pairs, combine, first_findings
 from twin.arrow import copy_table
 from twin.domain import STATUSES
@@ -52,6 +53,10 @@ Progress = Callable[[int, str], None]
 #: What the scan reads of the segments (the catalogue's ``reads="scan"`` columns).
 _SCAN_COLUMNS = names("segment", reads="scan")
 _NUMERIC = names("segment", reads="scan", type="number")
+#: What the survey tolerance needs of the segments' end points (analysis.accuracy; the node
+#: catalogue's ``reads="scan"`` columns).
+_END_COLUMNS = names("node", reads="scan")
+_END_NUMERIC = names("node", reads="scan", type="number")
 
 
 def _statuses(include: Iterable[str]) -> list[str]:
@@ -68,13 +73,17 @@ def load_scan_network(engine: sa.Engine, include: Iterable[str] = DEFAULT_INCLUD
     """The live segments with only the columns collision and clearance read, streamed with COPY.
 
     About twice as fast as :func:`analysis.network.load_network` on a million segments (one
-    COPY in CSV read by Arrow, no nodes); the Network's ``nodes`` are empty.
+    COPY in CSV read by Arrow); the Network's ``nodes`` hold only what the survey tolerance needs
+    of the end points (survey class, appurtenance, feature, ground: a second COPY, cheaper than
+    joining them onto the segments; :func:`analysis.accuracy.segment_tolerances`).
     """
     types = {c: (pa.float64() if c in _NUMERIC else pa.string()) for c in (*_SCAN_COLUMNS, "wkb")}
     query = (f"SELECT {', '.join(_SCAN_COLUMNS)}, encode(ST_AsBinary(geom), 'hex') AS wkb "
              "FROM current_segment WHERE status = ANY(%s)")
+    node_types = {c: (pa.float64() if c in _END_NUMERIC else pa.string()) for c in ("id", *_END_COLUMNS)}
     with engine.connect() as conn:
         table = copy_table(conn, query, [_statuses(include)], types)
+        node_table = copy_table(conn, f"SELECT id, {', '.join(_END_COLUMNS)} FROM current_node", None, node_types)
     if table is None:
         table = pa.table({c: pa.array([], type=t) for c, t in types.items()})
     seg = table.drop_columns(["wkb"]).to_pandas()
@@ -85,7 +94,8 @@ def load_scan_network(engine: sa.Engine, include: Iterable[str] = DEFAULT_INCLUD
     vertices, index = shapely.get_coordinates(geoms, include_z=True, return_index=True)
     offsets = np.zeros(len(seg) + 1, dtype=np.int64)
     np.cumsum(np.bincount(index, minlength=len(seg)), out=offsets[1:])
-    nodes = pd.DataFrame(columns=[*NODE_COLUMNS, "x", "y"])
+    nodes = (node_table.to_pandas() if node_table is not None
+             else pd.DataFrame({c: pd.Series(dtype=object) for c in node_types}))
     return Network(seg, nodes, np.empty((0, 3)), vertices, offsets)
 
 
@@ -160,7 +170,8 @@ def _analyses(net: Network, pieces: Pieces, pairs: tuple[np.ndarray, np.ndarray]
     t0 = time.perf_counter()
     child = _ClearanceChild(clearance) if forked else None
     try:
-        clash = listed(collisions(net, pieces=pieces, pairs=pairs))
+        # near misses are pairs clearance judges (uncertain): listed once, there
+        clash = listed(collisions(net, pieces=pieces, pairs=pairs, near_misses=False))
     except BaseException:
         if child is not None:
             child.stop()
@@ -194,7 +205,10 @@ def scan_network(
     ``workers>=2`` runs clearance in a forked process beside collision where fork exists.
 
     Returns ``segments``, ``pieces``, ``candidate_pairs``, ``include``, the ``collision`` and
-    ``clearance`` reports (as their ``as_dict`` with ``truncated``), ``workers`` and
+    ``clearance`` reports (as their ``as_dict`` with ``truncated``: clashes, near misses and
+    clearance findings each carry ``verdict``, ``measured_m``, ``required_m``,
+    ``uncertainty_m``; the clearance report lists ``uncertain`` and ``no_rule`` findings apart),
+    ``verdicts`` (counts of violation, uncertain and no_rule over both), ``workers`` and
     ``timings_s`` (load, candidates, collision, clearance, analyses_wall, total).
     """
     report = progress or _quiet
@@ -209,7 +223,7 @@ def scan_network(
     report(30, f"{n:,} segments read; finding candidate pairs")
     table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings, db=engine)
     pieces = combine(net)
-    pairs = candidate_pairs(pieces, margin_m=float(table["clearance_m"].max()) if len(table) else 0.0)
+    pairs = candidate_pairs(pieces, margin_m=rule_margins(table, pieces.segments))
     t2 = time.perf_counter()
     forked = _can_fork(workers)
     report(45, f"{len(pairs[0]):,} candidate pairs; collision" + (" and clearance" if forked else ""))
@@ -224,6 +238,11 @@ def scan_network(
         "include": statuses,
         "collision": clash,
         "clearance": clear,
+        "verdicts": {
+            "violation": clash["counts"]["violation"] + clear["counts"]["horizontal"] + clear["counts"]["vertical"],
+            "uncertain": clash["counts"]["uncertain"] + clear["counts"]["uncertain"],
+            "no_rule": clear["counts"]["no_rule"],
+        },
         "workers": 2 if forked else 1,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }

@@ -23,12 +23,14 @@ import numpy as np
 import sqlalchemy as sa
 
 from analysis.segments import IsolationModel, build_model, network_fingerprint
+from analysis.shutdown_valves import reliability
 from twin.db import twin_srid
 from twin.domain import GRAVITY_UTILITIES, PRESSURISED_UTILITIES, UTILITIES
 from twin.errors import InputError, NotFound
 from twin.jsonable import plain
+from twin.settings import get_settings
 
-__all__ = ["Shutoff", "isolate", "shutoff", "pipe_at", "cached_model"]
+__all__ = ["Shutoff", "isolate", "shutoff", "pipe_at", "cached_model", "flag_likely_to_fail"]
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Shutoff:
     outage_length_m: float
     segments: list[int]
     notes: list[str] = field(default_factory=list)
+    #: For each valve of the closing order likely to fail (exercise history): its next ring.
+    next_ring: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """Plain JSON-ready dict."""
@@ -287,10 +291,16 @@ def shutoff(
     at: Sequence[float] | None = None,
     failed_valves: Iterable[str] = (),
     max_distance_m: float = 25.0,
+    exercise_years: float | None = None,
 ) -> Shutoff:
-    """Shut off a burst named by pipe id, node id or plan point, on the twin's current network."""
+    """Shut off a burst named by pipe id, node id or plan point, on the twin's current network.
+
+    Valves of the closing order not exercised for ``exercise_years`` (``TWIN_VALVE_EXERCISE_YEARS``
+    when unset) or whose last exercise failed are flagged ``likely_to_fail``, each with its next ring.
+    """
     if sum(a is not None for a in (pipe, node, at)) != 1:
         raise InputError("name exactly one of: a pipe, a node, a point")
+    failed_valves = list(failed_valves)
     model = cached_model(engine)
     with engine.connect() as conn:
         if at is not None:
@@ -306,4 +316,48 @@ def shutoff(
                 raise NotFound(f"no node {node!r} in the twin")
             raise InputError(f"node {node!r} is on the {row.utility} network: only water, gas and heat "
                              "networks are shut off with valves")
-    return isolate(model, pipe=pipe, node=node, failed_valves=failed_valves)
+        answer = isolate(model, pipe=pipe, node=node, failed_valves=failed_valves)
+        years = exercise_years if exercise_years is not None else get_settings().valve_exercise_years
+        ids = [v["id"] for v in answer.valves]
+        return flag_likely_to_fail(model, answer, reliability(conn, ids, years), failed_valves)
+
+
+def flag_likely_to_fail(model: IsolationModel, answer: Shutoff, valve_reliability: dict[str, dict],
+                        failed_valves: Iterable[str] = ()) -> Shutoff:
+    """Mark the closing order's valves with their exercise record and compute, for each valve
+    likely to fail, its next ring: the valves closed instead and what more loses supply."""
+    start, _ = _burst_segment(model, answer.pipe, answer.node)
+    reported = {int(k) for k in model.valve_positions(list(dict.fromkeys(failed_valves))) if k >= 0}
+    pipes = set(answer.isolated_pipes) | set(answer.outage_pipes)
+    customers = {c["id"] for c in answer.customers}
+    closing = {v["id"] for v in answer.valves}
+    for rec in answer.valves:
+        rec.update(valve_reliability.get(rec["id"], {"likely_to_fail": False}))
+        if rec["likely_to_fail"]:
+            k = int(model.valve_positions([rec["id"]])[0])
+            answer.next_ring[rec["id"]] = _next_ring(model, start, reported, k, closing, pipes, customers)
+    return answer
+
+
+def _next_ring(model: IsolationModel, start: int, reported: set[int], k: int, closing: set[str],
+               pipes: set[str], customers: set[str]) -> dict:
+    """What valve ``k`` failing adds (as :func:`isolate` would with it failed, without the records):
+    the valves to close beyond the ``closing`` order, in order, and the pipes and customers lost."""
+    region, _ = _grow_region(model, start, reported | {k})
+    segs = np.fromiter(region, dtype=np.int64)
+    boundary, _ = _boundary_valves(model, segs, reported | {k})
+    ids = model.valve_columns["id"]
+    dead = model.unit_groups.members(segs)
+    cut = model.cut_off_units(dead)
+    links = np.concatenate([model.link_groups.members(segs), model.link_unit_groups.members(cut)])
+    lost = model.customer_groups.members(np.concatenate([dead, cut]))
+    cc = model.customer_columns
+    lost = lost[np.lexsort((cc["id"][lost].astype(str), ~cc["critical"][lost].astype(bool)))]
+    more = [(c, bool(x)) for c, x in zip(cc["id"][lost].tolist(), cc["critical"][lost].tolist(), strict=True)
+            if c not in customers]
+    return {
+        "valves": [v for v in ids[boundary].tolist() if v not in closing],
+        "extra_pipes": sorted(p for p in model.link_ids[links].tolist() if p not in pipes),
+        "extra_customers": [c for c, _ in more],
+        "extra_critical_customers": [c for c, x in more if x],
+    }

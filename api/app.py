@@ -21,14 +21,19 @@ from fastapi.staticfiles import StaticFiles
 
 from api import (
     account,
+    criticality,
     edit,
     errors,
+    exports,
     features,
+    findings,
     jobs,
+    live,
     ogc,
     processes,
     proposals,
     rules,
+    shutdowns,
     stats,
     tiles,
     uploads,
@@ -38,6 +43,8 @@ from api.auth import API_KEY, BEARER, credential_user, current_user, signing_sec
 from api.errors import PROBLEMS
 from api.jobs import JobRunner
 from api.limits import WorkLimits
+from api.live_hub import LiveHub
+from api.live_subscriber import SubscriberHost
 from api.middleware import AccessLog, BodyLimit, SecurityHeaders, SignIn
 from twin.db import current_revision, open_twin
 from twin.settings import TwinSettings, get_settings
@@ -52,13 +59,16 @@ ROOT = Path(__file__).resolve().parent.parent
 VIEWER = ROOT / "viewer"
 #: CesiumJS as npm installed it (package.json); served at `/cesium/`.
 CESIUM = ROOT / "node_modules" / "cesium" / "Build" / "Cesium"
+#: uPlot (the live chart) as npm installed it; served at `/uplot/`.
+UPLOT = ROOT / "node_modules" / "uplot" / "dist"
 
 
 def _routers() -> list:
     """The protected routers."""
     return [ogc.router, account.router, features.router, processes.router, jobs.router,
             tiles.router, uploads.router, edit.router, stats.router, proposals.router, rules.router,
-            viewer_api.router]
+            findings.router, exports.router,
+            viewer_api.router, live.router, shutdowns.router, criticality.router]
 
 
 def create_app(settings: TwinSettings | None = None) -> FastAPI:
@@ -76,12 +86,16 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
         app.state.work_limits = WorkLimits.from_settings(settings)
         app.state.viewer_cache = viewer_api.ViewerCache()
         app.state.tile_refresh = tiles.TileRefresh()
+        app.state.live_hub = LiveHub(engine, settings.db_schema)
+        app.state.subscriber = SubscriberHost(settings, engine).start()  # MQTT readings, if a broker
         failed = app.state.jobs.recover()
         if failed:
             log.warning("%d jobs left unfinished by a previous server marked failed", failed)
         try:
             yield
         finally:
+            app.state.subscriber.stop()
+            app.state.live_hub.stop()
             app.state.jobs.shutdown()
             engine.dispose()
 
@@ -135,6 +149,8 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
         app.mount("/viewer", StaticFiles(directory=VIEWER), name="viewer")
     if CESIUM.is_dir():
         app.mount("/cesium", StaticFiles(directory=CESIUM), name="cesium")
+    if UPLOT.is_dir():
+        app.mount("/uplot", StaticFiles(directory=UPLOT), name="uplot")
 
     for router in _routers():
         app.include_router(router, dependencies=[_signed_in], responses=PROBLEMS)
@@ -175,7 +191,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-_PUBLIC_PREFIXES = ("/viewer/", "/cesium/")
+_PUBLIC_PREFIXES = ("/viewer/", "/cesium/", "/uplot/")
 
 
 def is_public(method: str, path: str) -> bool:

@@ -24,6 +24,7 @@ import binascii
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -31,12 +32,15 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import numpy as np
+import shapely
+import shapely.geometry
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pyproj import CRS
 
 from api.auth import User, allow
+from api.cql import compile_filter, parse_filter
 from api.jobs import base_url
 from twin.crs import transformer
 from twin.db import CHANGE_MARK_SQL, twin_srid
@@ -59,7 +63,8 @@ COUNT_CAP = 100_000
 #: Geographic CRSs offered besides CRS84 and the twin's own (lat, lon axis order).
 EXTRA_GEOGRAPHIC = (4326, 4490)
 _STANDARD_PARAMS = frozenset(
-    {"bbox", "bbox-crs", "crs", "limit", "offset", "cursor", "datetime", "f"}
+    {"bbox", "bbox-crs", "crs", "limit", "offset", "cursor", "datetime", "f",
+     "filter", "filter-lang", "filter-crs", "sortby", "properties"}
 )
 
 
@@ -439,6 +444,76 @@ def property_filters(q: Conditions, c: Collection, request: Request) -> None:
             q.where.append(f"{name} = ANY({q.bind(typed)})")
 
 
+def _filter_geometry(q: Conditions, fcrs: OutCrs, srid: int) -> Callable[[dict], str]:
+    """A filter's literal geometry (GeoJSON-like, in ``filter-crs`` axis order) as bound SQL."""
+
+    def sql(doc: dict) -> str:
+        try:
+            g = shapely.geometry.shape(doc)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                shapely.errors.ShapelyError) as exc:
+            raise InputError(f"filter: not a valid geometry ({str(exc)[:80]})") from None
+        if g.is_empty or not np.isfinite(shapely.get_coordinates(g)).all():
+            raise InputError("filter: an empty geometry or one with coordinates that are not numbers")
+        if fcrs.flip:
+            g = shapely.transform(g, lambda xy: xy[:, ::-1])  # plan axes swapped, heights kept
+        if fcrs.geographic:
+            x0, y0, x1, y1 = g.bounds
+            if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+                raise InputError("filter: longitudes lie in [-180, 180] and latitudes in [-90, 90]"
+                                 + (" (this filter-crs takes latitude first)" if fcrs.flip else ""))
+        if fcrs.srid != srid:
+            # cut to the twin CRS's area of use (the network lies in it; farther out the
+            # projection fails), then densified: straight edges here are curves in the twin's CRS
+            g = g.intersection(shapely.box(*_twin_area(srid)))
+            if g.is_empty:
+                return f"ST_GeomFromText({q.bind('GEOMETRYCOLLECTION EMPTY')}, {srid})"
+            g = shapely.segmentize(g, 1e-3)
+        literal = f"ST_GeomFromText({q.bind(g.wkt)}, {fcrs.srid})"
+        return literal if fcrs.srid == srid else f"ST_Transform({literal}, {srid})"
+
+    return sql
+
+
+def cql_filter(q: Conditions, c: Collection, text: str, lang: str | None, fcrs: OutCrs, srid: int) -> None:
+    """``filter`` (CQL2 text or JSON) as one bound condition over the collection's queryables."""
+    tree = parse_filter(text, lang)
+    cond = compile_filter(tree, c.queryables(), q.bind, _filter_geometry(q, fcrs, srid), lang=lang)
+    q.where.append(cond)
+    q.key.append(("filter", lang or "cql2-text", fcrs.srid, text))
+
+
+def parse_sortby(text: str, c: Collection) -> list[tuple[str, bool]]:
+    """``sortby`` (``+name``, ``-name``, comma-separated; queryables only) -> (name, descending)."""
+    allowed = c.queryables()
+    keys: list[tuple[str, bool]] = []
+    for raw in _clean(text, "sortby").split(","):
+        item = raw.strip()
+        desc = item.startswith("-")
+        name = item.lstrip("+-").strip()
+        if name.upper().endswith((" ASC", " DESC")):  # the 'name DESC' spelling some clients use
+            desc = name.upper().endswith(" DESC")
+            name = name.rsplit(" ", 1)[0].strip()
+        if name not in allowed:
+            raise InputError(f"sortby: {name[:40]!r} is not a queryable of {c.id}; one of "
+                             f"{', '.join(allowed) or 'none'} (prefix - for descending)")
+        if name in (k for k, _ in keys):
+            raise InputError(f"sortby: {name!r} is named twice")
+        keys.append((name, desc))
+    return keys
+
+
+def parse_properties(text: str, c: Collection) -> tuple[Field, ...]:
+    """``properties`` (comma-separated names of the collection's properties) -> those fields."""
+    by_name = {f.name: f for f in c.fields}
+    names = [n.strip() for n in _clean(text, "properties").split(",") if n.strip()]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise InputError(f"properties: {unknown[0][:40]!r} is not a property of {c.id}; see "
+                         f"/collections/{c.id}/schema")
+    return tuple(by_name[n] for n in dict.fromkeys(names))
+
+
 def _encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
@@ -494,8 +569,9 @@ def _geometry(out: OutCrs, srid: int) -> str:
     return f"ST_AsGeoJSON({g}, {out.precision}, 0)::json"
 
 
-def _feature(c: Collection, out: OutCrs, srid: int) -> str:
-    props = ", ".join(f"'{f.name}', {f.name}" for f in c.fields)
+def _feature(c: Collection, out: OutCrs, srid: int, fields: tuple[Field, ...] | None = None) -> str:
+    chosen = c.fields if fields is None else fields
+    props = ", ".join(f"'{f.name}', {f.name}" for f in chosen)
     return (
         f"json_build_object('type', 'Feature', 'id', id, 'geometry', {_geometry(out, srid)}, "
         f"'properties', json_build_object({props}))"
@@ -799,6 +875,7 @@ def _page_links(
     cursor: str | None,
     last_id: str | None,
     more: bool,
+    keyset: bool = True,
 ) -> list[dict]:
     url = f"{base}/collections/{c.id}/items"
     kept = [
@@ -827,8 +904,10 @@ def _page_links(
             "title": c.title,
         },
     ]
-    if more and last_id is not None:
+    if more and last_id is not None and keyset:
         links.append(link("next", [("cursor", _encode_cursor(last_id))], "Next page"))
+    elif more:  # sorted by other keys than the id: pages by offset
+        links.append(link("next", [("offset", str(offset + limit))], "Next page"))
     if offset and not cursor:
         links.append(link("prev", [("offset", str(max(0, offset - limit)))], "Previous page"))
     return links
@@ -862,11 +941,15 @@ def read_page(
     offset: int = 0,
     after: Any = None,
     as_of: str | None = None,
+    order: list[tuple[str, bool]] | None = None,
+    fields: tuple[Field, ...] | None = None,
 ) -> Page:
     """A page of ``c`` in one statement: features ordered by id after ``after``, and the count.
 
     The count of versioned collections is cached with the network's fingerprint, which the
     statement reads anyway: while the network has not changed, it is not counted again.
+    ``order`` (``sortby``: queryable names, descending or not) goes before the id; ``fields``
+    (``properties``) chooses the properties.
     """
     srid = state.srid
     cond = " AND ".join(q.where) or "true"
@@ -890,12 +973,15 @@ def read_page(
     # A page is a short query: JIT compilation (chosen for the count's estimated cost) and
     # parallel workers would each cost more than the page itself.
     conn.execute(_SHORT_QUERY)
+    # names from the catalogue's queryables (parse_sortby), never the request's text
+    by = ", ".join(f"{n} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}" for n, d in order or [])
+    by = f"{by}, id" if by else "id"
     sql = f"""
         WITH {head}page AS MATERIALIZED (
-            SELECT s.*, row_number() OVER (ORDER BY s.id) AS rn_
-              FROM (SELECT * FROM {source} WHERE {page_cond} ORDER BY id LIMIT :n OFFSET :off) s
+            SELECT s.*, row_number() OVER (ORDER BY {by}) AS rn_
+              FROM (SELECT * FROM {source} WHERE {page_cond} ORDER BY {by} LIMIT :n OFFSET :off) s
         )
-        SELECT (SELECT coalesce(json_agg({_feature(c, out, srid)} ORDER BY rn_), '[]'::json)::text
+        SELECT (SELECT coalesce(json_agg({_feature(c, out, srid, fields)} ORDER BY rn_), '[]'::json)::text
                   FROM page WHERE rn_ <= :lim) AS features,
                (SELECT count(*) FROM page WHERE rn_ <= :lim) AS returned,
                (SELECT id::text FROM page WHERE rn_ = :lim) AS last_id,
@@ -918,6 +1004,43 @@ def read_page(
     if c.utility and row.fp != state.utilities_fp:
         state.utilities_fp = None  # the network changed: look the utilities up again
     return Page(row.features, int(row.returned), row.last_id, bool(row.more), matched)
+
+
+class Part3:
+    """The filtering (CQL2), sorting and property-selection parameters of an items request."""
+
+    def __init__(
+        self,
+        filter: str | None = Query(
+            None, max_length=4000,
+            description="CQL2 filter over the queryables: comparison, AND/OR/NOT, LIKE, IN, "
+            "BETWEEN, IS NULL, S_INTERSECTS(geometry, BBOX(...) or a geometry)",
+        ),
+        # not Optional: GDAL's OAPIF driver looks for "cql-text" in this parameter's schema enum
+        filter_lang: Literal["cql2-text", "cql2-json", "cql-text"] = Query(
+            "cql2-text", alias="filter-lang",
+            description="cql2-text (default) or cql2-json; cql-text: the draft's name for CQL2 text"),
+        filter_crs: str | None = Query(
+            None, alias="filter-crs", max_length=200,
+            description="CRS of the filter's geometries (default CRS84)"),
+        sortby: str | None = Query(
+            None, max_length=1000, description="queryables to sort by: +name or -name, comma-separated"),
+        properties: str | None = Query(
+            None, max_length=2000, description="the properties to return, comma-separated"),
+    ) -> None:
+        self.filter, self.lang, self.crs = filter, filter_lang, filter_crs
+        self.sortby, self.properties = sortby, properties
+
+    def apply(self, q: Conditions, c: Collection, srid: int
+              ) -> tuple[list[tuple[str, bool]], tuple[Field, ...] | None]:
+        """Adds the filter to ``q``; returns the sort keys and the chosen properties."""
+        if self.filter is not None:
+            cql_filter(q, c, self.filter, self.lang, parse_crs(self.crs, srid, "filter-crs"), srid)
+        elif self.crs is not None:
+            parse_crs(self.crs, srid, "filter-crs")
+        order = parse_sortby(self.sortby, c) if self.sortby is not None else []
+        fields = parse_properties(self.properties, c) if self.properties is not None else None
+        return order, fields
 
 
 @router.get(
@@ -950,6 +1073,7 @@ def items(
     ),
     at: str | None = _DATETIME,
     f: Literal["json", "geojson"] | None = _FORMAT,
+    part3: Part3 = Depends(),
     user: User = Depends(allow("read")),
 ) -> Response:
     limit = min(limit, MAX_LIMIT)
@@ -963,12 +1087,15 @@ def items(
             parse_crs(bbox_crs, srid, "bbox-crs")
         property_filters(q, c, request)
         as_of = _as_of(c, at, q)
+        order, fields = part3.apply(q, c, srid)
+        if cursor is not None and order:
+            raise InputError("cursor: pages sorted by sortby go on by offset (take the next link)")
         after = _decode_cursor(_clean(cursor, "cursor"), c) if cursor is not None else None
-        page = read_page(
-            conn, state, c, out, q, limit=limit, offset=offset, after=after, as_of=as_of
-        )
+        page = read_page(conn, state, c, out, q, limit=limit, offset=offset, after=after,
+                         as_of=as_of, order=order, fields=fields)
     base = base_url(request)
-    links = _page_links(request, c, base, limit, offset, cursor, page.last_id, page.more)
+    links = _page_links(request, c, base, limit, offset, cursor, page.last_id, page.more,
+                        keyset=not order)
     head_json: dict[str, Any] = {"type": "FeatureCollection"}
     if page.matched is not None:
         head_json["numberMatched"] = page.matched

@@ -52,6 +52,7 @@ from pydantic import (
 from analysis.clash import collisions
 from analysis.clearance import clearances, load_clearance_rules
 from analysis.cover import cover_depths, load_cover_rules
+from analysis.findings import scan_and_store
 from analysis.hazards import hazards
 from analysis.network import load_network
 from analysis.profile import longitudinal_profile
@@ -63,7 +64,7 @@ from analysis.proposal_input import (
     read_proposal,
 )
 from analysis.proposal_report import report_html
-from analysis.scan import scan_network, truncate_findings
+from analysis.scan import truncate_findings
 from analysis.section import cross_section, parse_line
 from analysis.shutoff import shutoff
 from api.audit import audit_now
@@ -371,6 +372,7 @@ class Outcome:
 class Context:
     engine: sa.Engine
     settings: TwinSettings
+    user: str = "api"  # who runs it: the stored findings' status changes name them
 
 
 @dataclass(frozen=True)
@@ -420,7 +422,8 @@ def _pairs(d: dict, key: str, segments_checked: int) -> Outcome:
 
 def run_shutoff(ctx: Context, inputs: ShutoffInputs, progress: Progress) -> Outcome:
     d = shutoff(ctx.engine, pipe=inputs.pipe, node=inputs.node, at=inputs.at,
-                failed_valves=inputs.failed_valves, max_distance_m=inputs.max_distance_m).as_dict()
+                failed_valves=inputs.failed_valves, max_distance_m=inputs.max_distance_m,
+                exercise_years=ctx.settings.valve_exercise_years).as_dict()
     ids = [d["pipe"] or d["node"], *(v["id"] for v in d["valves"]), *(v["id"] for v in d["failed_valves"]),
            *d["isolated_pipes"], *d["outage_pipes"]]
     return Outcome(d, affected=ids)
@@ -490,9 +493,10 @@ def run_proposal_check(ctx: Context, inputs: ProposalCheckInputs, progress: Prog
 
 
 def run_network_scan(ctx: Context, inputs: NetworkScanInputs, progress: Progress) -> Outcome:
-    """Whole-network collision and clearance: :func:`analysis.scan.scan_network`, as the CLI and bench run it."""
-    return Outcome(scan_network(ctx.engine, include=inputs.include, settings=ctx.settings, limit=inputs.limit,
-                                progress=progress))
+    """Whole-network collision and clearance, findings stored: :func:`analysis.findings.scan_and_store`, as
+    the CLI and bench run it."""
+    return Outcome(scan_and_store(ctx.engine, user=ctx.user, include=inputs.include, settings=ctx.settings,
+                                  limit=inputs.limit, progress=progress))
 
 
 def _whole_network(inputs: Any) -> bool:
@@ -546,7 +550,8 @@ PROCESSES: dict[str, Process] = {p.id: p for p in (
             example={"inputs": {"proposal": _PROPOSAL_EXAMPLE, "name": "gas main, Dongchang Road"}},
             keywords=("approval",)),
     Process("network-scan", "Whole-network collision and clearance scan",
-            "Hard clashes, duplicates and clearance violations across the whole live network; slow on a "
+            "Hard clashes, duplicates and clearance violations across the whole live network, stored as "
+            "findings (GET /findings); slow on a "
             "large twin, so it always runs as a job with progress.",
             NetworkScanInputs, run_network_scan, async_only=True, heavy=lambda inputs: True,
             example={"inputs": {"include": ["active", "planned"], "limit": 1000}}, keywords=("approval",)),
@@ -686,7 +691,7 @@ def _execute(request: Request, user: User, process: Process, body: BaseModel, f:
              prefer: str | None) -> Response:
     inputs = body.inputs  # type: ignore[attr-defined]
     fmt = _format(process, f, body.outputs, request.headers.get("accept", ""))  # type: ignore[attr-defined]
-    ctx = Context(request.app.state.engine, request.app.state.settings)
+    ctx = Context(request.app.state.engine, request.app.state.settings, user.name)
     params = inputs.model_dump(mode="json", exclude_none=True)
     action = f"process-{process.id}"
     wants_async = "respond-async" in (prefer or "").lower()

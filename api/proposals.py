@@ -71,7 +71,7 @@ class FindingDecision(BaseModel):
 
     status: Literal[FINDING_DECISIONS] = Field(  # type: ignore[valid-type]
         ..., description="accepted (tolerable, e.g. with a protective measure), rejected (must be fixed) or open.")
-    note: Note | None = Field(None, description="Why.")
+    note: Note | None = Field(None, description="Why (required to accept a 无规则 no-rule finding).")
 
 
 class ProposalDecision(BaseModel):

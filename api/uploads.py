@@ -4,7 +4,12 @@ Imports
 -------
 ``POST /imports`` (permission ``edit``) takes the CJJ 61 point and segment tables (CSV or XLSX,
 any encoding the ingest reads) as multipart files, with the options as form fields, and runs
-the ingest as a job (``Location: /jobs/{id}``). Its progress steps are reading (5 %), checking
+the ingest as a job (``Location: /jobs/{id}``). Instead of the two tables, one GIS or CAD
+dataset may come in a ``source`` field (GeoPackage, a .zip of shapefiles or of a FileGDB,
+GeoJSON, DXF, CSV with WKT; :mod:`ingest.gis`), with ``points_layer``, ``segments_layer``,
+``crs`` and ``snap`` form fields and the same ``columns``, ``scope`` and ``dry_run``: it is
+opened before the job is queued (400 when GDAL cannot read it or a layer is missing; 400
+``TABLE_TOO_LARGE`` beyond twice ``TWIN_MAX_TABLE_ROWS`` features). Its progress steps are reading (5 %), checking
 (15 %), loading (40-90 % by table) and done. The uploads live in a temporary folder (under
 ``TMPDIR``) that the job removes when it ends.
 
@@ -76,6 +81,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -86,9 +92,10 @@ from api.jobs import JobResult, Progress, base_url
 from api.limits import work_limits
 from api.tiles import schedule_refresh
 from ingest import asbuilt
+from ingest.gis import ingest_gis, inspect_gis
 from ingest.pipeline import ImportOptions, ingest_survey
 from ingest.report import Report
-from ingest.tables import TableLimits, check_table_size, load_column_mapping
+from ingest.tables import TOO_LARGE, TableLimits, check_table_size, load_column_mapping
 from twin.errors import Conflict, InputError, NotFound
 from twin.jsonable import plain
 from twin.summary import summarise
@@ -102,8 +109,13 @@ Encoding = Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030"]
 BIGINT = 2**63 - 1
 SCOPE = r"^[\w.:/ -]{1,100}$"
 
-_POINTS = File(..., description="Point table (管线点成果表), CSV or XLSX")
-_SEGMENTS = File(..., description="Segment table (管线段成果表), CSV or XLSX")
+_POINTS = File(None, description="Point table (管线点成果表), CSV or XLSX")
+_SEGMENTS = File(None, description="Segment table (管线段成果表), CSV or XLSX")
+#: An as-built batch is always the two survey tables.
+_POINTS_NEEDED = File(..., description="Point table (管线点成果表), CSV or XLSX")
+_SEGMENTS_NEEDED = File(..., description="Segment table (管线段成果表), CSV or XLSX")
+_SOURCE = File(None, description="Instead of the two tables: one GIS or CAD dataset (.gpkg, .zip of "
+               "shapefiles or a FileGDB, .geojson, .dxf, .csv with WKT)")
 
 #: Progress of a job at the start of each table's load (the ingest loads them in this order).
 _LOAD_PERCENT = {"node": 40, "segment": 55, "valve": 70, "source": 80, "customer": 88}
@@ -241,8 +253,7 @@ def _settings_for(request: Request, user: User):
 
 def _audit_params(files: list[dict], options: ImportOptions, report: Report, **extra: object) -> dict:
     return {
-        "points": files[0]["name"],
-        "segments": files[1]["name"],
+        **{f["role"]: f["name"] for f in files},  # points and segments, or a GIS source
         "scope": options.scope,
         "axis_order": options.axis_order,
         "dry_run": options.dry_run,
@@ -340,7 +351,8 @@ def _submitted(request: Request, user: User, job_id: str) -> JSONResponse:
 @router.post(
     "/imports",
     status_code=201,
-    summary="Upload survey tables (points and segments, CSV or XLSX): an import job",
+    summary="Upload survey tables (points and segments, CSV or XLSX) or one GIS/CAD dataset "
+    "(source): an import job",
     responses={
         201: {"description": "The import job (poll Location); its result is the data-check report"},
         413: {"description": "The upload exceeds TWIN_MAX_UPLOAD_MB"},
@@ -349,8 +361,16 @@ def _submitted(request: Request, user: User, job_id: str) -> JSONResponse:
 )
 def submit_import(
     request: Request,
-    points: UploadFile = _POINTS,
-    segments: UploadFile = _SEGMENTS,
+    points: UploadFile | None = _POINTS,
+    segments: UploadFile | None = _SEGMENTS,
+    source: UploadFile | None = _SOURCE,
+    points_layer: str | None = Form(None, max_length=1000, description="GIS source: point layer(s) "
+                                    "(管点), comma-separated; empty: nodes by snapping the lines"),
+    segments_layer: str | None = Form(None, max_length=1000,
+                                      description="GIS source: line layer(s) (管线), comma-separated"),
+    crs: str | None = Form(None, max_length=2000, description="GIS source: CRS of the data "
+                           "(default: the dataset's, else the twin's)"),
+    snap: float = Form(0.05, ge=0, le=100, description="GIS source: tolerance (m) within which line ends meet"),
     axis_order: AxisOrder = Form(
         "ne", description="ne: X is northing (Chinese survey); en: X is easting"
     ),
@@ -367,6 +387,10 @@ def submit_import(
     user: User = Depends(allow("edit")),
 ) -> JSONResponse:
     options = ImportOptions(axis_order, scope, encoding, _column_mapping(columns), dry_run)
+    if source is not None or points is None or segments is None:
+        _one_kind_of_upload(points, segments, source)
+        gis = GisUpload(points_layer, segments_layer, crs, snap)
+        return _submit_gis_import(request, user, source, options, gis)
     folder, files = _save_uploads(points, segments)
     settings = _settings_for(request, user)
     try:
@@ -395,6 +419,65 @@ def submit_import(
         job_id = _submit_import_job(
             request, user, "import", options, [f.info for f in files], run
         )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return _submitted(request, user, job_id)
+
+
+def _one_kind_of_upload(points: UploadFile | None, segments: UploadFile | None,
+                        source: UploadFile | None) -> None:
+    """Either the two survey tables or one GIS source: else 422 naming what is missing."""
+    if source is not None and (points is not None or segments is not None):
+        raise InputError("send either the survey tables (points and segments) or one GIS source, not both")
+    if source is None:
+        missing = "segments" if points is not None else "points"
+        raise RequestValidationError([{"loc": ("body", missing), "msg": "Field required",
+                                       "type": "missing", "input": None}])
+
+
+@dataclass(frozen=True)
+class GisUpload:
+    """The options of a GIS source's import."""
+
+    points: str | None
+    segments: str | None
+    crs: str | None
+    snap_m: float
+
+
+def _submit_gis_import(request: Request, user: User, source: UploadFile, options: ImportOptions,
+                       gis: GisUpload) -> JSONResponse:
+    """Save and open a GIS source (400 when it is no readable dataset, or too large) and run its
+    import as a job, like the survey tables'."""
+    _no_nul(f"{gis.points or ''}{gis.segments or ''}{gis.crs or ''}", "layer or crs")
+    folder, files = _save([("source", _file_name(source.filename, "source"), source.file)])
+    settings = _settings_for(request, user)
+    try:
+        with work_limits(request).slot(user.name):
+            layers = inspect_gis(files[0].path, points=gis.points, segments=gis.segments, crs=gis.crs)
+            limit = request.app.state.settings.max_table_rows
+            if layers.features > 2 * limit:  # a point and a line table's worth
+                raise InputError(f"{files[0].name}: {layers.features:,} features; an import holds at "
+                                 f"most {limit:,} points and {limit:,} segments", code=TOO_LARGE)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def run(progress: Callable[[str], None], before_commit: Callable[[sa.Connection, Report], None]
+            ) -> Report:
+        try:
+            return ingest_gis(settings, files[0].path, points=gis.points, segments=gis.segments,
+                              columns=options.columns, crs=gis.crs, scope=options.scope,
+                              snap_m=gis.snap_m, dry_run=options.dry_run, progress=progress,
+                              before_commit=before_commit)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    extra = {"points_layer": gis.points, "segments_layer": gis.segments, "crs": gis.crs, "snap_m": gis.snap_m}
+    try:
+        job_id = _submit_import_job(request, user, "import", options, [f.info for f in files], run,
+                                    audit_extra=extra, job_params=extra)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -512,8 +595,8 @@ def _linked(doc: dict, base: str) -> dict:
 )
 def submit_asbuilt(
     request: Request,
-    points: UploadFile = _POINTS,
-    segments: UploadFile = _SEGMENTS,
+    points: UploadFile = _POINTS_NEEDED,
+    segments: UploadFile = _SEGMENTS_NEEDED,
     name: str = Form(..., min_length=1, max_length=200, description="Project or contract name"),
     axis_order: AxisOrder = Form("ne"),
     scope: str | None = Form(

@@ -5,9 +5,10 @@ Run with ``.venv/bin/python bench/analysis.py``. It
 1. reuses ``bench/out/district25`` (written by ``twin sample --scale 25`` when missing) and the
    schema ``bench_analysis`` (ingested when empty; both steps are guarded by the lock directory
    ``bench/out/district25.lock`` so two scripts never build them at once),
-2. times the whole-network collision + clearance scan (``analysis.scan.scan_network`` called
-   exactly as the server's ``network-scan`` process calls it, with that process's default
-   inputs; target < 60 s), the proposal check of a 1 km pipe (< 200 ms), a cross-section
+2. times the whole-network collision + clearance scan with its findings stored
+   (``analysis.findings.scan_and_store`` called exactly as the server's ``network-scan``
+   process calls it, with that process's default inputs; target < 60 s; the scan alone,
+   ``analysis.scan.scan_network``, is the same-run reference), the proposal check of a 1 km pipe (< 200 ms), a cross-section
    across a road (< 50 ms) and a profile over >= 2 km (< 100 ms): the median of repeated runs
    on a warm connection pool, places spread over the district (``--only-scan`` times the scan
    alone, ``--skip-scan`` all but the scan),
@@ -31,6 +32,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from analysis.findings import scan_and_store  # noqa: E402
 from analysis.profile import longitudinal_profile  # noqa: E402
 from analysis.proposal import check_proposal  # noqa: E402
 from analysis.scan import scan_network  # noqa: E402
@@ -184,25 +186,34 @@ def _time_profile(engine: sa.Engine, settings: TwinSettings, roads: list, runs: 
 
 
 def _time_scan(engine: sa.Engine, settings: TwinSettings) -> str:
-    """The whole-network scan, called as the server's ``network-scan`` process calls it."""
+    """The whole-network scan with its findings stored, called as the server's ``network-scan``
+    process calls it; the scan alone (nothing stored) as the same-run reference."""
     inputs = NetworkScanInputs()  # the process's default inputs
 
     def progress(percent: int, message: str) -> None:
         print(f"  scan {percent:3d}% {message}", flush=True)
 
     t0 = time.perf_counter()
-    r = scan_network(engine, include=inputs.include, settings=settings, limit=inputs.limit, progress=progress)
+    ref = scan_network(engine, include=inputs.include, settings=settings, limit=inputs.limit)
+    alone = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = scan_and_store(engine, user="bench", include=inputs.include, settings=settings, limit=inputs.limit,
+                       progress=progress)
     wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = scan_and_store(engine, user="bench", include=inputs.include, settings=settings, limit=inputs.limit)
+    rerun = time.perf_counter() - t0
     clash, clear = r["collision"]["counts"], r["clearance"]["counts"]
-    print(f"whole-network scan: {wall:.1f} s, workers {r['workers']}, timings {r['timings_s']}, "
-          f"clashes {clash}, clearance {clear}", flush=True)
-    total = r["timings_s"]["total"]
-    return (f"- whole-network collision + clearance scan (`analysis.scan.scan_network`, called as the server's "
-            f"`network-scan` process calls it: include {inputs.include}, limit {inputs.limit}, clearance in a "
-            f"forked process: {r['workers'] == 2}): **{total:.1f} s** {r['timings_s']}; {r['segments']:,} "
-            f"segments, {r['candidate_pairs']:,} candidate pairs, {clash['hard']:,} hard clashes, "
-            f"{clash['duplicate']:,} duplicates, {clear['horizontal']:,} horizontal and {clear['vertical']:,} "
-            f"vertical clearance violations; target 60 s {_met(total, 60.0)}")
+    print(f"whole-network scan, findings stored: {wall:.1f} s (again: {rerun:.1f} s; the scan alone: {alone:.1f} s), "
+          f"workers {r['workers']}, timings {r['timings_s']}, clashes {clash}, clearance {clear}, stored "
+          f"{r['findings']}, again {again['findings']}", flush=True)
+    return (f"- whole-network collision + clearance scan with its findings stored "
+            f"(`analysis.findings.scan_and_store`, called as the server's `network-scan` process calls it: include "
+            f"{inputs.include}, limit {inputs.limit}, clearance in a forked process: {r['workers'] == 2}): "
+            f"**{wall:.1f} s** first run, {rerun:.1f} s re-run (statuses kept); same-run reference, the scan alone "
+            f"(`scan_network`, nothing stored): {alone:.1f} s ({ref['timings_s']['total']:.1f} s inside); "
+            f"{r['segments']:,} segments, {r['candidate_pairs']:,} candidate pairs; collision {clash}, clearance "
+            f"{clear}; findings stored {r['findings']}; target 60 s {_met(wall, 60.0)}")
 
 
 def _met(value: float, target: float) -> str:

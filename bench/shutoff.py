@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import wntr  # noqa: E402  (test dependency: the reference)
 
+from analysis.criticality import compute, criticality, ensure_current, pipe_criticality, store  # noqa: E402
 from analysis.segments import build_model, model_from_frames, segment_labels  # noqa: E402
 from analysis.shutoff import isolate  # noqa: E402
 from bench.machine import machine  # noqa: E402
@@ -42,6 +43,7 @@ from twin.settings import get_settings  # noqa: E402
 
 NETWORKS = Path(wntr.__file__).parent / "library" / "networks"
 SCHEMA = "bench_shutoff"
+CRITICALITY_SCHEMA = "bench_criticality"
 
 
 def _median_time(fn, repeat: int = 5) -> float:
@@ -142,12 +144,75 @@ def grid_network(n_side: int, rng: np.random.Generator) -> tuple[pd.DataFrame, .
     return links, nodes, valves, sources, customers
 
 
+def _query_ms(fn, n: int) -> dict:
+    ms = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        ms.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95))}
+
+
+def criticality_figures(model, rng: np.random.Generator, queries: int) -> dict:
+    """Criticality of every segment and valve of ``model`` (in memory, then stored in a bench
+    schema of its own) and the stored answers' latency: worst 20, at least 5 valves, one pipe."""
+    t = time.perf_counter()
+    crit = compute(model)
+    t_compute = time.perf_counter() - t
+    settings = get_settings(db_schema=CRITICALITY_SCHEMA)
+    admin = make_engine(settings, admin=True)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {CRITICALITY_SCHEMA} CASCADE"))
+    admin.dispose()
+    engine = open_twin(settings)
+    t = time.perf_counter()
+    store(engine, model, crit)
+    t_store = time.perf_counter() - t
+    pipes = rng.choice(model.link_ids, queries)
+    top = _query_ms(lambda i: criticality(engine, top=20, refresh=False), queries)
+    k = _query_ms(lambda i: criticality(engine, top=20, min_valves=5, refresh=False), queries)
+    one = _query_ms(lambda i: pipe_criticality(engine, str(pipes[i]), with_valves=False), queries)
+
+    def select_one(i: int) -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1")).all()
+
+    ref = _query_ms(select_one, queries)  # the same-run reference: one round trip
+    engine.dispose()
+    return {"compute_s": t_compute, "store_s": t_store, "fallback": crit.fallback,
+            "valves": len(crit.valve_pos), "top": top, "min_valves": k, "pipe": one, "select_1": ref}
+
+
+def criticality_in_the_twin(schema: str) -> dict | None:
+    """Recompute and store the criticality of a twin's network (read from PostGIS), when that
+    twin is migrated to 0015; None otherwise."""
+    settings = get_settings(db_schema=schema)
+    admin = make_engine(settings, admin=True)
+    with admin.connect() as conn:
+        ready = conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"),
+                             {"t": f"{schema}.criticality_run"}).scalar()
+    admin.dispose()
+    if not ready:
+        return None
+    engine = open_twin(settings)
+    t = time.perf_counter()
+    state = ensure_current(engine, force=True)
+    total = time.perf_counter() - t
+    engine.dispose()
+    return {"total_s": total, "segments": state["segments"], "valves": state["valves"],
+            "compute_s": state["seconds"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--side", type=int, default=708, help="grid side: 708 gives about 1,000,000 pipes")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    ap.add_argument("--criticality-only", action="store_true",
+                    help="only the criticality figures (grid, stored answers, the bench_analysis twin)")
     args = ap.parse_args()
+    if args.criticality_only:
+        return criticality_main(args)
     rng = np.random.default_rng(0)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +274,38 @@ def main() -> None:
         "under 5 s, query p95 under 20 ms, at least 100 times faster than wntr's segmentation.\n")
     with results.open("a", encoding="utf-8") as out_file:  # append: other benches write here too
         out_file.write(header + "\n".join(lines) + "\n")
+    print(f"recorded in {results}")
+
+
+def criticality_main(args: argparse.Namespace) -> None:
+    """Criticality of every segment on the generated grid and on the bench_analysis twin."""
+    rng = np.random.default_rng(0)
+    frames = grid_network(args.side, rng)
+    t = time.perf_counter()
+    model = model_from_frames(*frames)
+    t_model = time.perf_counter() - t
+    c = criticality_figures(model, rng, args.queries)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    grid = (f"generated grid: {len(model.links):,} pipes, {c['valves']:,} valves that can close, "
+            f"{model.n_segments:,} segments: criticality of every segment and N-1 of every valve **{c['compute_s']:.2f} s** "
+            f"({c['fallback']:,} answered one by one) on the shutoff model (built in {t_model:.1f} s, the same-run "
+            f"reference); stored in {c['store_s']:.1f} s; stored answers over {args.queries:,} queries: worst 20 "
+            f"median **{c['top']['median_ms']:.2f} ms** (p95 {c['top']['p95_ms']:.2f}), >= 5 valves "
+            f"{c['min_valves']['median_ms']:.2f} ms, one pipe **{c['pipe']['median_ms']:.2f} ms** "
+            f"(p95 {c['pipe']['p95_ms']:.2f}); reference `SELECT 1` through the same pool "
+            f"{c['select_1']['median_ms']:.2f} ms; peak RSS {rss:,.0f} MiB")
+    print(grid)
+    twin = criticality_in_the_twin("bench_analysis")
+    line = ("bench_analysis twin: not migrated to 0015, skipped" if twin is None else
+            f"bench_analysis twin: {twin['segments']:,} segments, {twin['valves']:,} valves: read from PostGIS, "
+            f"computed ({twin['compute_s']:.1f} s) and stored in **{twin['total_s']:.1f} s**")
+    print(line)
+    if args.no_record:
+        return
+    results = ROOT / "bench" / "RESULTS.md"
+    with results.open("a", encoding="utf-8") as out_file:
+        out_file.write(f"\n### criticality, {dt.date.today().isoformat()}\n- machine: {machine()}\n- {grid}\n"
+                       f"- {line}\n")
     print(f"recorded in {results}")
 
 

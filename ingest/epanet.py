@@ -47,6 +47,7 @@ import pandas as pd
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from ingest.report import Issue
 from ingest.tables import (
     POINT_COLUMNS,
     SEGMENT_COLUMNS,
@@ -59,7 +60,8 @@ from ingest.tables import (
 from twin.crs import transformer
 from twin.errors import InputError
 
-__all__ = ["read_epanet", "read_valve_layer", "default_offset", "DISTRICT_CENTRE", "FLOW_UNITS"]
+__all__ = ["read_epanet", "read_valve_layer", "default_offset", "DISTRICT_CENTRE", "FLOW_UNITS",
+           "PLACEHOLDER_MM"]
 
 #: Where a network in local coordinates is put by default: Liaocheng district centre in
 #: EPSG:4548 (CGCS2000 / 3-degree Gauss-Kruger CM 117E), as (easting, northing).
@@ -84,6 +86,11 @@ FLOW_UNITS: Final[dict[str, tuple[bool, float]]] = {
 _FOOT: Final = 0.3048
 _INCH_MM: Final = 25.4
 _DEFAULT_PUMP_MM: Final = 300.0
+#: Diameters below this (mm) are a network model's placeholders (candidate pipes of a design
+#: study, such as Anytown's 0.0001 in): no survey measures such a pipe.
+PLACEHOLDER_MM: Final = 1.0
+#: Spacing (in the file's units) of nodes without coordinates that no placed node reaches.
+_GRID_M: Final = 100.0
 
 _SECTIONS: Final = frozenset({
     "JUNCTIONS", "RESERVOIRS", "TANKS", "PIPES", "PUMPS", "VALVES", "DEMANDS", "STATUS",
@@ -352,7 +359,8 @@ def read_epanet(
     links = _links(sec, inp, pd.Index(nodes["id"]), diam_mm)
     link_pos = pd.Series(np.arange(len(links)), index=pd.Index(links["id"]))
     pump_closed = _apply_status(sec["STATUS"], links, link_pos, inp)
-    east, north, vertices = _coordinates(sec, inp, nodes, link_pos, source_crs, twin_crs, offset)
+    placed = _place_missing(sec["COORDINATES"], inp, nodes, links)
+    east, north, vertices = _coordinates(sec, inp, nodes, link_pos, source_crs, twin_crs, offset, placed)
     cover = float(cover_m)
     points = _point_table(nodes, east, north, cover)
     segments = _segment_table(links, pump_closed, vertices, cover)
@@ -365,9 +373,25 @@ def read_epanet(
     if valves is not None:
         valve_frame, vinfo = read_valve_layer(Path(valves), segments)
         files.append(vinfo)
+    issues = _placeholder_issues(links, segments, "in" if us else "mm", path.name)
+    issues += [Issue("W306", f"node {n}: no [COORDINATES]; placed at {x:g}, {y:g} (file units), "
+                             "between its neighbours or on a grid beside the network", file=path.name,
+                     row=int(line), ids=[str(n)])
+               for n, x, y, line in placed.itertuples(index=False)]
     return SurveyTables(points=points, segments=segments, points_file=path.name,
                         segments_file=path.name, files=files, valves=valve_frame,
-                        sources=sources, customers=customers, kind="epanet")
+                        sources=sources, customers=customers, kind="epanet", issues=issues)
+
+
+def _placeholder_issues(links: pd.DataFrame, segments: pd.DataFrame, unit: str, name: str
+                        ) -> list[Issue]:
+    """A warning (W306) per link whose diameter was a placeholder, saying what was assumed."""
+    rows = np.flatnonzero(links["placeholder"].to_numpy())
+    return [Issue("W306", f"{links['type'].iat[i]} {links['id'].iat[i]}: diameter "
+                          f"{links['given'].iat[i]} {unit} is a model placeholder, not a pipe size; "
+                          f"assumed {segments['size'].iat[i]} (the largest pipe at its ends, else DN300)",
+                  file=name, row=int(links["line"].iat[i]), ids=[str(links["id"].iat[i])])
+            for i in rows]
 
 
 def _nodes(sec: dict[str, _Section], inp: _Inp, length_m: float, lps: float
@@ -396,7 +420,9 @@ def _nodes(sec: dict[str, _Section], inp: _Inp, length_m: float, lps: float
 
 def _links(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, diam_mm: float) -> pd.DataFrame:
     """Pipes, pumps and valves (id, ends, type, diameter in mm, line, closed, cv, valve type),
-    checked: positive diameters, known valve types, unique ids, known end nodes, no loops."""
+    checked: diameters not negative, known valve types, unique ids, known end nodes, no loops.
+    A diameter below :data:`PLACEHOLDER_MM` (0, Anytown's 0.0001 in) is a model's placeholder:
+    ``mm`` is NaN there and ``placeholder`` True."""
     pipes, pumps, vals = sec["PIPES"], sec["PUMPS"], sec["VALVES"]
     p_len = _numbers(pipes, 3, "length", inp)
     p_mm = _numbers(pipes, 4, "diameter", inp) * diam_mm
@@ -411,11 +437,11 @@ def _links(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, diam_mm: f
         raise inp.error(vals.lines[j], f"[VALVES] valve type {vals.col(4).iloc[j]!r} is not one of "
                         + ", ".join(sorted(_VALVE_TYPES)))
     for s, mm in ((pipes, p_mm), (vals, v_mm)):
-        bad = mm <= 0
+        bad = mm < 0
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
             raise inp.error(s.lines[j], f"[{s.name}] diameter {s.col(4 if s is pipes else 3).iloc[j]!r} "
-                            "must be positive" + _more(bad.sum()))
+                            "must not be negative" + _more(bad.sum()))
     links = pd.DataFrame({
         "id": pd.concat([pipes.col(0), pumps.col(0), vals.col(0)], ignore_index=True).astype(object),
         "from": pd.concat([pipes.col(1), pumps.col(1), vals.col(1)], ignore_index=True).astype(object),
@@ -423,6 +449,8 @@ def _links(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, diam_mm: f
         "type": np.repeat(np.array(["pipe", "pump", "valve"], dtype=object),
                           [len(pipes), len(pumps), len(vals)]),
         "mm": np.concatenate([p_mm, np.full(len(pumps), np.nan), v_mm]),
+        "given": pd.concat([pipes.col(4), pd.Series([None] * len(pumps), dtype=object), vals.col(3)],
+                           ignore_index=True).astype(object),
         "line": np.concatenate([pipes.lines, pumps.lines, vals.lines]).astype(int),
         "closed": np.concatenate([p_status == "CLOSED", np.zeros(len(pumps) + len(vals), dtype=bool)]),
         "cv": np.concatenate([p_status == "CV", np.zeros(len(pumps) + len(vals), dtype=bool)]),
@@ -431,6 +459,8 @@ def _links(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, diam_mm: f
     })
     if links.empty:
         raise inp.error(None, "the network has no pipes, pumps or valves")
+    links["placeholder"] = (links["mm"] < PLACEHOLDER_MM).to_numpy()
+    links.loc[links["placeholder"], "mm"] = np.nan
     _unique(links["id"], links["line"].to_numpy(), "link", inp)
     _check_link_ends(links, node_index, inp)
     return links
@@ -475,9 +505,50 @@ def _apply_status(st: _Section, links: pd.DataFrame, link_pos: pd.Series, inp: _
     return pump_closed
 
 
+def _place_missing(coords: _Section, inp: _Inp, nodes: pd.DataFrame, links: pd.DataFrame
+                   ) -> pd.DataFrame:
+    """Positions (x, y in the file's units) of the nodes without ``[COORDINATES]``.
+
+    A model may leave them out (a hydraulic model needs none): each such node goes to the mean
+    of its placed neighbours, repeatedly; nodes out of reach of any placed node (a network
+    without coordinates) are laid out on a grid below the others, ``_GRID_M`` apart. Returns
+    ``id``, ``x``, ``y`` of the placed nodes (a W306 warning each).
+    """
+    given = set(coords.col(0)) if len(coords) else set()
+    missing = ~nodes["id"].isin(given).to_numpy()
+    if not missing.any():
+        return pd.DataFrame({"id": [], "x": [], "y": []})
+    x = pd.Series(np.nan, index=pd.Index(nodes["id"]))
+    y = x.copy()
+    if len(coords):
+        cx, cy = _numbers(coords, 1, "X-coordinate", inp), _numbers(coords, 2, "Y-coordinate", inp)
+        known = coords.col(0).isin(x.index).to_numpy()
+        x.loc[coords.col(0)[known].to_numpy()] = cx[known]
+        y.loc[coords.col(0)[known].to_numpy()] = cy[known]
+    pairs = pd.concat([pd.DataFrame({"a": links["from"], "b": links["to"]}),
+                       pd.DataFrame({"a": links["to"], "b": links["from"]})], ignore_index=True)
+    for _ in range(len(nodes)):  # one ring of neighbours per pass; stops when nothing moves
+        todo = x.isna()
+        near = pairs[pairs["a"].map(todo).to_numpy(dtype=bool) & pairs["b"].map(~todo).to_numpy(dtype=bool)]
+        if near.empty:
+            break
+        means = pd.DataFrame({"x": near["b"].map(x).to_numpy(), "y": near["b"].map(y).to_numpy(),
+                              "a": near["a"].to_numpy()}).groupby("a").mean()
+        x.loc[means.index], y.loc[means.index] = means["x"].to_numpy(), means["y"].to_numpy()
+    rest = np.flatnonzero(x.isna().to_numpy())
+    if len(rest):
+        side = int(np.ceil(np.sqrt(len(rest))))
+        x0 = np.nanmin(x.to_numpy()) if x.notna().any() else 0.0
+        y0 = np.nanmin(y.to_numpy()) - 2 * _GRID_M if y.notna().any() else 0.0
+        x.iloc[rest] = x0 + (np.arange(len(rest)) % side) * _GRID_M
+        y.iloc[rest] = y0 - (np.arange(len(rest)) // side) * _GRID_M
+    return pd.DataFrame({"id": nodes["id"][missing].to_numpy(), "x": x[missing].to_numpy(),
+                         "y": y[missing].to_numpy(), "line": nodes["line"][missing].to_numpy()})
+
+
 def _coordinates(sec: dict[str, _Section], inp: _Inp, nodes: pd.DataFrame, link_pos: pd.Series,
                  source_crs: str | None, twin_crs: str,
-                 offset: tuple[float, float] | Literal["auto"]
+                 offset: tuple[float, float] | Literal["auto"], placed: pd.DataFrame
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Node eastings and northings and each link's vertices (list of (easting, northing) or
     None), transformed to the twin CRS and shifted by the offset."""
@@ -495,11 +566,8 @@ def _coordinates(sec: dict[str, _Section], inp: _Inp, nodes: pd.DataFrame, link_
     cpos_i = cpos.to_numpy(dtype=int)
     east[cpos_i] = cx  # a repeated node keeps its last coordinates, like EPANET
     north[cpos_i] = cy
-    missing = np.isnan(east)
-    if missing.any():
-        names = nodes["id"][missing].tolist()
-        shown = ", ".join(repr(n) for n in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        raise inp.error(None, f"{len(names)} node(s) have no [COORDINATES]: {shown}")
+    at = pd.Index(nodes["id"]).get_indexer(placed["id"])
+    east[at], north[at] = placed["x"].to_numpy(dtype=float), placed["y"].to_numpy(dtype=float)
     vert = sec["VERTICES"]
     vx = _numbers(vert, 1, "X-coordinate", inp)
     vy = _numbers(vert, 2, "Y-coordinate", inp)
@@ -547,13 +615,14 @@ def _point_table(nodes: pd.DataFrame, east: np.ndarray, north: np.ndarray, cover
 
 
 def _link_mm(links: pd.DataFrame) -> np.ndarray:
-    """Diameter (mm) of each link; a pump takes the largest pipe at either end (else DN300)."""
+    """Diameter (mm) of each link; a pump, or a link whose diameter is a placeholder, takes the
+    largest pipe at either end (else DN300)."""
     pipe_links = links[links["type"] == "pipe"]
     node_mm = pd.concat([
         pd.DataFrame({"node": pipe_links["from"], "mm": pipe_links["mm"]}),
         pd.DataFrame({"node": pipe_links["to"], "mm": pipe_links["mm"]}),
     ]).groupby("node")["mm"].max()
-    is_pump = (links["type"] == "pump").to_numpy()
+    is_pump = (links["type"] == "pump").to_numpy() | links["placeholder"].to_numpy()
     pump_mm = np.fmax(links["from"].map(node_mm).to_numpy(dtype=float),
                       links["to"].map(node_mm).to_numpy(dtype=float))
     mm = links["mm"].to_numpy(dtype=float).copy()
@@ -575,6 +644,9 @@ def _link_remarks(links: pd.DataFrame, pump_closed: np.ndarray) -> np.ndarray:
     remarks[is_valve] = ("valve " + links["vtype"][is_valve].astype(str)).to_numpy()
     remarks[closed & (types == "pipe")] = "normally closed"
     remarks[closed & is_valve] = remarks[closed & is_valve] + "; normally closed"
+    placeholder = links["placeholder"].to_numpy()
+    remarks[placeholder] = [f"{r}; placeholder diameter {g}" if r else f"placeholder diameter {g}"
+                            for r, g in zip(remarks[placeholder], links["given"][placeholder], strict=True)]
     return remarks
 
 

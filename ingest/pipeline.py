@@ -83,6 +83,9 @@ def ingest_tables(
     prepared = prepare(tables, settings, crs, axis_order=axis_order, check_long=check_long,
                        network_model=tables.kind == "epanet")
     report = prepared.report
+    for issue in tables.issues:  # what the reader found or assumed
+        report.add(issue.code, issue.message, file=issue.file, row=issue.row, ids=issue.ids)
+    report.counts.update(tables.counts)
     report.files = [dataclasses.asdict(f) for f in tables.files]
     report.seconds["check"] = time.perf_counter() - t0
     if report.error_count:

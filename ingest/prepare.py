@@ -149,6 +149,10 @@ def _prepare_points(tables: SurveyTables, crs: TwinCRS, axis_order: str, report:
     out["feature"], out["appurtenance"] = feature, appurtenance
     for col in names("node", surveyed=True):
         out[col] = p[col]
+    out["survey_class"], bad_class = _survey_class(p["survey_class"])
+    report.add_rows("E109", bad_class, p, f,
+                    lambda r: f"survey class {r['survey_class']!r} is not 明显点 exposed or 隐蔽点 concealed",
+                    ("point_id",))
 
     dup = out["id"].notna() & out["id"].duplicated(keep=False)
     report.add_rows("E201", dup.to_numpy(), p, f, lambda r: f"point id {r['point_id']!r} appears more than once",
@@ -156,6 +160,22 @@ def _prepare_points(tables: SurveyTables, crs: TwinCRS, axis_order: str, report:
     out["_valid"] = ~(out["id"].isna() | np.isnan(easting) | np.isnan(northing)
                       | np.isnan(numeric["ground_z"]) | pd.isna(parent))
     return out
+
+
+#: CJJ 61 accuracy classes of a point as survey tables write them (case and spaces ignored).
+_SURVEY_CLASSES = {
+    "exposed": ("明显点", "明显", "明显管线点", "明", "exposed", "e"),
+    "concealed": ("隐蔽点", "隐蔽", "隐蔽管线点", "隐", "concealed", "c"),
+}
+_SURVEY_CLASS_OF = {name.lower(): cls for cls, names_ in _SURVEY_CLASSES.items() for name in names_}
+
+
+def _survey_class(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical survey class (None where not given) and the mask of values that are neither class."""
+    key = values.astype("string").str.strip().str.lower().replace("", pd.NA)
+    canonical = key.map(_SURVEY_CLASS_OF)
+    return canonical.astype(object).where(canonical.notna(), None).to_numpy(object), \
+        (key.notna() & canonical.isna()).to_numpy(bool)
 
 
 def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd.DataFrame, f: str,

@@ -26,6 +26,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "W106": ("warning", "unknown appurtenance"),
     "W107": ("warning", "point has both a feature and an appurtenance"),
     "E108": ("error", "unknown status"),
+    "E109": ("error", "unknown survey class"),
     # topology
     "E201": ("error", "duplicate point id"),
     "E202": ("error", "segment endpoint not in the point table"),
@@ -44,6 +45,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "W303": ("warning", "unusually deep"),
     "E304": ("error", "pipe top above ground"),
     "E305": ("error", "unparseable size"),
+    "W306": ("warning", "model placeholder value replaced by an assumption (network model)"),
     "W307": ("warning", "reverse slope on gravity drainage"),
     "W308": ("warning", "inconsistent elevations between tables"),
 }

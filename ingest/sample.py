@@ -7,21 +7,28 @@
 Layout (``scale=1``: the demo, 4 x 4 roads, blocks 200-300 m, about 7 km of road):
 
 - Every road carries its utilities parallel to the centreline at fixed lateral offsets
-  (m; + is east of a north-south road, north of an east-west road), in the vertical order
-  of GB 50289 4.1.12 (typical depth to the top, drainage to the invert):
+  (m; + is east of a north-south road, north of an east-west road). Every utility crosses
+  every other at each intersection, so they lie in layers in the vertical order of GB 50289
+  4.1.13 (telecom, power, gas, heat, water, storm, sewage from the surface down), each layer
+  clear of the next by its vertical rule plus a margin for the survey noise, branches at their
+  main's depth (depth to the top, drainage to the invert):
 
   ======  ======  ==========================  ===============================
   code    offset  depth                       section
   ======  ======  ==========================  ===============================
-  TX      -14     top 0.8                     duct 400X300, 人孔 / 手孔
-  RQ       -9     top 1.1                     DN200 / DN150, 0.4 MPa
-  YS       -5     invert 1.8-4.9              400-1000 (mm)
-  WS        0     invert 2.4-5.4              300-600 (mm)
-  JS       +6     top 1.4                     DN200-DN400, trunks DN600-DN800
-  RS      +10/+11 top 1.4 (east-west roads)   DN400 / DN300, supply / return
-  DL      +15     top 1.0                     duct bank 600X400 / 800X500
+  TX      -14     top 0.95                    duct 400X300, 人孔 / 手孔
+  DL      +16     top 1.60                    duct bank 600X400 / 800X500
+  RQ       -9     top 2.40                    DN200 / DN150, 0.4 MPa
+  RS      +10/+12 top 2.85 (east-west roads)  DN400 / DN300, supply / return
+  JS       +6     top 3.55                    DN200-DN400, trunks DN600-DN800
+  YS        0     invert 5.3-6.8              400-1000 (mm)
+  WS       -5     invert 6.2-7.7 (YS + 0.90)  300-600 (mm)
   ======  ======  ==========================  ===============================
 
+  The layers are deep because every utility runs under every road; horizontal offsets keep
+  every pair of parallel pipes clear of the largest rule of GB 50289 table 4.1.9 (heat-power
+  2.0 m) with the survey's plan tolerance to spare. ``defects=True`` plants the four defects
+  of :data:`DEFECTS` (README: sample district).
   Buildings stand 22 m from the centreline; roads run 80 m past the outermost cross road.
   Different utilities cross at every intersection (the analyses judge those crossings);
   lines of one utility meet only at shared points.
@@ -41,7 +48,7 @@ Layout (``scale=1``: the demo, 4 x 4 roads, blocks 200-300 m, about 7 km of road
   east) into a collector at a shared junction manhole. Each catchment spans up to four
   east-west roads and ends at an 出水口 (outfall) at the district's south edge or on a
   river between catchments (mid-block, every fourth road). Segments run with the flow
-  (起点 upstream), inverts fall at 0.0011-0.0028 and agree at every shared manhole. The
+  (起点 upstream), inverts fall at 0.001 (collectors) and 0.0018-0.0022 (laterals) and agree at every shared manhole. The
   ground (~35 m) follows a smooth swell and a 0.0001 tilt with +-1 cm noise; inverts follow
   the smooth ground, so the noise shows in 埋深 only.
 - Power (DL) and telecom (TX): duct banks with a 人孔 at every intersection and every
@@ -96,7 +103,7 @@ CENTRE_LONLAT = (115.98, 36.45)
 BENCHMARK_SCALE = 25.0
 
 POINT_HEADERS = ("物探点号", "图上点号", "管线类型", "特征", "附属物", "X", "Y", "地面高程", "埋深",
-                 "井底深", "偏心井点号", "图幅号", "探测日期", "备注")
+                 "井底深", "偏心井点号", "图幅号", "探测日期", "备注", "点性质")
 SEGMENT_HEADERS = ("起点号", "终点号", "管线类型", "起点埋深", "终点埋深", "管径/断面", "材质", "埋设方式",
                    "压力/电压", "电缆条数", "总孔数", "已用孔数", "流向", "建设年代", "权属单位", "道路名称",
                    "状态", "备注")
@@ -117,7 +124,20 @@ _WELL_EXTRA = np.zeros(len(APPURTENANCES))
 _WELL_EXTRA[[A_MANHOLE, A_CHAMBER, A_CABLE_MH, A_HANDHOLE]] = [0.30, 0.90, 0.90, 0.50]
 
 # Cross-section: lateral offsets (m) from the road centreline.
-OFFSET = {"TX": -14.0, "RQ": -9.0, "YS": -5.0, "WS": 0.0, "JS": 6.0, "RS": 10.0, "DL": 15.0}
+OFFSET = {"TX": -14.0, "RQ": -9.0, "WS": -5.0, "YS": 0.0, "JS": 6.0, "RS": 10.0, "DL": 16.0}
+#: Heat supply and return lie side by side, RS_PAIR apart (centre to centre).
+RS_PAIR = 2.0
+#: Depth to the top (m) of each pressure utility and duct bank, and of their branches: every
+#: utility crosses every other at each intersection, so they lie in layers in the order of
+#: GB 50289 4.1.13 (telecom, power, gas, heat, water, storm, sewage from the surface down),
+#: each clear of the next by its vertical rule (0.15-0.40 m) plus 0.07-0.10 m for the survey
+#: noise. Telecom lies at 0.95 m (cover 0.90 m for a plastic duct under a motor lane).
+TOP = {"TX": 0.95, "DL": 1.60, "RQ": 2.40, "RS": 2.85, "JS": 3.55}
+#: Invert (m) at the head of the storm collectors; sewage lies DRAIN_STEP deeper everywhere.
+STORM_HEAD = 5.75
+DRAIN_STEP = 0.90
+#: Amplitude (m) of the depth noise of pressure pipes and duct banks.
+DEPTH_NOISE = 0.02
 BUILDING = 22.0  # building line, from the centreline
 MARGIN = 80.0  # roads run this far past the outermost cross road
 VALVE_GAP = 5.0  # valve from the cross point
@@ -150,6 +170,7 @@ def generate_district(
     encoding: str = "utf-8-sig",
     fmt: str = "csv",
     progress: bool = False,
+    defects: bool = False,
 ) -> dict:
     """Write ``points.csv`` and ``segments.csv`` (or ``.xlsx``) of a sample district in ``out_dir``.
 
@@ -157,10 +178,12 @@ def generate_district(
     ``BENCHMARK_SCALE`` = 25: 100 x 100 roads, ~1.07 million segments, ~13 s). ``encoding`` applies
     to CSV (``utf-8-sig``, ``utf-8``, ``gbk``, ``gb18030``). ``fmt="xlsx"`` is only sensible
     for small scales (a sheet holds 1,048,575 rows). The same arguments give byte-identical
-    files.
+    files. ``defects=True`` plants the four defects of :data:`DEFECTS` (the rest of the district
+    is the same as without them).
 
     Returns a summary: counts of points and segments per utility, roads and km of road,
-    customers, sources, the file paths and the bounding box in the twin CRS (EPSG:4548).
+    customers, sources, the file paths, the bounding box in the twin CRS (EPSG:4548) and the
+    planted ``defects`` (each with its segments' end point ids and what a scan finds).
     """
     if not scale > 0:
         raise ValueError(f"scale must be positive, not {scale!r}")
@@ -184,8 +207,9 @@ def generate_district(
         for name, build in builders:
             step(f"building {name}")
             build(acc, layout, rng)
+        planted = _plant_defects(acc, layout) if defects else []
         step("assembling the tables")
-        points, segments, info = _tables(acc, layout, rng)
+        points, segments, info = _tables(acc, layout, rng, planted)
         suffix = ".xlsx" if fmt == "xlsx" else ".csv"
         ppath, spath = out_dir / f"points{suffix}", out_dir / f"segments{suffix}"
         step(f"writing {ppath.name}")
@@ -225,6 +249,7 @@ class _Layout:
     water_east: np.ndarray  # east-west roads fed by a water plant at their east end (north side)
     water_west: np.ndarray  # ... at their west end (south side)
     gas_east: np.ndarray  # east-west roads fed by a gas station at their east end (south side)
+    drain_seed: int  # the drainage's shape (heads, falls), the same for storm and sewage
 
     @property
     def x_lo(self) -> float:
@@ -274,7 +299,8 @@ def _layout(scale: float, rng: np.random.Generator) -> _Layout:
         gas_east = np.array([0])
     return _Layout(E=E, N=N, e0=float(e0), n0=float(n0), ns_names=ns, ew_names=ew,
                    ns_major=idx % 3 == 1, ew_major=idx % 3 == 1,
-                   water_east=water_east, water_west=water_west, gas_east=gas_east)
+                   water_east=water_east, water_west=water_west, gas_east=gas_east,
+                   drain_seed=int(rng.integers(2**31)))
 
 
 def _cn_number(k: int) -> str:
@@ -384,7 +410,7 @@ class _Lines:
     noise: np.ndarray
 
     @staticmethod
-    def of(c, vertical, depth, slope=0.0, noise=0.05) -> _Lines:
+    def of(c, vertical, depth, slope=0.0, noise=DEPTH_NOISE) -> _Lines:
         c = np.asarray(c, dtype=float).ravel()
         n = c.size
         f = lambda v, dt=float: np.broadcast_to(np.asarray(v, dtype=dt), (n,)).copy()  # noqa: E731
@@ -496,7 +522,7 @@ def _grid_cross(acc: _Acc, util: str, L: _Layout, o: float, feat: int, app: int,
     """One shared point where each north-south line meets each east-west line: [i, j] -> point."""
     m, n = L.E.size, L.N.size
     ii, jj = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
-    d = depth + rng.uniform(-0.05, 0.05, m * n)
+    d = depth + rng.uniform(-DEPTH_NOISE, DEPTH_NOISE, m * n)
     return acc.points(util, L.E[ii.ravel()] + o, L.N[jj.ravel()] + o, feat, app, d).reshape(m, n)
 
 
@@ -526,7 +552,7 @@ def _valve_remarks(rng: np.random.Generator, n: int, rate: float = 0.03) -> np.n
 # ----------------------------------------------------------------------------- utilities
 
 
-def _grid_lines(L: _Layout, o: float, depth: float, noise: float = 0.05) -> _Lines:
+def _grid_lines(L: _Layout, o: float, depth: float, noise: float = DEPTH_NOISE) -> _Lines:
     """North-south lines (0..m-1), then east-west lines (m..m+n-1), at offset o."""
     m, n = L.E.size, L.N.size
     return _Lines.of(np.concatenate([L.E + o, L.N + o]), np.arange(m + n) < m, depth, noise=noise)
@@ -539,12 +565,12 @@ def _water(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     trunk[L.water_east] = True
     trunk[L.water_west] = True
     size, year, material = _water_main_attributes(L, trunk, rng)
-    cross = _grid_cross(acc, util, L, o, F_CROSS, A_NONE, 1.40, rng)
+    cross = _grid_cross(acc, util, L, o, F_CROSS, A_NONE, TOP["JS"], rng)
     st = _Stations()
     _water_junctions(st, L, o, cross, trunk, rng)
     legs, extra_lines, stub_roads = _water_plants_and_stubs(acc, st, L, o)
     slots = _water_slots(st, L, o, ~trunk)
-    lines = _Lines.cat(_grid_lines(L, o, 1.40), *extra_lines)
+    lines = _Lines.cat(_grid_lines(L, o, TOP["JS"]), *extra_lines)
     pid, run = _run_lines(acc, util, lines, st, rng, fill=(60.0, F_STRAIGHT, A_NONE))
     _water_mains(acc, L, run, (size, year, material), trunk, legs, stub_roads, lines.c.size, rng)
     _water_services(acc, L, pid, slots, year, rng)
@@ -604,7 +630,7 @@ def _water_plants_and_stubs(acc: _Acc, st: _Stations, L: _Layout, o: float
         x_end, x_elbow = (L.x_hi, L.x_hi + 40.0) if east else (L.x_lo, L.x_lo - 40.0)
         x_other = L.x_lo if east else L.x_hi
         y_plant = N[j] + (50.0 if east else -50.0)
-        elbow = acc.points(util, [x_elbow], N[j] + o, F_ELBOW, A_NONE, 1.60)
+        elbow = acc.points(util, [x_elbow], N[j] + o, F_ELBOW, A_NONE, TOP["JS"])
         st.add(m + j, [x_end], feat=F_REDUCER)
         st.add(m + j, [x_elbow], pid=elbow)
         st.add(m + j, [x_other], feat=F_END)
@@ -612,7 +638,7 @@ def _water_plants_and_stubs(acc: _Acc, st: _Stations, L: _Layout, o: float
         name = f"聊城市第{_cn_number(plant_no)}水厂"
         st.add(next_line, [N[j] + o], pid=elbow)
         st.add(next_line, [y_plant], app=A_WATER_PLANT, remark=name)
-        extra_lines.append(_Lines.of([x_elbow], True, 1.60, noise=0.03))
+        extra_lines.append(_Lines.of([x_elbow], True, TOP["JS"]))
         legs.append((next_line, j))
         next_line += 1
     # abandoned cast-iron stubs past the north end of every other north-south road
@@ -688,7 +714,7 @@ def _water_services(acc: _Acc, L: _Layout, pid: np.ndarray,
     road = L.names[slot_line]
     h = slot_hyd
     for a, b in _branches(acc, util, vert[h], road_c[h], slot_t[h], tee[h],
-                             [(12.5, F_NONE, A_HYDRANT, 1.30, None)]):
+                             [(12.5, F_NONE, A_HYDRANT, TOP["JS"], None)]):
         acc.segments(util, a, b, size="DN100", material="球墨铸铁", built=s_year[h], road=road[h], pressure="0.4")
     sv = ~h
     ns_ = int(sv.sum())
@@ -699,8 +725,9 @@ def _water_services(acc: _Acc, L: _Layout, pid: np.ndarray,
     sv_year = np.minimum(2024, s_year[sv] + rng.integers(0, 15, ns_))
     base = (vert[sv], road_c[sv], slot_t[sv], tee[sv])
     for mask, hops in (
-        (meter, lambda s, nm: [(s * 20.0, F_NONE, A_METER, 1.20, None), (s * BUILDING, F_ENTRY, A_NONE, 1.20, nm)]),
-        (~meter, lambda s, nm: [(s * BUILDING, F_ENTRY, A_NONE, 1.20, nm)]),
+        (meter, lambda s, nm: [(s * 20.0, F_NONE, A_METER, TOP["JS"], None),
+                               (s * BUILDING, F_ENTRY, A_NONE, TOP["JS"], nm)]),
+        (~meter, lambda s, nm: [(s * BUILDING, F_ENTRY, A_NONE, TOP["JS"], nm)]),
     ):
         args = [v[mask] for v in base]
         for a, b in _branches(acc, util, *args, hops(side[mask], names_c[mask])):
@@ -753,7 +780,7 @@ def _gas(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     station = np.zeros(n, dtype=bool)
     station[L.gas_east] = True
 
-    cross = _grid_cross(acc, util, L, o, F_CROSS, A_NONE, 1.10, rng)
+    cross = _grid_cross(acc, util, L, o, F_CROSS, A_NONE, TOP["RQ"], rng)
     st = _Stations()
     ew = m + np.arange(n)
     st.add(np.repeat(np.arange(m), 2), np.tile([L.y_lo, L.y_hi], m), feat=F_END)
@@ -766,7 +793,7 @@ def _gas(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     legs, extra = _gas_stations(acc, st, L, o, station)
     slot_line, slot_t, slot_idx = _gas_slots(st, L)
 
-    lines = _Lines.cat(_grid_lines(L, o, 1.10), *extra)
+    lines = _Lines.cat(_grid_lines(L, o, TOP["RQ"]), *extra)
     pid, run = _run_lines(acc, util, lines, st, rng, fill=(60.0, F_STRAIGHT, A_NONE))
 
     names = L.names
@@ -801,13 +828,13 @@ def _gas_stations(acc: _Acc, st: _Stations, L: _Layout, o: float, station: np.nd
     next_line = m + n
     for no, j in enumerate(np.flatnonzero(station), start=1):
         x_elbow = L.x_hi + 30.0
-        elbow = acc.points(util, [x_elbow], N[j] + o, F_ELBOW, A_NONE, 1.20)
+        elbow = acc.points(util, [x_elbow], N[j] + o, F_ELBOW, A_NONE, TOP["RQ"])
         st.add(m + j, [L.x_lo], feat=F_END)
         st.add(m + j, [L.x_hi], feat=F_REDUCER)
         st.add(m + j, [x_elbow], pid=elbow)
         st.add(next_line, [N[j] + o], pid=elbow)
         st.add(next_line, [N[j] - 50.0], app=A_GAS_STATION, remark=f"东昌{_cn_number(no)}号调压站")
-        extra.append(_Lines.of([x_elbow], True, 1.20, noise=0.03))
+        extra.append(_Lines.of([x_elbow], True, TOP["RQ"]))
         legs.append((next_line, j))
         next_line += 1
     return legs, extra
@@ -840,7 +867,8 @@ def _gas_services(acc: _Acc, L: _Layout, tee: np.ndarray, slot_line: np.ndarray,
     side = np.where(rng.random(k) < 0.5, -1.0, 1.0)
     names_c = _customers(rng, k, force=False)
     s_year = np.minimum(2024, year[slot_line] + rng.integers(0, 12, k))
-    hops = [(side * 19.5, F_NONE, A_REGULATOR, 0.90, None), (side * BUILDING, F_ENTRY, A_NONE, 0.90, names_c)]
+    hops = [(side * 19.5, F_NONE, A_REGULATOR, TOP["RQ"], None),
+            (side * BUILDING, F_ENTRY, A_NONE, TOP["RQ"], names_c)]
     (a1, b1), (a2, b2) = _branches(acc, util, vert, road_c, slot_t, tee, hops)
     road = L.names[slot_line]
     acc.segments(util, a1, b1, size="DN50", material="PE", built=s_year, road=road, pressure="0.4")
@@ -856,8 +884,8 @@ def _heat(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     year = rng.integers(2000, 2023, n)
     st = _Stations()
     # lines: supply n (0..n-1), return n (n..2n-1), supply legs (2n..3n-1), return legs (3n..4n-1)
-    dx = np.array([0.0, 1.0])
-    dy = np.array([OFFSET["RS"], OFFSET["RS"] + 1.0])
+    dx = np.array([0.0, RS_PAIR])
+    dy = np.array([OFFSET["RS"], OFFSET["RS"] + RS_PAIR])
     remark = np.array(["供水", "回水"], dtype=object)
     jj = np.arange(n)
     reducer_t = E[m // 2] + 45.0
@@ -865,7 +893,8 @@ def _heat(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     for s in range(2):
         run_line = s * n + jj
         leg_line = 2 * n + s * n + jj
-        elbow = acc.points(util, xs + dx[s], N + dy[s], F_ELBOW, A_NONE, 1.40 + rng.uniform(-0.03, 0.03, n),
+        elbow = acc.points(util, xs + dx[s], N + dy[s], F_ELBOW, A_NONE,
+                           TOP["RS"] + rng.uniform(-DEPTH_NOISE, DEPTH_NOISE, n),
                            remark[s])
         st.add(run_line, xs + dx[s], pid=elbow, remark=remark[s])
         st.add(run_line, L.x_hi, feat=F_END, remark=remark[s])
@@ -874,8 +903,8 @@ def _heat(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
         st.add(leg_line, N + dy[s], pid=elbow, remark=remark[s])
         legs.append(st.add(leg_line, N + 37.0, app=A_CHAMBER, remark=remark[s]))
     lines = _Lines.cat(
-        _Lines.of(N + dy[0], False, 1.40), _Lines.of(N + dy[1], False, 1.40),
-        _Lines.of(np.full(n, xs + dx[0]), True, 1.40), _Lines.of(np.full(n, xs + dx[1]), True, 1.40),
+        _Lines.of(N + dy[0], False, TOP["RS"]), _Lines.of(N + dy[1], False, TOP["RS"]),
+        _Lines.of(np.full(n, xs + dx[0]), True, TOP["RS"]), _Lines.of(np.full(n, xs + dx[1]), True, TOP["RS"]),
     )
     l_remark = np.repeat(np.tile(remark, 2), n)
     pid, run = _run_lines(acc, util, lines, st, rng, fill=(60.0, F_STRAIGHT, A_NONE), line_remark=l_remark)
@@ -885,7 +914,7 @@ def _heat(acc: _Acc, L: _Layout, rng: np.random.Generator) -> None:
     seg_size = np.where(horizontal & (run.t0 >= reducer_t - 1e-6), "DN300", "DN400").astype(object)
     acc.segments(util, run.a, run.b, size=seg_size, material="钢", built=l_year[run.line], road=road[run.line],
                  pressure="1.6", remark=l_remark[run.line])
-    station = acc.points(util, np.full(n, xs + 0.5), N + 40.0, F_NONE, A_HEAT_STATION, 1.40,
+    station = acc.points(util, np.full(n, xs + RS_PAIR / 2), N + 40.0, F_NONE, A_HEAT_STATION, TOP["RS"],
                          np.array([f"{nm}换热站" for nm in L.ew_names], dtype=object))
     for s in range(2):
         acc.segments(util, station, pid[legs[s]], size="DN400", material="钢", built=year, road=L.names[m:],
@@ -898,7 +927,10 @@ def _drainage(acc: _Acc, L: _Layout, rng: np.random.Generator, util: str) -> Non
     E, N = L.E, L.N
     m, n = E.size, N.size
     storm = util == "YS"
-    d_head = 2.30 if storm else 2.90
+    # storm and sewage share their collectors' heads and falls (one generator, seeded alike), the
+    # sewer DRAIN_STEP deeper, so each sewer passes under every storm drain it crosses
+    shape = np.random.default_rng(L.drain_seed)
+    d_head = STORM_HEAD if storm else STORM_HEAD + DRAIN_STEP
     band = np.arange(n) // 4
     nb = int(band[-1]) + 1
     river = np.array([(N[4 * b - 1] + N[4 * b]) / 2 for b in range(1, nb)])  # between band b-1 and b
@@ -910,8 +942,8 @@ def _drainage(acc: _Acc, L: _Layout, rng: np.random.Generator, util: str) -> Non
     ci = np.repeat(np.arange(m), nb)
     cb = np.tile(np.arange(nb), m)
     nc = m * nb
-    r_c = rng.uniform(0.0018, 0.0022, nc)
-    d0 = d_head + rng.uniform(-0.08, 0.08, nc)
+    r_c = shape.uniform(0.00095, 0.00105, nc)
+    d0 = d_head + shape.uniform(-0.03, 0.03, nc)
     coll = _Lines.of(E[ci] + o, True, d0 + r_c * t_head[cb], -r_c, noise=0.0)
 
     # junctions where the east-west laterals join
@@ -937,7 +969,7 @@ def _drainage(acc: _Acc, L: _Layout, rng: np.random.Generator, util: str) -> Non
     t_j = E[kj] + o
     nxt = np.minimum(lk + 1, m - 1)
     t_far = np.where(west, L.x_lo, np.where(lk < m - 1, E[nxt] + o - 4.0, L.x_hi))
-    r_l = rng.uniform(0.0018, 0.0022, lj.size)
+    r_l = shape.uniform(0.0018, 0.0022, lj.size)
     dj = d_junction[kj, lj]
     sign = np.where(west, 1.0, -1.0)  # depth = dj + sign * r * (t - t_j)
     lat = _Lines.of(N[lj] + o, False, dj - sign * r_l * t_j, sign * r_l, noise=0.0)
@@ -979,13 +1011,13 @@ def _ducts(acc: _Acc, L: _Layout, rng: np.random.Generator, util: str) -> None:
     o = OFFSET[util]
     m, n = L.E.size, L.N.size
     power = util == "DL"
-    depth = 1.00 if power else 0.80
+    depth = TOP[util]
     cross = _grid_cross(acc, util, L, o, F_NONE, A_CABLE_MH, depth, rng)
     st = _Stations()
     _cross_stations(st, L, o, cross)
     st.add(np.repeat(np.arange(m), 2), np.tile([L.y_lo, L.y_hi], m), feat=F_END)
     st.add(np.repeat(m + np.arange(n), 2), np.tile([L.x_lo, L.x_hi], n), feat=F_END)
-    lines = _grid_lines(L, o, depth, noise=0.03)
+    lines = _grid_lines(L, o, depth)
     fill = (50.0, F_NONE, A_CABLE_MH) if power else (40.0, F_NONE, A_HANDHOLE)
     _, run = _run_lines(acc, util, lines, st, rng, fill=fill)
     major = np.concatenate([L.ns_major, L.ew_major])
@@ -1005,6 +1037,100 @@ def _ducts(acc: _Acc, L: _Layout, rng: np.random.Generator, util: str) -> None:
     acc.segments(util, run.a, run.b, size=size[run.line], material=material, built=year[run.line],
                  road=L.names[run.line], burial="GK", pressure=pressure, cables=used[run.line],
                  holes_total=holes[run.line], holes_used=used[run.line], owner=owner)
+
+
+# ----------------------------------------------------------------------------- defects
+
+#: The defects ``defects=True`` plants, as the README lists them: what they are and what the
+#: whole-network scan (or ``twin analyze cover``) finds.
+DEFECTS = {
+    "gas_near_power": ("燃气管距电力排管过近: a DN150 gas main (0.4 MPa) laid 60 m along a power duct bank, "
+                       "0.05 m from it", "horizontal clearance RQ/DL: violation"),
+    "shallow_telecom": ("通信管道埋深不足: a telecom duct raised to 0.40 m for one handhole span",
+                        "cover (twin analyze cover): below 0.90 m"),
+    "sewer_over_water": ("污水管跨越给水管上方: a DN300 sewer connection crossing 0.10 m above a water main "
+                         "(found in a trial trench: 明显点)", "vertical clearance WS/JS: 0.10 m of 0.40 m"),
+    "clash_at_manhole": ("燃气管穿越通信人孔: a DN300 gas pipe laid straight through a telecom manhole",
+                         "hard clashes RQ/TX at the manhole: violation"),
+    "water_into_heat": ("给水管交叉处上抬: a water main raised at a valve into the heat pipes it crosses",
+                        "hard clashes JS/RL: uncertain (依探测精度无法判定, concealed points at 3-4 m)"),
+}
+
+
+def _plant_defects(acc: _Acc, L: _Layout) -> list[dict]:
+    """Three planted pipes (gas by power, a sewer over a water main, gas through a telecom manhole);
+    the shallow telecom duct is planted in the tables (:func:`_shallow_duct`). No randomness: the
+    district around them is the same as without them."""
+    E, N = L.E, L.N
+    i1, i2 = min(1, E.size - 1), min(2, E.size - 1)
+    j1, j2 = min(1, N.size - 1), min(2, N.size - 1)
+    out = []
+    # 1. gas along the power duct bank of north-south road i1, 0.05 m from its wall, at its depth
+    major = bool(L.ns_major[i1])
+    w, h = (0.8, 0.5) if major else (0.6, 0.4)
+    x = E[i1] + OFFSET["DL"] - (w / 2 + 0.05 + 0.075)
+    mid = (N[j1] + N[min(j1 + 1, N.size - 1)]) / 2 if N.size > 1 else N[0] + 100.0
+    top = TOP["DL"] + h / 2 - 0.075
+    pts = acc.points("RQ", np.full(3, x), mid + np.array([-30.0, 0.0, 30.0]), [F_END, F_STRAIGHT, F_END], A_NONE, top)
+    acc.segments("RQ", pts[:2], pts[1:], size="DN150", material="钢", built=2023, road=L.ns_names[i1], pressure="0.4")
+    out.append({"name": "gas_near_power", "pipes": [(int(p), int(q)) for p, q in zip(pts[:2], pts[1:], strict=True)]})
+    # 3. a sewer connection over the east-west water main of road j2, between its cross and valve
+    xv = E[i1] + OFFSET["JS"] + 3.0
+    ys = N[j2] + np.array([8.5, 3.0])
+    inv = TOP["JS"] - 0.10
+    pts = acc.points("WS", np.full(2, xv), ys, F_NONE, A_MANHOLE, [inv - 0.01, inv + 0.01])
+    acc.segments("WS", pts[:1], pts[1:], size="300", material="PVC", built=2023, road=L.ew_names[j2])
+    out.append({"name": "sewer_over_water", "pipes": [(int(pts[0]), int(pts[1]))]})
+    # 4. gas straight through the telecom manhole at the corner of roads i2 and j1, at its depth
+    cx, cy = E[i2] + OFFSET["TX"], N[j1] + OFFSET["TX"]
+    pts = acc.points("RQ", cx + np.array([-4.0, 4.0]), cy + np.array([-4.0, 4.0]), F_END, A_NONE,
+                     TOP["TX"])  # DN300 centred on the 400X300 duct's centre: the same top
+    acc.segments("RQ", pts[:1], pts[1:], size="DN300", material="钢", built=2023, road=L.ns_names[i2],
+                 pressure="0.4")
+    out.append({"name": "clash_at_manhole", "pipes": [(int(pts[0]), int(pts[1]))]})
+    return [{**d, "what": DEFECTS[d["name"]][0], "finding": DEFECTS[d["name"]][1]} for d in out]
+
+
+def _trench(P: dict[str, np.ndarray], L: _Layout) -> np.ndarray:
+    """The water main's cross point beside the planted sewer: exposed (明显点) in a trial trench,
+    so the crossing is judged to the trench's accuracy."""
+    i1, j2 = min(1, L.E.size - 1), min(2, L.N.size - 1)
+    return np.flatnonzero((P["util"] == _UCODE["JS"]) & (P["feat"] == F_CROSS)
+                          & (P["x"] == L.E[i1] + OFFSET["JS"]) & (P["y"] == L.N[j2] + OFFSET["JS"]))
+
+
+def _raised_water(P: dict[str, np.ndarray], S: dict[str, np.ndarray], L: _Layout) -> dict:
+    """Raise the north valve of the water cross at roads 3 and 1 so that the main, rising from the
+    cross to it, meets the heat supply (and return) at their centres' depth."""
+    i, j = min(3, L.E.size - 1), min(1, L.N.size - 1)
+    x, y = L.E[i] + OFFSET["JS"], L.N[j] + OFFSET["JS"]
+    js = P["util"] == _UCODE["JS"]
+    valve = np.flatnonzero(js & (P["app"] == A_VALVE) & (P["x"] == x) & (P["y"] == y + VALVE_GAP))[0]
+    cross = np.flatnonzero(js & (P["feat"] == F_CROSS) & (P["x"] == x) & (P["y"] == y))[0]
+    at_valve = np.flatnonzero((S["a"] == valve) | (S["b"] == valve))
+    k = at_valve[np.flatnonzero((S["a"][at_valve] == cross) | (S["b"][at_valve] == cross))[0]]
+    r = float(str(S["size"][k]).removeprefix("DN")) / 2000
+    heat_centre, cross_centre = TOP["RS"] + 0.2, P["depth"][cross] + r
+    along = (OFFSET["RS"] - OFFSET["JS"]) / VALVE_GAP  # where the supply crosses, from the cross to the valve
+    P["depth"][valve] = cross_centre + (heat_centre - cross_centre) / along - r
+    name = "water_into_heat"
+    return {"name": name, "pipes": [(int(S["a"][q]), int(S["b"][q])) for q in at_valve], "what": DEFECTS[name][0],
+            "finding": DEFECTS[name][1]}
+
+
+def _shallow_duct(P: dict[str, np.ndarray], S: dict[str, np.ndarray], L: _Layout) -> dict:
+    """Raise one handhole-to-handhole telecom span of north-south road 2 (mid-block) to 0.40 m."""
+    road = L.ns_names[min(2, L.E.size - 1)]
+    a, b = S["a"], S["b"]
+    span = ((S["util"] == _UCODE["TX"]) & (S["road"] == road) & (P["app"][a] == A_HANDHOLE)
+            & (P["app"][b] == A_HANDHOLE) & (P["x"][a] == P["x"][b]))
+    k = np.flatnonzero(span)
+    mid = (L.N[0] + L.N[min(1, L.N.size - 1)]) / 2
+    pick = k[np.argmin(np.abs((P["y"][a[k]] + P["y"][b[k]]) / 2 - mid))]
+    P["depth"][[a[pick], b[pick]]] = 0.40
+    name = "shallow_telecom"
+    return {"name": name, "pipes": [(int(a[pick]), int(b[pick]))], "what": DEFECTS[name][0],
+            "finding": DEFECTS[name][1]}
 
 
 # ----------------------------------------------------------------------------- tables
@@ -1032,10 +1158,15 @@ def _ground(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return 35.0 + tilt + swell
 
 
-def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator, planted: list[dict] | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The point and segment tables (strings as written) and the district's summary."""
     P = {k: np.concatenate([c[k] for c in acc.p]) for k in acc.p[0]}
     S = {k: np.concatenate([c[k] for c in acc.s]) for k in acc.s[0]}
+    survey = np.full(P["x"].size, "", dtype=object)  # 点性质: empty, the twin decides by appurtenance
+    if planted:
+        planted = [*planted, _shallow_duct(P, S, L), _raised_water(P, S, L)]
+        survey[_trench(P, L)] = "明显点"
     n_p = P["x"].size
     x, y = P["x"], P["y"]
     noise = np.clip(rng.normal(0.0, 0.004, n_p), -0.01, 0.01)
@@ -1057,10 +1188,13 @@ def _tables(acc: _Acc, L: _Layout, rng: np.random.Generator) -> tuple[pd.DataFra
         "X": _fixed(northing[order], 2), "Y": _fixed(easting[order], 2),
         "地面高程": _fixed(ground[order], 3), "埋深": _fixed(depth[order], 2), "井底深": _fixed(well[order], 2),
         "偏心井点号": "", "图幅号": sheet[order], "探测日期": date[order],
-        "备注": P["remark"][order],
+        "备注": P["remark"][order], "点性质": survey[order],
     }, columns=list(POINT_HEADERS))
     segments = _segment_table(S, P["util"], ids, prefix, depth)
-    return points, segments, _summary(P, S, easting, northing)
+    info = _summary(P, S, easting, northing)
+    info["defects"] = [{**{k: v for k, v in d.items() if k != "pipes"},
+                        "segments": [[str(ids[a]), str(ids[b])] for a, b in d["pipes"]]} for d in planted or []]
+    return points, segments, info
 
 
 def _point_ids(util: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

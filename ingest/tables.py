@@ -18,10 +18,12 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zlib import error as zlib_error
 
 import pandas as pd
 
+from ingest.report import Issue
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -34,6 +36,10 @@ __all__ = [
     "SurveyTables",
     "read_table",
     "read_survey",
+    "canonical_frame",
+    "canonical_name",
+    "column_mapping",
+    "survey_field",
     "load_column_mapping",
     "read_input",
     "TableLimits",
@@ -57,6 +63,8 @@ POINT_COLUMNS: dict[str, tuple[str, ...]] = {
     "sheet": ("图幅号", "图幅"),
     "survey_date": ("探测日期", "surveydate"),
     "remarks": ("备注", "remark", "note", "notes"),
+    # CJJ 61 accuracy class: 明显点 (exposed) or 隐蔽点 (concealed)
+    "survey_class": ("点类别", "点性质", "探测类别", "明显/隐蔽", "明隐", "surveyclass", "accuracyclass"),
 }
 POINT_REQUIRED = ("point_id", "utility", "x", "y", "ground_z")
 
@@ -127,6 +135,10 @@ class SurveyTables:
     sources: pd.DataFrame | None = None
     customers: pd.DataFrame | None = None
     kind: str = "survey"
+    #: What the reader itself found or assumed (e.g. EPANET placeholders), added to the report.
+    issues: list[Issue] = field(default_factory=list)
+    #: Figures of the reading (e.g. the GIS reader's snapping), added to the report's counts.
+    counts: dict[str, Any] = field(default_factory=dict)
 
 
 def _normalise_header(name: object) -> str:
@@ -374,13 +386,39 @@ def read_table(
         raise InputError(f"{path.name}: the table is empty (no header row)", code="F002")
     if frame.empty:
         raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
+    frame = canonical_frame(frame, columns, required, mapping=mapping, name=path.name,
+                            first_row=first_row, trimmed=trimmed)
+    if frame.empty:
+        raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
+    info = FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=used, rows=len(frame))
+    return frame, info
+
+
+def canonical_frame(
+    frame: pd.DataFrame,
+    columns: Mapping[str, tuple[str, ...]],
+    required: tuple[str, ...],
+    *,
+    mapping: Mapping[str, str] | None,
+    name: str,
+    first_row: int = 2,
+    trimmed: bool = False,
+    drop_empty: bool = True,
+) -> pd.DataFrame:
+    """A table's columns renamed to the canonical ``columns`` (Chinese or English names, or
+    ``mapping``), text trimmed (empty cells None), numbered in ``_row`` from ``first_row``.
+
+    A missing ``required`` column is an InputError F001 naming the columns found (or
+    ``frame.attrs["fields"]``, all a reader saw). ``drop_empty`` drops rows with no value.
+    """
     headers = [str(h) for h in frame.columns]
-    mapped = _map_headers(headers, columns, mapping or {}, path.name)
+    mapped = _map_headers(headers, columns, mapping or {}, name)
     missing = [c for c in required if c not in mapped.values()]
     if missing:
         raise InputError(
-            f"{path.name}: missing column(s) {', '.join(missing)}; found {', '.join(headers)}; "
-            "give a --columns mapping file for other header names",
+            f"{name}: missing column(s) {', '.join(missing)}; found "
+            f"{', '.join(frame.attrs.get('fields', headers))}; "
+            "give a --columns mapping for other names",
             code="F001",
         )
     frame = frame[list(mapped)].rename(columns=mapped)
@@ -393,12 +431,38 @@ def read_table(
         for c in frame.columns:
             frame[c] = _strip(frame[c])
     frame["_row"] = range(first_row, len(frame) + first_row)
-    # Rows with no value at all (blank lines, ",,,," or empty spreadsheet rows) carry no data.
-    frame = frame[frame[list(columns)].notna().any(axis=1)].reset_index(drop=True)
-    if frame.empty:
-        raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
-    info = FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=used, rows=len(frame))
-    return frame, info
+    if drop_empty:
+        # Rows with no value at all (blank lines, ",,,," or empty spreadsheet rows) carry no data.
+        frame = frame[frame[list(columns)].notna().any(axis=1)].reset_index(drop=True)
+    return frame
+
+
+def survey_field(name: str, mapping: Mapping[str, str] | None = None) -> bool:
+    """Whether a source field names a survey column (an alias, or a key of ``mapping``)."""
+    return _normalise_header(name) in (mapping or {}) or canonical_name(name) is not None
+
+
+def canonical_name(name: str) -> str | None:
+    """The canonical column a survey header name (Chinese, English or canonical) stands for."""
+    for columns in (POINT_COLUMNS, SEGMENT_COLUMNS):
+        found = _map_headers([name], columns, {}, "")
+        if found:
+            return found[name]
+    return None
+
+
+def column_mapping(pairs: Mapping[str, str], what: str = "--columns") -> dict[str, str]:
+    """A mapping source name -> survey column (canonical, Chinese or English name), as
+    :func:`read_table` takes it; an unknown survey name is an InputError."""
+    mapping: dict[str, str] = {}
+    for source, target in pairs.items():
+        canon = canonical_name(str(target).strip())
+        if canon is None:
+            known = sorted(set(POINT_COLUMNS) | set(SEGMENT_COLUMNS))
+            raise InputError(f"{what}: {target!r} is not a survey column; known columns: {', '.join(known)} "
+                             "(or their Chinese names)", code="F001")
+        mapping[_normalise_header(source)] = canon
+    return mapping
 
 
 def _strip(values: pd.Series) -> pd.Series:

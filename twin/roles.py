@@ -69,7 +69,7 @@ BEGIN
     WHERE n.nspname = s AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND c.relowner <> app_oid
       AND c.oid NOT IN (coalesce(audit, 0), coalesce(revision, 0))
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                      AND d.objid = c.oid AND d.deptype IN ('a', 'i'))  -- a column's sequence
+                      AND d.objid = c.oid AND d.objsubid = 0 AND d.deptype IN ('a', 'i'))  -- a column's sequence (a partition key column depends on its own table: objsubid <> 0)
   LOOP
     EXECUTE 'ALTER ' || r.kind || ' ' || r.rel::text || ' OWNER TO ' || a;
   END LOOP;

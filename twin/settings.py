@@ -129,7 +129,35 @@ class TwinSettings(BaseSettings):
         description="Passphrase of `twin backup --encrypt` and of restoring an encrypted backup; "
         "asked for when unset.",
     )
+    mqtt_url: SecretStr | None = Field(
+        default=None,
+        description="URL of the MQTT broker live readings come from (mqtt://user:password@host:port); "
+        "unset means the private Mosquitto broker under data_dir (`twin broker start`).",
+    )
+    mqtt_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Port of the private broker; a free one, kept in its config, when unset.",
+    )
+    live_subscriber: bool = Field(
+        default=True,
+        description="Run the MQTT subscriber (live readings) inside `twin serve` when a broker is "
+        "configured or the private one is running; false leaves it to `twin sensors listen`.",
+    )
+    readings_retention_days: int = Field(
+        default=90, ge=1,
+        description="Days of sensor readings kept; older daily partitions are dropped.",
+    )
+    alarm_burst_window_s: float = Field(
+        default=300.0, gt=0,
+        description="Pressure-drop alarms raised within this many seconds of each other make a "
+        "suspected burst.",
+    )
     user: str | None = Field(default=None, description="Name recorded on batches; the login name when unset.")
+    valve_exercise_years: float = Field(
+        default=5.0, gt=0,
+        description="Valves not exercised for this many years (or whose last exercise failed) are likely "
+        "to fail: the shutoff flags them and computes their next ring.",
+    )
 
 
     @property

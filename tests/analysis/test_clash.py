@@ -25,7 +25,9 @@ from analysis.pieces import (
 
 def make_network(pipes: list[dict]) -> Network:
     """A Network from pipe dicts: id, utility, size (DN300 / 600X400 as mm numbers), xyz (centreline),
-    optional from_node/to_node, subtype, burial, material, pressure_mpa, owner, road, location."""
+    optional from_node/to_node, subtype, burial, material, pressure_mpa, owner, road, location, and for
+    its end points survey_class (exposed / concealed), appurtenance and cover (ground above the
+    centreline, default 1 m)."""
     rows, lines = [], []
     for k, p in enumerate(pipes):
         xyz = np.asarray(p["xyz"], dtype=float)
@@ -48,12 +50,12 @@ def make_network(pipes: list[dict]) -> Network:
     for c in SEGMENT_COLUMNS:
         assert c in seg.columns
     node_rows = {}
-    for r, line in zip(rows, lines, strict=True):
+    for p, r, line in zip(pipes, rows, lines, strict=True):
         for end, pt in (("from_node", line[0]), ("to_node", line[-1])):
             node_rows[r[end]] = {"id": r[end], "utility": r["utility"], "subtype": None, "feature": None,
-                                 "appurtenance": None, "ground_z": pt[2] + 1.0, "depth_m": 1.0,
-                                 "well_depth_m": np.nan, "well_bottom_z": np.nan, "version": 1,
-                                 "x": pt[0], "y": pt[1]}
+                                 "appurtenance": p.get("appurtenance"), "ground_z": pt[2] + p.get("cover", 1.0),
+                                 "depth_m": 1.0, "well_depth_m": np.nan, "well_bottom_z": np.nan, "version": 1,
+                                 "survey_class": p.get("survey_class"), "x": pt[0], "y": pt[1]}
     nodes = pd.DataFrame(list(node_rows.values()), columns=[*NODE_COLUMNS, "x", "y"])
     offsets = np.zeros(len(lines) + 1, dtype=np.int64)
     np.cumsum([len(v) for v in lines], out=offsets[1:])
@@ -337,7 +339,7 @@ def demo(twin_settings, twin_engine, tmp_path_factory):
     from ingest.sample import generate_district
 
     folder = tmp_path_factory.mktemp("demo")
-    generate_district(folder, scale=1, seed=0)
+    generate_district(folder, scale=1, seed=0, defects=True)  # the planted defects clash
     report = ingest_survey(folder / "points.csv", folder / "segments.csv", twin_settings)
     assert report.status == "applied"
     return load_network(twin_engine)
@@ -347,35 +349,93 @@ def test_demo_circular_clashes_agree_with_postgis(demo, twin_engine):
     report = collisions(demo)
     assert len(report.hard) > 0 and report.duplicates == []
     circ = set(demo.segments.loc[demo.segments["shape"] == "circular", "id"])
-    ours = {(c.a_id, c.b_id): c for c in report.hard if c.a_id in circ and c.b_id in circ}
-    # independent: PostGIS 3D distance of the centrelines, under the sum of the radii, not sharing a node
+    ours = {tuple(sorted((c.a_id, c.b_id))): c for c in report.findings if c.a_id in circ and c.b_id in circ}
+    assert len(ours) > 0
+    # independent: PostGIS 3D distance of the centrelines less the radii, pipes not sharing a node
     with twin_engine.connect() as conn:
         rows = conn.execute(sa.text("""
-            SELECT a.id, b.id, a.diameter_mm / 2000 + b.diameter_mm / 2000 - ST_3DDistance(a.geom, b.geom)
+            SELECT a.id, b.id, ST_3DDistance(a.geom, b.geom) - a.diameter_mm / 2000 - b.diameter_mm / 2000
               FROM current_segment a JOIN current_segment b
-                ON a.id < b.id AND ST_3DDWithin(a.geom, b.geom, (a.diameter_mm + b.diameter_mm) / 2000)
+                ON a.id < b.id AND ST_3DDWithin(a.geom, b.geom, (a.diameter_mm + b.diameter_mm) / 2000 + 1.0)
              WHERE a.shape = 'circular' AND b.shape = 'circular'
                AND a.from_node NOT IN (b.from_node, b.to_node) AND a.to_node NOT IN (b.from_node, b.to_node)
         """)).all()
-    theirs = {tuple(sorted((a, b))): ov for a, b, ov in rows if ov > 1e-9}
-    assert len(theirs) > 0
-    assert {tuple(sorted(k)) for k in ours} == set(theirs)
-    for (a, b), c in ours.items():
-        assert c.overlap_m == pytest.approx(theirs[tuple(sorted((a, b)))], abs=1e-3)
+    theirs = {tuple(sorted((a, b))): gap for a, b, gap in rows}
+    for pair, c in ours.items():  # every clash and near miss measured as PostGIS does
+        assert c.measured_m == pytest.approx(theirs[pair], abs=1e-3)
+    assert {p for p, gap in theirs.items() if gap < -1e-9} == {p for p, c in ours.items() if c.overlap_m > 1e-9}
+    # closer than the smallest possible survey uncertainty (2 x 0.05 m, exposed): always a finding
+    assert {p for p, gap in theirs.items() if gap < 0.1} <= set(ours)
+    assert all(theirs[p] < c.uncertainty_m for p, c in ours.items())
 
 
 def test_demo_clash_spot_checked_by_hand(demo):
     report = collisions(demo)
-    # a water main and a heat pipe crossing at an intersection: recompute from the raw geometry
-    c = next(c for c in report.hard if {c.a_utility, c.b_utility} == {"JS", "RL"})
+    # a crossing of two straight circular pipes: recompute the gap from the raw geometry
+    straight = set(demo.segments["id"][np.diff(demo.offsets) == 2])
+    circ = set(demo.segments.loc[demo.segments["shape"] == "circular", "id"])
+    c = next(c for c in report.findings if {c.a_id, c.b_id} <= straight & circ and c.z is not None
+             and _square(demo, c))
     idx = demo.segment_index([c.a_id, c.b_id])
     (a0, a1), (b0, b1) = (demo.vertices[demo.offsets[k]:demo.offsets[k + 1]] for k in idx)
-    # both are straight, level-ish and perpendicular: the gap is the height difference at the crossing
     ua, ub = (a1 - a0)[:2], (b1 - b0)[:2]
-    assert abs(np.dot(ua, ub)) < 1e-6 * np.linalg.norm(ua) * np.linalg.norm(ub)
-    x, y = (b0[0], a0[1]) if ua[1] == 0 else (a0[0], b0[1])
-    za = a0[2] + (a1[2] - a0[2]) * np.linalg.norm([x - a0[0], y - a0[1]]) / np.linalg.norm(ua)
-    zb = b0[2] + (b1[2] - b0[2]) * np.linalg.norm([x - b0[0], y - b0[1]]) / np.linalg.norm(ub)
+    # perpendicular: the crossing point solves a0 + s ua = b0 + t ub in plan
+    s, t = np.linalg.solve(np.column_stack([ua, -ub]), (b0 - a0)[:2])
+    za, zb = a0[2] + s * (a1 - a0)[2], b0[2] + t * (b1 - b0)[2]
     r = demo.half_width_m[idx]
     assert c.overlap_m == pytest.approx(r.sum() - abs(za - zb), abs=2e-3)
-    assert (c.x, c.y) == pytest.approx((x, y), abs=0.05)
+    assert (c.x, c.y) == pytest.approx(tuple(a0[:2] + s * ua), abs=0.05)
+    assert c.uncertainty_m > 0
+
+
+def _square(net, c) -> bool:
+    """Whether the two straight pipes of finding ``c`` cross square in plan."""
+    idx = net.segment_index([c.a_id, c.b_id])
+    (a0, a1), (b0, b1) = (net.vertices[net.offsets[k]:net.offsets[k + 1]] for k in idx)
+    ua, ub = (a1 - a0)[:2], (b1 - b0)[:2]
+    if abs(np.dot(ua, ub)) > 1e-6 * np.linalg.norm(ua) * np.linalg.norm(ub):
+        return False
+    s, t = np.linalg.solve(np.column_stack([ua, -ub]), (b0 - a0)[:2])
+    return 0 < s < 1 and 0 < t < 1
+
+
+# --------------------------------------------------------------------------- verdicts
+
+# Two DN300 pipes crossing square, B's centre `gap` below A's: solids apart by gap - 0.30.
+# Concealed at 1 m: depth tolerance 0.15 each (u = 0.30 along the vertical); exposed: 0.05 each.
+CROSSING_VERDICTS = [
+    # gap, survey class, list, measured, uncertainty, verdict
+    (0.20, None, "clashes", -0.10, 0.30, "uncertain"),     # -0.10 + 0.30 >= 0
+    (0.15, "exposed", "clashes", -0.15, 0.10, "violation"),  # -0.15 + 0.10 < 0
+    (0.40, None, "near", 0.10, 0.30, "uncertain"),        # apart by 0.10, could touch
+    (0.70, None, None, None, None, None),                 # apart by 0.40 > 0.30: compliant
+]
+
+
+@pytest.mark.parametrize("gap,cls,where,measured,u,verdict", CROSSING_VERDICTS)
+def test_collision_verdicts_follow_survey_accuracy(gap, cls, where, measured, u, verdict):
+    net = make_network([
+        {"id": "A", "d": 300, "survey_class": cls, "xyz": [(-10, 0, 0), (10, 0, 0)]},
+        {"id": "B", "utility": "PS", "d": 300, "survey_class": cls, "xyz": [(0, -10, -gap), (0, 10, -gap)]},
+    ])
+    report = collisions(net)
+    if where is None:
+        assert report.clashes == [] and report.near == [] and report.uncertain == []
+        return
+    (c,) = getattr(report, where)
+    assert (c.kind, c.a_id, c.b_id) == ("hard", "A", "B")
+    assert c.measured_m == pytest.approx(measured, abs=1e-6) and c.required_m == 0.0
+    assert c.uncertainty_m == pytest.approx(u) and c.verdict == verdict and c.rule_id is None
+    assert c.key == finding_key("hard", ("A", "B"))  # the same key as a near miss or a clash
+    d = report.as_dict()
+    assert d["counts"]["uncertain"] == (verdict == "uncertain") and len(d["uncertain"]) == d["counts"]["uncertain"]
+    assert d["counts"]["violation"] == (verdict == "violation")
+
+
+def test_a_proposal_clash_is_judged_on_the_existing_pipe_only():
+    existing = make_network([{"id": "A", "d": 300, "xyz": [(-10, 0, 0), (10, 0, 0)]}])
+    prop = make_network([{"id": "P", "utility": "PS", "d": 300, "from_node": "P1", "to_node": "P2",
+                          "xyz": [(0, -10, -0.1), (0, 10, -0.1)]}])
+    (c,) = collisions(existing, prop).clashes  # overlap 0.20, u = 0.15: fails anywhere within tolerance
+    assert (c.a_id, c.proposal, c.verdict) == ("P", True, "violation")
+    assert c.uncertainty_m == pytest.approx(0.15) and c.measured_m == pytest.approx(-0.2)

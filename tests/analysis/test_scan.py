@@ -35,7 +35,7 @@ def scanned(demo, twin_engine) -> dict:  # noqa: F811
 
 
 def test_scan_finds_what_collision_and_clearance_find(demo, twin_engine, twin_settings, scanned):  # noqa: F811
-    clash = collisions(demo).as_dict()
+    clash = collisions(demo, near_misses=False).as_dict()
     rules = load_clearance_rules(None, twin_settings, db=twin_engine)
     clear = clearances(demo, rules=rules).as_dict()
     assert scanned["segments"] == len(demo.segments)
@@ -77,7 +77,7 @@ def test_progress_is_reported_in_order(twin_engine):
 
 def test_a_failing_clearance_child_raises_its_error_here(twin_engine):
     # no 'kind' column: clearance fails in the child, then again here with the real error
-    rules = pd.DataFrame({"id": ["r"], "clearance_m": [1.0]})
+    rules = pd.DataFrame({"id": ["r"], "a_utility": ["*"], "b_utility": ["*"], "clearance_m": [1.0]})
     with pytest.raises(KeyError, match="kind"):
         scan_network(twin_engine, rules=rules, workers=2)
 

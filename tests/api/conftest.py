@@ -44,7 +44,8 @@ def make_twin(schema: str, tmp: Path, *, data: str = "small") -> TwinSettings:
     if not schema.endswith(f"_{os.getpid()}"):
         schema = f"{schema}_{os.getpid()}"  # two runs on one machine keep apart
     settings = get_settings(db_schema=schema, tiles_dir=tmp / "tiles", data_dir=get_settings().data_dir,
-                            jwt_secret=JWT_SECRET, allowed_hosts=ALLOWED_HOSTS)
+                            jwt_secret=JWT_SECRET, allowed_hosts=ALLOWED_HOSTS,
+                            live_subscriber=False)  # a developer's demo broker is not the tests'
     open_twin(get_settings()).dispose()  # starts the private cluster when it is the one in use
     drop_schema(settings)
     if data == "demo":
@@ -147,6 +148,7 @@ def server_env(settings: TwinSettings) -> dict[str, str]:
         TWIN_TILES_DIR=str(settings.tiles_dir),
         TWIN_DATA_DIR=str(Path(settings.data_dir).resolve()),
         OPENBLAS_NUM_THREADS="1",
+        TWIN_LIVE_SUBSCRIBER="false",  # only the live tests subscribe, to a broker of their own
     )
     if settings.database_url:
         env["TWIN_DATABASE_URL"] = settings.database_url

@@ -7,6 +7,7 @@ tables the demo district was generated from, or with pyproj.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
@@ -643,3 +644,114 @@ def test_proposals_collection(hist_api: Api) -> None:
     doc = api.get("/collections/proposals").json()
     w, s, e, n = doc["extent"]["spatial"]["bbox"][0]
     assert w <= lon0 <= e and s <= lat0 <= n
+
+
+# -- filter (CQL2), sortby, properties (Part 3 and the sorting / property-selection drafts) --------
+#: CQL2 text -> the same condition in SQL over current_segment, computed by PostgreSQL
+CQL2_CASES = [
+    ("utility = 'JS'", "utility = 'JS'"),
+    ("diameter_mm > 200 AND utility <> 'PS'", "diameter_mm > 200 AND utility <> 'PS'"),
+    ("utility = 'RQ' OR (utility = 'JS' AND NOT built_year >= 2000)",
+     "utility = 'RQ' OR (utility = 'JS' AND NOT built_year >= 2000)"),
+    ("material LIKE '球%'", "material LIKE '球%'"),
+    ("road IN ('东昌路', '柳园路') AND diameter_mm <= 300",
+     "road IN ('东昌路', '柳园路') AND diameter_mm <= 300"),
+    ("built_year BETWEEN 1995 AND 2005", "built_year BETWEEN 1995 AND 2005"),
+    ("diameter_mm IS NULL", "diameter_mm IS NULL"),
+    ("NOT (owner IS NULL) AND status = 'active'", "owner IS NOT NULL AND status = 'active'"),
+]
+
+
+def filtered(api: Api, query: str) -> set[str]:
+    return set(all_ids(api, f"/collections/pipes/items?limit=1000&{query}"))
+
+
+@pytest.mark.parametrize(("cql", "where"), CQL2_CASES)
+def test_cql2_text_filter_equals_sql(api: Api, cql: str, where: str) -> None:
+    expected = {i for (i,) in sql(api, f"SELECT id FROM current_segment WHERE {where}")}
+    assert expected, where  # every case selects something in the demo district
+    got = filtered(api, f"filter={quote(cql)}")
+    assert got == expected, cql
+
+
+def test_cql2_json_and_spatial_filters(api: Api) -> None:
+    doc = {"op": "and", "args": [
+        {"op": "=", "args": [{"property": "utility"}, "JS"]},
+        {"op": "in", "args": [{"property": "material"}, ["PE", "球墨铸铁"]]},
+        {"op": "not", "args": [{"op": "isNull", "args": [{"property": "diameter_mm"}]}]},
+    ]}
+    expected = {i for (i,) in sql(
+        api, "SELECT id FROM current_segment WHERE utility = 'JS' AND material IN ('PE', '球墨铸铁') "
+        "AND diameter_mm IS NOT NULL")}
+    assert expected
+    got = filtered(api, f"filter-lang=cql2-json&filter={quote(json.dumps(doc, ensure_ascii=False))}")
+    assert got == expected
+    # S_INTERSECTS with a BBOX (text, JSON) and the same box as a polygon: PostGIS's answer
+    w, s, e, n = _box(api)
+    expected = pipes_in_box(api, (w, s, e, n), where="utility = 'PS'")
+    assert expected
+    text = f"utility = 'PS' AND S_INTERSECTS(geometry, BBOX({w}, {s}, {e}, {n}))"
+    assert filtered(api, f"filter={quote(text)}") == expected
+    polygon = f"POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))"
+    text = f"S_INTERSECTS(geometry, {polygon}) AND utility = 'PS'"
+    assert filtered(api, f"filter={quote(text)}") == expected
+    doc = {"op": "and", "args": [{"op": "=", "args": [{"property": "utility"}, "PS"]}, {
+        "op": "s_intersects", "args": [{"property": "geometry"}, {"bbox": [w, s, e, n]}]}]}
+    assert filtered(api, f"filter-lang=cql2-json&filter={quote(json.dumps(doc))}") == expected
+    # the same box in the twin's CRS (northing first) through filter-crs
+    ((x0, y0, x1, y1),) = sql(api, "SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM "
+                              "(SELECT ST_Transform(ST_MakeEnvelope(:w, :s, :e, :n, 4326), 4548) b) t",
+                              w=w, s=s, e=e, n=n)
+    box = (x0, y0, x1, y1)
+    expected = pipes_in_box(api, box, srid=4548, where="utility = 'PS'")
+    text = f"utility = 'PS' AND S_INTERSECTS(geometry, BBOX({y0}, {x0}, {y1}, {x1}))"
+    assert filtered(api, f"filter-crs=EPSG:4548&filter={quote(text)}") == expected
+    # the whole world: cut to the twin CRS's area of use, not a projection error
+    world = "S_INTERSECTS(geometry, BBOX(-180, -90, 180, 90))"
+    assert len(filtered(api, f"filter={quote(world)}")) == len(sql(api, "SELECT id FROM current_segment"))
+    far = "S_INTERSECTS(geometry, POLYGON((0 0, 1 0, 1 1, 0 0)))"
+    assert filtered(api, f"filter={quote(far)}") == set()
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("filter=" + quote("utility = = 'JS'"), "column 11"),
+        ("filter=" + quote("utility = 'JS' AND"), "filter"),
+        ("filter=" + quote("colour = 'red'"), "unknown property 'colour'"),
+        ("filter=" + quote("diameter_mm = 'big'"), "diameter_mm takes a number"),
+        ("filter=" + quote("material LIKE 3"), "material takes a string"),
+        ("filter=" + quote("S_INTERSECTS(geometry, BBOX(1, 95, 2, 96))"), "latitudes"),
+        ("filter=" + quote("S_INTERSECTS(material, BBOX(1, 2, 3, 4))"), "not the geometry"),
+        ("filter-lang=cql2-json&filter=" + quote('{"op": "=", "args": ['), "not JSON at character"),
+        ("filter-lang=cql2-json&filter=" + quote('{"op": "nope"}'), "CQL2 JSON"),
+        ("filter-lang=cql9&filter=x", ""),
+        ("sortby=colour", "sortby"),
+        ("sortby=remarks", "sortby"),  # not a queryable
+        ("properties=colour", "properties"),
+        ("sortby=diameter_mm&cursor=YWJj", "cursor"),
+    ],
+)
+def test_bad_filters_are_400_and_say_where(api: Api, query: str, says: str) -> None:
+    r = api.get(f"/collections/pipes/items?{query}")
+    assert r.status_code in (400, 422), (query, r.text)
+    if r.status_code == 400:
+        assert says in r.json()["description"], r.json()["description"]
+
+
+def test_sortby_and_properties(api: Api) -> None:
+    expected = [i for (i,) in sql(
+        api, "SELECT id FROM current_segment WHERE utility = 'JS' "
+        "ORDER BY diameter_mm DESC NULLS LAST, built_year ASC NULLS FIRST, id")]
+    got = all_ids(api, "/collections/pipes-js/items?limit=97&sortby=-diameter_mm,%2Bbuilt_year")
+    assert got == expected
+    page = api.get("/collections/pipes/items?limit=5&properties=utility,diameter_mm").json()
+    assert page["features"] and all(
+        set(f["properties"]) == {"utility", "diameter_mm"} for f in page["features"])
+    page = api.get("/collections/nodes/items?limit=3&properties=").json()
+    assert all(f["properties"] == {} and f["geometry"] for f in page["features"])
+    classes = api.get("/conformance").json()["conformsTo"]
+    for c in ("ogcapi-features-3/1.0/conf/filter", "ogcapi-features-3/1.0/conf/features-filter",
+              "cql2/1.0/conf/cql2-text", "cql2/1.0/conf/cql2-json", "cql2/1.0/conf/basic-cql2",
+              "cql2/1.0/conf/basic-spatial-functions", "conf/sorting", "conf/property-selection"):
+        assert any(k.endswith(c) for k in classes), c

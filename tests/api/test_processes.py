@@ -349,7 +349,7 @@ def test_whole_network_collision_equals_the_library(api: Api) -> None:
     direct = collisions(load_network(engine_of(api))).as_dict()
     assert got["counts"] == direct["counts"]
     assert got["clashes"] == direct["clashes"][:5]
-    assert got["truncated"] == (len(direct["clashes"]) > 5)
+    assert got["truncated"] == (len(direct["clashes"]) > 5 or len(direct["uncertain"]) > 5)
 
 
 def test_network_scan_job_reports_progress(api: Api) -> None:

@@ -301,11 +301,12 @@ def test_only_admins_change_rule_tables(api: Api) -> None:
 
 
 @pytest.mark.parametrize("name,edit,words", [
-    ("clearance_rules", lambda t: t.replace(",0.15,GB 50289-2016 table 4.1.14,false,gas", ",lots,GB 50289-2016 "
-                                            "table 4.1.14,false,gas"), ["V05", "clearance_m", "lots"]),
+    ("clearance_rules", lambda t: t.replace(",0.15,GB 50289-2016 4.1.14 table 4.1.14,false,gas against water",
+                                            ",lots,GB 50289-2016 4.1.14 table 4.1.14,false,gas against water"),
+     ["V007", "clearance_m", "lots"]),
     ("clearance_rules", lambda t: t.replace("clearance_m,", "clearance,", 1), ["clearance_m"]),
-    ("clearance_rules", lambda t: t + "V05,vertical,RQ,,,,,,*,,,,,,0.2,x,false,dup\n", ["duplicate", "V05"]),
-    ("clearance_rules", lambda t: t.replace("medium_b|medium_a", "medium_c", 1), ["pressure class", "medium_c"]),
+    ("clearance_rules", lambda t: t + "V007,vertical,RQ,,,,,,*,,,,,,0.2,x,false,dup\n", ["duplicate", "V007"]),
+    ("clearance_rules", lambda t: t.replace("subhigh_a|unknown", "medium_c", 1), ["pressure class", "medium_c"]),
     ("cover_rules", lambda t: t.replace("sidewalk", "roof", 1), ["roof"]),
     ("cover_rules", lambda t: t.splitlines()[0] + "\n", ["no rows"]),
     ("service_life", lambda t: t.replace(",50,", ",fifty,", 1), ["life_years", "fifty", "row"]),
@@ -328,17 +329,20 @@ def test_not_utf8_is_refused(api: Api) -> None:
 
 
 def test_a_stored_clearance_table_is_what_the_checks_use(api: Api) -> None:
-    doc = gas(WATER_BOTTOM - 0.30)  # 0.30 m under the main: passes the shipped 0.15
+    # 0.45 m under the main: passes the shipped 0.15 even if the main lies 0.2325 m lower (CJJ 61
+    # depth limit of a concealed pipe 1.55 m deep)
+    doc = gas(WATER_BOTTOM - 0.45)
     assert check(api, doc)["passed"]
     shipped = DEFAULT_RULES.read_text(encoding="utf-8")
-    stricter = shipped.replace("V05,vertical,RQ,,,,,,*,,,,,,0.15,", "V05,vertical,RQ,,,,,,*,,,,,,0.50,")
+    row = "V007,vertical,RQ,,,,,,JS,!ZS,,,,,"
+    stricter = shipped.replace(row + "0.15,", row + "1.00,")
     assert stricter != shipped
     r = put_rules(api, "clearance_rules", stricter)
     assert r.status_code == 200, r.text
     assert r.json()["rows"] == len(load_clearance_rules())
     (f,) = check(api, doc)["findings"]
-    assert f["kind"] == "clearance_vertical" and f["required_m"] == pytest.approx(0.5)
-    assert f["rule"].startswith("V05:")
+    assert f["kind"] == "clearance_vertical" and f["required_m"] == pytest.approx(1.0)
+    assert f["rule"].startswith("V007:") and f["verdict"] == "violation"
     got = api.get("/rules/clearance_rules")
     assert got.text == stricter and got.headers["x-rule-source"] == "database"
     listed = {x["name"]: x for x in api.get("/rules").json()["rules"]}
@@ -352,7 +356,7 @@ def test_a_stored_clearance_table_is_what_the_checks_use(api: Api) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["counts"]["vertical"] == 1
     # edited again: the new content is used at once (the cache is keyed by content)
-    looser = stricter.replace("V05,vertical,RQ,,,,,,*,,,,,,0.50,", "V05,vertical,RQ,,,,,,*,,,,,,0.20,")
+    looser = stricter.replace(row + "1.00,", row + "0.20,")
     assert put_rules(api, "clearance_rules", looser).status_code == 200
     assert check(api, doc)["passed"]
     assert put_rules(api, "clearance_rules", stricter).status_code == 200
@@ -362,7 +366,7 @@ def test_a_stored_clearance_table_is_what_the_checks_use(api: Api) -> None:
     assert r.status_code == 200 and r.json()["removed"] and r.json()["source"] == "shipped"
     assert check(api, doc)["passed"]
     entries = audit(api, "rules-put", feature="clearance_rules")
-    assert len(entries) == 3 and entries[0]["user_name"] == "admin" and "V05" in entries[0]["affected"]
+    assert len(entries) == 3 and entries[0]["user_name"] == "admin" and "V007" in entries[0]["affected"]
     assert audit(api, "rules-delete", feature="clearance_rules")[0]["params"]["removed"] is True
 
 
@@ -404,12 +408,13 @@ def test_a_stored_service_life_table_is_what_hazards_use(api: Api) -> None:
 
 
 def test_rule_table_in_the_database_outlives_the_server(api: Api) -> None:
-    text = DEFAULT_RULES.read_text(encoding="utf-8").replace(",0.15,project default,", ",0.16,project default,")
+    row = "V007,vertical,RQ,,,,,,JS,!ZS,,,,,"
+    text = DEFAULT_RULES.read_text(encoding="utf-8").replace(row + "0.15,", row + "0.16,")
     assert put_rules(api, "clearance_rules", text).status_code == 200
     engine = open_twin(api.settings)
     try:
         table = load_clearance_rules(None, api.settings, db=engine)
-        assert table.set_index("id").at["V99", "clearance_m"] == pytest.approx(0.16)
+        assert table.set_index("id").at["V007", "clearance_m"] == pytest.approx(0.16)
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT updated_by FROM rule_table WHERE name = 'clearance_rules'")
                                 ).scalar() == "admin"

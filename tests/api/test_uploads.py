@@ -7,12 +7,15 @@ do not depend on their order.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Iterator
 
 import httpx
 import pandas as pd
 import pytest
+import shapely
 import sqlalchemy as sa
+from pyogrio.raw import write
 
 from tests.api.conftest import Api, make_twin, open_api, wait_job
 from tests.conftest import SMALL, drop_schema
@@ -20,7 +23,7 @@ from twin.db import make_engine
 from twin.settings import TwinSettings
 
 FEATURES = ("node", "segment", "valve", "source", "customer")
-LIMIT_MB = 0.05  # this module's upload limit: the small survey fits, 60 kB does not
+LIMIT_MB = 0.1  # this module's upload limit: the small survey and a small GeoPackage fit, 120 kB not
 
 
 @pytest.fixture(scope="module")
@@ -485,3 +488,75 @@ def test_same_file_names_are_kept_apart(api: Api) -> None:
     assert r.status_code == 201, r.text
     assert [f["name"] for f in r.json()["files"]] == ["points-table.csv", "segments-table.csv"]
     assert r.json()["status"] == "submitted"
+
+
+# ----------------------------------------------------------------------------- GIS sources
+def _gis_layers(prefix: str, shift_m: float) -> tuple[tuple, tuple]:
+    """The small survey as a point and a line layer (WKB, fields, names), ids prefixed."""
+    p, s = small_tables(prefix, shift_m)
+    xy = {i: (float(y), float(x)) for i, x, y in zip(p["物探点号"], p["X"], p["Y"], strict=True)}
+    pfields = [c for c in p.columns if c not in ("X", "Y")]
+    points = (shapely.to_wkb(shapely.points([xy[i] for i in p["物探点号"]])),
+              [p[c].to_numpy(dtype=object) for c in pfields], pfields)
+    lines = (shapely.to_wkb(shapely.linestrings([[xy[a], xy[b]] for a, b in zip(s["起点号"], s["终点号"],
+                                                                              strict=True)])),
+             [s[c].to_numpy(dtype=object) for c in s.columns], list(s.columns))
+    return points, lines
+
+
+def test_import_geopackage_source(api: Api, engine: sa.Engine, tmp_path) -> None:
+    (pg, pf, pn), (lg, lf, ln) = _gis_layers("GPKG-", shift_m=1500)
+    path = tmp_path / "管网.gpkg"
+    small = {"SPATIAL_INDEX": "NO"}  # under this module's upload limit
+    write(str(path), pg, pf, pn, layer="给水管点", driver="GPKG", geometry_type="Point", crs="EPSG:4548",
+          **small)
+    write(str(path), lg, lf, ln, layer="给水管线", driver="GPKG", geometry_type="LineString",
+          crs="EPSG:4548", append=True, **small)
+    before = live_counts(engine)
+    files = {"source": (path.name, path.read_bytes(), "application/geopackage+sqlite3")}
+    r = api.post("/imports", "editor", files=files, data={"scope": "gpkg", "columns": '{"管径/断面": "size"}'})
+    assert r.status_code == 201, r.text
+    report = result_of(api, r.json()["jobID"])
+    assert report["status"] == "applied", report["errors"]
+    assert report["counts"]["segments"] == 8 and report["counts"]["gis"]["points_read"] == 11
+    after = live_counts(engine)
+    assert after["segment"] == before["segment"] + 8 and after["node"] == before["node"] + 11
+    with engine.connect() as conn:
+        e, n = conn.execute(sa.text("SELECT ST_X(geom), ST_Y(geom) FROM current_node "
+                                    "WHERE id = 'GPKG-JS5'")).one()
+    assert abs(e - 410040.0) < 1e-3 and abs(n - (4035005.0 + 1500)) < 1e-3
+    entry = audit_entries(api, "import", str(report["batch_id"]))[0]
+    assert entry["params"]["source"] == path.name
+    # Bad sources and options: 400 before any job, naming the problem.
+    files = {"source": ("junk.gpkg", b"not a geopackage" * 50, "application/octet-stream")}
+    r = api.post("/imports", "editor", files=files)
+    assert r.status_code == 400 and "junk.gpkg" in r.json()["description"]
+    files = {"source": (path.name, path.read_bytes(), "application/octet-stream")}
+    r = api.post("/imports", "editor", files=files, data={"segments_layer": "pipes"})
+    assert r.status_code == 400 and "no layer 'pipes'" in r.json()["description"]
+    r = api.post("/imports", "editor", files=files, data={"crs": "EPSG:99999999"})
+    assert r.status_code == 400 and "coordinate reference system" in r.json()["description"]
+    r = api.post("/imports", "editor", files={**files, **small_upload()})
+    assert r.status_code == 400 and "not both" in r.json()["description"]
+    assert live_counts(engine)["segment"] == after["segment"]
+
+
+def test_import_zipped_shapefiles_lines_alone(api: Api, engine: sa.Engine, tmp_path) -> None:
+    (_pg, _pf, _pn), (lg, lf, ln) = _gis_layers("SHP-", shift_m=1800)
+    lines = shapely.from_wkb(lg)  # 3D: the pipe tops 1.4 m under a 35.2 m ground, as pipes alone
+    lines = shapely.force_3d(lines, 33.8)
+    keep = [ln.index(c) for c in ("管线类型", "管径/断面", "材质")]
+    folder = tmp_path / "给水"
+    folder.mkdir()
+    write(str(folder / "给水管线.shp"), shapely.to_wkb(lines), [lf[i] for i in keep], [ln[i] for i in keep],
+          driver="ESRI Shapefile", geometry_type="LineString Z", crs="EPSG:4548", encoding="GBK")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in folder.iterdir():
+            z.write(f, f"给水/{f.name}")
+    before = live_counts(engine)
+    files = {"source": ("给水.zip", buf.getvalue(), "application/zip")}
+    report = import_report(api, files, scope="shp", points_layer="", dry_run="true")
+    assert report["status"] == "checked", report["errors"]
+    assert report["counts"]["gis"]["nodes_built"] == 11 and report["counts"]["segments"] == 8
+    assert live_counts(engine) == before

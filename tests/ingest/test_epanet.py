@@ -341,7 +341,6 @@ def test_default_offset() -> None:
         (" J2  11    0", " J2  11.x  0", "net.inp line 7: [JUNCTIONS] elevation '11.x' is not a number"),
         (" P1  R1  J1  100  300", " P1  R1  J1  100  3OO", "net.inp line 14: [PIPES] diameter '3OO'"),
         (" P3  J2  \"J 3\"  50 150  100", " P3  J2  \"J 3\"  50", "net.inp line 16: [PIPES] needs at least 6"),
-        (" T1  100 -40\n", "", "1 node(s) have no [COORDINATES]: 'T1'"),
         (" R1  -50 0", " R1  -50 0\n X9  1 1", "[COORDINATES] names unknown node 'X9'"),
         (" units   lps", " units   furlongs", "[OPTIONS] Units 'furlongs'"),
         (" R1  30", " J1  30", "net.inp line 10: node id 'J1' is already defined on line 6"),
@@ -350,7 +349,7 @@ def test_default_offset() -> None:
         (" V1  Closed", " V7  Closed", "[STATUS] names unknown link 'V7'"),
         (" P3  110 20", " P9  110 20", "[VERTICES] names unknown link 'P9'"),
         (" P1  R1  J1  100  300  100  0  Open", " P1  R1  J1  100  300  100  0  Shut", "status 'Shut'"),
-        (" P1  R1  J1  100  300", " P1  R1  J1  100  -300", "diameter '-300' must be positive"),
+        (" P1  R1  J1  100  300", " P1  R1  J1  100  -300", "diameter '-300' must not be negative"),
         ("[PIPES]", "[PIPEZ]", "not an EPANET .inp file: no [PIPES] section"),
     ],
 )
@@ -362,10 +361,21 @@ def test_malformed(tmp_path: Path, old: str, new: str, needle: str) -> None:
     assert "net.inp" in str(err.value)
 
 
-def test_missing_coordinates_lists_the_nodes(tmp_path: Path) -> None:
-    text = SMALL_SI.split("[COORDINATES]")[0] + "[COORDINATES]\n J1 0 0\n"
-    with pytest.raises(InputError, match=r"4 node\(s\) have no \[COORDINATES\]: 'J2', 'J 3', 'R1', 'T1'"):
-        read_epanet(_write(tmp_path, text))
+def test_missing_coordinates_are_placed_with_a_warning(tmp_path: Path) -> None:
+    # Only J1 and J2 are placed: the others go between their placed neighbours, ring by ring.
+    text = SMALL_SI.split("[COORDINATES]")[0] + "[COORDINATES]\n J1 0 0\n J2 100 0\n"
+    t = read_epanet(_write(tmp_path, text))
+    assert sorted(i.ids[0] for i in t.issues) == ["J 3", "R1", "T1"]
+    assert {i.code for i in t.issues} == {"W306"} and "no [COORDINATES]" in t.issues[0].message
+    p = t.points.set_index("point_id")[["y", "x"]].astype(float)  # easting, northing
+    links = t.segments[["from_id", "to_id"]].to_numpy()
+    for node in ("J 3", "R1", "T1"):
+        near = [b if a == node else a for a, b in links if node in (a, b)]
+        placed_near = [n for n in near if n in ("J1", "J2")] or near
+        assert p.loc[node].tolist() == pytest.approx(p.loc[placed_near].mean().tolist())
+    # A network without any coordinates is laid out on a grid.
+    t = read_epanet(_write(tmp_path, SMALL_SI.split("[COORDINATES]")[0] + "[END]\n"))
+    assert len(t.issues) == 5 and t.points[["x", "y"]].astype(float).drop_duplicates().shape[0] == 5
 
 
 @pytest.mark.parametrize("content", [b"", b"just some text\nno sections\n", b"PK\x03\x04\x00\x00binary",
@@ -377,3 +387,40 @@ def test_not_an_inp(tmp_path: Path, content: bytes) -> None:
         read_epanet(path)
     with pytest.raises(InputError):
         read_epanet(tmp_path / "missing.inp")
+
+
+# --------------------------------------------------------------------------- model placeholders
+TEST_NETWORKS = Path(os.path.dirname(wntr.__file__)) / "tests" / "networks_for_testing"
+
+
+def test_anytown_placeholder_pipes_import_with_a_warning() -> None:
+    path = TEST_NETWORKS / "Anytown.inp"
+    t = read_epanet(path)
+    wn = wntr.network.WaterNetworkModel(str(path))
+    # wntr's reading: the placeholders are the pipes under a millimetre; the others are real sizes.
+    mm = {name: p.diameter * 1000 for name, p in wn.pipes()}
+    placeholders = sorted(n for n, d in mm.items() if d < 1.0)
+    assert len(placeholders) == 6
+    assert sorted(i.ids[0] for i in t.issues) == placeholders
+    assert {i.code for i in t.issues} == {"W306"}
+    s = t.segments.set_index("id")
+    for name in placeholders:
+        pipe = wn.get_link(name)
+        around = [mm[p] for p in {*wn.get_links_for_node(pipe.start_node_name),
+                                  *wn.get_links_for_node(pipe.end_node_name)}
+                  if p in mm and mm[p] >= 1.0]
+        assumed = parse_sizes(pd.Series([s.at[name, "size"]]))["diameter_mm"].iloc[0]
+        assert assumed == pytest.approx(max(around) if around else 300.0, abs=0.1)
+        issue = next(i for i in t.issues if i.ids == [name])
+        assert "0.0001 in" in issue.message and f"assumed {s.at[name, 'size']}" in issue.message
+        assert "placeholder" in s.at[name, "remarks"]
+    real = [n for n in mm if n not in placeholders]
+    assert not any("placeholder" in str(s.at[n, "remarks"]) for n in real)
+
+
+def test_zero_diameter_is_a_placeholder(tmp_path: Path) -> None:
+    assert " P2  J1  J2  50   200  " in SMALL_SI
+    t = read_epanet(_write(tmp_path, SMALL_SI.replace(" P2  J1  J2  50   200  ", " P2  J1  J2  50   0  ", 1)))
+    assert [(i.code, i.ids) for i in t.issues] == [("W306", ["P2"])]
+    assert "diameter 0 mm" in t.issues[0].message
+    assert t.segments.set_index("id").at["P2", "size"] == "DN300"  # P1 (DN300) meets it at J1

@@ -251,8 +251,10 @@ def test_a_section_line_drawn_with_two_clicks_gives_the_drawing_and_a_3d_cut(app
 def test_a_proposal_upload_shows_its_findings_the_report_and_the_approval(app: App, tmp_path: Path) -> None:
     page = app.page
     page.evaluate("window.twinViewer.clearSection()")
-    line = _across_a_road(app.server, app.token, half_m=20.0)
-    doc = {"type": "Feature", "properties": {"utility": "RQ", "size": "DN200", "depth_m": 1.1},
+    # Across every utility of the road (-14 m to +16 m from its centreline), its top at 1.0 m: square
+    # through the telecom duct (top 0.95 m, 0.30 m high) by more than that duct's survey tolerance.
+    line = _across_a_road(app.server, app.token, half_m=35.0)
+    doc = {"type": "Feature", "properties": {"utility": "RQ", "size": "DN200", "depth_m": 1.0},
            "geometry": {"type": "LineString", "coordinates": line}}
     path = tmp_path / "gas-crossing.geojson"
     path.write_text(json.dumps(doc))
@@ -332,6 +334,38 @@ def test_a_profile_between_two_points_gives_the_drawing(app: App, viewer_twin: T
     assert all(page.evaluate("(id) => window.twinViewer.display.marks.has(id)", i) for i in ui)
     app.settle()
     app.shot("11-profile")
+    app.assert_clean()
+
+
+def test_the_findings_panel_lists_filters_and_zooms(app: App, viewer_twin: TwinSettings) -> None:
+    """The whole-network scan's stored findings: listed in Chinese, filtered, a row marks its pipes."""
+    from analysis.findings import list_findings, scan_and_store
+
+    engine = open_twin(viewer_twin)
+    try:
+        stored = scan_and_store(engine, user="tests", limit=0)["findings"]
+        expected = list_findings(engine, verdict=["uncertain"], limit=200)
+    finally:
+        engine.dispose()
+    assert stored["found"] > 0
+    page = app.page
+    page.evaluate("window.twinViewer.findings.list({status: ['new'], verdict: ['uncertain']})")
+    page.wait_for_selector("[data-role=finding-list] tr[data-finding]", timeout=TIMEOUT_MS)
+    rows = page.eval_on_selector_all("[data-role=finding-list] tr[data-finding]", "rs => rs.map(r => r.dataset.finding)")
+    assert rows == [f["key"] for f in expected["findings"]]
+    assert "新发现" in page.inner_text("[data-role=finding-list]") and "无法判定" in page.inner_text("[data-role=finding-list]")
+    first = expected["findings"][0]
+    page.click(f"[data-role=finding-list] tr[data-finding='{first['key']}']")
+    page.wait_for_selector("[data-role=finding-summary]", timeout=TIMEOUT_MS)
+    marks = page.evaluate("Object.fromEntries(window.twinViewer.display.marks)")
+    assert set(marks) == {first["a_id"], first["b_id"]}
+    page.click("button[data-move=reviewed]")  # the page is an approver's
+    page.wait_for_function("document.querySelector('[data-role=finding-summary]').textContent.includes('已审核')",
+                           timeout=TIMEOUT_MS)
+    h = {"Authorization": f"Bearer {app.token}"}
+    doc = httpx.get(app.server.url + f"/findings/{first['key']}", headers=h, timeout=30).json()
+    assert (doc["status"], doc["status_by"]) == ("reviewed", "approver")
+    app.shot("11b-findings")
     app.assert_clean()
 
 

@@ -17,6 +17,10 @@ import * as profile from './profile.js';
 import * as measure from './measure.js';
 import * as proposal from './proposal.js';
 import * as hazards from './hazards.js';
+import * as live from './live.js';
+import * as shutdowns from './shutdowns.js';
+import * as criticality from './criticality.js';
+import * as findings from './findings.js';
 
 const MESSAGE = 'pipetwin.signin-message';
 
@@ -91,6 +95,8 @@ async function startApp() {
   }
   $('#app').hidden = false;
   wireChrome();
+  shutdowns.init(); // before the scene loads: a crew on a phone needs the list, not the 3D
+  findings.init();
   clearPanel();
   createScene($('#map'));
   listen();
@@ -101,6 +107,7 @@ async function startApp() {
     await loadGround();
   });
   const layers = initLayers();
+  criticality.init();
   try {
     await loadTileset(makeStyle());
     viewAll(0);
@@ -110,6 +117,7 @@ async function startApp() {
   }
   world.tileset?.tileFailed.addEventListener((e) => showError({ message: e.message }, `Tile ${e.url}`));
   await Promise.all([ground, layers]);
+  live.start();
   hooks.ready = true;
 }
 
@@ -165,6 +173,12 @@ const hooks = {
   measure,
   hazards: (lon, lat) => { activate('hazards'); return hazards.run(lon, lat); },
   restyle,
+  live: { state: () => live.liveState(), open: () => live.openPanel(), chart: (id) => live.showChart(id) },
+  shutdowns: { list: () => shutdowns.openList(), open: (id) => shutdowns.open(id), plan: (body) => shutdowns.plan(body),
+    planForm: (pipe) => shutdowns.planForm(pipe), state: () => shutdowns.shutdownsState() },
+  criticality: { toggle: (on = true) => criticality.toggle(on), state: () => criticality.criticalityState() },
+  findings: { list: (filters) => findings.openList(filters), zoomTo: (f) => findings.zoomTo(f),
+    state: () => findings.findingsState() },
   /** Screen position (CSS px) of a point given in lon/lat/height, or null when off screen. */
   toScreen: (lon, lat, h) => {
     const p = Cesium.SceneTransforms.worldToWindowCoordinates(world.scene, Cesium.Cartesian3.fromDegrees(lon, lat, h));

@@ -16,10 +16,25 @@ import { clearMarks, overlay, register, setMarks } from './tools.js';
 
 export const PROPOSAL_COLOUR = '#4d7cff';
 const FINDING_COLOUR = '#ff2d2d';
+// Each verdict in its own colour: a violation, a pair the survey's accuracy cannot decide
+// (a trial trench or a new detection is needed), a pair no rule covers (the tool cannot judge).
+export const VERDICT_COLOUR = { violation: FINDING_COLOUR, uncertain: '#ff9f1a', no_rule: '#b04dff' };
+export const VERDICT_LABEL = {
+  violation: '违规 violation', uncertain: '依探测精度无法判定 uncertain', no_rule: '无规则 no rule',
+};
+const ACCEPTED_COLOUR = '#2ecc71';
 const KIND_LABEL = {
   collision: 'collision 碰撞', duplicate: 'duplicate', clearance_vertical: 'vertical clearance 垂直净距',
-  clearance_horizontal: 'horizontal clearance 水平净距', cover: 'cover 覆土',
+  clearance_horizontal: 'horizontal clearance 水平净距', cover: 'cover 覆土', no_rule: 'no rule 无规则',
 };
+
+function verdictOf(f) {
+  return f.verdict || 'violation';
+}
+
+function markColour(f) {
+  return f.status === 'accepted' ? ACCEPTED_COLOUR : VERDICT_COLOUR[verdictOf(f)] || FINDING_COLOUR;
+}
 
 const state = { layer: null, report: null, doc: null, name: null, stored: false, findingsAt: new Map() };
 
@@ -92,7 +107,7 @@ async function drawFindings(findings) {
     ds.entities.add({
       id: `finding-${f.key}`,
       position: Cesium.Cartesian3.fromDegrees(lon, lat, height),
-      point: { pixelSize: 12, color: Cesium.Color.fromCssColorString(f.status === 'accepted' ? '#2ecc71' : FINDING_COLOUR),
+      point: { pixelSize: 12, color: Cesium.Color.fromCssColorString(markColour(f)),
         outlineColor: Cesium.Color.WHITE, outlineWidth: 2, disableDepthTestDistance: Number.POSITIVE_INFINITY },
       label: { text: String(i + 1), font: 'bold 13px sans-serif', fillColor: Cesium.Color.WHITE,
         outlineColor: Cesium.Color.BLACK, outlineWidth: 3, style: Cesium.LabelStyle.FILL_AND_OUTLINE,
@@ -111,8 +126,17 @@ function flyToFinding(key) {
 
 async function decideFinding(key, status) {
   const id = state.report.proposal_id;
-  const note = status === 'accepted' ? window.prompt('Why is it acceptable? (recorded)', '') : null;
+  const finding = state.report.findings.find((f) => f.key === key);
+  const noRule = finding && finding.kind === 'no_rule';
+  const question = noRule
+    ? '无规则: no clearance rule covers this pair. Why is it acceptable? (the reason is required and recorded)'
+    : 'Why is it acceptable? (recorded)';
+  const note = status === 'accepted' ? window.prompt(question, '') : null;
   if (note === null && status === 'accepted') return;
+  if (noRule && status === 'accepted' && !note.trim()) {
+    toast('A no-rule finding (无规则) is accepted only with the reason', 'error');
+    return;
+  }
   await guard('Deciding the finding', async () => {
     const r = await postJSON(`/proposals/${id}/findings/${enc(key)}/decision`, { status, note: note || null });
     await show(r, { redraw: false });
@@ -167,8 +191,12 @@ function statusBadge(status) {
 function render(r) {
   const approver = can('approve') && r.proposal_id && !['approved', 'rejected'].includes(r.status);
   const rows = r.findings.map((f, i) => ({
-    attrs: { dataset: { finding: f.key, kind: f.kind }, class: f.status === 'accepted' ? '' : 'critical' },
-    cells: [String(i + 1), el('div', {}, el('strong', {}, KIND_LABEL[f.kind] || f.kind), el('div', { class: 'small' }, f.summary)),
+    attrs: { dataset: { finding: f.key, kind: f.kind, verdict: verdictOf(f) }, class: f.status === 'accepted' ? '' : 'critical' },
+    cells: [String(i + 1), el('div', {}, el('strong', {}, KIND_LABEL[f.kind] || f.kind), ' ',
+      el('span', { class: 'badge', 'data-role': 'verdict', style: { background: VERDICT_COLOUR[verdictOf(f)], color: '#fff' } },
+        VERDICT_LABEL[verdictOf(f)] || verdictOf(f)),
+      el('div', { class: 'small' }, f.summary +
+        (Number.isFinite(f.uncertainty_m) && f.uncertainty_m > 0 ? ` (survey ± ${num(f.uncertainty_m, 2)} m)` : ''))),
       f.status,
       el('span', { class: 'row-actions' },
         el('button', { class: 'small', onclick: () => flyToFinding(f.key) }, 'Show'),
@@ -177,6 +205,10 @@ function render(r) {
   }));
   const sectionBox = el('div', { 'data-role': 'proposal-section' });
   const counts = Object.entries(r.counts || {}).map(([k, n]) => `${n} ${KIND_LABEL[k] || k}`).join(', ');
+  const verdicts = r.verdicts || {};
+  const verdictLine = el('p', { 'data-role': 'proposal-verdicts' }, ...['violation', 'uncertain', 'no_rule'].map((v) =>
+    el('span', { class: 'legend-item', dataset: { verdict: v } },
+      el('i', { class: 'swatch', style: { background: VERDICT_COLOUR[v] } }), `${VERDICT_LABEL[v]}: ${verdicts[v] || 0}`)));
   const events = (r.events || []).map((e) => [e.at ? new Date(e.at).toLocaleString() : '–', e.by || '–', e.action,
     e.to_status || '–', e.note || '–']);
   showPanel(r.proposal_id ? `Proposal ${r.proposal_id}: ${r.name}` : `Proposal check: ${r.name}`, [
@@ -185,9 +217,14 @@ function render(r) {
       r.proposal_id ? statusBadge(r.status) : el('span', { class: 'badge' }, 'not stored'), ' ',
       `${r.utility} ${r.size}, ${num(r.length_m, 1)} m; ${r.findings.length} finding${r.findings.length === 1 ? '' : 's'}` +
       (counts ? ` (${counts})` : '') + `; ${r.candidates} pipes nearby checked.`),
+    verdictLine,
     el('p', { class: 'legend-inline' },
       el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: PROPOSAL_COLOUR } }), 'proposed'),
-      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: FINDING_COLOUR } }), 'finding / pipe involved')),
+      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: FINDING_COLOUR } }), 'violation / pipe involved'),
+      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: VERDICT_COLOUR.uncertain } }),
+        'uncertain: trial trench or new detection 需探槽或复测'),
+      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: VERDICT_COLOUR.no_rule } }),
+        'no rule 无规则: the approver judges')),
     section('Findings', r.findings.length
       ? table(['#', 'finding', 'status', ''], rows, { 'data-role': 'findings' })
       : el('p', { class: 'ok-text', 'data-role': 'findings' }, 'No collision, clearance or cover problem found.')),
@@ -209,8 +246,18 @@ async function show(r, { redraw = true, shape = null } = {}) {
   state.report = r;
   state.drawn = false;
   render(r);
+  // each pipe involved in the colour of its worst open finding
+  const rank = { violation: 0, uncertain: 1, no_rule: 2 };
+  const worst = new Map();
+  for (const f of r.findings) {
+    if (f.status === 'accepted' || f.status === 'resolved') continue;
+    for (const id of f.ids) {
+      const v = verdictOf(f);
+      if (!worst.has(id) || rank[v] < rank[worst.get(id)]) worst.set(id, v);
+    }
+  }
   const involved = new Set(r.findings.flatMap((f) => f.ids));
-  setMarks([...involved].map((id) => [id, FINDING_COLOUR]), true);
+  setMarks([...involved].map((id) => [id, worst.has(id) ? VERDICT_COLOUR[worst.get(id)] : ACCEPTED_COLOUR]), true);
   let box = null;
   if (redraw) {
     layer().entities.removeAll();

@@ -4,12 +4,13 @@
 
 /* global Cesium */
 
-import { execute } from './api.js';
+import { can, execute } from './api.js';
 import { busy, el, guard, num, section, showPanel, table, toast } from './ui.js';
 import { groundHeight, flyToBox } from './scene.js';
 import { toLonLat } from './geo.js';
 import { clearMarks, overlay, register, setMarks } from './tools.js';
 import { MARK_WHITE, PRESSURISED, UTILITY } from './style.js';
+import { planForm } from './shutdowns.js';
 
 export const SHUTOFF_COLOURS = {
   burst: MARK_WHITE,
@@ -84,7 +85,10 @@ function render(r) {
   const u = UTILITY[r.utility];
   const valveRows = r.valves.map((v) => ({
     attrs: { dataset: { valve: v.id, order: String(v.order) } },
-    cells: [String(v.order), v.id, v.node, v.kind || '–', v.added_for ? `for ${v.added_for}` : '–',
+    cells: [String(v.order), v.id, v.node,
+      el('span', {}, v.kind || '–', v.likely_to_fail ? ' ' : null, v.likely_to_fail
+        ? el('span', { class: 'badge danger', 'data-likely': v.id, title: v.likely_reason || '' }, '易失效 likely to fail') : null),
+      v.added_for ? `for ${v.added_for}` : '–',
       el('button', { class: 'small', 'data-action': 'fail', onclick: () => toggleFailed(v.id),
         title: 'This valve will not turn: close the next ring instead' }, 'Failed?')],
   }));
@@ -114,6 +118,8 @@ function render(r) {
       r.customers.length ? table(['', 'id', 'name', 'kind'], customers, { 'data-role': 'customers' }) : el('p', { class: 'muted' }, 'None.')),
     el('div', { class: 'actions' },
       el('button', { onclick: () => clear() }, 'Clear'),
+      r.pipe && can('edit') ? el('button', { 'data-action': 'plan-shutdown', onclick: () => planForm(r.pipe),
+        title: 'A planned shutdown (关阀方案) of this pipe: notify, execute, restore' }, '计划关阀 Plan a shutdown') : null,
       state.failed.length ? el('button', { onclick: () => { state.failed = []; run(state.pipe, []); } }, 'Reset failed valves') : null),
   ], 'shutoff');
 }

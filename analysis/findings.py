@@ -1,0 +1,370 @@
+"""Whole-network findings that persist: stored with a stable key and a status, as in BIM clash tools.
+
+The whole-network scan (:func:`analysis.scan.scan_network`) reports hard clashes, duplicates,
+clearance violations, uncertain pairs (依探测精度无法判定) and pairs no rule covers (无规则).
+:func:`store_findings` keeps them in the twin's ``finding`` table, keyed by kind and the two
+pipe ids (:func:`analysis.pieces.finding_key`), so a finding keeps its status across re-runs
+and edits of the pipes:
+
+======================  =============================================================
+on a re-run             status
+======================  =============================================================
+first found             ``new`` (新发现)
+found again             ``new`` becomes ``active`` (活动); ``reviewed`` (已审核) and
+                        ``approved`` (已批准) stay
+not found any more      ``resolved`` (已解决), by itself
+found again, resolved   ``active`` again
+======================  =============================================================
+
+A user moves a finding between ``active``, ``reviewed`` and ``approved``
+(:func:`set_status`, :data:`TRANSITIONS`; anything else is a :class:`~twin.errors.Conflict`);
+approving a violation or a pair no rule covers needs a reason (``note``). Every change, the
+scan's included, is kept in ``finding_event`` (who, when, from, to, note).
+
+:func:`scan_and_store` is what ``twin analyze scan``, the server's ``network-scan`` process and
+the benchmark run; :func:`list_findings` answers ``twin analyze findings`` and ``GET /findings``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+from analysis.scan import scan_network, truncate_findings
+from twin.errors import Conflict, InputError, NotFound
+from twin.jsonable import plain
+
+__all__ = [
+    "STATUSES", "VERDICTS", "STATUS_LABELS", "VERDICT_LABELS", "TRANSITIONS", "findings_of",
+    "store_findings", "scan_and_store", "list_findings", "get_finding", "set_status",
+]
+
+#: Life cycle of a finding, as in BIM clash tools.
+STATUSES = ("new", "active", "reviewed", "approved", "resolved")
+#: What a stored finding says: fails even at the most favourable positions within survey
+#: tolerance, cannot be judged from the survey, or no rule covers the pair.
+VERDICTS = ("violation", "uncertain", "no_rule")
+STATUS_LABELS = {"new": "新发现", "active": "活动", "reviewed": "已审核", "approved": "已批准",
+                 "resolved": "已解决"}
+VERDICT_LABELS = {"violation": "违规", "uncertain": "无法判定", "no_rule": "无规则", "compliant": "合规"}
+#: The statuses a user may move a finding to, from each status; ``new`` and ``resolved`` are
+#: the scan's to give.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "new": frozenset({"active", "reviewed", "approved"}),
+    "active": frozenset({"reviewed", "approved"}),
+    "reviewed": frozenset({"active", "approved"}),
+    "approved": frozenset({"active", "reviewed"}),
+    "resolved": frozenset(),
+}
+#: Verdicts an approver may only approve with a reason.
+_NEEDS_REASON = frozenset({"violation", "no_rule"})
+
+#: Stored columns of a finding (besides its status and dates), with their Arrow types.
+_COLUMNS: dict[str, pa.DataType] = {
+    "key": pa.string(), "kind": pa.string(), "verdict": pa.string(), "a_id": pa.string(),
+    "b_id": pa.string(), "a_utility": pa.string(), "b_utility": pa.string(),
+    "utility_pair": pa.string(), "a_owner": pa.string(), "b_owner": pa.string(),
+    "owners": pa.string(), "road": pa.string(), "measured_m": pa.float64(),
+    "required_m": pa.float64(), "uncertainty_m": pa.float64(), "rule_id": pa.string(),
+    "x": pa.float64(), "y": pa.float64(), "z": pa.float64(),
+}
+_NUMBER = [c for c, t in _COLUMNS.items() if t == pa.float64()]
+#: What a listing shows of a finding.
+_LISTED = ("key", "kind", "verdict", "status", "a_id", "b_id", "a_utility", "b_utility", "utility_pair",
+           "a_owner", "b_owner", "owners", "road", "measured_m", "required_m", "uncertainty_m", "rule_id",
+           "x", "y", "z", "first_seen", "last_seen", "resolved_at", "status_by", "status_at", "note")
+_STATUS_ORDER = "array_position(ARRAY['new','active','reviewed','approved','resolved'], f.status)"
+_VERDICT_ORDER = "array_position(ARRAY['violation','no_rule','uncertain'], f.verdict)"
+
+
+# ----------------------------------------------------------------------------- from a scan
+
+
+def _finding_dicts(result: Mapping[str, Any]) -> Iterator[dict]:
+    """Every finding dict in a scan result: list entries with a ``key`` and a ``kind``, in any of
+    the result's reports (collision, clearance, and whatever else the scan adds)."""
+    for report in result.values():
+        if not isinstance(report, Mapping):
+            continue
+        for value in report.values():
+            if isinstance(value, list):
+                yield from (f for f in value if isinstance(f, Mapping) and "key" in f and "kind" in f)
+
+
+def findings_of(result: Mapping[str, Any]) -> pd.DataFrame:
+    """The findings of a scan result (``limit=None``) as rows of the ``finding`` table.
+
+    Clashes and violations without a verdict are violations (``no_rule`` kinds: no_rule); a
+    clash's measured clearance is minus its overlap; compliant pairs are not findings; a key
+    listed twice is kept once (its first entry). Column by column: a million-segment scan lists
+    a few hundred thousand.
+    """
+    first: dict[str, Mapping[str, Any]] = {}
+    for f in _finding_dicts(result):
+        first.setdefault(str(f["key"]), f)
+    rows = list(first.values())
+    out = pd.DataFrame({c: [f.get(c) for f in rows] for c in _COLUMNS}, dtype=object)
+    for c in _NUMBER:
+        out[c] = pd.to_numeric(out[c], errors="coerce")
+    overlap = pd.to_numeric(pd.Series([f.get("overlap_m") for f in rows], dtype=object), errors="coerce")
+    out["measured_m"] = out["measured_m"].fillna(-overlap)
+    kind = out["kind"].astype(str)
+    out["verdict"] = out["verdict"].where(out["verdict"].notna() & (out["verdict"] != ""),
+                                          np.where(kind == "no_rule", "no_rule", "violation"))
+    out = out[out["verdict"] != "compliant"].reset_index(drop=True)
+    a, b = out["a_utility"].fillna("").to_numpy(str), out["b_utility"].fillna("").to_numpy(str)
+    first_a = a <= b
+    lo, hi = np.where(first_a, a, b), np.where(first_a, b, a)
+    pair = np.where(lo == "", hi, np.char.add(np.char.add(lo, "-"), hi))
+    out["utility_pair"] = np.where(pair == "", None, pair).astype(object)
+    return out
+
+
+def _copy_in(conn: sa.Connection, table: str, frame: pd.DataFrame) -> None:
+    """COPY a frame into a (temporary) table as CSV written by Arrow."""
+    arrays = [pa.array(frame[c].to_numpy(dtype=object), type=t, from_pandas=True) for c, t in _COLUMNS.items()]
+    buf = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_arrays(arrays, names=list(_COLUMNS)), buf,
+                    write_options=pacsv.WriteOptions(include_header=False))
+    with conn.connection.driver_connection.cursor() as cur:
+        with cur.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buf.getbuffer())
+
+
+_UPSERT = f"""
+INSERT INTO finding ({', '.join(_COLUMNS)}, status, status_by)
+SELECT {', '.join(_COLUMNS)}, 'new', :u FROM finding_run
+ON CONFLICT (key) DO UPDATE SET
+    {', '.join(f'{c} = EXCLUDED.{c}' for c in _COLUMNS if c != 'key')},
+    last_seen = now(), resolved_at = NULL,
+    status = CASE WHEN finding.status IN ('new', 'resolved') THEN 'active' ELSE finding.status END,
+    status_by = CASE WHEN finding.status IN ('new', 'resolved') THEN :u ELSE finding.status_by END,
+    status_at = CASE WHEN finding.status IN ('new', 'resolved') THEN now() ELSE finding.status_at END
+"""
+
+_CHANGES = """
+CREATE TEMPORARY TABLE finding_change ON COMMIT DROP AS
+SELECT r.key, f.status AS from_status,
+       CASE WHEN f.key IS NULL THEN 'new' ELSE 'active' END AS to_status
+FROM finding_run r LEFT JOIN finding f USING (key)
+WHERE f.key IS NULL OR f.status IN ('new', 'resolved')
+UNION ALL
+SELECT f.key, f.status, 'resolved' FROM finding f
+WHERE f.status <> 'resolved' AND NOT EXISTS (SELECT 1 FROM finding_run r WHERE r.key = f.key)
+"""
+
+
+def store_findings(engine: sa.Engine | sa.Connection, result: Mapping[str, Any], *, user: str) -> dict:
+    """Store a scan's findings (the result of ``scan_network(..., limit=None)``) in one transaction.
+
+    New keys come in ``new``; ``new`` and ``resolved`` ones found again become ``active``;
+    reviewed and approved ones keep their status; open findings the scan no longer reports
+    become ``resolved``. Every status change is written to ``finding_event`` under ``user``.
+    Returns the counts: ``found``, ``new``, ``active_again`` (new or resolved ones seen
+    again), ``resolved`` and ``open`` (not resolved, after the run).
+    """
+    frame = findings_of(result)
+    if isinstance(engine, sa.Connection):
+        return _store(engine, frame, user)
+    with engine.begin() as conn:
+        return _store(conn, frame, user)
+
+
+def _store(conn: sa.Connection, frame: pd.DataFrame, user: str) -> dict:
+    conn.execute(sa.text("CREATE TEMPORARY TABLE finding_run (LIKE finding INCLUDING DEFAULTS) ON COMMIT DROP"))
+    _copy_in(conn, "finding_run", frame)
+    conn.execute(sa.text("ANALYZE finding_run"))
+    conn.execute(sa.text(_CHANGES))
+    conn.execute(sa.text(_UPSERT), {"u": user})
+    conn.execute(sa.text(
+        "UPDATE finding f SET status = 'resolved', resolved_at = now(), status_by = :u, status_at = now() "
+        "FROM finding_change c WHERE c.key = f.key AND c.to_status = 'resolved'"), {"u": user})
+    conn.execute(sa.text(
+        "INSERT INTO finding_event (key, user_name, from_status, to_status, note) "
+        "SELECT key, :u, from_status, to_status, 'scan' FROM finding_change"), {"u": user})
+    changed = dict(conn.execute(sa.text(
+        "SELECT to_status, count(*) FROM finding_change GROUP BY to_status")).all())
+    open_ = conn.execute(sa.text("SELECT count(*) FROM finding WHERE status <> 'resolved'")).scalar()
+    conn.execute(sa.text("DROP TABLE finding_change, finding_run"))
+    return {"found": int(len(frame)), "new": int(changed.get("new", 0)),
+            "active_again": int(changed.get("active", 0)), "resolved": int(changed.get("resolved", 0)),
+            "open": int(open_)}
+
+
+def scan_and_store(
+    engine: sa.Engine,
+    *,
+    user: str,
+    store: bool = True,
+    limit: int | None = None,
+    **scan: Any,
+) -> dict:
+    """The whole-network scan (:func:`analysis.scan.scan_network`, ``scan`` its keyword
+    arguments) with every finding stored (``store=True``); the result lists the first ``limit``
+    findings of each kind and carries ``findings`` (what :func:`store_findings` counted, or
+    ``None`` with ``store=False``).
+    """
+    result = scan_network(engine, limit=None, **scan)
+    stored = store_findings(engine, result, user=user) if store else None
+    for report in result.values():
+        if isinstance(report, dict):
+            cut = False
+            for name, value in list(report.items()):
+                if isinstance(value, list) and value and isinstance(value[0], dict) and "key" in value[0]:
+                    cut = truncate_findings(report, name, limit)["truncated"] or cut
+            if "truncated" in report:
+                report["truncated"] = cut
+    return {**result, "findings": stored}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _pair(text: str, what: str) -> list[str]:
+    """``JS-RQ`` or ``JS/RQ`` (utilities), ``owner A/owner B`` (owners) -> both; one name -> [it]."""
+    parts = [p.strip() for p in re.split(r"[-/]" if what == "utility" else "/", text) if p.strip()]
+    if not 1 <= len(parts) <= 2:
+        raise InputError(f"{what} pair {text!r}: give one {what} or two, as "
+                         + ("JS-RQ" if what == "utility" else "owner A/owner B"))
+    return parts
+
+
+def _filters(status: Iterable[str] | None, verdict: Iterable[str] | None, road: str | None,
+             utility_pair: str | None, owner_pair: str | None) -> tuple[str, dict]:
+    """The WHERE clause of a listing and its parameters; unknown statuses or verdicts are input errors."""
+    where, params = ["TRUE"], {}
+    for name, values, allowed in (("status", status, STATUSES), ("verdict", verdict, VERDICTS)):
+        wanted = [v for v in (values or []) if v]
+        bad = [v for v in wanted if v not in allowed]
+        if bad:
+            raise InputError(f"{name} {bad[0]!r} is not one of {', '.join(allowed)}")
+        if wanted:
+            where.append(f"f.{name} = ANY(:{name})")
+            params[name] = wanted
+    if road:
+        where.append("(f.road = :road OR :road = ANY(string_to_array(f.road, ' / ')))")
+        params["road"] = road
+    if utility_pair:
+        u = [p.upper() for p in _pair(utility_pair, "utility")]
+        params.update(u1=u[0], u2=u[-1])
+        where.append("((f.a_utility = :u1 AND f.b_utility = :u2) OR (f.a_utility = :u2 AND f.b_utility = :u1))"
+                     if len(u) == 2 else "(f.a_utility = :u1 OR f.b_utility = :u1)")
+    if owner_pair:
+        o = _pair(owner_pair, "owner")
+        params.update(o1=o[0], o2=o[-1])
+        where.append("((f.a_owner = :o1 AND f.b_owner = :o2) OR (f.a_owner = :o2 AND f.b_owner = :o1))"
+                     if len(o) == 2 else "(f.a_owner = :o1 OR f.b_owner = :o1)")
+    return " AND ".join(where), params
+
+
+def _row(r: Mapping[str, Any]) -> dict:
+    d = plain({c: r[c] for c in _LISTED})
+    d["status_label"] = STATUS_LABELS.get(d["status"], d["status"])
+    d["verdict_label"] = VERDICT_LABELS.get(d["verdict"], d["verdict"])
+    return d
+
+
+def list_findings(
+    engine: sa.Engine,
+    *,
+    status: Iterable[str] | None = None,
+    verdict: Iterable[str] | None = None,
+    road: str | None = None,
+    utility_pair: str | None = None,
+    owner_pair: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> dict:
+    """Stored findings matching the filters, open ones first, violations before the rest.
+
+    ``road`` matches a finding on that road or across it; ``utility_pair`` is ``JS-RQ`` (either
+    order) or one utility; ``owner_pair`` is ``owner A/owner B`` or one owner. Returns
+    ``findings`` (``limit`` from ``offset``), ``numberMatched``, ``numberReturned`` and the
+    matched findings' ``counts`` by status and by verdict.
+    """
+    if limit < 0 or offset < 0:
+        raise InputError("limit and offset must not be negative")
+    where, params = _filters(status, verdict, road, utility_pair, owner_pair)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            f"SELECT {', '.join('f.' + c for c in _LISTED)} FROM finding f WHERE {where} "
+            f"ORDER BY {_STATUS_ORDER}, {_VERDICT_ORDER}, f.measured_m - f.required_m, f.key "
+            "LIMIT :limit OFFSET :offset"), {**params, "limit": limit, "offset": offset}).mappings().all()
+        counts = conn.execute(sa.text(
+            f"SELECT f.status, f.verdict, count(*) AS n FROM finding f WHERE {where} GROUP BY 1, 2"),
+            params).all()
+    by_status = {s: 0 for s in STATUSES}
+    by_verdict = {v: 0 for v in VERDICTS}
+    for s, v, n in counts:
+        by_status[s] = by_status.get(s, 0) + n
+        by_verdict[v] = by_verdict.get(v, 0) + n
+    return {"findings": [_row(r) for r in rows], "numberMatched": sum(by_status.values()),
+            "numberReturned": len(rows), "counts": {"status": by_status, "verdict": by_verdict}}
+
+
+def get_finding(engine: sa.Engine | sa.Connection, key: str) -> dict:
+    """One stored finding and its ``history`` (who moved it, when, from, to, note)."""
+    if isinstance(engine, sa.Engine):
+        with engine.connect() as conn:
+            return get_finding(conn, key)
+    row = engine.execute(sa.text(f"SELECT {', '.join('f.' + c for c in _LISTED)} FROM finding f "
+                                 "WHERE f.key = :k"), {"k": key}).mappings().first()
+    if row is None:
+        raise NotFound(f"no finding {key!r}")
+    history = engine.execute(sa.text(
+        "SELECT at, user_name, from_status, to_status, note FROM finding_event WHERE key = :k ORDER BY at, id"),
+        {"k": key}).mappings().all()
+    return {**_row(row), "history": [plain(dict(h)) for h in history]}
+
+
+# ----------------------------------------------------------------------------- deciding
+
+
+def set_status(
+    engine: sa.Engine,
+    key: str,
+    status: str,
+    *,
+    user: str,
+    note: str | None = None,
+    before_commit: Callable[[sa.Connection, dict], None] | None = None,
+) -> dict:
+    """Move a finding to ``status`` (see :data:`TRANSITIONS`), kept in its history with ``note``.
+
+    A status the finding cannot move to is a :class:`Conflict`; approving a violation or a pair
+    no rule covers needs a ``note`` (the reason). ``before_commit(conn, finding)`` runs on the
+    same connection before the commit (the API writes its audit entry there). Returns the
+    finding as :func:`get_finding` gives it.
+    """
+    if status not in STATUSES:
+        raise InputError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    note = (note or "").strip() or None
+    with engine.begin() as conn:
+        row = conn.execute(sa.text("SELECT status, verdict FROM finding WHERE key = :k FOR UPDATE"),
+                           {"k": key}).first()
+        if row is None:
+            raise NotFound(f"no finding {key!r}")
+        current, verdict = row
+        if status not in TRANSITIONS[current]:
+            allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (the scan resolves and reopens it)"
+            raise Conflict(f"finding {key} is {current} ({STATUS_LABELS[current]}); it may move to: {allowed}")
+        if status == "approved" and verdict in _NEEDS_REASON and not note:
+            raise InputError(f"approving a finding judged {verdict} ({VERDICT_LABELS[verdict]}) needs a reason "
+                             "(note)")
+        conn.execute(sa.text("UPDATE finding SET status = :s, status_by = :u, status_at = now(), note = :n "
+                             "WHERE key = :k"), {"s": status, "u": user, "n": note, "k": key})
+        conn.execute(sa.text("INSERT INTO finding_event (key, user_name, from_status, to_status, note) "
+                             "VALUES (:k, :u, :f, :s, :n)"),
+                     {"k": key, "u": user, "f": current, "s": status, "n": note})
+        finding = get_finding(conn, key)
+        if before_commit is not None:
+            before_commit(conn, finding)
+    return finding

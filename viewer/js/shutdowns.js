@@ -1,0 +1,154 @@
+// Planned shutdowns (关阀方案): the list, a record's state buttons (计划 → 已通知 → 执行中 →
+// 已恢复, or 已取消), the crew's valve checklist (已关闭 closed / 失败 failed, buttons big enough
+// for a phone), the customers to notify (critical first, CSV), hydrants out of service and the
+// conflicts with other shutdowns. A failed valve recomputes the ring on the server at once.
+// The record and its state machine are the server's (analysis/shutdown.py); this only shows them.
+
+import { can, enc, getJSON, postJSON, request } from './api.js';
+import { $, busy, el, guard, section, showPanel, table, text, toast } from './ui.js';
+import { clearMarks, setMarks } from './tools.js';
+
+export const STATUS_ZH = { planned: '计划', notified: '已通知', executing: '执行中', restored: '已恢复', cancelled: '已取消' };
+const VALVE_ZH = { pending: '待关 pending', closed: '已关闭 closed', failed: '失败 failed' };
+// The moves each status allows (the server checks them again: 409 otherwise).
+const MOVES = { planned: ['notify', 'cancel'], notified: ['execute', 'cancel'], executing: ['restore', 'cancel'] };
+const MOVE_LABEL = { notify: '已通知 Notified', execute: '执行 Execute', restore: '恢复供水 Restore', cancel: '取消 Cancel' };
+const COLOURS = { isolated: '#ff2d2d', outage: '#ff9f1a', pending: '#ffe14d', closed: '#00e0ff', failed: '#8a2be2' };
+const BIG = { minHeight: '44px', minWidth: '64px' }; // a thumb on a phone
+
+const state = { list: [], record: null };
+
+function when(t) {
+  return t ? new Date(t).toLocaleString() : '–';
+}
+
+/** The list of shutdowns, soonest first; a row opens its record. */
+export async function openList() {
+  showPanel('关阀方案 Shutdowns', busy('Reading the shutdowns…'), 'shutdowns');
+  return guard('Shutdowns', async () => {
+    state.list = (await getJSON('/shutdowns')).shutdowns;
+    const rows = state.list.map((s) => ({
+      attrs: { dataset: { shutdown: String(s.id) }, onclick: () => open(s.id), style: { cursor: 'pointer' } },
+      cells: [String(s.id), el('span', { class: 'badge', 'data-status': s.status }, STATUS_ZH[s.status]), s.pipe,
+        when(s.planned_start), String(s.customer_count), s.critical_count ? el('b', {}, String(s.critical_count)) : '0'],
+    }));
+    showPanel('关阀方案 Shutdowns', [
+      state.list.length ? table(['#', '状态 status', '管段 pipe', '开始 start', '用户 customers', '重要 critical'], rows,
+        { 'data-role': 'shutdown-list' }) : el('p', { class: 'muted' }, '没有关阀方案 No shutdowns yet: plan one from the Shutoff tool.'),
+    ], 'shutdowns');
+    return state.list;
+  });
+}
+
+/** One shutdown's record. */
+export async function open(id) {
+  return guard('Shutdown', async () => show(await getJSON(`/shutdowns/${id}`)));
+}
+
+function valveRows(r) {
+  const crew = r.status === 'executing' && can('edit');
+  return r.valves.map((v) => ({
+    attrs: { dataset: { valve: v.id, state: v.state }, class: v.needed ? '' : 'muted' },
+    cells: [String(v.order), v.id, VALVE_ZH[v.state] + (v.needed ? '' : ' (不需要 not needed)'),
+      v.likely_to_fail ? el('span', { class: 'badge danger', title: v.likely_reason || '' }, '易失效 likely to fail') : '',
+      v.added_for ? `for ${v.added_for}` : '',
+      crew && v.needed && v.state === 'pending' ? el('span', {},
+        el('button', { class: 'primary', 'data-action': 'closed', style: BIG, onclick: () => mark(r.id, v.id, 'closed') }, '已关闭'),
+        ' ',
+        el('button', { 'data-action': 'failed', style: BIG, onclick: () => mark(r.id, v.id, 'failed') }, '失败')) : ''],
+  }));
+}
+
+function conflictList(r) {
+  return el('ul', { 'data-role': 'conflicts' }, r.conflicts.map((c) => el('li', { class: 'critical' },
+    `与 #${c.shutdown} 冲突 conflicts with #${c.shutdown} (${c.kinds.join(', ')}): ` +
+    `多停 ${c.extra_customers.length} extra customers (${c.extra_critical_customers.length} critical), ` +
+    `${c.extra_pipes.length} extra pipes; shared ${c.shared_pipes.length} pipes, ${c.shared_valves.length} valves`)));
+}
+
+function show(r) {
+  state.record = r;
+  const moves = can('edit') ? (MOVES[r.status] || []) : [];
+  const customers = r.customers.map((c) => ({
+    attrs: { class: c.critical ? 'critical' : '', dataset: { customer: c.id } },
+    cells: [c.critical ? el('span', { class: 'badge danger' }, '重要 critical') : '', c.id, text(c.name), text(c.kind)],
+  }));
+  showPanel(`关阀方案 #${r.id} ${STATUS_ZH[r.status]}`, [
+    el('p', { 'data-role': 'shutdown-summary', 'data-status': r.status },
+      `${STATUS_ZH[r.status]} ${r.status}: pipe ${r.pipe}; planned ${when(r.planned_start)} – ${when(r.planned_end)}` +
+      (r.actual_start ? `; started ${when(r.actual_start)}` : '') + (r.actual_end ? `; ended ${when(r.actual_end)}` : '') +
+      (r.reason ? `; ${r.reason}` : '') + `. ${r.customer_count} customers, ${r.critical_count} critical, ` +
+      `${r.hydrant_count} hydrants out of service.`),
+    moves.length ? el('div', { class: 'actions', 'data-role': 'shutdown-moves' }, moves.map((m) =>
+      el('button', { 'data-move': m, style: BIG, onclick: () => move(r.id, m) }, MOVE_LABEL[m]))) : null,
+    r.conflicts && r.conflicts.length ? section(`冲突 Conflicts (${r.conflicts.length})`, conflictList(r)) : null,
+    section('关阀清单 Valves to close', table(['#', 'valve', '状态 state', '', '', ''], valveRows(r), { 'data-role': 'valve-checklist' })),
+    r.hydrants.length ? section(`消火栓停用 Hydrants out of service (${r.hydrants.length})`,
+      el('ul', { 'data-role': 'hydrants' }, r.hydrants.map((h) => el('li', {}, h.id)))) : null,
+    section(`通知用户 Customers to notify (${r.customers.length})`,
+      r.customers.length ? table(['', 'id', 'name', 'kind'], customers, { 'data-role': 'shutdown-customers' }) : el('p', { class: 'muted' }, 'None.'),
+      el('button', { class: 'small', onclick: () => downloadCsv(r.id) }, 'CSV')),
+    section('记录 History', el('ul', { class: 'notes' }, r.events.map((e) =>
+      el('li', {}, `${when(e.at)} ${e.by}: ${e.action}${e.valve_id ? ' ' + e.valve_id : ''}${e.note ? ' – ' + e.note : ''}`)))),
+    el('div', { class: 'actions' }, el('button', { onclick: () => openList() }, '← 全部 All shutdowns')),
+  ], 'shutdowns');
+  const marks = [...r.outage_pipes.map((p) => [p, COLOURS.outage]), ...r.isolated_pipes.map((p) => [p, COLOURS.isolated]),
+    ...r.valves.filter((v) => v.node).map((v) => [v.node, COLOURS[v.state]])];
+  if (marks.length) setMarks(marks); else clearMarks();
+  return r;
+}
+
+async function move(id, m) {
+  return guard('Shutdown', async () => show(await postJSON(`/shutdowns/${id}/${m}`, {})));
+}
+
+async function mark(id, valve, valveState) {
+  return guard('Valve', async () => {
+    const r = show(await postJSON(`/shutdowns/${id}/valves/${enc(valve)}`, { state: valveState }));
+    if (valveState === 'failed') toast(`${valve} 失败: the next ring is added to the checklist`, 'info');
+    return r;
+  });
+}
+
+async function downloadCsv(id) {
+  return guard('Customers CSV', async () => {
+    const blob = await (await request(`/shutdowns/${id}/customers.csv`)).blob();
+    const a = el('a', { href: URL.createObjectURL(blob), download: `shutdown-${id}-customers.csv` });
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  });
+}
+
+/** A shutdown of `pipe` planned from the Shutoff tool: forecast start and end, reason. */
+export function planForm(pipe) {
+  const start = el('input', { type: 'datetime-local', name: 'start', required: true });
+  const end = el('input', { type: 'datetime-local', name: 'end', required: true });
+  const reason = el('input', { type: 'text', name: 'reason', maxlength: 200, placeholder: '原因 reason' });
+  const form = el('form', { 'data-role': 'shutdown-plan', onsubmit: (e) => {
+    e.preventDefault();
+    plan({ pipe, start: new Date(start.value).toISOString(), end: new Date(end.value).toISOString(),
+      reason: reason.value || null });
+  } },
+  el('label', {}, '开始 start ', start), el('label', {}, ' 结束 end ', end), el('label', {}, ' ', reason),
+  el('button', { type: 'submit', class: 'primary', style: BIG }, '计划关阀 Plan'));
+  showPanel(`计划关阀 Plan a shutdown of ${pipe}`, [form], 'shutdowns');
+  return form;
+}
+
+/** Plan a shutdown ({pipe, start, end, reason}) and show its record, with its conflicts. */
+export async function plan(body) {
+  return guard('Plan a shutdown', async () => {
+    const r = show(await postJSON('/shutdowns', body));
+    if (r.conflicts.length) toast(`冲突 ${r.conflicts.length} conflict(s) with other shutdowns`, 'error');
+    return r;
+  });
+}
+
+export function init() {
+  const b = $('#shutdowns-toggle');
+  if (b) b.addEventListener('click', () => openList());
+}
+
+export function shutdownsState() {
+  return state;
+}
