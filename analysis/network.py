@@ -82,9 +82,15 @@ _NEAR_PARTS = "(SELECT ST_Subdivide((ST_Dump(ST_SetSRID(ST_GeomFromWKB(:near), :
 
 
 def near_ids_sql(table: str) -> str:
-    """SQL condition: the row's id is of a ``table`` row within ``:distance`` m of ``:near``."""
-    return (f"id IN (SELECT t.id FROM {table} t JOIN {_NEAR_PARTS} p "
-            "ON ST_DWithin(t.geom, p.g, :distance))")
+    """SQL condition: the row's id is of a ``table`` row within ``:distance`` m of ``:near``.
+
+    ``id = ANY(ARRAY(...))`` rather than ``id IN (...)``: the planner guesses a thousand rows
+    for each set-returning call of :data:`_NEAR_PARTS`, so with ``IN`` it hashed the parts and
+    scanned the whole table (0.4-0.65 s at a million pipes); an array from an InitPlan is
+    looked up through the primary key (1-5 ms).
+    """
+    return (f"id = ANY(ARRAY(SELECT t.id FROM {table} t JOIN {_NEAR_PARTS} p "
+            "ON ST_DWithin(t.geom, p.g, :distance)))")
 
 
 def load_network(
