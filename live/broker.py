@@ -195,6 +195,7 @@ class Broker:
             f"pid_file {self.pid_file}\n"
             f"log_dest file {self.log_file}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            "log_type subscribe\n"  # who subscribed to what: rare, and what an operator asks
             "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
         )
 

@@ -57,6 +57,7 @@ from live.broker import broker_url, local_broker, mqtt_target
 from live.events import notify, notify_readings
 from live.readings import (
     TOPIC,
+    TOPIC_PREFIX,
     drop_old_partitions,
     ensure_partitions,
     parse_messages,
@@ -72,6 +73,9 @@ __all__ = ["Subscriber", "configured", "mqtt_client", "SHARED_GROUP"]
 log = logging.getLogger(__name__)
 
 SHARED_GROUP = "pipetwin"
+
+#: Least seconds between two reloads of the sensors for readings of unknown sensors.
+RULES_RELOAD_S = 0.25
 
 
 def configured(settings: TwinSettings) -> bool:
@@ -237,6 +241,20 @@ class Subscriber:
                 self._rules = sensor_rules(conn)
             self._rules_at = now
 
+    def _rules_for(self, topics: list[str], arrived: float) -> None:
+        """Reload the sensors when a reading names one not known and the rules were read before
+        it arrived (a sensor registered a moment ago must not lose its first readings). Reloads
+        are at least :data:`RULES_RELOAD_S` apart: a flood of unknown ids waits, it does not
+        query the database per batch."""
+        if not any(t.startswith(TOPIC_PREFIX) and t[len(TOPIC_PREFIX):] not in self._rules for t in topics):
+            return
+        if self._rules_at > arrived:
+            return  # read after these arrived: the unknown ids are unknown
+        pause = self._rules_at + RULES_RELOAD_S - time.monotonic()
+        if pause > 0:
+            self._stop.wait(pause)
+        self._load_rules(force=True)
+
     def _take(self, wait: bool = True) -> list[tuple]:
         """Messages of one batch: wait for the first, then gather for ``batch_s``; or, without
         ``wait``, what has arrived."""
@@ -267,6 +285,7 @@ class Subscriber:
         """Store one batch of ``(link, generation, message)``, then acknowledge it; a batch that
         fails (database down) is tried again until it is stored or the subscriber stops."""
         messages = []
+        arrived = min(getattr(msg, "timestamp", 0.0) for _l, _g, msg in items)
         for _link, _gen, msg in items:
             try:
                 topic = msg.topic
@@ -275,7 +294,7 @@ class Subscriber:
             messages.append((topic, msg.payload))
         while True:
             try:
-                self.store(messages)
+                self.store(messages, arrived=arrived)
                 break
             except Exception:  # the database may be down: keep the batch, try again
                 self.stats["batch_errors"] += 1
@@ -286,10 +305,10 @@ class Subscriber:
             if msg.qos and generation == link.generation:
                 link.client.ack(msg.mid, msg.qos)
 
-    def store(self, items: list[tuple]) -> None:
-        """Parse, store and check one batch of ``(topic, payload, ...)`` messages."""
-        if any(t.startswith("pipetwin/readings/") and t[18:] not in self._rules for t, *_ in items):
-            self._load_rules()
+    def store(self, items: list[tuple], arrived: float | None = None) -> None:
+        """Parse, store and check one batch of ``(topic, payload, ...)`` messages that arrived
+        (``time.monotonic()``) no earlier than ``arrived`` (default: now)."""
+        self._rules_for([t for t, *_ in items], time.monotonic() if arrived is None else arrived)
         batch = parse_messages(((t, p) for t, p, *_ in items), self._rules,
                                retention_days=self.settings.readings_retention_days)
         self._count_invalid(batch)

@@ -171,16 +171,19 @@ def publish(broker: Broker, sensor: str, value: float, t: dt.datetime | None = N
         client.disconnect()
 
 
-def wait_subscribed(live: Live, timeout: float = 15.0) -> None:
-    """Until the server's subscriber holds its session (it connects in the background)."""
+def wait_subscribed(live: Live, timeout: float = 30.0) -> None:
+    """Until the server's subscriber has subscribed (it connects in the background; the broker
+    logs each subscription as ``<client id> <qos> <topic>``)."""
     target = mqtt_target(live.broker.url)
     deadline = time.monotonic() + timeout
-    client_id = f"pipetwin-{live.settings.db_schema}"
+    subscribed = f"pipetwin-{live.settings.db_schema} 1 pipetwin/readings/+"
     while time.monotonic() < deadline:
-        if client_id in live.broker.log_file.read_text(errors="replace"):
+        if subscribed in live.broker.log_file.read_text(errors="replace"):
             return
         time.sleep(0.1)
-    raise AssertionError(f"the subscriber did not connect to {target.host}:{target.port}")
+    raise AssertionError(f"the subscriber did not subscribe at {target.host}:{target.port}: "
+                         f"{live.broker.log_file.read_text(errors='replace')[-1500:]}\n"
+                         f"server: {live.server.log.read_text(errors='replace')[-1500:]}")
 
 
 # -- sign-in and roles -------------------------------------------------------------------------------

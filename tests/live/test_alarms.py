@@ -120,6 +120,17 @@ def easting_of(point: str) -> float:
     return 410000.0 + 50.0 * (int(point[1:]) - 1)
 
 
+# -- a sensor registered a moment ago -----------------------------------------------------------
+def test_first_readings_of_a_sensor_registered_a_moment_ago_are_kept(twin, twin_settings):
+    sub = Subscriber(twin_settings, twin)
+    feed(sub, "NEW", [0.30])  # not registered: counted, not stored; the sensors are read now
+    assert sub.stats["invalid_unknown_sensor"] == 1
+    add_sensors(twin, pressure(("NEW", "W4")), WHO)
+    feed(sub, "NEW", [0.31, 0.32], start=T0 + dt.timedelta(seconds=5))  # at once, not 2 s later
+    assert sub.stats["stored"] == 2
+    assert series(twin, "NEW", since=T0)["v"] == [0.31, 0.32]
+
+
 # -- alarms: life cycle, stale, no duplicates -------------------------------------------------------
 def test_alarm_life_cycle_is_audited_and_one_per_cause(twin, twin_settings):
     add_sensors(twin, pressure(("P1", "W4")), WHO)
