@@ -49,7 +49,7 @@ db: venv
 	$(BIN)/twin db upgrade
 
 lint: venv
-	$(BIN)/ruff check twin ingest analysis tiles exchange live api tests bench
+	$(BIN)/ruff check twin ingest analysis tiles exchange live documents api tests bench
 
 bench: setup
 	$(BIN)/python bench/ingest.py

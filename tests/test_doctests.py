@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("twin", "ingest", "analysis", "tiles", "exchange", "live", "api")
+PACKAGES = ("twin", "ingest", "analysis", "tiles", "exchange", "live", "documents", "api")
 NOT_IMPORTED = ("twin.migrations", "api.main")
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

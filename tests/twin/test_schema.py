@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from twin.schema import CATALOGUE, KINDS, columns, edit_types, names
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("twin", "ingest", "analysis", "tiles", "exchange", "live", "api")
+PACKAGES = ("twin", "ingest", "analysis", "tiles", "exchange", "live", "documents", "api")
 #: Columns of the tables that are geometry or bookkeeping, not a feature's content.
 BOOKKEEPING = {"geom", "attrs", "batch_id", "retired_at", "retired_reason"}
 #: Proposal table columns that are the workflow's own records, not properties.
