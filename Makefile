@@ -21,7 +21,7 @@ demo: setup
 	$(BIN)/twin serve
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 setup: system venv node db
 

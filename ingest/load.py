@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from ingest.prepare import Prepared
 from ingest.report import Report
 from twin.schema import KINDS, sql_columns
+from twin.store import INGEST_LOCK
 
 __all__ = ["apply_batch", "TABLES", "ewkb_points", "ewkb_lines"]
 
@@ -161,7 +162,7 @@ def apply_batch(
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
         # One import at a time: concurrent batches touching the same ids would race.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twin.ingest'))"))
+        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({INGEST_LOCK})"))
         batch_id = conn.execute(
             sa.text("INSERT INTO batch (kind, scope, created_by, files, status) "
                     "VALUES (:k, :s, :u, CAST(:f AS jsonb), 'applied') RETURNING id"),

@@ -128,7 +128,7 @@ def ensure_partitions(conn: sa.Connection, days: Iterable[dt.date], known: set[s
     present = set(partitions(conn))
     missing = [d for d in wanted if _partition(d) not in present]
     if missing:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twin.live.partitions'))"))
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twin.live.partitions.' || current_schema()))"))
         present = set(partitions(conn))
         for d in missing:
             if _partition(d) not in present:
@@ -152,7 +152,7 @@ def drop_old_partitions(engine: sa.Engine, retention_days: int, *, now: dt.datet
     oldest_kept = today - dt.timedelta(days=retention_days)
     dropped = []
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twin.live.partitions'))"))
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twin.live.partitions.' || current_schema()))"))
         for name in partitions(conn):
             try:
                 day = dt.datetime.strptime(name.removeprefix("reading_p"), "%Y%m%d").date()

@@ -145,11 +145,16 @@ class Edit:
         })  # type: ignore[return-value]
 
 
+#: The advisory lock of a twin's writes: imports take it exclusively, edits shared. Keyed by the
+#: twin's schema: advisory locks are database-wide, and one twin's import must not stall another's.
+INGEST_LOCK = "hashtext('twin.ingest.' || current_schema())"
+
+
 def begin_edit(conn: sa.Connection, user: str, op: str) -> Edit:
     """Open an edit: wait out any running import, then record its batch (kind ``edit``)."""
     check_text(user, "the user name", max_length=200)
     # Imports hold this lock exclusively; edits share it, so they wait only for imports.
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(hashtext('twin.ingest'))"))
+    conn.execute(sa.text(f"SELECT pg_advisory_xact_lock_shared({INGEST_LOCK})"))
     batch_id = conn.execute(
         sa.text("INSERT INTO batch (kind, scope, created_by, status, report) "
                 "VALUES ('edit', 'edit', :u, 'applied', CAST(:r AS jsonb)) RETURNING id"),
