@@ -86,6 +86,7 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
         app.state.work_limits = WorkLimits.from_settings(settings)
         app.state.viewer_cache = viewer_api.ViewerCache()
         app.state.tile_refresh = tiles.TileRefresh()
+        app.state.tileset_owner = tiles.TilesetOwner()
         app.state.live_hub = LiveHub(engine, settings.db_schema)
         app.state.subscriber = SubscriberHost(settings, engine).start()  # MQTT readings, if a broker
         failed = app.state.jobs.recover()

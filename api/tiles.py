@@ -18,6 +18,7 @@ done, so a burst of edits costs two builds, not one per edit.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -34,11 +35,12 @@ from fastapi.responses import JSONResponse, Response
 from api.audit import audit_now
 from api.auth import User, allow
 from api.jobs import JobResult, Progress, base_url, job_status
-from tiles.build import NetworkChanged, build_tileset, tiles_dir
-from twin.errors import NotFound
+from tiles.build import MANIFEST, NetworkChanged, build_tileset, tiles_dir
+from twin.db import twin_id
+from twin.errors import Conflict, NotFound
 from twin.settings import TwinSettings
 
-__all__ = ["router", "schedule_refresh", "TileRefresh", "MEDIA_TYPES", "CACHE_CONTROL"]
+__all__ = ["router", "schedule_refresh", "TileRefresh", "TilesetOwner", "MEDIA_TYPES", "CACHE_CONTROL"]
 
 log = logging.getLogger("pipetwin.tiles")
 
@@ -109,6 +111,7 @@ def tile_file(
     root = tiles_dir(request.app.state.settings)
     if not (root / "tileset.json").is_file():
         raise NotFound(_NO_TILESET)
+    _refuse_another_twins(request, root, user)
     target = _resolve(root, path)
     # The validator and the bytes come from one open file: a build replacing it meanwhile
     # (os.replace) cannot pair a new ETag with old content, or a length with other bytes.
@@ -130,6 +133,51 @@ def tile_file(
     except OSError:
         raise NotFound(f"no tile file {path[:300]!r} in the tileset") from None
     return Response(content, media_type=MEDIA_TYPES[target.suffix.lower()], headers=headers)
+
+
+class TilesetOwner:
+    """Per process: this twin's id, and the id the tileset folder's manifest names (read again
+    only when the manifest file changes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.twin: str | None = None
+        self.manifest_key: tuple[int, int] | None = None
+        self.tileset_twin: str | None = None
+
+
+def _refuse_another_twins(request: Request, root: Path, user: User) -> None:
+    """A tileset built from another twin (another database or schema with the same data folder),
+    or by a PipeTwin that did not stamp it, is not served as this twin's: 409, and a rebuild
+    starts (the build sees the stamp differ and builds every tile anew)."""
+    owner: TilesetOwner = request.app.state.tileset_owner
+    try:
+        st = (root / MANIFEST).stat()
+        key = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    with owner.lock:
+        if owner.twin is None:
+            owner.twin = twin_id(request.app.state.engine)
+        if key != owner.manifest_key:
+            owner.tileset_twin = _manifest_twin(root) if key else None
+            owner.manifest_key = key
+        mine, theirs = owner.twin, owner.tileset_twin
+    if theirs == mine:
+        return
+    job = schedule_refresh(request.app, user)
+    raise Conflict(
+        f"三维瓦片集不属于此孪生库 the tileset in {root} was built from "
+        + (f"another twin ({theirs})" if theirs else "an unknown twin (no stamp)")
+        + f", not this one ({mine}); it is being rebuilt"
+        + (f" (job {job})" if job else ": run twin tiles build --full"))
+
+
+def _manifest_twin(root: Path) -> str | None:
+    try:
+        return json.loads((root / MANIFEST).read_text(encoding="utf-8")).get("twin")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 # ----------------------------------------------------------------------------- building

@@ -38,7 +38,7 @@ from api.auth import User, allow
 from api.limits import work_limits
 from api.processes import Finite, ProposalDocument, geojson
 from twin.crs import transformer
-from twin.db import change_mark, twin_srid
+from twin.db import change_mark, twin_id, twin_srid
 from twin.errors import InputError, NotFound
 
 __all__ = ["router", "ViewerCache"]
@@ -91,7 +91,9 @@ def _frame(conn: sa.Connection, settings) -> dict:
     crs = _crs(conn)
     ext = _extent(conn)
     out: dict = {"crs": crs, "geoid_offset_m": settings.geoid_offset_m, "vertical_datum": settings.vertical_datum,
-                 "bbox": None, "ground_z": None}
+                 "bbox": None, "ground_z": None,
+                 # the tileset's stamp (tileset.json extras.pipetwin) is compared with these
+                 "twin": twin_id(conn), "changes": change_mark(conn)}
     if ext is None:
         return out
     x0, y0, x1, y1 = ext
@@ -106,7 +108,8 @@ def _frame(conn: sa.Connection, settings) -> dict:
     return out
 
 
-@router.get("/frame", summary="The twin's CRS, geoid offset and the live network's extent (CRS84)")
+@router.get("/frame", summary="The twin's CRS, geoid offset, the live network's extent (CRS84), "
+            "its identity and change mark")
 def frame(request: Request, user: User = Depends(allow("read"))) -> dict:
     settings = request.app.state.settings
     return _cached(request, "frame", lambda conn: _frame(conn, settings))

@@ -32,11 +32,11 @@ from tiles.source import read_index, read_nodes, read_segments, segment_end_node
 from tiles.style import node_level, segment_level
 from tiles.tiling import CAPACITY, Quadtree, box_volume, build_quadtree, tileset_json
 from twin.crs import transformer
-from twin.db import open_twin
+from twin.db import change_mark, open_twin, twin_id
 from twin.errors import DatabaseError
 from twin.settings import TwinSettings
 
-__all__ = ["build_tileset", "tiles_dir", "FORMAT_VERSION", "Progress", "NetworkChanged"]
+__all__ = ["build_tileset", "tiles_dir", "FORMAT_VERSION", "Progress", "NetworkChanged", "MANIFEST"]
 
 
 class NetworkChanged(DatabaseError):
@@ -178,10 +178,13 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
     step("reading the network", 0, 1)
     engine = open_twin(settings)
     params = _params(settings)
+    stamp = _stamp(engine)
     manifest, previous = (None, None) if full else _load_manifest(out)
+    if manifest is not None and manifest.get("twin") != stamp["twin"]:
+        manifest, previous = None, None  # another twin's tileset (or an unstamped one): all anew
     same_params = manifest is not None and manifest.get("params") == params
     if same_params:
-        fast = _fast_incremental(engine, out, manifest, previous, workers, step, started)
+        fast = _fast_incremental(engine, out, manifest, previous, workers, step, started, stamp)
         if fast is not None:
             engine.dispose()
             return fast
@@ -224,10 +227,11 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
     _enter_results(entries, tile_keys, results)
     removed = _remove_stale_contents(out, manifest, entries, clear=not incremental and not manifest and bool(results))
     content = {i: entries[str(tile_keys[i])] for i in np.flatnonzero(has_content)}
-    _write_json(out / TILESET, tileset_json(tree, content, feats.level, frame.enu_to_ecef(), uri=CONTENT_URI))
+    _write_json(out / TILESET, _stamped(tileset_json(tree, content, feats.level, frame.enu_to_ecef(),
+                                                  uri=CONTENT_URI), stamp))
     _save_features(out, feats.arrays(tree, tile_keys))
     _write_json(out / MANIFEST, {
-        "params": params, "frame": frame.as_dict(),
+        **stamp, "params": params, "frame": frame.as_dict(),
         "root": {"origin": list(tree.origin), "size": tree.size},
         "snapshot": snapshot, "counts": counts,
         "tiles": entries,
@@ -351,6 +355,21 @@ def _mesh_tiles(seg_rows: pd.DataFrame, node_rows: pd.DataFrame, seg_tile: np.nd
     return results
 
 
+def _stamp(engine: sa.Engine) -> dict:
+    """Which twin the tileset is built from, and its change mark when the build began reading
+    (read before the snapshot: an edit in between makes the mark look older, never newer)."""
+    with engine.connect() as conn:
+        return {"twin": twin_id(conn), "changes": change_mark(conn)}
+
+
+def _stamped(doc: dict, stamp: dict) -> dict:
+    """``tileset.json`` carrying the stamp: ``asset.tilesetVersion`` is the change mark, and
+    ``extras.pipetwin`` both (the viewer compares them with ``GET /frame``)."""
+    doc["asset"]["tilesetVersion"] = stamp["changes"]
+    doc.setdefault("extras", {})["pipetwin"] = dict(stamp)
+    return doc
+
+
 def _snapshot(conn: sa.Connection) -> str:
     """The database time from which the next build looks for changes: now, or the start of the
     oldest open transaction (whose rows, once committed, carry that earlier time)."""
@@ -360,7 +379,7 @@ def _snapshot(conn: sa.Connection) -> str:
 
 
 def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: dict, workers: int | None,
-                      step: Progress, started: float) -> dict | None:
+                      step: Progress, started: float, stamp: dict) -> dict | None:
     """Rebuild the tiles of the features changed since the last build when the tiling stays the same.
 
     Returns None (the caller then re-tiles from the full index) when a feature was added,
@@ -407,9 +426,9 @@ def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: di
     _enter_results(entries, tile_keys, results)
     doc = json.loads((out / TILESET).read_text(encoding="utf-8"))
     _refresh_boxes(doc["root"], entries)
-    _write_json(out / TILESET, doc)
+    _write_json(out / TILESET, _stamped(doc, stamp))
     _save_features(out, {**previous, "versions": versions})
-    manifest["snapshot"] = snapshot
+    manifest.update(stamp, snapshot=snapshot)
     _write_json(out / MANIFEST, manifest)
     stages["write"] = round(time.perf_counter() - t, 3)
     is_seg = previous["is_segment"]

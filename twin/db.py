@@ -29,7 +29,7 @@ from twin.settings import TwinSettings
 
 __all__ = [
     "make_engine", "upgrade", "open_twin", "current_revision", "FEATURE_TABLES", "twin_srid",
-    "CHANGE_MARK_SQL", "change_mark", "app_role", "unlimited_statements",
+    "CHANGE_MARK_SQL", "change_mark", "twin_id", "app_role", "unlimited_statements",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,15 @@ def change_mark(conn: sa.Connection | sa.Engine) -> str:
         with conn.connect() as c:
             return change_mark(c)
     return str(conn.execute(sa.text(f"SELECT {CHANGE_MARK_SQL}")).scalar())
+
+
+def twin_id(conn: sa.Connection | sa.Engine) -> str:
+    """The twin's identity (a random id made with it, ``twin_meta`` key ``twin``): derived files,
+    such as a tileset, carry it so one twin's are never taken for another's."""
+    if isinstance(conn, sa.Engine):
+        with conn.connect() as c:
+            return twin_id(c)
+    return str(conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'twin'")).scalar())
 
 
 def _url(settings: TwinSettings, *, admin: bool = False) -> sa.URL:

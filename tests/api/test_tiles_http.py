@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -300,3 +301,29 @@ def test_real_server_gzip_304_and_access_log(small_api: Api, tmp_path: Path) -> 
     assert [e["status"] for e in access] == [200, 304]
     assert all(e["user"] == "viewer" and e["method"] == "GET" and e["request_id"] for e in access)
     assert access[0]["bytes"] == len(wire)
+
+
+# ----------------------------------------------------------------------------- whose tileset
+def test_another_twins_tileset_is_refused_then_rebuilt(small_api: Api) -> None:
+    folder = tiles_dir(small_api.settings)
+    if not (folder / "tileset.json").exists():
+        wait_job(small_api, small_api.post("/tiles/build", "editor").json()["jobID"], "editor")
+    frame = small_api.get("/view/frame").json()
+    doc = small_api.get("/tiles/tileset.json").json()
+    assert doc["extras"]["pipetwin"] == {"twin": frame["twin"], "changes": frame["changes"]}
+    assert doc["asset"]["tilesetVersion"] == frame["changes"]
+
+    # Another twin's build in the same folder (as when two databases share a data folder).
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["twin"] = "00000000-0000-4000-8000-000000000000"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for path in ("tileset.json", "t/0/0/0.glb"):
+        r = small_api.get(f"/tiles/{path}")
+        assert r.status_code == 409, r.text
+        assert "another twin (00000000-" in r.json()["description"] and "being rebuilt" in r.json()["description"]
+    job = re.search(r"\(job ([^)]+)\)", r.json()["description"]).group(1)
+    done = wait_job(small_api, job)  # the refresh is the viewer's job: the viewer asked
+    assert done["status"] == "successful", done
+    assert json.loads((folder / "manifest.json").read_text())["twin"] == frame["twin"]
+    doc = small_api.get("/tiles/tileset.json").json()
+    assert doc["extras"]["pipetwin"]["twin"] == frame["twin"]

@@ -21,6 +21,7 @@ from pyproj import Transformer
 
 from tests.api.conftest import LiveServer, password
 from tests.viewer.conftest import ARTIFACTS, Watch, api_post, api_token
+from tiles.build import build_tileset
 from twin.db import open_twin
 from twin.settings import TwinSettings
 
@@ -164,6 +165,29 @@ def test_tileset_loads_without_failed_tiles(app: App, viewer_twin: TwinSettings)
     timing = page.evaluate("window.twinViewer.timing")
     assert timing["firstPipesFrame"] > timing["firstTileVisible"] > 0
     app.shot("03-tileset")
+    app.assert_clean()
+
+
+def test_the_viewer_says_when_the_3d_view_is_behind_the_data(app: App, viewer_twin: TwinSettings) -> None:
+    page = app.page
+    assert page.evaluate("window.twinViewer.freshness.check()") == "current"
+    assert page.is_hidden("#tiles-behind")
+    engine = open_twin(viewer_twin)
+    with engine.begin() as conn:  # a change the tiles have not seen: the twin's mark moves on
+        conn.execute(sa.text("UPDATE segment SET material = material WHERE id = (SELECT min(id) FROM segment)"))
+    engine.dispose()
+    assert page.evaluate("window.twinViewer.freshness.check()") == "rebuilding"
+    assert page.is_visible("#tiles-behind") and "正在重建" in page.inner_text("#tiles-behind")
+    assert page.is_hidden("#tiles-behind button")
+    build_tileset(viewer_twin, workers=1)  # what the server's refresh job does
+    assert page.evaluate("window.twinViewer.freshness.check()") == "newer"
+    assert page.is_visible("#tiles-behind button")
+    app.shot("03b-tiles-behind")
+    page.click("#tiles-behind button")
+    page.wait_for_function("document.getElementById('tiles-behind').hidden", timeout=TIMEOUT_MS)
+    assert page.evaluate("window.twinViewer.freshness.check()") == "current"
+    page.wait_for_function("window.twinViewer.tilesLoaded()", timeout=TIMEOUT_MS)
+    assert page.evaluate("window.twinViewer.failedTiles()") == []
     app.assert_clean()
 
 

@@ -21,6 +21,7 @@ import * as live from './live.js';
 import * as shutdowns from './shutdowns.js';
 import * as criticality from './criticality.js';
 import * as findings from './findings.js';
+import { checkFreshness, watchFreshness } from './freshness.js';
 
 const MESSAGE = 'pipetwin.signin-message';
 
@@ -118,7 +119,15 @@ async function startApp() {
   world.tileset?.tileFailed.addEventListener((e) => showError({ message: e.message }, `Tile ${e.url}`));
   await Promise.all([ground, layers]);
   live.start();
+  if (world.tileset) watchFreshness(reloadTileset);
   hooks.ready = true;
+}
+
+/** Replace the tileset on screen with the server's newer one, keeping its style. */
+async function reloadTileset() {
+  const old = world.tileset;
+  await loadTileset(old ? old.style : makeStyle());
+  if (old) world.scene.primitives.remove(old);
 }
 
 // ------------------------------------------------------------------ test and automation hooks
@@ -179,6 +188,7 @@ const hooks = {
   criticality: { toggle: (on = true) => criticality.toggle(on), state: () => criticality.criticalityState() },
   findings: { list: (filters) => findings.openList(filters), zoomTo: (f) => findings.zoomTo(f),
     state: () => findings.findingsState() },
+  freshness: { check: () => checkFreshness(), reload: () => reloadTileset() },
   /** Screen position (CSS px) of a point given in lon/lat/height, or null when off screen. */
   toScreen: (lon, lat, h) => {
     const p = Cesium.SceneTransforms.worldToWindowCoordinates(world.scene, Cesium.Cartesian3.fromDegrees(lon, lat, h));
