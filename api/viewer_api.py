@@ -39,6 +39,7 @@ from api.limits import work_limits
 from api.processes import Finite, ProposalDocument, geojson
 from twin.crs import transformer
 from twin.db import change_mark, twin_id, twin_srid
+from twin.domain import UTILITIES, name_zh, utilities_named
 from twin.errors import InputError, NotFound
 
 __all__ = ["router", "ViewerCache"]
@@ -281,7 +282,8 @@ def search(
             "ORDER BY road <> :q, pipes DESC, road LIMIT :n"),
             params).mappings().all()
     to84 = transformer(crs, "OGC:CRS84")
-    out = [{"kind": "pipe", "id": r["id"], "utility": r["utility"],
+    out = _utility_results(request, text, to84)
+    out += [{"kind": "pipe", "id": r["id"], "utility": r["utility"],
             "label": " ".join(str(v) for v in (r["id"], r["size_text"], r["road"]) if v)} for r in pipes]
     out += [{"kind": "node", "id": r["id"], "utility": r["utility"],
              "label": " ".join(str(v) for v in (r["id"], r["what"]) if v)} for r in nodes]
@@ -290,6 +292,37 @@ def search(
         out.append({"kind": "road", "id": r["road"], "label": f"{r['road']} ({r['pipes']} pipes)",
                     "pipes": int(r["pipes"]), "bbox": [round(v, 8) for v in (w, s, e, n)]})
     return {"q": text, "results": out}
+
+
+def _utility_extents(conn: sa.Connection) -> dict:
+    """Pipes and extent of each utility and of each (utility, subtype), once per network state."""
+    rows = conn.execute(sa.text(
+        "SELECT utility, CASE WHEN GROUPING(subtype) = 0 THEN subtype END AS subtype, GROUPING(subtype) AS whole, "
+        "count(*) AS pipes, ST_XMin(ST_Extent(geom)) AS x0, ST_YMin(ST_Extent(geom)) AS y0, "
+        "ST_XMax(ST_Extent(geom)) AS x1, ST_YMax(ST_Extent(geom)) AS y1 FROM current_segment "
+        "GROUP BY GROUPING SETS ((utility), (utility, subtype))")).mappings().all()
+    return {(r["utility"], None if r["whole"] else r["subtype"]): r for r in rows
+            if r["whole"] or r["subtype"] is not None}
+
+
+def _utility_results(request: Request, text: str, to84) -> list[dict]:
+    """Utilities (code, subtype) the text names (PS, 排水, 雨水, drain...), with the pipes they hold."""
+    named = utilities_named(text)
+    if not named:
+        return []
+    extents = _cached(request, "utility_extents", _utility_extents)
+    out = []
+    for code, subtype in named:
+        r = extents.get((code, subtype))
+        if r is None:
+            continue
+        u = UTILITIES[code]
+        zh = name_zh(subtype or code)
+        w, s, e, n = to84.transform_bounds(r["x0"], r["y0"], r["x1"], r["y1"], densify_pts=5)
+        out.append({"kind": "utility", "id": subtype or code, "utility": code, "subtype": subtype,
+                    "label": f"{zh or ''} {subtype or code} {u.name_en}: {int(r['pipes'])} 条 pipes".strip(),
+                    "pipes": int(r["pipes"]), "bbox": [round(v, 8) for v in (w, s, e, n)]})
+    return out
 
 
 def _shape(net, crs: str, settings) -> dict:

@@ -17,6 +17,8 @@ import pandas as pd
 __all__ = [
     "Utility",
     "UTILITIES",
+    "utilities_named",
+    "name_zh",
     "SUBTYPE_PARENT",
     "GRAVITY_UTILITIES",
     "PRESSURISED_UTILITIES",
@@ -173,6 +175,46 @@ def _canonical(values: pd.Series, lookup: dict[str, str]) -> tuple[pd.Series, pd
     pairs = map_distinct(values, canon)
     return (pd.Series([p[0] for p in pairs], index=values.index, dtype=object),
             pd.Series([p[1] for p in pairs], index=values.index, dtype=bool))
+
+
+def utilities_named(text: str) -> list[tuple[str, str | None]]:
+    """The utilities, as (code, subtype or None), a search text names: a code (``PS``, ``ys``),
+    a Chinese name or part of one (``排水``, ``雨水管``), or the start of an English name.
+
+    >>> utilities_named("PS"), utilities_named("雨水管"), utilities_named("drain"), utilities_named("PS12")
+    ([('PS', None)], [('PS', 'YS')], [('PS', None)], [])
+    """
+    t = text.strip()
+    out: list[tuple[str, str | None]] = []
+
+    def add(code: str) -> None:
+        code = "TX" if code == "DX" else code  # 电信 is telecom
+        pair = (code, None) if code in UTILITIES else (SUBTYPE_PARENT[code], code) if code in SUBTYPE_PARENT else None
+        if pair is not None and pair not in out:
+            out.append(pair)
+
+    add(t.upper())
+    if t and not t.isascii():
+        for name, code in _UTILITY_ZH.items():
+            if name in t or t in name:
+                add(code)
+    elif len(t) >= 3:
+        low = t.lower()
+        for u in UTILITIES.values():
+            if any(word.startswith(low) for word in u.name_en.split()) or u.name_en.startswith(low):
+                add(u.code)
+    return out
+
+
+def name_zh(code: str) -> str:
+    """The Chinese name of a utility or subtype code.
+
+    >>> name_zh("PS"), name_zh("YS"), name_zh("XX")
+    ('排水', '雨水', '')
+    """
+    if code in UTILITIES:
+        return UTILITIES[code].name_zh
+    return next((name for name, c in _UTILITY_ZH.items() if c == code), "")
 
 
 def parse_utility(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:

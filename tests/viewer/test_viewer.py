@@ -191,6 +191,22 @@ def test_the_viewer_says_when_the_3d_view_is_behind_the_data(app: App, viewer_tw
     app.assert_clean()
 
 
+def test_search_finds_utilities_by_code_and_chinese_name(app: App) -> None:
+    page = app.page
+    for q, shown, subtype in (("排水", "PS", None), ("雨水", "PS", "YS"), ("RQ", "RQ", None)):
+        page.evaluate("(q) => window.twinViewer.search(q)", q)
+        hidden = page.evaluate("[...window.twinViewer.display.hiddenUtilities]")
+        assert shown not in hidden and len(hidden) >= 4, (q, hidden)
+        assert page.evaluate("window.twinViewer.display.onlySubtype") == subtype
+        assert page.is_visible("[data-role=show-all]")
+    app.settle()
+    app.shot("03c-search-utility")
+    page.click("[data-role=show-all]")
+    assert page.evaluate("window.twinViewer.display.hiddenUtilities.size") == 0
+    assert page.evaluate("window.twinViewer.display.onlySubtype") is None
+    app.assert_clean()
+
+
 def test_clicking_a_pipe_shows_its_id_utility_record_and_history(app: App, burst_pipe) -> None:
     pipe_id, utility, x, y, z = burst_pipe
     page = app.page

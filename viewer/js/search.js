@@ -1,4 +1,5 @@
-// Search: pipes and points by id, roads by name; choose one to fly there.
+// Search: pipes and points by id, roads by name, utilities by code or name (PS, 排水, 雨水);
+// choose one to fly there (a utility: only its pipes are shown until 显示全部 Show all).
 //
 // Suggestions come from /view/search as the user types; a chosen pipe or point is read from
 // the features API and shown like a click on it; a road's pipes come from the features API's
@@ -8,8 +9,9 @@ import { getJSON } from './api.js';
 import { $, busy, el, guard, num, section, showPanel, table } from './ui.js';
 import { flyToBox } from './scene.js';
 import { showFeature, utilityBadge } from './inspect.js';
-import { setMarks } from './tools.js';
-import { MARK_GOLD } from './style.js';
+import { display, MARK_GOLD, UTILITIES } from './style.js';
+import { restyle, setMarks } from './tools.js';
+import { renderLayers } from './layers.js';
 
 let timer = null;
 let results = [];
@@ -76,12 +78,32 @@ export async function showRoad(name, bbox) {
   });
 }
 
+/** Show only one utility (or subtype) of a search, flown to, until "show all". */
+export function showUtility(r) {
+  display.hiddenUtilities = new Set(UTILITIES.map((u) => u.code).filter((c) => c !== r.utility));
+  display.onlySubtype = r.subtype || null;
+  restyle();
+  renderLayers();
+  if (r.bbox) flyToBox(r.bbox[0], r.bbox[1], r.bbox[2], r.bbox[3]);
+  const all = el('button', { type: 'button', dataset: { role: 'show-all' } }, '显示全部 Show all');
+  all.addEventListener('click', () => {
+    display.hiddenUtilities = new Set();
+    display.onlySubtype = null;
+    restyle();
+    renderLayers();
+    all.disabled = true;
+  });
+  showPanel(r.label, [el('p', {}, `只显示 ${r.label}. Only these pipes are shown.`), all], 'search');
+  return r;
+}
+
 /** Go to a search result. */
 export async function choose(r) {
   results = [];
   renderResults();
   $('#search-input').blur();
   if (r.kind === 'road') return showRoad(r.id, r.bbox);
+  if (r.kind === 'utility') return showUtility(r);
   return showFeature(r.kind, r.id, null, { fly: true });
 }
 

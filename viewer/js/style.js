@@ -108,6 +108,8 @@ function fittingCss(code) {
 export const display = {
   colourBy: 'utility', // utility | material | decade
   hiddenUtilities: new Set(),
+  /** Show only the pipes of this subtype (YS, WS, ...), when a search chose one. */
+  onlySubtype: null,
   showAbandoned: true,
   showPlanned: true, // planned and proposed pipes of the twin
   showFittings: true,
@@ -157,6 +159,7 @@ function evaluateShow(feature) {
   if (display.marks.has(id) || id === display.selected) return true;
   if (display.hiddenUtilities.has(feature.getProperty('utility'))) return false;
   if (isFitting(feature)) return display.showFittings;
+  if (display.onlySubtype && feature.getProperty('subtype') !== display.onlySubtype) return false;
   const status = feature.getProperty('status');
   if (status === 'abandoned') return display.showAbandoned;
   if (status === 'planned' || status === 'proposed') return display.showPlanned;
