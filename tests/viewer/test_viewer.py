@@ -285,6 +285,12 @@ def test_a_section_line_drawn_with_two_clicks_gives_the_drawing_and_a_3d_cut(app
     assert page.evaluate("window.twinViewer.clipping()") is True
     app.settle()
     app.shot("07-section")
+    # Esc ends the tool, and the tool takes its cut, pins and marks with it.
+    page.keyboard.press("Escape")
+    assert page.evaluate("window.twinViewer.clipping()") is False
+    assert page.evaluate("window.twinViewer.display.marks.size") == 0
+    assert page.evaluate("window.twinViewer.world.widget.dataSources.getByName('section')[0].entities.values.length") == 0
+    assert page.get_attribute("#tools button[data-tool=inspect]", "aria-pressed") == "true"
     app.assert_clean()
 
 

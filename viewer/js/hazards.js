@@ -53,6 +53,11 @@ register({
   id: 'hazards',
   label: 'Dig site',
   hint: 'Dig site: click where the crew will dig (10 m radius). Esc to stop.',
+  leave() {
+    if (state.layer) state.layer.entities.removeAll();
+    state.result = null;
+    clearMarks();
+  },
   click(pick) {
     if (!pick.ground) {
       toast('Click on the ground', 'info');

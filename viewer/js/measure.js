@@ -115,12 +115,14 @@ register({
   stop() {
     state.first = null;
   },
+  leave: clear,
 });
 
 register({
   id: 'depth',
   label: 'Depth',
   hint: 'Depth: click a point on a pipe. Esc to stop.',
+  leave: clear,
   click(pick) {
     if (!pick.surface) {
       toast('Click a point on a pipe', 'info');

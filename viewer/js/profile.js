@@ -131,4 +131,10 @@ register({
     }
     await useNode(id);
   },
+  leave() {
+    state.from = null;
+    state.to = null;
+    state.result = null;
+    clearMarks();
+  },
 });

@@ -420,4 +420,9 @@ register({
   submit,
   start,
   click() {},
+  leave() {
+    if (state.layer) state.layer.entities.removeAll();
+    state.drawn = false;
+    clearMarks();
+  },
 });

@@ -204,4 +204,5 @@ register({
   stop() {
     state.points = [];
   },
+  leave: clear,
 });

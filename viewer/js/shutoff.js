@@ -173,4 +173,5 @@ register({
     run(String(pick.props.id), []);
   },
   stop() {},
+  leave: clear,
 });

@@ -12,7 +12,9 @@ import { display } from './style.js';
 const tools = new Map();
 let active = null;
 
-/** Register a tool: {id, label, title, hint, start(), stop(), click(pick)}. */
+/** Register a tool: {id, label, title, hint, start(), stop(), leave(), click(pick)}; leave()
+ * takes the tool's marks, pins, labels and cuts off the map when another tool takes over (or
+ * Esc ends it). */
 export function register(tool) {
   tools.set(tool.id, tool);
 }
@@ -24,7 +26,10 @@ export function activeTool() {
 /** Make a tool the active one (the default `inspect` when `id` is the active one again). */
 export function activate(id) {
   const next = tools.get(id) || tools.get('inspect');
-  if (active && active !== next && active.stop) active.stop();
+  if (active && active !== next) {
+    if (active.stop) active.stop();
+    if (active.leave) active.leave();
+  }
   active = next;
   for (const b of $$('#tools button[data-tool]')) b.setAttribute('aria-pressed', String(b.dataset.tool === active.id));
   hint(active.hint || '');
