@@ -61,6 +61,8 @@ VIEWER = ROOT / "viewer"
 CESIUM = ROOT / "node_modules" / "cesium" / "Build" / "Cesium"
 #: uPlot (the live chart) as npm installed it; served at `/uplot/`.
 UPLOT = ROOT / "node_modules" / "uplot" / "dist"
+#: Noto Sans SC (woff2 subsets by unicode range, @fontsource) so Chinese renders offline; `/fonts/`.
+FONTS = ROOT / "node_modules" / "@fontsource" / "noto-sans-sc"
 
 
 def _routers() -> list:
@@ -152,6 +154,8 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
         app.mount("/cesium", StaticFiles(directory=CESIUM), name="cesium")
     if UPLOT.is_dir():
         app.mount("/uplot", StaticFiles(directory=UPLOT), name="uplot")
+    if FONTS.is_dir():
+        app.mount("/fonts", StaticFiles(directory=FONTS), name="fonts")
 
     for router in _routers():
         app.include_router(router, dependencies=[_signed_in], responses=PROBLEMS)
@@ -192,7 +196,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-_PUBLIC_PREFIXES = ("/viewer/", "/cesium/", "/uplot/")
+_PUBLIC_PREFIXES = ("/viewer/", "/cesium/", "/uplot/", "/fonts/")
 
 
 def is_public(method: str, path: str) -> bool:

@@ -143,6 +143,20 @@ def test_sign_in_shows_the_user_and_role(app: App) -> None:
     app.assert_clean()
 
 
+def test_chinese_renders_with_the_shipped_font(app: App) -> None:
+    page = app.page
+    page.evaluate("document.fonts.load('14px \"Noto Sans SC\"', '关阀告警')")
+    page.wait_for_function("document.fonts.check('14px \"Noto Sans SC\"', '关阀告警')", timeout=TIMEOUT_MS)
+    loaded = page.evaluate("[...document.fonts].filter(f => f.family.includes('Noto Sans SC') "
+                           "&& f.status === 'loaded').length")
+    assert loaded >= 1  # woff2 subsets from /fonts/, not a system font, not the internet
+    # A Chinese label is drawn with glyphs, not boxes: two different characters differ in width.
+    widths = page.evaluate("""() => { const c = document.createElement('canvas').getContext('2d');
+        c.font = '20px "Noto Sans SC"'; return ['关', '一', '□'].map(t => c.measureText(t).width); }""")
+    assert widths[0] > 15 and widths[1] > 15
+    app.assert_clean()
+
+
 def test_tileset_loads_without_failed_tiles(app: App, viewer_twin: TwinSettings) -> None:
     page = app.page
     page.wait_for_function("window.twinViewer.tilesLoaded()", timeout=TIMEOUT_MS)
