@@ -319,7 +319,29 @@ def shutoff(
         answer = isolate(model, pipe=pipe, node=node, failed_valves=failed_valves)
         years = exercise_years if exercise_years is not None else get_settings().valve_exercise_years
         ids = [v["id"] for v in answer.valves]
+        place_valves(conn, answer.valves + answer.failed_valves)
         return flag_likely_to_fail(model, answer, reliability(conn, ids, years), failed_valves)
+
+
+def place_valves(conn: sa.Connection, valves: list[dict]) -> None:
+    """Where a crew finds each valve: the road of its pipe (or of its point's pipes) and the
+    surveyed depth at its point (``road``, ``depth_m``; None when not surveyed)."""
+    nodes = sorted({str(v["node"]) for v in valves if v.get("node")})
+    if not nodes:
+        return
+    rows = conn.execute(sa.text(
+        "SELECT n.id, n.depth_m, (SELECT s.road FROM current_segment s WHERE s.road IS NOT NULL "
+        "  AND (s.from_node = n.id OR s.to_node = n.id) ORDER BY s.diameter_mm DESC NULLS LAST LIMIT 1) AS road "
+        "FROM current_node n WHERE n.id = ANY(:ids)"), {"ids": nodes}).mappings().all()
+    at = {r["id"]: r for r in rows}
+    pipes = sorted({str(v["pipe"]) for v in valves if v.get("pipe")})
+    roads = dict(conn.execute(sa.text("SELECT id, road FROM current_segment WHERE id = ANY(:ids)"),
+                              {"ids": pipes}).all()) if pipes else {}
+    for v in valves:
+        r = at.get(str(v.get("node")))
+        v["road"] = roads.get(str(v.get("pipe"))) or (r["road"] if r is not None else None)
+        depth = r["depth_m"] if r is not None else None
+        v["depth_m"] = round(float(depth), 2) if depth is not None else None
 
 
 def flag_likely_to_fail(model: IsolationModel, answer: Shutoff, valve_reliability: dict[str, dict],

@@ -230,6 +230,14 @@ def test_demo_district_shutoff_by_point_and_bad_input(district):
         power = conn.execute(sa.text("SELECT id FROM current_segment WHERE utility = 'DL' LIMIT 1")).scalar()
     by_point = shutoff(district, at=(row.x, row.y + 0.3))
     assert row.id in by_point.isolated_pipes and by_point.utility == "JS"
+    # Where the crew finds each valve: its pipe's road and its point's surveyed depth.
+    assert by_point.valves
+    with district.connect() as conn:
+        for v in by_point.valves:
+            depth, road = conn.execute(sa.text(
+                "SELECT n.depth_m, s.road FROM current_node n, current_segment s WHERE n.id = :n AND s.id = :p"),
+                {"n": v["node"], "p": v["pipe"]}).one()
+            assert v["depth_m"] == pytest.approx(depth, abs=0.005) and v["road"] == road and road
     with pytest.raises(InputError, match="gravity"):
         shutoff(district, pipe=drain)
     with pytest.raises(InputError, match="only water, gas and heat"):

@@ -252,7 +252,14 @@ def test_shutoff_lists_the_apis_valves_in_order_and_the_second_ring(app: App, bu
     assert ui == [v["id"] for v in api["valves"]] and ui
     # In 3D: the valves' points and the isolated pipes carry the shutoff colours.
     marks = page.evaluate("Object.fromEntries(window.twinViewer.display.marks)")
-    assert all(marks[v["node"]] == "#00e0ff" for v in api["valves"])
+    assert all(marks[v["node"]] == "#ffe600" for v in api["valves"])  # valves yellow, not water's cyan
+    # Where the crew finds each valve: road and depth in the list; the isolated pipes listed.
+    cells = page.eval_on_selector_all("[data-role=valve-order] tbody tr",
+                                      "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    assert [c[2] for c in cells] == [v["road"] or "–" for v in api["valves"]]
+    assert page.eval_on_selector_all("[data-role=isolated-pipes] tbody tr",
+                                      "rows => rows.map(r => r.dataset.pipe)") == api["isolated_pipes"]
+    assert page.is_visible("[data-role=shutoff-actions]")
     assert all(marks[p] in ("#ff2d2d", "#f2f2f2") for p in api["isolated_pipes"])  # isolated, burst
     app.settle()
     app.shot("05-shutoff")

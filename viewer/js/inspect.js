@@ -68,10 +68,10 @@ export async function showFeature(kind, id, props = null, { fly = false } = {}) 
     el('p', { class: 'feature-head', 'data-role': 'feature-head', dataset: { id, kind } },
       el('strong', { 'data-role': 'feature-id' }, id), ' ',
       props && props.utility ? utilityBadge(props.utility) : null),
+    actions, // the actions (shutoff for a burst here) at the top, not under the history
     section('From the 3D tiles', head),
     section('Record', record),
     section('History', history),
-    actions,
   ], 'inspect');
   await Promise.all([
     guard('Reading the record', async () => {

@@ -6,6 +6,7 @@
 
 import { can, execute } from './api.js';
 import { busy, el, guard, num, section, showPanel, table, toast } from './ui.js';
+import { showFeature } from './inspect.js';
 import { groundHeight, flyToBox } from './scene.js';
 import { toLonLat } from './geo.js';
 import { clearMarks, overlay, register, setMarks } from './tools.js';
@@ -16,7 +17,7 @@ export const SHUTOFF_COLOURS = {
   burst: MARK_WHITE,
   isolated: '#ff2d2d',
   outage: '#ff9f1a',
-  valve: '#00e0ff',
+  valve: '#ffe600', // yellow: not the cyan of water pipes
   failed: '#8a2be2',
 };
 
@@ -37,6 +38,10 @@ function legend() {
 async function drawValves(r) {
   const ds = layer();
   ds.entities.removeAll();
+  // Labels that would overprint each other when zoomed out gather into one cluster mark.
+  ds.clustering.enabled = true;
+  ds.clustering.pixelRange = 28;
+  ds.clustering.minimumClusterSize = 2;
   const valves = r.valves.filter((v) => Number.isFinite(v.x));
   const failed = r.failed_valves.filter((v) => Number.isFinite(v.x));
   const all = [...valves, ...failed];
@@ -81,20 +86,27 @@ function toggleFailed(valveId) {
   return run(state.pipe, state.failed);
 }
 
+/** Fly to a valve (or any feature) and show it, from the list. */
+function zoomTo(kind, id) {
+  return el('button', { class: 'small', 'data-action': 'zoom', title: '定位 Zoom to',
+    onclick: () => showFeature(kind, String(id), null, { fly: true }) }, '定位');
+}
+
 function render(r) {
   const u = UTILITY[r.utility];
   const valveRows = r.valves.map((v) => ({
     attrs: { dataset: { valve: v.id, order: String(v.order) } },
-    cells: [String(v.order), v.id, v.node,
+    cells: [String(v.order), v.id, v.road || '–', v.depth_m == null ? '–' : `${num(v.depth_m, 2)} m`,
       el('span', {}, v.kind || '–', v.likely_to_fail ? ' ' : null, v.likely_to_fail
         ? el('span', { class: 'badge danger', 'data-likely': v.id, title: v.likely_reason || '' }, '易失效 likely to fail') : null),
       v.added_for ? `for ${v.added_for}` : '–',
-      el('button', { class: 'small', 'data-action': 'fail', onclick: () => toggleFailed(v.id),
-        title: 'This valve will not turn: close the next ring instead' }, 'Failed?')],
+      el('span', { class: 'nowrap' }, zoomTo('node', v.node), ' ',
+        el('button', { class: 'small', 'data-action': 'fail', onclick: () => toggleFailed(v.id),
+          title: 'This valve will not turn: close the next ring instead' }, 'Failed?'))],
   }));
   const failedRows = r.failed_valves.map((v) => ({
     attrs: { dataset: { failed: v.id } },
-    cells: [v.id, v.node, v.reason,
+    cells: [v.id, v.road || '–', v.reason,
       state.failed.includes(v.id)
         ? el('button', { class: 'small', onclick: () => toggleFailed(v.id) }, 'Works after all') : '–'],
   }));
@@ -102,7 +114,15 @@ function render(r) {
     attrs: { class: c.critical ? 'critical' : '', dataset: { customer: c.id } },
     cells: [c.critical ? el('span', { class: 'badge danger' }, 'critical') : '', c.id, c.name || '–', c.kind || '–'],
   }));
+  const isolated = r.isolated_pipes.map((id) => ({ attrs: { dataset: { pipe: id } },
+    cells: [id, id === r.pipe ? '爆管 burst' : '', zoomTo('pipe', id)] }));
   showPanel(`Shutoff: burst on ${r.pipe || r.node}`, [
+    // The crew's actions first, above the lists.
+    el('div', { class: 'actions', 'data-role': 'shutoff-actions' },
+      el('button', { onclick: () => clear() }, 'Clear'),
+      r.pipe && can('edit') ? el('button', { 'data-action': 'plan-shutdown', onclick: () => planForm(r.pipe),
+        title: 'A planned shutdown (关阀方案) of this pipe: notify, execute, restore' }, '计划关阀 Plan a shutdown') : null,
+      state.failed.length ? el('button', { onclick: () => { state.failed = []; run(state.pipe, []); } }, 'Reset failed valves') : null),
     el('p', { 'data-role': 'shutoff-summary' },
       `${u ? u.en + ' ' + u.zh : r.utility}: close ${r.valves.length} valve${r.valves.length === 1 ? '' : 's'}` +
       ` (source side first). Isolated ${r.isolated_pipes.length} pipes, ${num(r.length_m, 0)} m, ` +
@@ -111,16 +131,13 @@ function render(r) {
     legend(),
     r.notes.length ? el('ul', { class: 'notes' }, r.notes.map((n) => el('li', {}, n))) : null,
     section('Valves to close, in order',
-      r.valves.length ? table(['#', 'valve', 'at point', 'kind', 'added', ''], valveRows, { 'data-role': 'valve-order' })
+      r.valves.length ? table(['#', 'valve', '道路 road', '埋深 depth', 'kind', 'added', ''], valveRows, { 'data-role': 'valve-order' })
         : el('p', { class: 'muted' }, 'No valve can cut this segment off.')),
-    r.failed_valves.length ? section('Failed valves (二次关阀)', table(['valve', 'at point', 'why', ''], failedRows, { 'data-role': 'failed-valves' })) : null,
+    r.failed_valves.length ? section('Failed valves (二次关阀)', table(['valve', '道路 road', 'why', ''], failedRows, { 'data-role': 'failed-valves' })) : null,
+    section(`关断管段 Isolated pipes (${r.isolated_pipes.length})`,
+      table(['pipe', '', ''], isolated, { 'data-role': 'isolated-pipes' })),
     section(`Customers without supply (${r.customers.length})`,
       r.customers.length ? table(['', 'id', 'name', 'kind'], customers, { 'data-role': 'customers' }) : el('p', { class: 'muted' }, 'None.')),
-    el('div', { class: 'actions' },
-      el('button', { onclick: () => clear() }, 'Clear'),
-      r.pipe && can('edit') ? el('button', { 'data-action': 'plan-shutdown', onclick: () => planForm(r.pipe),
-        title: 'A planned shutdown (关阀方案) of this pipe: notify, execute, restore' }, '计划关阀 Plan a shutdown') : null,
-      state.failed.length ? el('button', { onclick: () => { state.failed = []; run(state.pipe, []); } }, 'Reset failed valves') : null),
   ], 'shutoff');
 }
 
