@@ -221,6 +221,25 @@ def test_search_finds_utilities_by_code_and_chinese_name(app: App) -> None:
     app.assert_clean()
 
 
+def test_the_wheel_cannot_carry_the_camera_off_the_network(app: App) -> None:
+    page = app.page
+    bounds = page.evaluate("window.twinViewer.world.bounds")
+    assert bounds and bounds["maxHeight"] >= 2000
+    box = page.locator("#map canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.1)
+    for _ in range(40):  # far out, off to a corner
+        page.mouse.wheel(0, 1200)
+    page.wait_for_timeout(1500)
+    where = page.evaluate("""(() => { const c = window.twinViewer.world.camera.positionCartographic;
+        return [Cesium.Math.toDegrees(c.longitude), Cesium.Math.toDegrees(c.latitude), c.height]; })()""")
+    lon, lat, height = where
+    eps = 1e-6  # degrees (a decimetre): the clamped place goes through ECEF and back
+    assert bounds["west"] - eps <= lon <= bounds["east"] + eps, (bounds, where)
+    assert bounds["south"] - eps <= lat <= bounds["north"] + eps, (bounds, where)
+    assert height <= bounds["maxHeight"] * 1.05
+    app.assert_clean()
+
+
 def test_clicking_a_pipe_shows_its_id_utility_record_and_history(app: App, burst_pipe) -> None:
     pipe_id, utility, x, y, z = burst_pipe
     page = app.page

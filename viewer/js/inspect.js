@@ -2,7 +2,7 @@
 // record from the features API and its history (every version, who changed what, when).
 
 import { enc, getJSON } from './api.js';
-import { attributes, busy, el, guard, num, section, showPanel, table, text } from './ui.js';
+import { attributes, busy, el, guard, num, section, showPanel, table, text, when } from './ui.js';
 import { flyToGeometry } from './scene.js';
 import { activate, register, restyle } from './tools.js';
 import { display, PRESSURISED, utilityCss, UTILITY } from './style.js';
@@ -45,7 +45,7 @@ function tileRows(props) {
 function historyTable(h) {
   const rows = h.versions.slice().reverse().map((v) => [
     String(v.version), v.change, (v.changed || []).join(', ') || '–',
-    v.valid_from ? new Date(v.valid_from).toLocaleString() : '–',
+    when(v.valid_from),
     v.batch ? `${v.batch.created_by || ''} (${v.batch.kind || ''})` : '–',
   ]);
   return el('div', {},

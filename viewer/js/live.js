@@ -11,7 +11,7 @@
 
 import uPlot from '/uplot/uPlot.esm.js';
 import { can, enc, getJSON, postJSON, request } from './api.js';
-import { $, el, guard, num, panelOwner, section, showPanel, table, text, toast } from './ui.js';
+import { $, el, guard, num, panelOwner, section, showPanel, table, text, toast, when } from './ui.js';
 import { flyToBox, groundHeight, world } from './scene.js';
 import { display } from './style.js';
 import { activate, activeTool, overlay, restyle } from './tools.js';
@@ -250,11 +250,6 @@ function parseTime(t) {
   return Date.parse(String(t).replace(/([+-]\d\d)$/, '$1:00'));
 }
 
-function when(t) {
-  if (!t) return '–';
-  const ms = parseTime(t);
-  return Number.isNaN(ms) ? text(t) : new Date(ms).toLocaleString('zh-CN', { hour12: false });
-}
 
 /** Open the live panel (alarms and sensors). */
 export function openPanel() {

@@ -5,7 +5,7 @@
 
 import { ApiError, can, getJSON, onUnauthorised, session, signIn } from './api.js';
 import { $, $$, clearPanel, guard, shownErrors, showError } from './ui.js';
-import { createScene, groundHeight, loadGround, loadTileset, lookDownAt, timing, viewAll, world } from './scene.js';
+import { boundCamera, createScene, groundHeight, loadGround, loadTileset, lookDownAt, timing, viewAll, world } from './scene.js';
 import { display, makeStyle } from './style.js';
 import { activate, activeTool, listen, pickAt, restyle } from './tools.js';
 import { initLayers } from './layers.js';
@@ -105,6 +105,7 @@ async function startApp() {
   initSearch();
   const ground = guard('The ground surface', async () => {
     world.frame = await getJSON('/view/frame');
+    if (world.frame.bbox) boundCamera(world.frame.bbox);
     await loadGround();
   });
   const layers = initLayers();

@@ -9,7 +9,7 @@
 /* global Cesium */
 
 import { can, enc, execute, getJSON, getText, postJSON, request } from './api.js';
-import { busy, drawing, el, guard, num, openDocument, section, showPanel, table, toast } from './ui.js';
+import { busy, drawing, el, guard, num, openDocument, section, showPanel, table, toast, when } from './ui.js';
 import { flyToBox, groundHeight } from './scene.js';
 import { toLonLat } from './geo.js';
 import { clearMarks, overlay, register, setMarks } from './tools.js';
@@ -209,7 +209,7 @@ function render(r) {
   const verdictLine = el('p', { 'data-role': 'proposal-verdicts' }, ...['violation', 'uncertain', 'no_rule'].map((v) =>
     el('span', { class: 'legend-item', dataset: { verdict: v } },
       el('i', { class: 'swatch', style: { background: VERDICT_COLOUR[v] } }), `${VERDICT_LABEL[v]}: ${verdicts[v] || 0}`)));
-  const events = (r.events || []).map((e) => [e.at ? new Date(e.at).toLocaleString() : '–', e.by || '–', e.action,
+  const events = (r.events || []).map((e) => [when(e.at), e.by || '–', e.action,
     e.to_status || '–', e.note || '–']);
   showPanel(r.proposal_id ? `Proposal ${r.proposal_id}: ${r.name}` : `Proposal check: ${r.name}`, [
     el('p', { 'data-role': 'proposal-summary' },

@@ -135,6 +135,38 @@ export function viewAll(duration = 0) {
   });
 }
 
+/** Keep the camera over the network: zooming out stops at a few times the network's size, and a
+ * camera beyond its extent (plus a margin of half its size, at least 500 m) is brought back to
+ * the nearest place inside, heading and pitch kept. `bbox` is [west, south, east, north]. */
+export function boundCamera(bbox) {
+  const [west, south, east, north] = bbox;
+  const mid = Cesium.Cartographic.fromDegrees((west + east) / 2, (south + north) / 2);
+  const diag = Cesium.Cartesian3.distance(Cesium.Cartesian3.fromDegrees(west, south), Cesium.Cartesian3.fromDegrees(east, north));
+  const marginDeg = Math.max(diag / 2, 500) / 111320;
+  const latMargin = marginDeg;
+  const lonMargin = marginDeg / Math.max(Math.cos(mid.latitude), 0.1);
+  const maxHeight = Math.max(diag * 2.5, 2000);
+  world.scene.screenSpaceCameraController.maximumZoomDistance = maxHeight;
+  world.bounds = { west: west - lonMargin, east: east + lonMargin, south: south - latMargin, north: north + latMargin, maxHeight };
+  // Checked after every frame: the controller's own limits do not hold with collision detection
+  // off (the underground view), and a wheel's inertia moves on after moveEnd.
+  world.scene.postRender.addEventListener(keepInBounds);
+}
+
+function keepInBounds() {
+  const b = world.bounds;
+  if (!b) return;
+  const c = world.camera.positionCartographic;
+  const lon = Cesium.Math.toDegrees(c.longitude);
+  const lat = Cesium.Math.toDegrees(c.latitude);
+  const cl = Math.min(Math.max(lon, b.west), b.east);
+  const ct = Math.min(Math.max(lat, b.south), b.north);
+  const h = Math.min(c.height, b.maxHeight);
+  if (cl === lon && ct === lat && h === c.height) return;
+  world.camera.setView({ destination: Cesium.Cartesian3.fromDegrees(cl, ct, h),
+    orientation: { heading: world.camera.heading, pitch: world.camera.pitch, roll: world.camera.roll } });
+}
+
 // ------------------------------------------------------------------ the ground as terrain
 /** The survey's ground from the server (a lon/lat grid) as the globe's terrain. */
 export async function loadGround() {

@@ -5,7 +5,7 @@
 // The record and its state machine are the server's (analysis/shutdown.py); this only shows them.
 
 import { can, enc, getJSON, postJSON, request } from './api.js';
-import { $, busy, el, guard, section, showPanel, table, text, toast } from './ui.js';
+import { $, busy, el, guard, section, showPanel, table, text, toast, when } from './ui.js';
 import { clearMarks, setMarks } from './tools.js';
 
 export const STATUS_ZH = { planned: '计划', notified: '已通知', executing: '执行中', restored: '已恢复', cancelled: '已取消' };
@@ -17,10 +17,6 @@ const COLOURS = { isolated: '#ff2d2d', outage: '#ff9f1a', pending: '#ffe14d', cl
 const BIG = { minHeight: '44px', minWidth: '64px' }; // a thumb on a phone
 
 const state = { list: [], record: null };
-
-function when(t) {
-  return t ? new Date(t).toLocaleString() : '–';
-}
 
 /** The list of shutdowns, soonest first; a row opens its record. */
 export async function openList() {

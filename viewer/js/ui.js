@@ -33,6 +33,19 @@ export function num(v, digits = 2, unit = '') {
   return `${Number(v).toFixed(digits)}${unit ? ' ' + unit : ''}`;
 }
 
+const WHEN = new Intl.DateTimeFormat('zh-CN', { year: 'numeric', month: '2-digit', day: '2-digit',
+  hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+
+/** A time for people: the browser's local time, "2026-12-03 09:03:11" (not US order, not UTC);
+ * PostgreSQL's "+08" offsets are read too. An en dash when missing. */
+export function when(t) {
+  if (t === undefined || t === null || t === '') return '–';
+  const ms = typeof t === 'number' ? t : Date.parse(String(t).replace(/([+-]\d\d)$/, '$1:00'));
+  if (Number.isNaN(ms)) return String(t);
+  const p = Object.fromEntries(WHEN.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour === '24' ? '00' : p.hour}:${p.minute}:${p.second}`;
+}
+
 export function text(v) {
   return v === undefined || v === null || v === '' ? '–' : String(v);
 }
