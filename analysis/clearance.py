@@ -207,6 +207,9 @@ def _build_clearance_rules(path: RuleSource) -> pd.DataFrame:
                          "a utility on side a and a clearance_m")
     table["b_utility"] = table["b_utility"].replace("", "*")
     table["_checked"] = _checked_rows(table)
+    # text as plain object columns: the checks read them as numpy arrays, which an Arrow-backed
+    # column builds anew on every read (a third of a proposal's clearance check)
+    table = table.astype({c: object for c in table.columns if isinstance(table[c].dtype, pd.StringDtype)})
     table.attrs["path"] = str(path)
     return table
 
@@ -218,46 +221,115 @@ def _checked_rows(table: pd.DataFrame) -> np.ndarray:
     return ~(table["a_utility"].isin(NOT_CHECKED) | table["b_utility"].isin(NOT_CHECKED)).to_numpy()
 
 
-def rule_margins(table: pd.DataFrame, segments: pd.DataFrame) -> np.ndarray:
+class _RuleArrays:
+    """A rule table's columns as numpy arrays, each read (and factorised) once per run.
+
+    A proposal check matches a hundred pipes: reading an Arrow-backed column of the table
+    costs as much as matching them, and the table is read many times over.
+    """
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        self.table = table
+        self.path = str(table.attrs.get("path", ""))
+        self._columns: dict[str, np.ndarray] = {}
+        self._distinct: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.kind = self.column("kind")  # a table without one is refused here (KeyError), as before
+        self.checked = _checked_rows(table)
+        self.value = table["clearance_m"].to_numpy(float)
+
+    def column(self, name: str) -> np.ndarray:
+        """The column as an array (object for text); KeyError when the table has none."""
+        if name not in self._columns:
+            self._columns[name] = self.table[name].to_numpy()
+        return self._columns[name]
+
+    def distinct(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Codes and distinct values of a column (one ``""`` for a column the table lacks: no condition)."""
+        if name not in self._distinct:
+            if name in self.table.columns:
+                code, uniq = pd.factorize(self.column(name).astype(object), use_na_sentinel=False)
+                self._distinct[name] = code, np.asarray(uniq, dtype=object)
+            else:
+                self._distinct[name] = np.zeros(len(self.value), dtype=np.int64), np.array([""], dtype=object)
+        return self._distinct[name]
+
+
+def _rule_arrays(table: pd.DataFrame | _RuleArrays) -> _RuleArrays:
+    return table if isinstance(table, _RuleArrays) else _RuleArrays(table)
+
+
+def rule_margins(table: pd.DataFrame | _RuleArrays, segments: pd.DataFrame) -> np.ndarray:
     """Per segment, the largest clearance of a rule that may apply to its utility.
 
     A pair's rule is at most the smaller of its two segments' margins, so a candidate search
     widened by half of each finds every pair a rule could judge (gas and heat reach 4 m, the
     others 2 m or less).
     """
-    rows = _checked_rows(table)
-    code, codes = pd.factorize(segments["utility"].fillna("").astype(str).str.upper().to_numpy())
-    a, b = table["a_utility"].to_numpy(object), table["b_utility"].to_numpy(object)
-    value = table["clearance_m"].to_numpy(float)
+    t = _rule_arrays(table)
+    rows = t.checked
+    code, codes = pd.factorize(_upper_text(segments["utility"]))
+    a, b = t.column("a_utility").astype(object), t.column("b_utility").astype(object)
+    value = t.value
     wild = rows & ((a == "*") | (b == "*"))
     base = float(value[wild].max()) if wild.any() else 0.0
     # a utility no row names is judged as far as the farthest rule reaches (its pairs are no-rule)
-    unnamed = rule_reach_m(table)
+    unnamed = rule_reach_m(t)
     margin = np.array([max(base, float(value[rows & ((a == c) | (b == c))].max(initial=0.0)))
                        if (rows & ((a == c) | (b == c))).any() else unnamed for c in codes], dtype=float)
     return margin[code] if len(code) else np.empty(0)
 
 
-def rule_reach_m(table: pd.DataFrame, kind: str | None = None) -> float:
+def rule_reach_m(table: pd.DataFrame | _RuleArrays, kind: str | None = None) -> float:
     """The largest clearance between pipes in ``table`` (of ``kind``): how far a pair is judged."""
-    rows = _checked_rows(table) & ((table["kind"] == kind).to_numpy() if kind else True)
-    return float(table["clearance_m"][rows].max()) if rows.any() else 0.0
+    t = _rule_arrays(table)
+    rows = t.checked & ((t.kind == kind) if kind else True)
+    return float(t.value[rows].max()) if rows.any() else 0.0
+
+
+def _upper_text(values: pd.Series) -> np.ndarray:
+    """``values.fillna("").astype(str).str.upper()`` as an object array, through the distinct
+    values (a few codes; string methods on Arrow-backed columns cost more than the check of a
+    proposal's hundred pipes)."""
+    code, uniq = pd.factorize(values)
+    text = np.array([*(str(u).upper() for u in uniq), ""], dtype=object)
+    return text[code]  # code -1 (missing) -> ""
 
 
 def segment_attributes(segments: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-segment arrays the rules test: utility, subtype, burial, dn_mm, pressure class, material."""
     rect = segments["shape"].to_numpy() == "rect"
     dn = np.where(rect, segments["width_mm"].to_numpy(float), segments["diameter_mm"].to_numpy(float))
-    utility = segments["utility"].fillna("").astype(str).str.upper().to_numpy()
+    utility = _upper_text(segments["utility"])
     pclass = np.where(utility == "RQ", gas_pressure_class(segments["pressure_mpa"].to_numpy(float)), "")
     return {
         "utility": utility,
-        "subtype": segments["subtype"].fillna("").astype(str).str.upper().to_numpy(),
-        "burial": segments["burial"].fillna("").astype(str).str.upper().to_numpy(),
-        "material": segments["material"].fillna("").astype(str).str.upper().to_numpy(),
+        "subtype": _upper_text(segments["subtype"]),
+        "burial": _upper_text(segments["burial"]),
+        "material": _upper_text(segments["material"]),
         "dn_mm": dn,
         "pressure_class": pclass.astype(object),
     }
+
+
+#: The attributes a rule side names as a set of codes (``A|B``, ``!A``).
+_SET_CONDITIONS = ("subtype", "burial", "material", "pressure_class")
+
+
+def _condition(name: str, raw: object) -> tuple[bool, frozenset[str]] | None:
+    """A rule side's condition on attribute ``name``: (negated, allowed codes); None: no condition."""
+    value = str(raw or "")
+    if not value:
+        return None
+    allowed = [v.strip().upper() if name != "pressure_class" else v.strip()
+               for v in value.lstrip("!").split("|") if v.strip()]
+    if name == "pressure_class":
+        allowed = ["" if v == "unknown" else v for v in allowed]
+    return value.startswith("!"), frozenset(allowed)
+
+
+def _dn_limit(raw: object) -> float:
+    """A rule's DN bound, NaN when it sets none."""
+    return float(raw) if isinstance(raw, float) and np.isfinite(raw) else np.nan
 
 
 def match_side(attrs: dict[str, np.ndarray], idx: np.ndarray, rule: pd.Series | Mapping[str, object],
@@ -273,60 +345,104 @@ def match_side(attrs: dict[str, np.ndarray], idx: np.ndarray, rule: pd.Series | 
     if util != "*":
         ok &= attrs["utility"][idx] == util
         spec += 1
-    for name in ("subtype", "burial", "material", "pressure_class"):
-        value = str(col(name) or "")
-        if value:
-            negate = value.startswith("!")
-            allowed = [v.strip().upper() if name != "pressure_class" else v.strip()
-                       for v in value.lstrip("!").split("|") if v.strip()]
-            if name == "pressure_class":
-                allowed = ["" if v == "unknown" else v for v in allowed]
-            hit = np.isin(attrs[name][idx], allowed)
-            ok &= ~hit if negate else hit
+    for name in _SET_CONDITIONS:
+        cond = _condition(name, col(name))
+        if cond is not None:
+            hit = np.isin(attrs[name][idx], list(cond[1]))
+            ok &= ~hit if cond[0] else hit
             spec += 1
-    lo, hi = col("dn_min_mm"), col("dn_max_mm")
+    lo, hi = _dn_limit(col("dn_min_mm")), _dn_limit(col("dn_max_mm"))
     dn = attrs["dn_mm"][idx]
-    if isinstance(lo, float) and np.isfinite(lo):
+    if np.isfinite(lo):
         ok &= dn > lo
         spec += 1
-    if isinstance(hi, float) and np.isfinite(hi):
+    if np.isfinite(hi):
         ok &= dn <= hi
         spec += 1
     return ok, spec
 
 
-def _pick_rules(rules: pd.DataFrame, kind: str, attrs: dict[str, np.ndarray], a: np.ndarray,
+def _side_matrix(rules: _RuleArrays, rows: np.ndarray, prefix: str, attrs: dict[str, np.ndarray],
+                 segs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_side` of segments ``segs`` against rule rows ``rows`` at once.
+
+    Returns the mask ``(len(segs), len(rows))`` and each row's number of conditions. Each
+    column is read through its distinct values (a rule table repeats a few dozen conditions).
+    """
+    ok = np.ones((len(segs), len(rows)), dtype=bool)
+    spec = np.zeros(len(rows), dtype=np.int64)
+
+    def distinct(name: str) -> tuple[np.ndarray, np.ndarray]:
+        code, uniq = rules.distinct(prefix + name)
+        return code[rows], uniq
+
+    code, uniq = distinct("utility")
+    util = np.array([str(u or "*").upper() for u in uniq], dtype=object)[code]
+    named = util != "*"
+    ok &= ~named | (attrs["utility"][segs][:, None] == util[None, :])
+    spec += named
+    for name in _SET_CONDITIONS:
+        code, uniq = distinct(name)
+        conds = [_condition(name, u) for u in uniq]
+        vals, where = np.unique(attrs[name][segs], return_inverse=True)
+        allow = np.array([[c is None or (v in c[1]) != c[0] for c in conds] for v in vals], dtype=bool)
+        ok &= allow.reshape(len(vals), len(conds))[where][:, code]
+        spec += np.array([c is not None for c in conds], dtype=np.int64)[code]
+    dn = attrs["dn_mm"][segs][:, None]
+    for name, test in (("dn_min_mm", np.greater), ("dn_max_mm", np.less_equal)):
+        code, uniq = distinct(name)
+        limit = np.array([_dn_limit(u) for u in uniq], dtype=float)[code]
+        has = np.isfinite(limit)
+        ok &= ~has | test(dn, np.where(has, limit, 0.0)[None, :])
+        spec += has
+    return ok, spec
+
+
+#: Pairs matched against the rules in one array (``pairs x rules`` booleans, a few MB).
+_PAIRS_AT_ONCE = 16384
+
+
+def _pick_rules(rules: pd.DataFrame | _RuleArrays, kind: str, attrs: dict[str, np.ndarray], a: np.ndarray,
                 b: np.ndarray) -> np.ndarray:
-    """Row position of the rule applying to each segment pair (-1: none)."""
+    """Row position of the rule applying to each segment pair (-1: none).
+
+    The rule matching the pair either way round with the most conditions, then the largest
+    clearance, then the first in the table; all rules against all pairs in one array
+    (``pairs x rules``, a few hundred distinct pairs of attribute groups at most).
+    """
+    t = _rule_arrays(rules)
     best = np.full(len(a), -1)
-    best_spec = np.full(len(a), -1)
-    best_val = np.full(len(a), -np.inf)
-    # the rules of this kind between pipes, each vectorised; plain dicts (pandas rows cost more)
-    mine = np.flatnonzero((rules["kind"] == kind).to_numpy() & _checked_rows(rules))
-    for r, rule in zip(mine, rules.iloc[mine].to_dict("records"), strict=True):
-        for x, y in ((a, b), (b, a)):
-            ma, sa_ = match_side(attrs, x, rule, "a_")
-            mb, sb = match_side(attrs, y, rule, "b_")
-            m = ma & mb
-            spec = sa_ + sb
-            val = float(rule["clearance_m"])
-            better = m & ((spec > best_spec) | ((spec == best_spec) & (val > best_val)))
-            best = np.where(better, r, best)
-            best_spec = np.where(better, spec, best_spec)
-            best_val = np.where(better, val, best_val)
-    return best
+    mine = np.flatnonzero((t.kind == kind) & t.checked)  # the rules of this kind between pipes
+    if not len(a) or not len(mine):
+        return best
+    if len(a) > _PAIRS_AT_ONCE:  # a bounded (pairs x rules) array at a time
+        return np.concatenate([_pick_rules(t, kind, attrs, a[k:k + _PAIRS_AT_ONCE], b[k:k + _PAIRS_AT_ONCE])
+                               for k in range(0, len(a), _PAIRS_AT_ONCE)])
+    segs, where = np.unique(np.r_[a, b], return_inverse=True)
+    x, y = where[:len(a)], where[len(a):]
+    ma, spec_a = _side_matrix(t, mine, "a_", attrs, segs)
+    mb, spec_b = _side_matrix(t, mine, "b_", attrs, segs)
+    match = (ma[x] & mb[y]) | (ma[y] & mb[x])
+    spec = np.where(match, spec_a + spec_b, -1)
+    top = match & (spec == spec.max(axis=1, initial=-1)[:, None])
+    value = np.where(top, t.value[mine], -np.inf)
+    top &= value == value.max(axis=1, initial=-np.inf)[:, None]
+    return np.where(top.any(axis=1), mine[np.argmax(top, axis=1)], best)
 
 
 def _attribute_groups(attrs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Group number of each segment by the attributes rules test, and one segment per group."""
-    frame = pd.DataFrame({k: v for k, v in attrs.items()})
-    gid = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    n = len(attrs["utility"])
+    gid = np.zeros(n, dtype=np.int64)
+    for values in attrs.values():  # one attribute at a time, renumbered: the key stays below n^2
+        code, uniq = pd.factorize(values, use_na_sentinel=False)
+        gid, _ = pd.factorize(gid * max(len(uniq), 1) + code)
     rep = np.zeros(int(gid.max()) + 1 if len(gid) else 0, dtype=np.int64)
     rep[gid[::-1]] = np.arange(len(gid))[::-1]
     return gid, rep
 
 
-def _rules_for_pairs(rules: pd.DataFrame, kind: str, attrs: dict[str, np.ndarray],
+def _rules_for_pairs(rules: _RuleArrays, kind: str, attrs: dict[str, np.ndarray],
                      groups: tuple[np.ndarray, np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """:func:`_pick_rules` once per distinct pair of attribute groups (a few hundred, not millions)."""
     gid, rep = groups
@@ -537,7 +653,7 @@ def clearances(
     {'horizontal': 0, 'vertical': 120, 'uncertain': 31, 'no_rule': 2}
     """
     t0 = time.perf_counter()
-    table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings)
+    table = _RuleArrays(rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings))
     pieces = combine(existing, proposal) if pieces is None else pieces
     margins = rule_margins(table, pieces.segments)
     if pairs is None:
@@ -549,7 +665,7 @@ def clearances(
     keep = ~connected_pairs(pieces, i, j) & pipe[pieces.seg[i]] & pipe[pieces.seg[j]]
     i, j = i[keep], j[keep]
     t1 = time.perf_counter()
-    report = ClearanceReport([], rules_path=table.attrs.get("path", ""))
+    report = ClearanceReport([], rules_path=table.path)
     unruled: Counter[str] = Counter()
     cos_limit = float(np.cos(np.radians(parallel_angle_deg)))
     groups = _attribute_groups(attrs)
@@ -574,7 +690,7 @@ def clearances(
             report.no_rule += _no_rule(pieces, cols, attrs, kind, lo_s[none], hi_s[none], measured[none],
                                        uncertainty[none], where[none])
         ruled = rule_pos >= 0
-        required = np.where(ruled, table["clearance_m"].to_numpy(float)[np.maximum(rule_pos, 0)], np.nan)
+        required = np.where(ruled, table.value[np.maximum(rule_pos, 0)], np.nan)
         verdict = verdicts(measured, required, uncertainty + tolerance_m)
         for name, out in (("violation", report.violations), ("uncertain", report.uncertain)):
             bad = ruled & (verdict == name)
@@ -623,14 +739,12 @@ def _pair_fields(pieces: Pieces, cols: dict[str, np.ndarray], sa_: np.ndarray, s
     }
 
 
-def _violations(pieces: Pieces, cols: dict[str, np.ndarray], table: pd.DataFrame, kind: str, sa_: np.ndarray,
+def _violations(pieces: Pieces, cols: dict[str, np.ndarray], table: _RuleArrays, kind: str, sa_: np.ndarray,
                 sb: np.ndarray, measured: np.ndarray, required: np.ndarray, rule_pos: np.ndarray, where: np.ndarray,
                 uncertainty: np.ndarray, verdict: str) -> list[ClearanceViolation]:
     f = _pair_fields(pieces, cols, sa_, sb, where, kind)
     a, b, ids = f["a"], f["b"], f["ids"]
-    rid = table["id"].to_numpy(object)
-    src = table["source"].to_numpy(object)
-    ver = table["verified"].to_numpy(bool)
+    rid, src, ver = table.column("id"), table.column("source"), table.column("verified").astype(bool)
     out = []
     for n in range(len(a)):  # one object per finding
         r = rule_pos[n]

@@ -1,13 +1,19 @@
 """Commands of ``twin analyze``: section, profile and the proposal workflow (see analysis.cli).
 
 ``section`` and ``profile`` print a summary table (or ``--json``) and write an SVG drawing with
-``--svg``. ``proposal FILE`` stores and checks a proposal (``--id`` re-checks a stored one,
+``--svg`` (and the same drawing for CAD with ``--dxf``). ``proposal FILE`` stores and checks a
+proposal (``--id`` re-checks a stored one,
 with FILE as its revised geometry; ``--no-store`` only checks) and writes the printable report
-with ``--html``; it exits 1 when the proposal fails. ``proposal-show``, ``proposal-list`` and
+with ``--html``, the approval package (PDF) with ``--pdf`` and its findings as BCF 3.0 topics
+with ``--bcf``; it exits 1 when the proposal fails. ``proposal-show``, ``proposal-list`` and
 ``proposal-decide`` read and decide stored proposals, ``proposal-withdraw`` takes one back;
 decisions record ``TWIN_USER`` or the login name. Bad input prints the error and exits 2.
 Every stored change is audited inside its own transaction (the workflow's ``before_commit``
 hook), with the actions of the API's routes and the role ``cli``.
+
+_documents_on_demand: the documents layer (VTK, matplotlib, fpdf2: seconds to load) is imported
+by the command that writes a document, when asked, so that every other ``twin`` command starts
+at once (the STYLE rule against imports in functions is about dodging cycles; this is not one).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from analysis.proposal_workflow import changes_summary
 from twin.audit import record_command
 from twin.settings import TwinSettings
 
@@ -66,10 +73,19 @@ def _write(path: Path | None, content: str, what: str) -> None:
         err.print(f"{what} written to {path}")
 
 
+def _write_dxf(path: Path | None, drawing: Callable[[object], bytes], result: object) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(drawing(result))
+        err.print(f"DXF drawing written to {path}")
+
+
 @app.command("section")
 def section(
     line: Annotated[str, typer.Option("--line", help="Plan line X1,Y1,X2,Y2[,...]: easting,northing in the twin CRS.")],
     svg_out: Annotated[Path | None, typer.Option("--svg", help="Write the drawing (true scale) here.")] = None,
+    dxf_out: Annotated[Path | None, typer.Option("--dxf", help="Write the drawing for CAD (DXF, metres, true "
+                                                 "scale) here.")] = None,
     utility: Annotated[list[str] | None, typer.Option("--utility", help="Only these utilities (repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -80,6 +96,9 @@ def section(
     sec = cross_section(engine, line, utilities=utility or None, crs=settings.crs)
     engine.dispose()
     _write(svg_out, sec.to_svg(), "drawing")
+    from documents.drawing_dxf import section_dxf  # noqa: PLC0415 - see _documents_on_demand
+
+    _write_dxf(dxf_out, section_dxf, sec)
     if as_json:
         _echo_json(sec.as_dict())
         return
@@ -100,6 +119,8 @@ def profile(
     from_node: Annotated[str, typer.Option("--from", help="Survey point id where the profile starts.")],
     to_node: Annotated[str, typer.Option("--to", help="Survey point id where it ends (same utility).")],
     svg_out: Annotated[Path | None, typer.Option("--svg", help="Write the drawing here.")] = None,
+    dxf_out: Annotated[Path | None, typer.Option("--dxf", help="Write the drawing for CAD (DXF, metres; "
+                                                 "the SVG's vertical exaggeration, stated) here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Longitudinal profile (纵断面) along one utility between two points (shortest path)."""
@@ -109,6 +130,9 @@ def profile(
     prof = longitudinal_profile(engine, from_node, to_node, crs=settings.crs)
     engine.dispose()
     _write(svg_out, prof.to_svg(), "drawing")
+    from documents.drawing_dxf import profile_dxf  # noqa: PLC0415 - see _documents_on_demand
+
+    _write_dxf(dxf_out, profile_dxf, prof)
     if as_json:
         _echo_json(prof.as_dict())
         return
@@ -137,6 +161,12 @@ def _print_report(d: dict) -> None:
     out.print(f"[bold {colour}]{d['result'].upper()}[/]  {d['name']}"
               + (f"  (proposal {pid}, {d['status']}, version {d['version']})" if pid is not None else "")
               + f"  {d['utility']} {d['size']} {d['length_m']:.1f} m; {d['candidates']} existing pipes near")
+    stamp = d.get("stamp") or {}
+    if stamp:
+        out.print(f"checked against 管网版本 network {stamp.get('network_mark')}, "
+                  f"规则表版本 rules {stamp.get('rules_version')}")
+    if d.get("changes"):
+        out.print(changes_summary(d["changes"]))
     if d["findings"]:
         t = Table(title=f"{len(d['findings'])} findings, {d['open_findings']} not accepted")
         for c in ("kind", "summary", "shortfall m", "status", "key"):
@@ -144,6 +174,39 @@ def _print_report(d: dict) -> None:
         for f in d["findings"]:
             t.add_row(f["kind"], f["summary"], f"{f['shortfall_m']:.3f}", f["status"], f["key"])
         out.print(t)
+
+
+def _write_bcf(settings: TwinSettings, engine: sa.Engine, out: Path, report, file: Path) -> None:
+    """A check's findings as BCF at ``out`` (audited: a copy out of the twin)."""
+    from documents.bcf import report_bcf  # noqa: PLC0415 - see _documents_on_demand
+
+    export = report_bcf(engine, settings, report, file, author=settings.user_name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(export.data)
+    with engine.begin() as conn:
+        record_command(conn, settings.user_name, "analyze proposal", "proposal-bcf",
+                       params={"proposal_id": report.proposal_id, "file": str(file), "out": str(out),
+                               "topics": len(export.keys)}, affected=export.affected)
+    err.print(f"BCF: {len(export.keys)} topics ({export.snapshots} with a snapshot) written to {out}")
+
+
+def _write_pdf(settings: TwinSettings, engine: sa.Engine, out: Path, report,
+               file: Path | None) -> None:
+    """The approval package at ``out``: of the stored proposal, or of a check not stored
+    (audited)."""
+    pid = report.proposal_id if not isinstance(report, dict) else report["proposal_id"]
+    from documents.approval_pdf import approval_pdf, check_pdf  # noqa: PLC0415 - see _documents_on_demand
+
+    pdf = (approval_pdf(engine, settings, pid, user=settings.user_name) if pid is not None
+           else check_pdf(engine, settings, report, file, user=settings.user_name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(pdf)
+    with engine.begin() as conn:
+        record_command(conn, settings.user_name, "analyze proposal", "proposal-pdf",
+                       params={"proposal_id": pid, "file": None if file is None else str(file),
+                               "out": str(out), "bytes": len(pdf)},
+                       affected=[f"proposal:{pid}"] if pid is not None else [])
+    err.print(f"approval package 管线审批报告 written to {out}")
 
 
 @app.command("proposal")
@@ -154,6 +217,10 @@ def proposal(
                                                                  "revised geometry.")] = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="Check only; store nothing.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Write the printable report here.")] = None,
+    bcf: Annotated[Path | None, typer.Option("--bcf", help="Write the findings as BCF 3.0 topics (with 3D "
+                                             "snapshots) here, for BIM tools.")] = None,
+    pdf: Annotated[Path | None, typer.Option(
+        "--pdf", help="Write the approval package (PDF, Chinese and English, 3D pictures) here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a proposed pipe or excavation against the twin; store it for review (exit 1: it fails)."""
@@ -170,6 +237,10 @@ def proposal(
     else:
         report = submit_proposal(engine, file, settings, name=name, before_commit=_audited(
             settings, "proposal", "proposal-submit", name=name, file=str(file)))
+    if bcf is not None:
+        _write_bcf(settings, engine, bcf, report, file)
+    if pdf is not None:
+        _write_pdf(settings, engine, pdf, report, file)
     engine.dispose()
     _write(html, report_html(report), "report")
     d = report.as_dict()
@@ -183,6 +254,8 @@ def proposal_show(
     proposal_id: Annotated[int, typer.Argument(help="Stored proposal id.")],
     recheck: Annotated[bool, typer.Option("--recheck", help="Check it again against the current network.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Write the printable report here.")] = None,
+    pdf: Annotated[Path | None, typer.Option(
+        "--pdf", help="Write the approval package (PDF) here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a stored proposal: its last check, the decisions and the history."""
@@ -194,6 +267,8 @@ def proposal_show(
         recheck_proposal(engine, proposal_id, settings,
                          before_commit=_audited(settings, "proposal-show", "proposal-recheck", proposal_id))
     d = get_proposal(engine, proposal_id)
+    if pdf is not None:
+        _write_pdf(settings, engine, pdf, d, None)
     engine.dispose()
     _write(html, report_html(d), "report")
     _echo_json(d) if as_json else _print_report(d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -40,15 +41,25 @@ def shutoff_command(
     failed_valves: str = typer.Option("", "--failed-valves", help="Valves that would not turn: V1,V2."),
     max_distance: float = typer.Option(25.0, "--max-distance", help="How far (m) --at may be from a pipe."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    pdf: str | None = typer.Option(None, "--pdf", help="Also write the work order (关阀作业单) as PDF here."),
 ) -> None:
     """Valves to close for a burst, in order; what loses supply; the next ring past failed valves."""
     from analysis.shutoff import shutoff
     from twin.db import open_twin
 
     failed = [v.strip() for v in failed_valves.split(",") if v.strip()]
-    engine = open_twin(get_settings())
-    result = shutoff(engine, pipe=pipe, node=node, at=_point(at) if at else None,
+    if pdf is not None and not Path(pdf).resolve().parent.is_dir():
+        raise InputError(f"--pdf {pdf}: no folder {Path(pdf).resolve().parent}")
+    settings = get_settings()
+    engine = open_twin(settings)
+    point = _point(at) if at else None
+    result = shutoff(engine, pipe=pipe, node=node, at=point,
                      failed_valves=failed, max_distance_m=max_distance).as_dict()
+    if pdf is not None:
+        from documents.workorder import work_order_pdf  # pyvista and fpdf2 only when asked
+
+        Path(pdf).write_bytes(work_order_pdf(engine, settings, result, by=settings.user_name, at=point))
+        typer.echo(f"work order 关阀作业单: {pdf}", err=True)
     _emit(result, as_json, _show_shutoff)
 
 

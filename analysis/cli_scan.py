@@ -4,14 +4,16 @@
 process of the API and the benchmark run the same function): progress on the terminal, then
 the counts and the worst findings as tables, or the whole result with ``--json``; the findings
 are stored with their status unless ``--no-store``. ``findings`` lists the stored findings
-(filters as ``GET /findings``) and ``finding KEY --status S`` moves one (audited).
+(filters as ``GET /findings``; ``--bcf OUT`` also writes them as BCF 3.0 topics, audited) and
+``finding KEY --status S`` moves one (audited).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,6 +32,7 @@ from analysis.findings import (
     set_status,
 )
 from analysis.scan import DEFAULT_INCLUDE
+from documents.limits import MAX_TOPICS, SNAPSHOTS
 from twin.audit import record_command
 from twin.db import open_twin
 from twin.jsonable import plain
@@ -125,6 +128,21 @@ def _finding_table(doc: dict, out: Console) -> None:
     out.print(t)
 
 
+def _write_bcf(engine, settings, out: Path, filters: dict) -> None:
+    """The findings matching ``filters`` as a BCF file at ``out`` (audited: a copy out of the twin)."""
+    with err.status("writing BCF") if err.is_terminal else nullcontext():
+        from documents.bcf import network_findings_bcf  # noqa: PLC0415 - loads VTK: only for --bcf
+
+        export = network_findings_bcf(engine, settings, author=settings.user_name, **filters)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(export.data)
+    with engine.begin() as conn:
+        record_command(conn, settings.user_name, "analyze findings", "findings-bcf",
+                       params={**{k: v for k, v in filters.items() if v}, "out": str(out),
+                               "topics": len(export.keys)}, affected=export.affected)
+    err.print(f"BCF: {len(export.keys)} topics ({export.snapshots} with a snapshot) -> {out}")
+
+
 @app.command("findings")
 def findings(
     status: Annotated[list[str] | None, typer.Option("--status", help=f"Status (repeatable): {', '.join(STATUSES)}.")
@@ -135,15 +153,25 @@ def findings(
     utility_pair: Annotated[str | None, typer.Option("--utility-pair", help="Two utilities, e.g. JS-RQ "
                                                      "(either order), or one.")] = None,
     owner_pair: Annotated[str | None, typer.Option("--owner-pair", help="Two owners as 'A/B', or one.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Findings listed.")] = 100,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Findings listed (default 100; with "
+                                              f"--bcf all that match, at most {MAX_TOPICS}).")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Findings skipped.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    bcf: Annotated[Path | None, typer.Option("--bcf", help="Also write them as BCF 3.0 topics (with 3D "
+                                             "snapshots) to this file, for BIM tools.")] = None,
+    snapshots: Annotated[int, typer.Option("--snapshots", min=0, help="With --bcf: topics (the first ones) "
+                                           "with a rendered 3D snapshot, about a second each.")] = SNAPSHOTS,
 ) -> None:
     """The stored findings of the whole-network scan, open ones first."""
-    engine = open_twin(get_settings())
+    settings = get_settings()
+    engine = open_twin(settings)
     try:
         doc = list_findings(engine, status=status, verdict=verdict, road=road, utility_pair=utility_pair,
-                            owner_pair=owner_pair, limit=limit, offset=offset)
+                            owner_pair=owner_pair, limit=100 if limit is None else limit, offset=offset)
+        if bcf is not None:
+            _write_bcf(engine, settings, bcf, dict(status=status, verdict=verdict, road=road,
+                                                   utility_pair=utility_pair, owner_pair=owner_pair,
+                                                   limit=limit, offset=offset, snapshots=snapshots))
     finally:
         engine.dispose()
     if as_json:

@@ -36,11 +36,12 @@ from analysis.clash import collisions
 from analysis.clearance import clearances, load_clearance_rules, rule_margins, rule_reach_m
 from analysis.cover import cover_depths, load_cover_rules
 from analysis.ground import GroundModel
-from analysis.network import Network, load_network
+from analysis.network import Network, NetworkRows, read_network_rows
 from analysis.pieces import candidate_pairs, combine
-from analysis.proposal_input import load_existing_near, read_proposal
+from analysis.proposal_input import read_proposal
+from analysis.rule_catalogue import rules_version
 from analysis.section import CrossSection, ground_points, idw_ground, section_of_network
-from twin.db import twin_srid
+from twin.db import change_mark, twin_srid
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -48,6 +49,7 @@ __all__ = [
     "Finding",
     "ProposalReport",
     "check_proposal",
+    "check_stamp",
     "merge_networks",
     "FINDING_KINDS",
     "SECTION_HALF_WIDTH_M",
@@ -118,6 +120,10 @@ class ProposalReport:
     override_note: str | None = None
     resolved: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
+    #: What the check was made against: network change mark and rule-table version (the workflow's).
+    stamp: dict | None = None
+    #: A re-check's differences from the check before (the workflow's ``check_changes``).
+    changes: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -172,6 +178,8 @@ class ProposalReport:
             "note": self.note,
             "override_note": self.override_note,
             "events": self.events,
+            "stamp": self.stamp,
+            "changes": self.changes,
             "timings_s": self.timings_s,
         }
         if with_svg and self.section is not None:
@@ -204,13 +212,15 @@ def check_proposal(
 def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any], settings: TwinSettings, *,
                     name: str | None, proposal: Network | None) -> ProposalReport:
     t0 = time.perf_counter()
+    stamp = check_stamp(conn, settings)  # before the reads: a change during the check is seen
     prop = proposal if proposal is not None else read_proposal(source, settings, engine=conn)
     if not len(prop.segments):
         raise InputError("the proposal has no pipe or excavation")
     t1 = time.perf_counter()
     rules = load_clearance_rules(None, settings, db=conn)
     margin = rule_reach_m(rules) + 2.0 if len(rules) else 5.0
-    existing = load_existing_near(conn, prop, margin_m=margin)
+    around, lines, check_m = _read_around(conn, prop, margin)
+    existing = around.near(lines, check_m)
     t2 = time.perf_counter()
     prop_ids = set(prop.segments["id"].astype(str))
     # one set of pieces and one candidate search (wide enough for clearance) for both checks,
@@ -225,7 +235,7 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
     t3 = time.perf_counter()
     findings = _findings(clash, clear, cover, prop_ids)
     findings.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), _VERDICT_ORDER.get(f.verdict, 9), -f.shortfall_m, f.key))
-    section = _worst_section(conn, prop, existing, findings)
+    section = _worst_section(conn, prop, existing, findings, around)
     t4 = time.perf_counter()
     segs = prop.segments
     report = ProposalReport(
@@ -234,11 +244,22 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
         size=", ".join(dict.fromkeys(segs["size_text"].fillna("").astype(str))),
         length_m=float(segs["length_m"].sum()),
         findings=findings, section=section, candidates=len(existing.segments),
-        unruled=dict(clear.unruled),
+        unruled=dict(clear.unruled), stamp=stamp,
         timings_s={"read": round(t1 - t0, 4), "candidates": round(t2 - t1, 4), "checks": round(t3 - t2, 4),
                    "section": round(t4 - t3, 4), "total": round(t4 - t0, 4)},
     )
     return report
+
+
+def check_stamp(db: sa.Engine | sa.Connection, settings: TwinSettings) -> dict:
+    """What a check is made against: the network's change mark (:func:`twin.db.change_mark`) and
+    the version of the rule tables in effect (:func:`analysis.rule_catalogue.rules_version`)."""
+    if isinstance(db, sa.Engine):
+        with db.connect() as conn:
+            return check_stamp(conn, settings)
+    rules = rules_version(db, settings)
+    return {"network_mark": change_mark(db), "rules_version": rules["version"],
+            "rules": rules["tables"], "at": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
 def _default_name(source: object, segs: pd.DataFrame) -> str:
@@ -317,8 +338,25 @@ def _clash_finding(c: Any) -> Finding:
     )
 
 
+def _read_around(conn: sa.Connection, prop: Network, margin_m: float) -> tuple[NetworkRows, shapely.Geometry, float]:
+    """One read of the live network around a proposal, for its checks and its cross-section.
+
+    The checks judge what :func:`analysis.proposal_input.load_existing_near` gathers: all within
+    the proposal's largest half size plus ``margin_m`` of its centrelines (returned: the lines
+    and that distance). The read reaches as far as the cross-section at the worst place too
+    (:data:`SECTION_HALF_WIDTH_M` beyond the proposal's side), so the section needs no read of
+    its own.
+    """
+    lines = shapely.MultiLineString([prop.vertices[a:b, :2] for a, b in zip(prop.offsets[:-1], prop.offsets[1:],
+                                                                             strict=True)])
+    reach = np.nanmax(np.hypot(np.nan_to_num(prop.half_width_m), np.nan_to_num(prop.half_height_m)), initial=0.0)
+    check_m = float(reach + margin_m)
+    section_m = SECTION_HALF_WIDTH_M + float(np.nanmax(prop.half_width_m, initial=0.0)) + 0.05
+    return read_network_rows(conn, near=lines, distance_m=max(check_m, section_m)), lines, check_m
+
+
 def _worst_section(conn: sa.Connection, prop: Network, existing: Network,
-                   findings: list[Finding]) -> CrossSection | None:
+                   findings: list[Finding], around: NetworkRows) -> CrossSection | None:
     """A section through the proposal's worst place, cutting both the proposal and the pipe involved.
 
     The place: the first (worst) finding, else the proposal's closest approach to an existing
@@ -371,11 +409,11 @@ def _worst_section(conn: sa.Connection, prop: Network, existing: Network,
     if (b[0] - a[0]) < -1e-9 or (abs(b[0] - a[0]) <= 1e-9 and b[1] < a[1]):
         a, b = b, a
     line = shapely.LineString([a, b])
-    near = load_network(conn, near=line, distance_m=0.01)
+    near = around.near(line, 0.01)  # the pipes the line meets, of the check's read
     net = merge_networks(near, prop)
-    gpts = ground_points(conn, line, 60.0)
-    ground = idw_ground(gpts if len(gpts) else prop.node_xyz)
     srid = twin_srid(conn)
+    gpts = ground_points(conn, line, 60.0, srid=srid)
+    ground = idw_ground(gpts if len(gpts) else prop.node_xyz)
     return section_of_network(net, np.array([a, b]), ground=ground, crs=f"EPSG:{srid}")
 
 

@@ -30,6 +30,15 @@ A move the status does not allow raises :class:`twin.errors.Conflict` (HTTP 409)
   required and recorded (an officer may sign off against the tool, never silently).
 - :func:`withdraw_proposal`: its submitter (or an admin) takes back a new or reviewed proposal.
 
+Every check is stamped (:func:`analysis.proposal.check_stamp`, stored by migration 0016): the
+network's change mark and the version of the rule tables in effect, taken before the check
+reads the network (a change during the check makes the next re-check say "changed", never
+miss it). A re-check compares
+itself with the check before (:func:`check_changes`): whether the network or the rules changed
+since, the findings added, gone and changed (by key), and the pipes near the proposal edited,
+added or retired since; the report carries it as ``changes`` (:func:`changes_summary` says it
+in one line).
+
 Four eyes: whoever submitted a proposal, or revised its geometry, may not approve or reject
 it (:class:`twin.errors.Forbidden`, HTTP 403); marking it reviewed and deciding its findings
 stay open to them, since the final decision still needs somebody else. Admins are no
@@ -53,7 +62,8 @@ from typing import Any
 import shapely
 import sqlalchemy as sa
 
-from analysis.proposal import ProposalReport, check_proposal
+from analysis.clearance import load_clearance_rules, rule_reach_m
+from analysis.proposal import ProposalReport, check_proposal, check_stamp
 from analysis.proposal_input import proposal_geometry
 from twin.db import twin_srid
 from twin.errors import Conflict, Forbidden, InputError, NotFound
@@ -75,6 +85,9 @@ __all__ = [
     "withdraw_proposal",
     "BeforeCommit",
     "CheckCommit",
+    "check_stamp",  # analysis.proposal's, re-exported: the workflow stores it
+    "check_changes",
+    "changes_summary",
 ]
 
 PROPOSAL_STATUSES = ("new", "reviewed", "approved", "rejected", "withdrawn")
@@ -158,6 +171,7 @@ def submit_proposal(
     doc = _geojson(source)
     report = check_proposal(engine, doc, settings, name=name or (Path(source).stem if isinstance(
         source, (str, Path)) else None))
+    stamp = report.stamp or {}
     geom = proposal_geometry(doc, settings)
     by = _user(settings, user)
     with engine.begin() as conn:
@@ -165,8 +179,9 @@ def submit_proposal(
             "INSERT INTO proposal (name, geojson, utility, created_by, geom) "
             "VALUES (:n, CAST(:g AS jsonb), :u, :by, ST_GeomFromWKB(:w, :srid)) RETURNING id"),
             {"n": report.name, "g": json.dumps(doc), "u": report.utility, "by": by, **_wkb(conn, geom)}).scalar())
-        _event(conn, pid, by, "submitted", to_status="new", note=f"{len(report.findings)} findings")
-        _record_check(conn, pid, report, by)
+        _event(conn, pid, by, "submitted", to_status="new", note=f"{len(report.findings)} findings",
+               stamp=stamp)
+        _record_check(conn, pid, report, by, stamp, settings)
         if before_commit is not None:
             before_commit(conn, report)
     return report
@@ -192,6 +207,7 @@ def recheck_proposal(
         _check_move(proposal_id, row["status"], "new")  # before the check's work
     doc = _geojson(source) if source is not None else row["geojson"]
     report = check_proposal(engine, doc, settings, name=row["name"])
+    stamp = report.stamp or {}
     geom = proposal_geometry(doc, settings)
     with engine.begin() as conn:
         if source is not None:
@@ -201,12 +217,14 @@ def recheck_proposal(
                 "decided_by = NULL, decided_at = NULL, override_note = NULL WHERE id = :p"),
                 {"g": json.dumps(doc), "p": proposal_id})
             _event(conn, proposal_id, by, "revised", from_status=old, to_status="new",
-                   note=f"version {row['version'] + 1}; {len(report.findings)} findings")
+                   note=f"version {row['version'] + 1}; {len(report.findings)} findings",
+                   stamp=stamp)
         else:
-            _event(conn, proposal_id, by, "rechecked", note=f"{len(report.findings)} findings")
+            _event(conn, proposal_id, by, "rechecked", note=f"{len(report.findings)} findings",
+                   stamp=stamp)
         conn.execute(sa.text("UPDATE proposal SET geom = ST_GeomFromWKB(:w, :srid) WHERE id = :p"),
                      {"p": proposal_id, **_wkb(conn, geom)})
-        _record_check(conn, proposal_id, report, by)
+        _record_check(conn, proposal_id, report, by, stamp, settings)
         if before_commit is not None:
             before_commit(conn, report)
     return report
@@ -363,21 +381,33 @@ def _set_status(conn: sa.Connection, pid: int, status: str, by: str, note: str |
 
 
 def _event(conn: sa.Connection, pid: int, by: str, action: str, *, key: str | None = None,
-           from_status: str | None = None, to_status: str | None = None, note: str | None = None) -> None:
+           from_status: str | None = None, to_status: str | None = None, note: str | None = None,
+           stamp: Mapping | None = None) -> None:
     conn.execute(sa.text(
-        "INSERT INTO proposal_event (proposal_id, by, action, finding_key, from_status, to_status, note) "
-        "VALUES (:p, :by, :a, :k, :f, :t, :n)"),
-        {"p": pid, "by": by, "a": action, "k": key, "f": from_status, "t": to_status, "n": note})
+        "INSERT INTO proposal_event (proposal_id, by, action, finding_key, from_status, to_status, "
+        "note, network_mark, rules_version) VALUES (:p, :by, :a, :k, :f, :t, :n, :m, :r)"),
+        {"p": pid, "by": by, "a": action, "k": key, "f": from_status, "t": to_status, "n": note,
+         "m": (stamp or {}).get("network_mark"), "r": (stamp or {}).get("rules_version")})
 
 
-def _record_check(conn: sa.Connection, pid: int, report: ProposalReport, by: str) -> None:
-    """Store a check's findings and report; fill the report's decisions and stored fields."""
+def _record_check(conn: sa.Connection, pid: int, report: ProposalReport, by: str, stamp: Mapping,
+                  settings: TwinSettings) -> None:
+    """Store a check's findings, stamp and report; fill the report's decisions, stored fields and
+    (a re-check) what changed since the check before."""
+    before = conn.execute(sa.text(
+        "SELECT report, checked_at, network_mark, rules_version FROM proposal WHERE id = :p"),
+        {"p": pid}).mappings().one()
     _store_findings(conn, pid, report, by)
     for k, v in _meta(conn, pid).items():
         setattr(report, k, v)
+    if before["checked_at"] is not None:
+        report.changes = check_changes(before, report)
+        report.changes["pipes_changed"] = _near_changes(conn, pid, before["checked_at"], settings)
     conn.execute(sa.text(
-        "UPDATE proposal SET report = CAST(:r AS jsonb), passed = :ok, checked_at = now() WHERE id = :p"),
-        {"r": json.dumps(report.as_dict(), default=str), "ok": report.passed, "p": pid})
+        "UPDATE proposal SET report = CAST(:r AS jsonb), passed = :ok, checked_at = now(), "
+        "network_mark = :m, rules_version = :rv WHERE id = :p"),
+        {"r": json.dumps(report.as_dict(), default=str), "ok": report.passed, "p": pid,
+         "m": stamp.get("network_mark"), "rv": stamp.get("rules_version")})
 
 
 def _store_findings(conn: sa.Connection, pid: int, report: ProposalReport, by: str) -> None:
@@ -423,7 +453,8 @@ def _meta(conn: sa.Connection, pid: int) -> dict:
         "SELECT name, status, version, created_by, created_at, decided_by, decided_at, note, override_note "
         "FROM proposal WHERE id = :p"), {"p": pid}).mappings().one()
     events = conn.execute(sa.text(
-        "SELECT at, by, action, finding_key, from_status, to_status, note FROM proposal_event "
+        "SELECT at, by, action, finding_key, from_status, to_status, note, network_mark, "
+        "rules_version FROM proposal_event "
         "WHERE proposal_id = :p ORDER BY at, id"), {"p": pid}).mappings().all()
     return {
         "proposal_id": pid, "name": row["name"], "status": row["status"], "version": row["version"],
@@ -432,3 +463,100 @@ def _meta(conn: sa.Connection, pid: int) -> dict:
         "note": row["note"], "override_note": row["override_note"],
         "events": [{**dict(e), "at": _iso(e["at"])} for e in events],
     }
+
+
+# -- the stamp and what changed -------------------------------------------------------------------
+#: A finding's fields a re-check compares (same key): a change in any is reported.
+COMPARED = ("verdict", "measured_m", "required_m", "uncertainty_m", "rule")
+#: Lengths closer than this are the same (the report rounds to 0.1 mm).
+_SAME_M = 5e-4
+
+
+
+def _brief(f: Mapping) -> dict:
+    return {k: f.get(k) for k in ("key", "kind", "verdict", "summary", "measured_m", "required_m")}
+
+
+def _differs(a: object, b: object) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b)) > _SAME_M
+    return a != b
+
+
+def check_changes(before: Mapping, report: ProposalReport) -> dict:
+    """What a re-check finds changed since the check before (``before``: the proposal's stored
+    ``report``, ``checked_at``, ``network_mark`` and ``rules_version``): the network and rules
+    (None: the check before was not stamped), the findings added, gone and changed."""
+    old_report = dict(before.get("report") or {})
+    old = {f["key"]: f for f in old_report.get("findings", [])}
+    new = {f.key: f.as_dict() for f in report.findings}
+    changed = []
+    for key, f in new.items():
+        if key in old:
+            diff = {c: [old[key].get(c), f.get(c)] for c in COMPARED
+                    if _differs(old[key].get(c), f.get(c))}
+            if diff:
+                changed.append({**_brief(f), "changed": diff})
+    stamp = report.stamp or {}
+    mark0, rules0 = before.get("network_mark"), before.get("rules_version")
+    old_tables = (old_report.get("stamp") or {}).get("rules") or {}
+    digits = mark0 is not None and str(mark0).isdigit() and str(stamp.get("network_mark")).isdigit()
+    writes = int(stamp["network_mark"]) - int(mark0) if digits else None
+    return {
+        "since": _iso(before["checked_at"]) if isinstance(before.get("checked_at"), dt.datetime)
+        else before.get("checked_at"),
+        "version_before": old_report.get("version"), "version": report.version,
+        "network_changed": None if mark0 is None else mark0 != stamp.get("network_mark"),
+        "network_mark_before": mark0, "network_mark": stamp.get("network_mark"),
+        "network_writes": writes,
+        "rules_changed": None if rules0 is None else rules0 != stamp.get("rules_version"),
+        "rules_version_before": rules0, "rules_version": stamp.get("rules_version"),
+        "rules_tables_changed": sorted(
+            n for n, t in (stamp.get("rules") or {}).items()
+            if rules0 is not None and (old_tables.get(n) or {}).get("sha256") != t.get("sha256")),
+        "added": [_brief(f) for k, f in new.items() if k not in old],
+        "gone": [_brief(f) for k, f in old.items() if k not in new],
+        "changed": changed,
+        "unchanged": sum(1 for k in new if k in old) - len(changed),
+    }
+
+
+def _near_changes(conn: sa.Connection, pid: int, since: dt.datetime,
+                  settings: TwinSettings) -> list[dict]:
+    """Pipes within the check's reach of the proposal added, edited or retired since ``since``."""
+    rules = load_clearance_rules(None, settings, db=conn)
+    reach = rule_reach_m(rules) + 2.0 if len(rules) else 5.0
+    rows = conn.execute(sa.text(
+        "SELECT s.id, s.utility, s.version, s.valid_from, s.retired_at FROM segment s "
+        "WHERE ST_DWithin(s.geom, (SELECT geom FROM proposal WHERE id = :p), :d) "
+        "AND (s.valid_from > :t OR s.retired_at > :t) ORDER BY s.id LIMIT 200"),
+        {"p": pid, "d": reach, "t": since}).mappings().all()
+    return [{"id": r["id"], "utility": r["utility"],
+             "change": "retired" if r["retired_at"] is not None and r["retired_at"] > since
+             else "added" if r["version"] == 1 else "edited",
+             "at": _iso(r["retired_at"] if r["retired_at"] is not None else r["valid_from"])}
+            for r in rows]
+
+
+def changes_summary(changes: Mapping | None) -> str:
+    """One line, Chinese first: what a re-check found changed since the check before."""
+    if not changes:
+        return "首次核查 first check"
+
+    def said(flag: object, yes: str, no: str) -> str:
+        return "未记录 not recorded" if flag is None else yes if flag else no
+
+    writes = changes.get("network_writes")
+    net = said(changes.get("network_changed"), "管网已变更 network changed"
+               + (f" ({writes} writes)" if writes else ""), "管网未变 network unchanged")
+    tables = ", ".join(changes.get("rules_tables_changed") or [])
+    rules = said(changes.get("rules_changed"),
+                 "规则表已变更 rules changed" + (f" ({tables})" if tables else ""),
+                 "规则表未变 rules unchanged")
+    pipes = len(changes.get("pipes_changed") or [])
+    return (f"自上次核查 since {changes.get('since')}: {net}; {rules}; "
+            + (f"附近管线变更 pipes near changed: {pipes}; " if pipes else "")
+            + f"新增 added {len(changes.get('added') or [])}, "
+            f"消失 gone {len(changes.get('gone') or [])}, "
+            f"变化 changed {len(changes.get('changed') or [])}, "
+            f"未变 unchanged {changes.get('unchanged', 0)}")

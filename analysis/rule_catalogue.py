@@ -12,7 +12,8 @@ written by :mod:`analysis.rule_tables` (which the loaders import, so it cannot i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,12 @@ __all__ = [
     "rule_csv",
     "store_rule_table",
     "delete_rule_table",
+    "CHECK_RULES",
+    "rules_version",
 ]
 
+#: The tables a proposal check judges by (the service-life table is the dig-site hazards').
+CHECK_RULES = ("clearance_rules", "cover_rules")
 #: Largest rule table accepted (bytes): the shipped ones are a few kB.
 MAX_TABLE_BYTES = 1_000_000
 
@@ -159,3 +164,23 @@ def delete_rule_table(conn: sa.Connection, name: str, settings: TwinSettings) ->
     removed = delete_rule_csv(conn, name)
     source, path = table.file(settings)
     return {"name": name, "source": source, "file": path.name, "removed": removed}
+
+
+def rules_version(db: sa.Engine | sa.Connection, settings: TwinSettings,
+                  names: Sequence[str] = CHECK_RULES) -> dict:
+    """The version of the rule tables in effect (stored, configured or shipped): ``version``, a
+    stable hash of their contents (line endings and a BOM aside: the same table stored by an
+    admin and shipped is the same version), and each table's ``source`` and ``sha256``.
+
+    A check records it (its stamp); a re-check that gets another version says the rules changed.
+    """
+    whole = hashlib.sha256()
+    tables = {}
+    for name in names:
+        current = rules_in_use(db, name, settings)
+        lines = current.text.lstrip("\ufeff").splitlines()
+        text = "\n".join(line.rstrip() for line in lines).strip()
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        whole.update(f"{name}:{digest}\n".encode())
+        tables[name] = {"source": current.source, "sha256": digest, **current.meta}
+    return {"version": whole.hexdigest()[:12], "tables": tables}

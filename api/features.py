@@ -548,7 +548,7 @@ _PROPOSAL_MARK = (
 #: re-checked (migration 0008, analysis.proposal_workflow); withdrawn ones are not served.
 _PROPOSALS = """(
         SELECT id, name, utility, status, passed, created_by, created_at, checked_at, decided_by,
-               decided_at, note, override_note, version, geom
+               decided_at, note, override_note, version, network_mark, rules_version, geom
           FROM proposal
          WHERE status <> 'withdrawn'
     )"""

@@ -2,9 +2,10 @@
 
 ``GET /findings`` lists the findings the ``network-scan`` process (or ``twin analyze scan``)
 stored, filtered by status, verdict, road, utility pair and owner pair, paginated (``limit``,
-``offset``, ``next`` link) — any signed-in user. ``GET /findings/{key}`` gives one with its
-history. ``POST /findings/{key}/status`` moves it (``active``, ``reviewed``, ``approved``;
-approvers and admins), audited with the change. The life cycle is
+``offset``, ``next`` link) — any signed-in user; ``GET /findings.bcf`` gives the same selection
+as BCF 3.0 topics for BIM tools (:mod:`documents.bcf`, at most 500, audited).
+``GET /findings/{key}`` gives one with its history. ``POST /findings/{key}/status`` moves it
+(``active``, ``reviewed``, ``approved``; approvers and admins), audited with the change. The life cycle is
 :mod:`analysis.findings`; the routes only call it.
 """
 
@@ -14,14 +15,16 @@ from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, StringConstraints
 
 from analysis.findings import get_finding, list_findings, set_status
-from api.audit import audit
+from api.audit import audit, audit_now
 from api.auth import User, allow
 from api.jobs import base_url
+from api.limits import work_limits
+from documents.bcf import MAX_SNAPSHOTS, MAX_TOPICS, MEDIA_TYPE, SNAPSHOTS, network_findings_bcf
 
 __all__ = ["router"]
 
@@ -62,6 +65,40 @@ def findings(
         links.append({"href": f"{base_url(request)}/findings?{urlencode(query + [('offset', offset + limit)])}",
                       "rel": "next", "type": "application/json"})
     return {**doc, "links": links}
+
+
+@router.get("/findings.bcf", response_class=Response,
+            responses={200: {"content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "A BCF 3.0 zip, one topic per finding"},
+                       400: {"description": f"More than {MAX_TOPICS} findings match: filter or page"}},
+            summary="The stored findings, filtered as the list, as BCF 3.0 topics (with 3D snapshots)")
+def findings_bcf(
+    request: Request,
+    status: Annotated[list[Status] | None, Query(description="Statuses (repeatable).")] = None,
+    verdict: Annotated[list[Verdict] | None, Query(description="Verdicts (repeatable).")] = None,
+    road: Annotated[Text | None, Query(description="Road (findings on or across it).")] = None,
+    utility_pair: Annotated[Text | None, Query(alias="utility-pair", description="e.g. JS-RQ, or one utility.")
+                            ] = None,
+    owner_pair: Annotated[Text | None, Query(alias="owner-pair", description="'owner A/owner B', or one owner.")
+                          ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_TOPICS, description="Topics (default: all that match, "
+                                       f"at most {MAX_TOPICS}).")] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    snapshots: Annotated[int, Query(ge=0, le=MAX_SNAPSHOTS, description="Topics (the first ones) with a "
+                                    "rendered 3D snapshot, about a second each; the rest a viewpoint only.")
+                         ] = SNAPSHOTS,
+    user: User = Depends(allow("read")),
+) -> Response:
+    engine, settings = request.app.state.engine, request.app.state.settings
+    filters = {"status": status, "verdict": verdict, "road": road, "utility_pair": utility_pair,
+               "owner_pair": owner_pair, "limit": limit, "offset": offset}
+    with work_limits(request).slot(user.name, heavy=True):
+        export = network_findings_bcf(engine, settings, **filters, author=user.name, snapshots=snapshots,
+                                      links=f"{base_url(request)}/findings/{{key}}")
+    audit_now(engine, user, "findings-bcf", request, params={k: v for k, v in filters.items() if v},
+              affected=export.affected, status=200)
+    return Response(export.data, media_type=MEDIA_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{export.filename}"'})
 
 
 @router.get("/findings/{key}", summary="One stored finding with its history")

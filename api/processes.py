@@ -8,7 +8,9 @@ point far from any pipe) is 400 or 404.
 
 Output: JSON by default; the drawings and the printable report are chosen with ``?f=svg`` /
 ``?f=html`` (or ``Accept: image/svg+xml`` / ``text/html``, or an OGC ``outputs`` member
-naming ``svg`` or ``html``).
+naming ``svg`` or ``html``); the shutoff's work order (关阀作业单) with ``?f=pdf``, as an
+attachment, always at once; the section and the profile for CAD with ``?f=dxf``
+(``application/dxf``, an attachment).
 
 Sync or async: fast analyses answer at once (200). ``network-scan`` always runs as a job; any
 other runs as a job when the client sends ``Prefer: respond-async``. A job is answered 201
@@ -26,6 +28,7 @@ touched (both bounded in size).
 import hashlib
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +75,8 @@ from api.auth import User, allow
 from api.errors import status_of
 from api.jobs import JobResult, Progress, base_url, job_status
 from api.limits import work_limits
+from documents.drawing_dxf import profile_dxf, section_dxf
+from documents.workorder import work_order_pdf
 from twin.domain import STATUSES, UTILITIES
 from twin.errors import InputError, NotFound, TwinError
 from twin.jsonable import plain
@@ -364,8 +369,9 @@ class Outcome:
     """What a run gives: the JSON answer, drawings by format, and the ids it touched."""
 
     value: dict
-    documents: dict[str, Callable[[], str]] = field(default_factory=dict)
+    documents: dict[str, Callable[[], str | bytes]] = field(default_factory=dict)
     affected: list[str] = field(default_factory=list)
+    filename: str = "result"  # of a downloaded document (PDF), without the suffix
 
 
 @dataclass(frozen=True)
@@ -395,7 +401,8 @@ class Process:
         return ["async-execute"] if self.async_only else ["sync-execute", "async-execute"]
 
 
-MEDIA = {"json": "application/json", "svg": "image/svg+xml", "html": "text/html"}
+MEDIA = {"json": "application/json", "svg": "image/svg+xml", "html": "text/html", "pdf": "application/pdf",
+         "dxf": "application/dxf"}
 
 
 def _pair_ids(findings: list[dict]) -> list[str]:
@@ -426,7 +433,11 @@ def run_shutoff(ctx: Context, inputs: ShutoffInputs, progress: Progress) -> Outc
                 exercise_years=ctx.settings.valve_exercise_years).as_dict()
     ids = [d["pipe"] or d["node"], *(v["id"] for v in d["valves"]), *(v["id"] for v in d["failed_valves"]),
            *d["isolated_pipes"], *d["outage_pipes"]]
-    return Outcome(d, affected=ids)
+
+    def work_order() -> bytes:  # ?f=pdf: the work order 关阀作业单
+        return work_order_pdf(ctx.engine, ctx.settings, d, by=ctx.user, at=inputs.at)
+
+    return Outcome(d, {"pdf": work_order}, affected=ids, filename=f"work-order-{d['pipe'] or d['node']}")
 
 
 def run_hazards(ctx: Context, inputs: HazardsInputs, progress: Progress) -> Outcome:
@@ -469,14 +480,15 @@ def run_section(ctx: Context, inputs: SectionInputs, progress: Progress) -> Outc
         raise InputError(f"the section line is {length:,.0f} m long; at most {MAX_SECTION_M:,.0f} m")
     sec = cross_section(ctx.engine, pts, utilities=inputs.utilities, crs=ctx.settings.crs)
     d = sec.as_dict()
-    return Outcome(d, {"svg": sec.to_svg}, affected=[p["id"] for p in d["pipes"]] + d["along"])
+    return Outcome(d, {"svg": sec.to_svg, "dxf": lambda: section_dxf(sec).decode("utf-8")},
+                   affected=[p["id"] for p in d["pipes"]] + d["along"])
 
 
 def run_profile(ctx: Context, inputs: ProfileInputs, progress: Progress) -> Outcome:
     prof = longitudinal_profile(ctx.engine, inputs.from_node, inputs.to_node, crs=ctx.settings.crs)
     d = prof.as_dict()
     ids = [n["id"] for n in d["nodes"]] + [s["id"] for s in d["segments"]] + [c["id"] for c in d["crossings"]]
-    return Outcome(d, {"svg": prof.to_svg}, affected=ids)
+    return Outcome(d, {"svg": prof.to_svg, "dxf": lambda: profile_dxf(prof).decode("utf-8")}, affected=ids)
 
 
 def run_proposal_check(ctx: Context, inputs: ProposalCheckInputs, progress: Progress) -> Outcome:
@@ -509,7 +521,7 @@ PROCESSES: dict[str, Process] = {p.id: p for p in (
             "turn (inoperable in the twin or named failed) stepped through to the next ring; the pipes, "
             "nodes and customers (critical first) that lose supply.",
             ShutoffInputs, run_shutoff, example={"inputs": {"pipe": "J12-J13", "failed_valves": []}},
-            keywords=("emergency", "valve")),
+            formats=("json", "pdf"), keywords=("emergency", "valve")),
     Process("hazards", "Dig-site hazards (抢险分析)",
             "Every pipe and cable within a radius of the dig site (nearest first, with the depth of its top), "
             "the nearest valves of the burst utility, pipes past their service life and pipes short of cover.",
@@ -533,14 +545,16 @@ PROCESSES: dict[str, Process] = {p.id: p for p in (
             heavy=_whole_network, keywords=("approval",)),
     Process("section", "Cross-section (横断面)",
             "Every pipe a plan line crosses: offset, elevations, size, cover and clear distances to its "
-            "neighbours, with the ground line; `?f=svg` gives the drawing at true scale.",
-            SectionInputs, run_section, formats=("json", "svg"),
+            "neighbours, with the ground line; `?f=svg` gives the drawing at true scale, `?f=dxf` the same "
+            "for CAD (metres, one layer per utility).",
+            SectionInputs, run_section, formats=("json", "svg", "dxf"),
             example={"inputs": {"line": [[408300.0, 4035650.0], [408300.0, 4035750.0]]}},
             keywords=("drawing",)),
     Process("profile", "Longitudinal profile (纵断面)",
             "The shortest path along one utility between two survey points: chainage, ground, top, invert, "
-            "slope per pipe, crossing pipes with their clearance; `?f=svg` gives the drawing.",
-            ProfileInputs, run_profile, formats=("json", "svg"),
+            "slope per pipe, crossing pipes with their clearance; `?f=svg` gives the drawing, `?f=dxf` the "
+            "same for CAD (metres, the vertical exaggeration stated).",
+            ProfileInputs, run_profile, formats=("json", "svg", "dxf"),
             example={"inputs": {"from_node": "J1", "to_node": "J9"}}, keywords=("drawing",)),
     Process("proposal-check", "Proposal check without storing (管线审批)",
             "Collision, clearance and cover of a proposed pipe or excavation against the twin, with a "
@@ -595,6 +609,12 @@ def _outputs_schema(process: Process) -> dict:
     if "html" in process.formats:
         out["html"] = {"title": "The printable report (?f=html)",
                        "schema": {"type": "string", "contentMediaType": "text/html"}}
+    if "pdf" in process.formats:
+        out["pdf"] = {"title": "The document as PDF (?f=pdf): the shutoff's work order 关阀作业单",
+                      "schema": {"type": "string", "contentMediaType": "application/pdf"}}
+    if "dxf" in process.formats:
+        out["dxf"] = {"title": "The drawing for CAD (?f=dxf)",
+                      "schema": {"type": "string", "contentMediaType": "application/dxf"}}
     return out
 
 
@@ -659,17 +679,17 @@ def _audit_ids(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(str(i) for i in ids if i is not None))[:AUDIT_IDS]
 
 
-OutputFormat = Literal["json", "svg", "html"]
+OutputFormat = Literal["json", "svg", "html", "pdf", "dxf"]
 
 
 def _format(process: Process, f: str | None, outputs: dict | None, accept: str) -> str:
     """The output asked for: ``?f=``, else an OGC ``outputs`` member, else the Accept header, else JSON."""
     fmt = f
     if fmt is None and outputs:
-        named = [k for k in outputs if k in ("svg", "html")]
+        named = [k for k in outputs if k in ("svg", "html", "pdf", "dxf")]
         fmt = named[0] if len(named) == 1 else None
     if fmt is None:
-        for name in ("svg", "html"):
+        for name in ("svg", "html", "pdf", "dxf"):
             if MEDIA[name] in accept and name in process.formats and "application/json" not in accept:
                 fmt = name
     fmt = fmt or "json"
@@ -682,6 +702,13 @@ def _answer(outcome: Outcome, fmt: str) -> Response:
     if fmt == "json":
         return JSONResponse(plain(outcome.value))
     text = outcome.documents[fmt]()
+    if fmt == "pdf":
+        name = re.sub(r"[^\w.-]", "_", outcome.filename, flags=re.ASCII)[:100]
+        return Response(text, media_type=MEDIA[fmt],
+                        headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
+    if fmt == "dxf":  # a constant name: the kind of drawing
+        return Response(text, media_type=MEDIA[fmt], headers={
+            "Content-Disposition": f'attachment; filename="{outcome.value.get("kind", "drawing")}.dxf"'})
     if fmt == "html":
         return HTMLResponse(text)
     return Response(text, media_type=MEDIA[fmt])
@@ -694,7 +721,8 @@ def _execute(request: Request, user: User, process: Process, body: BaseModel, f:
     ctx = Context(request.app.state.engine, request.app.state.settings, user.name)
     params = inputs.model_dump(mode="json", exclude_none=True)
     action = f"process-{process.id}"
-    wants_async = "respond-async" in (prefer or "").lower()
+    # a PDF is answered at once (a job keeps text results): the preference is not applied
+    wants_async = "respond-async" in (prefer or "").lower() and fmt != "pdf"
     if process.async_only or wants_async:
         return _submit(request, user, process, ctx, inputs, fmt, params, action)
     try:
@@ -740,12 +768,15 @@ def _submit(request: Request, user: User, process: Process, ctx: Context, inputs
     return JSONResponse(doc, status_code=201, headers={"Location": location, "Preference-Applied": "respond-async"})
 
 
-_OUTPUT_HELP = "Output: json (default), svg (drawing) or html (printable report), where the process has it."
+_OUTPUT_HELP = ("Output: json (default), svg (drawing), html (printable report), pdf (shutoff work order) or dxf "
+                "(drawing for CAD), where the process has it.")
 _PREFER_HELP = "'respond-async' runs the analysis as a job (201, Location: /jobs/{id})."
 _EXEC_RESPONSES = {
     200: {"description": "The result (JSON, or SVG/HTML with ?f=)",
           "content": {"application/json": {"schema": {"type": "object"}},
-                      "image/svg+xml": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}}},
+                      "image/svg+xml": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}},
+                      "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                      "application/dxf": {"schema": {"type": "string"}}}},
     201: {"description": "Accepted as a job: its status document; Location names it",
           "content": {"application/json": {"schema": {"type": "object"}}}},
 }

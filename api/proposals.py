@@ -2,11 +2,14 @@
 
 ``POST /proposals`` stores a proposed pipe or excavation (GeoJSON, as
 :mod:`analysis.proposal_input` reads it) and checks it; ``GET /proposals/{id}`` is its last
-report with the decisions and the event log, ``/report`` the printable HTML page and
-``/section.svg`` the cross-section at the worst place. ``POST /proposals/tables`` turns a proposal
-given as CJJ 61 point and segment tables into that GeoJSON (checked as an import is), for the
-client to check or submit. Editors and approvers submit and re-check
-(``propose``); approvers decide findings and the proposal (``approve``):
+report with the decisions and the event log, ``/report`` the printable HTML page,
+``/section.svg`` the cross-section at the worst place and ``/findings.bcf`` its findings as BCF
+3.0 topics for BIM tools (audited); ``/report.pdf`` the approval package (管线审批报告, audited:
+:mod:`documents.approval_pdf`). A re-check's report says what changed since the check before
+(``changes``) and every check carries its ``stamp`` (network change mark, rule-table version).
+``POST /proposals/tables`` turns a proposal given as CJJ 61 point and segment tables into that
+GeoJSON (checked as an import is), for the client to check or submit. Editors and approvers
+submit and re-check (``propose``); approvers decide findings and the proposal (``approve``):
 new -> reviewed -> approved | rejected; its submitter (or an admin) may withdraw a new or
 reviewed proposal (``POST /proposals/{id}/withdraw``). The workflow and its state machine are
 :mod:`analysis.proposal_workflow`: a move the status does not allow is 409; approving or
@@ -51,6 +54,8 @@ from api.jobs import base_url
 from api.limits import work_limits
 from api.processes import AUDIT_IDS, ProposalDocument, audit_params, geojson
 from api.uploads import AxisOrder, Encoding, _save_uploads
+from documents.approval_pdf import approval_pdf
+from documents.bcf import MAX_SNAPSHOTS, MEDIA_TYPE, SNAPSHOTS, proposal_findings_bcf
 from ingest.proposal_tables import tables_to_geojson
 from twin.errors import InputError, NotFound
 from twin.jsonable import plain
@@ -101,6 +106,10 @@ def _links(request: Request, pid: int) -> list[dict]:
         {"href": f"{base}/report", "rel": "alternate", "type": "text/html", "title": "Printable report"},
         {"href": f"{base}/section.svg", "rel": "describedby", "type": "image/svg+xml",
          "title": "Cross-section at the worst place"},
+        {"href": f"{base}/report.pdf", "rel": "alternate", "type": "application/pdf",
+         "title": "Approval package 管线审批报告 (PDF)"},
+        {"href": f"{base}/findings.bcf", "rel": "alternate", "type": "application/octet-stream",
+         "title": "Findings as BCF 3.0 topics, for BIM tools"},
     ]
 
 
@@ -198,6 +207,48 @@ def section_svg(proposal_id: ProposalId, request: Request, user: User = Depends(
     if svg is None:
         raise NotFound(f"the check of proposal {proposal_id} drew no cross-section")
     return Response(svg, media_type="image/svg+xml")
+
+
+@router.get("/proposals/{proposal_id}/findings.bcf", response_class=Response,
+            responses={200: {"content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "A BCF 3.0 zip, one topic per finding of the last check"}},
+            summary="The findings of the last check as BCF 3.0 topics (with 3D snapshots), for BIM tools")
+def findings_bcf(
+    proposal_id: ProposalId,
+    request: Request,
+    snapshots: Annotated[int, Query(ge=0, le=MAX_SNAPSHOTS, description="Topics (the first ones) with a "
+                                    "rendered 3D snapshot; the rest a viewpoint only.")] = SNAPSHOTS,
+    user: User = Depends(allow("read")),
+) -> Response:
+    engine, settings = request.app.state.engine, request.app.state.settings
+    with work_limits(request).slot(user.name, heavy=True):
+        export = proposal_findings_bcf(engine, settings, proposal_id, author=user.name, snapshots=snapshots,
+                                       links=f"{base_url(request)}/proposals/{proposal_id}#{{key}}")
+    audit_now(engine, user, "proposal-bcf", request, params={"proposal_id": proposal_id,
+                                                             "topics": len(export.keys)},
+              affected=export.affected, status=200)
+    return Response(export.data, media_type=MEDIA_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{export.filename}"'})
+
+
+_PDF = {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
+
+
+@router.get("/proposals/{proposal_id}/report.pdf", response_class=Response,
+            responses={200: {"content": _PDF, "description": "The approval package (管线审批报告): "
+                             "findings with 3D pictures, plan, sections, decisions, the check's stamp"}},
+            summary="The approval package as PDF (Chinese and English, CJK fonts embedded)")
+def report_pdf(proposal_id: ProposalId, request: Request,
+               user: User = Depends(allow("read"))) -> Response:
+    engine, settings = request.app.state.engine, request.app.state.settings
+    with work_limits(request).slot(user.name, heavy=True):
+        pdf = approval_pdf(engine, settings, proposal_id, user=user.name)
+    audit_now(engine, user, "proposal-pdf", request,
+              params={"proposal_id": proposal_id, "bytes": len(pdf)},
+              affected=[f"proposal:{proposal_id}"], status=200)
+    name = f"proposal-{proposal_id}.pdf"
+    return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.post("/proposals/{proposal_id}/recheck",

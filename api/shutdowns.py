@@ -5,7 +5,8 @@ and answers the record: valves in closing order, outage, customers (critical fir
 out of service and ``conflicts`` with the other shutdowns planned or under way.
 ``POST /shutdowns/{id}/{notify|execute|restore|cancel}`` moves it (409 when its status does not
 allow the move); ``POST /shutdowns/{id}/valves/{valve}`` is a crew's mark (closed or failed: a
-failed valve recomputes the ring); ``GET /shutdowns/{id}/customers.csv`` is the notification list.
+failed valve recomputes the ring); ``GET /shutdowns/{id}/customers.csv`` is the notification list, ``GET /shutdowns/{id}/workorder.pdf``
+the crew's work order (关阀作业单).
 ``/valves/{valve}/exercises`` reads and records a valve's exercise history. The workflow is
 :mod:`analysis.shutdown`; reading needs ``read``, every change ``edit`` and is audited with the
 change (the workflow's ``before_commit`` hook).
@@ -37,6 +38,7 @@ from api.audit import audit
 from api.auth import User, allow
 from api.jobs import base_url
 from api.limits import work_limits
+from documents.workorder import work_order_pdf
 from twin.jsonable import plain
 
 __all__ = ["router"]
@@ -88,7 +90,9 @@ def _document(request: Request, record: dict) -> dict:
     return plain({**record, "links": [
         {"href": base, "rel": "self", "type": "application/json"},
         {"href": f"{base}/customers.csv", "rel": "describedby", "type": "text/csv",
-         "title": "Customers to notify, critical first"}]})
+         "title": "Customers to notify, critical first"},
+        {"href": f"{base}/workorder.pdf", "rel": "describedby", "type": "application/pdf",
+         "title": "The work order 关阀作业单"}]})
 
 
 def _audited(request: Request, user: User, action: str, params: dict):
@@ -136,6 +140,18 @@ def customers(shutdown_id: ShutdownId, request: Request, user: User = Depends(al
     text = customers_csv(request.app.state.engine, shutdown_id)
     return Response("\ufeff" + text, media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="shutdown-{shutdown_id}-customers.csv"'})
+
+
+@router.get("/shutdowns/{shutdown_id}/workorder.pdf", response_class=Response,
+            responses={200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}},
+            summary="The work order (关阀作业单) of a shutdown: valves in order, plan, customers (PDF)")
+def work_order(shutdown_id: ShutdownId, request: Request, user: User = Depends(allow("read"))) -> Response:
+    engine = request.app.state.engine
+    with work_limits(request).slot(user.name):
+        record = get_shutdown(engine, shutdown_id, with_conflicts=False)
+        pdf = work_order_pdf(engine, request.app.state.settings, record, by=user.name)
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="shutdown-{shutdown_id}-workorder.pdf"'})
 
 
 @router.post("/shutdowns/{shutdown_id}/valves/{valve:path}",

@@ -69,6 +69,7 @@ from ingest.pipeline import Progress, ingest_tables, rejected_report
 from ingest.prepare import _reference_elevation
 from ingest.report import Report
 from ingest.tables import (
+    NUMBER_COLUMNS,
     POINT_COLUMNS,
     SEGMENT_COLUMNS,
     FileInfo,
@@ -77,6 +78,7 @@ from ingest.tables import (
     canonical_name,
     column_mapping,
     load_column_mapping,
+    survey_column,
     survey_field,
 )
 from twin.domain import depth_reference, parse_sizes, parse_utility
@@ -303,6 +305,11 @@ def _read_fields(gis: GisLayers, layer: str, mapping: Mapping[str, str]) -> _Lay
         if col_name == geom_name:
             continue
         col = table.column(col_name)
+        if ((pa.types.is_floating(col.type) or pa.types.is_integer(col.type))
+                and survey_column(col_name, mapping) in NUMBER_COLUMNS):
+            # A number field of a number column: a float (null: NaN), not text parsed again.
+            fields[col_name] = pc.cast(col, pa.float64()).to_numpy()
+            continue
         try:
             col = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
@@ -314,7 +321,8 @@ def _read_fields(gis: GisLayers, layer: str, mapping: Mapping[str, str]) -> _Lay
     if subtype is not None:  # 'PS' + 'YS' (as exported): the subtype, where there is one
         sub = fields.pop(subtype)
         fields[utility or "utility"] = sub if utility is None else np.where(pd.isna(sub), fields[utility], sub)
-    frame = pd.DataFrame(fields, dtype=object, index=pd.RangeIndex(table.num_rows))
+    frame = pd.DataFrame({k: pd.Series(v, dtype=object if v.dtype.kind != "f" else float, copy=False)
+                          for k, v in fields.items()}, index=pd.RangeIndex(table.num_rows))
     frame.attrs["fields"] = every
     return _Layer(layer, frame, wkb, meta.get("crs"), simple=_simple_wkb(wkb), short_names=short)
 
@@ -569,6 +577,7 @@ def _label_fields(s: pd.DataFrame, rows: np.ndarray, layer: _Layer) -> None:
     line_i, label_i = line_i[first], label_i[first]
     for col, values in (("size", size), ("material", material), ("from_depth", depth[0]),
                         ("to_depth", depth[1].fillna(depth[0]))):
+        s[col] = s[col].astype(object)  # a number field may have made it floats
         given = s.loc[line_i, col]
         s.loc[line_i, col] = given.where(given.notna(), values.to_numpy(dtype=object)[label_i])
 

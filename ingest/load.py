@@ -46,14 +46,18 @@ _POINTZ = 0x80000000 | 0x20000000 | 1
 _LINESTRINGZ = 0x80000000 | 0x20000000 | 2
 
 
-def _hex_records(records: np.ndarray) -> np.ndarray:
-    """Hex text of each record of a packed structured array, without a Python loop per row."""
-    size = records.dtype.itemsize
-    text = records.tobytes().hex().encode("ascii")
-    return np.frombuffer(text, dtype=f"S{2 * size}").astype(str).astype(object)
+def _hex_records(records: np.ndarray) -> pd.arrays.ArrowExtensionArray:
+    """Hex text of each record of a packed structured array: one Arrow string array over the
+    hex of the whole buffer (no Python string per row, none made again for the COPY)."""
+    size = 2 * records.dtype.itemsize
+    text = pa.py_buffer(records.tobytes().hex().encode("ascii"))
+    offsets = pa.py_buffer(np.arange(0, size * (len(records) + 1), size, dtype=np.int64))
+    return pd.arrays.ArrowExtensionArray(
+        pa.Array.from_buffers(pa.large_string(), len(records), [None, offsets, text]))
 
 
-def ewkb_points(x: np.ndarray, y: np.ndarray, z: np.ndarray, srid: int) -> np.ndarray:
+def ewkb_points(x: np.ndarray, y: np.ndarray, z: np.ndarray, srid: int
+                ) -> pd.arrays.ArrowExtensionArray:
     """Hex EWKB of POINT Z geometries, as PostGIS reads them from COPY."""
     rec = np.zeros(len(x), dtype=[("bo", "u1"), ("type", "<u4"), ("srid", "<u4"),
                                   ("x", "<f8"), ("y", "<f8"), ("z", "<f8")])
@@ -63,7 +67,7 @@ def ewkb_points(x: np.ndarray, y: np.ndarray, z: np.ndarray, srid: int) -> np.nd
 
 
 def ewkb_lines(x1: np.ndarray, y1: np.ndarray, z1: np.ndarray, x2: np.ndarray, y2: np.ndarray,
-               z2: np.ndarray, srid: int) -> np.ndarray:
+               z2: np.ndarray, srid: int) -> pd.arrays.ArrowExtensionArray:
     """Hex EWKB of two-vertex LINESTRING Z geometries (survey segments are straight)."""
     rec = np.zeros(len(x1), dtype=[("bo", "u1"), ("type", "<u4"), ("srid", "<u4"), ("n", "<u4"),
                                    ("x1", "<f8"), ("y1", "<f8"), ("z1", "<f8"),
@@ -78,10 +82,11 @@ def _ewkb_polyline(xyz: np.ndarray, srid: int) -> str:
     return (head + np.ascontiguousarray(xyz, dtype="<f8").tobytes()).hex()
 
 
-def _segment_geometry(s: pd.DataFrame, srid: int) -> np.ndarray:
+def _segment_geometry(s: pd.DataFrame, srid: int) -> pd.arrays.ArrowExtensionArray | np.ndarray:
     geom = ewkb_lines(s["x1"].to_numpy(float), s["y1"].to_numpy(float), s["from_z"].to_numpy(float),
                       s["x2"].to_numpy(float), s["y2"].to_numpy(float), s["to_z"].to_numpy(float), srid)
     if "vertices" in s.columns and s["vertices"].notna().any():
+        geom = geom.to_numpy(dtype=object)
         # EPANET polylines: rare and short; heights interpolated by chainage.
         for i in np.flatnonzero(s["vertices"].notna().to_numpy()):
             row = s.iloc[i]
@@ -117,7 +122,6 @@ def _copy(cur, table: str, frame: pd.DataFrame, columns: list[tuple[str, str]],
           step: Callable[[str], None], chunk_rows: int = 250_000) -> None:
     """COPY a frame into a table as CSV (written by Arrow), in chunks so memory stays flat."""
     names = [c for c, _ in columns]
-    schema = pa.schema([(c, _ARROW_TYPES[t]) for c, t in columns])
     options = pacsv.WriteOptions(include_header=False)
     with cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT csv)") as copy:
         for start in range(0, len(frame), chunk_rows):
@@ -125,12 +129,14 @@ def _copy(cur, table: str, frame: pd.DataFrame, columns: list[tuple[str, str]],
             part = frame.iloc[start:start + chunk_rows]
             arrays = [_arrow_column(part[c], _ARROW_TYPES[t]) for c, t in columns]
             buf = io.BytesIO()
-            pacsv.write_csv(pa.Table.from_arrays(arrays, schema=schema), buf, write_options=options)
+            pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), buf, write_options=options)
             copy.write(buf.getbuffer())
 
 
 def _arrow_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
     if kind == pa.string():
+        if isinstance(values.dtype, pd.ArrowDtype) or getattr(values.dtype, "storage", "") == "pyarrow":
+            return pa.array(values.array)  # Arrow already (the geometry's hex, pandas' str)
         return pa.array(values.to_numpy(dtype=object), type=kind, from_pandas=True)
     if kind == pa.int64():
         return pa.array(pd.array(values, dtype="Int64"), type=kind, from_pandas=True)
@@ -203,6 +209,15 @@ def _secondary_indexes(cur, table: str) -> list[tuple[str, str]]:
     return list(cur.fetchall())
 
 
+def _primary_key(cur, table: str) -> list[tuple[str, str]]:
+    """Name and definition of the table's primary key, when no foreign key refers to it."""
+    cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint c "
+                "WHERE conrelid = to_regclass(%s) AND contype = 'p' AND NOT EXISTS "
+                "(SELECT 1 FROM pg_constraint r WHERE r.confrelid = c.conrelid AND r.contype = 'f')",
+                (table,))
+    return list(cur.fetchall())
+
+
 def _foreign_keys(cur, table: str) -> list[tuple[str, str]]:
     """Name and definition of the table's foreign keys (checked per row during COPY)."""
     cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
@@ -223,8 +238,9 @@ def _merge(cur, spec: TableSpec, frame: pd.DataFrame, *, batch_id: int, scope: s
     rebuild, refs = [], []
     if len(fresh) >= BULK_ROWS and len(fresh) > BULK_FRACTION * len(have):
         # Inside the batch's transaction, so a failure restores them. Foreign keys are
-        # re-added afterwards, which validates them in one join instead of a check per row.
-        rebuild, refs = _secondary_indexes(cur, t), _foreign_keys(cur, t)
+        # re-added afterwards, which validates them in one join instead of a check per row;
+        # the primary key too: one sorted build that checks the ids are unique.
+        rebuild, refs = _secondary_indexes(cur, t), _primary_key(cur, t) + _foreign_keys(cur, t)
         for name, _ in refs:
             cur.execute(f'ALTER TABLE {t} DROP CONSTRAINT "{name}"')
         for name, _ in rebuild:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from ingest.report import Report
@@ -65,6 +67,9 @@ class Prepared:
 
 def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Parse numeric text (units m/mm/MPa/kV allowed); returns (values, bad mask)."""
+    if values.dtype.kind == "f":  # numbers already (a typed GIS field): NaN is no value
+        out = values.to_numpy(dtype=float, copy=True)
+        return out, np.isinf(out)
     raw = values.astype(object)
     present = raw.notna().to_numpy()
     # A copy: pandas may hand out a read-only view, and the retry below writes into it.
@@ -97,13 +102,15 @@ def prepare(tables: SurveyTables, settings: TwinSettings, crs: TwinCRS, *, axis_
     """
     report = Report()
     nodes = _prepare_points(tables, crs, axis_order, report)
-    segments = _prepare_segments(tables, nodes, settings, report, check_long=check_long,
+    first = nodes.drop_duplicates("id")  # a point id given twice (E201): its first row
+    segments = _prepare_segments(tables, first, settings, report, check_long=check_long,
                                  network_model=network_model)
-    _check_degrees(nodes, segments, tables.points_file, report)
+    _check_degrees(nodes, first, segments, tables.points_file, report)
     _check_crossings(segments, tables.segments_file, report)
-    valves = _valves(tables, nodes, segments, report)
-    sources = _sources(tables, nodes)
-    customers = _customers(tables, nodes)
+    by_id = first.set_index("id")  # one index of the points for the derived features
+    valves = _valves(tables, by_id, segments, report)
+    sources = _sources(tables, by_id)
+    customers = _customers(tables, by_id)
     report.counts = {
         "nodes": len(nodes), "segments": len(segments), "valves": len(valves),
         "sources": len(sources), "customers": len(customers),
@@ -172,10 +179,10 @@ _SURVEY_CLASS_OF = {name.lower(): cls for cls, names_ in _SURVEY_CLASSES.items()
 
 def _survey_class(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Canonical survey class (None where not given) and the mask of values that are neither class."""
-    key = values.astype("string").str.strip().str.lower().replace("", pd.NA)
-    canonical = key.map(_SURVEY_CLASS_OF)
-    return canonical.astype(object).where(canonical.notna(), None).to_numpy(object), \
-        (key.notna() & canonical.isna()).to_numpy(bool)
+    canonical = map_distinct(values, lambda d: d.str.lower().map(_SURVEY_CLASS_OF)).to_numpy(object)
+    given = map_distinct(values, lambda d: d != "").to_numpy(bool)
+    known = pd.notna(canonical)
+    return np.where(known, canonical, None), given & ~known
 
 
 def _check_extent(easting: np.ndarray, northing: np.ndarray, crs: TwinCRS, p: pd.DataFrame, f: str,
@@ -218,7 +225,7 @@ class _Heights:
     centre: tuple[np.ndarray, np.ndarray]  # z of the pipe's centre
 
 
-def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinSettings, report: Report,
+def _prepare_segments(tables: SurveyTables, first: pd.DataFrame, settings: TwinSettings, report: Report,
                       *, check_long: bool, network_model: bool = False) -> pd.DataFrame:
     """Typed segments from the survey's segment table, checked, with their 3D ends."""
     s = tables.segments
@@ -227,7 +234,6 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
         report.add_rows("E102", s[col].isna(), s, f, f"empty {col}", _SEGMENT_IDS)
     ids = s["id"].where(s["id"].notna(), s["from_id"].astype(str) + "-" + s["to_id"].astype(str))
     out = pd.DataFrame({"id": ids, "from_node": s["from_id"], "to_node": s["to_id"], "_row": s["_row"]})
-    first = nodes.drop_duplicates("id")
     fi, ti = _segment_ends(s, f, first, report)
     ok = (fi >= 0) & (ti >= 0)
     out["_fi"], out["_ti"] = fi, ti
@@ -254,14 +260,23 @@ def _prepare_segments(tables: SurveyTables, nodes: pd.DataFrame, settings: TwinS
 def _segment_ends(s: pd.DataFrame, f: str, first: pd.DataFrame, report: Report
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Endpoints as integer codes into the point table (-1: missing, reported E202)."""
-    index = pd.Index(first["id"])
-    fi = index.get_indexer(s["from_id"])
-    ti = index.get_indexer(s["to_id"])
+    fi, ti = (_positions(first["id"], s[end]) for end in _SEGMENT_IDS)
     for end, codes in (("from_id", fi), ("to_id", ti)):
         missing = (codes < 0) & s[end].notna().to_numpy()
         report.add_rows("E202", missing, s, f, lambda r, e=end: f"end point {r[e]!r} is not in the point table",
                         _SEGMENT_IDS)
     return fi, ti
+
+
+def _positions(ids: pd.Series, values: pd.Series) -> np.ndarray:
+    """Where each value is among the unique ``ids`` (-1: not there): Arrow's hash lookup
+    for text (twice as fast as pandas' on object columns), pandas' for anything else."""
+    try:
+        found = pc.index_in(pa.array(values.to_numpy(dtype=object), type=pa.string()),
+                            value_set=pa.array(ids.to_numpy(dtype=object), type=pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pd.Index(ids).get_indexer(values)
+    return found.fill_null(-1).to_numpy().astype(np.intp)
 
 
 def _segment_utility(out: pd.DataFrame, s: pd.DataFrame, f: str, first: pd.DataFrame, fi: np.ndarray,
@@ -444,8 +459,8 @@ def _reference_elevation(generic: np.ndarray, top: np.ndarray, invert_elev: np.n
     return out
 
 
-def _check_degrees(nodes: pd.DataFrame, segments: pd.DataFrame, f: str, report: Report) -> None:
-    first = nodes.drop_duplicates("id")
+def _check_degrees(nodes: pd.DataFrame, first: pd.DataFrame, segments: pd.DataFrame, f: str,
+                   report: Report) -> None:
     n = len(first)
     ends = np.concatenate([segments["_fi"].to_numpy(), segments["_ti"].to_numpy()])
     degree = np.bincount(ends[ends >= 0], minlength=n)
@@ -476,12 +491,14 @@ def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
         if len(members) < 2:
             continue
         tree = shapely.STRtree(lines[members])
-        a, b = tree.query(lines[members], predicate="intersects")
-        keep = a < b
+        a, b = tree.query(lines[members])  # boxes that overlap; the exact test only for pairs
+        keep = a < b  # that share no point (most neighbours meet at their shared point)
         a, b = members[a[keep]], members[b[keep]]
         share = (fi[a] == fi[b]) | (fi[a] == ti[b]) | (ti[a] == fi[b]) | (ti[a] == ti[b])
-        found_a.append(a[~share])
-        found_b.append(b[~share])
+        a, b = a[~share], b[~share]
+        cross = shapely.intersects(lines[a], lines[b])
+        found_a.append(a[cross])
+        found_b.append(b[cross])
     if not found_a:
         return
     a, b = np.concatenate(found_a), np.concatenate(found_b)
@@ -505,17 +522,15 @@ def _truthy(values: pd.Series, default: bool) -> np.ndarray:
     return map_distinct(values, parse).to_numpy(dtype=bool)
 
 
-def _valves(tables: SurveyTables, nodes: pd.DataFrame, segments: pd.DataFrame, report: Report) -> pd.DataFrame:
+def _valves(tables: SurveyTables, first: pd.DataFrame, segments: pd.DataFrame, report: Report) -> pd.DataFrame:
     """Valves on (segment, node): from valve points of the survey, or an explicit list."""
     # The valve's kind travels as attrs_kind (the appurtenance it came from) until the load.
     cols = [*(c for c in names("valve", versioning=False) if c != "kind"), "x", "y", "z", "attrs_kind"]
-    first = nodes.drop_duplicates("id").set_index("id")
-    ends = pd.DataFrame({
-        "segment_id": np.concatenate([segments["id"].to_numpy(), segments["id"].to_numpy()]),
-        "node_id": np.concatenate([segments["from_node"].to_numpy(), segments["to_node"].to_numpy()]),
-        "z": np.concatenate([segments["from_z"].to_numpy(), segments["to_z"].to_numpy()]),
-        "utility": np.concatenate([segments["utility"].to_numpy(), segments["utility"].to_numpy()]),
-    })
+    def both(a: str, b: str, dtype: type = object) -> pd.Series:  # objects: no str inferred
+        return pd.Series(np.concatenate([segments[a].to_numpy(), segments[b].to_numpy()]), dtype=dtype)
+
+    ends = pd.DataFrame({"segment_id": both("id", "id"), "node_id": both("from_node", "to_node"),
+                         "z": both("from_z", "to_z", float), "utility": both("utility", "utility")})
     frames = []
     if tables.valves is not None and len(tables.valves):
         v = tables.valves.copy()
@@ -554,9 +569,8 @@ def _valves(tables: SurveyTables, nodes: pd.DataFrame, segments: pd.DataFrame, r
     return v[cols]
 
 
-def _sources(tables: SurveyTables, nodes: pd.DataFrame) -> pd.DataFrame:
+def _sources(tables: SurveyTables, first: pd.DataFrame) -> pd.DataFrame:
     cols = ["id", "node_id", "utility", "kind", "name", "x", "y", "z"]
-    first = nodes.drop_duplicates("id").set_index("id")
     src = first[first["appurtenance"].isin(list(SOURCE_APPURTENANCES))]
     out = pd.DataFrame({"id": "SRC-" + src.index.to_series().astype(str), "node_id": src.index,
                         "utility": src["utility"].to_numpy(), "kind": src["appurtenance"].to_numpy(),
@@ -575,9 +589,8 @@ def _sources(tables: SurveyTables, nodes: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
-def _customers(tables: SurveyTables, nodes: pd.DataFrame) -> pd.DataFrame:
+def _customers(tables: SurveyTables, first: pd.DataFrame) -> pd.DataFrame:
     cols = [*names("customer", versioning=False), "x", "y", "z"]
-    first = nodes.drop_duplicates("id").set_index("id")
     entry = first[first["feature"] == "service_entry"]
     remarks = entry["remarks"]
     critical = _contains_any(remarks.reset_index(drop=True), CRITICAL_WORDS)

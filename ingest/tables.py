@@ -40,6 +40,8 @@ __all__ = [
     "canonical_name",
     "column_mapping",
     "survey_field",
+    "survey_column",
+    "NUMBER_COLUMNS",
     "load_column_mapping",
     "read_input",
     "TableLimits",
@@ -100,6 +102,11 @@ SEGMENT_COLUMNS: dict[str, tuple[str, ...]] = {
     "remarks": ("备注", "remark", "note", "notes"),
 }
 SEGMENT_REQUIRED = ("from_id", "to_id", "size")
+#: Survey columns that hold numbers: a reader whose fields are typed (GIS) passes them as floats.
+NUMBER_COLUMNS: frozenset[str] = frozenset({
+    "x", "y", "ground_z", "depth", "well_depth", "from_depth", "to_depth", "from_elev", "to_elev",
+    "from_top_elev", "to_top_elev", "from_invert_elev", "to_invert_elev", "pressure", "cables",
+    "holes_total", "holes_used"})
 
 
 @dataclass(frozen=True)
@@ -425,7 +432,9 @@ def canonical_frame(
     for c in columns:
         if c not in frame.columns:
             frame[c] = None
-    frame = frame[list(columns)].astype(object)
+    frame = frame[list(columns)]
+    # Text as Python objects (what the checks read); numbers a typed reader gave stay floats.
+    frame = frame.astype({c: object for c, dtype in frame.dtypes.items() if dtype.kind != "f"})
     if not trimmed:
         frame = frame.where(frame.notna(), None)
         for c in frame.columns:
@@ -440,6 +449,12 @@ def canonical_frame(
 def survey_field(name: str, mapping: Mapping[str, str] | None = None) -> bool:
     """Whether a source field names a survey column (an alias, or a key of ``mapping``)."""
     return _normalise_header(name) in (mapping or {}) or canonical_name(name) is not None
+
+
+def survey_column(name: str, mapping: Mapping[str, str] | None = None) -> str | None:
+    """The survey column a source field stands for: ``mapping``'s (normalised keys, as
+    :func:`column_mapping` makes them) first, else its Chinese or English name's."""
+    return (mapping or {}).get(_normalise_header(name)) or canonical_name(name)
 
 
 def canonical_name(name: str) -> str | None:

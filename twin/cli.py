@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twin.errors import TwinError
@@ -199,5 +200,7 @@ def main() -> None:
     try:
         app()
     except TwinError as exc:  # the one handler: commands let their errors come here
-        console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+        # Not wrapped at the terminal's width: a message names files and ids people copy.
+        console.print(f"[bold red]error[/] \\[{exc.code}] {escape(exc.message)}", soft_wrap=True,
+                      highlight=False)
         sys.exit(2)

@@ -248,6 +248,10 @@ _PROPOSAL = (
     _c("note", "string", "审批意见", "note", "decision note"),
     _c("override_note", "string", "放行理由", "override", "override reason"),
     _c("version", "integer", "版本", "version", "version of the proposal geometry"),
+    _c("network_mark", "string", "管网版本", "network version",
+       "the network's change mark the last check was made against (migration 0016)"),
+    _c("rules_version", "string", "规则表版本", "rule-table version",
+       "version (hash) of the clearance and cover rule tables the last check judged by"),
 )
 
 #: Every feature table's columns (geometry and bookkeeping such as ``batch_id`` aside).

@@ -238,7 +238,8 @@ def test_section_json_and_svg(api: Api, demo: dict) -> None:
     ogc = api.post("/processes/section/execution", json={"inputs": {"line": line}, "outputs": {"svg": {}}})
     assert ogc.headers["content-type"].startswith("image/svg+xml")
     assert run(api, "section", {"line": line}, params={"f": "html"}).status_code == 400  # no such output
-    assert run(api, "section", {"line": line}, params={"f": "pdf"}).status_code == 422
+    assert run(api, "section", {"line": line}, params={"f": "pdf"}).status_code == 400  # the shutoff's only
+    assert run(api, "section", {"line": line}, params={"f": "doc"}).status_code == 422
     assert run(api, "section", {"line": [[0, 0], [0, 10000]]}).status_code == 400     # too long
     assert run(api, "section", {"line": [line[0]]}).status_code == 422                # one point
     assert run(api, "section", {"line": [[1.0, 1.0], [2.0, 2.0]]}).status_code == 400  # looks like lon/lat

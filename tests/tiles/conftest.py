@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,7 +27,8 @@ def demo_twin(tmp_path_factory: pytest.TempPathFactory) -> TwinSettings:
     """Settings of a schema holding the demo district (as `make demo` loads it), read-only."""
     out = tmp_path_factory.mktemp("tiles_demo")
     # A geoid offset so the placement tests see it applied.
-    settings = get_settings(db_schema="test_tiles_demo", tiles_dir=out / "tiles", geoid_offset_m=GEOID_OFFSET_M)
+    settings = get_settings(db_schema=f"test_tiles_demo_{os.getpid()}", tiles_dir=out / "tiles",
+                            geoid_offset_m=GEOID_OFFSET_M)  # the process id: one schema per test worker
     open_twin(get_settings()).dispose()  # starts the private cluster when it is the one in use
     drop_schema(settings)
     generate_district(out / "survey", scale=1, seed=0)
