@@ -42,9 +42,7 @@ class StatusChange(BaseModel):
         None, description="Why; needed to approve a violation or a pair no rule covers.")
 
 
-@router.get("/findings", summary="Stored findings of the whole-network scan, filtered and paginated")
-def findings(
-    request: Request,
+def finding_filters(
     status: Annotated[list[Status] | None, Query(description="Statuses (repeatable).")] = None,
     verdict: Annotated[list[Verdict] | None, Query(description="Verdicts (repeatable).")] = None,
     road: Annotated[Text | None, Query(description="Road (findings on or across it).")] = None,
@@ -52,12 +50,21 @@ def findings(
                             ] = None,
     owner_pair: Annotated[Text | None, Query(alias="owner-pair", description="'owner A/owner B', or one owner.")
                           ] = None,
+) -> dict:
+    """The findings list's filters, one definition for the list and its BCF export."""
+    return {"status": status, "verdict": verdict, "road": road, "utility_pair": utility_pair,
+            "owner_pair": owner_pair}
+
+
+@router.get("/findings", summary="Stored findings of the whole-network scan, filtered and paginated")
+def findings(
+    request: Request,
+    filters: Annotated[dict, Depends(finding_filters)],
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     user: User = Depends(allow("read")),
 ) -> dict:
-    doc = list_findings(request.app.state.engine, status=status, verdict=verdict, road=road,
-                        utility_pair=utility_pair, owner_pair=owner_pair, limit=limit, offset=offset)
+    doc = list_findings(request.app.state.engine, **filters, limit=limit, offset=offset)
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
     links = [{"href": f"{base_url(request)}/findings?{urlencode(query + [('offset', offset)])}", "rel": "self",
               "type": "application/json"}]
@@ -74,13 +81,7 @@ def findings(
             summary="The stored findings, filtered as the list, as BCF 3.0 topics (with 3D snapshots)")
 def findings_bcf(
     request: Request,
-    status: Annotated[list[Status] | None, Query(description="Statuses (repeatable).")] = None,
-    verdict: Annotated[list[Verdict] | None, Query(description="Verdicts (repeatable).")] = None,
-    road: Annotated[Text | None, Query(description="Road (findings on or across it).")] = None,
-    utility_pair: Annotated[Text | None, Query(alias="utility-pair", description="e.g. JS-RQ, or one utility.")
-                            ] = None,
-    owner_pair: Annotated[Text | None, Query(alias="owner-pair", description="'owner A/owner B', or one owner.")
-                          ] = None,
+    filters: Annotated[dict, Depends(finding_filters)],
     limit: Annotated[int | None, Query(ge=1, le=MAX_TOPICS, description="Topics (default: all that match, "
                                        f"at most {MAX_TOPICS}).")] = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -90,8 +91,7 @@ def findings_bcf(
     user: User = Depends(allow("read")),
 ) -> Response:
     engine, settings = request.app.state.engine, request.app.state.settings
-    filters = {"status": status, "verdict": verdict, "road": road, "utility_pair": utility_pair,
-               "owner_pair": owner_pair, "limit": limit, "offset": offset}
+    filters = {**filters, "limit": limit, "offset": offset}
     with work_limits(request).slot(user.name, heavy=True):
         export = network_findings_bcf(engine, settings, **filters, author=user.name, snapshots=snapshots,
                                       links=f"{base_url(request)}/findings/{{key}}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ingest.sample import POINT_HEADERS, SEGMENT_HEADERS
 from twin.db import make_engine, open_twin
 from twin.settings import TwinSettings, get_settings
 
@@ -23,6 +25,29 @@ def drop_schema(settings: TwinSettings) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE'))
     engine.dispose()
+
+
+def write_survey(folder: Path, points: list[tuple], segments: list[tuple]) -> None:
+    """A CJJ 61 survey (points.csv, segments.csv) in ``folder`` from hand-written rows: points
+    ``(id, utility, feature, easting, northing, ground, depth)``, segments ``(from, to, utility,
+    size)`` with the ends' depths. X is the northing, Y the easting (DOMAIN.md)."""
+    with open(folder / "points.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(POINT_HEADERS)
+        for pid, u, feat, e, n, g, d in points:
+            row = dict.fromkeys(POINT_HEADERS, "")
+            row.update({"物探点号": pid, "管线类型": u, "特征": feat, "X": f"{n:.2f}", "Y": f"{e:.2f}",
+                        "地面高程": f"{g:.3f}", "埋深": f"{d:.2f}"})
+            w.writerow(row.values())
+    depth = {p[0]: p[6] for p in points}
+    with open(folder / "segments.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(SEGMENT_HEADERS)
+        for a, b, u, size in segments:
+            row = dict.fromkeys(SEGMENT_HEADERS, "")
+            row.update({"起点号": a, "终点号": b, "管线类型": u, "起点埋深": depth[a], "终点埋深": depth[b],
+                        "管径/断面": size, "状态": "active"})
+            w.writerow(row.values())
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from analysis.profile import longitudinal_profile
 from ingest.pipeline import ingest_survey
-from ingest.sample import POINT_HEADERS, SEGMENT_HEADERS
+from tests.conftest import write_survey
 from twin.errors import InputError, NotFound
 
 E0, N0 = 410000.0, 4035000.0
@@ -40,23 +39,7 @@ SEGMENTS = [
 
 
 def _write_survey(folder):
-    with open(folder / "points.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(POINT_HEADERS)
-        for pid, u, feat, e, n, g, d in POINTS:
-            row = dict.fromkeys(POINT_HEADERS, "")
-            row.update({"物探点号": pid, "管线类型": u, "特征": feat, "X": f"{n:.2f}", "Y": f"{e:.2f}",
-                        "地面高程": f"{g:.3f}", "埋深": f"{d:.2f}"})
-            w.writerow(row.values())
-    depth = {p[0]: p[6] for p in POINTS}
-    with open(folder / "segments.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(SEGMENT_HEADERS)
-        for a, b, u, size in SEGMENTS:
-            row = dict.fromkeys(SEGMENT_HEADERS, "")
-            row.update({"起点号": a, "终点号": b, "管线类型": u, "起点埋深": depth[a], "终点埋深": depth[b],
-                        "管径/断面": size, "状态": "active"})
-            w.writerow(row.values())
+    write_survey(folder, POINTS, SEGMENTS)
 
 
 @pytest.fixture(scope="module")

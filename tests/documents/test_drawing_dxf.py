@@ -9,7 +9,6 @@ The drawings are compared with the section's and the profile's own numbers.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -30,8 +29,8 @@ from api.app import create_app
 from api.auth import add_user
 from documents.drawing_dxf import LAYERS, profile_dxf, profile_scales, section_dxf
 from ingest.pipeline import ingest_survey
-from ingest.sample import POINT_HEADERS, SEGMENT_HEADERS
 from tests.api.conftest import ALLOWED_HOSTS, JWT_SECRET, Api, password, sign_in, wait_job
+from tests.conftest import write_survey
 from twin.db import open_twin
 from twin.domain import UTILITIES
 from twin.errors import InputError
@@ -57,23 +56,7 @@ LINE_TEXT = ",".join(f"{v:.1f}" for p in LINE for v in p)
 
 
 def _write_survey(folder: Path) -> None:
-    with open(folder / "points.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(POINT_HEADERS)
-        for pid, u, feat, e, n, g, d in POINTS:
-            row = dict.fromkeys(POINT_HEADERS, "")
-            row.update({"物探点号": pid, "管线类型": u, "特征": feat, "X": f"{n:.2f}", "Y": f"{e:.2f}",
-                        "地面高程": f"{g:.3f}", "埋深": f"{d:.2f}"})
-            w.writerow(row.values())
-    depth = {p[0]: p[6] for p in POINTS}
-    with open(folder / "segments.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(SEGMENT_HEADERS)
-        for a, b, u, size in SEGMENTS:
-            row = dict.fromkeys(SEGMENT_HEADERS, "")
-            row.update({"起点号": a, "终点号": b, "管线类型": u, "起点埋深": depth[a], "终点埋深": depth[b],
-                        "管径/断面": size, "状态": "active"})
-            w.writerow(row.values())
+    write_survey(folder, POINTS, SEGMENTS)
 
 
 @pytest.fixture(scope="module")
