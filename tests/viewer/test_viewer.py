@@ -293,6 +293,11 @@ def test_shutoff_lists_the_apis_valves_in_order_and_the_second_ring(app: App, bu
     assert first not in ring
     app.settle()
     app.shot("06-shutoff-failed-valve")
+    # The crew's work order (关阀作业单) of this shutoff, with the failed valve, as a PDF.
+    with page.expect_download(timeout=TIMEOUT_MS) as order:
+        page.click("button[data-action=work-order]")
+    assert order.value.suggested_filename == f"work-order-{pipe_id}.pdf"
+    assert Path(order.value.path()).read_bytes()[:5] == b"%PDF-"
     app.assert_clean()
 
 
@@ -393,6 +398,40 @@ def test_a_proposal_upload_shows_its_findings_the_report_and_the_approval(app: A
     assert stored["override_note"] == "protective sleeve at the crossings"
     page.wait_for_function("window.twinViewer.proposalDrawn()", timeout=TIMEOUT_MS)
     app.shot("10-proposal-four-eyes")
+    app.assert_clean()
+
+
+def test_a_submitter_downloads_the_package_and_withdraws_the_proposal(app: App, tmp_path: Path) -> None:
+    page = app.page
+    line = _across_a_road(app.server, app.token, half_m=10.0)
+    doc = {"type": "Feature", "properties": {"utility": "JS", "size": "DN150", "depth_m": 1.2},
+           "geometry": {"type": "LineString", "coordinates": line}}
+    path = tmp_path / "to-withdraw.geojson"
+    path.write_text(json.dumps(doc))
+    page.click("#tools button[data-tool=proposal]")
+    page.set_input_files("#proposal-file", str(path))
+    page.fill("#proposal-name", "to withdraw")
+    page.click("form.upload button[type=submit]")
+    page.wait_for_selector("[data-role=proposal-status]", timeout=TIMEOUT_MS)
+    pid = page.evaluate("window.twinViewer.proposalState().proposal_id")
+    # The approval package and the BCF, as files the officer can file.
+    with page.expect_download(timeout=TIMEOUT_MS) as pdf:
+        page.click("button[data-action=package]")
+    assert pdf.value.suggested_filename == f"proposal-{pid}.pdf"
+    assert Path(pdf.value.path()).read_bytes()[:5] == b"%PDF-"
+    with page.expect_download(timeout=TIMEOUT_MS) as bcf:
+        page.click("button[data-action=bcf]")
+    assert Path(bcf.value.path()).read_bytes()[:2] == b"PK"  # a zip
+    # Its submitter takes it back: no decision is offered on a withdrawn proposal.
+    page.once("dialog", lambda d: d.accept("wrong road"))
+    page.click("button[data-action=withdraw]")
+    page.wait_for_function("document.querySelector('[data-role=proposal-status]').textContent === 'withdrawn'",
+                           timeout=TIMEOUT_MS)
+    assert not page.is_visible("button[data-action=withdraw]")
+    assert not page.is_visible("button[data-action=reject]") and not page.is_visible("button:has-text('Mark reviewed')")
+    stored = httpx.get(f"{app.server.url}/proposals/{pid}", headers={"Authorization": f"Bearer {app.token}"},
+                       timeout=30).json()
+    assert stored["status"] == "withdrawn"
     app.assert_clean()
 
 

@@ -129,6 +129,20 @@ export async function execute(processId, inputs, format) {
   return format ? postText(path, { inputs }, query) : postJSON(path, { inputs }, query);
 }
 
+/** Fetch a signed-in file (a PDF, BCF, CSV) and hand it to the browser as a download named
+ * `filename`; `options` as for request(). Returns the file's size in bytes. */
+export async function download(path, filename, options = {}) {
+  const blob = await (await request(path, options)).blob();
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  return blob.size;
+}
+
 export function can(permission) {
   const s = session.get();
   return Boolean(s && s.permissions && s.permissions.includes(permission));

@@ -8,7 +8,7 @@
 
 /* global Cesium */
 
-import { can, enc, execute, getJSON, getText, postJSON, request } from './api.js';
+import { can, download, enc, execute, getJSON, getText, postJSON, request, session } from './api.js';
 import { busy, drawing, el, guard, num, openDocument, section, showPanel, table, toast, when } from './ui.js';
 import { flyToBox, groundHeight } from './scene.js';
 import { toLonLat } from './geo.js';
@@ -162,6 +162,23 @@ async function decide(status) {
   });
 }
 
+/** The submitter (or an admin) takes back a proposal not yet decided. */
+async function withdraw() {
+  const r0 = state.report;
+  const note = window.prompt(`撤回方案 Withdraw proposal ${r0.proposal_id}? Why (recorded, optional):`, '');
+  if (note === null) return;
+  await guard('Withdrawing the proposal', async () => {
+    const r = await postJSON(`/proposals/${r0.proposal_id}/withdraw`, { note: note || null });
+    toast(`方案已撤回 Proposal ${r.proposal_id} is ${r.status}`, 'ok');
+    await show(r, { redraw: false });
+  });
+}
+
+function mayWithdraw(r) {
+  const me = session.get()?.user;
+  return Boolean(r.proposal_id) && ['new', 'reviewed'].includes(r.status) && (r.created_by === me || can('admin'));
+}
+
 async function openReport() {
   await guard('Opening the report', async () => {
     const r = state.report;
@@ -184,12 +201,12 @@ async function worstSection(target) {
 }
 
 function statusBadge(status) {
-  const cls = { new: '', reviewed: 'info', approved: 'ok', rejected: 'danger' }[status] || '';
+  const cls = { new: '', reviewed: 'info', approved: 'ok', rejected: 'danger', withdrawn: 'muted' }[status] || '';
   return el('span', { class: `badge ${cls}`, 'data-role': 'proposal-status' }, status);
 }
 
 function render(r) {
-  const approver = can('approve') && r.proposal_id && !['approved', 'rejected'].includes(r.status);
+  const approver = can('approve') && r.proposal_id && !['approved', 'rejected', 'withdrawn'].includes(r.status);
   const rows = r.findings.map((f, i) => ({
     attrs: { dataset: { finding: f.key, kind: f.kind, verdict: verdictOf(f) }, class: f.status === 'accepted' ? '' : 'critical' },
     cells: [String(i + 1), el('div', {}, el('strong', {}, KIND_LABEL[f.kind] || f.kind), ' ',
@@ -234,6 +251,13 @@ function render(r) {
       approver && r.status === 'new' ? el('button', { onclick: () => decide('reviewed') }, 'Mark reviewed') : null,
       approver && r.status === 'reviewed' ? el('button', { class: 'primary', 'data-action': 'approve', onclick: () => decide('approved') }, 'Approve') : null,
       approver ? el('button', { class: 'danger', 'data-action': 'reject', onclick: () => decide('rejected') }, 'Reject') : null,
+      mayWithdraw(r) ? el('button', { 'data-action': 'withdraw', onclick: () => withdraw() }, '撤回 Withdraw') : null,
+      r.proposal_id ? el('button', { 'data-action': 'package', title: '审批包 PDF: the approval package to sign and file',
+        onclick: () => guard('The approval package', () => download(`/proposals/${r.proposal_id}/report.pdf`,
+          `proposal-${r.proposal_id}.pdf`)) }, '审批包 PDF') : null,
+      r.proposal_id ? el('button', { 'data-action': 'bcf', title: 'BCF 3.0: the findings for BIM tools',
+        onclick: () => guard('The findings as BCF', () => download(`/proposals/${r.proposal_id}/findings.bcf`,
+          `proposal-${r.proposal_id}-findings.bcf`)) }, 'BCF') : null,
       el('button', { onclick: () => clear() }, 'Clear')),
     sectionBox,
     events.length ? section('History', table(['when', 'who', 'action', 'status', 'note'], events)) : null,

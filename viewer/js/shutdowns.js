@@ -4,7 +4,7 @@
 // conflicts with other shutdowns. A failed valve recomputes the ring on the server at once.
 // The record and its state machine are the server's (analysis/shutdown.py); this only shows them.
 
-import { can, enc, getJSON, postJSON, request } from './api.js';
+import { can, download, enc, getJSON, postJSON } from './api.js';
 import { $, busy, el, guard, section, showPanel, table, text, toast, when } from './ui.js';
 import { clearMarks, setMarks } from './tools.js';
 
@@ -83,7 +83,9 @@ function show(r) {
       el('ul', { 'data-role': 'hydrants' }, r.hydrants.map((h) => el('li', {}, h.id)))) : null,
     section(`通知用户 Customers to notify (${r.customers.length})`,
       r.customers.length ? table(['', 'id', 'name', 'kind'], customers, { 'data-role': 'shutdown-customers' }) : el('p', { class: 'muted' }, 'None.'),
-      el('button', { class: 'small', onclick: () => downloadCsv(r.id) }, 'CSV')),
+      el('button', { class: 'small', onclick: () => downloadCsv(r.id) }, 'CSV'), ' ',
+      el('button', { class: 'small', 'data-action': 'work-order', onclick: () => guard('The work order',
+        () => download(`/shutdowns/${r.id}/workorder.pdf`, `shutdown-${r.id}-work-order.pdf`)) }, '作业单 PDF')),
     section('记录 History', el('ul', { class: 'notes' }, r.events.map((e) =>
       el('li', {}, `${when(e.at)} ${e.by}: ${e.action}${e.valve_id ? ' ' + e.valve_id : ''}${e.note ? ' – ' + e.note : ''}`)))),
     el('div', { class: 'actions' }, el('button', { onclick: () => openList() }, '← 全部 All shutdowns')),
@@ -107,12 +109,7 @@ async function mark(id, valve, valveState) {
 }
 
 async function downloadCsv(id) {
-  return guard('Customers CSV', async () => {
-    const blob = await (await request(`/shutdowns/${id}/customers.csv`)).blob();
-    const a = el('a', { href: URL.createObjectURL(blob), download: `shutdown-${id}-customers.csv` });
-    a.click();
-    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
-  });
+  return guard('Customers CSV', () => download(`/shutdowns/${id}/customers.csv`, `shutdown-${id}-customers.csv`));
 }
 
 /** A shutdown of `pipe` planned from the Shutoff tool: forecast start and end, reason. */

@@ -4,7 +4,7 @@
 
 /* global Cesium */
 
-import { can, execute } from './api.js';
+import { can, download, execute } from './api.js';
 import { busy, el, guard, num, section, showPanel, table, toast } from './ui.js';
 import { showFeature } from './inspect.js';
 import { groundHeight, flyToBox } from './scene.js';
@@ -120,6 +120,10 @@ function render(r) {
     // The crew's actions first, above the lists.
     el('div', { class: 'actions', 'data-role': 'shutoff-actions' },
       el('button', { onclick: () => clear() }, 'Clear'),
+      r.pipe ? el('button', { 'data-action': 'work-order', title: '关阀作业单 PDF: the crew\'s work order (A4, phone)',
+        onclick: () => guard('The work order', () => download('/processes/shutoff/execution', `work-order-${r.pipe}.pdf`,
+          { method: 'POST', json: { inputs: { pipe: r.pipe, failed_valves: state.failed } }, query: { f: 'pdf' } })) },
+      '作业单 PDF') : null,
       r.pipe && can('edit') ? el('button', { 'data-action': 'plan-shutdown', onclick: () => planForm(r.pipe),
         title: 'A planned shutdown (关阀方案) of this pipe: notify, execute, restore' }, '计划关阀 Plan a shutdown') : null,
       state.failed.length ? el('button', { onclick: () => { state.failed = []; run(state.pipe, []); } }, 'Reset failed valves') : null),
