@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -41,6 +42,7 @@ from scipy.spatial import cKDTree
 from analysis import svg
 from analysis.network import Network, load_network
 from twin.db import twin_srid
+from twin.domain import name_zh
 from twin.errors import InputError
 
 __all__ = [
@@ -102,6 +104,7 @@ class SectionPipe:
     right_id: str | None = None
     clear_right_m: float | None = None
     depth_reference: str = "top"
+    road: str | None = None  # the pipe's road name (道路名称) as surveyed
 
     @property
     def depth_m(self) -> float | None:
@@ -149,6 +152,11 @@ class CrossSection:
     def length_m(self) -> float:
         """Plan length of the section line."""
         return float(np.hypot(*np.diff(self.line, axis=0).T).sum())
+
+    @property
+    def roads(self) -> list[str]:
+        """The roads the line crosses: the cut pipes' road names, most common first."""
+        return [r for r, _n in Counter(p.road for p in self.pipes if p.road).most_common()]
 
     def as_dict(self) -> dict:
         """JSON-ready report."""
@@ -377,7 +385,7 @@ def _section_pipe(row: dict, cut: tuple[float, float, float, np.ndarray | None],
         slope_permille=float(slope * 1000), cut_half_width_m=float(half_a),
         cut_half_height_m=float(half_b), cut_tilt_deg=float(tilt),
         cut_semi_axes_m=(float(axes[0]), float(axes[1])),
-        depth_reference=str(row.get("depth_reference") or "top"),
+        depth_reference=str(row.get("depth_reference") or "top"), road=_opt(row.get("road")),
     )
 
 
@@ -485,66 +493,104 @@ def _map_scale(length_m: float, target_px: float) -> int:
     return MAP_SCALES[-1]
 
 
-def section_svg(sec: CrossSection, *, width_px: float = 1000.0, title: str = "Cross-section 横断面") -> str:
+#: Font sizes of the drawing's labels (px, as :func:`analysis.svg.document`'s CSS sets them).
+SMALL_PX, TITLE_PX = 9.0, 14.0
+#: Radius of a numbered callout (px) and the gap kept between labels.
+CALLOUT_R, LABEL_GAP = 7.0, 3.0
+#: The label table under the drawing: (Chinese, English) headings, one row per pipe.
+TABLE_HEADINGS = (("序号", "No."), ("编号", "id"), ("管线", "utility"), ("代码 规格 夹角", "code size angle"),
+                  ("管顶 / 管底", "top / bottom (m)"), ("覆土 / 埋深", "cover / depth (m)"),
+                  ("里程", "offset (m)"), ("道路", "road"))
+ROW_H, HEAD_H = 14.0, 26.0
+
+
+@dataclass
+class _Frame:
+    """Where the plot is drawn: ``k`` px per metre at map scale 1:``n``, chainage 0 and elevation
+    ``oz`` at (``ox``, ``oy``), the plot ``w`` by ``h`` px from ``top``."""
+
+    k: float
+    n: int
+    ox: float
+    oy: float
+    oz: float
+    top: float
+    w: float
+    h: float
+
+    def x(self, offset_m: float) -> float:
+        return self.ox + offset_m * self.k
+
+    def y(self, z: float) -> float:
+        return self.oy - (z - self.oz) * self.k
+
+
+def section_svg(sec: CrossSection, *, width_px: float = 1000.0, title: str = "横断面 Cross-section") -> str:
     """An SVG drawing of the section at true scale (same horizontal and vertical scale).
 
     Pipes are their true cuts in utility colours (circles, ellipses for skewed or sloped
-    crossings, boxes), with the ground line, elevation axis, spacing dimensions, a label
-    table under the drawing (id, utility and size, top/bottom elevation, cover, offset),
-    a scale bar and a title block. The root element carries ``data-px-per-m``,
-    ``data-origin-x``, ``data-origin-y`` and ``data-origin-z``: a point at chainage ``o`` and
-    elevation ``z`` is drawn at ``(origin_x + o * k, origin_y - (z - origin_z) * k)``.
+    crossings, boxes), with the ground line, elevation axis, the line's ends A and B (A its
+    first point), each pipe's number in a callout on a leader line (callouts spread so no two
+    overlap, even where cuts touch or collide), spacing dimensions, the label table of the
+    numbered pipes (id, utility, code and size with the plan angle ``∠``, top/bottom, cover and
+    depth, offset, road), a legend of the symbols, a scale bar and a title block; the title
+    names the roads the line crosses. Labels are placed by their estimated boxes
+    (:func:`analysis.svg.text_box`): none overprints another. The root element carries
+    ``data-px-per-m``, ``data-origin-x``, ``data-origin-y`` and ``data-origin-z``: a point at
+    chainage ``o`` and elevation ``z`` is drawn at ``(origin_x + o * k, origin_y - (z - origin_z) * k)``.
     """
-    length = sec.length_m
-    n_scale = _map_scale(length, width_px)
-    k = 1000.0 / n_scale * svg.PX_PER_MM
-    zs = [p.top_z for p in sec.pipes] + [p.bottom_z for p in sec.pipes]
-    g_ok = np.isfinite(sec.ground_z)
-    zs += list(sec.ground_z[g_ok])
+    f = _section_frame(sec, width_px)
+    roads = "、".join(sec.roads)
+    heading = f"{title}{f' — {roads}' if roads else ''}  ·  1:{f.n} (横竖同比 true scale, H = V)"
+    body = [svg.text(f.ox, 24, heading, class_="title"), *_plot(sec, f)]
+    callouts, right, y = _callouts(sec.pipes, f)
+    dims, right2, y = _spacing_dimensions(sec, f, y + 12)
+    table, right3, y = _label_table(sec.pipes, f.ox, y + 10)
+    legend, right4, y = _legend(sec, f.ox, y + 16)
+    body += [callouts, dims, table, legend, svg.scale_bar(f.ox, y + 24, f.k)]
+    rows_tb = _title_rows(sec, f, roads)
+    tb_w = max(380.0, max(svg.text_width(v, SMALL_PX) for _, v in rows_tb)
+               + max(110.0, max(svg.text_width(k, SMALL_PX) for k, _ in rows_tb) + 16.0) + 12.0)
+    total_w = max(f.ox + f.w + 20, right + 20, right2 + 20, right3 + 20, right4 + 20, f.ox + svg.nice_step(150 / f.k, 1) * f.k + 40 + tb_w + 20,
+                  f.ox + svg.text_width(heading, TITLE_PX, bold=True) + 20)
+    tb, tb_h = svg.title_block(total_w - tb_w - 20, y + 10, tb_w, rows_tb, title=title)
+    body.append(tb)
+    return svg.document(total_w, y + 10 + tb_h + 20, body, title=title, data_px_per_m=f"{f.k:.10g}",
+                        data_origin_x=f"{f.ox:.10g}", data_origin_y=f"{f.oy:.10g}",
+                        data_origin_z=f"{f.oz:.10g}", data_scale=f"1:{f.n}")
+
+
+def _section_frame(sec: CrossSection, width_px: float) -> _Frame:
+    """The scale (the largest map scale that fits ``width_px``) and the plot's place."""
+    n = _map_scale(sec.length_m, width_px)
+    k = 1000.0 / n * svg.PX_PER_MM
+    g = sec.ground_z[np.isfinite(sec.ground_z)]
+    zs = [p.top_z for p in sec.pipes] + [p.bottom_z for p in sec.pipes] + list(g)
     zmax = (max(zs) if zs else 0.0) + 0.5
     zmin = (min(zs) if zs else -1.0) - 0.5
-    left, top = 115.0, 50.0
-    plot_w, plot_h = length * k, (zmax - zmin) * k
-    ox, oy, oz = left, top + plot_h, zmin
-    X = lambda o: ox + o * k  # noqa: E731
-    Y = lambda z: oy - (z - oz) * k  # noqa: E731
-    body: list[str] = [svg.text(left, 24, f"{title}  ·  1:{n_scale} (true scale, H = V)", class_="title")]
-    body.append(svg.elevation_grid(ox, plot_w, zmin, zmax, Y))
-    body.append(svg.text(ox - 6, top - 8, "elev. (m)", class_="small", text_anchor="end"))
-    body.append(svg.el("rect", x=ox, y=float(top), width=plot_w, height=plot_h, fill="none",
-                       stroke="#999", stroke_width=0.5))
+    left, top = 115.0, 62.0
+    h = (zmax - zmin) * k
+    return _Frame(k=k, n=n, ox=left, oy=top + h, oz=zmin, top=top, w=sec.length_m * k, h=h)
+
+
+def _plot(sec: CrossSection, f: _Frame) -> list[str]:
+    """The plot: elevation grid, frame, ground line, the pipes' cuts and the ends A and B."""
+    out = [svg.elevation_grid(f.ox, f.w, f.oz, f.oz + f.h / f.k, f.y),
+           svg.text(f.ox - 12, f.top - 8, "高程 elev. (m)", class_="small", text_anchor="end"),
+           svg.el("rect", x=f.ox, y=f.top, width=f.w, height=f.h, fill="none", stroke="#999", stroke_width=0.5)]
+    g_ok = np.isfinite(sec.ground_z)
     if g_ok.sum() >= 2:
-        body.append(svg.polyline(zip(X(sec.ground_offset_m[g_ok]), Y(sec.ground_z[g_ok]), strict=True),
-                                 class_="ground", data_kind="ground"))
-        body.append(svg.text(ox + 4, Y(sec.ground_z[g_ok][0]) - 4, "ground 地面", class_="small"))
-    body.append(svg.el("g", "".join(_pipe_cuts(sec.pipes, X, Y, k)), class_="pipes"))
-    # spacing dimensions just under the plot
-    dim_y = oy + 14
-    body.append(_spacing_dimensions(sec, X, dim_y))
-    table, yy = _label_table(sec.pipes, X, Y, ox, plot_w, dim_y + 24)
-    body.append(table)
-    # scale bar and title block
-    bottom = yy + 20
-    body.append(svg.scale_bar(ox, bottom + 14, k))
-    a, b = sec.line[0], sec.line[-1]
-    rows_tb = [
-        ("line (E, N)", f"{a[0]:.2f}, {a[1]:.2f} → {b[0]:.2f}, {b[1]:.2f}"
-                        + (f" ({len(sec.line)} points)" if len(sec.line) > 2 else "")),
-        ("length", f"{length:.2f} m; {len(sec.pipes)} pipes cut"),
-        ("scale", f"1:{n_scale} horizontal and vertical"),
-        ("CRS", sec.crs or "twin CRS"),
-        ("date", sec.created_at[:19].replace("T", " ")),
-        ("note", "skewed/sloped pipes: true cut (ellipse)"),
-    ]
-    tb_w = 380.0
-    total_w = max(ox + plot_w + 20, ox + 180 + tb_w + 20)
-    tb, tb_h = svg.title_block(total_w - tb_w - 20, bottom, tb_w, rows_tb, title=title)
-    body.append(tb)
-    total_h = bottom + tb_h + 20
-    return svg.document(total_w, total_h, body, title=title, data_px_per_m=f"{k:.10g}", data_origin_x=f"{ox:.10g}",
-                        data_origin_y=f"{oy:.10g}", data_origin_z=f"{oz:.10g}", data_scale=f"1:{n_scale}")
-
-
+        out.append(svg.polyline(zip(f.x(sec.ground_offset_m[g_ok]), f.y(sec.ground_z[g_ok]), strict=True),
+                                class_="ground", data_kind="ground"))
+        out.append(svg.text(f.ox + 10, f.y(sec.ground_z[g_ok][0]) - 4, "地面 ground", class_="small"))
+    out.append(svg.el("g", "".join(_pipe_cuts(sec.pipes, f.x, f.y, f.k)), class_="pipes"))
+    ends = []
+    for name, xx in (("A", f.ox), ("B", f.ox + f.w)):
+        ends.append(svg.el("line", x1=xx, y1=f.top - 6, x2=xx, y2=f.oy, stroke="#000", stroke_width=1.2))
+        ends.append(svg.text(xx, f.top - 9, name, class_="title",
+                             text_anchor="middle", data_end=name))
+    out.append(svg.el("g", "".join(ends), class_="ends"))
+    return out
 def _pipe_cuts(pipes: list[SectionPipe], X: Callable[[float], float], Y: Callable[[float], float],
                k: float) -> list[str]:
     """Each pipe's true cut (box, circle or tilted ellipse); proposed pipes dashed in red."""
@@ -569,40 +615,154 @@ def _pipe_cuts(pipes: list[SectionPipe], X: Callable[[float], float], Y: Callabl
     return out
 
 
-def _spacing_dimensions(sec: CrossSection, X: Callable[[float], float], dim_y: float) -> str:
-    """Clear distances between neighbouring cuts as dimension lines at ``dim_y``."""
-    dims = []
+def _callouts(pipes: list[SectionPipe], f: _Frame) -> tuple[str, float, float]:
+    """Each pipe's number in a circle under the plot on a leader line from its cut.
+
+    The circles are spread along rows so none overlaps another (:func:`analysis.svg.spread_rows`),
+    in chainage order. Returns the group, its right edge and its bottom.
+    """
+    if not pipes:
+        return "", f.ox, f.oy
+    labels = [str(n) for n in range(1, len(pipes) + 1)]
+    r = max(CALLOUT_R, svg.text_width(labels[-1], SMALL_PX) / 2 + 2.5)
+    cx = [f.x(p.offset_m) for p in pipes]
+    centres, rows = svg.spread_rows(cx, [2 * r] * len(pipes), lo=f.ox - 20, hi=f.ox + f.w + 20,
+                                    gap=LABEL_GAP)
+    leaders, marks = [], []
+    for p, label, x0, bx, row in zip(pipes, labels, cx, centres, rows, strict=True):
+        by = f.oy + 8 + r + row * (2 * r + LABEL_GAP)
+        ax, ay = _leader_anchor(p, f, x0, bx - x0, by - r - f.y(p.centre_z))
+        colour = svg.utility_colour(p.subtype or p.utility)
+        leaders.append(svg.el("line", x1=ax, y1=ay, x2=bx, y2=by - r, stroke="#444", stroke_width=0.6))
+        leaders.append(svg.el("circle", cx=ax, cy=ay, r=1.3, fill="#000"))
+        marks.append(svg.el("g", svg.el("circle", cx=bx, cy=by, r=r, fill="#fff", stroke=colour, stroke_width=1.4)
+                            + svg.text(bx, by + 0.33 * SMALL_PX, label, class_="small", text_anchor="middle"),
+                            class_="callout", data_id=p.id, data_n=label))
+    bottom = f.oy + 8 + (max(rows) + 1) * (2 * r + LABEL_GAP)
+    return (svg.el("g", "".join(leaders) + "".join(marks), class_="callouts"),
+            max(centres) + r, bottom)
+
+
+def _leader_anchor(p: SectionPipe, f: _Frame, cx: float, dx: float, dy: float) -> tuple[float, float]:
+    """Where a leader from the centre of a cut towards ``(dx, dy)`` leaves the cut's outline."""
+    a, b = max(p.cut_half_width_m * f.k, 1e-6), max(p.cut_half_height_m * f.k, 1e-6)
+    norm = math.hypot(dx, dy) or 1.0
+    ux, uy = dx / norm, dy / norm
+    if p.shape == "rect":
+        t = min(a / abs(ux) if abs(ux) > 1e-9 else math.inf, b / abs(uy) if abs(uy) > 1e-9 else math.inf)
+    else:
+        t = 1.0 / math.sqrt((ux / a) ** 2 + (uy / b) ** 2)
+    return cx + t * ux, f.y(p.centre_z) + t * uy
+
+
+def _spacing_dimensions(sec: CrossSection, f: _Frame, dim_y: float) -> tuple[str, float, float]:
+    """Clear distances between neighbouring cuts as dimension lines at ``dim_y``.
+
+    The values are spread along rows under the line so none overprints another; one moved off
+    its dimension is tied to it by a leader. Returns the group, its right edge and its bottom.
+    """
+    if not sec.spacings:
+        return "", f.ox, dim_y - 12
+    dims, spans, labels = [], [], []
     for s, lp, rp in zip(sec.spacings, sec.pipes[:-1], sec.pipes[1:], strict=True):
-        x1, x2 = X(lp.offset_m + lp.cut_half_width_m), X(rp.offset_m - rp.cut_half_width_m)
+        x1, x2 = f.x(lp.offset_m + lp.cut_half_width_m), f.x(rp.offset_m - rp.cut_half_width_m)
         if s.horizontal_m < 0:
-            label = f"v {s.vertical_m:.2f}" if s.vertical_m is not None else ""
+            label = f"v {s.vertical_m:.2f}" if s.vertical_m is not None else "—"
         else:
             label = f"{s.horizontal_m:.2f}"
         dims.append(svg.el("line", x1=x1, y1=dim_y, x2=x2, y2=dim_y, class_="dim"))
         for xx in (x1, x2):
             dims.append(svg.el("line", x1=xx, y1=dim_y - 3, x2=xx, y2=dim_y + 3, class_="dim"))
-        dims.append(svg.text((x1 + x2) / 2, dim_y + 12, label, class_="small spacing", text_anchor="middle",
+        spans.append((x1, x2))
+        labels.append(label)
+    widths = [svg.text_width(t, SMALL_PX) for t in labels]
+    ideal = [(x1 + x2) / 2 for x1, x2 in spans]
+    centres, rows = svg.spread_rows(ideal, widths, lo=f.ox - 40, hi=f.ox + f.w + 40, gap=LABEL_GAP)
+    for s, label, (x1, x2), x, row in zip(sec.spacings, labels, spans, centres, rows, strict=True):
+        base = dim_y + 12 + row * 11
+        if abs(x - (x1 + x2) / 2) > max(abs(x2 - x1) / 2, 2.0) or row:
+            dims.append(svg.el("line", x1=(x1 + x2) / 2, y1=dim_y, x2=x, y2=base - 0.85 * SMALL_PX - 1,
+                               stroke="#888", stroke_width=0.4))
+        dims.append(svg.text(x, base, label, class_="small spacing", text_anchor="middle",
                              data_left=s.left_id, data_right=s.right_id))
-    return svg.el("g", "".join(dims), class_="spacings")
+    right = max(c + w / 2 for c, w in zip(centres, widths, strict=True))
+    return svg.el("g", "".join(dims), class_="spacings"), right, dim_y + 12 + max(rows) * 11 + 4
 
 
-def _label_table(pipes: list[SectionPipe], X: Callable[[float], float], Y: Callable[[float], float],
-                 ox: float, plot_w: float, ty: float) -> tuple[str, float]:
-    """The label table from ``ty``: one rotated column per pipe; returns it and its bottom y."""
-    rows = (("id", 90.0), ("utility / size", 80.0), ("top / bottom (m)", 70.0), ("cover · offset (m)", 70.0))
-    table, yy = svg.table_frame(ox, ty, plot_w, rows)
-    for p in pipes:
-        cx = X(p.offset_m)
-        table.append(svg.el("line", x1=cx, y1=Y(p.bottom_z), x2=cx, y2=ty, stroke="#bbb", stroke_width=0.5,
-                            stroke_dasharray="2,2"))
-        skew = "" if p.angle_deg >= 85 else f" ∠{p.angle_deg:.0f}°"
-        cells = (p.id + (" (proposed)" if p.status == "proposed" else ""), f"{p.utility}{'/' + p.subtype if p.subtype else ''} {p.size_text}{skew}",
-                 f"{p.top_z:.2f} / {p.bottom_z:.2f}",
-                 f"{'' if p.cover_m is None else f'{p.cover_m:.2f}'} · {p.offset_m:.2f}")
-        yy = ty
-        for (_name, h), cell in zip(rows, cells, strict=True):
-            table.append(svg.text(cx + 3, yy + h - 4, cell, class_="small label",
-                                  transform=f"rotate(-90 {svg.fmt(cx + 3)} {svg.fmt(yy + h - 4)})",
-                                  data_id=p.id))
-            yy += h
-    return svg.el("g", "".join(table), class_="label-table"), yy
+def _table_cells(n: int, p: SectionPipe) -> tuple[str, ...]:
+    skew = "" if p.angle_deg >= 85 else f" ∠{p.angle_deg:.0f}°"
+    code = p.utility + (f"/{p.subtype}" if p.subtype else "")
+    dash = "—"
+    return (str(n), p.id + (" 拟建 proposed" if p.status == "proposed" else ""),
+            name_zh(p.subtype or p.utility) or name_zh(p.utility) or p.utility,
+            f"{code} {p.size_text}{skew}", f"{p.top_z:.2f} / {p.bottom_z:.2f}",
+            f"{dash if p.cover_m is None else f'{p.cover_m:.2f}'} / "
+            f"{dash if p.depth_m is None else f'{p.depth_m:.2f}'}",
+            f"{p.offset_m:.2f}", p.road or dash)
+
+
+def _label_table(pipes: list[SectionPipe], x: float, ty: float) -> tuple[str, float, float]:
+    """The table of the numbered pipes from ``ty``: headings Chinese over English, a row per pipe.
+
+    Columns are as wide as their widest text. Returns the table, its right edge and its bottom.
+    """
+    cells = [_table_cells(n, p) for n, p in enumerate(pipes, start=1)]
+    widths = [max(svg.text_width(t, SMALL_PX) for t in (*head, *(c[i] for c in cells))) + 8
+              for i, head in enumerate(TABLE_HEADINGS)]
+    lefts = list(np.cumsum([x, *widths]))
+    right, bottom = lefts[-1], ty + HEAD_H + ROW_H * max(len(pipes), 1)
+    out = [svg.el("rect", x=x, y=ty, width=right - x, height=bottom - ty, fill="none", stroke="#999",
+                  stroke_width=0.5)]
+    for i, (zh, en) in enumerate(TABLE_HEADINGS):
+        out.append(svg.text(lefts[i] + 4, ty + 11, zh, class_="small"))
+        out.append(svg.text(lefts[i] + 4, ty + 22, en, class_="small", fill="#555"))
+        if i:
+            out.append(svg.el("line", x1=lefts[i], y1=ty, x2=lefts[i], y2=bottom, stroke="#bbb", stroke_width=0.5))
+    for r, (p, row) in enumerate(zip(pipes, cells, strict=True)):
+        yy = ty + HEAD_H + r * ROW_H
+        out.append(svg.el("line", x1=x, y1=yy, x2=right, y2=yy, stroke="#bbb", stroke_width=0.5))
+        for i, cell in enumerate(row):
+            out.append(svg.text(lefts[i] + 4, yy + 10, cell, class_="small label", data_id=p.id))
+    if not pipes:
+        out.append(svg.text(x + 4, ty + HEAD_H + 10, "未切到管线 no pipe cut", class_="small"))
+    return svg.el("g", "".join(out), class_="label-table"), float(right), bottom
+
+
+def _legend(sec: CrossSection, x: float, y: float) -> tuple[str, float, float]:
+    """What the drawing's symbols mean, a line each; returns it, its right edge and its bottom."""
+    lines = ["A → B 剖面线起点 → 终点 section line from its first point to its last",
+             "① 圆圈数字：管线序号，见上表 numbered circles: the pipe's No. in the table"]
+    skewed = [p.angle_deg for p in sec.pipes if p.angle_deg < 85]
+    if skewed:
+        lines.append(f"∠{skewed[0]:.0f}° 管线与剖面线夹角（90° 为正交）"
+                     "angle between the pipe and the section line (90° = square)")
+    if any(s.horizontal_m < 0 for s in sec.spacings):
+        lines.append("v 0.12 切面重叠处上下净距 vertical clearance where the cuts overlap in plan")
+    if any(p.status == "proposed" for p in sec.pipes):
+        lines.append("红色虚线 拟建管线 red dashed outline: proposed pipe")
+    if sec.along:
+        lines.append("沿剖面线（未切到）along the line, not cut: " + ", ".join(sec.along))
+    # the callout's symbol drawn as in the drawing (fonts may lack the circled digits)
+    out = [svg.el("g", svg.el("circle", cx=x + 6, cy=y + 9, r=5.5, fill="#fff", stroke="#444", stroke_width=1)
+                  + svg.text(x + 6, y + 9 + 0.33 * SMALL_PX, "1", class_="small", text_anchor="middle"),
+                  class_="callout-key")]
+    lines[1] = lines[1].removeprefix("① ")
+    out += [svg.text(x + (16 if i == 1 else 0), y + 12 * i, t, class_="small legend")
+            for i, t in enumerate(lines)]
+    right = x + 16 + max(svg.text_width(t, SMALL_PX) for t in lines)
+    return svg.el("g", "".join(out), class_="legend"), right, y + 12 * (len(lines) - 1) + 4
+
+
+def _title_rows(sec: CrossSection, f: _Frame, roads: str) -> list[tuple[str, str]]:
+    """The title block's rows, Chinese first."""
+    a, b = sec.line[0], sec.line[-1]
+    more = f" ({len(sec.line)} 点 points)" if len(sec.line) > 2 else ""
+    return [
+        ("剖面线 A → B (E, N)", f"{a[0]:.2f}, {a[1]:.2f} → {b[0]:.2f}, {b[1]:.2f}{more}"),
+        ("长度 length", f"{sec.length_m:.2f} m; 切到 {len(sec.pipes)} 条管线 pipes cut"),
+        ("道路 road", roads or "—"),
+        ("比例 scale", f"1:{f.n} 横竖同比 horizontal and vertical"),
+        ("坐标系 CRS", sec.crs or "twin CRS"),
+        ("日期 date", sec.created_at[:19].replace("T", " ")),
+        ("说明 note", "斜交、有坡管线画真实切面（椭圆）skewed/sloped: true cut"),
+    ]

@@ -13,6 +13,7 @@ root element (``data-*`` attributes), so tests and other tools can read position
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
@@ -31,6 +32,10 @@ __all__ = [
     "table_frame",
     "scale_bar",
     "title_block",
+    "text_width",
+    "text_box",
+    "spread",
+    "spread_rows",
     "PX_PER_MM",
 ]
 
@@ -41,6 +46,90 @@ PX_PER_MM = 96 / 25.4
 def esc(value: object) -> str:
     """Escape text for an SVG/HTML text node."""
     return escape(str(value))
+
+
+#: Estimated advance of a character in ems (DejaVu Sans / Noto Sans CJK, rounded up): CJK,
+#: full-width and East Asian ambiguous (—, °, ·, → may come from the CJK font) 1, wide
+#: symbols 1, narrow Latin 0.42, capitals 0.8, the rest 0.65.
+_NARROW = frozenset(" .,:;!|'()[]ijlrtfI/·-")
+_WIDE = frozenset("mwMW%@→∠×‰")
+
+
+def text_width(content: object, size_px: float, *, bold: bool = False) -> float:
+    """Estimated width (user units) of a one-line label at a font size: a bound, not a measure.
+
+    >>> text_width("DN300", 10.0), text_width("给水", 10.0)
+    (35.5, 20.0)
+    """
+    ems = 0.0
+    for ch in str(content):
+        if unicodedata.east_asian_width(ch) in "WFA" or ch in _WIDE:
+            ems += 1.0
+        elif ch in _NARROW:
+            ems += 0.42
+        elif ch.isupper():
+            ems += 0.8
+        else:
+            ems += 0.65
+    return ems * size_px * (1.1 if bold else 1.0)
+
+
+def text_box(x: float, y: float, content: object, size_px: float, *, anchor: str = "start",
+             bold: bool = False) -> tuple[float, float, float, float]:
+    """The estimated box ``(x0, y0, x1, y1)`` of a label drawn at baseline (x, y) with an anchor."""
+    w = text_width(content, size_px, bold=bold)
+    x0 = x - {"start": 0.0, "middle": w / 2, "end": w}[anchor]
+    return x0, y - 0.85 * size_px, x0 + w, y + 0.25 * size_px
+
+
+def spread(ideal: Sequence[float], widths: Sequence[float], *, lo: float = -math.inf,
+           hi: float = math.inf, gap: float = 2.0) -> list[float]:
+    """Centres for boxes of ``widths`` wanted at ``ideal`` centres on one line: in the same order,
+    at least ``gap`` apart, within ``[lo, hi]`` where there is room, each as near its ideal as can
+    be (least squares: neighbours that would overlap are moved as one block to their mean).
+    """
+    order = sorted(range(len(ideal)), key=lambda i: (ideal[i], i))
+    blocks: list[list] = []  # [items, width, sum of wanted left edges, left edge]
+    for i in order:
+        w = widths[i] + gap
+        block = [[i], w, ideal[i] - w / 2]
+        block.append(_clamp(block[2], lo, hi - w))
+        while blocks and blocks[-1][3] + blocks[-1][1] > block[3] + 1e-9:
+            prev = blocks.pop()
+            total = prev[2] + block[2] - len(block[0]) * prev[1]
+            block = [prev[0] + block[0], prev[1] + block[1], total]
+            block.append(_clamp(total / len(block[0]), lo, hi - block[1]))
+        blocks.append(block)
+    centres = [0.0] * len(ideal)
+    for items, _w, _s, left in blocks:
+        for i in items:
+            centres[i] = left + (widths[i] + gap) / 2
+            left += widths[i] + gap
+    return centres
+
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return lo if hi < lo else min(max(v, lo), hi)
+
+
+def spread_rows(ideal: Sequence[float], widths: Sequence[float], *, lo: float, hi: float,
+                gap: float = 2.0) -> tuple[list[float], list[int]]:
+    """:func:`spread` over as few rows as fit ``[lo, hi]``: neighbours in order take turns.
+
+    Returns each box's centre and row (0 the first).
+    """
+    order = sorted(range(len(ideal)), key=lambda i: (ideal[i], i))
+    rows = 1
+    while rows < len(order) and max(
+            sum(widths[i] + gap for i in order[r::rows]) for r in range(rows)) > hi - lo:
+        rows += 1
+    centres, row_of = [0.0] * len(ideal), [0] * len(ideal)
+    for r in range(rows):
+        items = order[r::rows]
+        for i, c in zip(items, spread([ideal[i] for i in items], [widths[i] for i in items],
+                                      lo=lo, hi=hi, gap=gap), strict=True):
+            centres[i], row_of[i] = c, r
+    return centres, row_of
 
 
 def fmt(value: float) -> str:
@@ -119,6 +208,9 @@ def elevation_grid(x: float, width: float, zmin: float, zmax: float, y_of: Calla
     ``y_of`` maps an elevation (m) to a user-unit y.
     """
     step = nice_step(zmax - zmin, 5)
+    px_per_unit = abs(float(y_of(zmax)) - float(y_of(zmin))) / max(zmax - zmin, 1e-9)
+    while step * px_per_unit < 12.0 and px_per_unit > 0:  # labels (9 px) never overprint
+        step = nice_step(step * 2.5, 1)
     z = math.ceil(zmin / step) * step
     grid = []
     while z <= zmax + 1e-9:
@@ -165,11 +257,12 @@ def title_block(x: float, y: float, width: float, rows: Sequence[tuple[str, str]
     """A framed title block of ``(label, value)`` rows at (x, y); returns ``(svg, height)``."""
     line_h = 14.0
     height = 22.0 + line_h * len(rows) + 6.0
+    value_x = max(110.0, max((text_width(label, 9.0) for label, _ in rows), default=0.0) + 16.0)
     parts = [el("rect", x=float(x), y=float(y), width=float(width), height=height, fill="#fff",
                 stroke="#000", stroke_width=0.8),
              text(x + 6, y + 16, title, class_="title")]
     for i, (label, value) in enumerate(rows):
         yy = y + 22 + line_h * (i + 1) - 3
         parts.append(text(x + 6, yy, label, class_="small", fill="#555"))
-        parts.append(text(x + 110, yy, value, class_="small"))
+        parts.append(text(x + value_x, yy, value, class_="small"))
     return el("g", "".join(parts), class_="title-block"), height

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.ground import GroundModel, load_ground
 from analysis.proposal_input import read_proposal
+from analysis.roads import road_centrelines
 from api.auth import User, allow
 from api.limits import work_limits
 from api.processes import Finite, ProposalDocument, geojson
@@ -292,6 +293,24 @@ def search(
         out.append({"kind": "road", "id": r["road"], "label": f"{r['road']} ({r['pipes']} pipes)",
                     "pipes": int(r["pipes"]), "bbox": [round(v, 8) for v in (w, s, e, n)]})
     return {"q": text, "results": out}
+
+
+def _roads(conn: sa.Connection) -> dict:
+    to84 = transformer(_crs(conn), "OGC:CRS84")
+    features = []
+    for r in road_centrelines(conn):
+        xy = np.asarray(r["coords"], dtype=float)
+        lon, lat = to84.transform(xy[:, 0], xy[:, 1])
+        features.append({"type": "Feature", "id": r["road"],
+                         "geometry": {"type": "LineString",
+                                      "coordinates": np.round(np.c_[lon, lat], 8).tolist()},
+                         "properties": {"road": r["road"], "pipes": r["pipes"], "length_m": r["length_m"]}})
+    return {"type": "FeatureCollection", "features": features}
+
+
+@router.get("/roads", summary="Road centrelines and names (CRS84), from the pipes' road attribute, for orientation")
+def roads(request: Request, user: User = Depends(allow("read"))) -> dict:
+    return _cached(request, "roads", _roads)
 
 
 def _utility_extents(conn: sa.Connection) -> dict:

@@ -195,8 +195,12 @@ def section_dxf(sec: CrossSection, *, title: str = "横断面 Cross-section") ->
     zmax = (max(zs) if zs else 0.0) + 0.5
     zmin = (min(zs) if zs else -1.0) - 0.5
     same: Y = lambda z: z  # noqa: E731  (true scale: Y is the elevation)
-    sheet.text(0.0, zmax + 8 * mm, f"{title}  ·  1:{n} (横竖同比 true scale, H = V)", TITLE, size=1.6)
+    roads = f" — {'、'.join(sec.roads)}" if sec.roads else ""  # the roads the line crosses
+    sheet.text(0.0, zmax + 8 * mm, f"{title}{roads}  ·  1:{n} (横竖同比 true scale, H = V)", TITLE, size=1.6)
     sheet.rect(0.0, zmin, length, zmax, GRID)
+    for name, x, align in (("A", 0.0, TextEntityAlignment.BOTTOM_LEFT),  # the line's ends, as the SVG's
+                           ("B", length, TextEntityAlignment.BOTTOM_RIGHT)):
+        sheet.text(x, zmax + 1.5 * mm, name, TITLE, size=1.6, align=align)
     _grid(sheet, length, zmin, zmax, same)
     _ground(sheet, sec.ground_offset_m, sec.ground_z, same)
     for p in sec.pipes:

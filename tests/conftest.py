@@ -6,6 +6,7 @@ import csv
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ from twin.db import make_engine, open_twin
 from twin.settings import TwinSettings, get_settings
 
 DATA = Path(__file__).parent / "data"
+CHROMIUM = Path("/usr/bin/chromium")
+#: Chromium flags: software WebGL (SwiftShader), and nothing that phones home.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--use-angle=swiftshader",
+                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
 SMALL = DATA / "small"
 
 
@@ -77,3 +83,15 @@ def small_copy(tmp_path: Path) -> Path:
     for f in ("points.csv", "segments.csv"):
         shutil.copy(SMALL / f, tmp_path / f)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium through Playwright, one per test process: Playwright's sync API runs one
+    instance per thread, so the tiles' and the viewer's tests share it."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only tests with a browser
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
@@ -48,3 +50,24 @@ def test_ids_and_roads_still_come_first_for_their_text(api: Api) -> None:
     assert [x for x in api.get("/view/search", params={"q": "PS99999"}).json()["results"]
             if x["kind"] == "utility"] == []
     assert api.get("/view/search", params={"q": ""}).status_code == 422
+
+
+def test_road_centrelines_run_down_the_middle_of_their_pipes(api: Api) -> None:
+    fc = api.get("/view/roads").json()
+    engine = open_twin(api.settings)
+    with engine.connect() as conn:
+        roads = dict(conn.execute(sa.text(
+            "SELECT road, count(*) FROM current_segment WHERE road <> '' GROUP BY road")).all())
+        srid = conn.execute(sa.text("SELECT value FROM twin_meta WHERE key = 'srid'")).scalar()
+        assert {f["id"] for f in fc["features"]} == set(roads)
+        for f in fc["features"]:
+            assert f["properties"]["pipes"] == roads[f["id"]]
+            # Back in the twin CRS: the pipes' midpoints lie near the line (a road is ~30 m wide).
+            near = conn.execute(sa.text(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ST_Distance(ST_Centroid(s.geom), l.g)), "
+                "ST_Length(l.g) FROM current_segment s, (SELECT ST_Transform(ST_SetSRID("
+                "ST_GeomFromGeoJSON(:g), 4326), :srid) AS g) l WHERE s.road = :r GROUP BY l.g"),
+                {"g": json.dumps(f["geometry"]), "srid": int(srid), "r": f["id"]}).one()
+            assert near[0] < 20.0, (f["id"], near)
+            assert near[1] > 20.0
+    engine.dispose()

@@ -19,12 +19,8 @@ from pyproj import Transformer
 from tests.tiles.conftest import ROOT, tileset_tiles
 from twin.db import open_twin
 
-CHROMIUM = Path("/usr/bin/chromium")
 CESIUM = ROOT / "node_modules" / "cesium" / "Build" / "Cesium"
 ARTIFACTS = ROOT / "test-artifacts" / "tiles"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-quic", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-        "--ignore-gpu-blocklist"]
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><link rel="icon" href="data:,">
@@ -139,43 +135,40 @@ def _target_pipe(settings):
     return row[0], row[1], ecef
 
 
-def test_cesium_loads_every_tile_and_picks_a_pipe(demo_twin, demo_tiles, server):
-    from playwright.sync_api import sync_playwright
-
+def test_cesium_loads_every_tile_and_picks_a_pipe(demo_twin, demo_tiles, server, browser):
     tiles_dir, _ = demo_tiles
     tileset = json.loads((tiles_dir / "tileset.json").read_text())
     n_content = sum(1 for t, _ in tileset_tiles(tileset) if "content" in t)
     pipe_id, utility, target = _target_pipe(demo_twin)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1024, "height": 768})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server + "/")
-            page.wait_for_function("window.state.ready || window.state.fatal", timeout=60_000)
-            assert page.evaluate("window.state.fatal") is None
-            # City view: the coarse tiles load; then everything, refining all the way down.
-            page.wait_for_function("window.tileset.tilesLoaded", timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "cesium-overview.png"))
-            page.evaluate("window.tileset.maximumScreenSpaceError = 0.0")
-            page.wait_for_function("(() => { const c = window.contentTiles(); "
-                                   "return window.tileset.tilesLoaded && c.ready === c.total; })()",
-                                   timeout=90_000)
-            counts = page.evaluate("window.contentTiles()")
-            assert counts == {"ready": n_content, "total": n_content}
-            page.evaluate("window.tileset.maximumScreenSpaceError = 16")
-            # Close up on the pipe and pick the feature in the middle of the screen.
-            page.evaluate("([x, y, z]) => window.pickAt(x, y, z)", list(target))
-            page.wait_for_timeout(300)
-            page.wait_for_function("window.tileset.tilesLoaded", timeout=60_000)
-            picked = page.evaluate("window.pickCentre()")
-            page.screenshot(path=str(ARTIFACTS / "cesium-pick.png"))
-            state = page.evaluate("window.state")
-        finally:
-            browser.close()
+    # The session's browser (tests/conftest.py), a page of its own.
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    try:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.wait_for_function("window.state.ready || window.state.fatal", timeout=60_000)
+        assert page.evaluate("window.state.fatal") is None
+        # City view: the coarse tiles load; then everything, refining all the way down.
+        page.wait_for_function("window.tileset.tilesLoaded", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "cesium-overview.png"))
+        page.evaluate("window.tileset.maximumScreenSpaceError = 0.0")
+        page.wait_for_function("(() => { const c = window.contentTiles(); "
+                               "return window.tileset.tilesLoaded && c.ready === c.total; })()",
+                               timeout=90_000)
+        counts = page.evaluate("window.contentTiles()")
+        assert counts == {"ready": n_content, "total": n_content}
+        page.evaluate("window.tileset.maximumScreenSpaceError = 16")
+        # Close up on the pipe and pick the feature in the middle of the screen.
+        page.evaluate("([x, y, z]) => window.pickAt(x, y, z)", list(target))
+        page.wait_for_timeout(300)
+        page.wait_for_function("window.tileset.tilesLoaded", timeout=60_000)
+        picked = page.evaluate("window.pickCentre()")
+        page.screenshot(path=str(ARTIFACTS / "cesium-pick.png"))
+        state = page.evaluate("window.state")
+    finally:
+        page.close()
     assert state["failed"] == [] and state["loaded"] >= n_content
     assert errors == []
     assert picked is not None, "no feature under the screen's centre"

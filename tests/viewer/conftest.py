@@ -21,12 +21,7 @@ from tests.conftest import drop_schema
 from twin.settings import TwinSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "viewer"
-#: Chromium flags: software WebGL (SwiftShader), and nothing that phones home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--use-angle=swiftshader",
-                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
 
 
 @pytest.fixture(scope="session")
@@ -45,16 +40,6 @@ def viewer_server(viewer_twin: TwinSettings, tmp_path_factory: pytest.TempPathFa
     server = start_server(viewer_twin, tmp_path_factory.mktemp("viewer_live") / "server.log")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @dataclass

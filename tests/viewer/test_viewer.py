@@ -182,6 +182,23 @@ def test_tileset_loads_without_failed_tiles(app: App, viewer_twin: TwinSettings)
     app.assert_clean()
 
 
+def test_roads_and_their_names_orient_the_map(app: App) -> None:
+    page = app.page
+    h = {"Authorization": f"Bearer {app.token}"}
+    roads = httpx.get(app.server.url + "/view/roads", headers=h, timeout=30).json()["features"]
+    page.wait_for_function("window.twinViewer.roads().count > 0", timeout=TIMEOUT_MS)
+    assert page.evaluate("window.twinViewer.roads().count") == len(roads) > 0
+    labels = page.evaluate("window.twinViewer.world.widget.dataSources.getByName('roads')[0].entities.values"
+                           ".filter(e => e.label).map(e => e.label.text.getValue())")
+    assert sorted(labels) == sorted(f["id"] for f in roads)
+    page.uncheck("[data-role=roads]")
+    assert page.evaluate("window.twinViewer.world.widget.dataSources.getByName('roads')[0].show") is False
+    page.check("[data-role=roads]")
+    app.settle()
+    app.shot("03a-roads")
+    app.assert_clean()
+
+
 def test_the_viewer_says_when_the_3d_view_is_behind_the_data(app: App, viewer_twin: TwinSettings) -> None:
     page = app.page
     assert page.evaluate("window.twinViewer.freshness.check()") == "current"
@@ -388,6 +405,7 @@ def test_a_proposal_upload_shows_its_findings_the_report_and_the_approval(app: A
     page.click("button[data-action=approve]")
     page.wait_for_selector(".toast.error", timeout=TIMEOUT_MS)
     assert "four eyes" in page.inner_text("#toasts")
+    page.click(".toast.error .close")
     # Another approver (the admin here) approves it over the open findings, with a reason.
     admin = api_token(app.server, "admin")
     r = api_post(app.server, admin, decision, {"status": "approved", "override": "protective sleeve at the crossings"})
@@ -412,6 +430,8 @@ def test_a_submitter_downloads_the_package_and_withdraws_the_proposal(app: App, 
     page.set_input_files("#proposal-file", str(path))
     page.fill("#proposal-name", "to withdraw")
     page.click("form.upload button[type=submit]")
+    # This proposal's panel, not the one a test before left open.
+    page.wait_for_function("window.twinViewer.proposalState()?.name === 'to withdraw'", timeout=TIMEOUT_MS)
     page.wait_for_selector("[data-role=proposal-status]", timeout=TIMEOUT_MS)
     pid = page.evaluate("window.twinViewer.proposalState().proposal_id")
     # The approval package and the BCF, as files the officer can file.
@@ -507,6 +527,10 @@ def test_api_errors_reach_the_user(app: App) -> None:
     page.wait_for_selector(".toast.error", timeout=TIMEOUT_MS)
     assert api.json()["description"] in page.inner_text("#toasts")
     app.shot("12-error-shown")
+    page.wait_for_timeout(7000)  # longer than a message's few seconds: an error stays ...
+    assert page.is_visible(".toast.error")
+    page.click(".toast.error .close")  # ... until dismissed
+    assert page.locator(".toast.error").count() == 0
     app.assert_clean()
 
 

@@ -2,7 +2,7 @@
 // record from the features API and its history (every version, who changed what, when).
 
 import { enc, getJSON } from './api.js';
-import { attributes, busy, el, guard, num, section, showPanel, table, text, when } from './ui.js';
+import { attributes, busy, el, guard, num, section, showPanel, table, text, toast, when } from './ui.js';
 import { flyToGeometry } from './scene.js';
 import { activate, register, restyle } from './tools.js';
 import { display, PRESSURISED, utilityCss, UTILITY } from './style.js';
@@ -110,6 +110,7 @@ register({
         display.selected = null;
         restyle();
       }
+      toast('此处无管线 No pipe or point here', 'info', 3);
       return;
     }
     showFeature(pick.kind, String(pick.props.id), pick.props);

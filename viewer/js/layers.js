@@ -3,12 +3,17 @@
 // ground (see-through) and the offline base imagery.
 
 import { getJSON, session } from './api.js';
-import { $, el, guard, num } from './ui.js';
-import { display, legendRows, UTILITIES, utilityCss } from './style.js';
+import { $, el, guard, num, when } from './ui.js';
+import { display, legendRows, setOwners, UTILITIES, utilityCss } from './style.js';
+import { CLASSES as CRITICALITY, criticalityState } from './criticality.js';
+import { download, viewPng } from './snapshot.js';
 import { restyle } from './tools.js';
 import { setGroundOpacity, showImagery, viewAll, world } from './scene.js';
 
-const stats = { utility: null, material: null, decade: null };
+const stats = { utility: null, material: null, decade: null, owner: null };
+/** Colour modes (专题图): the button's label, Chinese first. */
+const MODES = { utility: '管线类别 utility', material: '材质 material', decade: '年代 decade built',
+  age: '管龄/使用年限 age vs service life', owner: '权属 owner' };
 
 function utilityList() {
   const present = new Map((stats.utility || []).map((r) => [r.utility, r]));
@@ -46,20 +51,22 @@ function toggle(label, key, role) {
 
 async function ensureStats(by) {
   if (stats[by]) return;
+  if (by === 'age') return;
   const r = await getJSON('/stats', { by });
-  stats[by] = r.rows;
+  stats[by] = by === 'owner' ? r.rows.slice().sort((a, b) => b.length_km - a.length_km) : r.rows;
+  if (by === 'owner') setOwners(stats.owner.map((row) => row.owner));
 }
 
 export function renderLayers() {
   const root = $('#layers-body');
-  const colourBy = el('div', { class: 'segmented', role: 'radiogroup', 'aria-label': 'Colour by' },
-    ['utility', 'material', 'decade'].map((mode) => {
+  const colourBy = el('div', { class: 'segmented wrap', role: 'radiogroup', 'aria-label': '专题图 Colour by' },
+    Object.keys(MODES).map((mode) => {
       const b = el('button', { type: 'button', role: 'radio', 'aria-checked': String(display.colourBy === mode), dataset: { colour: mode } },
-        mode === 'decade' ? 'decade built' : mode);
+        MODES[mode]);
       b.addEventListener('click', async () => {
+        await guard('Legend', () => ensureStats(mode));
         display.colourBy = mode;
         restyle();
-        await guard('Legend', () => ensureStats(mode));
         renderLayers();
       });
       return b;
@@ -86,8 +93,35 @@ export function renderLayers() {
     el('h3', {}, 'Ground'),
     el('label', { class: 'slider' }, 'Opacity', opacity),
     el('label', { class: 'toggle' }, imagery, 'Base imagery (offline Natural Earth)'),
-    el('div', { class: 'actions' }, el('button', { onclick: () => viewAll(1.0) }, 'View the whole network')),
+    el('div', { class: 'actions' }, el('button', { onclick: () => viewAll(1.0) }, 'View the whole network'),
+      el('button', { type: 'button', dataset: { role: 'export-png' }, title: '地图与图例导出为 PNG The view and its legend as a PNG',
+        onclick: () => { download(exportView(), `pipetwin-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}.png`); } },
+      '导出图片 Export PNG')),
   );
+}
+
+/** The legend of what the map shows now: the criticality map when it is on, else the colour mode
+ * (utility colours of the utilities shown, with their lengths). */
+export function currentLegend() {
+  const crit = criticalityState();
+  if (crit.on) {
+    return { title: '关阀影响 Shutoff impact (用户数 customers cut off)',
+      rows: CRITICALITY.map((c) => ({ label: `${c.label} 户`, css: c.css })) };
+  }
+  const title = `专题图 ${MODES[display.colourBy] || display.colourBy}`;
+  if (display.colourBy !== 'utility') return { title, rows: legendRows(stats) };
+  const rows = (stats.utility || []).filter((r) => r.utility && !display.hiddenUtilities.has(r.utility)).map((r) => {
+    const u = UTILITIES.find((x) => x.code === r.utility);
+    return { label: `${r.utility} ${u ? `${u.zh} ${u.en}` : ''}`, css: utilityCss(r.utility), detail: r.length_km };
+  });
+  return { title, rows: rows.concat(legendRows(stats)) };
+}
+
+/** The map and its legend as a PNG data URL (导出图片). */
+export function exportView() {
+  const { title, rows } = currentLegend();
+  const who = session.get();
+  return viewPng(title, rows, `PipeTwin · ${when(Date.now())}${who ? ` · ${who.user}` : ''}`);
 }
 
 export async function initLayers() {

@@ -8,7 +8,7 @@ import { $, $$, clearPanel, guard, shownErrors, showError } from './ui.js';
 import { boundCamera, createScene, groundHeight, loadGround, loadTileset, lookDownAt, timing, viewAll, world } from './scene.js';
 import { display, makeStyle } from './style.js';
 import { activate, activeTool, listen, pickAt, restyle } from './tools.js';
-import { initLayers } from './layers.js';
+import { exportView, initLayers } from './layers.js';
 import { initSearch, go as searchGo, showRoad } from './search.js';
 import { showFeature } from './inspect.js';
 import * as shutoff from './shutoff.js';
@@ -21,7 +21,9 @@ import * as live from './live.js';
 import * as shutdowns from './shutdowns.js';
 import * as criticality from './criticality.js';
 import * as findings from './findings.js';
+import * as stats from './stats.js';
 import { checkFreshness, watchFreshness } from './freshness.js';
+import { initRoads, roadsState } from './roads.js';
 
 const MESSAGE = 'pipetwin.signin-message';
 
@@ -98,6 +100,7 @@ async function startApp() {
   wireChrome();
   shutdowns.init(); // before the scene loads: a crew on a phone needs the list, not the 3D
   findings.init();
+  stats.init();
   clearPanel();
   createScene($('#map'));
   listen();
@@ -107,6 +110,7 @@ async function startApp() {
     world.frame = await getJSON('/view/frame');
     if (world.frame.bbox) boundCamera(world.frame.bbox);
     await loadGround();
+    await initRoads(); // on the ground: after it
   });
   const layers = initLayers();
   criticality.init();
@@ -190,6 +194,9 @@ const hooks = {
   findings: { list: (filters) => findings.openList(filters), zoomTo: (f) => findings.zoomTo(f),
     state: () => findings.findingsState() },
   freshness: { check: () => checkFreshness(), reload: () => reloadTileset() },
+  roads: () => roadsState(),
+  stats: { open: () => stats.openStats(), state: () => stats.statsState(), barAt: (by, i) => stats.barAt(by, i),
+    showAll: () => stats.showAll(), exportPng: () => exportView() },
   /** Screen position (CSS px) of a point given in lon/lat/height, or null when off screen. */
   toScreen: (lon, lat, h) => {
     const p = Cesium.SceneTransforms.worldToWindowCoordinates(world.scene, Cesium.Cartesian3.fromDegrees(lon, lat, h));

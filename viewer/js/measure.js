@@ -4,7 +4,7 @@
 /* global Cesium */
 
 import { attributes, el, guard, num, showPanel, toast } from './ui.js';
-import { toCartographic } from './scene.js';
+import { groundHeight, toCartographic } from './scene.js';
 import { distances, toTwin } from './geo.js';
 import { overlay, register } from './tools.js';
 
@@ -125,7 +125,9 @@ register({
   leave: clear,
   click(pick) {
     if (!pick.surface) {
-      toast('Click a point on a pipe', 'info');
+      const ground = pick.ground ? toCartographic(pick.ground) : null;
+      toast(ground ? `此处无管线 No pipe here: ground ${num(groundHeight(ground.lon, ground.lat), 2)} m ` +
+        '(ellipsoidal); click a point on a pipe for its depth' : 'Click a point on a pipe', 'info');
       return;
     }
     measureDepth(pick.surface, pick.kind === 'pipe' ? pick.props : null);

@@ -115,7 +115,7 @@ function render(r, svg) {
       p.id, p.size_text, num(p.offset_m, 2), num(p.centre_z, 2), num(p.depth_m, 2), num(p.cover_m, 2),
       p.clear_right_m === null || p.clear_right_m === undefined ? '–' : num(p.clear_right_m, 2)],
   }));
-  showPanel('Cross-section 横断面', [
+  showPanel('横断面 Cross-section', [
     el('p', { 'data-role': 'section-summary' },
       `${num(r.length_m, 1)} m line; ${r.pipes.length} pipe${r.pipes.length === 1 ? '' : 's'} cut` +
       (r.along.length ? `; ${r.along.length} run along it` : '') + '.'),
@@ -134,7 +134,7 @@ export async function runLonLat(lonlat) {
   state.line = lonlat;
   drawLine(lonlat);
   clip(lonlat[0], lonlat[lonlat.length - 1]);
-  showPanel('Cross-section 横断面', busy('Cutting the section…'), 'section');
+  showPanel('横断面 Cross-section', busy('Cutting the section…'), 'section');
   return guard('Cross-section', async () => {
     const twin = await toTwin(lonlat.map(([lon, lat]) => [lon, lat]));
     return runLine(twin.points.map((p) => [p[0], p[1]]), { drawn: true });
@@ -150,7 +150,7 @@ export async function runLine(line, { drawn = false } = {}) {
     clip(lonlat[0], lonlat[lonlat.length - 1]);
   }
   state.twinLine = line;
-  showPanel('Cross-section 横断面', busy('Cutting the section…'), 'section');
+  showPanel('横断面 Cross-section', busy('Cutting the section…'), 'section');
   return guard('Cross-section', async () => {
     const [r, svg] = await Promise.all([execute('section', { line }), execute('section', { line }, 'svg')]);
     state.result = r;

@@ -104,12 +104,89 @@ function fittingCss(code) {
   return rgbCss(rgb);
 }
 
+// ------------------------------------------------------------------ thematic maps (专题图)
+/** Service life (years) of a pipe by material: the design basis of the material's standard.
+ * - PE, PVC-U: 50 a, the long-term hydrostatic strength the pipes are rated on (ISO 9080;
+ *   GB/T 13663.2-2018 PE water pipes, GB/T 10002.1-2006 PVC-U water pipes).
+ * - Ductile iron, steel, concrete, reinforced concrete: 50 a, the design working life of
+ *   ordinary structures (GB 50153-2008), used for buried pipeline structures
+ *   (GB 50332-2002 给水排水工程管道结构设计规范).
+ * - Grey cast iron 30 a: listed for renewal outright by 国办发〔2022〕22号 (below).
+ * A planning default, to be replaced by the office's own asset policy where it has one. */
+export const SERVICE_LIFE_BY_MATERIAL = {
+  PE: 50, HDPE: 50, PVC: 50, 'PVC-U': 50, UPVC: 50,
+  球墨铸铁: 50, 'ductile iron': 50, 钢: 50, steel: 50,
+  砼: 50, 混凝土: 50, concrete: 50, 钢筋砼: 50, 钢筋混凝土: 50, RC: 50,
+  铸铁: 30, 灰口铸铁: 30, 'cast iron': 30,
+};
+/** Age at which a network's pipes are due for renewal: 城市燃气管道等老化更新改造实施方案
+ * (2022—2025年), 国办发〔2022〕22号: gas and heat 20 a, water supply 30 a, drainage 50 a. */
+export const RENEWAL_AGE_BY_UTILITY = { RQ: 20, RL: 20, JS: 30, PS: 50 };
+/** Where neither table says: the 50 a design working life of ordinary structures. */
+export const DEFAULT_SERVICE_LIFE = 50;
+
+/** The service life (years) of a pipe: its material's, capped by its network's renewal age. */
+export function serviceLife(material, utility) {
+  const m = material ? (SERVICE_LIFE_BY_MATERIAL[material] ?? SERVICE_LIFE_BY_MATERIAL[material.toLowerCase?.()]) : undefined;
+  const u = RENEWAL_AGE_BY_UTILITY[utility];
+  if (m === undefined && u === undefined) return DEFAULT_SERVICE_LIFE;
+  return Math.min(m ?? Infinity, u ?? Infinity);
+}
+
+/** Classes of age / service life, young to overdue, and "unknown" (no year built). */
+export const AGE_CLASSES = [
+  { max: 0.5, label: '< 50% 使用年限 of service life', css: '#1a9850' },
+  { max: 0.8, label: '50–80%', css: '#a6d96a' },
+  { max: 1.0, label: '80–100% 临近 nearing', css: '#fdae61' },
+  { max: 1.5, label: '100–150% 超期 overdue', css: '#e34a33' },
+  { max: Infinity, label: '≥ 150% 严重超期 long overdue', css: '#7f0000' },
+];
+const UNKNOWN_AGE = { label: '年代不详 year unknown', css: '#7f7f7f' };
+
+/** The age class (index into AGE_CLASSES) of a pipe, or -1 when its year is unknown. */
+export function ageClass(built, material, utility, year = new Date().getFullYear()) {
+  const y = builtYear(built);
+  if (y === null) return -1;
+  const ratio = Math.max(0, year - y) / serviceLife(material, utility);
+  return AGE_CLASSES.findIndex((c) => ratio < c.max);
+}
+
+/** Owners (权属单位), a categorical palette in the order the layers panel lists them (longest
+ * first, from /stats); owners beyond the palette share grey. */
+const OWNER_PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1',
+  '#ff9da7', '#9c755f', '#86bcb6'];
+const ownerColours = new Map();
+export const OTHER_OWNER = '#bab0ac';
+
+export function setOwners(owners) {
+  ownerColours.clear();
+  owners.forEach((o, i) => ownerColours.set(o || '', i < OWNER_PALETTE.length ? OWNER_PALETTE[i] : OTHER_OWNER));
+}
+
+export function ownerCss(owner) {
+  return ownerColours.get(owner || '') || (owner ? OTHER_OWNER : '#7f7f7f');
+}
+
+/** A feature's value of a statistics dimension, as /stats names it ('' when missing): the
+ * decade is '1990s' from the year built. */
+export function featureValue(feature, property) {
+  if (property === 'decade') {
+    const y = builtYear(feature.getProperty('built'));
+    return y === null ? '' : `${Math.floor(y / 10) * 10}s`;
+  }
+  const v = feature.getProperty(property);
+  return v === undefined || v === null ? '' : String(v);
+}
+
 // ------------------------------------------------------------------ the viewer's display state
 export const display = {
-  colourBy: 'utility', // utility | material | decade
+  colourBy: 'utility', // utility | material | decade | age | owner
   hiddenUtilities: new Set(),
   /** Show only the pipes of this subtype (YS, WS, ...), when a search chose one. */
   onlySubtype: null,
+  /** Show only pipes whose `property` (a /stats dimension) is one of `values` ('' for none):
+   * {property, values}, when a statistics bar was clicked; null shows all. */
+  only: null,
   showAbandoned: true,
   showPlanned: true, // planned and proposed pipes of the twin
   showFittings: true,
@@ -134,6 +211,11 @@ function baseCss(feature, fitting) {
   if (status === 'abandoned') return ABANDONED;
   if (display.colourBy === 'material') return materialCss(feature.getProperty('material'));
   if (display.colourBy === 'decade') return decadeCss(builtYear(feature.getProperty('built')));
+  if (display.colourBy === 'age') {
+    const k = ageClass(feature.getProperty('built'), feature.getProperty('material'), utility);
+    return k < 0 ? UNKNOWN_AGE.css : AGE_CLASSES[k].css;
+  }
+  if (display.colourBy === 'owner') return ownerCss(feature.getProperty('owner'));
   return utilityCss(utility);
 }
 
@@ -158,7 +240,8 @@ function evaluateShow(feature) {
   const id = feature.getProperty('id');
   if (display.marks.has(id) || id === display.selected) return true;
   if (display.hiddenUtilities.has(feature.getProperty('utility'))) return false;
-  if (isFitting(feature)) return display.showFittings;
+  if (isFitting(feature)) return display.showFittings && !display.only;
+  if (display.only && !display.only.values.includes(featureValue(feature, display.only.property))) return false;
   if (display.onlySubtype && feature.getProperty('subtype') !== display.onlySubtype) return false;
   const status = feature.getProperty('status');
   if (status === 'abandoned') return display.showAbandoned;
@@ -191,6 +274,22 @@ export function legendRows(stats) {
       seen.set(label, { label, css: decadeCss(year), detail: (prev ? prev.detail : 0) + r.length_km });
     }
     return [...seen.values()].concat([{ label: 'abandoned', css: ABANDONED }]);
+  }
+  if (display.colourBy === 'age') {
+    return AGE_CLASSES.map((c) => ({ label: c.label, css: c.css }))
+      .concat([{ label: UNKNOWN_AGE.label, css: UNKNOWN_AGE.css }, { label: 'abandoned', css: ABANDONED }]);
+  }
+  if (display.colourBy === 'owner') {
+    const owners = stats.owner || [];
+    const rows = owners.slice(0, OWNER_PALETTE.length).map((r) => ({
+      label: r.owner || '权属不详 unknown', css: ownerCss(r.owner), detail: r.length_km,
+    }));
+    const rest = owners.slice(OWNER_PALETTE.length);
+    if (rest.length) {
+      rows.push({ label: `其他 ${rest.length} other owners`, css: OTHER_OWNER,
+        detail: rest.reduce((a, r) => a + r.length_km, 0) });
+    }
+    return rows.concat([{ label: 'abandoned', css: ABANDONED }]);
   }
   return [{ label: 'abandoned', css: ABANDONED }, { label: 'planned / proposed (translucent)', css: 'rgba(200,200,200,0.5)' }];
 }

@@ -70,14 +70,15 @@ export function table(headers, rows, attrs = {}) {
 // ------------------------------------------------------------------ messages
 const errors = [];
 
-/** Show a message for a few seconds (kind: info, ok, error). */
-export function toast(message, kind = 'info', seconds = kind === 'error' ? 9 : 4) {
+/** Show a message (kind: info, ok, error): an error stays until dismissed (×), others for a few
+ * seconds. */
+export function toast(message, kind = 'info', seconds = kind === 'error' ? 0 : 6) {
   const box = $('#toasts');
   const t = el('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status' },
     el('span', {}, message),
     el('button', { class: 'close', 'aria-label': 'Dismiss', onclick: () => t.remove() }, '×'));
   box.append(t);
-  setTimeout(() => t.remove(), seconds * 1000);
+  if (seconds > 0) setTimeout(() => t.remove(), seconds * 1000);
   return t;
 }
 
