@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,11 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from analysis.shutdown import get_shutdown, plan_shutdown  # noqa: E402
 from analysis.shutoff import cached_model, isolate, shutoff  # noqa: E402
+from bench.district import fresh_demo_twin  # noqa: E402
 from bench.machine import machine  # noqa: E402
-from ingest.pipeline import ingest_survey  # noqa: E402
-from ingest.sample import generate_district  # noqa: E402
-from twin.db import make_engine, open_twin  # noqa: E402
-from twin.settings import get_settings  # noqa: E402
 
 SCHEMA = "bench_shutdowns"
 
@@ -56,16 +52,7 @@ def _timed(fn, items) -> list[float]:
 
 
 def _load():
-    settings = get_settings(db_schema=SCHEMA)
-    admin = make_engine(settings, admin=True)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-    admin.dispose()
-    with tempfile.TemporaryDirectory() as tmp:
-        generate_district(Path(tmp), scale=1, seed=0)
-        report = ingest_survey(Path(tmp) / "points.csv", Path(tmp) / "segments.csv", settings)
-    assert report.status == "applied", report.status
-    return settings, open_twin(settings)
+    return fresh_demo_twin(SCHEMA)
 
 
 def main() -> None:

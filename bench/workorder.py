@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,15 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.shutoff import cached_model, shutoff  # noqa: E402
+from bench.district import fresh_demo_twin  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from documents.pdf import Document  # noqa: E402
 from documents.pictures import site_picture  # noqa: E402
 from documents.planmap import Mark, map_frame, plan_map  # noqa: E402
 from documents.workorder import work_order_pdf, work_site  # noqa: E402
-from ingest.pipeline import ingest_survey  # noqa: E402
-from ingest.sample import generate_district  # noqa: E402
-from twin.db import make_engine, open_twin  # noqa: E402
-from twin.settings import get_settings  # noqa: E402
 
 SCHEMA = "bench_workorder"
 #: A work order's target (s) on this machine (the issue's package of 10 findings has 10 s).
@@ -48,16 +44,7 @@ TARGET_S = 5.0
 
 
 def _load():
-    settings = get_settings(db_schema=SCHEMA)
-    admin = make_engine(settings, admin=True)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-    admin.dispose()
-    with tempfile.TemporaryDirectory() as tmp:
-        generate_district(Path(tmp), scale=1, seed=0)
-        report = ingest_survey(Path(tmp) / "points.csv", Path(tmp) / "segments.csv", settings)
-    assert report.status == "applied", report.status
-    return settings, open_twin(settings)
+    return fresh_demo_twin(SCHEMA)
 
 
 def _timed(fn, items) -> tuple[list[float], list]:

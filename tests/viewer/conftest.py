@@ -93,3 +93,11 @@ def api_token(server: LiveServer, role: str) -> str:
 def api_post(server: LiveServer, token: str, path: str, body: dict, **params) -> httpx.Response:
     return httpx.post(server.url + path, json=body, params=params, headers={"Authorization": f"Bearer {token}"},
                       timeout=60)
+
+
+def sign_in_page(page, server: LiveServer, role: str) -> None:
+    """Open the viewer in ``page`` and sign in as the user of ``role`` (its form, as a person)."""
+    page.goto(server.url + "/")
+    page.fill("#signin-user", role)
+    page.fill("#signin-password", password(role))
+    page.click("#signin-form button[type=submit]")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from analysis.criticality import ensure_current
-from tests.api.conftest import LiveServer, password
-from tests.viewer.conftest import Watch, api_token
+from tests.api.conftest import LiveServer
+from tests.viewer.conftest import Watch, api_token, sign_in_page
 from twin.db import open_twin
 from twin.settings import TwinSettings
 
@@ -26,10 +26,7 @@ def test_criticality_map_colours_the_worst_segments(browser, viewer_twin: TwinSe
     watch = Watch(viewer_server.url)
     watch.attach(page)
     try:
-        page.goto(viewer_server.url + "/")
-        page.fill("#signin-user", "viewer")
-        page.fill("#signin-password", password("viewer"))
-        page.click("#signin-form button[type=submit]")
+        sign_in_page(page, viewer_server, "viewer")
         page.wait_for_selector("[data-role=criticality-toggle]", timeout=TIMEOUT_MS)
         page.check("[data-role=criticality-toggle]")
         page.wait_for_selector("[data-role=criticality-legend]", timeout=TIMEOUT_MS)

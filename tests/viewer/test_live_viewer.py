@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from live.sensors import SensorSpec, Who, add_sensors, remove_sensor
 from live.subscriber import Subscriber
-from tests.api.conftest import LiveServer, password
-from tests.viewer.conftest import ARTIFACTS, Watch
+from tests.api.conftest import LiveServer
+from tests.viewer.conftest import ARTIFACTS, Watch, sign_in_page
 from twin.db import open_twin
 from twin.settings import TwinSettings
 
@@ -55,10 +55,7 @@ def page(browser, viewer_server: LiveServer, sensors) -> Iterator[tuple[object, 
     page = context.new_page()
     watch = Watch(viewer_server.url)
     watch.attach(page)
-    page.goto(viewer_server.url + "/")
-    page.fill("#signin-user", "editor")
-    page.fill("#signin-password", password("editor"))
-    page.click("#signin-form button[type=submit]")
+    sign_in_page(page, viewer_server, "editor")
     page.wait_for_function("window.twinViewer && window.twinViewer.ready", timeout=TIMEOUT_MS)
     page.wait_for_function("window.twinViewer.live.state().connected", timeout=TIMEOUT_MS)
     yield page, watch

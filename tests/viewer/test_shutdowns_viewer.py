@@ -7,8 +7,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.api.conftest import LiveServer, password
-from tests.viewer.conftest import Watch, api_post, api_token
+from tests.api.conftest import LiveServer
+from tests.viewer.conftest import Watch, api_post, api_token, sign_in_page
 from twin.db import open_twin
 from twin.settings import TwinSettings
 
@@ -39,10 +39,7 @@ def test_a_crew_moves_a_shutdown_on_and_ticks_a_valve_on_a_phone(browser, viewer
     watch = Watch(viewer_server.url)
     watch.attach(page)
     try:
-        page.goto(viewer_server.url + "/")
-        page.fill("#signin-user", "editor")
-        page.fill("#signin-password", password("editor"))
-        page.click("#signin-form button[type=submit]")
+        sign_in_page(page, viewer_server, "editor")
         page.wait_for_function("!document.querySelector('#app').hidden", timeout=TIMEOUT_MS)
         page.click("#shutdowns-toggle")
         row = f"[data-role=shutdown-list] tr[data-shutdown='{sid}']"

@@ -11,8 +11,8 @@ import io
 import httpx
 from PIL import Image
 
-from tests.api.conftest import LiveServer, password
-from tests.viewer.conftest import ARTIFACTS, Watch, api_token
+from tests.api.conftest import LiveServer
+from tests.viewer.conftest import ARTIFACTS, Watch, api_token, sign_in_page
 
 TIMEOUT_MS = 90_000
 CHARTS = ("utility", "material", "decade", "owner", "status")
@@ -77,10 +77,7 @@ def test_statistics_charts_filter_the_view_and_thematic_maps_export(browser, vie
     watch = Watch(viewer_server.url)
     watch.attach(page)
     try:
-        page.goto(viewer_server.url + "/")
-        page.fill("#signin-user", "viewer")
-        page.fill("#signin-password", password("viewer"))
-        page.click("#signin-form button[type=submit]")
+        sign_in_page(page, viewer_server, "viewer")
         page.wait_for_function("window.twinViewer && window.twinViewer.ready", timeout=TIMEOUT_MS)
         page.wait_for_function("window.twinViewer.tilesLoaded()", timeout=TIMEOUT_MS)
         everything = _features(page, "material", "r.shown > 0")
