@@ -52,6 +52,7 @@ lint: venv
 	$(BIN)/ruff check twin ingest analysis tiles exchange live documents api tests bench
 
 bench: setup
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/shutoff.py

@@ -21,6 +21,7 @@ from analysis.criticality import criticality, ensure_current, pipe_criticality
 from api.audit import audit, audit_now
 from api.auth import User, allow
 from api.jobs import JobResult, Progress, base_url, job_status
+from api.reads import read_engine
 
 __all__ = ["router"]
 
@@ -47,14 +48,14 @@ def worst_segments(
     valves: Annotated[bool, Query(description="Add the next ring (N-1) of the valves they need.")] = False,
     user: User = Depends(allow("read")),
 ) -> dict:
-    doc = criticality(request.app.state.engine, top=top, min_valves=min_valves, with_valves=valves,
+    doc = criticality(read_engine(request), top=top, min_valves=min_valves, with_valves=valves,
                       refresh=False)
     return {**doc, "links": _links(request, doc["state"])}
 
 
 @router.get("/criticality/pipes/{pipe_id}", summary="The criticality of the segment holding a pipe")
 def pipe(request: Request, pipe_id: PipeId, user: User = Depends(allow("read"))) -> dict:
-    doc = pipe_criticality(request.app.state.engine, pipe_id)
+    doc = pipe_criticality(read_engine(request), pipe_id)
     return {**doc, "links": _links(request, doc["state"])}
 
 

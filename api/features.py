@@ -42,6 +42,7 @@ from pyproj import CRS
 from api.auth import User, allow
 from api.cql import compile_filter, parse_filter
 from api.jobs import base_url
+from api.reads import read_engine
 from twin.crs import transformer
 from twin.db import CHANGE_MARK_SQL, twin_srid
 from twin.domain import UTILITIES
@@ -727,7 +728,7 @@ _FORMAT = Query(None, description="output format (GeoJSON only)")
 @router.get("/collections", summary="The feature collections")
 def collections(request: Request, user: User = Depends(allow("read"))) -> dict:
     base = base_url(request)
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         state = _state(request, conn)
         fp, fp_all = _fingerprints(conn)
         cols = _ordered(state, conn, fp)
@@ -749,7 +750,7 @@ def collections(request: Request, user: User = Depends(allow("read"))) -> dict:
 def collection(
     request: Request, collectionId: str = _ID, user: User = Depends(allow("read"))
 ) -> dict:
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         state = _state(request, conn)
         fp, fp_all = _fingerprints(conn)
         c = _collection(state, conn, collectionId, fp)
@@ -791,7 +792,7 @@ _SCHEMA_RESPONSE = {
 def queryables(
     request: Request, collectionId: str = _ID, user: User = Depends(allow("read"))
 ) -> JSONResponse:
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         c = _collection(_state(request, conn), conn, collectionId)
     url = f"{base_url(request)}/collections/{c.id}/queryables"
     return _json_schema(c, url, list(c.queryables().values()), "queryables")
@@ -806,7 +807,7 @@ def queryables(
 def schema(
     request: Request, collectionId: str = _ID, user: User = Depends(allow("read"))
 ) -> JSONResponse:
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         c = _collection(_state(request, conn), conn, collectionId)
     url = f"{base_url(request)}/collections/{c.id}/schema"
     return _json_schema(c, url, list(c.fields), "schema")
@@ -1077,7 +1078,7 @@ def items(
     user: User = Depends(allow("read")),
 ) -> Response:
     limit = min(limit, MAX_LIMIT)
-    engine = request.app.state.engine
+    engine = read_engine(request)
     with engine.connect() as conn:
         state, c, out, q = _read(request, conn, collectionId, crs)
         srid = state.srid
@@ -1124,7 +1125,7 @@ def item(
     user: User = Depends(allow("read")),
 ) -> Response:
     _clean(featureId, "featureId")
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         state, c, out, q = _read(request, conn, collectionId, crs)
         srid = state.srid
         as_of = _as_of(c, at, q)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.auth import User, allow
 from api.jobs import base_url
+from api.reads import read_engine
 from twin.cells import spreadsheet_safe
 from twin.crs import twin_crs
 from twin.errors import InputError
@@ -189,7 +190,7 @@ def statistics(
     settings = request.app.state.settings
     srid = twin_crs(settings.crs).srid
     box = _bbox(bbox, srid) if bbox is not None else None
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         rows = network_statistics(conn, dims, srid=srid, utilities=codes, bbox=box,
                                   empty=bbox is not None and box is None)
     columns = [*dims, "segments", "length_km"] + (["nodes", "valves"] if dims == ["utility"] else [])

@@ -38,6 +38,7 @@ from analysis.roads import road_centrelines
 from api.auth import User, allow
 from api.limits import work_limits
 from api.processes import Finite, ProposalDocument, geojson
+from api.reads import read_engine
 from twin.crs import transformer
 from twin.db import change_mark, twin_id, twin_srid
 from twin.domain import UTILITIES, name_zh, utilities_named
@@ -63,7 +64,7 @@ class ViewerCache:
 
 def _cached(request: Request, name: str, make):
     """``make(conn)`` once per network state: keyed by the change mark of the twin."""
-    engine: sa.Engine = request.app.state.engine
+    engine: sa.Engine = read_engine(request)
     cache: ViewerCache = request.app.state.viewer_cache
     with engine.connect() as conn:
         key = change_mark(conn)
@@ -188,7 +189,7 @@ def transform(body: TransformBody, request: Request, user: User = Depends(allow(
     pts = body.points
     xy = np.array([p[:2] for p in pts], dtype=float)
     z = np.array([p[2] if len(p) == 3 else np.nan for p in pts], dtype=float)
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         crs = _crs(conn)
         if body.to == "twin":
             if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
@@ -223,7 +224,7 @@ class ProposalShapeBody(BaseModel):
 @router.post("/proposal-shape", summary="A proposal's pipes as the checks read them, in CRS84 with heights")
 def proposal_shape(body: ProposalShapeBody, request: Request, user: User = Depends(allow("read"))) -> dict:
     settings = request.app.state.settings
-    engine: sa.Engine = request.app.state.engine
+    engine: sa.Engine = read_engine(request)
     with work_limits(request).slot(user.name):
         net = read_proposal(geojson(body.proposal), settings, engine=engine)
     with engine.connect() as conn:
@@ -239,7 +240,7 @@ def stored_proposal_shape(
     user: User = Depends(allow("read")),
 ) -> dict:
     settings = request.app.state.settings
-    engine: sa.Engine = request.app.state.engine
+    engine: sa.Engine = read_engine(request)
     with engine.connect() as conn:
         doc = conn.execute(sa.text("SELECT geojson FROM proposal WHERE id = :p"), {"p": proposal_id}).scalar()
         crs = _crs(conn)
@@ -268,7 +269,7 @@ def search(
         raise InputError("q: give an id or a road name")
     prefix, part = _like(text) + "%", "%" + _like(text) + "%"
     params = {"q": text, "prefix": prefix, "part": part, "n": limit}
-    with request.app.state.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         crs = _crs(conn)
         pipes = conn.execute(sa.text(
             "SELECT id, utility, road, size_text FROM current_segment WHERE id = :q OR id ILIKE :prefix "

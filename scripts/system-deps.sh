@@ -19,6 +19,8 @@ ls /usr/lib/*/libOSMesa.so.8 >/dev/null 2>&1 || need+=(libosmesa6)
 [ -d /usr/share/fonts/opentype/noto ] && ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 [ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || need+=(fonts-droid-fallback)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)  # the PDFs' Latin text
+# meshoptimizer (tile compression) is built from its PyPI source: a C++ compiler.
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
