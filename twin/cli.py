@@ -184,8 +184,30 @@ def restore_command(
                   f"{r['revision']}) in {r['seconds']:.1f} s; rebuild the 3D tiles: twin tiles build")
 
 
-def _load_plugins() -> None:
-    for ep in entry_points(group="twin.commands"):
+def _plugins(argv: list[str]) -> list:
+    """The entry points a command line needs: only the sub-command it names, none for the twin's
+    own commands, all of them for the top-level help or an unknown name (click lists them).
+
+    Loading one plugin loads its package (analysis and exchange bring wntr, scipy and more:
+    seconds), so ``twin db status`` or ``twin tiles build`` must not load the others.
+    """
+    eps = list(entry_points(group="twin.commands"))
+    name = next((a for a in argv[1:] if not a.startswith("-")), None)
+    if name in {ep.name for ep in eps}:
+        return [ep for ep in eps if ep.name == name]
+    if name is not None and name in _own_commands():
+        return []
+    return eps
+
+
+def _own_commands() -> set[str]:
+    """The names of the twin's own sub-commands and groups."""
+    return {c.name or c.callback.__name__ for c in app.registered_commands} | {
+        g.name for g in app.registered_groups if g.name}
+
+
+def _load_plugins(argv: list[str] | None = None) -> None:
+    for ep in _plugins(sys.argv if argv is None else argv):
         obj = ep.load()
         if isinstance(obj, typer.Typer):
             app.add_typer(obj, name=ep.name)

@@ -33,6 +33,18 @@ def test_plugins_add_their_commands():
         assert cmd in out
 
 
+def test_a_command_loads_only_its_own_plugin():
+    """`twin db ...` loads no plugin and `twin tiles ...` only tiles: wntr (exchange, analysis)
+    stays unloaded, so the commands start at once; the top-level help still lists them all."""
+    probe = ("import sys; from twin import cli; sys.argv = {argv!r}; cli._load_plugins(); "
+             "print(sorted(g.name for g in cli.app.registered_groups), 'wntr' in sys.modules)")
+    for argv, groups in ((["twin", "db", "status"], "['db']"), (["twin", "tiles", "build"], "['db', 'tiles']")):
+        out = subprocess.run([sys.executable, "-c", probe.format(argv=argv)], capture_output=True, text=True,
+                             timeout=120, check=True).stdout.strip()
+        assert out == f"{groups} False", out
+    assert "export" in run("--help").stdout and "Usage" in run("nope").stderr
+
+
 def test_db_commands_are_idempotent(twin_settings):
     assert run("db", "start").returncode == 0
     second = run("db", "start")
