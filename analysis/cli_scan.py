@@ -96,6 +96,12 @@ def scan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
     store: Annotated[bool, typer.Option("--store/--no-store", help="Store the findings with their status "
                                         "(default) or only report them.")] = True,
+    dask: Annotated[bool | None, typer.Option("--dask/--no-dask", help="Scan by partitions on a Dask cluster: "
+                                              "TWIN_DASK_SCHEDULER's, else a LocalCluster (default: when "
+                                              "TWIN_DASK_SCHEDULER is set).")] = None,
+    partition_m: Annotated[float | None, typer.Option("--partition-m", min=1.0, help="With a cluster: width of "
+                                                      "the square partitions (m; default: ~150,000 segments "
+                                                      "each, at least 4 per worker).")] = None,
 ) -> None:
     """Hard clashes, duplicates and clearance violations across the whole live network."""
     settings = get_settings()
@@ -103,7 +109,8 @@ def scan(
     try:
         with _progress(err) as progress:
             result = scan_and_store(engine, user=settings.user_name, store=store, include=include or DEFAULT_INCLUDE,
-                                    settings=settings, limit=limit, progress=progress)
+                                    settings=settings, limit=limit, progress=progress, cluster=dask,
+                                    partition_m=partition_m)
     finally:
         engine.dispose()
     if as_json:

@@ -4,10 +4,13 @@
 :func:`analysis.proposal_input.read_proposal`), gathers the existing pipes around it through
 the GiST index, and runs the collision, clearance and cover checks on the proposal against
 them (:mod:`analysis.clash`, :mod:`analysis.clearance`, :mod:`analysis.cover`). Every finding
-is one row of the report with a stable ``key`` and a ``verdict`` (:mod:`analysis.accuracy`:
-``violation``, or ``uncertain`` where the existing pipe's survey tolerance cannot decide; the
-proposal itself is exact), plus a ``no_rule`` finding (无规则) for each pair within reach that
-no clearance rule covers; the proposal **passes** when there is none.
+is one row of the report: one per pair (proposed pipe, existing pipe), carrying in ``rules``
+every rule the pair breaks (a collision and the vertical clearance of the same crossing are
+one finding), with a stable ``key`` per pair, the worst ``kind`` and the worst ``verdict``
+(:mod:`analysis.accuracy`: ``violation``, or ``uncertain`` where the existing pipe's survey
+tolerance cannot decide; the proposal itself is exact; ``no_rule`` (无规则) where no clearance
+rule covers a pair within reach: ``unchecked`` lists those pairs by name); cover is one finding
+per proposed pipe. The proposal **passes** when there is none.
 A cross-section (:mod:`analysis.section`) is cut square to the proposal at its worst place
 (the deepest collision, else the largest clearance or cover shortfall, else its middle), with
 the proposal drawn dashed among the existing pipes.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from analysis.clearance import clearances, load_clearance_rules, rule_margins, r
 from analysis.cover import cover_depths, load_cover_rules
 from analysis.ground import GroundModel
 from analysis.network import Network, NetworkRows, read_network_rows
-from analysis.pieces import candidate_pairs, combine
+from analysis.pieces import candidate_pairs, combine, finding_key
 from analysis.proposal_input import read_proposal
 from analysis.rule_catalogue import rules_version
 from analysis.section import CrossSection, ground_points, idw_ground, section_of_network
@@ -50,6 +53,8 @@ __all__ = [
     "ProposalReport",
     "check_proposal",
     "check_stamp",
+    "group_pairs",
+    "unchecked_pairs",
     "merge_networks",
     "FINDING_KINDS",
     "SECTION_HALF_WIDTH_M",
@@ -89,10 +94,18 @@ class Finding:
     note: str | None = None
     verdict: str = "violation"  # violation | uncertain | no_rule
     uncertainty_m: float | None = None
+    #: Every rule the pair breaks, worst first: kind, rule, clause, measured_m, required_m,
+    #: uncertainty_m, shortfall_m, verdict, summary.
+    rules: list[dict] = field(default_factory=list)
+    #: The pipes' sizes (as ``ids``), e.g. ``DN300``.
+    sizes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """JSON-ready fields."""
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        d["rules"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                      for r in self.rules]
+        return d
 
 
 @dataclass
@@ -149,6 +162,10 @@ class ProposalReport:
             out[f.verdict] = out.get(f.verdict, 0) + 1
         return out
 
+    def unchecked(self) -> list[dict]:
+        """The pairs no clearance rule covers (无规则), each naming both pipes (id, utility, size)."""
+        return unchecked_pairs(f.as_dict() for f in self.findings)
+
     def as_dict(self, *, with_svg: bool = False) -> dict:
         """JSON-ready report (the section as data; its SVG too with ``with_svg``)."""
         d = {
@@ -168,6 +185,7 @@ class ProposalReport:
             "open_findings": len(self.open_findings),
             "candidates": self.candidates,
             "unruled_pairs": self.unruled,
+            "unchecked": self.unchecked(),
             "findings": [f.as_dict() for f in self.findings],
             "resolved": self.resolved,
             "section": self.section.as_dict() if self.section is not None else None,
@@ -233,7 +251,8 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
     cover = (cover_depths(existing, prop, rules=load_cover_rules(None, settings, db=conn), settings=settings,
                           ground=ground) if ground is not None else None)
     t3 = time.perf_counter()
-    findings = _findings(clash, clear, cover, prop_ids)
+    findings = group_pairs(_findings(clash, clear, cover, prop_ids), prop_ids,
+                           _sizes(existing.segments, prop.segments))
     findings.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), _VERDICT_ORDER.get(f.verdict, 9), -f.shortfall_m, f.key))
     section = _worst_section(conn, prop, existing, findings, around)
     t4 = time.perf_counter()
@@ -312,6 +331,78 @@ def _findings(clash: Any, clear: Any, cover: Any, prop_ids: set[str]) -> list[Fi
             summary=f"cover of {v.id} ({v.utility}, {v.location}) {v.cover_m:.2f} m < {v.required_m:.2f} m",
             verdict=v.verdict, uncertainty_m=float(v.uncertainty_m),
         ))
+    return out
+
+
+def group_pairs(findings: list[Finding], prop_ids: set[str], sizes: Mapping[str, str]) -> list[Finding]:
+    """One finding per pair (proposed pipe, existing pipe), carrying every rule the pair breaks.
+
+    The finding takes the worst kind's measures (collision before vertical and horizontal
+    clearance before no rule), the worst verdict of its rules and a key of its own
+    (``finding_key("pair", ids)``: the same pair keeps its key however its rules change); the
+    proposed pipe comes first in ``ids``. Cover findings (one pipe) stay one per pipe.
+
+    >>> a = Finding("k1", "collision", ["J1", "P1"], ["JS", "RQ"], 0.1, 0.0, 0.2, 0, 0, 0, "solids", None,
+    ...             "overlap", verdict="uncertain")
+    >>> b = Finding("k2", "clearance_vertical", ["P1", "J1"], ["RQ", "JS"], 0.0, 0.15, 0.15, 0, 0, 0,
+    ...             "V1: GB 50289 4.1.14", True, "gap")
+    >>> (f,) = group_pairs([a, b], {"P1"}, {"P1": "DN200"})
+    >>> f.kind, f.verdict, f.ids, [r["kind"] for r in f.rules], f.sizes
+    ('collision', 'violation', ['P1', 'J1'], ['collision', 'clearance_vertical'], ['DN200', ''])
+    """
+    groups: dict[tuple[str, ...], list[Finding]] = {}
+    for f in findings:
+        ids = tuple(sorted(f.ids, key=lambda i: (i not in prop_ids, i)))  # proposed pipe first
+        groups.setdefault(ids, []).append(f)
+    out = []
+    for ids, members in groups.items():
+        members.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), _VERDICT_ORDER.get(f.verdict, 9), -f.shortfall_m))
+        head = members[0]
+        order = [head.ids.index(i) for i in ids]
+        out.append(Finding(
+            key=head.key if len(ids) < 2 else finding_key("pair", ids), kind=head.kind, ids=list(ids),
+            utilities=[head.utilities[k] for k in order], measured_m=head.measured_m,
+            required_m=head.required_m, shortfall_m=head.shortfall_m, x=head.x, y=head.y, z=head.z,
+            rule=head.rule, rule_verified=head.rule_verified, summary="; ".join(f.summary for f in members),
+            verdict=min((f.verdict for f in members), key=lambda v: _VERDICT_ORDER.get(v, 9)),
+            uncertainty_m=head.uncertainty_m, rules=[_rule_entry(f) for f in members],
+            sizes=[str(sizes.get(i) or "") for i in ids],
+        ))
+    return out
+
+
+def _rule_entry(f: Finding) -> dict:
+    """One rule a finding breaks: ``V007: GB 50289-2016 4.1.14`` is rule V007, clause GB ...."""
+    head, sep, tail = f.rule.partition(": ")
+    rule, clause = (head, tail) if sep and head and " " not in head else (f.rule, "")
+    return {"kind": f.kind, "rule": rule, "clause": clause, "rule_verified": f.rule_verified,
+            "measured_m": f.measured_m, "required_m": f.required_m, "uncertainty_m": f.uncertainty_m,
+            "shortfall_m": f.shortfall_m, "verdict": f.verdict, "summary": f.summary}
+
+
+def unchecked_pairs(findings: Iterable[Mapping]) -> list[dict]:
+    """The pairs of findings (JSON) that no clearance rule covers (无规则), both pipes named:
+    ``{"key", "clearance", "measured_m", "pipes": [{"id", "utility", "size"}, ...]}``."""
+    out = []
+    for f in findings:
+        for r in f.get("rules") or [f]:
+            if r.get("verdict") != "no_rule" or len(f.get("ids") or []) < 2:
+                continue
+            sizes = list(f.get("sizes") or []) + [""] * len(f["ids"])
+            out.append({"key": f["key"], "kind": r.get("kind"), "measured_m": r.get("measured_m"),
+                        "clearance": "vertical" if str(r.get("summary", "")).startswith("no vertical")
+                        else "horizontal",
+                        "pipes": [{"id": i, "utility": u, "size": z}
+                                  for i, u, z in zip(f["ids"], f.get("utilities") or [], sizes, strict=False)]})
+    return out
+
+
+def _sizes(*segments: pd.DataFrame) -> dict[str, str]:
+    """Size text of every pipe of the frames, by id."""
+    out: dict[str, str] = {}
+    for s in segments:
+        if len(s) and "size_text" in s:
+            out.update(zip(s["id"].astype(str), s["size_text"].fillna("").astype(str), strict=True))
     return out
 
 

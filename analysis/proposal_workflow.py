@@ -282,8 +282,8 @@ def decide_finding(engine: sa.Engine, proposal_id: int, key: str, status: str, s
         if old == "resolved":
             raise InputError(f"finding {key} is resolved (no longer found); nothing to decide")
         if status == "accepted" and not (note or "").strip() and conn.execute(sa.text(
-                "SELECT kind FROM proposal_finding WHERE proposal_id = :p AND key = :k"),
-                {"p": proposal_id, "k": key}).scalar() == "no_rule":
+                f"SELECT {_NO_RULE_SQL} FROM proposal_finding WHERE proposal_id = :p AND key = :k"),
+                {"p": proposal_id, "k": key}).scalar():
             raise InputError(f"finding {key} is 无规则 no rule: no clearance rule covers the pair; accepting it "
                              "needs a note with the reason")
         conn.execute(sa.text(
@@ -313,10 +313,10 @@ def decide_proposal(engine: sa.Engine, proposal_id: int, status: str, settings: 
         _four_eyes(conn, proposal_id, status, by)
         if status == "approved":
             pending = conn.execute(sa.text(
-                "SELECT key, status, kind FROM proposal_finding WHERE proposal_id = :p "
+                f"SELECT key, status, {_NO_RULE_SQL} AS no_rule FROM proposal_finding WHERE proposal_id = :p "
                 "AND status IN ('open', 'rejected') ORDER BY key"), {"p": proposal_id}).all()
             if pending and override is None:
-                no_rule = sum(1 for r in pending if r.kind == "no_rule")
+                no_rule = sum(1 for r in pending if r.no_rule)
                 raise InputError(
                     f"proposal {proposal_id} has {len(pending)} findings not accepted"
                     + (f", {no_rule} of them 无规则 no rule (cannot judge)" if no_rule else "")
@@ -417,8 +417,13 @@ def _store_findings(conn: sa.Connection, pid: int, report: ProposalReport, by: s
         conn.execute(sa.text(
             "INSERT INTO proposal_finding (proposal_id, key, kind, summary, detail) "
             "VALUES (:p, :k, :kind, :s, CAST(:d AS jsonb)) "
-            "ON CONFLICT (proposal_id, key) DO UPDATE SET summary = EXCLUDED.summary, detail = EXCLUDED.detail, "
+            "ON CONFLICT (proposal_id, key) DO UPDATE SET kind = EXCLUDED.kind, summary = EXCLUDED.summary, "
+            "detail = EXCLUDED.detail, "
             "last_seen_at = now(), status = CASE WHEN proposal_finding.status = 'resolved' THEN 'open' "
+            # a pair whose worst kind or verdict changed is decided again: a decision holds for
+            # what the officer saw (one key per pair: a clearance accepted may become a collision)
+            "WHEN proposal_finding.kind <> EXCLUDED.kind OR proposal_finding.detail->>'verdict' "
+            "IS DISTINCT FROM EXCLUDED.detail->>'verdict' THEN 'open' "
             "ELSE proposal_finding.status END"),
             [{"p": pid, "k": f.key, "kind": f.kind, "s": f.summary, "d": json.dumps(f.as_dict(), default=str)}
              for f in report.findings])
@@ -466,8 +471,10 @@ def _meta(conn: sa.Connection, pid: int) -> dict:
 
 
 # -- the stamp and what changed -------------------------------------------------------------------
+#: A stored finding no clearance rule (partly) covers: accepting it needs a note (无规则).
+_NO_RULE_SQL = "(kind = 'no_rule' OR detail @> '{\"rules\": [{\"verdict\": \"no_rule\"}]}')"
 #: A finding's fields a re-check compares (same key): a change in any is reported.
-COMPARED = ("verdict", "measured_m", "required_m", "uncertainty_m", "rule")
+COMPARED = ("kind", "verdict", "measured_m", "required_m", "uncertainty_m", "rule")
 #: Lengths closer than this are the same (the report rounds to 0.1 mm).
 _SAME_M = 5e-4
 

@@ -20,9 +20,12 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +34,22 @@ import pyarrow as pa
 import shapely
 import sqlalchemy as sa
 
+from analysis.accuracy import load_survey_accuracy
 from analysis.clash import ClashReport, collisions
-from analysis.clearance import ClearanceReport, clearances, load_clearance_rules, rule_margins
+from analysis.clearance import (
+    ClearanceReport,
+    clearances,
+    load_clearance_rules,
+    rule_margins,
+    rule_reach_m,
+)
 from analysis.network import Network
 from analysis.pieces import Pieces, candidate_pairs, combine, first_findings
 from twin.arrow import copy_table
+from twin.dask import Cluster, run_tasks, using_cluster, worker_count
+from twin.db import make_engine, twin_srid
 from twin.domain import STATUSES
-from twin.errors import InputError
+from twin.errors import DatabaseError, InputError
 from twin.schema import names
 from twin.settings import TwinSettings
 
@@ -69,21 +81,30 @@ def _statuses(include: Iterable[str]) -> list[str]:
     return wanted
 
 
-def load_scan_network(engine: sa.Engine, include: Iterable[str] = DEFAULT_INCLUDE) -> Network:
+def load_scan_network(engine: sa.Engine, include: Iterable[str] = DEFAULT_INCLUDE,
+                      box: tuple[float, float, float, float] | None = None) -> Network:
     """The live segments with only the columns collision and clearance read, streamed with COPY.
 
     About twice as fast as :func:`analysis.network.load_network` on a million segments (one
     COPY in CSV read by Arrow); the Network's ``nodes`` hold only what the survey tolerance needs
     of the end points (survey class, appurtenance, feature, ground: a second COPY, cheaper than
     joining them onto the segments; :func:`analysis.accuracy.segment_tolerances`).
+    ``box`` (xmin, ymin, xmax, ymax in the twin's CRS): only the segments whose extent meets it,
+    whole, and their end points (a partition of the scan on a cluster).
     """
     types = {c: (pa.float64() if c in _NUMERIC else pa.string()) for c in (*_SCAN_COLUMNS, "wkb")}
-    query = (f"SELECT {', '.join(_SCAN_COLUMNS)}, encode(ST_AsBinary(geom), 'hex') AS wkb "
-             "FROM current_segment WHERE status = ANY(%s)")
+    where, params = "status = ANY(%s)", [_statuses(include)]
+    node_query = f"SELECT id, {', '.join(_END_COLUMNS)} FROM current_node"
     node_types = {c: (pa.float64() if c in _END_NUMERIC else pa.string()) for c in ("id", *_END_COLUMNS)}
     with engine.connect() as conn:
-        table = copy_table(conn, query, [_statuses(include)], types)
-        node_table = copy_table(conn, f"SELECT id, {', '.join(_END_COLUMNS)} FROM current_node", None, node_types)
+        if box is not None:
+            where += f" AND geom && ST_MakeEnvelope(%s, %s, %s, %s, {twin_srid(conn)})"
+            params += [float(v) for v in box]
+            node_query += (" WHERE id IN (SELECT unnest(ARRAY[from_node, to_node]) FROM current_segment"
+                           f" WHERE {where})")
+        query = f"SELECT {', '.join(_SCAN_COLUMNS)}, encode(ST_AsBinary(geom), 'hex') AS wkb FROM current_segment"
+        table = copy_table(conn, f"{query} WHERE {where}", params, types)
+        node_table = copy_table(conn, node_query, params if box is not None else None, node_types)
     if table is None:
         table = pa.table({c: pa.array([], type=t) for c, t in types.items()})
     seg = table.drop_columns(["wkb"]).to_pandas()
@@ -196,6 +217,8 @@ def scan_network(
     limit: int | None = None,
     progress: Progress | None = None,
     workers: int = 2,
+    cluster: Cluster = None,
+    partition_m: float | None = None,
 ) -> dict:
     """Hard clashes, duplicates and clearance violations across the whole live network.
 
@@ -203,16 +226,28 @@ def scan_network(
     one stored in the twin, else ``settings``' or the shipped one); ``limit``: findings listed
     per analysis (counts are complete); ``progress(percent, message)`` hears how far it is;
     ``workers>=2`` runs clearance in a forked process beside collision where fork exists.
+    ``cluster``: a Dask client, True (one from ``settings``: ``TWIN_DASK_SCHEDULER`` or a
+    LocalCluster) or False; None uses one when ``TWIN_DASK_SCHEDULER`` names it. On a cluster
+    the network is cut into square partitions (``partition_m`` wide; by default about
+    150,000 segments or four per worker), each read and scanned by a worker with an overlap
+    wide enough for every pair a rule could judge; the result is the same.
 
     Returns ``segments``, ``pieces``, ``candidate_pairs``, ``include``, the ``collision`` and
     ``clearance`` reports (as their ``as_dict`` with ``truncated``: clashes, near misses and
     clearance findings each carry ``verdict``, ``measured_m``, ``required_m``,
     ``uncertainty_m``; the clearance report lists ``uncertain`` and ``no_rule`` findings apart),
     ``verdicts`` (counts of violation, uncertain and no_rule over both), ``workers`` and
-    ``timings_s`` (load, candidates, collision, clearance, analyses_wall, total).
+    ``timings_s`` (load, candidates, collision, clearance, analyses_wall, total; on a cluster
+    load, partitions, merge, total, and ``partitions``).
     """
     report = progress or _quiet
     statuses = _statuses(include)
+    if partition_m is not None and not partition_m > 0:
+        raise InputError(f"partition_m must be above 0, not {partition_m}")
+    with using_cluster(settings, cluster) as client:
+        if client is not None:
+            table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings, db=engine)
+            return _scan_on_cluster(engine, client, settings, statuses, table, limit, partition_m, report)
     t0 = time.perf_counter()
     report(2, "reading the network")
     net = load_scan_network(engine, statuses)
@@ -222,7 +257,7 @@ def scan_network(
         raise InputError(f"the twin has no pipes of status {', '.join(statuses)} to scan")
     report(30, f"{n:,} segments read; finding candidate pairs")
     table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings, db=engine)
-    pieces = combine(net)
+    pieces = _in_frame(combine(net), net, _extent_origin(net.vertices))
     pairs = candidate_pairs(pieces, margin_m=rule_margins(table, pieces.segments))
     t2 = time.perf_counter()
     forked = _can_fork(workers)
@@ -231,10 +266,17 @@ def scan_network(
     t3 = time.perf_counter()
     report(95, "writing the result")
     timings = {"load": t1 - t0, "candidates": t2 - t1, **seconds, "total": t3 - t0}
+    return _result(n, int(len(pieces.seg)), int(len(pairs[0])), statuses, clash, clear, 2 if forked else 1,
+                   timings)
+
+
+def _result(n: int, n_pieces: int, n_pairs: int, statuses: list[str], clash: dict, clear: dict, workers: int,
+            timings: dict[str, float]) -> dict:
+    """The scan's result (see :func:`scan_network`)."""
     return {
         "segments": n,
-        "pieces": int(len(pieces.seg)),
-        "candidate_pairs": int(len(pairs[0])),
+        "pieces": n_pieces,
+        "candidate_pairs": n_pairs,
         "include": statuses,
         "collision": clash,
         "clearance": clear,
@@ -243,6 +285,243 @@ def scan_network(
             "uncertain": clash["counts"]["uncertain"] + clear["counts"]["uncertain"],
             "no_rule": clear["counts"]["no_rule"],
         },
-        "workers": 2 if forked else 1,
+        "workers": workers,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
+
+
+# --------------------------------------------------------------------------- the scan on a cluster
+#
+# The extent is cut into square cells. A worker reads every segment whose extent meets its cell
+# widened by the overlap (whole segments, their end points) and scans them as the single
+# process does, in the same local frame (origin: the centre of the network's extent), so every
+# pair it shares with the single process is measured to the bit. Each segment pair belongs to
+# one cell: the one holding the centre of the intersection of the two segments' extents, each
+# grown as the candidate search grows it (reach + half the rule margin + survey tolerance). The
+# overlap bounds that growth, so a cell's worker holds both segments of every pair it owns
+# (and the duplicates beside them, which make their nodes one); it keeps the findings and
+# counts of the pairs it owns, and the merge sorts them as collision and clearance do.
+
+#: Metres added to the overlap: duplicates (a few cm apart) chained beside a pair.
+PARTITION_SLACK_M = 1.0
+#: Segments a partition holds, about, when its size is not given (and at least four per worker).
+PARTITION_SEGMENTS = 150_000
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Square cells over the network's extent; the last row and column reach past it."""
+
+    x0: float
+    y0: float
+    size_m: float
+    nx: int
+    ny: int
+    overlap_m: float
+    origin: tuple[float, float, float]
+
+    def cell_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The cell of each point (points outside the extent go to the nearest cell)."""
+        ix = np.clip(np.floor((np.asarray(x) - self.x0) / self.size_m), 0, self.nx - 1).astype(np.int64)
+        iy = np.clip(np.floor((np.asarray(y) - self.y0) / self.size_m), 0, self.ny - 1).astype(np.int64)
+        return iy * self.nx + ix
+
+    def read_box(self, cell: int) -> tuple[float, float, float, float]:
+        """What the cell's worker reads: the cell widened by the overlap (edge cells: unbounded)."""
+        iy, ix = divmod(cell, self.nx)
+        far = 1e12
+        lo_x = self.x0 + ix * self.size_m - self.overlap_m if ix else -far
+        lo_y = self.y0 + iy * self.size_m - self.overlap_m if iy else -far
+        hi_x = self.x0 + (ix + 1) * self.size_m + self.overlap_m if ix < self.nx - 1 else far
+        hi_y = self.y0 + (iy + 1) * self.size_m + self.overlap_m if iy < self.ny - 1 else far
+        return lo_x, lo_y, hi_x, hi_y
+
+
+def _extent_origin(vertices: np.ndarray) -> np.ndarray:
+    """The local frame's origin: the centre of the vertices' extent, in whole metres."""
+    if not len(vertices):
+        return np.zeros(3)
+    lo, hi = np.nanmin(vertices, axis=0), np.nanmax(vertices, axis=0)
+    origin = np.round((lo + hi) / 2, 0)
+    return np.where(np.isfinite(origin), origin, 0.0)
+
+
+def _in_frame(pieces: Pieces, net: Network, origin: np.ndarray) -> Pieces:
+    """``pieces`` with their coordinates taken from ``net``'s vertices less ``origin`` (one rounding,
+    as :func:`analysis.pieces.combine` does with its own origin): a frame every partition shares."""
+    _, a, b = net.pieces()
+    nv = np.diff(net.offsets)
+    has = nv > 0
+    st = np.full((len(nv), 3), np.nan)
+    en = np.full((len(nv), 3), np.nan)
+    st[has] = net.vertices[net.offsets[:-1][has]]
+    en[has] = net.vertices[net.offsets[1:][has] - 1]
+    return replace(pieces, p0=a - origin, p1=b - origin, seg_start=st - origin, seg_end=en - origin,
+                   origin=np.asarray(origin, dtype=float))
+
+
+def _grid(engine: sa.Engine, statuses: list[str], table: pd.DataFrame, partition_m: float | None,
+          workers: int) -> tuple[_Grid, int]:
+    """The cells of a scan and the number of segments, from the extent and bounds PostGIS gives.
+
+    The overlap bounds how far a candidate pair's segments grow: the largest reach, half the
+    largest rule margin and the largest survey tolerance (from the deepest end point).
+    """
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("""
+            SELECT count(*), min(ST_XMin(s.geom)), min(ST_YMin(s.geom)), min(ST_ZMin(s.geom)),
+                   max(ST_XMax(s.geom)), max(ST_YMax(s.geom)), max(ST_ZMax(s.geom)),
+                   max(greatest(coalesce(s.diameter_mm, 0),
+                                sqrt(coalesce(s.width_mm, 0) ^ 2 + coalesce(s.height_mm, 0) ^ 2))) / 2000,
+                   max(greatest(nf.ground_z - ST_ZMin(s.geom), nt.ground_z - ST_ZMin(s.geom),
+                                greatest(s.from_depth_m, s.to_depth_m)
+                                + greatest(coalesce(s.diameter_mm, 0), coalesce(s.height_mm, 0)) / 1000))
+              FROM current_segment s
+              LEFT JOIN current_node nf ON nf.id = s.from_node
+              LEFT JOIN current_node nt ON nt.id = s.to_node
+             WHERE s.status = ANY(:st)"""), {"st": statuses}).one()
+    n = int(row[0])
+    if not n:
+        raise InputError(f"the twin has no pipes of status {', '.join(statuses)} to scan")
+    lo, hi = np.array(row[1:4], dtype=float), np.array(row[4:7], dtype=float)
+    limits = load_survey_accuracy()
+    depth = max(float(row[8] or 0.0), float(limits["min_depth_m"].max()))
+    tolerance = float(max((limits["plan_m"] + limits["plan_factor"] * depth).max(),
+                          (limits["depth_m"] + limits["depth_factor"] * depth).max()))
+    overlap = float(row[7] or 0.0) + rule_reach_m(table) / 2 + tolerance + PARTITION_SLACK_M
+    width, height = float(hi[0] - lo[0]), float(hi[1] - lo[1])
+    if partition_m is None:
+        cells = max(4 * workers, math.ceil(n / PARTITION_SEGMENTS))
+        partition_m = max(math.sqrt(max(width * height, 1.0) / cells), 8 * overlap)
+    nx, ny = max(1, math.ceil(width / partition_m)), max(1, math.ceil(height / partition_m))
+    origin = np.where(np.isfinite(lo + hi), np.round((lo + hi) / 2, 0), 0.0)
+    return _Grid(float(lo[0]), float(lo[1]), float(partition_m), nx, ny, overlap, tuple(origin.tolist())), n
+
+
+def _pair_cells(grid: _Grid, net: Network, pieces: Pieces, margins: np.ndarray, sa_: np.ndarray,
+                sb: np.ndarray) -> np.ndarray:
+    """The cell owning each segment pair ``(sa_, sb)``: where their grown extents meet, centred."""
+    nv = np.diff(net.offsets)
+    lo = np.full((len(nv), 2), np.nan)
+    hi = np.full((len(nv), 2), np.nan)
+    has = np.flatnonzero(nv > 0)
+    if len(has):
+        starts = net.offsets[:-1][has]
+        lo[has] = np.minimum.reduceat(net.vertices[:, :2], starts, axis=0)
+        hi[has] = np.maximum.reduceat(net.vertices[:, :2], starts, axis=0)
+    rect = net.segments["shape"].to_numpy() == "rect"
+    hw, hh = np.nan_to_num(net.half_width_m), np.nan_to_num(net.half_height_m)
+    grow = (np.where(rect, np.hypot(hw, hh), hw) + margins / 2.0
+            + np.maximum(pieces.plan_tol, pieces.depth_tol))[:, None]
+    meet_lo = np.maximum(lo[sa_] - grow[sa_], lo[sb] - grow[sb])
+    meet_hi = np.minimum(hi[sa_] + grow[sa_], hi[sb] + grow[sb])
+    centre = (meet_lo + meet_hi) / 2
+    return grid.cell_of(centre[:, 0], centre[:, 1])
+
+
+def _scan_partition(cell: int, settings: TwinSettings, statuses: list[str], table: pd.DataFrame,
+                    grid: _Grid) -> dict:
+    """One cell's share of the scan, read by the worker from the twin: the findings and counts of
+    the segment pairs (and segments) the cell owns."""
+    t0 = time.perf_counter()
+    engine = make_engine(settings)
+    try:
+        net = load_scan_network(engine, statuses, box=grid.read_box(cell))
+    finally:
+        engine.dispose()
+    out = {"cell": cell, "segments": 0, "pieces": 0, "candidate_pairs": 0, "clashes": [], "violations": [],
+           "uncertain": [], "no_rule": [], "checked": {}, "unruled": {}, "load_s": time.perf_counter() - t0}
+    if not len(net.segments):
+        return out
+    pieces = _in_frame(combine(net), net, np.asarray(grid.origin))
+    margins = rule_margins(table, pieces.segments)
+    i, j = candidate_pairs(pieces, margin_m=margins)
+    mine = _pair_cells(grid, net, pieces, margins, pieces.seg[i], pieces.seg[j]) == cell
+    # collision sees every pair of the partition (duplicates beside a pair join its nodes)
+    clash = collisions(net, pieces=pieces, pairs=(i, j), near_misses=False)
+    ids = pd.Index(net.segments["id"].astype(str))
+    a = ids.get_indexer([c.a_id for c in clash.clashes])
+    b = ids.get_indexer([c.b_id for c in clash.clashes])
+    owned = _pair_cells(grid, net, pieces, margins, a, b) == cell if len(a) else np.zeros(0, bool)
+    clear = clearances(net, rules=table, pieces=pieces, pairs=(i[mine], j[mine]))
+    seg_cell = _segment_cells(grid, net)
+    out.update(segments=int((seg_cell == cell).sum()), pieces=int((seg_cell[pieces.seg] == cell).sum()),
+               candidate_pairs=int(mine.sum()), clashes=[c for c, k in zip(clash.clashes, owned, strict=True) if k],
+               violations=clear.violations, uncertain=clear.uncertain, no_rule=clear.no_rule,
+               checked=clear.checked, unruled=clear.unruled, seconds=time.perf_counter() - t0)
+    return out
+
+
+def _segment_cells(grid: _Grid, net: Network) -> np.ndarray:
+    """The cell owning each segment (for the counts): the one holding its first vertex."""
+    nv = np.diff(net.offsets)
+    first = net.vertices[np.minimum(net.offsets[:-1], max(len(net.vertices) - 1, 0))]
+    return np.where(nv > 0, grid.cell_of(first[:, 0], first[:, 1]), -1)
+
+
+def _scan_on_cluster(engine: sa.Engine, client: object, settings: TwinSettings | None, statuses: list[str],
+                     table: pd.DataFrame, limit: int | None, partition_m: float | None, report: Progress) -> dict:
+    """:func:`scan_network` by partitions on a Dask cluster (see the comment above)."""
+    if settings is None:
+        raise InputError("a scan on a cluster needs the twin's settings: its workers read the twin")
+    t0 = time.perf_counter()
+    report(2, "cutting the network into partitions")
+    n_workers = max(worker_count(client), 1)
+    grid, n = _grid(engine, statuses, table, partition_m, n_workers)
+    cells = grid.nx * grid.ny
+    t1 = time.perf_counter()
+    report(5, f"{n:,} segments in {cells:,} partitions on {n_workers} workers")
+    done: list[dict] = []
+
+    def heard(part: dict) -> None:
+        done.append(part)
+        report(5 + int(85 * len(done) / cells), f"{len(done):,} of {cells:,} partitions scanned")
+
+    parts = run_tasks(client, _scan_partition, range(cells), settings, statuses, table, grid, done=heard)
+    t2 = time.perf_counter()
+    report(92, "merging the partitions")
+    clash, clear = _merged(parts, str(table.attrs.get("path", "")))
+    t3 = time.perf_counter()
+    n_seg = sum(p["segments"] for p in parts)
+    if n_seg != n:
+        raise DatabaseError(f"the network changed during the scan ({n:,} segments, then {n_seg:,}); scan again")
+    timings = {"load": t1 - t0, "partitions": t2 - t1, "merge": t3 - t2, "total": t3 - t0,
+               "worker_seconds": sum(p.get("seconds", p["load_s"]) for p in parts)}
+    result = _result(n, sum(p["pieces"] for p in parts), sum(p["candidate_pairs"] for p in parts), statuses,
+                     _listed(clash, limit), _listed(clear, limit), n_workers, timings)
+    result["partitions"] = cells
+    return result
+
+
+def _listed(report: ClashReport | ClearanceReport, limit: int | None) -> dict:
+    d = report.as_dict(limit)
+    d.setdefault("truncated", False)
+    return d
+
+
+def _merged(parts: list[dict], rules_path: str) -> tuple[ClashReport, ClearanceReport]:
+    """The partitions' findings as one collision and one clearance report, sorted as those analyses
+    sort theirs (each pair belongs to one partition; a key met twice is kept once)."""
+
+    def unique(key: str) -> list:
+        seen: dict[str, object] = {}
+        for p in parts:
+            for f in p[key]:
+                seen.setdefault(f.key, f)
+        return list(seen.values())
+
+    clashes = unique("clashes")
+    clashes.sort(key=lambda c: (c.kind != "hard", -c.overlap_m, c.a_id, c.b_id))
+    violations, uncertain, no_rule = unique("violations"), unique("uncertain"), unique("no_rule")
+    for findings in (violations, uncertain):
+        findings.sort(key=lambda v: (-(v.required_m - v.measured_m), v.kind, v.a_id, v.b_id))
+    no_rule.sort(key=lambda v: (v.measured_m, v.clearance, v.a_id, v.b_id))
+    checked: Counter[str] = Counter({"horizontal": 0, "vertical": 0})
+    unruled: Counter[str] = Counter()
+    for p in parts:
+        checked.update(p["checked"])
+        unruled.update(p["unruled"])
+    clash = ClashReport(clashes, candidate_pairs=sum(p["candidate_pairs"] for p in parts))
+    clear = ClearanceReport(violations, checked=dict(checked), unruled=dict(sorted(unruled.items())),
+                            rules_path=rules_path, uncertain=uncertain, no_rule=no_rule)
+    return clash, clear

@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
+from analysis.vocabulary import vocabulary
 from api.audit import audit, audit_now, read_audit
 from api.auth import (
     ROLES,
@@ -27,6 +29,8 @@ from api.auth import (
     update_user,
 )
 from api.signin import client_address, sign_in
+from live.alarms import CAUSES as ALARM_CAUSES
+from live.sensors import KINDS as SENSOR_KINDS
 from twin.errors import InputError
 from twin.jsonable import plain
 
@@ -70,9 +74,55 @@ def token(
     return Token(access_token=tok, expires_in=seconds, user=user.name, role=user.role)
 
 
-@router.get("/me", summary="The signed-in user, their role and what it allows")
-def me(user: User = Depends(allow("read"))) -> dict:
-    return {"name": user.name, "role": user.role, "permissions": sorted(ROLES[user.role])}
+#: The viewer's languages: Chinese first (the default), English on the user's switch.
+LANGS = ("zh-CN", "en")
+
+
+class Preferences(BaseModel):
+    lang: str = Field(..., description="The viewer's language: zh-CN (default) or en")
+
+
+def user_lang(conn: sa.Connection, name: str) -> str:
+    """The user's language (zh-CN when none is stored, as for a key-only service user)."""
+    value = conn.execute(sa.text("SELECT lang FROM app_user WHERE name = :n"), {"n": name}).scalar()
+    return value or LANGS[0]
+
+
+def set_user_lang(conn: sa.Connection, name: str, lang: str) -> str:
+    """Store the user's language; 400 for one the viewer does not speak."""
+    if lang not in LANGS:
+        raise InputError(f"不支持的语言 unknown language {lang[:16]!r}: one of {', '.join(LANGS)}")
+    conn.execute(sa.text("UPDATE app_user SET lang = :l WHERE name = :n"), {"l": lang, "n": name})
+    return lang
+
+
+@router.get("/me", summary="The signed-in user, their role, what it allows and their language")
+def me(request: Request, user: User = Depends(allow("read"))) -> dict:
+    with request.app.state.engine.connect() as conn:
+        lang = user_lang(conn, user.name)
+    return {"name": user.name, "role": user.role, "permissions": sorted(ROLES[user.role]), "lang": lang}
+
+
+@router.put("/me/preferences", summary="Store my preferences: the viewer's language (zh-CN or en)",
+            responses={400: {"description": "A language the viewer does not speak"}})
+def my_preferences(body: Preferences, request: Request, user: User = Depends(allow("read"))) -> dict:
+    with request.app.state.engine.begin() as conn:
+        before = user_lang(conn, user.name)
+        lang = set_user_lang(conn, user.name, body.lang)
+        audit(conn, user, "preferences", request, params={"lang": lang, "was": before}, affected=[user.name])
+    return {"name": user.name, "lang": lang}
+
+
+def _spelled(table: dict[str, str]) -> dict[str, list[str]]:
+    """``{"low": "低于下限 below the low threshold"}`` -> ``{"low": ["低于下限", "below ..."]}``."""
+    return {code: text.split(" ", 1) for code, text in table.items()}
+
+
+@router.get("/view/vocabulary", tags=["viewer"],
+            summary="The names of every code the viewer shows (utilities, burial, statuses, finding kinds, "
+                    "column labels...), Chinese and English")
+def view_vocabulary(user: User = Depends(allow("read"))) -> dict:
+    return {**vocabulary(), "sensor_kind": _spelled(SENSOR_KINDS), "alarm_cause": _spelled(ALARM_CAUSES)}
 
 
 @router.get("/me/keys", summary="My API keys (never the keys themselves)")

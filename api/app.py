@@ -39,20 +39,22 @@ from api import (
     uploads,
     viewer_api,
 )
-from api.auth import API_KEY, BEARER, credential_user, current_user, signing_secret
+from api.auth import API_KEY, BEARER, credential_user, current_user, signed_in, signing_secret
 from api.errors import PROBLEMS
 from api.jobs import JobRunner
-from api.limits import WorkLimits
+from api.limits import HeavyPool, WorkLimits, request_threads
 from api.live_hub import LiveHub
 from api.live_subscriber import SubscriberHost
 from api.middleware import AccessLog, BodyLimit, SecurityHeaders, SignIn
+from api.reads import ReadRouting
 from twin.db import current_revision, open_twin
+from twin.replicas import ReadRouter
 from twin.settings import TwinSettings, get_settings
 
 __all__ = ["create_app", "VIEWER"]
 
 log = logging.getLogger("pipetwin.api")
-_signed_in = Depends(current_user)
+_signed_in = Depends(signed_in)
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The web viewer's files; `/` serves its index.html to browsers, `/viewer/` the rest.
@@ -80,12 +82,15 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         engine = open_twin(settings, limit_statements=True)
         app.state.engine = engine
+        app.state.reads = ReadRouter.from_settings(settings, engine)  # read replicas, if any
         app.state.settings = settings
         app.state.secret = signing_secret(settings)
         app.state.jobs = JobRunner(engine, per_user=settings.heavy_per_user)
         # Per-process state, made once here rather than lazily under locks in the routes.
         app.state.features = features.features_state(engine)
         app.state.work_limits = WorkLimits.from_settings(settings)
+        request_threads(settings)  # TWIN_THREADS request threads; heavy work has its own:
+        app.state.heavy = HeavyPool.from_settings(settings)
         app.state.viewer_cache = viewer_api.ViewerCache()
         app.state.tile_refresh = tiles.TileRefresh()
         app.state.tileset_owner = tiles.TilesetOwner()
@@ -100,6 +105,7 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
             app.state.subscriber.stop()
             app.state.live_hub.stop()
             app.state.jobs.shutdown()
+            app.state.reads.dispose()
             engine.dispose()
 
     app = FastAPI(
@@ -163,6 +169,7 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
     # Outermost last: the access log sees everything, headers go on every answer, CORS headers
     # on refusals too (a browser app then reads the 401 or 413), sign-in is checked (and the
     # body limit chosen) before any body is read.
+    app.add_middleware(ReadRouting)  # reads retried off a failed replica; writes noted (api.reads)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)  # tiles: speed over 3 %
     app.add_middleware(BodyLimit, limit_for=_body_limits(app, settings))
     app.add_middleware(SignIn, public=is_public, authenticate=_authenticate)

@@ -27,6 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from twin import secretfiles
 from twin.audit import record
@@ -47,6 +48,7 @@ __all__ = [
     "authenticate",
     "issue_token",
     "current_user",
+    "signed_in",
     "credential_user",
     "header_credential",
     "allow",
@@ -99,7 +101,7 @@ def add_user(conn: sa.Connection, name: str, role: str, password: str | None, *,
         sa.text("INSERT INTO app_user (name, role, password_hash, created_by) VALUES (:n, :r, :h, :b)"),
         {"n": name, "r": role, "h": _hasher.hash(password) if password else None, "b": by},
     )
-    _cache.clear()
+    _forget()
     return User(name, role)
 
 
@@ -113,7 +115,7 @@ def set_password(conn: sa.Connection, name: str, password: str) -> None:
     ).rowcount
     if not n:
         raise NotFound(f"no user {name!r}")
-    _cache.clear()
+    _forget()
 
 
 def update_user(conn: sa.Connection, name: str, *, role: str | None = None, disabled: bool | None = None) -> User:
@@ -135,7 +137,7 @@ def update_user(conn: sa.Connection, name: str, *, role: str | None = None, disa
     ).first()
     if row is None:
         raise NotFound(f"no user {name!r}")
-    _cache.clear()
+    _forget()
     return User(row.name, row.role, row.token_version)
 
 
@@ -191,7 +193,7 @@ def revoke_api_key(conn: sa.Connection, name: str, key_id: int) -> dict:
     ).mappings().first()
     if row is None:
         raise NotFound(f"user {name!r} has no API key {key_id}")
-    _cache.clear()
+    _forget()
     return dict(row)
 
 
@@ -234,21 +236,59 @@ def issue_token(user: User, secret: str, minutes: int) -> tuple[str, int]:
     return jwt.encode(claims, secret, algorithm=ALGORITHM), minutes * 60
 
 
-# Users looked up by name or key hash, for a few seconds: a disabled user, a changed role or
-# a new token version (revoked tokens) takes effect in every server process within _TTL
-# seconds without a database round trip per request; in the process that made the change
-# at once (the cache is cleared).
-_TTL = 10.0
-_cache: dict[tuple[str, str], tuple[float, User | None]] = {}
+# Users looked up by name or key hash are kept (up to _KEEP_S), keyed by the engine (one twin)
+# and the name or the key's hash: a request of a known user costs no database round trip. Each
+# server process reads the users' *mark* (a digest of every user's role, state and token version
+# and of the API keys revoked) at most once every _TTL seconds, on a request, and drops what it
+# kept when the mark moved: a disabled user, a changed role, a revoked key or token (sign-out,
+# new password) takes effect in every server process within _TTL seconds (and the time of one
+# small query); in the process that made the change at once (the cache is cleared).
+_TTL = 1.0
+_KEEP_S = 300.0
+_cache: dict[tuple[int, str, str], tuple[float, User | None]] = {}
 _cache_lock = threading.Lock()
+_marks: dict[int, tuple[float, str | None]] = {}  # per engine: when read, the mark
+_generation = [0]  # moves whenever users are dropped: a look-up begun before does not keep its answer
+
+
+def _forget() -> None:
+    """Drop every kept user (this process changed users or keys)."""
+    with _cache_lock:
+        _cache.clear()
+        _generation[0] += 1
+_USERS_MARK = sa.text(
+    "SELECT (SELECT md5(coalesce(string_agg(concat_ws(':', name, role, token_version, disabled), ',' "
+    "ORDER BY name), '')) FROM app_user) || '/' || "
+    "(SELECT count(*) || ':' || count(revoked_at) || ':' || coalesce(max(revoked_at)::text, '') FROM api_key)"
+)
+
+
+def _check_mark(engine: sa.Engine, now: float) -> None:
+    """Drop the kept users when the users' mark moved (read at most once every _TTL s per engine)."""
+    key = id(engine)
+    with _cache_lock:
+        read_at, mark = _marks.get(key, (-_TTL, None))
+        if now - read_at < _TTL:
+            return
+        _marks[key] = (now, mark)  # other threads go on with the cache meanwhile
+    with engine.connect() as conn:
+        new = conn.execute(_USERS_MARK).scalar()
+    with _cache_lock:
+        if new != mark:
+            for k in [k for k in _cache if k[0] == key]:
+                del _cache[k]
+            _generation[0] += 1
+        _marks[key] = (time.monotonic(), new)
 
 
 def _lookup(engine: sa.Engine, kind: str, value: str, *, fresh: bool = False) -> User | None:
     """The enabled user of a name or an API key's hash, from the cache unless ``fresh``."""
     now = time.monotonic()
-    hit = None if fresh else _cache.get((kind, value))
+    _check_mark(engine, now)
+    hit = None if fresh else _cache.get((id(engine), kind, value))
     if hit and hit[0] > now:
         return hit[1]
+    generation = _generation[0]
     sql = (
         "SELECT name, role, token_version FROM app_user WHERE name = :v AND NOT disabled"
         if kind == "name"
@@ -261,7 +301,8 @@ def _lookup(engine: sa.Engine, kind: str, value: str, *, fresh: bool = False) ->
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
-        _cache[(kind, value)] = (now + _TTL, user)
+        if generation == _generation[0]:  # nothing was dropped while the row was read
+            _cache[(id(engine), kind, value)] = (now + _KEEP_S, user)
     return user
 
 
@@ -327,6 +368,20 @@ def current_user(
     return user
 
 
+async def signed_in(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None = Depends(BEARER),
+    api_key: str | None = Depends(API_KEY),
+) -> User:
+    """:func:`current_user` as a dependency that runs on the event loop: :class:`SignIn` has
+    found the user already, so no thread is taken (a request waits for the thread pool only
+    for its own work, not once more for each dependency); a worker thread looks them up otherwise."""
+    cached = getattr(request.state, "user", None)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(current_user, request, bearer, api_key)
+
+
 def _record_forbidden(request: Request, user: User, permission: str) -> None:
     """A refusal in the audit log (action ``forbidden``), in a transaction of its own."""
     try:
@@ -343,9 +398,9 @@ def allow(permission: str):
     if permission not in PERMISSIONS:
         raise ValueError(permission)
 
-    def dependency(request: Request, user: User = Depends(current_user)) -> User:
+    async def dependency(request: Request, user: User = Depends(signed_in)) -> User:
         if not user.can(permission):
-            _record_forbidden(request, user, permission)
+            await run_in_threadpool(_record_forbidden, request, user, permission)
             raise Forbidden(f"the role {user.role!r} may not {permission}; ask an admin")
         return user
 

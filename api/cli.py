@@ -48,7 +48,10 @@ def serve(
                 log_level=log_level, access_log=False,
                 # X-Forwarded-* are believed from TWIN_TRUSTED_PROXIES only (none by default)
                 proxy_headers=bool(settings.trusted_proxies),
-                forwarded_allow_ips=",".join(settings.trusted_proxies) or "")
+                forwarded_allow_ips=",".join(settings.trusted_proxies) or "",
+                # uvicorn kills a worker whose health ping is not answered within 5 s by default:
+                # a worker building a million-pipe model on busy cores, with every request it holds
+                timeout_worker_healthcheck=60)
 
 
 @user_app.command("add")

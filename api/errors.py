@@ -24,6 +24,7 @@ from twin.errors import (
     InputError,
     InvalidGeometry,
     NotFound,
+    Overloaded,
     TooBusy,
     TwinError,
     Unauthorised,
@@ -39,6 +40,7 @@ STATUS = {
     NotFound: 404,
     Conflict: 409,
     TooBusy: 429,
+    Overloaded: 503,
     InputError: 400,
     InvalidGeometry: 400,
     ConfigError: 503,
@@ -62,6 +64,8 @@ PROBLEMS = {
     409: {"model": Problem, "description": "Conflicts with the current state"},
     413: {"model": Problem, "description": "Request body too large"},
     429: {"model": Problem, "description": "Too much at once: sign-in attempts, analyses or jobs beyond a limit"},
+    503: {"model": Problem, "description": "Overloaded: heavy work could not start within its deadline "
+          "(Retry-After)"},
 }
 
 
@@ -79,7 +83,7 @@ def install(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s: [%s] %s", request.method, request.url.path, exc.code, exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        if isinstance(exc, TooBusy):
+        if isinstance(exc, TooBusy | Overloaded):
             headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse({"code": exc.code, "description": exc.message}, status_code=status,
                             headers=headers)

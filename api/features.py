@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse, Response
 from pyproj import CRS
 
 from api.auth import User, allow
+from api.conditional import CACHE_CONTROL, etag, if_none_match, matches, not_modified
 from api.cql import compile_filter, parse_filter
 from api.jobs import base_url
 from api.reads import read_engine
@@ -229,6 +230,12 @@ def _crs_of(srid: int) -> CRS:
 
 def supported_crs(srid: int) -> list[OutCrs]:
     """CRS84 first, then the twin's own CRS, then the geographic EPSG CRSs."""
+    return list(_supported_crs(srid))
+
+
+@lru_cache(maxsize=16)
+def _supported_crs(srid: int) -> tuple[OutCrs, ...]:
+    """Cached: pyproj's CRS objects are per thread, and asking one its axes costs in each new thread."""
     out = [OutCrs(CRS84, 4326, False, True)]
     for s in (srid, *EXTRA_GEOGRAPHIC):
         if s in {c.srid for c in out[1:]}:
@@ -242,7 +249,7 @@ def supported_crs(srid: int) -> list[OutCrs]:
                 crs.is_geographic,
             )
         )
-    return out
+    return tuple(out)
 
 
 def _crs_key(text: str) -> str:
@@ -266,7 +273,7 @@ def parse_crs(text: str | None, srid: int, what: str = "crs") -> OutCrs:
     if text is None:
         return supported_crs(srid)[0]
     want = _crs_key(text)
-    for c in supported_crs(srid):
+    for c in _supported_crs(srid):
         if c.uri == want:
             return c
     raise InputError(
@@ -357,30 +364,27 @@ def bbox_filter(q: Conditions, text: str, bcrs: OutCrs, srid: int) -> None:
         if cx0 > cx1 or cy0 > cy1:
             q.where.append("false")
             return
-        env = f"ST_GeomFromText('{_outline(bcrs.srid, srid, cx0, cy0, cx1, cy1)}', {srid})"
+        env = _outline(bcrs.srid, srid, cx0, cy0, cx1, cy1)
     q.where.append(f"geom && {env} AND ST_Intersects(geom, {env})")
     if len(v) == 6:
         q.where.append(f"ST_ZMax(geom) >= {q.bind(lo[2])} AND ST_ZMin(geom) <= {q.bind(hi[2])}")
 
 
 def _outline(src: int, dst: int, x0: float, y0: float, x1: float, y1: float, n: int = 64) -> str:
-    """WKT of the box (x0, y0)-(x1, y1) in ``src`` (x east), n points an edge, in ``dst``."""
+    """SQL of the box (x0, y0)-(x1, y1) in ``src`` (x east), n points an edge, in ``dst``.
+
+    PostGIS densifies and transforms it (every function here is immutable: the planner folds
+    the literal and still sees the box's size). Not pyproj in the request: its transformers are
+    per thread, and building one in each new worker thread cost more than the page under load.
+    """
     eps = 1e-9  # a box of zero width or height still covers its line or point
     if x1 - x0 < eps:
         x0, x1 = x0 - eps, x1 + eps
     if y1 - y0 < eps:
         y0, y1 = y0 - eps, y1 + eps
-    t = np.linspace(0.0, 1.0, n, endpoint=False)
-    xs = np.concatenate(
-        [x0 + (x1 - x0) * t, np.full(n, x1), x1 - (x1 - x0) * t, np.full(n, x0), [x0]]
-    )
-    ys = np.concatenate(
-        [np.full(n, y0), y0 + (y1 - y0) * t, np.full(n, y1), y1 - (y1 - y0) * t, [y0]]
-    )
-    ex, ny = transformer(src, dst).transform(xs, ys)
-    if not (np.isfinite(ex).all() and np.isfinite(ny).all()):
-        raise InputError("bbox: cannot be transformed to the twin's CRS")
-    return "POLYGON((" + ",".join(f"{a:.4f} {b:.4f}" for a, b in zip(ex, ny, strict=True)) + "))"
+    step = max(x1 - x0, y1 - y0) / n
+    box = f"ST_MakeEnvelope({x0!r}, {y0!r}, {x1!r}, {y1!r}, {src})"
+    return f"ST_Transform(ST_Segmentize({box}, {step!r}), {dst})"
 
 
 def parse_instant(text: str) -> datetime:
@@ -929,6 +933,7 @@ class Page:
     last_id: str | None
     more: bool
     matched: int | None
+    mark: str | None = None  # the network's change mark, read with the features (versioned only)
 
 
 def read_page(
@@ -1004,33 +1009,19 @@ def read_page(
             state.counts[key] = (row.fp, matched)
     if c.utility and row.fp != state.utilities_fp:
         state.utilities_fp = None  # the network changed: look the utilities up again
-    return Page(row.features, int(row.returned), row.last_id, bool(row.more), matched)
+    return Page(row.features, int(row.returned), row.last_id, bool(row.more), matched,
+                row.fp if c.versioned else None)
 
 
+@dataclass(frozen=True)
 class Part3:
     """The filtering (CQL2), sorting and property-selection parameters of an items request."""
 
-    def __init__(
-        self,
-        filter: str | None = Query(
-            None, max_length=4000,
-            description="CQL2 filter over the queryables: comparison, AND/OR/NOT, LIKE, IN, "
-            "BETWEEN, IS NULL, S_INTERSECTS(geometry, BBOX(...) or a geometry)",
-        ),
-        # not Optional: GDAL's OAPIF driver looks for "cql-text" in this parameter's schema enum
-        filter_lang: Literal["cql2-text", "cql2-json", "cql-text"] = Query(
-            "cql2-text", alias="filter-lang",
-            description="cql2-text (default) or cql2-json; cql-text: the draft's name for CQL2 text"),
-        filter_crs: str | None = Query(
-            None, alias="filter-crs", max_length=200,
-            description="CRS of the filter's geometries (default CRS84)"),
-        sortby: str | None = Query(
-            None, max_length=1000, description="queryables to sort by: +name or -name, comma-separated"),
-        properties: str | None = Query(
-            None, max_length=2000, description="the properties to return, comma-separated"),
-    ) -> None:
-        self.filter, self.lang, self.crs = filter, filter_lang, filter_crs
-        self.sortby, self.properties = sortby, properties
+    filter: str | None
+    lang: str
+    crs: str | None
+    sortby: str | None
+    properties: str | None
 
     def apply(self, q: Conditions, c: Collection, srid: int
               ) -> tuple[list[tuple[str, bool]], tuple[Field, ...] | None]:
@@ -1042,6 +1033,28 @@ class Part3:
         order = parse_sortby(self.sortby, c) if self.sortby is not None else []
         fields = parse_properties(self.properties, c) if self.properties is not None else None
         return order, fields
+
+
+async def _part3(
+    filter: str | None = Query(
+        None, max_length=4000,
+        description="CQL2 filter over the queryables: comparison, AND/OR/NOT, LIKE, IN, "
+        "BETWEEN, IS NULL, S_INTERSECTS(geometry, BBOX(...) or a geometry)",
+    ),
+    # not Optional: GDAL's OAPIF driver looks for "cql-text" in this parameter's schema enum
+    filter_lang: Literal["cql2-text", "cql2-json", "cql-text"] = Query(
+        "cql2-text", alias="filter-lang",
+        description="cql2-text (default) or cql2-json; cql-text: the draft's name for CQL2 text"),
+    filter_crs: str | None = Query(
+        None, alias="filter-crs", max_length=200,
+        description="CRS of the filter's geometries (default CRS84)"),
+    sortby: str | None = Query(
+        None, max_length=1000, description="queryables to sort by: +name or -name, comma-separated"),
+    properties: str | None = Query(
+        None, max_length=2000, description="the properties to return, comma-separated"),
+) -> Part3:
+    """The Part 3 parameters (async: taken on the event loop, no worker thread for it)."""
+    return Part3(filter, filter_lang, filter_crs, sortby, properties)
 
 
 @router.get(
@@ -1074,7 +1087,7 @@ def items(
     ),
     at: str | None = _DATETIME,
     f: Literal["json", "geojson"] | None = _FORMAT,
-    part3: Part3 = Depends(),
+    part3: Part3 = Depends(_part3),
     user: User = Depends(allow("read")),
 ) -> Response:
     limit = min(limit, MAX_LIMIT)
@@ -1092,9 +1105,14 @@ def items(
         if cursor is not None and order:
             raise InputError("cursor: pages sorted by sortby go on by offset (take the next link)")
         after = _decode_cursor(_clean(cursor, "cursor"), c) if cursor is not None else None
+        base = base_url(request)
+        variant = ("items", c.id, sorted(request.query_params.multi_items()), base, out.uri)
+        if c.versioned and if_none_match(request):  # checked before the page is read
+            tag = etag(_change_mark(conn), variant)
+            if matches(if_none_match(request), tag):
+                return not_modified(tag)
         page = read_page(conn, state, c, out, q, limit=limit, offset=offset, after=after,
                          as_of=as_of, order=order, fields=fields)
-    base = base_url(request)
     links = _page_links(request, c, base, limit, offset, cursor, page.last_id, page.more,
                         keyset=not order)
     head_json: dict[str, Any] = {"type": "FeatureCollection"}
@@ -1106,7 +1124,19 @@ def items(
         links=links,
     )
     body = json.dumps(head_json, ensure_ascii=False)[:-1] + ', "features": ' + page.features + "}"
-    return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{out.uri}>"})
+    return Response(body, media_type=GEOJSON, headers=_validators(page.mark, variant, out))
+
+
+def _change_mark(conn: sa.Connection) -> str:
+    return str(conn.execute(sa.text(f"SELECT {_FINGERPRINT}")).scalar())
+
+
+def _validators(mark: str | None, variant: tuple, out: OutCrs) -> dict[str, str]:
+    """Content-Crs, and the ETag of an answer read at ``mark`` (none without one: proposals)."""
+    headers = {"Content-Crs": f"<{out.uri}>"}
+    if mark is not None:
+        headers.update(ETag=etag(mark, variant), **{"Cache-Control": CACHE_CONTROL})
+    return headers
 
 
 @router.get(
@@ -1136,6 +1166,11 @@ def item(
         else:
             fid = featureId
         q.where.append(f"id = {q.bind(fid)}")
+        base = base_url(request)
+        variant = ("item", c.id, featureId, sorted(request.query_params.multi_items()), base, out.uri)
+        mark = _change_mark(conn) if c.versioned else None  # in the read's transaction
+        if mark is not None and matches(if_none_match(request), etag(mark, variant)):
+            return not_modified(etag(mark, variant))
         text = conn.execute(
             sa.text(
                 f"SELECT {_feature(c, out, srid)}::text FROM {_source(c, srid, as_of)} "
@@ -1146,7 +1181,6 @@ def item(
     if text is None:
         when = f" at {at}" if at else ""
         raise NotFound(f"no feature {featureId[:60]!r} in {c.id}{when}")
-    base = base_url(request)
     doc = json.loads(text)
     doc["links"] = [
         {
@@ -1165,5 +1199,5 @@ def item(
     return Response(
         json.dumps(doc, ensure_ascii=False),
         media_type=GEOJSON,
-        headers={"Content-Crs": f"<{out.uri}>"},
+        headers=_validators(mark, variant, out),
     )

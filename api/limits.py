@@ -19,18 +19,22 @@ many sets); checking one costs a lock and a few counters.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Request
 
-from twin.errors import TooBusy
+from twin.errors import Overloaded, TooBusy
 from twin.settings import TwinSettings
 
-__all__ = ["WorkLimits", "work_limits", "WAIT_S", "RETRY_AFTER_S"]
+__all__ = ["WorkLimits", "work_limits", "WAIT_S", "RETRY_AFTER_S", "HeavyPool", "request_threads"]
 
 #: How long (s) a request waits for a free slot before it is refused.
 WAIT_S = 1.0
@@ -121,3 +125,58 @@ class WorkLimits:
 def work_limits(request: Request) -> WorkLimits:
     """The app's work limits (made in its lifespan)."""
     return request.app.state.work_limits
+
+
+# -- threads: requests, and heavy work apart --------------------------------------------------------
+def request_threads(settings: TwinSettings) -> None:
+    """Size the event loop's default thread pool (sync routes, sign-in look-ups) to TWIN_THREADS.
+
+    Called in the app's lifespan, on the loop that serves: anyio keeps one pool per loop. Its
+    waiters are served first come, first served.
+    """
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+
+
+class HeavyPool:
+    """Heavy work (whole-network analyses, documents) on threads of its own.
+
+    At most ``threads`` run at once, apart from the request threads, so a page of features never
+    waits behind a long analysis. A heavy request waits up to ``deadline_s`` for a thread, in
+    order of arrival; then it is refused with :class:`twin.errors.Overloaded` (503 with
+    ``Retry-After``) rather than kept waiting for minutes. Made in the app's lifespan.
+    """
+
+    def __init__(self, threads: int, deadline_s: float) -> None:
+        self.threads, self.deadline_s = threads, deadline_s
+        self._slots = anyio.CapacityLimiter(threads)  # who may start: waited for with a deadline
+        self._threads = anyio.CapacityLimiter(threads)  # the threads they run on (never waited for)
+
+    @classmethod
+    def from_settings(cls, settings: TwinSettings) -> HeavyPool:
+        """TWIN_HEAVY_THREADS threads, TWIN_HEAVY_DEADLINE_S of waiting."""
+        return cls(settings.heavy_threads, settings.heavy_deadline_s)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on a heavy thread, once one is free within the deadline; Overloaded otherwise."""
+        try:
+            with anyio.fail_after(self.deadline_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Overloaded(
+                f"服务器繁忙 the server's {self.threads} threads for heavy work (whole-network analyses, "
+                f"documents) stayed busy for {self.deadline_s:g} s "
+                "(TWIN_HEAVY_DEADLINE_S); retry later, or run it as a job (Prefer: respond-async)",
+                retry_after=math.ceil(self.deadline_s)) from None
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+        finally:
+            self._slots.release()
+
+    def busy(self) -> int:
+        """Heavy threads in use now."""
+        return int(self._slots.borrowed_tokens)
+
+
+def heavy_pool(request: Request) -> HeavyPool:
+    """The app's heavy pool (made in its lifespan)."""
+    return request.app.state.heavy

@@ -51,6 +51,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from starlette.concurrency import run_in_threadpool
 
 from analysis.clash import collisions
 from analysis.clearance import clearances, load_clearance_rules
@@ -72,11 +73,13 @@ from analysis.section import cross_section, parse_line
 from analysis.shutoff import shutoff
 from api.audit import audit_now
 from api.auth import User, allow
+from api.conditional import CACHE_CONTROL, etag, if_none_match, matches, not_modified
 from api.errors import status_of
 from api.jobs import JobResult, Progress, base_url, job_status
-from api.limits import work_limits
+from api.limits import heavy_pool, work_limits
 from documents.drawing_dxf import profile_dxf, section_dxf
 from documents.workorder import work_order_pdf
+from twin.db import CHANGE_MARK_SQL
 from twin.domain import STATUSES, UTILITIES
 from twin.errors import InputError, NotFound, TwinError
 from twin.jsonable import plain
@@ -395,6 +398,9 @@ class Process:
     heavy: Callable[[Any], bool] = lambda inputs: False
     async_only: bool = False
     keywords: tuple[str, ...] = ()
+    #: JSON answers carry an ETag of the network's change mark (and the valve exercises) and
+    #: the inputs; ``If-None-Match`` with it is answered 304 without running the analysis.
+    conditional: bool = False
 
     @property
     def job_control(self) -> list[str]:
@@ -521,7 +527,7 @@ PROCESSES: dict[str, Process] = {p.id: p for p in (
             "turn (inoperable in the twin or named failed) stepped through to the next ring; the pipes, "
             "nodes and customers (critical first) that lose supply.",
             ShutoffInputs, run_shutoff, example={"inputs": {"pipe": "J12-J13", "failed_valves": []}},
-            formats=("json", "pdf"), keywords=("emergency", "valve")),
+            formats=("json", "pdf"), keywords=("emergency", "valve"), conditional=True),
     Process("hazards", "Dig-site hazards (抢险分析)",
             "Every pipe and cable within a radius of the dig site (nearest first, with the depth of its top), "
             "the nearest valves of the burst utility, pipes past their service life and pipes short of cover.",
@@ -725,6 +731,10 @@ def _execute(request: Request, user: User, process: Process, body: BaseModel, f:
     wants_async = "respond-async" in (prefer or "").lower() and fmt != "pdf"
     if process.async_only or wants_async:
         return _submit(request, user, process, ctx, inputs, fmt, params, action)
+    tag = _etag(ctx, process, params) if process.conditional and fmt == "json" else None
+    if tag is not None and matches(if_none_match(request), tag):  # before the analysis runs
+        audit_now(ctx.engine, user, action, request, params=audit_params({**params, "f": fmt}), status=304)
+        return not_modified(tag)
     try:
         with work_limits(request).slot(user.name, heavy=process.heavy(inputs)):
             outcome = process.run(ctx, inputs, lambda percent, message: None)
@@ -734,7 +744,43 @@ def _execute(request: Request, user: User, process: Process, body: BaseModel, f:
         raise
     audit_now(ctx.engine, user, action, request, params=audit_params({**params, "f": fmt}),
               affected=_audit_ids(outcome.affected), status=200)
+    if tag is not None:
+        response.headers["ETag"] = tag
+        response.headers["Cache-Control"] = CACHE_CONTROL
     return response
+
+
+#: What an answer of a conditional process depends on besides its inputs: the network, the
+#: valve exercises (likely-to-fail valves) and, through the exercises' ages, the day.
+_MARKS_SQL = f"SELECT {CHANGE_MARK_SQL}, (SELECT max(id) FROM valve_exercise), current_date"
+
+
+def _etag(ctx: Context, process: Process, params: dict) -> str:
+    """The ETag of a conditional process's JSON answer, read before it runs (an edit meanwhile
+    gives the answer an older tag: revalidated, never wrongly kept)."""
+    with ctx.engine.connect() as conn:
+        marks = list(conn.execute(sa.text(_MARKS_SQL)).one())
+    return etag(process.id, VERSION, params, marks, ctx.settings.valve_exercise_years)
+
+
+def _heavy_work(process: Process, inputs: BaseModel, fmt: str) -> bool:
+    """Runs in the heavy pool: whole-network analyses and documents (PDF, drawings, reports).
+
+    A proposal check reads only the network around the proposal, within the proposal budget:
+    it stays on the request threads, under the work limits of :mod:`api.limits` like the rest.
+    """
+    return process.heavy(inputs) or fmt != "json"
+
+
+async def _dispatch(request: Request, user: User, process: Process, body: BaseModel, f: str | None,
+                    prefer: str | None) -> Response:
+    """Heavy work on the heavy pool (503 past its deadline), the rest on the request threads."""
+    inputs = body.inputs  # type: ignore[attr-defined]
+    fmt = _format(process, f, body.outputs, request.headers.get("accept", ""))  # type: ignore[attr-defined]
+    queued = not (process.async_only or ("respond-async" in (prefer or "").lower() and fmt != "pdf"))
+    if queued and _heavy_work(process, inputs, fmt):
+        return await heavy_pool(request).run(_execute, request, user, process, body, f, prefer)
+    return await run_in_threadpool(_execute, request, user, process, body, f, prefer)
 
 
 def _submit(request: Request, user: User, process: Process, ctx: Context, inputs: BaseModel, fmt: str,
@@ -799,14 +845,14 @@ def _execution_body(process: Process) -> type[BaseModel]:
 def _execution_route(process: Process) -> Callable[..., Response]:
     body_model = _execution_body(process)
 
-    def execute(
+    async def execute(
         request: Request,
         body: body_model,  # type: ignore[valid-type]
         f: OutputFormat | None = Query(None, description=_OUTPUT_HELP),
         prefer: str | None = Header(None, max_length=200, description=_PREFER_HELP),
         user: User = Depends(allow("analyse")),
     ) -> Response:
-        return _execute(request, user, process, body, f, prefer)
+        return await _dispatch(request, user, process, body, f, prefer)
 
     execute.__name__ = f"execute_{process.id.replace('-', '_')}"
     execute.__doc__ = process.description

@@ -14,6 +14,12 @@ position becomes a marker in 3D:
   proposal's pipes as the analyses read them (centrelines at their real heights, sizes), in
   CRS84: drawn where the check puts them. Reading one holds a slot of :mod:`api.limits` and
   keeps to the proposal budget of :mod:`analysis.proposal_input`, as a check does.
+- ``GET /view/edit-form/{kind}``: the viewer's attribute form of a feature kind (数据编辑), built
+  from the column catalogue (:mod:`twin.schema`): edit names, units, labels, allowed values.
+- ``GET /view/overview``: every live pipe's simplified centreline by utility, drawn as lines of a
+  minimum on-screen width when the view is too far for the pipes' own solids.
+- ``GET /view/theme/{name}``: a thematic map's class of every pipe the tiles do not carry
+  (``pressure``, ``accuracy``: :mod:`analysis.theme`), joined to the tiles' features by id.
 - ``GET /view/search?q=``: pipes and points by id (prefix, any case) and roads by part of their
   name, for the search box's suggestions (the features API filters on exact values only).
 
@@ -32,17 +38,24 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
+from analysis.field import MAX_VALVES, nearest_valves
 from analysis.ground import GroundModel, load_ground
 from analysis.proposal_input import read_proposal
 from analysis.roads import road_centrelines
+from analysis.theme import theme_classes
 from api.auth import User, allow
+from api.edit import NodeIn, SegmentIn
 from api.limits import work_limits
 from api.processes import Finite, ProposalDocument, geojson
 from api.reads import read_engine
+from ingest.prepare import _STATUS as STATUS_WORDS  # the survey's status words: 在用 -> active, ...
 from twin.crs import transformer
 from twin.db import change_mark, twin_id, twin_srid
-from twin.domain import UTILITIES, name_zh, utilities_named
+from twin.domain import APPURTENANCES, FEATURES, UTILITIES, name_zh, utilities_named
 from twin.errors import InputError, NotFound
+from twin.schema import CATALOGUE, column
+from twin.schema import columns as catalogue_columns
+from twin.store import changes_between, timeline
 
 __all__ = ["router", "ViewerCache"]
 
@@ -368,3 +381,173 @@ def _shape(net, crs: str, settings) -> dict:
         })
     return {"type": "FeatureCollection", "features": features,
             "height_reference": "centreline, ellipsoidal (normal height + TWIN_GEOID_OFFSET_M)"}
+
+
+# -- the edit form (数据编辑) -------------------------------------------------------------------
+_FORM_KINDS = {"nodes": "node", "segments": "segment", "valves": "valve", "sources": "source",
+               "customers": "customer"}
+#: The add routes' bodies (api.edit): their required fields and their own top-level fields.
+_ADD_BODIES = {"node": NodeIn, "segment": SegmentIn}
+#: Top-level fields of an add body that are not typed in a form (positions come from the map).
+_PLACED = frozenset({"easting", "northing", "lon", "lat", "attributes", "scope", "from_node", "to_node",
+                     "from_elevation_m", "to_elevation_m"})
+
+
+def _option_labels(kind: str, name: str) -> list[dict] | None:
+    """Allowed values of a column, Chinese name first, from the domain vocabulary."""
+    if name == "utility":
+        return [{"value": c, "zh": u.name_zh, "en": u.name_en} for c, u in UTILITIES.items()]
+    if name == "subtype":
+        return [{"value": s, "zh": name_zh(s), "en": s, "parent": c} for c, u in UTILITIES.items()
+                for s in u.subtypes]
+    vocabulary = {"feature": FEATURES, "appurtenance": APPURTENANCES}.get(name)
+    if kind == "node" and vocabulary:
+        return [{"value": v, "zh": names[0], "en": v.replace("_", " ")} for v, names in vocabulary.items()]
+    col = column(kind, name)
+    if col.enum is None:
+        return None
+    zh = {v: k for k, v in reversed(STATUS_WORDS.items()) if not k.isascii()} if name == "status" else {}
+    return [{"value": v, "zh": zh.get(v, ""), "en": str(v)} for v in col.enum]
+
+
+def _form_field(kind: str, cols: list, required: set[str]) -> dict:
+    c = cols[0]
+    return {
+        "name": c.edit_name, "columns": [x.name for x in cols], "type": "string" if c.edit_as == "size" else c.type,
+        "unit": " / ".join(dict.fromkeys(x.unit for x in cols if x.unit)) or None,
+        "label_zh": " / ".join(dict.fromkeys(x.label_zh for x in cols)),
+        "label_en": " / ".join(dict.fromkeys(x.label_en for x in cols)),
+        "description": c.description, "required": c.edit_name in required,
+        "options": _option_labels(kind, c.name),
+    }
+
+
+def edit_form(kind: str) -> dict:
+    """The attribute form of a feature kind from the column catalogue (twin.schema): editable
+    columns under their edit names, with unit, labels, allowed values and whether required;
+    for nodes and segments also the fields of the add form (the add route's own body)."""
+    body = _ADD_BODIES.get(kind)
+    required = set(body.model_json_schema().get("required", [])) if body else set()
+    grouped: dict[str, list] = {}
+    for c in catalogue_columns(kind, editable=True):
+        grouped.setdefault(c.edit_name, []).append(c)
+    fields = [_form_field(kind, cols, required) for cols in grouped.values()]
+    add = None
+    if body is not None:
+        by_name = {c.edit_name: c for c in reversed(CATALOGUE[kind])} | {c.name: c for c in CATALOGUE[kind]}
+        add = []
+        for name, info in body.model_fields.items():
+            if name in _PLACED:
+                continue
+            c = by_name.get(name)
+            field = _form_field(kind, [c], required) if c else {
+                "name": name, "columns": [], "type": "string", "unit": None, "label_zh": "", "label_en": name,
+                "description": info.description or "", "required": name in required, "options": None}
+            add.append({**field, "name": name, "required": name in required})
+    return {"kind": kind, "fields": fields, "add": add}
+
+
+@router.get("/edit-form/{kind}", summary="The attribute form of a feature kind, from the column catalogue")
+def edit_form_route(kind: Literal["nodes", "segments", "valves", "sources", "customers"],
+                    user: User = Depends(allow("edit"))) -> dict:
+    return edit_form(_FORM_KINDS[kind])
+
+
+#: Plan tolerance (m) of the overview's simplified centrelines: well under a pixel from afar.
+OVERVIEW_TOLERANCE_M = 0.5
+
+
+def _overview(conn: sa.Connection, settings) -> dict:
+    """Every active pipe's centreline, simplified, in CRS84 with ellipsoidal heights, by utility:
+    ``{utility: {"positions": [lon, lat, h, ...], "offsets": [0, n1, ...]}}`` (vertex offsets)."""
+    rows = conn.execute(sa.text(
+        "SELECT utility, ST_AsBinary(ST_Simplify(geom, :tol, true)) FROM current_segment "
+        "WHERE status = 'active' ORDER BY utility"), {"tol": OVERVIEW_TOLERANCE_M}).all()
+    if not rows:
+        return {"utilities": {}}
+    utility = np.array([r[0] for r in rows], dtype=object)
+    geoms = shapely.from_wkb(np.array([bytes(r[1]) for r in rows], dtype=object))
+    xyz, index = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+    lon, lat = transformer(_crs(conn), "OGC:CRS84").transform(xyz[:, 0], xyz[:, 1])
+    pos = np.column_stack([np.round(lon, 7), np.round(lat, 7),
+                           np.round(np.nan_to_num(xyz[:, 2]) + settings.geoid_offset_m, 2)])
+    counts = np.bincount(index, minlength=len(rows))
+    starts = np.r_[0, np.cumsum(counts)]
+    out = {}
+    for code in np.unique(utility).tolist():  # a handful of utilities, vectorised within
+        k = np.flatnonzero(utility == code)
+        a, b = int(starts[k[0]]), int(starts[k[-1] + 1])  # rows are ordered by utility
+        out[str(code)] = {"positions": pos[a:b].ravel().tolist(),
+                          "offsets": (np.r_[0, np.cumsum(counts[k])]).tolist()}
+    return {"utilities": out, "tolerance_m": OVERVIEW_TOLERANCE_M}
+
+
+@router.get("/overview", summary="Every live pipe's simplified centreline (CRS84, by utility): the overview lines")
+def overview(request: Request, user: User = Depends(allow("read"))) -> dict:
+    settings = request.app.state.settings
+    return _cached(request, "overview", lambda conn: _overview(conn, settings))
+
+
+@router.get("/theme/{name}", summary="A thematic map's class of every pipe (专题图: pressure class, survey accuracy)")
+def theme_route(request: Request, name: Annotated[str, PathParam(pattern="^[a-z_]{1,32}$")],
+                user: User = Depends(allow("read"))) -> dict:
+    return _cached(request, f"theme:{name}", lambda conn: theme_classes(conn, name))
+
+
+# -- history (历史) and the phone in the field (现场) -------------------------------------------
+@router.get("/timeline", summary="When the network changed: imports and edits, oldest first (the history slider)")
+def history_timeline(request: Request, user: User = Depends(allow("read"))) -> dict:
+    with read_engine(request).connect() as conn:
+        return timeline(conn)
+
+
+def _lonlat_box(text: str, crs: str) -> tuple[float, float, float, float]:
+    """``west,south,east,north`` (CRS84 degrees) as a box in the twin CRS."""
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError("bbox: four numbers west,south,east,north in degrees (CRS84)") from None
+    if not all(np.isfinite([w, s, e, n])) or not (-180 <= w <= e <= 180 and -90 <= s <= n <= 90):
+        raise InputError("bbox: west <= east in [-180, 180] and south <= north in [-90, 90] (degrees)")
+    x0, y0, x1, y1 = transformer("OGC:CRS84", crs).transform_bounds(w, s, e, n, densify_pts=5)
+    if not all(np.isfinite([x0, y0, x1, y1])):
+        raise InputError(f"bbox: outside the area {crs} can express")
+    return x0, y0, x1, y1
+
+
+@router.get("/changes", summary="What changed between two times (added, retired, deleted, changed), in CRS84")
+def history_changes(
+    request: Request,
+    start: str = Query(..., alias="from", max_length=64, description="The earlier time (ISO 8601; no zone: UTC)."),
+    end: str = Query(..., alias="to", max_length=64, description="The later time (ISO 8601; no zone: UTC)."),
+    bbox: str | None = Query(None, max_length=200, description="west,south,east,north (CRS84): changes there only."),
+    kinds: str = Query("segment", max_length=60, description="Feature kinds, comma-separated (segment, node, valve...)."),
+    user: User = Depends(allow("read")),
+) -> dict:
+    with read_engine(request).connect() as conn:
+        box = _lonlat_box(bbox, _crs(conn)) if bbox else None
+        out = changes_between(conn, start, end, bbox=box, srid=4326,
+                              kinds=[k.strip() for k in kinds.split(",") if k.strip()] or ["segment"])
+    out["height_reference"] = "normal heights (add geoid_offset_m of /view/frame for ellipsoidal)"
+    return out
+
+
+@router.get("/valves/nearest", summary="The valves nearest a plan point (twin CRS), with road, depth and distance")
+def valves_nearest(
+    request: Request,
+    x: float = Query(..., allow_inf_nan=False, ge=-1e8, le=1e8, description="Easting in the twin CRS (m)."),
+    y: float = Query(..., allow_inf_nan=False, ge=-1e8, le=1e8, description="Northing in the twin CRS (m)."),
+    n: int = Query(5, ge=1, le=MAX_VALVES, description="How many valves."),
+    utility: str | None = Query(None, max_length=8, description="Only this network's valves (CJJ 61 code, e.g. JS)."),
+    user: User = Depends(allow("read")),
+) -> dict:
+    settings = request.app.state.settings
+    with read_engine(request).connect() as conn:
+        crs = _crs(conn)
+        valves = nearest_valves(conn, x, y, n=n, utility=utility.upper() if utility else None)
+    if valves:
+        lon, lat = transformer(crs, "OGC:CRS84").transform([v["x"] for v in valves], [v["y"] for v in valves])
+        for v, a, b in zip(valves, lon, lat, strict=True):
+            h = None if v["z"] is None else round(v["z"] + settings.geoid_offset_m, 3)
+            v["lonlat"] = [round(float(a), 9), round(float(b), 9), h]
+    return {"crs": crs, "at": [x, y], "valves": valves}

@@ -1,21 +1,32 @@
-"""API load benchmark: 50 concurrent clients on loopback against items pages and shutoff queries.
+"""API load benchmark: PipeTwin beside tipg (the reference OGC API Features server), same table.
 
 Run with ``.venv/bin/python bench/api.py``. It
 
 1. uses the district of ``bench/analysis.py`` (schema ``bench_analysis``, about 1.07M segments;
    built by that script when missing) and adds one viewer per client (``bench-0`` ...) to it,
-2. starts ``twin serve`` on a free loopback port (``--workers``, default 2) in a process of its own,
-3. runs each scenario with 50 clients for ``--seconds`` seconds, in two load models:
-   *saturation* (each client sends its next request as soon as the last one is answered: the
-   throughput ceiling; latency is then concurrency / throughput) and *paced* (each client waits
-   an exponential think time of mean ``--think`` seconds between requests, like people at a
-   viewer: latency at a realistic offered load),
-4. scenarios: ``healthz`` (the reference: the same server's floor for a request that does no
-   work, measured in the same run), ``items`` (a page of 100 pipes in a random 300 m window,
-   GeoJSON in CRS84) and ``shutoff`` (a random water main),
-5. prints throughput and p50/p95/p99 and appends them to ``bench/RESULTS.md``.
+2. starts ``twin serve`` and tipg 1.6 (uvicorn ``tipg.main:app``), each on a free loopback port
+   with ``--workers`` processes (default 2), tipg serving the same ``segment`` table of the same
+   database as the same role, with the same properties as PipeTwin's ``pipes``,
+3. runs interleaved rounds (PipeTwin, tipg, PipeTwin, tipg ...; ``--rounds``, default 2) of
+   ``--seconds`` seconds per scenario:
 
-The load generator runs on the same two cores as the server and PostgreSQL.
+   - ``items``: a page of 100 pipes in a random 300 m window, GeoJSON in CRS84 (the same windows,
+     in the same order, for both servers), at *saturation* (``--clients`` clients, default 50,
+     each sending its next request as soon as the last is answered: the throughput ceiling),
+     *paced* (each client waits an exponential think time of mean ``--think`` s between
+     requests, like people at a viewer) and *alone* (one client at saturation: the latency floor);
+   - ``shutoff`` (a random water main) and ``tiles`` (random GLB contents of the 3D tileset) at
+     saturation, and shutoff paced: PipeTwin only (tipg has no equivalent); their reference is
+     ``healthz``, the same server's floor for a request that does no work;
+
+4. prints throughput and p50/p95/p99 per server and scenario, pooled over the rounds, and the
+   ratio PipeTwin / tipg, and appends them to ``bench/RESULTS.md`` (unless ``--no-record``).
+
+``--profile`` records the PipeTwin server (py-spy ``record --subprocesses`` on its pid) during
+its first items run at saturation and writes a speedscope profile to ``bench/out/``
+(open it at https://www.speedscope.app). The tileset of ``bench_analysis`` is built once into
+``bench/out/tiles-bench_analysis`` (``--scenarios`` chooses some of items, healthz, shutoff, tiles). The load generator runs
+on the same cores as both servers and PostgreSQL: compare the servers only within one run.
 """
 
 from __future__ import annotations
@@ -23,9 +34,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
+import os
 import random
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,28 +50,42 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from api.auth import add_user  # noqa: E402
 from bench.machine import machine  # noqa: E402
-from bench.server import Server  # noqa: E402
+from bench.server import Server, Tipg  # noqa: E402
 from twin.crs import transformer  # noqa: E402
-from twin.db import open_twin, twin_srid  # noqa: E402
+from twin.db import open_twin, twin_id, twin_srid  # noqa: E402
+from twin.schema import columns  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
 
 SCHEMA = "bench_analysis"
+OUT = ROOT / "bench" / "out"
+TILES = OUT / f"tiles-{SCHEMA}"
+BIN = Path(sys.executable).parent
 #: One viewer per client, as 50 people at their viewers (the per-user caps apply to each).
 USER, PASSWORD = "bench", "bench-password"
+#: The issue's targets (issue 21).
+SCENARIOS = ("items", "healthz", "shutoff", "tiles")
+TARGET_RATIO, TARGET_ALONE_P50_MS, TARGET_SHUTOFF_P95_MS = 1.5, 15.0, 100.0
 
 
 def _user(i: int) -> str:
     return f"{USER}-{i}"
-TARGET_P95_MS = 50.0
 
 
-def _prepare(clients: int) -> tuple[list[str], list[str]]:
-    """Random water pipes (shutoff) and 300 m windows around random pipes (items), in CRS84."""
+@dataclass
+class Workload:
+    """What the clients ask for: water pipes (shutoff), CRS84 windows (items), GLB paths (tiles)."""
+
+    pipes: list[str]
+    boxes: list[str]
+    tiles: list[str] = field(default_factory=list)
+
+
+def _prepare(clients: int) -> Workload:
+    """Random water pipes and 300 m windows around random pipes, in CRS84; a viewer per client."""
     settings = get_settings(db_schema=SCHEMA)
     engine = open_twin(settings)
-    from api.auth import add_user
-
     with engine.begin() as conn:
         n = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
         if not n:
@@ -65,11 +94,13 @@ def _prepare(clients: int) -> tuple[list[str], list[str]]:
         for i in range(clients):
             if _user(i) not in have:
                 add_user(conn, _user(i), "viewer", PASSWORD, by="bench")
+        conn.execute(sa.text("SELECT setseed(0.21)"))
         pipes = [r[0] for r in conn.execute(sa.text(
-            "SELECT id FROM segment TABLESAMPLE SYSTEM (1) WHERE utility = 'JS' AND retired_at IS NULL LIMIT 2000"))]
+            "SELECT id FROM segment TABLESAMPLE SYSTEM (1) REPEATABLE (21) "
+            "WHERE utility = 'JS' AND retired_at IS NULL LIMIT 2000"))]
         mids = conn.execute(sa.text(
             "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM segment "
-            "TABLESAMPLE SYSTEM (0.5) LIMIT 2000")).all()
+            "TABLESAMPLE SYSTEM (0.5) REPEATABLE (21) LIMIT 2000")).all()
         srid = twin_srid(conn)
     engine.dispose()
     to84 = transformer(srid, "OGC:CRS84")
@@ -78,19 +109,43 @@ def _prepare(clients: int) -> tuple[list[str], list[str]]:
     lon1, lat1 = to84.transform(xy[:, 0] + 150, xy[:, 1] + 150)
     boxes = [f"{a:.7f},{b:.7f},{c:.7f},{d:.7f}" for a, b, c, d in zip(lon0, lat0, lon1, lat1, strict=True)]
     print(f"district: {n:,} segments; {len(pipes)} water pipes and {len(boxes)} windows sampled", flush=True)
-    return pipes, boxes
+    return Workload(pipes, boxes)
 
 
-def _request(kind: str, pipes: list[str], boxes: list[str], rnd: random.Random) -> tuple[str, str, dict | None]:
+def _tileset() -> list[str]:
+    """GLB paths of the district's tileset, built once (a child ``twin tiles build --full``)."""
+    settings = get_settings(db_schema=SCHEMA)
+    engine = open_twin(settings)
+    mine = twin_id(engine)
+    engine.dispose()
+    try:
+        theirs = json.loads((TILES / "manifest.json").read_text()).get("twin")
+    except (OSError, ValueError):
+        theirs = None
+    if theirs != mine:
+        print(f"building the district's tileset into {TILES} (once) ...", flush=True)
+        t0 = time.perf_counter()
+        env = {**os.environ, "TWIN_DB_SCHEMA": SCHEMA, "OPENBLAS_NUM_THREADS": "1"}
+        subprocess.run([str(BIN / "twin"), "tiles", "build", "--full", "--out", str(TILES)], env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        print(f"tileset built in {time.perf_counter() - t0:.0f} s", flush=True)
+    paths = sorted(str(p.relative_to(TILES)) for p in TILES.glob("t/**/*.glb"))
+    return random.Random(21).sample(paths, min(2000, len(paths)))
+
+
+def _request(kind: str, work: Workload, rnd: random.Random, items_path: str) -> tuple[str, str, dict | None]:
     if kind == "healthz":
         return "GET", "/healthz", None
     if kind == "items":
-        return "GET", f"/collections/pipes/items?limit=100&bbox={rnd.choice(boxes)}", None
-    return "POST", "/processes/shutoff/execution", {"inputs": {"pipe": rnd.choice(pipes)}}
+        return "GET", f"{items_path}?limit=100&bbox={rnd.choice(work.boxes)}", None
+    if kind == "tiles":
+        return "GET", f"/tiles/{rnd.choice(work.tiles)}", None
+    return "POST", "/processes/shutoff/execution", {"inputs": {"pipe": rnd.choice(work.pipes)}}
 
 
 async def _load(url: str, headers: list[dict], kind: str, clients: int, seconds: float, think: float,
-                pipes: list[str], boxes: list[str]) -> dict:
+                work: Workload, items_path: str) -> dict:
+    """``clients`` clients asking for ``kind`` for ``seconds``; latencies and non-200 answers."""
     lat: list[float] = []
     errors: dict[int | str, int] = {}
     stop = time.perf_counter() + seconds
@@ -98,11 +153,11 @@ async def _load(url: str, headers: list[dict], kind: str, clients: int, seconds:
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
         async def one(seed: int) -> None:
-            rnd = random.Random(seed)
+            rnd = random.Random(seed)  # the same requests, in the same order, for either server
             if think:
                 await asyncio.sleep(rnd.expovariate(1 / think))
             while time.perf_counter() < stop:
-                method, path, body = _request(kind, pipes, boxes, rnd)
+                method, path, body = _request(kind, work, rnd, items_path)
                 t0 = time.perf_counter()
                 try:
                     r = await client.request(method, path, json=body, headers=headers[seed % len(headers)])
@@ -119,69 +174,172 @@ async def _load(url: str, headers: list[dict], kind: str, clients: int, seconds:
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(clients)))
         wall = time.perf_counter() - t0
+    return {"lat": lat, "wall": wall, "errors": errors}
+
+
+def _stats(runs: list[dict]) -> dict:
+    """Rounds pooled: throughput over the summed wall time, percentiles over every latency."""
+    lat = [v for r in runs for v in r["lat"]]
+    errors: dict = {}
+    for r in runs:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
     q = np.percentile(lat, [50, 95, 99]) if lat else [float("nan")] * 3
-    return {"kind": kind, "requests": len(lat), "rps": len(lat) / wall, "p50": q[0], "p95": q[1], "p99": q[2],
-            "errors": errors}
+    return {"requests": len(lat), "rps": len(lat) / sum(r["wall"] for r in runs), "p50": q[0], "p95": q[1],
+            "p99": q[2], "errors": errors}
+
+
+class Profiler:
+    """py-spy record of a process and its children for a while, to a speedscope file."""
+
+    def __init__(self, pid: int, seconds: float, label: str) -> None:
+        OUT.mkdir(parents=True, exist_ok=True)
+        self.path = OUT / f"api-profile-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}.speedscope.json"
+        self.proc = subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses", "--duration",
+             str(max(1, int(seconds))), "--rate", "50", "--format", "speedscope", "--output", str(self.path),
+             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> None:
+        _, err = self.proc.communicate(timeout=120)
+        print(f"profile: {self.path}" if self.path.is_file() else f"py-spy failed: {err.strip()[-300:]}",
+              flush=True)
+
+
+# (scenario, model, clients, think) of one round; the servers that run it
+def _plan(args: argparse.Namespace, with_tiles: bool) -> list[tuple[str, str, int, float, tuple[str, ...]]]:
+    both = ("pipetwin", "tipg") if not args.no_tipg else ("pipetwin",)
+    plan = [("items", "saturation", args.clients, 0.0, both),
+            ("items", "paced", args.clients, args.think, both),
+            ("items", "alone", 1, 0.0, both),
+            ("healthz", "saturation", args.clients, 0.0, both),
+            ("shutoff", "saturation", args.clients, 0.0, ("pipetwin",)),
+            ("shutoff", "paced", args.clients, args.think, ("pipetwin",))]
+    if with_tiles:
+        plan.append(("tiles", "saturation", args.clients, 0.0, ("pipetwin",)))
+    return [p for p in plan if p[0] in args.scenarios]
+
+
+def _tokens(url: str, clients: int) -> list[dict]:
+    out = []
+    for i in range(clients):
+        r = httpx.post(url + "/token", data={"username": _user(i), "password": PASSWORD}, timeout=60)
+        r.raise_for_status()
+        out.append({"Authorization": f"Bearer {r.json()['access_token']}"})
+    return out
+
+
+def _warm(url: str, headers: dict, work: Workload, workers: int) -> None:
+    """The first shutoff of a process builds its network model: once per worker, before timing."""
+    t0 = time.perf_counter()
+    for p in work.pipes[: 4 * workers]:
+        r = httpx.post(url + "/processes/shutoff/execution", json={"inputs": {"pipe": p}}, headers=headers,
+                       timeout=600)
+        assert r.status_code in (200, 400, 404), r.text
+    print(f"warm-up (network models built in each worker): {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def _run(args: argparse.Namespace, work: Workload) -> dict[tuple[str, str, str], dict]:
+    """The interleaved rounds; pooled figures per (scenario, model, server)."""
+    settings = get_settings(db_schema=SCHEMA, tiles_dir=TILES if work.tiles else None)
+    props = [c.name for c in columns("segment", exported=True)]
+    servers: dict[str, object] = {}
+    runs: dict[tuple[str, str, str], list[dict]] = {}
+    try:
+        servers["pipetwin"] = Server(settings, workers=args.workers, log_level="warning", start_timeout_s=120)
+        if not args.no_tipg:
+            servers["tipg"] = Tipg(settings, "segment", props, workers=args.workers)
+        pt = servers["pipetwin"]
+        headers = {"pipetwin": _tokens(pt.url, args.clients), "tipg": [{}]}
+        paths = {"pipetwin": "/collections/pipes/items"}
+        if "tipg" in servers:
+            paths["tipg"] = f"/collections/{servers['tipg'].collection}/items"
+        if "shutoff" in args.scenarios:
+            _warm(pt.url, headers["pipetwin"][0], work, args.workers)
+        profiled = not args.profile
+        for rnd in range(args.rounds):
+            for scenario, model, clients, think, names in _plan(args, bool(work.tiles)):
+                for name in names:
+                    prof = None
+                    if not profiled and name == "pipetwin" and scenario == "items" and model == "saturation":
+                        prof, profiled = Profiler(pt.proc.pid, args.seconds, "items"), True
+                    res = asyncio.run(_load(servers[name].url, headers[name], scenario, clients, args.seconds,
+                                            think, work, paths.get(name, "")))
+                    if prof:
+                        prof.wait()
+                    runs.setdefault((scenario, model, name), []).append(res)
+                    s = _stats([res])
+                    print(f"round {rnd + 1} {name:8s} {model:10s} {scenario:8s} {s['requests']:6d} req "
+                          f"{s['rps']:7.1f}/s  p50 {s['p50']:7.1f}  p95 {s['p95']:7.1f}  p99 {s['p99']:7.1f} ms"
+                          f"  non-200 {s['errors'] or '-'}", flush=True)
+    finally:
+        for s in servers.values():
+            s.stop()
+    return {k: _stats(v) for k, v in runs.items()}
+
+
+def _report(args: argparse.Namespace, res: dict[tuple[str, str, str], dict]) -> list[str]:
+    """The table and the targets, as Markdown."""
+    today = dt.date.today().isoformat()
+    lines = [f"\n## API load beside tipg ({today})\n",
+             f"- {machine()}; `twin serve --workers {args.workers}` and tipg 1.6 (uvicorn, "
+             f"{args.workers} workers) on the same table (`{SCHEMA}.segment`, same role, same properties); "
+             f"load generator (httpx, asyncio) on the same cores; {args.rounds} interleaved rounds of "
+             f"{args.seconds:g} s per scenario and server, pooled.\n",
+             f"- *saturation*: {args.clients} clients, no think time; *paced*: {args.clients} clients, "
+             f"exponential think time of mean {args.think:g} s; *alone*: one client. items: 100 pipes in a "
+             "random 300 m window, GeoJSON CRS84 (same windows for both).\n\n",
+             "| scenario | model | server | requests | throughput /s | p50 ms | p95 ms | p99 ms | "
+             "throughput PipeTwin / tipg | p95 PipeTwin / tipg | non-200 |\n",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n"]
+    for (scenario, model, name), s in res.items():
+        ref = res.get((scenario, model, "tipg"))
+        ratio = (f"{s['rps'] / ref['rps']:.2f} | {s['p95'] / ref['p95']:.2f}"
+                 if ref and name == "pipetwin" else "| ")
+        lines.append(f"| {scenario} | {model} | {name} | {s['requests']:,} | {s['rps']:.0f} | {s['p50']:.1f} | "
+                     f"{s['p95']:.1f} | {s['p99']:.1f} | {ratio} | {s['errors'] or '-'} |\n")
+    pt_sat, tg_sat = res.get(("items", "saturation", "pipetwin")), res.get(("items", "saturation", "tipg"))
+    if pt_sat and tg_sat:
+        ratio = pt_sat["rps"] / tg_sat["rps"]
+        ok = ratio >= TARGET_RATIO and pt_sat["p95"] <= tg_sat["p95"]
+        lines.append(f"- items at saturation: {ratio:.2f}x tipg's throughput, p95 {pt_sat['p95']:.0f} ms against "
+                     f"{tg_sat['p95']:.0f} ms (target >= {TARGET_RATIO}x with p95 <= tipg's: "
+                     f"{'met' if ok else 'NOT met'})\n")
+    alone = res.get(("items", "alone", "pipetwin"))
+    if alone:
+        lines.append(f"- items, one client alone: p50 {alone['p50']:.1f} ms (target <= {TARGET_ALONE_P50_MS:g} ms: "
+                     f"{'met' if alone['p50'] <= TARGET_ALONE_P50_MS else 'NOT met'})\n")
+    for model in ("saturation", "paced"):
+        s = res.get(("shutoff", model, "pipetwin"))
+        if s:
+            lines.append(f"- shutoff, {args.clients} clients {model}: p95 {s['p95']:.0f} ms (target < "
+                         f"{TARGET_SHUTOFF_P95_MS:g} ms: {'met' if s['p95'] < TARGET_SHUTOFF_P95_MS else 'NOT met'})\n")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=15.0, help="per scenario, server and round")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (PipeTwin, tipg, ...)")
     ap.add_argument("--think", type=float, default=1.0, help="mean think time (s) of the paced model")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-tipg", action="store_true", help="PipeTwin alone (no same-run reference)")
+    ap.add_argument("--scenarios", type=lambda t: t.split(","), default=list(SCENARIOS),
+                    help=f"comma-separated, of {','.join(SCENARIOS)} (default: all)")
+    ap.add_argument("--profile", action="store_true", help="py-spy the PipeTwin server's first items run")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
 
-    pipes, boxes = _prepare(args.clients)
-    server = Server(get_settings(db_schema=SCHEMA), workers=args.workers, log_level="warning", start_timeout_s=60)
-    url = server.url
-    try:
-        tokens = [httpx.post(url + "/token", data={"username": _user(i), "password": PASSWORD},
-                             timeout=60).json()["access_token"] for i in range(args.clients)]
-        each = [{"Authorization": f"Bearer {t}"} for t in tokens]
-        headers = each[0]
-        # Warm every worker: the first shutoff of a process builds its network model.
-        t0 = time.perf_counter()
-        for p in pipes[: 4 * args.workers]:
-            r = httpx.post(url + "/processes/shutoff/execution", json={"inputs": {"pipe": p}}, headers=headers,
-                           timeout=300)
-            assert r.status_code in (200, 400, 404), r.text
-        print(f"warm-up (network models built in each worker): {time.perf_counter() - t0:.1f} s", flush=True)
-        rows = []
-        for model, think in (("saturation", 0.0), ("paced", args.think)):
-            for kind in ("healthz", "items", "shutoff"):
-                res = asyncio.run(_load(url, each, kind, args.clients, args.seconds, think, pipes, boxes))
-                res["model"] = model
-                rows.append(res)
-                print(f"{model:10s} {kind:8s} {res['requests']:6d} req {res['rps']:7.1f}/s  p50 {res['p50']:6.1f}  "
-                      f"p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  non-200 {res['errors'] or '-'}", flush=True)
-    finally:
-        server.stop()
-
-    if args.no_record:
-        return
-    today = dt.date.today().isoformat()
-    lines = [f"\n## API load ({today})\n",
-             f"- {machine()}; server `twin serve --workers {args.workers}`, load generator (httpx, asyncio) on "
-             f"the same cores; {args.clients} clients, {args.seconds:.0f} s per scenario; schema `{SCHEMA}`.\n",
-             "- *saturation*: no think time (latency = clients / throughput); *paced*: exponential think time, "
-             f"mean {args.think:g} s per client. `healthz` is the same-run reference (no work).\n\n",
-             "| model | scenario | requests | throughput /s | p50 ms | p95 ms | p99 ms | p95 / healthz p95 | non-200 |\n",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|\n"]
-    ref = {r["model"]: r["p95"] for r in rows if r["kind"] == "healthz"}
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['kind']} | {r['requests']:,} | {r['rps']:.0f} | {r['p50']:.1f} | "
-                     f"{r['p95']:.1f} | {r['p99']:.1f} | {r['p95'] / ref[r['model']]:.1f} | "
-                     f"{r['errors'] or '-'} |\n")
-    paced = {r["kind"]: r for r in rows if r["model"] == "paced"}
-    for kind in ("items", "shutoff"):
-        ok = paced[kind]["p95"] < TARGET_P95_MS
-        lines.append(f"- {kind} p95 at 50 paced clients: {paced[kind]['p95']:.1f} ms "
-                     f"(target {TARGET_P95_MS:.0f} ms: {'met' if ok else 'NOT met'})\n")
-    with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-        f.writelines(lines)
+    work = _prepare(args.clients)
+    if "tiles" in args.scenarios:
+        work.tiles = _tileset()
+    res = _run(args, work)
+    lines = _report(args, res)
     print("".join(lines))
+    if not args.no_record:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+            f.writelines(lines)
 
 
 if __name__ == "__main__":

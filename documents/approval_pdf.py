@@ -30,7 +30,13 @@ import sqlalchemy as sa
 
 from analysis.network import Network, load_network
 from analysis.profile import Profile, profile_of_network, shortest_path
-from analysis.proposal import SECTION_TITLE, ProposalReport, check_stamp, merge_networks
+from analysis.proposal import (
+    SECTION_TITLE,
+    ProposalReport,
+    check_stamp,
+    merge_networks,
+    unchecked_pairs,
+)
 from analysis.proposal_input import read_proposal
 from analysis.proposal_report import VERDICT_LABELS, section_svg
 from analysis.proposal_workflow import changes_summary, get_proposal
@@ -477,7 +483,7 @@ def _findings(
                 n,
                 _kind(f),
                 VERDICT_SHORT.get(f.get("verdict") or "", f.get("verdict")),
-                " / ".join(f["ids"]),
+                " / ".join(_pipes(f, utility=False)),
                 quantity(f.get("measured_m"), "m", 3),
                 quantity(f.get("required_m"), "m", 3),
                 quantity(f.get("uncertainty_m"), "m", 3),
@@ -491,6 +497,7 @@ def _findings(
             f.get("verdict") == "violation" and f.get("status") != "accepted" for f in findings
         ],
     )
+    _unchecked(doc, findings)
     extras = proposal_extras(proposal) if pictures else []
     for n, f in enumerate(findings, 1):
         _finding(doc, engine, n, f, extras, pictures)
@@ -505,11 +512,9 @@ def _finding(
     doc.heading(f"{n}. {_kind(f)} · {VERDICT_SHORT.get(verdict, verdict)}", level=2)
     doc.key_values(
         [
-            (
-                "管线 Pipes",
-                " / ".join(f"{i} ({u})" for i, u in zip(f["ids"], f["utilities"], strict=False)),
-            ),
+            ("管线 Pipes", " / ".join(_pipes(f))),
             ("判定 Verdict", VERDICT_LABELS.get(verdict, verdict)),
+            *_rule_lines(f),
             ("规则 Rule", rule),
             ("条款 Clause", clause),
             ("实测 Measured", quantity(f.get("measured_m"), "m", 3)),
@@ -536,6 +541,38 @@ def _finding(
         doc.picture(
             pic.png, width_mm=_PICTURE_MM, caption=f"发现项 {n} 三维视图 3D view of finding {n}"
         )
+
+
+def _pipes(f: Mapping, *, utility: bool = True) -> list[str]:
+    """The pipes of a finding: id (utility size), or id size."""
+    sizes = list(f.get("sizes") or []) + [""] * len(f["ids"])
+    utils = list(f.get("utilities") or []) + [""] * len(f["ids"])
+    return [f"{i} ({u} {z})".replace(" )", ")").replace("( ", "(") if utility else f"{i} {z}".strip()
+            for i, u, z in zip(f["ids"], utils, sizes, strict=False)]
+
+
+def _rule_lines(f: Mapping) -> list[tuple[str, str]]:
+    """Every rule a pair breaks, when it breaks more than one."""
+    rules = f.get("rules") or []
+    if len(rules) < 2:
+        return []
+    return [(f"违反规则 Rule {k}", f"{_kind(r)} · {VERDICT_SHORT.get(r.get('verdict') or '', '')} · "
+             f"{r.get('rule') or '-'} {r.get('clause') or ''} · {quantity(r.get('measured_m'), 'm', 3)}"
+             + ("" if r.get("required_m") is None else f" / {quantity(r.get('required_m'), 'm', 3)}"))
+            for k, r in enumerate(rules, 1)]
+
+
+def _unchecked(doc: Document, findings: Sequence[Mapping]) -> None:
+    """The pairs no clearance rule covers, as warning rows naming both pipes."""
+    rows = unchecked_pairs(findings)
+    if not rows:
+        return
+    doc.heading("未核查管线对 Pairs no rule covers (无规则: cannot judge)", level=2)
+    doc.table(
+        ["#", "拟建管线 Proposed pipe", "现状管线 Existing pipe", "净距 Clearance", "实测 Measured"],
+        [[n, *[f"{p['id']} ({p['utility']} {p['size']})".replace(" )", ")") for p in r["pipes"][:2]],
+          r["clearance"], quantity(r.get("measured_m"), "m", 3)] for n, r in enumerate(rows, 1)],
+        widths=(6, 32, 32, 15, 15), size=8.5, emphasis=[True] * len(rows))
 
 
 def _decisions(doc: Document, d: Mapping) -> None:

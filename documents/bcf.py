@@ -224,6 +224,12 @@ def _topic(f: dict, *, now: str, author: str, clauses: Mapping[str, str], srid: 
     ]
     if f.get("road"):
         lines.insert(7, f"道路 road: {f['road']}")
+    if len(f.get("rules") or []) > 1:  # a pair breaking several rules: every one of them
+        lines += [f"  - {KIND_LABELS.get(str(r.get('kind')), r.get('kind'))} "
+                  f"{VERDICT_LABELS.get(str(r.get('verdict')), r.get('verdict'))}: {r.get('rule') or '-'} "
+                  f"{r.get('clause') or ''} {_metres(r.get('measured_m'))}"
+                  + ("" if r.get("required_m") is None else f" / {_metres(r.get('required_m'))}")
+                  for r in f["rules"]]
     if f.get("summary"):
         lines.append(f"摘要 summary: {f['summary']}")
     lines.append(f"键 key: {f['key']}")

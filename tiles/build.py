@@ -6,7 +6,10 @@ manifest (``manifest.json``: frame, root cell, per-tile boxes and counts;
 the light index of the network, tiles it again with the same root cell and frame, compares
 with the manifest and rebuilds only the tiles whose features were added, changed, moved or
 removed (and the tiles of fittings whose pipes changed); the others are kept. Tiles are meshed
-in worker processes (one per core) when there are enough of them.
+in worker processes (one per core) when there are enough of them, or on a Dask cluster
+(``cluster=``; by default when ``TWIN_DASK_SCHEDULER`` names one): batches of neighbouring
+quadtree cells, whose workers read their features from the twin by id and write the contents
+into the tileset folder (storage every worker sees).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import multiprocessing
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from tiles.content import build_content
@@ -31,9 +36,11 @@ from tiles.placement import Frame, ecef_transformer
 from tiles.source import read_index, read_nodes, read_segments, segment_end_nodes
 from tiles.style import node_level, segment_level
 from tiles.tiling import CAPACITY, Quadtree, box_volume, build_quadtree, tileset_json
+from twin.arrow import copy_frame
 from twin.crs import transformer
-from twin.db import change_mark, open_twin, twin_id
-from twin.errors import DatabaseError
+from twin.dask import Cluster, run_tasks, using_cluster, worker_count
+from twin.db import change_mark, make_engine, open_twin, twin_id
+from twin.errors import ConfigError, DatabaseError
 from twin.settings import TwinSettings
 
 __all__ = ["build_tileset", "tiles_dir", "FORMAT_VERSION", "Progress", "NetworkChanged", "MANIFEST"]
@@ -46,7 +53,7 @@ class NetworkChanged(DatabaseError):
 log = logging.getLogger(__name__)
 
 #: Bump when the content changes for the same features: forces a full rebuild.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: quantized, meshopt-compressed contents (issue 18)
 MANIFEST = "manifest.json"
 FEATURES = "manifest-features.npz"
 TILESET = "tileset.json"
@@ -91,10 +98,16 @@ def _worker_init() -> None:
 
 
 def _build_one(job: tuple[int, str, int, int, int, int]) -> tuple[int, list, list, int, int, int]:
-    index, key, s0, s1, n0, n1 = job
     st = _STATE
-    content = build_content(st["seg"].iloc[s0:s1], st["nodes"].iloc[n0:n1], st["frame"])
-    _atomic_write(st["out"] / CONTENT_URI.format(key=key), content.glb)
+    return _write_tile(job, st["seg"], st["nodes"], st["frame"], st["out"])
+
+
+def _write_tile(job: tuple[int, str, int, int, int, int], seg: pd.DataFrame, nodes: pd.DataFrame,
+                frame: Frame, out: Path) -> tuple[int, list, list, int, int, int]:
+    """Mesh and write tile ``job`` (index, key, its rows ``seg[s0:s1]``, ``nodes[n0:n1]``)."""
+    index, key, s0, s1, n0, n1 = job
+    content = build_content(seg.iloc[s0:s1], nodes.iloc[n0:n1], frame)
+    _atomic_write(out / CONTENT_URI.format(key=key), content.glb)
     return (index, content.box_min.tolist(), content.box_max.tolist(), content.triangles,
             content.features, len(content.glb))
 
@@ -157,11 +170,16 @@ class _Features:
 
 
 def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, full: bool = False,
-                  progress: Progress | None = None, workers: int | None = None) -> dict:
+                  progress: Progress | None = None, workers: int | None = None,
+                  cluster: Cluster = None) -> dict:
     """Build (or bring up to date) the tileset; returns the build report.
 
     The report has ``tiles_written``, ``tiles_kept``, ``tiles_removed``, ``tiles``,
     ``features``, ``triangles``, ``bytes`` (all content), ``seconds`` and per-stage timings.
+    ``cluster``: a Dask client, True (one from the settings: ``TWIN_DASK_SCHEDULER`` or a
+    LocalCluster) or False; None meshes on the named scheduler's cluster when
+    ``TWIN_DASK_SCHEDULER`` is set and there are enough tiles. Changes found by the fast
+    incremental path are meshed here.
     """
     started = time.perf_counter()
     stages: dict[str, float] = {}
@@ -210,14 +228,21 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
         # Full records of the features of the tiles to build.
         tile_of = tree.tile_of
         sel_seg, sel_node = _features_in(tree, build, n_seg, n_node)
-        step("reading features", 0, 1)
-        seg_rows, node_rows = _read_details(engine, seg, nodes, sel_seg, sel_node)
+        on_cluster = _on_cluster(settings, cluster, len(build))
+        if not on_cluster:
+            step("reading features", 0, 1)
+            seg_rows, node_rows = _read_details(engine, seg, nodes, sel_seg, sel_node)
         t = lap("read", t)
     finally:
         engine.dispose()
 
-    results = _mesh_tiles(seg_rows, node_rows, tile_of[sel_seg], tile_of[n_seg + sel_node], build, tile_keys,
-                          frame, out, workers, step)
+    if on_cluster:
+        results = _mesh_on_cluster(settings, cluster, seg["id"].to_numpy(object)[sel_seg],
+                                   nodes["id"].to_numpy(object)[sel_node], tile_of[sel_seg],
+                                   tile_of[n_seg + sel_node], build, tile_keys, frame, out, step)
+    else:
+        results = _mesh_tiles(seg_rows, node_rows, tile_of[sel_seg], tile_of[n_seg + sel_node], build,
+                              tile_keys, frame, out, workers, step)
     t = lap("mesh", t)
 
     # Tiles kept keep their manifest entries; built ones get new ones.
@@ -628,16 +653,23 @@ def _read_details(engine: sa.Engine, seg: pd.DataFrame, nodes: pd.DataFrame, sel
     if all_seg and not node_detail.empty:
         # Pipe centreline height at a node: mean of the ends of the pipes meeting there.
         d = np.fmax(seg_rows["diameter_mm"].to_numpy(float), seg_rows["height_mm"].to_numpy(float))
-        ends = pd.DataFrame({
+        _pipe_heights(node_detail, pd.DataFrame({
             "node": np.concatenate([seg_rows["from_key"].to_numpy(np.int64), seg_rows["to_key"].to_numpy(np.int64)]),
             "z": np.concatenate([seg_rows["from_z"].to_numpy(float), seg_rows["to_z"].to_numpy(float)]),
-            "d": np.concatenate([d, d])})
-        at = ends.groupby("node", sort=False).agg(pipe_z=("z", "mean"), pipe_d_mm=("d", "max"))
-        at = at.reindex(node_detail["key"].to_numpy(np.int64))
-        node_detail["pipe_z"] = at["pipe_z"].to_numpy()
-        node_detail["pipe_d_mm"] = at["pipe_d_mm"].to_numpy()
+            "d": np.concatenate([d, d])}))
     node_rows = _detail(nodes, sel_node, node_detail)
     return seg_rows, node_rows
+
+
+def _pipe_heights(node_detail: pd.DataFrame, ends: pd.DataFrame) -> None:
+    """Set ``pipe_z`` (mean height of the pipe ends at each node) and ``pipe_d_mm`` (the largest
+    pipe there) from ``ends`` (node key, z, d), summed in one order wherever they were read."""
+    ends = ends.iloc[np.lexsort((ends["d"].to_numpy(float), ends["z"].to_numpy(float),
+                                 ends["node"].to_numpy(np.int64)))]
+    at = ends.groupby("node", sort=False).agg(pipe_z=("z", "mean"), pipe_d_mm=("d", "max"))
+    at = at.reindex(node_detail["key"].to_numpy(np.int64))
+    node_detail["pipe_z"] = at["pipe_z"].to_numpy()
+    node_detail["pipe_d_mm"] = at["pipe_d_mm"].to_numpy()
 
 
 def _detail(index: pd.DataFrame, rows: np.ndarray, detail: pd.DataFrame) -> pd.DataFrame:
@@ -692,3 +724,128 @@ def _dirty_tiles(engine: sa.Engine, previous: dict, keys: np.ndarray, versions: 
         at = pd.Index(node_ids.to_numpy(object)).get_indexer(sorted(ends))
         dirty |= {cur_tiles[n_seg + i] for i in at if i >= 0}
     return {str(k) for k in dirty}
+
+
+# --------------------------------------------------------------------------- meshing on a Dask cluster
+
+#: Features (segments and drawn nodes) of one cluster task: neighbouring tiles, read together.
+BATCH_FEATURES = 20_000
+#: The marker a worker looks for in the tileset folder (proof that it writes where the build does).
+_MARKER = ".dask-{token}"
+
+
+def _on_cluster(settings: TwinSettings, cluster: Cluster, tiles: int) -> bool:
+    """Whether the tiles are meshed on a cluster: when asked for (a client or True), or when
+    ``TWIN_DASK_SCHEDULER`` names one and there are enough tiles to build."""
+    if cluster is None:
+        return bool(settings.dask_scheduler) and tiles >= PARALLEL_MIN_TILES
+    return cluster is not False and tiles > 0
+
+
+def _batches(seg_ids: np.ndarray, node_ids: np.ndarray, seg_tile: np.ndarray, node_tile: np.ndarray,
+             build: list[int], tile_keys: np.ndarray, per_task: int) -> list[tuple[list, list, list]]:
+    """Tasks of neighbouring tiles (in tile order), about ``per_task`` features each: the tiles
+    ``(index, key, s0, s1, n0, n1)`` and the ids of their segments and nodes, in tile order."""
+    s_order = np.argsort(seg_tile, kind="stable")
+    n_order = np.argsort(node_tile, kind="stable")
+    seg_ids, seg_tile = seg_ids[s_order], seg_tile[s_order]
+    node_ids, node_tile = node_ids[n_order], node_tile[n_order]
+    build_arr = np.sort(np.asarray(build, dtype=np.int64))
+    s_lo, s_hi = np.searchsorted(seg_tile, build_arr, "left"), np.searchsorted(seg_tile, build_arr, "right")
+    n_lo, n_hi = np.searchsorted(node_tile, build_arr, "left"), np.searchsorted(node_tile, build_arr, "right")
+    out: list[tuple[list, list, list]] = []
+    first = 0
+    size = (s_hi - s_lo) + (n_hi - n_lo)
+    while first < len(build_arr):
+        last = first + max(1, int(np.searchsorted(np.cumsum(size[first:]), per_task, "left")))
+        last = min(last, len(build_arr))
+        s0, n0 = int(s_lo[first]), int(n_lo[first])
+        tiles = [(int(build_arr[k]), str(tile_keys[build_arr[k]]), int(s_lo[k]) - s0, int(s_hi[k]) - s0,
+                  int(n_lo[k]) - n0, int(n_hi[k]) - n0) for k in range(first, last)]
+        out.append((tiles, list(seg_ids[s0:int(s_hi[last - 1])]), list(node_ids[n0:int(n_hi[last - 1])])))
+        first = last
+    return out
+
+
+def _mesh_on_cluster(settings: TwinSettings, cluster: Cluster, seg_ids: np.ndarray, node_ids: np.ndarray,
+                     seg_tile: np.ndarray, node_tile: np.ndarray, build: list[int], tile_keys: np.ndarray,
+                     frame: Frame, out: Path, step: Progress) -> list[tuple]:
+    """Mesh and write the tiles ``build`` on a Dask cluster; the same results as :func:`_mesh_tiles`."""
+    marker = out / _MARKER.format(token=uuid.uuid4().hex)
+    marker.write_bytes(b"")
+    results: list[tuple] = []
+    try:
+        with using_cluster(settings, True if cluster is None else cluster) as client:
+            # at least four tasks per worker (an even load), each of at least one tile
+            per_task = min(BATCH_FEATURES, (len(seg_ids) + len(node_ids)) // (4 * max(worker_count(client), 1)) + 1)
+            tasks = _batches(seg_ids, node_ids, seg_tile, node_tile, build, tile_keys, per_task)
+            tasks.sort(key=lambda t: -(len(t[1]) + len(t[2])))  # biggest first: an even load
+            step("meshing tiles", 0, len(build))
+
+            def heard(batch: list[tuple]) -> None:
+                results.extend(batch)
+                step("meshing tiles", len(results), len(build))
+
+            run_tasks(client, _mesh_batch, tasks, settings, frame, str(out), marker.name, done=heard)
+    finally:
+        marker.unlink(missing_ok=True)
+    return results
+
+
+def _mesh_batch(task: tuple[list, list, list], settings: TwinSettings, frame: Frame, out_dir: str,
+                marker: str) -> list[tuple]:
+    """On a worker: read the task's features from the twin by id, mesh and write its tiles."""
+    tiles, seg_ids, node_ids = task
+    out = Path(out_dir)
+    if not (out / marker).exists():
+        raise ConfigError(f"瓦片目录在 Dask 工作进程上不可见 the tileset folder {out} is not visible on the Dask "
+                          "worker: give the workers shared storage (TWIN_TILES_DIR)")
+    engine = make_engine(settings)
+    try:
+        seg_idx, node_idx = read_index(engine, seg_ids=seg_ids, node_ids=node_ids)
+        seg_idx, node_idx = _in_order(seg_idx, seg_ids), _in_order(node_idx, node_ids)
+        with ThreadPoolExecutor(2) as pool:
+            f_seg = pool.submit(_read_on, engine, read_segments, np.asarray(seg_ids, dtype=object))
+            f_node = pool.submit(_read_on, engine, _nodes_with_heights, np.asarray(node_ids, dtype=object))
+            seg_detail, node_detail = f_seg.result(), f_node.result()
+    finally:
+        engine.dispose()
+    seg_rows = _detail(seg_idx, np.arange(len(seg_idx)), seg_detail)
+    node_rows = _detail(node_idx, np.arange(len(node_idx)), node_detail)
+    return [_write_tile(job, seg_rows, node_rows, frame, out) for job in tiles]
+
+
+def _read_on(engine: sa.Engine, read: Callable[[sa.Connection, np.ndarray], pd.DataFrame],
+             ids: np.ndarray) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return read(conn, ids)
+
+
+def _nodes_with_heights(conn: sa.Connection, ids: np.ndarray) -> pd.DataFrame:
+    """Heights of the drawn nodes ``ids``, the pipe heights from every pipe meeting there (as a
+    full build computes them)."""
+    detail = read_nodes(conn, ids, pipe_heights=False)
+    if detail.empty:
+        return detail
+    ends = copy_frame(conn, """
+        SELECT hashtextextended(from_node, 2) AS node, from_z AS z, diameter_mm, height_mm
+          FROM current_segment WHERE from_node = ANY(%s)
+        UNION ALL
+        SELECT hashtextextended(to_node, 2), to_z, diameter_mm, height_mm
+          FROM current_segment WHERE to_node = ANY(%s)""", [list(ids), list(ids)],
+        types={"node": pa.int64(), "z": pa.float64(), "diameter_mm": pa.float64(), "height_mm": pa.float64()})
+    if ends.empty:
+        ends = pd.DataFrame({"node": np.zeros(0, np.int64), "z": np.zeros(0), "diameter_mm": np.zeros(0),
+                             "height_mm": np.zeros(0)})
+    ends["d"] = np.fmax(ends["diameter_mm"].to_numpy(float), ends["height_mm"].to_numpy(float))
+    _pipe_heights(detail, ends)
+    return detail
+
+
+def _in_order(index: pd.DataFrame, ids: list) -> pd.DataFrame:
+    """The index rows of ``ids``, in that order (a feature gone since the build began: NetworkChanged)."""
+    pos = (pd.Index(index["id"].astype(str)).get_indexer(np.asarray(ids, dtype=object)) if len(index)
+           else np.full(len(ids), -1))
+    if (pos < 0).any():
+        raise NetworkChanged("features changed while the tiles were read; run the build again")
+    return index.iloc[pos].reset_index(drop=True)

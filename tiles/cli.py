@@ -48,13 +48,16 @@ def build(
                                     "<data dir>/tiles)."),
     full: bool = typer.Option(False, "--full", help="Rebuild every tile, ignoring the last build."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    dask: bool | None = typer.Option(None, "--dask/--no-dask", help="Mesh on a Dask cluster: "
+                                     "TWIN_DASK_SCHEDULER's, else a LocalCluster of TWIN_DASK_WORKERS "
+                                     "processes (default: when TWIN_DASK_SCHEDULER is set)."),
 ) -> None:
     """Build the 3D Tiles 1.1 tileset of the live network; only changed tiles unless --full."""
     from tiles.build import build_tileset
 
     settings = get_settings()
     with _progress(not as_json) as step:
-        report = build_tileset(settings, out_dir=out, full=full, progress=step)
+        report = build_tileset(settings, out_dir=out, full=full, progress=step, cluster=dask)
     _audit(settings, report)
     if as_json:
         typer.echo(json.dumps(report, indent=2))

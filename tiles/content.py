@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tiles.glb import Primitive, PropertyColumn, PropertyTable, encode_glb
+from tiles.glb import QUANT_MAX, Primitive, PropertyColumn, PropertyTable, encode_glb
 from tiles.mesh import (
     BOX,
     OCTAHEDRON,
@@ -21,10 +21,18 @@ from tiles.mesh import (
 )
 from tiles.placement import Frame, gltf_node_matrix
 from tiles.source import ewkb_linestrings
-from tiles.style import node_material, node_shape, pipe_material
+from tiles.style import (
+    COARSE_SIDES,
+    TRUNK,
+    node_level,
+    node_material,
+    node_shape,
+    pipe_material,
+    segment_level,
+)
 from twin.schema import columns, names
 
-__all__ = ["TileContent", "build_content", "pipe_table", "node_table", "PIPE_PROPERTIES",
+__all__ = ["TileContent", "build_content", "is_coarse", "pipe_table", "node_table", "PIPE_PROPERTIES",
            "NODE_PROPERTIES"]
 
 #: Properties of the ``pipe`` and ``node`` metadata classes (the same ``id`` as the API's).
@@ -35,7 +43,7 @@ NO_DEPTH = -1.0
 #: Pipe height (below ground, m) assumed for a fitting with no pipe and no depth.
 DEFAULT_DEPTH_M = 1.2
 
-_PROFILES = {s: circle_profile(s) for s in (8, 12, 16)}
+_PROFILES = {s: circle_profile(s) for s in (COARSE_SIDES, 8, 12, 16)}
 _RECT = rect_profile()
 
 
@@ -71,7 +79,18 @@ def node_table(nodes: pd.DataFrame) -> PropertyTable:
     return PropertyTable("node", "Pipe point with an appurtenance, source or service connection", cols)
 
 
-def _pipe_mesh(seg: pd.DataFrame, frame: Frame) -> Mesh:
+def is_coarse(seg: pd.DataFrame, nodes: pd.DataFrame) -> bool:
+    """Whether a tile holds trunk-level features only: the coarsest level, seen from afar
+    (its circular pipes get :data:`~tiles.style.COARSE_SIDES` sides)."""
+    if seg.empty:
+        return False
+    trunk = segment_level(seg["shape"].to_numpy(), seg["diameter_mm"].to_numpy(float),
+                          seg["width_mm"].to_numpy(float)) == TRUNK
+    source = nodes["is_source"] if "is_source" in nodes else pd.Series(np.zeros(len(nodes), bool))
+    return bool(trunk.all() and (node_level(source.fillna(False).to_numpy(bool)) == TRUNK).all())
+
+
+def _pipe_mesh(seg: pd.DataFrame, frame: Frame, coarse: bool = False) -> Mesh:
     if seg.empty:
         return Mesh.empty()
     coords, line = ewkb_linestrings(seg["geom"])
@@ -80,7 +99,7 @@ def _pipe_mesh(seg: pd.DataFrame, frame: Frame) -> Mesh:
     per_line = np.bincount(line, minlength=n)
     circ = seg["shape"].to_numpy() == "circular"
     d = seg["diameter_mm"].to_numpy(dtype=float)
-    sides = np.where(circ, sides_for_diameter(np.nan_to_num(d)), 0)
+    sides = np.where(circ, COARSE_SIDES if coarse else sides_for_diameter(np.nan_to_num(d)), 0)
     r = np.nan_to_num(d) / 2000.0
     half = np.where(circ[:, None], np.column_stack([r, r]),
                     np.column_stack([seg["width_mm"].to_numpy(float), seg["height_mm"].to_numpy(float)])
@@ -180,7 +199,7 @@ def build_content(seg: pd.DataFrame, nodes: pd.DataFrame, frame: Frame) -> TileC
     primitives_src: list[tuple[int, Mesh, int]] = []  # (material, mesh, table)
     tables: list[PropertyTable] = []
 
-    pipes = _pipe_mesh(seg, frame)
+    pipes = _pipe_mesh(seg, frame, coarse=is_coarse(seg, nodes))
     if len(pipes.positions):
         keys = seg["utility"].astype(str) + "|" + seg["status"].astype(str)
         codes, uniques = pd.factorize(keys)
@@ -208,4 +227,6 @@ def build_content(seg: pd.DataFrame, nodes: pd.DataFrame, frame: Frame) -> TileC
                        mat, table) for mat, m, table in primitives_src]
     glb = encode_glb(prims, materials, tables, gltf_node_matrix(centre))
     triangles = sum(m.triangle_count for _, m, _ in primitives_src)
-    return TileContent(glb, lo, hi, triangles, len(seg) + len(nodes))
+    # Quantized positions may lie half a grid step outside the exact box.
+    step = max(float((hi - lo).max()) / 2, 1e-3) / QUANT_MAX
+    return TileContent(glb, lo - step, hi + step, triangles, len(seg) + len(nodes))

@@ -3,6 +3,19 @@
 One mesh, one primitive per material; each vertex carries ``_FEATURE_ID_0``, a row of the
 primitive's property table (``pipe`` or ``node``). Written by hand rather than through
 pygltflib: a tile's buffers are assembled once with numpy and written in one go.
+
+Light tiles (``compress=True``, the default):
+
+- ``KHR_mesh_quantization``: positions are SHORT integers on one uniform grid per tile (the step
+  is the tile's largest half extent / 32767; the node matrix carries the grid's offset and
+  scale, so normals need no correction); normals are BYTE normalized, octahedral-encoded (the
+  meshopt ``OCTAHEDRAL`` filter, 4 bytes a vertex); feature ids stay FLOAT (exact integers).
+- ``EXT_meshopt_compression``: every vertex attribute and index buffer view is compressed with
+  meshoptimizer's vertex codec (version 0) and index codec (version 1) into the GLB buffer; the
+  views themselves point into a second, fallback buffer without data (the extension is
+  required). Triangles are reordered for the vertex cache first (meshoptimizer), which also
+  makes the index codec's output smaller. Property tables are left as they are (strings: gzip
+  on the wire does better on them than a vertex codec).
 """
 
 from __future__ import annotations
@@ -11,17 +24,24 @@ import json
 import struct
 from dataclasses import dataclass, field
 
+import meshoptimizer
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Primitive", "PropertyColumn", "PropertyTable", "encode_glb", "GLB_MAGIC"]
+__all__ = ["Primitive", "PropertyColumn", "PropertyTable", "encode_glb", "GLB_MAGIC", "QUANT_MAX",
+           "oct_encode"]
 
 GLB_MAGIC = b"glTF"
 _JSON, _BIN = 0x4E4F534A, 0x004E4942
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
-_FLOAT, _UINT16, _UINT32 = 5126, 5123, 5125
+_BYTE, _SHORT, _FLOAT, _UINT16, _UINT32 = 5120, 5122, 5126, 5123, 5125
+#: Largest quantized position component (SHORT): a tile's half extent maps to it.
+QUANT_MAX = 32767
+_MESHOPT, _QUANT = "EXT_meshopt_compression", "KHR_mesh_quantization"
+# EXT_meshopt_compression decoders read vertex codec version 0 (meshoptimizer may default to 1).
+meshoptimizer.encode_vertex_version(0)
 
 
 @dataclass
@@ -34,6 +54,27 @@ class Primitive:
     feature_ids: np.ndarray  # (n,) rows of the property table
     material: int
     property_table: int
+
+
+def oct_encode(normals: np.ndarray) -> np.ndarray:
+    """Unit vectors (n, 3) as meshopt ``OCTAHEDRAL`` filter data: (n, 4) int8 (u, v, 127, 0).
+
+    The inverse of meshoptimizer's ``decodeFilterOct`` for 8-bit components (encodeFilterOct).
+    """
+    n = np.asarray(normals, dtype=np.float32).reshape(-1, 3)
+    l1 = np.abs(n).sum(axis=1)
+    l1[l1 == 0] = 1.0
+    x = n[:, 0] / l1
+    y = n[:, 1] / l1
+    back = n[:, 2] < 0
+    u = np.where(back, (1 - np.abs(y)) * np.copysign(1.0, x), x)
+    v = np.where(back, (1 - np.abs(x)) * np.copysign(1.0, y), y)
+    out = np.zeros((len(n), 4), np.int8)
+    # Round half away from zero, as meshoptimizer's quantizeSnorm.
+    out[:, 0] = np.trunc(np.clip(u, -1, 1) * 127 + np.copysign(0.5, u))
+    out[:, 1] = np.trunc(np.clip(v, -1, 1) * 127 + np.copysign(0.5, v))
+    out[:, 2] = 127
+    return out
 
 
 @dataclass
@@ -69,17 +110,23 @@ class _Bin:
         self.size = 0
         self.views: list[dict] = []
         self.accessors: list[dict] = []
+        self.fallback_size = 0  # bytes of the compressed views once decoded (buffer 1)
 
-    def add(self, data: bytes, target: int | None = None) -> int:
+    def _append(self, data: bytes) -> int:
+        """Put ``data`` at the next 8-byte boundary; returns its offset."""
         pad = (-self.size) % 8
         if pad:
             self.parts.append(b"\0" * pad)
             self.size += pad
-        view = {"buffer": 0, "byteOffset": self.size, "byteLength": len(data)}
-        if target is not None:
-            view["target"] = target
+        offset = self.size
         self.parts.append(data)
         self.size += len(data)
+        return offset
+
+    def add(self, data: bytes, target: int | None = None) -> int:
+        view = {"buffer": 0, "byteOffset": self._append(data), "byteLength": len(data)}
+        if target is not None:
+            view["target"] = target
         self.views.append(view)
         return len(self.views) - 1
 
@@ -89,6 +136,33 @@ class _Bin:
         self.accessors.append({"bufferView": view, "componentType": component, "count": int(len(data)),
                                "type": kind, **extra})
         return len(self.accessors) - 1
+
+    def compressed(self, data: np.ndarray, target: int, filter_: str | None = None) -> int:
+        """Add ``data`` (one row per element) as a meshopt-compressed view; returns its index.
+
+        Vertex data (rows of a multiple of 4 bytes) goes through the vertex codec, an index
+        buffer (``target`` ELEMENT_ARRAY_BUFFER, triangles) through the index codec.
+        """
+        data = np.ascontiguousarray(data)
+        count = len(data)
+        if target == _ELEMENT_ARRAY_BUFFER:
+            stride, mode = data.dtype.itemsize, "TRIANGLES"
+            encoded = meshoptimizer.encode_index_buffer(data.astype(np.uint32), count, int(data.max()) + 1)
+        else:
+            stride, mode = data.itemsize * (data.size // max(count, 1)), "ATTRIBUTES"
+            encoded = meshoptimizer.encode_vertex_buffer(data.reshape(count, -1), count, stride)
+        ext = {"buffer": 0, "byteOffset": self._append(encoded), "byteLength": len(encoded),
+               "byteStride": stride, "count": count, "mode": mode}
+        if filter_:
+            ext["filter"] = filter_
+        self.fallback_size += (-self.fallback_size) % 8
+        view = {"buffer": 1, "byteOffset": self.fallback_size, "byteLength": count * stride,
+                "extensions": {_MESHOPT: ext}}
+        if target == _ARRAY_BUFFER:
+            view["byteStride"] = stride
+        self.fallback_size += count * stride
+        self.views.append(view)
+        return len(self.views) - 1
 
 
 def _strings(values: object) -> tuple[bytes, bytes]:
@@ -114,14 +188,24 @@ def _strings(values: object) -> tuple[bytes, bytes]:
 
 
 def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[PropertyTable],
-               node_matrix: list[float], schema_id: str = "pipetwin") -> bytes:
-    """The GLB bytes of one tile's content."""
+               node_matrix: list[float], schema_id: str = "pipetwin", compress: bool = True) -> bytes:
+    """The GLB bytes of one tile's content; ``compress``: quantized and meshopt-compressed."""
     buf = _Bin()
-    gl_primitives = [_primitive(buf, p, tables[p.property_table].count) for p in primitives]
+    if compress:
+        grid, node_matrix = _position_grid(primitives, node_matrix)
+        gl_primitives = _light_primitives(buf, primitives, tables, grid)
+    else:
+        gl_primitives = [_primitive(buf, p, tables[p.property_table].count) for p in primitives]
     classes, gl_tables = _property_tables(buf, tables)
-    doc = {
-        "asset": {"version": "2.0", "generator": "PipeTwin tiles"},
-        "extensionsUsed": ["EXT_mesh_features", "EXT_structural_metadata"],
+    used = ["EXT_mesh_features", "EXT_structural_metadata"]
+    buffers: list[dict] = [{"byteLength": buf.size}]
+    doc = {"asset": {"version": "2.0", "generator": "PipeTwin tiles"}}
+    if compress:
+        used += [_QUANT, _MESHOPT]
+        doc["extensionsRequired"] = [_QUANT, _MESHOPT]
+        buffers.append({"byteLength": max(buf.fallback_size, 1), "extensions": {_MESHOPT: {"fallback": True}}})
+    doc.update({
+        "extensionsUsed": used,
         "extensions": {"EXT_structural_metadata": {
             "schema": {"id": schema_id, "classes": classes}, "propertyTables": gl_tables}},
         "scene": 0,
@@ -131,8 +215,8 @@ def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[
         "materials": materials,
         "accessors": buf.accessors,
         "bufferViews": buf.views,
-        "buffers": [{"byteLength": buf.size}],
-    }
+        "buffers": buffers,
+    })
     js = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     js += b" " * ((-len(js)) % 4)
     binary = b"".join(buf.parts)
@@ -143,6 +227,79 @@ def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[
         struct.pack("<II", len(js), _JSON), js,
         struct.pack("<II", len(binary), _BIN), binary,
     ])
+
+
+def _position_grid(primitives: list[Primitive], node_matrix: list[float]
+                   ) -> tuple[tuple[np.ndarray, float], list[float]]:
+    """The tile's quantization grid (centre, step) and the node matrix that undoes it."""
+    lo = np.min([np.asarray(p.positions).min(axis=0) for p in primitives], axis=0).astype(float)
+    hi = np.max([np.asarray(p.positions).max(axis=0) for p in primitives], axis=0).astype(float)
+    centre = (lo + hi) / 2
+    step = max(float((hi - lo).max()) / 2, 1e-3) / QUANT_MAX
+    grid = np.diag([step, step, step, 1.0])
+    grid[:3, 3] = centre
+    m = np.asarray(node_matrix, dtype=float).reshape(4, 4).T @ grid
+    return (centre, step), [float(v) for v in m.T.reshape(-1)]
+
+
+def _cache_order(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles reordered for a 16-entry vertex cache and vertices renumbered in order of first use
+    (meshoptimizer): the flat new indices and each old vertex's new number."""
+    flat = np.ascontiguousarray(np.asarray(indices, dtype=np.uint32).reshape(-1))
+    tris = np.empty_like(flat)
+    meshoptimizer.optimize_vertex_cache_fifo(tris, flat, len(flat), n, 16)
+    remap = np.empty(n, np.uint32)
+    meshoptimizer.optimize_vertex_fetch_remap(remap, tris, len(tris), n)
+    return remap[tris], remap
+
+
+def _light_primitives(buf: _Bin, primitives: list[Primitive], tables: list[PropertyTable],
+                      grid: tuple[np.ndarray, float]) -> list[dict]:
+    """The quantized, meshopt-compressed glTF primitives: one compressed view per attribute
+    for the whole tile (each primitive's accessors start where its vertices do)."""
+    centre, step = grid
+    parts = []
+    for p in primitives:
+        n = len(p.positions)
+        flat, remap = _cache_order(p.indices, n)  # every vertex is used by a triangle
+        order = np.empty(n, np.int64)
+        order[remap] = np.arange(n)
+        parts.append((n, flat, order))
+    pos = np.concatenate([np.asarray(p.positions, dtype=float)[o] for p, (_, _, o) in zip(primitives, parts,
+                                                                                          strict=True)])
+    q = np.zeros((len(pos), 4), np.int16)
+    q[:, :3] = np.clip(np.rint((pos - centre) / step), -QUANT_MAX, QUANT_MAX)
+    normals = np.concatenate([np.asarray(p.normals)[o] for p, (_, _, o) in zip(primitives, parts, strict=True)])
+    ids = np.concatenate([np.asarray(p.feature_ids)[o] for p, (_, _, o) in zip(primitives, parts, strict=True)])
+    small = max(n for n, _, _ in parts) <= 0xFFFF
+    flat = np.concatenate([f for _, f, _ in parts]).astype(np.uint16 if small else np.uint32)
+    v_pos = buf.compressed(q, _ARRAY_BUFFER)
+    v_nrm = buf.compressed(oct_encode(normals), _ARRAY_BUFFER, "OCTAHEDRAL")
+    v_fid = buf.compressed(ids.astype(np.float32).reshape(-1, 1), _ARRAY_BUFFER)
+    v_idx = buf.compressed(flat, _ELEMENT_ARRAY_BUFFER)
+    out = []
+    v0 = i0 = 0
+    for p, (n, f, _) in zip(primitives, parts, strict=True):
+        qp = q[v0:v0 + n, :3]
+        first = len(buf.accessors)
+        buf.accessors += [
+            {"bufferView": v_pos, "byteOffset": 8 * v0, "componentType": _SHORT, "count": n, "type": "VEC3",
+             "min": qp.min(axis=0).tolist(), "max": qp.max(axis=0).tolist()},
+            {"bufferView": v_nrm, "byteOffset": 4 * v0, "componentType": _BYTE, "normalized": True, "count": n,
+             "type": "VEC3"},
+            {"bufferView": v_fid, "byteOffset": 4 * v0, "componentType": _FLOAT, "count": n, "type": "SCALAR"},
+            {"bufferView": v_idx, "byteOffset": flat.itemsize * i0, "componentType": _UINT16 if small else _UINT32,
+             "count": len(f), "type": "SCALAR"},
+        ]
+        v0, i0 = v0 + n, i0 + len(f)
+        out.append({
+            "attributes": {"POSITION": first, "NORMAL": first + 1, "_FEATURE_ID_0": first + 2},
+            "indices": first + 3, "material": p.material, "mode": 4,
+            "extensions": {"EXT_mesh_features": {"featureIds": [
+                {"featureCount": tables[p.property_table].count, "attribute": 0,
+                 "propertyTable": p.property_table}]}},
+        })
+    return out
 
 
 def _primitive(buf: _Bin, p: Primitive, table_count: int) -> dict:
@@ -180,7 +337,11 @@ def _property_tables(buf: _Bin, tables: list[PropertyTable]) -> tuple[dict[str, 
             if col.kind == "STRING":
                 values, offsets = _strings(col.values)
                 values = values or b" "  # a buffer view is never empty; the offsets say 0 bytes
-                props[col.name] = {"values": buf.add(values), "stringOffsets": buf.add(offsets)}
+                props[col.name] = {"values": buf.add(values)}
+                if len(values) <= 0xFFFF:  # offsets of two bytes suffice
+                    offsets = np.frombuffer(offsets, np.uint32).astype(np.uint16).tobytes()
+                    props[col.name]["stringOffsetType"] = "UINT16"
+                props[col.name]["stringOffsets"] = buf.add(offsets)
                 props_schema[col.name] = {"type": "STRING"}
             else:
                 arr = np.asarray(col.values, dtype=np.float32)

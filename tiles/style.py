@@ -18,6 +18,7 @@ from twin.domain import UTILITIES
 __all__ = [
     "TRUNK",
     "MAIN",
+    "COARSE_SIDES",
     "DETAIL",
     "APPEAR_DISTANCE_M",
     "MAX_CELL_M",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 TRUNK, MAIN, DETAIL = 0, 1, 2
+#: Sides of the circular pipes in a tile of trunk-level features only (the coarsest level,
+#: drawn from 20 km): a square tube with smooth normals; finer tiles keep 8/12/16 sides.
+COARSE_SIDES: Final = 4
 #: Distance (m) from which each level is drawn.
 APPEAR_DISTANCE_M: Final = (20_000.0, 3_000.0, 600.0)
 #: Largest quadtree cell (edge, m) that may hold each level, so that a level's tiles are

@@ -109,6 +109,72 @@ def db_upgrade() -> None:
         console.print(f"schema {settings.db_schema!r} at revision {current_revision(conn, settings)}")
 
 
+replica_app = typer.Typer(help="A read replica (hot standby) of the private cluster on loopback.",
+                          no_args_is_help=True)
+db_app.add_typer(replica_app, name="replica")
+
+
+def _standby():
+    from twin.errors import ConfigError
+    from twin.pgcluster import local_standby
+
+    settings = get_settings()
+    if settings.database_url:
+        raise ConfigError("TWIN_DATABASE_URL is set: the local replica is of the private cluster only; "
+                          "list a deployment's standbys in TWIN_READ_DATABASE_URLS")
+    return local_standby(settings)
+
+
+@replica_app.command("start")
+def replica_start() -> None:
+    """Make (pg_basebackup with a replication slot, first time) and start the standby (idempotent).
+
+    `twin serve` then sends reads there while TWIN_READ_DATABASE_URLS is empty.
+    """
+    standby = _standby()
+    with console.status("making the read replica (pg_basebackup)" if not standby.initialised()
+                        else "starting the read replica"):
+        started = standby.start()
+    console.print(("started" if started else "already running") + f" on port {standby.port} "
+                  f"({standby.data}, slot {standby.slot})")
+
+
+@replica_app.command("stop")
+def replica_stop(drop: bool = typer.Option(False, "--drop", help="Also remove the standby's "
+                                           "folder and its replication slot on the primary.")) -> None:
+    """Stop the standby (idempotent); --drop removes it."""
+    standby = _standby()
+    stopped = standby.stop(drop=drop)
+    console.print(("stopped" if stopped else "not running") + (" and removed" if drop else ""))
+
+
+@replica_app.command("status")
+def replica_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Whether the standby runs and streams, and its lag behind the primary (bytes, seconds)."""
+    s = _standby().status()
+    if as_json:
+        typer.echo(json.dumps(s))
+    elif not s["made"]:
+        console.print("read replica: not made (twin db replica start)")
+    else:
+        lag = (f"lag {s['lag_bytes']:,} bytes, {s['lag_s']:.3f} s" if s["streaming"] else "not streaming")
+        console.print(f"read replica: {'running' if s['running'] else 'stopped'} (port {s['port']}, "
+                      f"slot {s['slot']}, {s['data']}); {lag}")
+    if not s["running"]:
+        raise typer.Exit(code=1)
+
+
+@replica_app.command("url")
+def replica_url() -> None:
+    """Print the standby's connection URL (without its password)."""
+    import sqlalchemy as sa
+
+    standby = _standby()
+    url = sa.engine.make_url(standby.url)
+    typer.echo(url._replace(password=None).render_as_string(hide_password=False))
+    console.print(f"password: {standby.primary.app_password_file}")
+
+
 @app.command("summary")
 def summary(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Summarise the current network: counts and lengths by utility."""

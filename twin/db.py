@@ -122,7 +122,11 @@ def _password_from_file(engine: Engine, cluster: Cluster) -> None:
             cparams["password"] = password
 
 
-#: Connections a server process keeps open (and as many more at a peak).
+#: Connections a server process keeps beyond its request and heavy threads (the live hub's
+#: listener, jobs, sign-in look-ups), and may open more at a peak.
+SERVER_POOL_SPARE = 4
+SERVER_POOL_OVERFLOW = 8
+#: Connections an engine of a server process keeps open when not sized from its settings.
 SERVER_POOL_SIZE = 16
 
 # ----------------------------------------------------------------------------- statement timeout
@@ -242,5 +246,8 @@ def open_twin(settings: TwinSettings, *, limit_statements: bool = False) -> Engi
         return make_engine(settings)
     # The server keeps its connections: a new one costs a SCRAM exchange and a backend start,
     # which under load (25 requests at once per worker) would be paid again and again.
+    # As many as the threads that use them (TWIN_THREADS + TWIN_HEAVY_THREADS): a pool smaller
+    # than the concurrency opens and closes overflow connections on every burst.
+    pool = settings.threads + settings.heavy_threads + SERVER_POOL_SPARE
     return make_engine(settings, statement_timeout_s=settings.statement_timeout_s,
-                       pool_size=SERVER_POOL_SIZE, max_overflow=SERVER_POOL_SIZE)
+                       pool_size=pool, max_overflow=SERVER_POOL_OVERFLOW)

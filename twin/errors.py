@@ -17,6 +17,7 @@ __all__ = [
     "Unauthorised",
     "Forbidden",
     "TooBusy",
+    "Overloaded",
 ]
 
 
@@ -90,6 +91,17 @@ class TooBusy(TwinError):
     """
 
     code = "TOO_BUSY"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after))
+
+
+class Overloaded(TwinError):
+    """The server could not start the work within its deadline: its pool for that kind of work
+    stayed full (HTTP 503). ``retry_after``: seconds to wait before trying again."""
+
+    code = "OVERLOADED"
 
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
         super().__init__(message, code=code)

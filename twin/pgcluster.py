@@ -44,7 +44,7 @@ from twin.secretfiles import create_private, private_dir, read_secret, secret, s
 from twin.settings import TwinSettings
 
 __all__ = ["Cluster", "local_cluster", "database_url", "postgis_install_hint", "APP_ROLE",
-           "scram_verifier", "HBA"]
+           "scram_verifier", "HBA", "Standby", "local_standby", "read_urls", "REPLICATION_ROLE"]
 
 log = logging.getLogger(__name__)
 
@@ -139,18 +139,21 @@ class Cluster:
         return self._url(APP_ROLE, password) if password else self.admin_url
 
     # -- commands -------------------------------------------------------------
-    def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(self, args: list[str], check: bool = True,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         if os.geteuid() == 0:
             args = ["runuser", "-u", "postgres", "--", *args]
         log.debug("running %s", args)
-        proc = subprocess.run(args, capture_output=True, text=True)
+        proc = subprocess.run(args, capture_output=True, text=True,
+                              env={**os.environ, **env} if env else None)
         if check and proc.returncode != 0:
             tool = Path(args[4] if args[0] == "runuser" else args[0]).name
             raise DatabaseError(f"{tool} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc
 
-    def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self._run([str(self.bin / tool), *args], check=check)
+    def _pg(self, tool: str, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self._run([str(self.bin / tool), *args], check=check, env=env)
 
     def _own(self, path: Path) -> None:
         """Hand ``path`` to the cluster's system user (when root) and close it to others."""
@@ -227,11 +230,17 @@ class Cluster:
             "maintenance_work_mem = 512MB\n"
             "max_wal_size = 4GB\n"
             "max_connections = 100\n"
+            # Streaming replication (twin db replica): the defaults, written out.
+            "wal_level = replica\n"
+            "max_wal_senders = 10\n"
+            "max_replication_slots = 10\n"
+            "hot_standby = on\n"
         )
 
-    def _write_config_file(self, name: str, text: str, *, append: bool = False) -> None:
-        """Write (or append to) a file of the data folder as the cluster's user."""
-        path = self.data / name
+    def _write_config_file(self, name: str, text: str, *, append: bool = False,
+                           folder: Path | None = None) -> None:
+        """Write (or append to) a file of the data folder (or ``folder``) as the cluster's user."""
+        path = (folder or self.data) / name
         if os.geteuid() == 0:
             subprocess.run(["runuser", "-u", "postgres", "--", "sh", "-c", f"cat {'>>' if append else '>'} '{path}'"],
                            input=text, text=True, check=True)
@@ -385,3 +394,199 @@ def database_url(settings: TwinSettings, *, admin: bool = False) -> str:
     cluster = local_cluster(settings)
     return cluster.admin_url if admin else cluster.url
 
+
+
+# ----------------------------------------------------------------------------- read replicas
+#: The role a standby streams the primary's WAL as (REPLICATION, nothing else).
+REPLICATION_ROLE = "twin_replicator"
+#: The pg_hba.conf line that lets it in, from loopback only and with its password.
+HBA_REPLICATION = f"host    replication  {REPLICATION_ROLE}  127.0.0.1/32   scram-sha-256\n"
+
+
+def _open_replication(cluster: Cluster) -> str:
+    """Let a standby on loopback stream from ``cluster``: the replication role with its password
+    (0600 file in the secrets folder) and its pg_hba.conf line; returns the password."""
+    password = secret(cluster.secrets / f"{REPLICATION_ROLE}.pw")
+    role = sql.Identifier(REPLICATION_ROLE)
+    with cluster._connect("postgres") as conn:
+        level = conn.execute("SHOW wal_level").fetchone()[0]
+        senders = int(conn.execute("SHOW max_wal_senders").fetchone()[0])
+        if level == "minimal" or senders < 1:
+            raise ConfigError(f"the private cluster has wal_level = {level} and max_wal_senders = "
+                              f"{senders}: set wal_level = replica and max_wal_senders = 10 in "
+                              f"{cluster.data / 'postgresql.conf'}, then twin db stop && twin db start")
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (REPLICATION_ROLE,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION").format(role))
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                             "PASSWORD {}").format(role, sql.Literal(scram_verifier(password))))
+    hba = (cluster.data / "pg_hba.conf").read_text()
+    if HBA_REPLICATION.split() not in [line.split() for line in hba.splitlines()]:
+        cluster._write_config_file("pg_hba.conf", HBA_REPLICATION, append=True)
+        cluster._pg("pg_ctl", "reload", "-D", str(cluster.data))
+        for _ in range(50):  # the reload is asynchronous
+            try:
+                psycopg.connect(host="127.0.0.1", port=cluster.port, user=REPLICATION_ROLE,
+                                password=password, dbname="replication", replication="true",
+                                connect_timeout=5).close()
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+    return password
+
+
+@dataclass
+class Standby:
+    """A hot standby of the private cluster on loopback (``twin db replica``): a copy made by
+    ``pg_basebackup`` that streams the primary's WAL through a replication slot and answers
+    read-only queries. Its folder (``<TWIN_DATA_DIR>/pg-replica``) is the cluster user's alone;
+    its replication password sits there in a 0600 passfile (the server process reads it), and
+    in the secrets folder."""
+
+    primary: Cluster
+    root: Path
+    slot: str
+    port: int | None = None  # chosen (a free one) when the standby is made
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def passfile(self) -> Path:
+        return self.root / ".replication.pgpass"
+
+    def initialised(self) -> bool:
+        return (self.data / "standby.signal").exists()
+
+    def running(self) -> bool:
+        if not self.initialised():
+            return False
+        return self.primary._pg("pg_ctl", "status", "-D", str(self.data), check=False).returncode == 0
+
+    @property
+    def url(self) -> str:
+        """The application role's URL on the standby (the primary's roles and passwords)."""
+        if self.port is None:
+            raise ConfigError("the read replica is not made: twin db replica start")
+        return self.primary.url.replace(f":{self.primary.port}/", f":{self.port}/")
+
+    def start(self) -> bool:
+        """Make the standby (first time) and start it; False when it was already running."""
+        with self.primary._locked():
+            self.primary._start()
+            if not self.initialised():
+                self._make()
+            if self.running():
+                return False
+            if _port_busy(self.port):
+                raise DatabaseError(f"port {self.port} of the read replica is taken by another server; "
+                                    f"stop it, or remove the replica: twin db replica stop --drop")
+            self.primary._pg("pg_ctl", "start", "-D", str(self.data), "-l", str(self.root / "server.log"),
+                             "-w", "-t", "120")
+            return True
+
+    def _make(self) -> None:
+        """pg_basebackup into a fresh folder, with a new slot (-C -S) and standby settings (-R);
+        on failure the folder and the slot are removed again."""
+        password = _open_replication(self.primary)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        self.socket_dir.mkdir()
+        self.port = self.port or _free_port()
+        with os.fdopen(create_private(self.passfile), "w") as f:
+            f.write(f"127.0.0.1:{self.primary.port}:*:{REPLICATION_ROLE}:{password}\n")
+        for path in (self.root, self.socket_dir, self.passfile):
+            self.primary._own(path)
+        try:
+            self.primary._pg("pg_basebackup", "-D", str(self.data), "-h", "127.0.0.1",
+                             "-p", str(self.primary.port), "-U", REPLICATION_ROLE, "-w",
+                             "-R", "-C", "-S", self.slot, "-X", "stream", "-c", "fast",
+                             env={"PGPASSFILE": str(self.passfile), "PGAPPNAME": self.slot})
+            self.primary._write_config_file("postgresql.conf", folder=self.data, append=True, text=(
+                "\n# PipeTwin read replica (twin db replica)\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                "hot_standby = on\n"
+                "hot_standby_feedback = on\n"  # no reads cancelled by the primary's vacuum
+                "max_standby_streaming_delay = 5s\n"
+            ))
+        except Exception:
+            self._drop_slot()
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def stop(self, *, drop: bool = False) -> bool:
+        """Stop the standby (True if it was running); ``drop`` also removes it and its slot."""
+        with self.primary._locked():
+            stopped = self.running()
+            if stopped:
+                self.primary._pg("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+            if drop:
+                if self.primary.running():
+                    self._drop_slot()
+                shutil.rmtree(self.root, ignore_errors=True)
+            return stopped
+
+    def _drop_slot(self) -> None:
+        with self.primary._connect("postgres") as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = %s AND NOT active", (self.slot,))
+
+    def status(self) -> dict:
+        """State, and the lag behind the primary in bytes and seconds (from the primary's
+        ``pg_stat_replication``; seconds are 0 when nothing is waiting to be replayed)."""
+        out = {"made": self.initialised(), "running": self.running(), "port": self.port,
+               "slot": self.slot, "data": str(self.data), "streaming": False,
+               "lag_bytes": None, "lag_s": None}
+        if not self.primary.running():
+            return out
+        with self.primary._connect("postgres") as conn:
+            row = conn.execute(
+                "SELECT r.state, pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint, "
+                "extract(epoch FROM r.replay_lag)::float8 FROM pg_replication_slots s "
+                "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = %s",
+                (self.slot,)).fetchone()
+        if row is not None and row[0] == "streaming":
+            out.update(streaming=True, lag_bytes=int(row[1] or 0),
+                       lag_s=float(row[2] or 0.0) if row[1] else 0.0)
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_standby(settings: TwinSettings, cluster: Cluster | None = None) -> Standby:
+    """The read replica of this checkout's private cluster (not necessarily made)."""
+    cluster = cluster or local_cluster(settings)
+    root = (settings.data_dir / "pg-replica").resolve()
+    slot = "twin_replica_" + hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    return Standby(primary=cluster, root=root, slot=slot, port=_standby_port(root))
+
+
+def _standby_port(root: Path) -> int | None:
+    """The port written into a made standby's postgresql.conf (the last ``port =`` line)."""
+    try:
+        text = (root / "data" / "postgresql.conf").read_text()
+    except (FileNotFoundError, PermissionError):
+        return None
+    ports = [line.split("=", 1)[1].split("#")[0].strip() for line in text.splitlines()
+             if line.strip().startswith("port") and "=" in line]
+    return int(ports[-1]) if ports else None
+
+
+def read_urls(settings: TwinSettings) -> list[str]:
+    """The read replicas' URLs: ``TWIN_READ_DATABASE_URLS``, else the private cluster's local
+    standby when it runs (and ``TWIN_DATABASE_URL`` is unset), else none."""
+    if settings.read_database_urls:
+        return list(settings.read_database_urls)
+    if settings.database_url:
+        return []
+    standby = local_standby(settings)
+    return [standby.url] if standby.running() else []

@@ -34,6 +34,12 @@ class TwinSettings(BaseSettings):
         description="Longest a database statement of a server request may run (s; 0: no limit). "
         "Jobs (imports, scans, tile builds) and the command line are not limited.",
     )
+    read_database_urls: list[str] = Field(
+        default_factory=list,
+        description='SQLAlchemy URLs of read replicas (hot standbys) of the twin\'s database (JSON '
+        'list); `twin serve` sends reads there, writes to the primary. Empty: the private cluster\'s '
+        'local standby when it runs (`twin db replica start`), else none.',
+    )
     db_schema: str = Field(default="twin", description="PostgreSQL schema holding the twin.")
     crs: str = Field(default="EPSG:4548", description="Projected CRS (metres) of the twin.")
     vertical_datum: str = Field(
@@ -71,6 +77,16 @@ class TwinSettings(BaseSettings):
         description="CSV of expected service life by material (dig-site hazards); the shipped table when unset.",
     )
     tiles_dir: Path | None = Field(default=None, description="Folder of the 3D tileset; data_dir/tiles when unset.")
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Address of a dask.distributed scheduler (tcp://host:8786) that runs tile builds and "
+        "whole-network scans; unset: they run in this process, or on a LocalCluster with --dask.",
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1,
+        description="Worker processes of the LocalCluster (--dask without TWIN_DASK_SCHEDULER); the "
+        "cores when unset.",
+    )
     jwt_secret: str | None = Field(
         default=None,
         description="Secret that signs access tokens, at least 32 characters; unset means a random "
@@ -107,6 +123,20 @@ class TwinSettings(BaseSettings):
     analyses_global: int = Field(
         default=4, ge=1,
         description="Analyses and table readings a server process runs at once for all users (then 429).",
+    )
+    threads: int = Field(
+        default=16, ge=1,
+        description="Worker threads of a server process for requests (reads, light analyses); its "
+        "database pool holds as many connections, plus TWIN_HEAVY_THREADS and a few.",
+    )
+    heavy_threads: int = Field(
+        default=2, ge=1,
+        description="Threads of a server process for heavy work (whole-network analyses, documents), "
+        "apart from the request threads: reads never wait behind it.",
+    )
+    heavy_deadline_s: float = Field(
+        default=10.0, gt=0,
+        description="Longest a heavy request waits for a heavy thread (s); then 503 with Retry-After.",
     )
     max_table_rows: int = Field(
         default=2_000_000, ge=1,

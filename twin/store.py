@@ -58,6 +58,8 @@ __all__ = [
     "history",
     "feature",
     "as_of",
+    "timeline",
+    "changes_between",
     "check_text",
 ]
 
@@ -580,3 +582,119 @@ def as_of(conn: sa.Connection, t: datetime | str) -> dict[str, Any]:
                   for r in rows]
     return plain({"at": when, "counts": counts, "segments_by_utility": by_utility,
                         "length_m": round(sum(u["length_m"] for u in by_utility), 3)})  # type: ignore[return-value]
+
+
+# -- the network's changes over time (the viewer's history slider) -------------------------------
+#: Changes listed by :func:`timeline` at most (the latest; the first is always given).
+TIMELINE_LIMIT = 500
+#: Features :func:`changes_between` returns at most (counts cover them all).
+CHANGES_LIMIT = 5000
+
+
+def timeline(conn: sa.Connection, *, limit: int = TIMELINE_LIMIT) -> dict[str, Any]:
+    """When the network changed: every applied batch (import or edit), oldest first.
+
+    ``changes`` holds the latest ``limit`` batches (``at``, ``batch_id``, ``kind``, ``by``,
+    ``op``); ``first`` and ``latest`` are the first and the latest change times (None for an
+    empty twin) and ``total`` counts them all. The network as of a change's ``at`` includes it.
+    """
+    rows = conn.execute(sa.text(
+        "SELECT * FROM (SELECT id, kind, created_by, created_at, report ->> 'op' AS op FROM batch "
+        "               WHERE status = 'applied' ORDER BY created_at DESC, id DESC LIMIT :n) b "
+        "ORDER BY created_at, id"), {"n": max(1, int(limit))}).mappings().all()
+    span = conn.execute(sa.text("SELECT min(created_at), max(created_at), count(*), now() FROM batch "
+                                "WHERE status = 'applied'")).one()
+    return plain({
+        "first": span[0], "latest": span[1], "total": int(span[2]), "now": span[3],
+        "truncated": int(span[2]) > len(rows),
+        "changes": [{"at": r["created_at"], "batch_id": r["id"], "kind": r["kind"], "by": r["created_by"],
+                     "op": r["op"]} for r in rows],
+    })  # type: ignore[return-value]
+
+
+def _rows_at(kind: str, t: str) -> str:
+    """Each candidate's row in effect at time ``:<t>`` (live or retired), from the table or its history."""
+    return (f"SELECT id, version, retired_at, geom, to_jsonb(x) AS doc FROM {kind} x "
+            f"WHERE id = ANY(:ids) AND valid_from <= :{t} "
+            f"UNION ALL SELECT id, version, retired_at, geom, to_jsonb(h) - 'valid_to' - 'op' FROM {kind}_history h "
+            f"WHERE id = ANY(:ids) AND valid_from <= :{t} AND valid_to > :{t}")
+
+
+def _candidates(conn: sa.Connection, kind: str, t0: datetime, t1: datetime) -> list[str]:
+    """Ids with a version that began or ended in (t0, t1]: only these can differ between them."""
+    return live_ids(conn, f"SELECT id FROM {kind} WHERE valid_from > :t0 AND valid_from <= :t1 "
+                          f"UNION SELECT id FROM {kind}_history WHERE (valid_from > :t0 AND valid_from <= :t1) "
+                          f"OR (valid_to > :t0 AND valid_to <= :t1)", {"t0": t0, "t1": t1})
+
+
+def _kind_changes(conn: sa.Connection, kind: str, t0: datetime, t1: datetime,
+                  bbox: Sequence[float] | None, srid: int | None, limit: int) -> tuple[list[dict], dict]:
+    ids = _candidates(conn, kind, t0, t1)
+    if not ids:
+        return [], {}
+    target = (lambda g: f"ST_Transform({g}, {int(srid)})") if srid else (lambda g: g)
+    skip = ", ".join(f"'{c}'" for c in sorted(_BOOKKEEPING | {"geom", "retired_at", "retired_reason"}))
+    where = ""
+    params: dict[str, Any] = {"ids": ids, "t0": t0, "t1": t1, "n": int(limit)}
+    if bbox is not None:
+        where = ("AND (a.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, ST_SRID(coalesce(a.geom, b.geom))) "
+                 "OR b.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, ST_SRID(coalesce(a.geom, b.geom))))")
+        params.update(zip(("x0", "y0", "x1", "y1"), (float(v) for v in bbox), strict=True))
+    alive = "({s}.id IS NOT NULL AND ({s}.retired_at IS NULL OR {s}.retired_at > :{t}))"
+    was, now = alive.format(s="a", t="t0"), alive.format(s="b", t="t1")
+    sql = (
+        f"WITH a AS ({_rows_at(kind, 't0')}), b AS ({_rows_at(kind, 't1')}), "
+        f"d AS (SELECT coalesce(a.id, b.id) AS id, a.version AS v0, b.version AS v1, a.geom AS g0, b.geom AS g1, "
+        f"  CASE WHEN NOT {was} THEN 'added' WHEN NOT {now} AND b.id IS NULL THEN 'deleted' "
+        f"       WHEN NOT {now} THEN 'retired' ELSE 'changed' END AS change, "
+        f"  ARRAY(SELECT k FROM jsonb_object_keys(coalesce(a.doc, b.doc)) k WHERE k NOT IN ({skip}) "
+        f"        AND a.doc -> k IS DISTINCT FROM b.doc -> k ORDER BY k) AS changed, "
+        f"  ST_AsEWKB(a.geom) IS DISTINCT FROM ST_AsEWKB(b.geom) AS moved "
+        f"  FROM a FULL JOIN b ON a.id = b.id "
+        f"  WHERE ({was} OR {now}) AND ({was} IS DISTINCT FROM {now} OR a.version <> b.version) {where}) "
+        f"SELECT id, v0, v1, change, changed, moved, "
+        f"  (SELECT jsonb_object_agg(change, n) FROM (SELECT change, count(*) AS n FROM d GROUP BY change) c) "
+        f"  AS counts, "
+        f"  CAST(ST_AsGeoJSON({target('g0')}, 9) AS json) AS before, "
+        f"  CAST(ST_AsGeoJSON({target('g1')}, 9) AS json) AS after "
+        f"FROM d ORDER BY id LIMIT :n")
+    rows = conn.execute(sa.text(sql), params).mappings().all()
+    out = []
+    for r in rows:
+        changed = [*r["changed"], *(["geom"] if r["moved"] and r["change"] == "changed" else [])]
+        out.append({"kind": kind, "id": r["id"], "change": r["change"], "version_before": r["v0"],
+                    "version_after": r["v1"], "changed": sorted(changed) if r["change"] == "changed" else [],
+                    "before": r["before"] if r["change"] != "added" else None,
+                    "after": r["after"] if r["change"] in ("added", "changed") else None})
+    return out, dict(rows[0]["counts"]) if rows else {}
+
+
+def changes_between(conn: sa.Connection, t0: datetime | str, t1: datetime | str, *,
+                    bbox: Sequence[float] | None = None, kinds: Sequence[str] = ("segment",),
+                    srid: int | None = None, limit: int = CHANGES_LIMIT) -> dict[str, Any]:
+    """What changed in the network between two times: each feature that was ``added``,
+    ``retired``, ``deleted`` or ``changed`` (with the columns that differ, ``geom`` for the
+    geometry) from the network as of ``t0`` to the network as of ``t1``.
+
+    A feature added and retired again between the two is no change. ``bbox`` (x0, y0, x1, y1
+    in the twin CRS) keeps features whose geometry then or now meets it. Each change carries
+    its ``before`` and ``after`` geometry (GeoJSON, the twin CRS unless ``srid`` names another;
+    None where it did not exist). Only rows with a version that began or ended between the two
+    times are compared (found by one pass over the table and its history), never the two
+    whole networks.
+    """
+    start, end = _instant(t0), _instant(t1)
+    if start > end:
+        raise InputError(f"the first time ({start.isoformat()}) is after the second ({end.isoformat()})")
+    if bbox is not None:
+        if len(bbox) != 4 or not all(math.isfinite(float(v)) for v in bbox) or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
+            raise InputError("bbox: four finite numbers x0, y0, x1, y1 with x0 <= x1 and y0 <= y1")
+    features: list[dict] = []
+    counts: dict[str, dict[str, int]] = {}
+    for kind in kinds:
+        room = max(0, limit - len(features))
+        rows, counts[kind] = _kind_changes(conn, _kind(kind), start, end, bbox, srid, room or 1)
+        features += rows[:room]
+    total = sum(n for c in counts.values() for n in c.values())
+    return plain({"from": start, "to": end, "features": features, "counts": counts, "total": total,
+                  "truncated": total > len(features)})  # type: ignore[return-value]

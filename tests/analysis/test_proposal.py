@@ -184,16 +184,19 @@ def test_override_and_revision(twin):
     engine, settings = twin
     report = submit_proposal(engine, gas(WATER_TOP - 0.1, fid="Q1", x=E0 + 70), settings, user="alice")
     pid = report.proposal_id
-    by_kind = {f.kind: f.key for f in report.findings}
-    assert report.findings[0].kind == "collision" and "clearance_vertical" in by_kind
+    (first,) = report.findings  # one finding for the pair, carrying both rules it breaks
+    assert first.kind == "collision" and [r["kind"] for r in first.rules] == ["collision", "clearance_vertical"]
     decide_proposal(engine, pid, "reviewed", settings, user="bob")
-    # a revised geometry deeper down: the collision is gone (resolved), a new version starts as new
+    # a revised geometry deeper down: the collision is gone, the pair keeps its key with one rule left
     revised = recheck_proposal(engine, pid, settings, source=gas(WATER_BOTTOM - 0.12, fid="Q1", x=E0 + 70),
                                user="alice")
     assert revised.version == 2 and revised.status == "new"
-    assert [(r["key"], r["status"]) for r in revised.resolved] == [(by_kind["collision"], "resolved")]
-    (f,) = revised.findings  # same pair, same kind: the same key, now with a positive gap
-    assert f.key == by_kind["clearance_vertical"] and f.measured_m == pytest.approx(0.12, abs=1e-6)
+    assert revised.resolved == []
+    (f,) = revised.findings
+    assert f.key == first.key and f.kind == "clearance_vertical" and f.measured_m == pytest.approx(0.12, abs=1e-6)
+    assert [r["kind"] for r in f.rules] == ["clearance_vertical"]
+    changed = {c["key"]: c["changed"] for c in revised.changes["changed"]}
+    assert changed[f.key]["kind"] == ["collision", "clearance_vertical"]
     decide_proposal(engine, pid, "reviewed", settings, user="bob")
     d = decide_proposal(engine, pid, "approved", settings, user="bob", override="protective slab; owner agreed")
     assert d["status"] == "approved" and d["override_note"] == "protective slab; owner agreed"

@@ -123,7 +123,8 @@ def test_stored_proposal_package(api: Api, engine: sa.Engine, artifacts: Path) -
     )
     pid = report.proposal_id
     kinds = [f.kind for f in report.findings]
-    assert kinds[0] == "collision" and len(kinds) >= 2
+    # one finding for the crossing, carrying the collision and the vertical clearance it breaks
+    assert kinds[0] == "collision" and len(report.findings[0].rules) >= 2
     # the stamp: the network and the rules the check saw, stored with the proposal
     stamp = report.stamp
     assert stamp["network_mark"] == change_mark(engine)
@@ -168,6 +169,7 @@ def test_stored_proposal_package(api: Api, engine: sa.Engine, artifacts: Path) -
     stored = api.get(f"/proposals/{pid}").json()
     assert_findings_printed(text, stored["findings"])
     assert "套管保护 casing" in text and "业主同意 owner agreed" in text
+    assert "违反规则 Rule 1" in text and "违反规则 Rule 2" in text
     for who in ("alice", "bob", "carol", "dora"):
         assert who in text
     # the profile along the proposal crosses the water main: its clear distance is printed

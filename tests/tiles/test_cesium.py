@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from pyproj import Transformer
 
 from tests.tiles.conftest import ROOT, tileset_tiles
+from tests.tiles.gltf_reader import read_glb
 from twin.db import open_twin
 
 CESIUM = ROOT / "node_modules" / "cesium" / "Build" / "Cesium"
@@ -139,6 +140,10 @@ def test_cesium_loads_every_tile_and_picks_a_pipe(demo_twin, demo_tiles, server,
     tiles_dir, _ = demo_tiles
     tileset = json.loads((tiles_dir / "tileset.json").read_text())
     n_content = sum(1 for t, _ in tileset_tiles(tileset) if "content" in t)
+    # The contents CesiumJS decodes are light tiles (quantized, meshopt-compressed).
+    for path in tiles_dir.glob("t/**/*.glb"):
+        assert set(read_glb(path).json["extensionsRequired"]) == {"KHR_mesh_quantization",
+                                                                  "EXT_meshopt_compression"}
     pipe_id, utility, target = _target_pipe(demo_twin)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []

@@ -33,10 +33,20 @@ def test_glb_chunks_are_padded_to_four_bytes(demo_tiles):
         for _, start, size in glb.chunks:
             assert start % 4 == 0 and size % 4 == 0
         assert glb.json["buffers"][0]["byteLength"] <= len(glb.bin) < glb.json["buffers"][0]["byteLength"] + 4
+        buffers = glb.json["buffers"]
         for view in glb.json["bufferViews"]:
             # EXT_structural_metadata wants 8-byte aligned views; vertex data 4-byte aligned.
             assert view.get("byteOffset", 0) % 8 == 0
-            assert view.get("byteOffset", 0) + view["byteLength"] <= len(glb.bin)
+            assert view.get("byteOffset", 0) + view["byteLength"] <= buffers[view["buffer"]]["byteLength"]
+            ext = view.get("extensions", {}).get("EXT_meshopt_compression")
+            if view["buffer"] == 0:
+                assert ext is None and view.get("byteOffset", 0) + view["byteLength"] <= len(glb.bin)
+            else:  # the fallback buffer has no data: the view is compressed into the GLB buffer
+                assert buffers[view["buffer"]]["extensions"]["EXT_meshopt_compression"] == {"fallback": True}
+                assert "uri" not in buffers[view["buffer"]]
+                assert ext["buffer"] == 0 and ext["byteOffset"] % 4 == 0
+                assert ext["byteOffset"] + ext["byteLength"] <= len(glb.bin)
+                assert ext["count"] * ext["byteStride"] == view["byteLength"]
 
 
 def test_feature_ids_index_their_property_tables(demo_tiles):
@@ -66,7 +76,7 @@ def test_feature_ids_index_their_property_tables(demo_tiles):
             schema = classes[table["class"]]["properties"]
             for name, prop in table["properties"].items():
                 if schema[name]["type"] == "STRING":
-                    offsets = np.frombuffer(glb.view(prop["stringOffsets"]), dtype=np.uint32)
+                    offsets = glb.string_offsets(prop)
                     assert len(offsets) == n + 1 and offsets[0] == 0 and np.all(np.diff(offsets.astype(np.int64)) >= 0)
                     assert offsets[-1] <= len(glb.view(prop["values"]))
                 else:

@@ -266,11 +266,11 @@ def test_clicking_a_pipe_shows_its_id_utility_record_and_history(app: App, burst
     page.wait_for_selector(f"[data-role=feature-head][data-id='{pipe_id}']", timeout=TIMEOUT_MS)
     assert page.inner_text("[data-role=feature-id]") == pipe_id
     tiles = page.inner_text("[data-role=tile-attributes]")
-    assert pipe_id in tiles and f"{utility} Water supply" in tiles
+    assert pipe_id in tiles and f"{utility} 给水" in tiles  # zh-CN first: the code spelled out
     page.wait_for_selector("[data-role=record]", timeout=TIMEOUT_MS)
     page.wait_for_selector("[data-role=history]", timeout=TIMEOUT_MS)
-    assert f"{utility} Water supply" in page.inner_text("[data-role=record]")
-    assert "created" in page.inner_text("[data-role=history]")
+    assert f"{utility} 给水" in page.inner_text("[data-role=record]")
+    assert "新建" in page.inner_text("[data-role=history]")
     assert page.evaluate("window.twinViewer.display.selected") == pipe_id
     app.shot("04-pick-pipe")
     app.assert_clean()
@@ -376,7 +376,7 @@ def test_a_proposal_upload_shows_its_findings_the_report_and_the_approval(app: A
     ui = page.eval_on_selector_all("[data-role=findings] tbody tr", "rows => rows.map(r => r.dataset.finding)")
     assert ui == [f["key"] for f in check["findings"]] and ui
     assert any(f["kind"] == "collision" for f in check["findings"])
-    assert page.inner_text("[data-role=proposal-result]") == "fail"
+    assert page.inner_text("[data-role=proposal-result]") == "未通过"  # fail, in zh-CN
     # Drawn in its own colour, findings marked, involved pipes coloured.
     page.wait_for_function("window.twinViewer.proposalDrawn()", timeout=TIMEOUT_MS)
     entities = page.evaluate("window.twinViewer.world.widget.dataSources.getByName('proposal')[0].entities.values"
@@ -396,8 +396,8 @@ def test_a_proposal_upload_shows_its_findings_the_report_and_the_approval(app: A
     report_page.close()
     # The approver who uploaded it marks it reviewed; approving their own proposal is refused
     # (four eyes) and the server's reason is shown.
-    page.click("button:has-text('Mark reviewed')")
-    page.wait_for_function("document.querySelector('[data-role=proposal-status]').textContent === 'reviewed'",
+    page.click("button[data-action=review]")
+    page.wait_for_function("document.querySelector('[data-role=proposal-status]').dataset.status === 'reviewed'",
                            timeout=TIMEOUT_MS)
     decision = f"/proposals/{report['proposal_id']}/decision"
     app.watch.allow(403, decision)
@@ -445,10 +445,10 @@ def test_a_submitter_downloads_the_package_and_withdraws_the_proposal(app: App, 
     # Its submitter takes it back: no decision is offered on a withdrawn proposal.
     page.once("dialog", lambda d: d.accept("wrong road"))
     page.click("button[data-action=withdraw]")
-    page.wait_for_function("document.querySelector('[data-role=proposal-status]').textContent === 'withdrawn'",
+    page.wait_for_function("document.querySelector('[data-role=proposal-status]').dataset.status === 'withdrawn'",
                            timeout=TIMEOUT_MS)
     assert not page.is_visible("button[data-action=withdraw]")
-    assert not page.is_visible("button[data-action=reject]") and not page.is_visible("button:has-text('Mark reviewed')")
+    assert not page.is_visible("button[data-action=reject]") and not page.is_visible("button[data-action=review]")
     stored = httpx.get(f"{app.server.url}/proposals/{pid}", headers={"Authorization": f"Bearer {app.token}"},
                        timeout=30).json()
     assert stored["status"] == "withdrawn"

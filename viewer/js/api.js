@@ -4,6 +4,8 @@
 // it as a bearer token; a 401 ends the session and brings back the sign-in page. Errors
 // become ApiError with the server's JSON `description`, for the user to read.
 
+import { tr } from './i18n.js';
+
 const KEY = 'pipetwin.session';
 
 export class ApiError extends Error {
@@ -94,7 +96,7 @@ export async function request(path, { method = 'GET', json, body, headers = {}, 
   try {
     r = await fetch(url, { method, headers: h, body });
   } catch (e) {
-    throw new ApiError(0, 'NETWORK', `the server cannot be reached (${e.message})`, url);
+    throw new ApiError(0, 'NETWORK', tr(`无法连接服务器（${e.message}）`, `the server cannot be reached (${e.message})`), url);
   }
   if (r.status === 401) {
     const err = await problem(r);

@@ -4,7 +4,8 @@
 // may analyse recomputes stale results as a job (POST /criticality/jobs).
 
 import { can, getJSON, postJSON } from './api.js';
-import { $, el, guard, num, toast } from './ui.js';
+import { $, el, guard, num, toast, when } from './ui.js';
+import { onLang, tr } from './i18n.js';
 import { clearMarks, setMarks } from './tools.js';
 
 /** Customers cut off (用户数), lower bounds of the classes, and their colours (light to dark). */
@@ -44,7 +45,7 @@ async function show() {
 
 async function recompute() {
   const { jobID } = await postJSON('/criticality/jobs');
-  toast('关阀影响: recomputing the criticality of every segment …');
+  toast(tr('关阀影响：正在重新计算每条管段的关阀影响…', 'Shutoff impact: recomputing the criticality of every segment …'));
   for (;;) {
     await new Promise((resolve) => { setTimeout(resolve, 500); });
     const doc = await getJSON(`/jobs/${jobID}`);
@@ -56,35 +57,36 @@ async function recompute() {
 
 function legend() {
   return el('ul', { class: 'legend', 'data-role': 'criticality-legend' }, CLASSES.map((c, i) => el('li', {},
-    el('i', { class: 'swatch', style: { background: c.css } }), el('span', { class: 'name' }, `${c.label} 户`),
-    state.counts ? el('span', { class: 'detail' }, `${state.counts[i]} pipes`) : null)));
+    el('i', { class: 'swatch', style: { background: c.css } }), el('span', { class: 'name' }, tr(`${c.label} 户`, `${c.label} customers`)),
+    state.counts ? el('span', { class: 'detail' }, tr(`${num(state.counts[i], 0)} 条管段`, `${num(state.counts[i], 0)} pipes`)) : null)));
 }
 
 function status() {
   const s = state.result?.state;
   if (!s) return null;
-  if (!s.computed) return el('p', { class: 'muted small' }, 'Not computed yet 尚未计算.');
-  const when = String(s.computed_at || '').slice(0, 16).replace('T', ' ');
+  if (!s.computed) return el('p', { class: 'muted small' }, tr('尚未计算。', 'Not computed yet.'));
+  const at = when(s.computed_at);
   return el('p', { class: 'muted small', 'data-role': 'criticality-status' },
-    `${num(s.segments, 0)} segments, worst ${TOP} shown; computed ${when}${s.stale ? ' — stale 已过期' : ''}`);
+    tr(`${num(s.segments, 0)} 条管段，显示影响最大的 ${TOP} 条；计算于 ${at}${s.stale ? '（已过期）' : ''}`,
+      `${num(s.segments, 0)} segments, worst ${TOP} shown; computed ${at}${s.stale ? ' — stale' : ''}`));
 }
 
 function render() {
   const root = $('#criticality-layer');
   if (!root) return;
   const box = el('input', { type: 'checkbox', checked: state.on, dataset: { role: 'criticality-toggle' } });
-  box.addEventListener('change', () => guard('关阀影响 Criticality', () => toggle(box.checked)));
+  box.addEventListener('change', () => guard(tr('关阀影响', 'Criticality'), () => toggle(box.checked)));
   const stale = state.result?.state?.stale;
-  root.replaceChildren(
-    el('h3', {}, '关阀影响 Shutoff impact'),
-    el('label', { class: 'toggle' }, box, 'Colour pipes by customers cut off (用户数)'),
+  root.replaceChildren(...[ // replaceChildren would write a null as the text "null"
+    el('h3', {}, tr('关阀影响', 'Shutoff impact')),
+    el('label', { class: 'toggle' }, box, tr('按停水用户数着色', 'Colour pipes by customers cut off')),
     state.on ? legend() : null,
     state.on ? status() : null,
     state.on && stale && can('analyse')
-      ? el('div', { class: 'actions' }, el('button', { onclick: () => guard('关阀影响 Criticality', recompute) },
-        'Recompute 重新计算'))
+      ? el('div', { class: 'actions' }, el('button', { onclick: () => guard(tr('关阀影响', 'Criticality'), recompute) },
+        tr('重新计算', 'Recompute')))
       : null,
-  );
+  ].filter(Boolean));
 }
 
 /** Show or hide the map; returns the stored answer shown. */
@@ -104,4 +106,5 @@ export function criticalityState() {
 
 export function init() {
   render();
+  onLang(() => render());
 }

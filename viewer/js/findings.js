@@ -4,13 +4,18 @@
 // covers needs a reason). The life cycle is the server's (analysis/findings.py); this only shows it.
 
 import { can, enc, getJSON, postJSON } from './api.js';
-import { $, busy, el, guard, showPanel, table, text, toast } from './ui.js';
+import { $, busy, el, guard, num, showPanel, table, text, toast } from './ui.js';
 import { cartesian, toLonLat } from './geo.js';
 import { lookDownAt } from './scene.js';
 import { setMarks } from './tools.js';
+import { knows, named, tr } from './i18n.js';
 
-export const STATUS_ZH = { new: '新发现', active: '活动', reviewed: '已审核', approved: '已批准', resolved: '已解决' };
-export const VERDICT_ZH = { violation: '违规', uncertain: '无法判定', no_rule: '无规则' };
+/** The statuses and verdicts a filter offers; their names come from GET /view/vocabulary. */
+export const STATUSES = ['new', 'active', 'reviewed', 'approved', 'resolved'];
+export const VERDICTS = ['violation', 'uncertain', 'no_rule'];
+const statusName = (s) => named('finding_status', s);
+const verdictName = (v) => named('verdict', v);
+const kindName = (k) => (knows('scan_kind', k) ? named('scan_kind', k) : named('finding_kind', k));
 const COLOURS = { violation: '#ff2d2d', uncertain: '#ff9f1a', no_rule: '#b04dff' };
 const MOVES = { new: ['reviewed', 'approved', 'active'], active: ['reviewed', 'approved'],
   reviewed: ['approved', 'active'], approved: ['reviewed', 'active'], resolved: [] };
@@ -24,11 +29,11 @@ function query(filters) {
   return q.toString();
 }
 
-function choice(name, labels, chosen) {
+function choice(name, codes, nameOf, chosen) {
   return el('fieldset', { class: 'filters', 'data-filter': name },
-    ...Object.entries(labels).map(([k, zh]) => el('label', {},
+    ...codes.map((k) => el('label', {},
       el('input', { type: 'checkbox', value: k, checked: chosen.includes(k) || null,
-        onchange: (e) => { toggle(name, k, e.target.checked); } }), ` ${zh} ${k}`)));
+        onchange: (e) => { toggle(name, k, e.target.checked); } }), ` ${nameOf(k)}`)));
 }
 
 function toggle(name, value, on) {
@@ -40,27 +45,28 @@ function toggle(name, value, on) {
 /** The findings list with its filters; a row zooms to the finding. */
 export async function openList(filters = null) {
   if (filters) state.filters = { status: filters.status || [], verdict: filters.verdict || [] };
-  showPanel('管线问题 Findings', busy('Reading the findings…'), 'findings');
-  return guard('Findings', async () => {
+  showPanel(tr('管线问题', 'Findings'), busy(tr('正在读取问题…', 'Reading the findings…')), 'findings');
+  return guard(tr('管线问题', 'Findings'), async () => {
     const doc = await getJSON(`/findings?${query(state.filters)}`);
     state.doc = doc;
     const rows = doc.findings.map((f) => ({
       attrs: { dataset: { finding: f.key, verdict: f.verdict, status: f.status }, onclick: () => zoomTo(f),
         style: { cursor: 'pointer' } },
-      cells: [el('span', { class: 'badge', 'data-status': f.status }, f.status_label),
-        el('span', { class: 'badge', style: { color: COLOURS[f.verdict] } }, f.verdict_label), f.kind,
+      cells: [el('span', { class: 'badge', 'data-status': f.status }, statusName(f.status)),
+        el('span', { class: 'badge', style: { color: COLOURS[f.verdict] } }, verdictName(f.verdict)), kindName(f.kind),
         `${f.a_id} / ${f.b_id || '–'}`, text(f.road)],
     }));
     const c = doc.counts;
-    showPanel('管线问题 Findings', [
-      choice('status', STATUS_ZH, state.filters.status),
-      choice('verdict', VERDICT_ZH, state.filters.verdict),
-      el('p', { 'data-role': 'finding-counts' }, `${doc.numberMatched} 项 findings: ` +
-        Object.entries(c.verdict).map(([k, n]) => `${VERDICT_ZH[k]} ${n}`).join(', ') +
-        (doc.numberMatched > doc.findings.length ? ` (first ${doc.findings.length} shown)` : '')),
-      rows.length ? table(['状态 status', '判定 verdict', '类型 kind', '管段 pipes', '道路 road'], rows,
+    const counts = Object.entries(c.verdict).map(([k, n]) => `${verdictName(k)} ${n}`).join(tr('，', ', '));
+    const more = doc.numberMatched > doc.findings.length;
+    showPanel(tr('管线问题', 'Findings'), [
+      choice('status', STATUSES, statusName, state.filters.status),
+      choice('verdict', VERDICTS, verdictName, state.filters.verdict),
+      el('p', { 'data-role': 'finding-counts' }, tr(`共 ${doc.numberMatched} 项：${counts}${more ? `（显示前 ${doc.findings.length} 项）` : ''}`,
+        `${doc.numberMatched} findings: ${counts}${more ? ` (first ${doc.findings.length} shown)` : ''}`)),
+      rows.length ? table([tr('状态', 'status'), tr('判定', 'verdict'), tr('类型', 'kind'), tr('管段', 'pipes'), tr('道路', 'road')], rows,
         { 'data-role': 'finding-list' })
-        : el('p', { class: 'muted' }, '没有问题 No findings: run the whole-network scan (twin analyze scan).'),
+        : el('p', { class: 'muted' }, tr('没有问题：请先运行全网扫描（twin analyze scan）。', 'No findings: run the whole-network scan (twin analyze scan).')),
     ], 'findings');
     return doc;
   });
@@ -74,24 +80,25 @@ export async function zoomTo(f) {
     const [p] = await toLonLat([[f.x, f.y, f.z ?? 0]]);
     if (p) lookDownAt(cartesian(p), 40);
   }
-  const note = el('input', { type: 'text', maxlength: '2000', placeholder: '说明 note (approving a violation needs one)',
+  const note = el('input', { type: 'text', maxlength: '2000', placeholder: tr('说明（批准违规项时必填）', 'note (approving a violation needs one)'),
     'data-role': 'finding-note' });
   const moves = can('approve') ? (MOVES[f.status] || []) : [];
-  showPanel(`问题 ${f.key}`, [
-    el('p', { 'data-role': 'finding-summary' }, `${f.status_label} ${f.status} · ${f.verdict_label} ${f.verdict} · ` +
-      `${f.kind} ${f.a_id} / ${f.b_id || '–'} (${f.utility_pair || ''}), ${text(f.road)}; measured ` +
-      `${f.measured_m ?? '–'} m, required ${f.required_m ?? '–'} m, ± ${f.uncertainty_m ?? '–'} m`),
+  showPanel(`${tr('问题', 'Finding')} ${f.key}`, [
+    el('p', { 'data-role': 'finding-summary' }, `${statusName(f.status)} · ${verdictName(f.verdict)} · ` +
+      `${kindName(f.kind)} ${f.a_id} / ${f.b_id || '–'} (${f.utility_pair || ''}), ${text(f.road)}; ` +
+      tr(`实测 ${num(f.measured_m, 2, 'm')}，要求 ${num(f.required_m, 2, 'm')}，± ${num(f.uncertainty_m, 2, 'm')}`,
+        `measured ${num(f.measured_m, 2, 'm')}, required ${num(f.required_m, 2, 'm')}, ± ${num(f.uncertainty_m, 2, 'm')}`)),
     moves.length ? el('div', {}, note, ...moves.map((s) => el('button', { 'data-move': s, onclick: () => move(f, s, note.value) },
-      `${STATUS_ZH[s]} ${s}`))) : '',
-    el('button', { onclick: () => openList() }, '返回列表 Back to the list'),
+      statusName(s)))) : '',
+    el('button', { onclick: () => openList() }, tr('返回列表', 'Back to the list')),
   ], 'findings');
   return f;
 }
 
 async function move(f, status, note) {
-  return guard('Finding status', async () => {
+  return guard(tr('问题状态', 'Finding status'), async () => {
     const r = await postJSON(`/findings/${enc(f.key)}/status`, note ? { status, note } : { status });
-    toast(`${r.key}: ${r.status_label} ${r.status}`);
+    toast(`${r.key}: ${statusName(r.status)}`);
     return zoomTo(r);
   });
 }

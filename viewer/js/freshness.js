@@ -3,6 +3,7 @@
 // When they differ a banner says so: while the server rebuilds, then with a button to load the
 // newer tileset once it is there. A tileset of another twin is refused by the server (409).
 
+import { tr } from './i18n.js';
 import { getJSON } from './api.js';
 import { world } from './scene.js';
 
@@ -34,8 +35,8 @@ export async function checkFreshness() {
     box.hidden = state === 'current';
     box.dataset.state = state;
     box.querySelector('.msg').textContent = state === 'newer'
-      ? '三维视图落后于数据：新的三维瓦片已生成 The 3D view is behind the data: newer tiles are ready'
-      : '三维视图落后于数据：正在重建三维瓦片 The 3D view is behind the data: the tiles are being rebuilt';
+      ? tr('三维视图落后于数据：新的三维瓦片已生成', 'The 3D view is behind the data: newer tiles are ready')
+      : tr('三维视图落后于数据：正在重建三维瓦片', 'The 3D view is behind the data: the tiles are being rebuilt');
     box.querySelector('button').hidden = state !== 'newer';
   }
   return state;

@@ -42,6 +42,63 @@ export function restoreLang() {
   setLang(saved || 'zh-CN');
 }
 
+/** The locale for Intl formats of the language in use. */
+export function locale() {
+  return current === 'en' ? 'en-GB' : 'zh-CN';
+}
+
+// ------------------------------------------------------------------ names of codes
+// The server names every code the viewer shows (GET /view/vocabulary: utilities, subtypes,
+// burial, statuses, finding kinds, column labels ...), Chinese and English, from the one place
+// each list is declared. No second dictionary of codes lives here.
+let words = {};
+
+/** The server's vocabulary ({category: {code: [zh, en]}, column: {kind: {name: [zh, en, unit]}}}). */
+export function setVocabulary(v) {
+  words = v || {};
+  for (const fn of listeners) fn(current);
+}
+
+/** A code spelled out in the language in use: named('burial', 'ZM') -> '直埋'; unknown codes as
+ * they are. */
+export function named(category, code) {
+  if (code === undefined || code === null || code === '') return code;
+  const w = (words[category] || {})[String(code)];
+  return w ? tr(w[0], w[1]) : String(code);
+}
+
+/** Whether the vocabulary names this code. */
+export function knows(category, code) {
+  return Boolean((words[category] || {})[String(code)]);
+}
+
+/** A column's label from the catalogue, with its unit: colLabel('segment', 'diameter_mm') ->
+ * '管径 (mm)'. Kinds are tried in order; unknown names read with spaces. */
+export function colLabel(kinds, name, { unit = true } = {}) {
+  for (const kind of [].concat(kinds, ['segment', 'node', 'valve', 'source', 'customer', 'proposal'])) {
+    const w = ((words.column || {})[kind] || {})[name];
+    if (w) return unit && w[2] ? `${tr(w[0], w[1])} (${w[2]})` : tr(w[0], w[1]);
+  }
+  return String(name).replace(/_/g, ' ');
+}
+
+/** The language switch: a button that shows the other language; `save(lang)` stores it. */
+export function langSwitch(button, save) {
+  const label = () => {
+    button.textContent = current === 'en' ? '中' : 'EN';
+    button.title = current === 'en' ? '切换到中文 Switch to Chinese' : 'Switch to English 切换到英文';
+    button.setAttribute('aria-label', button.title);
+    button.lang = current === 'en' ? 'zh-CN' : 'en';
+  };
+  label();
+  onLang(label);
+  button.addEventListener('click', async () => {
+    const next = current === 'en' ? 'zh-CN' : 'en';
+    setLang(next);
+    await save(next);
+  });
+}
+
 const ATTRS = ['title', 'placeholder', 'aria-label'];
 
 /** Swap the static texts of `root` (index.html) into the language in use. */

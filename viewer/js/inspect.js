@@ -5,36 +5,36 @@ import { enc, getJSON } from './api.js';
 import { attributes, busy, el, guard, num, section, showPanel, table, text, toast, when } from './ui.js';
 import { flyToGeometry } from './scene.js';
 import { activate, register, restyle } from './tools.js';
-import { display, PRESSURISED, utilityCss, UTILITY } from './style.js';
+import { display, PRESSURISED, utilityCss } from './style.js';
+import { colLabel, knows, named, tr } from './i18n.js';
 
-const LABELS = {
-  id: 'Id', utility: 'Utility', subtype: 'Subtype', size: 'Size', size_text: 'Size', material: 'Material',
-  depth_m: 'Depth (m)', built: 'Built', built_year: 'Year built', owner: 'Owner', status: 'Status',
-  kind: 'Kind', name: 'Name', shape: 'Shape', diameter_mm: 'Diameter (mm)', width_mm: 'Width (mm)',
-  height_mm: 'Height (mm)', burial: 'Burial', pressure_mpa: 'Pressure (MPa)', voltage_kv: 'Voltage (kV)',
-  cables: 'Cables', holes_total: 'Duct holes', holes_used: 'Holes used', casing: 'Casing', flow: 'Flow',
-  road: 'Road', remarks: 'Remarks', depth_reference: 'Depth to', from_node: 'From point', to_node: 'To point',
-  from_depth_m: 'Depth at start (m)', to_depth_m: 'Depth at end (m)', from_z: 'Centre elev. start (m)',
-  to_z: 'Centre elev. end (m)', length_m: 'Length (m)', scope: 'Scope', version: 'Version',
-  valid_from: 'Valid from', map_id: 'Map no.', feature: 'Feature', appurtenance: 'Appurtenance',
-  ground_z: 'Ground elev. (m)', well_depth_m: 'Well depth (m)', well_bottom_z: 'Well bottom (m)',
-  eccentric_well_id: 'Eccentric well', sheet: 'Sheet', survey_date: 'Surveyed',
+/** Tile properties that are a catalogue column under another name. */
+const ALIAS = { size: 'size_text' };
+/** Columns whose values are codes, and the vocabulary category that names them. */
+export const CODED = {
+  utility: 'utility', subtype: 'utility', burial: 'burial', shape: 'shape', status: 'status',
+  depth_reference: 'depth_reference', feature: 'feature', appurtenance: 'appurtenance',
+  survey_class: 'survey_class', what: ['appurtenance', 'feature'], kind: ['appurtenance', 'feature'],
 };
 
 function label(name) {
-  return LABELS[name] || name.replace(/_/g, ' ');
+  return colLabel(['segment', 'node'], ALIAS[name] || name);
 }
 
-function value(name, v) {
+/** A value for people: codes spelled out (直埋 for ZM), numbers per locale, yes/no. */
+export function value(name, v) {
   if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v === 'boolean') return named('boolean', String(v));
+  // Survey codes (ZM, YS) stay beside their name; words (circular, active) are replaced.
+  const cat = [].concat(CODED[name] || []).find((c) => knows(c, v));
+  if (cat) return `${named(cat, v)}${/^[A-Z0-9]+$/.test(v) ? ` (${v})` : ''}`;
   if (typeof v === 'number' && !Number.isInteger(v)) return num(v, name.endsWith('_m') || name.endsWith('_z') ? 2 : 3);
   return v;
 }
 
 export function utilityBadge(code) {
-  const u = UTILITY[code];
   return el('span', { class: 'utility' }, el('i', { class: 'swatch', style: { background: utilityCss(code) } }),
-    u ? `${code} ${u.en} ${u.zh}` : text(code));
+    knows('utility', code) ? `${code} ${named('utility', code)}` : text(code));
 }
 
 function tileRows(props) {
@@ -42,15 +42,22 @@ function tileRows(props) {
     .map((k) => [label(k), k === 'utility' ? utilityBadge(props[k]) : value(k, props[k])]);
 }
 
+/** A change or state of the history (created, changed, retired ...), spelled out. */
+function change(word) {
+  return named('history', word);
+}
+
 function historyTable(h) {
   const rows = h.versions.slice().reverse().map((v) => [
-    String(v.version), v.change, (v.changed || []).join(', ') || '–',
+    String(v.version), change(v.change), (v.changed || []).map((c) => label(c)).join(', ') || '–',
     when(v.valid_from),
     v.batch ? `${v.batch.created_by || ''} (${v.batch.kind || ''})` : '–',
   ]);
   return el('div', {},
-    el('p', { class: 'muted' }, `State: ${h.state}; ${h.versions.length} version${h.versions.length === 1 ? '' : 's'}.`),
-    table(['v', 'change', 'what changed', 'from', 'by'], rows, { 'data-role': 'history' }));
+    el('p', { class: 'muted' }, tr(`状态：${change(h.state)}；共 ${h.versions.length} 个版本。`,
+      `State: ${h.state}; ${h.versions.length} version${h.versions.length === 1 ? '' : 's'}.`)),
+    table([tr('版本', 'v'), tr('变更', 'change'), tr('变更内容', 'what changed'), tr('生效时间', 'from'), tr('操作人', 'by')],
+      rows, { 'data-role': 'history' }));
 }
 
 /** Show a feature (kind 'pipe' or 'node') in the panel: tile metadata now, the API's record next. */
@@ -59,22 +66,22 @@ export async function showFeature(kind, id, props = null, { fly = false } = {}) 
   restyle();
   const collection = kind === 'pipe' ? 'pipes' : 'nodes';
   const table_ = kind === 'pipe' ? 'segments' : 'nodes';
-  const record = el('div', {}, busy('Reading the record…'));
-  const history = el('div', {}, busy('Reading the history…'));
+  const record = el('div', {}, busy(tr('正在读取记录…', 'Reading the record…')));
+  const history = el('div', {}, busy(tr('正在读取历史…', 'Reading the history…')));
   const actions = el('div', { class: 'actions' });
-  const head = props ? attributes(tileRows(props)) : el('p', { class: 'muted' }, 'Not drawn in the current view.');
+  const head = props ? attributes(tileRows(props)) : el('p', { class: 'muted' }, tr('当前视图中未绘出。', 'Not drawn in the current view.'));
   head.dataset.role = 'tile-attributes';
-  showPanel(`${kind === 'pipe' ? 'Pipe' : 'Point'} ${id}`, [
+  showPanel(`${kind === 'pipe' ? tr('管段', 'Pipe') : tr('管点', 'Point')} ${id}`, [
     el('p', { class: 'feature-head', 'data-role': 'feature-head', dataset: { id, kind } },
       el('strong', { 'data-role': 'feature-id' }, id), ' ',
       props && props.utility ? utilityBadge(props.utility) : null),
     actions, // the actions (shutoff for a burst here) at the top, not under the history
-    section('From the 3D tiles', head),
-    section('Record', record),
-    section('History', history),
+    section(tr('三维瓦片中的属性', 'From the 3D tiles'), head),
+    section(tr('记录', 'Record'), record),
+    section(tr('历史', 'History'), history),
   ], 'inspect');
   await Promise.all([
-    guard('Reading the record', async () => {
+    guard(tr('读取记录', 'Reading the record'), async () => {
       const f = await getJSON(`/collections/${collection}/items/${enc(id)}`);
       const rows = Object.entries(f.properties).map(([k, v]) =>
         [label(k), k === 'utility' ? utilityBadge(v) : value(k, v)]);
@@ -84,25 +91,25 @@ export async function showFeature(kind, id, props = null, { fly = false } = {}) 
       if (fly && f.geometry) flyToGeometry(f.geometry);
       const utility = f.properties.utility;
       actions.replaceChildren(...[
-        f.geometry ? el('button', { onclick: () => flyToGeometry(f.geometry) }, 'Zoom to') : null,
+        f.geometry ? el('button', { onclick: () => flyToGeometry(f.geometry) }, tr('缩放至', 'Zoom to')) : null,
         kind === 'pipe' && PRESSURISED.has(utility)
-          ? el('button', { onclick: () => activate('shutoff').run(id) }, 'Shutoff for a burst here') : null,
+          ? el('button', { onclick: () => activate('shutoff').run(id) }, tr('此处爆管关阀', 'Shutoff for a burst here')) : null,
         kind === 'node'
-          ? el('button', { onclick: () => activate('profile').useNode(id) }, 'Profile from this point') : null,
+          ? el('button', { onclick: () => activate('profile').useNode(id) }, tr('从此点作纵断面', 'Profile from this point')) : null,
       ].filter(Boolean));
       return true;
-    }).then((ok) => { if (!ok) record.replaceChildren(el('p', { class: 'error' }, 'No record.')); }),
-    guard('Reading the history', async () => {
+    }).then((ok) => { if (!ok) record.replaceChildren(el('p', { class: 'error' }, tr('无记录。', 'No record.'))); }),
+    guard(tr('读取历史', 'Reading the history'), async () => {
       const h = await getJSON(`/features/${table_}/${enc(id)}/history`);
       history.replaceChildren(historyTable(h));
       return true;
-    }).then((ok) => { if (!ok) history.replaceChildren(el('p', { class: 'error' }, 'No history.')); }),
+    }).then((ok) => { if (!ok) history.replaceChildren(el('p', { class: 'error' }, tr('无历史。', 'No history.'))); }),
   ]);
 }
 
 register({
   id: 'inspect',
-  label: 'Select',
+  get label() { return tr('选择', 'Select'); },
   hint: '',
   click(pick) {
     if (!pick.feature || pick.props.id === undefined) {
@@ -110,7 +117,7 @@ register({
         display.selected = null;
         restyle();
       }
-      toast('此处无管线 No pipe or point here', 'info', 3);
+      toast(tr('此处无管线或管点', 'No pipe or point here'), 'info', 3);
       return;
     }
     showFeature(pick.kind, String(pick.props.id), pick.props);

@@ -15,17 +15,14 @@ import { $, el, guard, num, panelOwner, section, showPanel, table, text, toast, 
 import { flyToBox, groundHeight, world } from './scene.js';
 import { display } from './style.js';
 import { activate, activeTool, overlay, restyle } from './tools.js';
+import { named, tr } from './i18n.js';
 
 export const ALARM_RED = '#ff1f3d';
-const SEVERITY_ZH = { critical: '严重', warning: '警告', info: '提示' };
-const STATE_ZH = { open: '未确认', acknowledged: '已确认', closed: '已关闭' };
-const CAUSE_ZH = {
-  low: '低于下限 below low', high: '高于上限 above high', drop: '骤降 sudden drop', rise: '骤升 sudden rise',
-  stale: '无数据 stale', cover_open: '井盖打开 cover open',
-};
-const KIND_ZH = {
-  pressure: '压力', flow: '流量', level: '液位', gas: '燃气浓度', cover: '井盖', valve_position: '阀门开度',
-};
+// Severities, states, causes and sensor kinds are named by the server (GET /view/vocabulary).
+const severityName = (v) => named('alarm_severity', v);
+const stateName = (v) => named('alarm_state', v);
+const causeName = (v) => named('alarm_cause', v);
+const kindName = (v) => named('sensor_kind', v);
 const CHART_POINTS = 1000;
 
 const state = {
@@ -168,7 +165,7 @@ function badge() {
 
 // ------------------------------------------------------------------ the alarms panel
 async function act(alarm, action) {
-  await guard(action === 'acknowledge' ? '确认告警 Acknowledge' : '关闭告警 Close', async () => {
+  await guard(action === 'acknowledge' ? tr('确认告警', 'Acknowledge') : tr('关闭告警', 'Close'), async () => {
     const a = await postJSON(`/alarms/${enc(alarm.id)}/${action}`, {});
     upsertAlarm(a);
     redraw();
@@ -181,18 +178,18 @@ function alarmRows() {
   return rows.map((a) => ({
     attrs: { class: a.state === 'open' ? 'alarm-open' : '', dataset: { alarm: String(a.id), state: a.state } },
     cells: [
-      el('span', { class: `badge ${a.severity === 'critical' ? 'danger' : ''}` }, SEVERITY_ZH[a.severity] || a.severity),
-      el('a', { href: '#', title: '定位并显示曲线 Zoom to it and chart it',
+      el('span', { class: `badge ${a.severity === 'critical' ? 'danger' : ''}` }, severityName(a.severity)),
+      el('a', { href: '#', title: tr('定位并显示曲线', 'Zoom to it and chart it'),
         onclick: (e) => { e.preventDefault(); zoomTo(sensorId(a)); showChart(sensorId(a)); } }, sensorId(a)),
       pipeOf(a) || a.node || a.node_id || '–',
-      `${CAUSE_ZH[a.cause] || a.cause}${a.value !== null && a.value !== undefined ? ` (${num(a.value, 3)})` : ''}`,
+      `${causeName(a.cause)}${a.value !== null && a.value !== undefined ? ` (${num(a.value, 3)})` : ''}`,
       when(a.raised_at),
-      STATE_ZH[a.state] || a.state,
+      stateName(a.state),
       el('span', {},
         a.state === 'open' && mayAct
-          ? el('button', { class: 'small', 'data-action': 'acknowledge', onclick: () => act(a, 'acknowledge') }, '确认 Ack') : null,
+          ? el('button', { class: 'small', 'data-action': 'acknowledge', onclick: () => act(a, 'acknowledge') }, tr('确认', 'Ack')) : null,
         a.state !== 'closed' && mayAct
-          ? el('button', { class: 'small', 'data-action': 'close', onclick: () => act(a, 'close') }, '关闭 Close') : null),
+          ? el('button', { class: 'small', 'data-action': 'close', onclick: () => act(a, 'close') }, tr('关闭', 'Close')) : null),
     ],
   }));
 }
@@ -209,39 +206,42 @@ function updateSensorRow(s) {
 function sensorRows() {
   return [...state.sensors.values()].sort((a, b) => a.id.localeCompare(b.id)).map((s) => ({
     attrs: { dataset: { sensor: s.id } },
-    cells: [s.id, `${KIND_ZH[s.kind] || ''} ${s.kind}`, featureOf(s) || '–',
+    cells: [s.id, kindName(s.kind), featureOf(s) || '–',
       `${num(s.last_v, 3)} ${s.unit || ''}`, when(s.last_t),
-      el('button', { class: 'small', onclick: () => showChart(s.id) }, '曲线 Chart')],
+      el('button', { class: 'small', onclick: () => showChart(s.id) }, tr('曲线', 'Chart'))],
   }));
 }
 
 /** A suspected burst: the likely pipe, the sensors that dropped, its shutoff one click away. */
 function burstSection(b) {
   const valves = b.shutoff && b.shutoff.valves ? b.shutoff.valves.length : null;
-  return section('疑似爆管 Suspected burst',
-    el('p', { 'data-role': 'burst' },
-      `${b.utility || ''} 管段 pipe ${b.pipe || '–'}; 压力骤降 pressure drops at ${(b.sensors || []).join(', ')}` +
-      (valves !== null ? `; 关阀 ${valves} valves to close` : '') + (b.note ? ` (${b.note})` : '')),
+  return section(tr('疑似爆管', 'Suspected burst'),
+    el('p', { 'data-role': 'burst' }, tr(
+      `${named('utility', b.utility || '')} 管段 ${b.pipe || '–'}；压力骤降于 ${(b.sensors || []).join('、')}` +
+      (valves !== null ? `；需关闭 ${valves} 个阀门` : '') + (b.note ? `（${b.note}）` : ''),
+      `${named('utility', b.utility || '')} pipe ${b.pipe || '–'}; pressure drops at ${(b.sensors || []).join(', ')}` +
+      (valves !== null ? `; ${valves} valves to close` : '') + (b.note ? ` (${b.note})` : ''))),
     b.pipe && can('analyse')
       ? el('div', { class: 'actions' }, el('button', { class: 'danger', onclick: () => activate('shutoff').run(b.pipe) },
-        '关阀方案 Shutoff for this pipe'))
+        tr('此管段关阀方案', 'Shutoff for this pipe')))
       : null);
 }
 
 function renderPanel() {
   const chart = state.chart ? $('#live-chart') : null;
-  showPanel('实时监测 Live', [
+  showPanel(tr('实时监测', 'Live'), [
     el('p', { class: 'muted small', 'data-role': 'live-status' },
-      state.connected ? '● 实时连接 live' : '○ 重新连接 reconnecting…'),
-    section(`告警 Alarms (${state.alarms.size})`, state.alarms.size
-      ? table(['级别', '传感器 sensor', '位置 at', '原因 cause', '时间 raised', '状态 state', ''], alarmRows(),
-        { 'data-role': 'alarms' })
-      : el('p', { class: 'muted', 'data-role': 'alarms-none' }, '无告警 No open alarms.')),
+      state.connected ? tr('● 实时连接', '● live') : tr('○ 正在重新连接…', '○ reconnecting…')),
+    section(tr(`告警（${state.alarms.size}）`, `Alarms (${state.alarms.size})`), state.alarms.size
+      ? table([tr('级别', 'severity'), tr('传感器', 'sensor'), tr('位置', 'at'), tr('原因', 'cause'), tr('时间', 'raised'),
+        tr('状态', 'state'), ''], alarmRows(), { 'data-role': 'alarms' })
+      : el('p', { class: 'muted', 'data-role': 'alarms-none' }, tr('无告警。', 'No open alarms.'))),
     state.burst ? burstSection(state.burst) : null,
     chart || null,
-    section(`传感器 Sensors (${state.sensors.size})`, state.sensors.size
-      ? table(['id', '类型 kind', '位置 at', '读数 value', '时间 time', ''], sensorRows(), { 'data-role': 'sensors' })
-      : el('p', { class: 'muted' }, '无传感器 No sensors registered (twin sensors add).')),
+    section(tr(`传感器（${state.sensors.size}）`, `Sensors (${state.sensors.size})`), state.sensors.size
+      ? table([tr('编号', 'id'), tr('类型', 'kind'), tr('位置', 'at'), tr('读数', 'value'), tr('时间', 'time'), ''], sensorRows(),
+        { 'data-role': 'sensors' })
+      : el('p', { class: 'muted' }, tr('未登记传感器（twin sensors add）。', 'No sensors registered (twin sensors add).'))),
   ], 'live');
 }
 
@@ -270,12 +270,12 @@ export async function showChart(id) {
   if (!s) return null;
   if (panelOwner() !== 'live') renderPanel();
   const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
-  return guard(`传感器曲线 Chart of ${id}`, async () => {
+  return guard(tr(`传感器曲线 ${id}`, `Chart of ${id}`), async () => {
     const r = await getJSON(`/sensors/${enc(id)}/readings`, { since, limit: CHART_POINTS });
     const xs = r.t.map((t) => parseTime(t) / 1000);
     const ys = r.v.slice();
     const box = el('section', { class: 'block live-chart', id: 'live-chart', dataset: { sensor: id } },
-      el('h3', {}, `曲线 ${id} (${KIND_ZH[s.kind] || s.kind}, ${s.unit || ''})`));
+      el('h3', {}, `${tr('曲线', 'Chart')} ${id} (${kindName(s.kind)}, ${s.unit || ''})`));
     const old = $('#live-chart');
     if (old) old.replaceWith(box);
     else $('#panel-body').prepend(box);
@@ -349,10 +349,10 @@ function onEvent(name, data) {
     if (!state.sensors.has(sensorId(a))) refresh(); // a sensor registered since the page read them
     upsertAlarm(a);
     redraw();
-    if (isNew) toast(`告警 ${sensorId(a)}: ${CAUSE_ZH[a.cause] || a.cause || ''}`, 'error');
+    if (isNew) toast(`${tr('告警', 'Alarm')} ${sensorId(a)}: ${causeName(a.cause) || ''}`, 'error');
   } else if (name === 'burst' && data.burst) {
     state.burst = data.burst;
-    toast(`疑似爆管 Suspected burst${data.burst.pipe ? ` ${data.burst.pipe}` : ''}: ${data.burst.message || ''}`, 'error', 20);
+    toast(`${tr('疑似爆管', 'Suspected burst')}${data.burst.pipe ? ` ${data.burst.pipe}` : ''}: ${data.burst.message || ''}`, 'error', 20);
     if (panelOwner() === 'live') renderPanel();
   }
 }
@@ -434,7 +434,7 @@ export async function start() {
     const id = picked && picked.id instanceof Cesium.Entity ? picked.id.id : '';
     if (id.startsWith('live-sensor-')) showChart(id.slice('live-sensor-'.length));
   }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
-  await guard('实时监测 Live readings', () => refresh());
+  await guard(tr('实时监测', 'Live readings'), () => refresh());
   stream();
 }
 

@@ -3,10 +3,11 @@
 
 /* global Cesium */
 
-import { ApiError, can, getJSON, onUnauthorised, session, signIn } from './api.js';
-import { $, $$, clearPanel, guard, shownErrors, showError } from './ui.js';
-import { boundCamera, createScene, groundHeight, loadGround, loadTileset, lookDownAt, timing, viewAll, world } from './scene.js';
-import { display, makeStyle } from './style.js';
+import { ApiError, can, getJSON, onUnauthorised, request, session, signIn } from './api.js';
+import { langSwitch, onLang, restoreLang, setLang, setVocabulary, tr } from './i18n.js';
+import { $, $$, clearPanel, guard, hint, shownErrors, showError } from './ui.js';
+import { boundCamera, loadOverview, viewDistrict, createScene, groundHeight, loadGround, loadTileset, lookDownAt, timing, viewAll, world } from './scene.js';
+import { display, makeStyle, utilityCss } from './style.js';
 import { activate, activeTool, listen, pickAt, restyle } from './tools.js';
 import { exportView, initLayers } from './layers.js';
 import { initSearch, go as searchGo, showRoad } from './search.js';
@@ -22,8 +23,13 @@ import * as shutdowns from './shutdowns.js';
 import * as criticality from './criticality.js';
 import * as findings from './findings.js';
 import * as stats from './stats.js';
+import * as history from './history.js';
+import * as field from './field.js';
+import * as edit from './edit.js';
 import { checkFreshness, watchFreshness } from './freshness.js';
 import { initRoads, roadsState } from './roads.js';
+import { initLayout } from './layout.js';
+import { chipList } from './chips.js';
 
 const MESSAGE = 'pipetwin.signin-message';
 
@@ -68,6 +74,9 @@ function wireChrome() {
   $('#user-name').textContent = s.user;
   $('#user-role').textContent = s.role;
   $('#sign-out').addEventListener('click', () => signOut());
+  langSwitch($('#lang-toggle'), (lang) => guard(tr('保存语言', 'Saving the language'),
+    () => request('/me/preferences', { method: 'PUT', json: { lang } })));
+  onLang(() => hint(activeTool()?.hint || '')); // the tool's hint line in the new language
   for (const b of $$('#tools button[data-tool]')) {
     b.addEventListener('click', () => {
       const tool = activeTool();
@@ -76,6 +85,7 @@ function wireChrome() {
     });
   }
   if (!can('analyse')) $$('#tools button[data-needs=analyse]').forEach((b) => { b.disabled = true; });
+  $$('#tools button[data-needs=edit]').forEach((b) => { b.hidden = !can('edit'); }); // editors only
   $('#toggle-layers').addEventListener('click', () => {
     document.body.classList.toggle('layers-open');
     if (window.matchMedia('(max-width: 760px)').matches) document.body.classList.remove('panel-open');
@@ -85,17 +95,19 @@ function wireChrome() {
     if (window.matchMedia('(max-width: 760px)').matches) document.body.classList.remove('layers-open');
   });
   $('#panel-close').addEventListener('click', () => document.body.classList.remove('panel-open'));
-  // Wide screens start with both panels open; phones with the map alone.
-  if (!window.matchMedia('(max-width: 760px)').matches) document.body.classList.add('layers-open', 'panel-open');
+  // Wide screens start with the layers open and the details closed until something is selected
+  // (the map keeps at least 800 px: layout.js); phones with the map alone.
+  if (!window.matchMedia('(max-width: 760px)').matches) document.body.classList.add('layers-open');
+  initLayout();
 }
 
 async function startApp() {
-  // Sessions from before /me answered: fill in the permissions.
+  // Who I am, what I may do and my language (stored for each user: the 中/EN switch).
   const s = session.get();
-  if (!s.permissions) {
-    const me = await getJSON('/me');
-    session.set({ ...s, permissions: me.permissions, user: me.name, role: me.role });
-  }
+  const me = await getJSON('/me');
+  session.set({ ...s, permissions: me.permissions, user: me.name, role: me.role });
+  setLang(me.lang);
+  await guard(tr('读取名称表', 'Reading the names of codes'), async () => setVocabulary(await getJSON('/view/vocabulary')));
   $('#app').hidden = false;
   wireChrome();
   shutdowns.init(); // before the scene loads: a crew on a phone needs the list, not the 3D
@@ -106,11 +118,15 @@ async function startApp() {
   listen();
   activate('inspect');
   initSearch();
-  const ground = guard('The ground surface', async () => {
+  const ground = guard(tr('地表', 'The ground surface'), async () => {
     world.frame = await getJSON('/view/frame');
     if (world.frame.bbox) boundCamera(world.frame.bbox);
+    if (!world.tileset) viewDistrict(world.frame); // the first view opens on the district
     await loadGround();
     await initRoads(); // on the ground: after it
+    // the pipes' minimum on-screen width from afar, in utility colours when the map shows those
+    await loadOverview(utilityCss, () => display.colourBy === 'utility' && !display.only && !display.onlySubtype
+      && !display.fadeUnmarked, () => display.hiddenUtilities);
   });
   const layers = initLayers();
   criticality.init();
@@ -119,9 +135,9 @@ async function startApp() {
     viewAll(0);
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return;
-    showError(err, 'Loading the 3D tiles');
+    showError(err, tr('载入三维瓦片', 'Loading the 3D tiles'));
   }
-  world.tileset?.tileFailed.addEventListener((e) => showError({ message: e.message }, `Tile ${e.url}`));
+  world.tileset?.tileFailed.addEventListener((e) => showError({ message: e.message }, `${tr('瓦片', 'Tile')} ${e.url}`));
   await Promise.all([ground, layers]);
   live.start();
   if (world.tileset) watchFreshness(reloadTileset);
@@ -195,6 +211,15 @@ const hooks = {
     state: () => findings.findingsState() },
   freshness: { check: () => checkFreshness(), reload: () => reloadTileset() },
   roads: () => roadsState(),
+  chips: () => chipList(),
+  history: { open: () => activate('history').id, show: (to, from) => history.show({ to, from }),
+    state: () => history.historyState() },
+  field: {
+    whereAmI: () => (activeTool() && activeTool().id === 'field' ? field.whereAmI() : (activate('field'), field.pending())),
+    state: () => field.fieldState(),
+  },
+  edit: { state: () => edit.editState(), select: (kind, id) => { activate('edit'); return edit.select(kind, id); },
+    undo: () => edit.undoLast() },
   stats: { open: () => stats.openStats(), state: () => stats.statsState(), barAt: (by, i) => stats.barAt(by, i),
     showAll: () => stats.showAll(), exportPng: () => exportView() },
   /** Screen position (CSS px) of a point given in lon/lat/height, or null when off screen. */
@@ -206,16 +231,17 @@ const hooks = {
 window.twinViewer = hooks;
 
 // ------------------------------------------------------------------ boot
-onUnauthorised((message) => signOut(message || 'Your session has ended; sign in again.'));
+onUnauthorised((message) => signOut(message || tr('会话已结束，请重新登录。', 'Your session has ended; sign in again.')));
 window.addEventListener('unhandledrejection', (e) => {
   e.preventDefault();
-  showError(e.reason, 'Unexpected');
+  showError(e.reason, tr('意外错误', 'Unexpected'));
 });
 
+restoreLang();
 if (session.get()) {
   startApp().catch((err) => {
     if (err instanceof ApiError && err.status === 401) return;
-    showError(err, 'Starting');
+    showError(err, tr('启动', 'Starting'));
   });
 } else {
   showSignIn();

@@ -10,23 +10,21 @@
 
 import { can, download, enc, execute, getJSON, getText, postJSON, request, session } from './api.js';
 import { busy, drawing, el, guard, num, openDocument, section, showPanel, table, toast, when } from './ui.js';
-import { flyToBox, groundHeight } from './scene.js';
+import { flyToBox, groundHeight, world } from './scene.js';
 import { toLonLat } from './geo.js';
-import { clearMarks, overlay, register, setMarks } from './tools.js';
+import { clearMarks, highlightPipe, overlay, register, setMarks } from './tools.js';
+import { addChip, removeChip } from './chips.js';
+import { named, tr } from './i18n.js';
 
 export const PROPOSAL_COLOUR = '#4d7cff';
 const FINDING_COLOUR = '#ff2d2d';
 // Each verdict in its own colour: a violation, a pair the survey's accuracy cannot decide
 // (a trial trench or a new detection is needed), a pair no rule covers (the tool cannot judge).
 export const VERDICT_COLOUR = { violation: FINDING_COLOUR, uncertain: '#ff9f1a', no_rule: '#b04dff' };
-export const VERDICT_LABEL = {
-  violation: '违规 violation', uncertain: '依探测精度无法判定 uncertain', no_rule: '无规则 no rule',
-};
+/** A verdict and a finding's kind, spelled out (GET /view/vocabulary). */
+export const VERDICT_LABEL = new Proxy({}, { get: (_, v) => named('verdict', v) });
 const ACCEPTED_COLOUR = '#2ecc71';
-const KIND_LABEL = {
-  collision: 'collision 碰撞', duplicate: 'duplicate', clearance_vertical: 'vertical clearance 垂直净距',
-  clearance_horizontal: 'horizontal clearance 水平净距', cover: 'cover 覆土', no_rule: 'no rule 无规则',
-};
+const KIND_LABEL = new Proxy({}, { get: (_, k) => named('finding_kind', k) });
 
 function verdictOf(f) {
   return f.verdict || 'violation';
@@ -59,6 +57,7 @@ function rect(hw, hh) {
 
 /** Draw the proposal's pipes (a FeatureCollection in CRS84 with ellipsoidal heights). */
 function drawShape(shape) {
+  state.shapeIds = shape.features.map((f) => String(f.properties.id ?? f.id));
   const ds = layer();
   const colour = Cesium.Color.fromCssColorString(PROPOSAL_COLOUR);
   let west = 180; let east = -180; let south = 90; let north = -90; let low = Infinity; let high = -Infinity;
@@ -74,7 +73,7 @@ function drawShape(shape) {
     const hh = Math.max(p.half_height_m, 0.05);
     ds.entities.add({
       id: `proposal-${f.id}`,
-      name: `Proposed ${p.kind} ${p.id}`,
+      name: `${tr('拟建', 'Proposed')} ${p.kind} ${p.id}`,
       polylineVolume: {
         positions,
         shape: p.shape === 'circular' ? circle(hw) : rect(hw, hh),
@@ -117,7 +116,15 @@ async function drawFindings(findings) {
   });
 }
 
+/** The existing pipe of a finding (the proposal's own pipes are drawn apart), or null. */
+function existingPipe(f) {
+  const mine = new Set((state.shapeIds || []).map(String));
+  return (f.ids || []).find((id) => !mine.has(String(id)) && !String(id).startsWith('proposal')) || null;
+}
+
 function flyToFinding(key) {
+  const f = state.report && state.report.findings.find((x) => x.key === key);
+  if (f) highlightPipe(existingPipe(f)); // the refused pipe in the 3D view
   const p = state.findingsAt.get(key);
   if (!p) return;
   const d = 0.00015;
@@ -127,17 +134,17 @@ function flyToFinding(key) {
 async function decideFinding(key, status) {
   const id = state.report.proposal_id;
   const finding = state.report.findings.find((f) => f.key === key);
-  const noRule = finding && finding.kind === 'no_rule';
+  const noRule = finding && (finding.kind === 'no_rule' || (finding.rules || []).some((r) => r.verdict === 'no_rule'));
   const question = noRule
-    ? '无规则: no clearance rule covers this pair. Why is it acceptable? (the reason is required and recorded)'
-    : 'Why is it acceptable? (recorded)';
+    ? tr('无规则：没有净距规则适用于这对管线。为何可以接受？（必须填写理由，将被记录）', 'No rule: no clearance rule covers this pair. Why is it acceptable? (the reason is required and recorded)')
+    : tr('为何可以接受？（将被记录）', 'Why is it acceptable? (recorded)');
   const note = status === 'accepted' ? window.prompt(question, '') : null;
   if (note === null && status === 'accepted') return;
   if (noRule && status === 'accepted' && !note.trim()) {
-    toast('A no-rule finding (无规则) is accepted only with the reason', 'error');
+    toast(tr('无规则的问题须填写理由才能接受', 'A no-rule finding is accepted only with the reason'), 'error');
     return;
   }
-  await guard('Deciding the finding', async () => {
+  await guard(tr('处理问题', 'Deciding the finding'), async () => {
     const r = await postJSON(`/proposals/${id}/findings/${enc(key)}/decision`, { status, note: note || null });
     await show(r, { redraw: false });
   });
@@ -147,17 +154,17 @@ async function decide(status) {
   const r0 = state.report;
   let body = { status };
   if (status === 'approved' && r0.open_findings > 0) {
-    const override = window.prompt(`${r0.open_findings} findings are not accepted. Approve anyway? Give the reason (recorded):`, '');
+    const override = window.prompt(tr(`${r0.open_findings} 项问题未接受。仍要批准？请填写理由（将被记录）：`, `${r0.open_findings} findings are not accepted. Approve anyway? Give the reason (recorded):`), '');
     if (!override) return;
     body = { status, override };
   } else if (status === 'rejected') {
-    const note = window.prompt('Why is it rejected? (recorded)', '');
+    const note = window.prompt(tr('驳回理由？（将被记录）', 'Why is it rejected? (recorded)'), '');
     if (note === null) return;
     body = { status, note: note || null };
   }
-  await guard('Deciding the proposal', async () => {
+  await guard(tr('审批方案', 'Deciding the proposal'), async () => {
     const r = await postJSON(`/proposals/${r0.proposal_id}/decision`, body);
-    toast(`Proposal ${r.proposal_id} is ${r.status}`, 'ok');
+    toast(tr(`方案 ${r.proposal_id}：${named('proposal_status', r.status)}`, `Proposal ${r.proposal_id} is ${r.status}`), 'ok');
     await show(r, { redraw: false });
   });
 }
@@ -165,11 +172,11 @@ async function decide(status) {
 /** The submitter (or an admin) takes back a proposal not yet decided. */
 async function withdraw() {
   const r0 = state.report;
-  const note = window.prompt(`撤回方案 Withdraw proposal ${r0.proposal_id}? Why (recorded, optional):`, '');
+  const note = window.prompt(tr(`撤回方案 ${r0.proposal_id}？理由（将被记录，可不填）：`, `Withdraw proposal ${r0.proposal_id}? Why (recorded, optional):`), '');
   if (note === null) return;
-  await guard('Withdrawing the proposal', async () => {
+  await guard(tr('撤回方案', 'Withdrawing the proposal'), async () => {
     const r = await postJSON(`/proposals/${r0.proposal_id}/withdraw`, { note: note || null });
-    toast(`方案已撤回 Proposal ${r.proposal_id} is ${r.status}`, 'ok');
+    toast(tr(`方案 ${r.proposal_id} 已撤回`, `Proposal ${r.proposal_id} is ${r.status}`), 'ok');
     await show(r, { redraw: false });
   });
 }
@@ -180,29 +187,64 @@ function mayWithdraw(r) {
 }
 
 async function openReport() {
-  await guard('Opening the report', async () => {
+  await guard(tr('打开报告', 'Opening the report'), async () => {
     const r = state.report;
     const html = r.proposal_id
       ? await getText(`/proposals/${r.proposal_id}/report`)
       : await execute('proposal-check', { proposal: state.doc, name: state.name || undefined }, 'html');
-    openDocument(html, 'text/html', 'The report');
+    openDocument(html, 'text/html', tr('报告', 'The report'));
     state.reportOpened = (state.reportOpened || 0) + 1;
   });
 }
 
 async function worstSection(target) {
-  await guard('The cross-section at the worst place', async () => {
+  await guard(tr('最不利处横断面', 'The cross-section at the worst place'), async () => {
     const r = state.report;
     const svg = r.proposal_id
       ? await getText(`/proposals/${r.proposal_id}/section.svg`)
       : await execute('proposal-check', { proposal: state.doc, name: state.name || undefined }, 'svg');
-    target.replaceChildren(drawing(svg, 'Cross-section at the worst place'));
+    target.replaceChildren(drawing(svg, tr('最不利处横断面', 'Cross-section at the worst place')));
   });
 }
 
 function statusBadge(status) {
   const cls = { new: '', reviewed: 'info', approved: 'ok', rejected: 'danger', withdrawn: 'muted' }[status] || '';
-  return el('span', { class: `badge ${cls}`, 'data-role': 'proposal-status' }, status);
+  return el('span', { class: `badge ${cls}`, 'data-role': 'proposal-status', dataset: { status } }, named('proposal_status', status));
+}
+
+/** The pipes of a finding: id (utility size). */
+function pipeNames(f) {
+  return (f.ids || []).map((id, i) => `${id} (${[(f.utilities || [])[i], (f.sizes || [])[i]].filter(Boolean).join(' ')})`)
+    .join(' / ');
+}
+
+/** Every rule a pair breaks, one line each. */
+function rulesList(f) {
+  return el('ul', { class: 'rules', 'data-role': 'rules' }, f.rules.map((r) => el('li', { dataset: { kind: r.kind, verdict: r.verdict } },
+    el('span', { style: { color: VERDICT_COLOUR[r.verdict] || FINDING_COLOUR } }, KIND_LABEL[r.kind] || r.kind), ' ',
+    r.kind === 'collision' && r.measured_m < 0 ? tr(`重叠 ${num(-r.measured_m, 2)} m`, `overlap ${num(-r.measured_m, 2)} m`)
+      : `${r.rule || ''} ${r.clause || ''}: ${num(r.measured_m, 2)}` + (r.required_m === null || r.required_m === undefined ? ' m'
+        : ` / ${num(r.required_m, 2)} m`) + (r.verdict === 'uncertain' ? ` (± ${num(r.uncertainty_m, 2)} m)` : ''))));
+}
+
+/** The pairs no clearance rule covers (无规则), as warning rows naming both pipes. */
+function uncheckedPairs(r) {
+  if (r.unchecked) return r.unchecked;
+  return r.findings.filter((f) => (f.ids || []).length > 1 && (f.rules || [f]).some((x) => x.verdict === 'no_rule'))
+    .map((f) => ({ key: f.key, pipes: f.ids.map((id, i) => ({ id, utility: (f.utilities || [])[i], size: (f.sizes || [])[i] })) }));
+}
+
+function uncheckedBox(r) {
+  const pairs = uncheckedPairs(r);
+  if (!pairs.length) return null;
+  const name = (p) => `${p.id} (${[p.utility, p.size].filter(Boolean).join(' ')})`;
+  return el('div', { class: 'warning-box', 'data-role': 'unchecked', role: 'alert' },
+    el('strong', {}, tr(`${pairs.length} 对管线无规则可依, 需审批人判定`, `${pairs.length} pairs no rule covers: the approver judges`)),
+    table([tr('拟建管线', 'proposed pipe'), tr('现状管线', 'existing pipe'), tr('净距 (m)', 'clearance (m)'), ''], pairs.map((u) => ({
+      attrs: { class: 'unchecked-pair', dataset: { finding: u.key } },
+      cells: [name(u.pipes[0]), u.pipes[1] ? name(u.pipes[1]) : '–', num(u.measured_m, 2),
+        el('button', { class: 'small', onclick: () => flyToFinding(u.key) }, tr('查看', 'Show'))],
+    }))));
 }
 
 function render(r) {
@@ -212,13 +254,14 @@ function render(r) {
     cells: [String(i + 1), el('div', {}, el('strong', {}, KIND_LABEL[f.kind] || f.kind), ' ',
       el('span', { class: 'badge', 'data-role': 'verdict', style: { background: VERDICT_COLOUR[verdictOf(f)], color: '#fff' } },
         VERDICT_LABEL[verdictOf(f)] || verdictOf(f)),
-      el('div', { class: 'small' }, f.summary +
-        (Number.isFinite(f.uncertainty_m) && f.uncertainty_m > 0 ? ` (survey ± ${num(f.uncertainty_m, 2)} m)` : ''))),
-      f.status,
+      el('div', { class: 'small', 'data-role': 'pipes' }, pipeNames(f)),
+      (f.rules || []).length > 1 ? rulesList(f) : el('div', { class: 'small' }, f.summary +
+        (Number.isFinite(f.uncertainty_m) && f.uncertainty_m > 0 ? tr(`（探测精度 ± ${num(f.uncertainty_m, 2)} m）`, ` (survey ± ${num(f.uncertainty_m, 2)} m)`) : ''))),
+      named('proposal_finding_status', f.status),
       el('span', { class: 'row-actions' },
-        el('button', { class: 'small', onclick: () => flyToFinding(f.key) }, 'Show'),
-        approver && f.status !== 'resolved' ? el('button', { class: 'small', onclick: () => decideFinding(f.key, 'accepted') }, 'Accept') : null,
-        approver && f.status !== 'resolved' ? el('button', { class: 'small', onclick: () => decideFinding(f.key, 'rejected') }, 'Reject') : null)],
+        el('button', { class: 'small', onclick: () => flyToFinding(f.key) }, tr('查看', 'Show')),
+        approver && f.status !== 'resolved' ? el('button', { class: 'small', onclick: () => decideFinding(f.key, 'accepted') }, tr('接受', 'Accept')) : null,
+        approver && f.status !== 'resolved' ? el('button', { class: 'small', onclick: () => decideFinding(f.key, 'rejected') }, tr('驳回', 'Reject')) : null)],
   }));
   const sectionBox = el('div', { 'data-role': 'proposal-section' });
   const counts = Object.entries(r.counts || {}).map(([k, n]) => `${n} ${KIND_LABEL[k] || k}`).join(', ');
@@ -228,39 +271,43 @@ function render(r) {
       el('i', { class: 'swatch', style: { background: VERDICT_COLOUR[v] } }), `${VERDICT_LABEL[v]}: ${verdicts[v] || 0}`)));
   const events = (r.events || []).map((e) => [when(e.at), e.by || '–', e.action,
     e.to_status || '–', e.note || '–']);
-  showPanel(r.proposal_id ? `Proposal ${r.proposal_id}: ${r.name}` : `Proposal check: ${r.name}`, [
+  showPanel(r.proposal_id ? `${tr('方案', 'Proposal')} ${r.proposal_id}: ${r.name}` : `${tr('方案检查', 'Proposal check')}: ${r.name}`, [
     el('p', { 'data-role': 'proposal-summary' },
-      el('span', { class: `badge ${r.passed ? 'ok' : 'danger'}`, 'data-role': 'proposal-result' }, r.passed ? 'pass' : 'fail'), ' ',
-      r.proposal_id ? statusBadge(r.status) : el('span', { class: 'badge' }, 'not stored'), ' ',
-      `${r.utility} ${r.size}, ${num(r.length_m, 1)} m; ${r.findings.length} finding${r.findings.length === 1 ? '' : 's'}` +
-      (counts ? ` (${counts})` : '') + `; ${r.candidates} pipes nearby checked.`),
+      el('span', { class: `badge ${r.passed ? 'ok' : 'danger'}`, 'data-role': 'proposal-result', dataset: { result: r.passed ? 'pass' : 'fail' } },
+        r.passed ? tr('通过', 'pass') : tr('未通过', 'fail')), ' ',
+      r.proposal_id ? statusBadge(r.status) : el('span', { class: 'badge' }, tr('未保存', 'not stored')), ' ',
+      tr(`${named('utility', r.utility)} ${r.size}，${num(r.length_m, 1)} m；${r.findings.length} 项问题` +
+        (counts ? `（${counts}）` : '') + `；检查了附近 ${r.candidates} 条管线。`,
+      `${named('utility', r.utility)} ${r.size}, ${num(r.length_m, 1)} m; ${r.findings.length} finding${r.findings.length === 1 ? '' : 's'}` +
+      (counts ? ` (${counts})` : '') + `; ${r.candidates} pipes nearby checked.`)),
     verdictLine,
     el('p', { class: 'legend-inline' },
-      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: PROPOSAL_COLOUR } }), 'proposed'),
-      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: FINDING_COLOUR } }), 'violation / pipe involved'),
+      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: PROPOSAL_COLOUR } }), tr('拟建', 'proposed')),
+      el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: FINDING_COLOUR } }), tr('违规 / 涉及管线', 'violation / pipe involved')),
       el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: VERDICT_COLOUR.uncertain } }),
-        'uncertain: trial trench or new detection 需探槽或复测'),
+        tr('无法判定：需探槽或复测', 'uncertain: trial trench or new detection')),
       el('span', { class: 'legend-item' }, el('i', { class: 'swatch', style: { background: VERDICT_COLOUR.no_rule } }),
-        'no rule 无规则: the approver judges')),
-    section('Findings', r.findings.length
-      ? table(['#', 'finding', 'status', ''], rows, { 'data-role': 'findings' })
-      : el('p', { class: 'ok-text', 'data-role': 'findings' }, 'No collision, clearance or cover problem found.')),
+        tr('无规则：由审批人判定', 'no rule: the approver judges'))),
+    uncheckedBox(r),
+    section(tr('问题', 'Findings'), r.findings.length
+      ? table(['#', tr('问题', 'finding'), tr('状态', 'status'), ''], rows, { 'data-role': 'findings' })
+      : el('p', { class: 'ok-text', 'data-role': 'findings' }, tr('未发现碰撞、净距或覆土问题。', 'No collision, clearance or cover problem found.'))),
     el('div', { class: 'actions' },
-      el('button', { 'data-action': 'report', onclick: () => openReport() }, 'Open the report'),
-      el('button', { onclick: () => worstSection(sectionBox) }, 'Section at the worst place'),
-      approver && r.status === 'new' ? el('button', { onclick: () => decide('reviewed') }, 'Mark reviewed') : null,
-      approver && r.status === 'reviewed' ? el('button', { class: 'primary', 'data-action': 'approve', onclick: () => decide('approved') }, 'Approve') : null,
-      approver ? el('button', { class: 'danger', 'data-action': 'reject', onclick: () => decide('rejected') }, 'Reject') : null,
-      mayWithdraw(r) ? el('button', { 'data-action': 'withdraw', onclick: () => withdraw() }, '撤回 Withdraw') : null,
-      r.proposal_id ? el('button', { 'data-action': 'package', title: '审批包 PDF: the approval package to sign and file',
-        onclick: () => guard('The approval package', () => download(`/proposals/${r.proposal_id}/report.pdf`,
-          `proposal-${r.proposal_id}.pdf`)) }, '审批包 PDF') : null,
-      r.proposal_id ? el('button', { 'data-action': 'bcf', title: 'BCF 3.0: the findings for BIM tools',
-        onclick: () => guard('The findings as BCF', () => download(`/proposals/${r.proposal_id}/findings.bcf`,
+      el('button', { 'data-action': 'report', onclick: () => openReport() }, tr('打开报告', 'Open the report')),
+      el('button', { onclick: () => worstSection(sectionBox) }, tr('最不利处横断面', 'Section at the worst place')),
+      approver && r.status === 'new' ? el('button', { 'data-action': 'review', onclick: () => decide('reviewed') }, tr('标记已审核', 'Mark reviewed')) : null,
+      approver && r.status === 'reviewed' ? el('button', { class: 'primary', 'data-action': 'approve', onclick: () => decide('approved') }, tr('批准', 'Approve')) : null,
+      approver ? el('button', { class: 'danger', 'data-action': 'reject', onclick: () => decide('rejected') }, tr('驳回', 'Reject')) : null,
+      mayWithdraw(r) ? el('button', { 'data-action': 'withdraw', onclick: () => withdraw() }, tr('撤回', 'Withdraw')) : null,
+      r.proposal_id ? el('button', { 'data-action': 'package', title: tr('审批包 PDF：签字归档用', 'The approval package PDF to sign and file'),
+        onclick: () => guard(tr('审批包', 'The approval package'), () => download(`/proposals/${r.proposal_id}/report.pdf`,
+          `proposal-${r.proposal_id}.pdf`)) }, tr('审批包 PDF', 'Approval package PDF')) : null,
+      r.proposal_id ? el('button', { 'data-action': 'bcf', title: tr('BCF 3.0：供 BIM 软件使用的问题', 'BCF 3.0: the findings for BIM tools'),
+        onclick: () => guard(tr('问题 BCF', 'The findings as BCF'), () => download(`/proposals/${r.proposal_id}/findings.bcf`,
           `proposal-${r.proposal_id}-findings.bcf`)) }, 'BCF') : null,
-      el('button', { onclick: () => clear() }, 'Clear')),
+      el('button', { onclick: () => clear() }, tr('清除', 'Clear'))),
     sectionBox,
-    events.length ? section('History', table(['when', 'who', 'action', 'status', 'note'], events)) : null,
+    events.length ? section(tr('记录', 'History'), table([tr('时间', 'when'), tr('操作人', 'who'), tr('操作', 'action'), tr('状态', 'status'), tr('说明', 'note')], events)) : null,
     uploadForm(),
   ], 'proposal');
 }
@@ -296,6 +343,11 @@ async function show(r, { redraw = true, shape = null } = {}) {
   }
   await drawFindings(r.findings);
   state.drawn = true;
+  addChip('proposal', [`方案: ${r.name}`, `Proposal: ${r.name}`], () => {
+    if (state.layer) state.layer.entities.removeAll();
+    state.drawn = false;
+    clearMarks();
+  });
   if (redraw && box) flyToBox(box.west, box.south, box.east, box.north, box.low - 2, box.high + 2);
   return r;
 }
@@ -304,8 +356,8 @@ async function show(r, { redraw = true, shape = null } = {}) {
 export async function submit(doc, name) {
   state.doc = doc;
   state.name = name || null;
-  showPanel('Proposal', busy('Checking the proposal against the network…'), 'proposal');
-  return guard('Proposal', async () => {
+  showPanel(tr('方案审查', 'Proposal'), busy(tr('正在对照管网检查方案…', 'Checking the proposal against the network…')), 'proposal');
+  return guard(tr('方案审查', 'Proposal'), async () => {
     let r;
     if (can('propose')) {
       const res = await request('/proposals', { method: 'POST', json: doc, query: { name: name || undefined } });
@@ -314,15 +366,15 @@ export async function submit(doc, name) {
     } else {
       r = await execute('proposal-check', { proposal: doc, name: name || undefined });
       state.stored = false;
-      toast('Checked only: your role may not store proposals', 'info');
+      toast(tr('仅检查：您的角色不能保存方案', 'Checked only: your role may not store proposals'), 'info');
     }
     return show(r);
   });
 }
 
 export async function openStored(id) {
-  showPanel(`Proposal ${id}`, busy('Reading the proposal…'), 'proposal');
-  return guard('Proposal', async () => {
+  showPanel(`${tr('方案', 'Proposal')} ${id}`, busy(tr('正在读取方案…', 'Reading the proposal…')), 'proposal');
+  return guard(tr('方案审查', 'Proposal'), async () => {
     state.doc = null;
     return show(await getJSON(`/proposals/${id}`));
   });
@@ -357,29 +409,40 @@ async function tablesToGeoJSON(points, segments) {
   return (await request('/proposals/tables', { method: 'POST', body: form })).json();
 }
 
+/** The CRS and axis order the proposal's coordinates take (the twin's, from /view/frame). */
+function crsHint() {
+  const crs = (world.frame && world.frame.crs) || 'EPSG:?';
+  return el('p', { class: 'crs-hint', 'data-role': 'crs-hint' },
+    tr(`坐标: ${crs}, X=北 (northing), Y=东 (easting)。GeoJSON 坐标按 [Y 东, X 北] 书写 (或经纬度 CRS84); `
+      + '点表和线表按 X=北, Y=东 (CJJ 61)。',
+    `Coordinates: ${crs}, X=北 (northing), Y=东 (easting). GeoJSON positions are [Y easting, X northing] `
+      + '(or lon/lat in CRS84); the point and segment tables give X=northing, Y=easting (CJJ 61).'));
+}
+
 function uploadForm() {
   const file = el('input', {
     type: 'file', id: 'proposal-file', multiple: true,
     accept: '.geojson,.json,application/geo+json,application/json,.csv,.xlsx',
   });
-  const name = el('input', { type: 'text', id: 'proposal-name', placeholder: 'name (optional)', maxlength: '200' });
+  const name = el('input', { type: 'text', id: 'proposal-name', placeholder: tr('名称（可选）', 'name (optional)'), maxlength: '200' });
   const form = el('form', {
     class: 'upload',
     onsubmit: async (e) => {
       e.preventDefault();
       const files = [...file.files];
       if (!files.length) {
-        toast('Choose a GeoJSON file, or the point and segment tables, of the proposed pipe', 'info');
+        toast(tr('请选择拟建管线的 GeoJSON 文件，或点表和线表', 'Choose a GeoJSON file, or the point and segment tables, of the proposed pipe'), 'info');
         return;
       }
       if (files.some((f) => TABLE_FILE.test(f.name))) {
         const pair = files.length === 2 && files.every((f) => TABLE_FILE.test(f.name)) ? pointsAndSegments(files) : null;
         if (!pair) {
-          toast('Choose two tables (CSV or XLSX) whose names tell the point table (点, point) from the segment table (段, segment)', 'error');
+          toast(tr('请选择两张表（CSV 或 XLSX），文件名须能区分点表（点, point）和线表（段, segment）',
+            'Choose two tables (CSV or XLSX) whose names tell the point table (点, point) from the segment table (段, segment)'), 'error');
           return;
         }
-        showPanel('Proposal', busy('Reading the proposal tables…'), 'proposal');
-        const doc = await guard('Proposal tables', () => tablesToGeoJSON(pair[0], pair[1]));
+        showPanel(tr('方案审查', 'Proposal'), busy(tr('正在读取方案表…', 'Reading the proposal tables…')), 'proposal');
+        const doc = await guard(tr('方案表', 'Proposal tables'), () => tablesToGeoJSON(pair[0], pair[1]));
         if (!doc) {
           start();
           return;
@@ -388,7 +451,7 @@ function uploadForm() {
         return;
       }
       if (files.length !== 1) {
-        toast('Choose one GeoJSON file, or two tables (points and segments)', 'error');
+        toast(tr('请选择一个 GeoJSON 文件，或两张表（点表和线表）', 'Choose one GeoJSON file, or two tables (points and segments)'), 'error');
         return;
       }
       const f = files[0];
@@ -396,37 +459,41 @@ function uploadForm() {
       try {
         doc = JSON.parse(await readFile(f));
       } catch (err) {
-        toast(`${f.name} is not GeoJSON: ${err.message}`, 'error');
+        toast(tr(`${f.name} 不是 GeoJSON：${err.message}`, `${f.name} is not GeoJSON: ${err.message}`), 'error');
         return;
       }
       await submit(doc, name.value.trim() || (doc.name || (doc.properties && doc.properties.name)) || f.name.replace(/\.[^.]+$/, ''));
     },
-  }, el('label', { for: 'proposal-file' }, 'Proposed pipe or excavation: one GeoJSON (LineString with utility, size, depth_m; '
-    + 'Polygon with depth_m), or two CJJ 61 tables (points + segments, CSV or XLSX)'),
-  file, name, el('button', { type: 'submit', class: 'primary' }, can('propose') ? 'Check and submit' : 'Check'));
-  return section('New proposal', form);
+  }, el('label', { for: 'proposal-file' }, tr('拟建管线或开挖范围：一个 GeoJSON（LineString 含 utility、size、depth_m；'
+    + 'Polygon 含 depth_m），或两张 CJJ 61 表（点表 + 线表，CSV 或 XLSX）',
+  'Proposed pipe or excavation: one GeoJSON (LineString with utility, size, depth_m; '
+    + 'Polygon with depth_m), or two CJJ 61 tables (points + segments, CSV or XLSX)')),
+  crsHint(), file, name, el('button', { type: 'submit', class: 'primary' }, can('propose') ? tr('检查并提交', 'Check and submit') : tr('检查', 'Check')));
+  return section(tr('新方案', 'New proposal'), form);
 }
 
 async function listStored(target) {
-  await guard('Proposals', async () => {
+  await guard(tr('方案', 'Proposals'), async () => {
     const r = await getJSON('/proposals');
     const rows = r.proposals.slice().reverse().map((p) => ({
       attrs: { dataset: { proposal: String(p.id) } },
-      cells: [String(p.id), p.name, p.utility, statusBadge(p.status), p.passed ? 'pass' : 'fail', String(p.open ?? '–'),
-        el('button', { class: 'small', onclick: () => openStored(p.id) }, 'Open')],
+      cells: [String(p.id), p.name, named('utility', p.utility), statusBadge(p.status), p.passed ? tr('通过', 'pass') : tr('未通过', 'fail'),
+        String(p.open ?? '–'), el('button', { class: 'small', onclick: () => openStored(p.id) }, tr('打开', 'Open'))],
     }));
-    target.replaceChildren(rows.length ? table(['id', 'name', 'utility', 'status', 'check', 'open', ''], rows)
-      : el('p', { class: 'muted' }, 'No proposals yet.'));
+    target.replaceChildren(rows.length ? table([tr('编号', 'id'), tr('名称', 'name'), tr('类别', 'utility'), tr('状态', 'status'),
+      tr('检查', 'check'), tr('未处理', 'open'), ''], rows)
+      : el('p', { class: 'muted' }, tr('还没有方案。', 'No proposals yet.')));
   });
 }
 
 export function start() {
-  const list = el('div', {}, busy('Reading the proposals…'));
-  showPanel('Proposals 管线审批', [uploadForm(), section('Stored proposals', list)], 'proposal');
+  const list = el('div', {}, busy(tr('正在读取方案…', 'Reading the proposals…')));
+  showPanel(tr('管线审批', 'Proposals'), [uploadForm(), section(tr('已保存的方案', 'Stored proposals'), list)], 'proposal');
   listStored(list);
 }
 
 export function clear() {
+  removeChip('proposal');
   if (state.layer) state.layer.entities.removeAll();
   state.report = null;
   clearMarks();
@@ -439,8 +506,8 @@ export function proposalState() {
 
 register({
   id: 'proposal',
-  label: 'Proposal',
-  hint: 'Proposal: upload a GeoJSON, or the point and segment tables, of the proposed pipe in the panel. Esc to stop.',
+  get label() { return tr('方案审查', 'Proposal'); },
+  get hint() { return tr('方案审查：在面板中上传拟建管线的 GeoJSON，或点表和线表。按 Esc 结束。', 'Proposal: upload a GeoJSON, or the point and segment tables, of the proposed pipe in the panel. Esc to stop.'); },
   submit,
   start,
   click() {},
@@ -448,5 +515,7 @@ register({
     if (state.layer) state.layer.entities.removeAll();
     state.drawn = false;
     clearMarks();
+    highlightPipe(null);
+    removeChip('proposal');
   },
 });

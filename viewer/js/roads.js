@@ -4,9 +4,11 @@
 
 /* global Cesium */
 
+import { tr } from './i18n.js';
 import { getJSON } from './api.js';
 import { $, el, guard } from './ui.js';
 import { overlay } from './tools.js';
+import { addChip, removeChip } from './chips.js';
 import { groundHeight } from './scene.js';
 
 const state = { layer: null, shown: true, count: 0 };
@@ -36,6 +38,21 @@ function draw(fc) {
   ds.clustering.enabled = false;
   ds.show = state.shown;
   state.count = fc.features.length;
+  roadsChip();
+}
+
+/** The roads' chip over the map (chips.js): × hides them, as the layer toggle does. */
+function roadsChip() {
+  if (!state.shown || !state.count) {
+    removeChip('roads');
+    return;
+  }
+  addChip('roads', ['道路', 'Roads'], () => {
+    state.shown = false;
+    if (state.layer) state.layer.show = false;
+    const box = document.querySelector('input[data-role=roads]');
+    if (box) box.checked = false;
+  });
 }
 
 /** Read and draw the roads; a 道路 Roads toggle under the layers. */
@@ -44,9 +61,10 @@ export async function initRoads() {
   box.addEventListener('change', () => {
     state.shown = box.checked;
     if (state.layer) state.layer.show = state.shown;
+    roadsChip();
   });
-  $('#roads-layer')?.replaceChildren(el('label', { class: 'toggle' }, box, '道路 Roads (names from the survey)'));
-  await guard('The roads', async () => draw(await getJSON('/view/roads')));
+  $('#roads-layer')?.replaceChildren(el('label', { class: 'toggle' }, box, tr('道路（名称取自测量数据）', 'Roads (names from the survey)')));
+  await guard(tr('道路', 'The roads'), async () => draw(await getJSON('/view/roads')));
 }
 
 export function roadsState() {

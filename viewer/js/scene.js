@@ -135,6 +135,59 @@ export function viewAll(duration = 0) {
   });
 }
 
+/** Open on the district before any tile has arrived: the camera over the network's extent
+ * (/view/frame `bbox`, CRS84) at its ground, from the angle of viewAll(), so the first picture
+ * is the district, not the globe, and the tiles the first frames ask for are the district's. */
+export function viewDistrict(frame) {
+  if (!frame || !frame.bbox) return;
+  const [west, south, east, north] = frame.bbox;
+  const z = (frame.ground_z ? frame.ground_z.mean : 0) + (frame.geoid_offset_m || 0);
+  const corners = [[west, south], [east, north], [west, north], [east, south]]
+    .map(([lon, lat]) => Cesium.Cartesian3.fromDegrees(lon, lat, z));
+  const sphere = Cesium.BoundingSphere.fromPoints(corners);
+  world.camera.flyToBoundingSphere(sphere, {
+    duration: 0, offset: new Cesium.HeadingPitchRange(0.3, -0.75, Math.max(sphere.radius * 2.2, 150)),
+  });
+  timing.districtView = performance.now();
+}
+
+// ------------------------------------------------------------------ the overview lines
+/** Beyond this distance (m) a pipe's solid is under two pixels wide (a DN300 main at a 60° view
+ * 1280 px wide); from there on each pipe is also drawn as a line of OVERVIEW_WIDTH_PX. */
+export const OVERVIEW_FROM_M = 150;
+const OVERVIEW_WIDTH_PX = 1.5;
+
+/** The pipes' minimum on-screen width at overview distance: every live pipe's centreline (GET
+ * /view/overview) as a line in its utility colour, shown from OVERVIEW_FROM_M on, while the map
+ * shows utility colours unfiltered (a thematic map, a filter or marks leave the solids alone).
+ * `colourOf(code)` gives a utility's css colour, `visible()` whether the lines may show, and
+ * `hidden` the set of utilities switched off. */
+export async function loadOverview(colourOf, visible, hidden) {
+  const r = await getJSON('/view/overview');
+  const near = new Cesium.DistanceDisplayCondition(OVERVIEW_FROM_M, Number.MAX_VALUE);
+  const sets = new Map();
+  for (const [code, u] of Object.entries(r.utilities)) {
+    const lines = new Cesium.PolylineCollection();
+    const material = Cesium.Material.fromType('Color', { color: Cesium.Color.fromCssColorString(colourOf(code)) });
+    const p = u.positions;
+    for (let i = 0; i + 1 < u.offsets.length; i += 1) {
+      const a = u.offsets[i];
+      const b = u.offsets[i + 1];
+      if (b - a < 2) continue;
+      lines.add({ positions: Cesium.Cartesian3.fromDegreesArrayHeights(p.slice(3 * a, 3 * b)), width: OVERVIEW_WIDTH_PX,
+        material, distanceDisplayCondition: near });
+    }
+    world.scene.primitives.add(lines);
+    sets.set(code, lines);
+  }
+  world.overview = sets;
+  world.scene.preRender.addEventListener(() => {
+    const on = visible();
+    for (const [code, lines] of sets) lines.show = on && !hidden().has(code);
+  });
+  return sets.size;
+}
+
 /** Keep the camera over the network: zooming out stops at a few times the network's size, and a
  * camera beyond its extent (plus a margin of half its size, at least 500 m) is brought back to
  * the nearest place inside, heading and pitch kept. `bbox` is [west, south, east, north]. */

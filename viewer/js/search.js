@@ -12,6 +12,7 @@ import { showFeature, utilityBadge } from './inspect.js';
 import { display, MARK_GOLD, UTILITIES } from './style.js';
 import { restyle, setMarks } from './tools.js';
 import { renderLayers } from './layers.js';
+import { knows, named, tr } from './i18n.js';
 
 let timer = null;
 let results = [];
@@ -21,12 +22,34 @@ function list() {
   return $('#search-results');
 }
 
+/** What a result is, for people. */
+function kindName(kind) {
+  return { pipe: tr('管段', 'pipe'), node: tr('管点', 'point'), road: tr('道路', 'road'),
+    utility: tr('类别', 'utility') }[kind] || kind;
+}
+
+/** A result's line in the language in use (the server's label names codes as they are). */
+export function resultLabel(r) {
+  if (r.kind === 'road') return tr(`${r.id}（${r.pipes} 条管线）`, `${r.id} (${r.pipes} pipes)`);
+  if (r.kind === 'utility') {
+    return tr(`${named('utility', r.id)} ${r.id}：${r.pipes} 条管线`, `${named('utility', r.id)} ${r.id}: ${r.pipes} pipes`);
+  }
+  if (r.kind === 'node') {
+    const parts = String(r.label).split(' ');
+    const last = parts[parts.length - 1];
+    for (const cat of ['appurtenance', 'feature']) {
+      if (parts.length > 1 && knows(cat, last)) return [...parts.slice(0, -1), named(cat, last)].join(' ');
+    }
+  }
+  return r.label;
+}
+
 function renderResults() {
   const ul = list();
   ul.replaceChildren(...results.map((r, i) => el('li', {
     role: 'option', 'aria-selected': String(i === active), dataset: { kind: r.kind, id: r.id },
     onmousedown: (e) => { e.preventDefault(); choose(r); },
-  }, el('span', { class: `kind ${r.kind}` }, r.kind), ' ', r.label)));
+  }, el('span', { class: `kind ${r.kind}` }, kindName(r.kind)), ' ', resultLabel(r))));
   ul.hidden = results.length === 0;
 }
 
@@ -36,14 +59,14 @@ async function suggest(q) {
     renderResults();
     return;
   }
-  await guard('Search', async () => {
+  await guard(tr('搜索', 'Search'), async () => {
     const r = await getJSON('/view/search', { q, limit: 6 });
     if ($('#search-input').value.trim() !== q) return; // typed on meanwhile
     results = r.results;
     active = results.length ? 0 : -1;
     renderResults();
     if (!results.length) {
-      list().replaceChildren(el('li', { class: 'muted' }, `Nothing matches “${q}”`));
+      list().replaceChildren(el('li', { class: 'muted' }, tr(`没有与“${q}”匹配的结果`, `Nothing matches “${q}”`)));
       list().hidden = false;
     }
   });
@@ -51,9 +74,9 @@ async function suggest(q) {
 
 /** Show a road: its pipes from the features API (road=...), marked, listed, flown to. */
 export async function showRoad(name, bbox) {
-  showPanel(`Road ${name}`, busy('Reading its pipes…'), 'search');
+  showPanel(`${tr('道路', 'Road')} ${name}`, busy(tr('正在读取道路上的管线…', 'Reading its pipes…')), 'search');
   if (bbox) flyToBox(bbox[0], bbox[1], bbox[2], bbox[3]);
-  return guard('Road', async () => {
+  return guard(tr('道路', 'Road'), async () => {
     const fc = await getJSON('/collections/pipes/items', { road: name, limit: 10000 });
     const by = new Map();
     for (const f of fc.features) {
@@ -64,11 +87,13 @@ export async function showRoad(name, bbox) {
       by.set(u, row);
     }
     setMarks(fc.features.map((f) => [f.id, MARK_GOLD]), true);
-    showPanel(`Road ${name}`, [
-      el('p', {}, `${fc.features.length} pipes along ${name}${fc.numberMatched > fc.features.length ? ` (first ${fc.features.length} of ${fc.numberMatched})` : ''}.`),
-      section('By utility', table(['utility', 'pipes', 'length m'],
+    const more = fc.numberMatched > fc.features.length;
+    showPanel(`${tr('道路', 'Road')} ${name}`, [
+      el('p', {}, tr(`${name}沿线 ${fc.features.length} 条管线${more ? `（共 ${fc.numberMatched} 条，仅列前 ${fc.features.length} 条）` : ''}。`,
+        `${fc.features.length} pipes along ${name}${more ? ` (first ${fc.features.length} of ${fc.numberMatched})` : ''}.`)),
+      section(tr('按管线类别', 'By utility'), table([tr('类别', 'utility'), tr('管段数', 'pipes'), tr('长度 (m)', 'length m')],
         [...by.entries()].map(([u, r]) => [utilityBadge(u), String(r.n), num(r.m, 0)]))),
-      section('Pipes', table(['id', 'size', 'material', 'built'], fc.features.slice(0, 300).map((f) => ({
+      section(tr('管段', 'Pipes'), table([tr('编号', 'id'), tr('规格', 'size'), tr('材质', 'material'), tr('埋设日期', 'built')], fc.features.slice(0, 300).map((f) => ({
         attrs: { dataset: { pipe: f.id } },
         cells: [el('a', { href: '#', onclick: (e) => { e.preventDefault(); showFeature('pipe', String(f.id), null, { fly: true }); } }, String(f.id)),
           f.properties.size_text, f.properties.material, f.properties.built],
@@ -85,7 +110,7 @@ export function showUtility(r) {
   restyle();
   renderLayers();
   if (r.bbox) flyToBox(r.bbox[0], r.bbox[1], r.bbox[2], r.bbox[3]);
-  const all = el('button', { type: 'button', dataset: { role: 'show-all' } }, '显示全部 Show all');
+  const all = el('button', { type: 'button', dataset: { role: 'show-all' } }, tr('显示全部', 'Show all'));
   all.addEventListener('click', () => {
     display.hiddenUtilities = new Set();
     display.onlySubtype = null;
@@ -93,7 +118,8 @@ export function showUtility(r) {
     renderLayers();
     all.disabled = true;
   });
-  showPanel(r.label, [el('p', {}, `只显示 ${r.label}. Only these pipes are shown.`), all], 'search');
+  const what = resultLabel(r);
+  showPanel(what, [el('p', {}, tr(`只显示 ${what}。`, `Only these pipes are shown: ${what}.`)), all], 'search');
   return r;
 }
 
@@ -111,7 +137,7 @@ export async function choose(r) {
 export async function go(q) {
   const r = await getJSON('/view/search', { q, limit: 6 });
   const exact = r.results.find((x) => x.id === q) || r.results[0];
-  if (!exact) throw new Error(`nothing matches ${q}`);
+  if (!exact) throw new Error(tr(`没有与“${q}”匹配的结果`, `nothing matches ${q}`));
   return choose(exact);
 }
 
@@ -131,7 +157,7 @@ export function initSearch() {
     } else if (e.key === 'Enter') {
       e.preventDefault();
       if (results[active]) choose(results[active]);
-      else if (input.value.trim()) guard('Search', () => go(input.value.trim()));
+      else if (input.value.trim()) guard(tr('搜索', 'Search'), () => go(input.value.trim()));
     } else if (e.key === 'Escape') {
       results = [];
       renderResults();

@@ -9,6 +9,8 @@ import { busy, drawing, el, guard, num, section, showPanel, table, toast } from 
 import { groundHeight, toCartographic, world } from './scene.js';
 import { toLonLat, toTwin } from './geo.js';
 import { clearMarks, overlay, register, setMarks } from './tools.js';
+import { addChip, removeChip } from './chips.js';
+import { named, tr } from './i18n.js';
 import { MARK_GOLD, utilityCss } from './style.js';
 
 const state = { points: [], layer: null, line: null, result: null, svg: null, flip: false };
@@ -68,6 +70,7 @@ function clip(a, b, { fly = true } = {}) {
   const localNormal = Cesium.Cartesian3.normalize(
     Cesium.Matrix4.multiplyByPointAsVector(inverse, normal, new Cesium.Cartesian3()), new Cesium.Cartesian3());
   const plane = new Cesium.ClippingPlane(localNormal, -Cesium.Cartesian3.dot(localNormal, localPoint));
+  addChip('section', ['剖切面', 'Section cut'], clear); // × takes the cut off (chips.js)
   if (!tileset.clippingPlanes) {
     tileset.clippingPlanes = new Cesium.ClippingPlaneCollection({
       planes: [plane], edgeWidth: 1.5, edgeColor: Cesium.Color.WHITE,
@@ -104,6 +107,7 @@ function clip(a, b, { fly = true } = {}) {
 }
 
 export function removeClip() {
+  removeChip('section');
   if (world.tileset && world.tileset.clippingPlanes) world.tileset.clippingPlanes.enabled = false;
   if (world.scene.globe.clippingPlanes) world.scene.globe.clippingPlanes.enabled = false;
 }
@@ -111,21 +115,23 @@ export function removeClip() {
 function render(r, svg) {
   const rows = r.pipes.map((p) => ({
     attrs: { dataset: { pipe: p.id } },
-    cells: [el('span', {}, el('i', { class: 'swatch', style: { background: utilityCss(p.utility) } }), p.utility),
+    cells: [el('span', {}, el('i', { class: 'swatch', style: { background: utilityCss(p.utility) } }), `${p.utility} ${named('utility', p.utility)}`),
       p.id, p.size_text, num(p.offset_m, 2), num(p.centre_z, 2), num(p.depth_m, 2), num(p.cover_m, 2),
       p.clear_right_m === null || p.clear_right_m === undefined ? '–' : num(p.clear_right_m, 2)],
   }));
-  showPanel('横断面 Cross-section', [
-    el('p', { 'data-role': 'section-summary' },
+  showPanel(tr('横断面', 'Cross-section'), [
+    el('p', { 'data-role': 'section-summary' }, tr(
+      `剖切线长 ${num(r.length_m, 1)} m；剖到 ${r.pipes.length} 条管线` + (r.along.length ? `；${r.along.length} 条沿线平行` : '') + '。',
       `${num(r.length_m, 1)} m line; ${r.pipes.length} pipe${r.pipes.length === 1 ? '' : 's'} cut` +
-      (r.along.length ? `; ${r.along.length} run along it` : '') + '.'),
-    el('div', { 'data-role': 'section-drawing' }, drawing(svg, 'Cross-section')),
-    section('Pipes cut (A to B)', table(['utility', 'id', 'size', 'offset m', 'centre elev.', 'depth', 'cover', 'clear to next'],
-      rows, { 'data-role': 'section-pipes' })),
+      (r.along.length ? `; ${r.along.length} run along it` : '') + '.')),
+    el('div', { 'data-role': 'section-drawing' }, drawing(svg, tr('横断面', 'Cross-section'))),
+    section(tr('剖到的管线（A 至 B）', 'Pipes cut (A to B)'), table([tr('类别', 'utility'), tr('编号', 'id'), tr('规格', 'size'),
+      tr('偏距 (m)', 'offset m'), tr('中心高程 (m)', 'centre elev.'), tr('埋深 (m)', 'depth'), tr('覆土 (m)', 'cover'),
+      tr('与下一管净距 (m)', 'clear to next')], rows, { 'data-role': 'section-pipes' })),
     el('div', { class: 'actions' },
-      el('button', { onclick: () => { state.flip = !state.flip; clip(state.line[0], state.line[1], { fly: true }); } }, 'Look from the other side'),
-      el('button', { onclick: () => removeClip() }, 'Remove the cut'),
-      el('button', { onclick: () => clear() }, 'Clear')),
+      el('button', { onclick: () => { state.flip = !state.flip; clip(state.line[0], state.line[1], { fly: true }); } }, tr('从另一侧看', 'Look from the other side')),
+      el('button', { onclick: () => removeClip() }, tr('移除剖切', 'Remove the cut')),
+      el('button', { onclick: () => clear() }, tr('清除', 'Clear'))),
   ], 'section');
 }
 
@@ -134,8 +140,8 @@ export async function runLonLat(lonlat) {
   state.line = lonlat;
   drawLine(lonlat);
   clip(lonlat[0], lonlat[lonlat.length - 1]);
-  showPanel('横断面 Cross-section', busy('Cutting the section…'), 'section');
-  return guard('Cross-section', async () => {
+  showPanel(tr('横断面', 'Cross-section'), busy(tr('正在剖切…', 'Cutting the section…')), 'section');
+  return guard(tr('横断面', 'Cross-section'), async () => {
     const twin = await toTwin(lonlat.map(([lon, lat]) => [lon, lat]));
     return runLine(twin.points.map((p) => [p[0], p[1]]), { drawn: true });
   });
@@ -150,8 +156,8 @@ export async function runLine(line, { drawn = false } = {}) {
     clip(lonlat[0], lonlat[lonlat.length - 1]);
   }
   state.twinLine = line;
-  showPanel('横断面 Cross-section', busy('Cutting the section…'), 'section');
-  return guard('Cross-section', async () => {
+  showPanel(tr('横断面', 'Cross-section'), busy(tr('正在剖切…', 'Cutting the section…')), 'section');
+  return guard(tr('横断面', 'Cross-section'), async () => {
     const [r, svg] = await Promise.all([execute('section', { line }), execute('section', { line }, 'svg')]);
     state.result = r;
     state.svg = svg;
@@ -176,8 +182,8 @@ export function sectionState() {
 
 register({
   id: 'section',
-  label: 'Section',
-  hint: 'Cross-section: click the start, then the end of a line across the road. Esc to stop.',
+  get label() { return tr('横断面', 'Section'); },
+  get hint() { return tr('横断面：点击横穿道路的剖切线起点，再点击终点。按 Esc 结束。', 'Cross-section: click the start, then the end of a line across the road. Esc to stop.'); },
   runLonLat,
   runLine,
   start() {
@@ -185,7 +191,7 @@ register({
   },
   click(pick) {
     if (!pick.ground) {
-      toast('Click on the ground', 'info');
+      toast(tr('请点击地面', 'Click on the ground'), 'info');
       return;
     }
     const c = toCartographic(pick.ground);

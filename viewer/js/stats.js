@@ -7,30 +7,29 @@
 import uPlot from '/uplot/uPlot.esm.js';
 import { getJSON } from './api.js';
 import { $, busy, el, guard, num, panelOwner, showPanel, table } from './ui.js';
-import { decadeCss, display, materialCss, ownerCss, setOwners, UTILITIES, UTILITY, utilityCss } from './style.js';
+import { decadeCss, display, materialCss, ownerCss, setOwners, UTILITIES, utilityCss } from './style.js';
 import { restyle } from './tools.js';
 import { renderLayers } from './layers.js';
+import { named, tr } from './i18n.js';
 
 /** The charts: the /stats dimension and its title, Chinese first. */
 export const CHARTS = [
-  { by: 'utility', title: '管线类别 Utility' },
-  { by: 'material', title: '材质 Material' },
-  { by: 'decade', title: '建设年代 Decade built' },
-  { by: 'owner', title: '权属单位 Owner' },
-  { by: 'status', title: '状态 Status' },
+  { by: 'utility', get title() { return tr('管线类别', 'Utility'); } },
+  { by: 'material', get title() { return tr('材质', 'Material'); } },
+  { by: 'decade', get title() { return tr('建设年代', 'Decade built'); } },
+  { by: 'owner', get title() { return tr('权属单位', 'Owner'); } },
+  { by: 'status', get title() { return tr('状态', 'Status'); } },
 ];
-const STATUS_ZH = { active: '在用', abandoned: '废弃', planned: '规划', proposed: '拟建' };
 const STATUS_CSS = { active: '#3d8bfd', abandoned: '#969696', planned: '#a0cbe8', proposed: '#f1ce63' };
-const UNKNOWN = '不详 unknown';
 const ROW_PX = 22;
 
 const state = { tables: {}, plots: {}, filter: null };
 
 function label(by, value) {
-  if (value === null || value === undefined || value === '') return UNKNOWN;
-  if (by === 'utility') return `${value} ${UTILITY[value]?.zh || ''}`.trim();
-  if (by === 'status') return `${STATUS_ZH[value] || ''} ${value}`.trim();
-  if (by === 'decade') return `${String(value).slice(0, 4)}年代 ${value}`;
+  if (value === null || value === undefined || value === '') return tr('不详', 'unknown');
+  if (by === 'utility') return `${value} ${named('utility', value)}`;
+  if (by === 'status') return named('status', value);
+  if (by === 'decade') return tr(`${String(value).slice(0, 4)} 年代`, `${String(value).slice(0, 4)}s`);
   return String(value);
 }
 
@@ -78,31 +77,32 @@ function chart(by, items, box) {
 function filterLine() {
   const f = state.filter;
   const all = el('button', { type: 'button', dataset: { role: 'stats-show-all' }, disabled: !f,
-    onclick: () => showAll() }, '显示全部 Show all');
+    onclick: () => showAll() }, tr('显示全部', 'Show all'));
   return el('p', { class: 'stats-filter', 'data-role': 'stats-filter' },
-    f ? `只显示 ${CHARTS.find((c) => c.by === f.by).title.split(' ')[0]}: ${f.label}. Only these pipes are shown. `
-      : '点击柱条筛选三维视图 Click a bar to show only those pipes. ', all);
+    f ? tr(`只显示 ${CHARTS.find((c) => c.by === f.by).title}：${f.label}。`,
+      `Only these pipes are shown: ${CHARTS.find((c) => c.by === f.by).title} ${f.label}. `)
+      : tr('点击柱条筛选三维视图。', 'Click a bar to show only those pipes. '), all);
 }
 
 function block(c) {
   const items = state.tables[c.by];
   const rows = items.map((b) => ({ attrs: { dataset: { by: c.by, value: b.value } },
     cells: [b.label, num(b.km, 3), String(b.pipes), el('button', { type: 'button', class: 'small',
-      dataset: { role: 'stats-only' }, onclick: () => showOnly(c.by, b) }, '只显示 Only')] }));
+      dataset: { role: 'stats-only' }, onclick: () => showOnly(c.by, b) }, tr('只显示', 'Only'))] }));
   return el('section', { class: 'block stats-chart', dataset: { by: c.by } },
     el('h3', {}, `${c.title} (km)`),
     el('div', { class: 'chart', 'data-role': 'stats-chart' }),
-    el('details', {}, el('summary', {}, '数据表 Table'),
-      table(['类别 value', '长度 km', '管段 pipes', ''], rows)));
+    el('details', {}, el('summary', {}, tr('数据表', 'Table')),
+      table([tr('类别', 'value'), tr('长度 (km)', 'length km'), tr('管段数', 'pipes'), ''], rows)));
 }
 
 function render() {
   for (const p of Object.values(state.plots)) p.destroy();
   state.plots = {};
   const total = state.total;
-  showPanel('统计 Statistics', [
-    el('p', { 'data-role': 'stats-total' }, `合计 total ${num(total.length_km, 1)} km, ${total.segments} 管段 pipes ` +
-      '(现状管网, 不含已删除 current network).'),
+  showPanel(tr('统计', 'Statistics'), [
+    el('p', { 'data-role': 'stats-total' }, tr(`合计 ${num(total.length_km, 1)} km，${num(total.segments, 0)} 条管段（现状管网，不含已删除）。`,
+      `Total ${num(total.length_km, 1)} km, ${num(total.segments, 0)} pipes (current network).`)),
     filterLine(),
     ...CHARTS.map(block),
   ], 'stats');
@@ -114,8 +114,8 @@ function render() {
 
 /** Open the statistics panel: the five tables read afresh, charted. */
 export async function openStats() {
-  showPanel('统计 Statistics', busy('读取统计 Reading the statistics…'), 'stats');
-  return guard('统计 Statistics', async () => {
+  showPanel(tr('统计', 'Statistics'), busy(tr('正在读取统计…', 'Reading the statistics…')), 'stats');
+  return guard(tr('统计', 'Statistics'), async () => {
     const answers = await Promise.all(CHARTS.map((c) => getJSON('/stats', { by: c.by })));
     CHARTS.forEach((c, i) => { state.tables[c.by] = bars(c.by, answers[i].rows); });
     state.total = answers[0].total;

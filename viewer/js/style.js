@@ -7,6 +7,8 @@
 
 /* global Cesium */
 
+import { named, tr } from './i18n.js';
+
 /** CJJ 61-2017 appendix B utility colours (DOMAIN.md). */
 export const UTILITIES = [
   { code: 'JS', en: 'Water supply', zh: '给水', rgb: [0, 255, 255] },
@@ -92,10 +94,11 @@ export function decadeCss(year) {
 }
 
 export function decadeLabel(year) {
-  if (year === null) return 'unknown';
-  if (year < FIRST_DECADE + 10) return `before ${FIRST_DECADE + 10}`;
+  if (year === null) return tr('年代不详', 'unknown');
+  if (year < FIRST_DECADE + 10) return tr(`${FIRST_DECADE + 10} 年以前`, `before ${FIRST_DECADE + 10}`);
   const d = Math.floor(year / 10) * 10;
-  return d >= FIRST_DECADE + 10 * (DECADE_RAMP.length - 1) ? `${FIRST_DECADE + 10 * (DECADE_RAMP.length - 1)}s and later` : `${d}s`;
+  const last = FIRST_DECADE + 10 * (DECADE_RAMP.length - 1);
+  return d >= last ? tr(`${last} 年代及以后`, `${last}s and later`) : tr(`${d} 年代`, `${d}s`);
 }
 
 /** Lighten a fitting's utility colour towards concrete grey, as the tiles do. */
@@ -135,13 +138,13 @@ export function serviceLife(material, utility) {
 
 /** Classes of age / service life, young to overdue, and "unknown" (no year built). */
 export const AGE_CLASSES = [
-  { max: 0.5, label: '< 50% 使用年限 of service life', css: '#1a9850' },
+  { max: 0.5, get label() { return tr('< 50% 使用年限', '< 50% of service life'); }, css: '#1a9850' },
   { max: 0.8, label: '50–80%', css: '#a6d96a' },
-  { max: 1.0, label: '80–100% 临近 nearing', css: '#fdae61' },
-  { max: 1.5, label: '100–150% 超期 overdue', css: '#e34a33' },
-  { max: Infinity, label: '≥ 150% 严重超期 long overdue', css: '#7f0000' },
+  { max: 1.0, get label() { return tr('80–100% 临近', '80–100% nearing'); }, css: '#fdae61' },
+  { max: 1.5, get label() { return tr('100–150% 超期', '100–150% overdue'); }, css: '#e34a33' },
+  { max: Infinity, get label() { return tr('≥ 150% 严重超期', '≥ 150% long overdue'); }, css: '#7f0000' },
 ];
-const UNKNOWN_AGE = { label: '年代不详 year unknown', css: '#7f7f7f' };
+const UNKNOWN_AGE = { get label() { return tr('年代不详', 'year unknown'); }, css: '#7f7f7f' };
 
 /** The age class (index into AGE_CLASSES) of a pipe, or -1 when its year is unknown. */
 export function ageClass(built, material, utility, year = new Date().getFullYear()) {
@@ -176,6 +179,27 @@ export function featureValue(feature, property) {
   }
   const v = feature.getProperty(property);
   return v === undefined || v === null ? '' : String(v);
+}
+
+// ------------------------------------------------------------------ thematic maps the tiles lack
+/** Pressure class (GB 50028 gas classes, then nominal pressure) and survey accuracy (CJJ 61 plan
+ * tolerance) are served as class maps (GET /view/theme/{name}: {classes, features: {id: k}}). */
+export const THEME_PALETTES = {
+  pressure: ['#c6dbef', '#9ecae1', '#6baed6', '#fd8d3c', '#f16913', '#d94801', '#7f2704',
+    '#c7e9c0', '#74c476', '#31a354', '#006d2c'],
+  accuracy: ['#1a9850', '#91cf60', '#fee08b', '#fc8d59', '#d73027'],
+};
+const NO_CLASS = '#7f7f7f';
+/** name -> {classes, counts, features: Map(id -> class index)}, once read. */
+export const themes = {};
+
+export function setTheme(name, answer) {
+  themes[name] = { ...answer, features: new Map(Object.entries(answer.features || {})) };
+}
+
+function themeCss(name, id) {
+  const k = themes[name].features.get(String(id));
+  return k === undefined ? NO_CLASS : THEME_PALETTES[name][k] || NO_CLASS;
 }
 
 // ------------------------------------------------------------------ the viewer's display state
@@ -216,6 +240,7 @@ function baseCss(feature, fitting) {
     return k < 0 ? UNKNOWN_AGE.css : AGE_CLASSES[k].css;
   }
   if (display.colourBy === 'owner') return ownerCss(feature.getProperty('owner'));
+  if (themes[display.colourBy]) return themeCss(display.colourBy, feature.getProperty('id'));
   return utilityCss(utility);
 }
 
@@ -261,9 +286,9 @@ export function makeStyle() {
 export function legendRows(stats) {
   if (display.colourBy === 'material') {
     const rows = (stats.material || []).map((r) => ({
-      label: r.material || 'unknown', css: materialCss(r.material), detail: r.length_km,
+      label: r.material || tr('材质不详', 'unknown'), css: materialCss(r.material), detail: r.length_km,
     }));
-    return rows.concat([{ label: 'abandoned', css: ABANDONED }]);
+    return rows.concat([{ label: named('status', 'abandoned'), css: ABANDONED }]);
   }
   if (display.colourBy === 'decade') {
     const seen = new Map();
@@ -273,23 +298,31 @@ export function legendRows(stats) {
       const prev = seen.get(label);
       seen.set(label, { label, css: decadeCss(year), detail: (prev ? prev.detail : 0) + r.length_km });
     }
-    return [...seen.values()].concat([{ label: 'abandoned', css: ABANDONED }]);
+    return [...seen.values()].concat([{ label: named('status', 'abandoned'), css: ABANDONED }]);
   }
   if (display.colourBy === 'age') {
     return AGE_CLASSES.map((c) => ({ label: c.label, css: c.css }))
-      .concat([{ label: UNKNOWN_AGE.label, css: UNKNOWN_AGE.css }, { label: 'abandoned', css: ABANDONED }]);
+      .concat([{ label: UNKNOWN_AGE.label, css: UNKNOWN_AGE.css }, { label: named('status', 'abandoned'), css: ABANDONED }]);
+  }
+  if (themes[display.colourBy]) {
+    const t = themes[display.colourBy];
+    const palette = THEME_PALETTES[display.colourBy];
+    return t.classes.map((c, k) => ({ label: tr(c.zh, c.en), css: palette[k], count: t.counts[k] }))
+      .filter((r) => r.count > 0)
+      .concat([{ label: tr('无数据', 'not recorded'), css: NO_CLASS }, { label: tr('废弃', 'abandoned'), css: ABANDONED }]);
   }
   if (display.colourBy === 'owner') {
     const owners = stats.owner || [];
     const rows = owners.slice(0, OWNER_PALETTE.length).map((r) => ({
-      label: r.owner || '权属不详 unknown', css: ownerCss(r.owner), detail: r.length_km,
+      label: r.owner || tr('权属不详', 'unknown'), css: ownerCss(r.owner), detail: r.length_km,
     }));
     const rest = owners.slice(OWNER_PALETTE.length);
     if (rest.length) {
-      rows.push({ label: `其他 ${rest.length} other owners`, css: OTHER_OWNER,
+      rows.push({ label: tr(`其他 ${rest.length} 个权属单位`, `${rest.length} other owners`), css: OTHER_OWNER,
         detail: rest.reduce((a, r) => a + r.length_km, 0) });
     }
-    return rows.concat([{ label: 'abandoned', css: ABANDONED }]);
+    return rows.concat([{ label: named('status', 'abandoned'), css: ABANDONED }]);
   }
-  return [{ label: 'abandoned', css: ABANDONED }, { label: 'planned / proposed (translucent)', css: 'rgba(200,200,200,0.5)' }];
+  return [{ label: named('status', 'abandoned'), css: ABANDONED },
+    { label: tr('规划/拟建（半透明）', 'planned / proposed (translucent)'), css: 'rgba(200,200,200,0.5)' }];
 }

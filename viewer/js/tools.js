@@ -8,6 +8,7 @@
 import { $$, hint } from './ui.js';
 import { groundAt, surfaceAt, world } from './scene.js';
 import { display } from './style.js';
+import { syncDisplayChips } from './chips.js';
 
 const tools = new Map();
 let active = null;
@@ -64,8 +65,12 @@ export function listen() {
     const pick = pickAt(movement.position);
     if (active && active.click) active.click(pick);
   }, Cesium.ScreenSpaceEventType.LEFT_CLICK);
+  // Esc ends the current tool (its leave() takes its marks and cuts off the map), but not while
+  // a text field is being edited (Esc there belongs to the field, e.g. the search's list).
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && active && active.id !== 'inspect') activate('inspect');
+    if (e.key !== 'Escape' || !active || active.id === 'inspect') return;
+    if (e.target instanceof HTMLElement && ['INPUT', 'TEXTAREA', 'SELECT'].includes(e.target.tagName)) return;
+    activate('inspect');
   });
   return handler;
 }
@@ -77,6 +82,13 @@ export function setMarks(entries, fade = true) {
   restyle();
 }
 
+/** Highlight one pipe (or point) in the 3D view: the selection colour, faded others kept as they
+ * are. For a pipe a check, an edit or a proposal finding refuses; null takes it off. */
+export function highlightPipe(id) {
+  display.selected = id === null || id === undefined ? null : id;
+  restyle();
+}
+
 export function clearMarks() {
   display.marks = new Map();
   display.fadeUnmarked = false;
@@ -85,6 +97,7 @@ export function clearMarks() {
 
 export function restyle() {
   if (world.tileset) world.tileset.makeStyleDirty();
+  syncDisplayChips();
 }
 
 /** A data source of entities that belongs to one tool. */

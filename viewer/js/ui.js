@@ -1,5 +1,7 @@
 // Small DOM helpers: building elements, the details panel, messages to the user.
 
+import { locale, onLang, tr } from './i18n.js';
+
 /** An element: el('div', {class: 'x', onclick: fn, dataset: {id: 1}}, 'text', child, ...). */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -27,10 +29,20 @@ function append(node, children) {
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
-/** A number for people: fixed decimals, or an en dash when missing. */
+const numberFormats = new Map();
+onLang(() => numberFormats.clear());
+
+/** A number for people in the language's format (1,234.50), fixed decimals, or an en dash when
+ * missing. */
 export function num(v, digits = 2, unit = '') {
-  if (v === undefined || v === null || Number.isNaN(v)) return '–';
-  return `${Number(v).toFixed(digits)}${unit ? ' ' + unit : ''}`;
+  if (v === undefined || v === null || v === '' || Number.isNaN(Number(v))) return '–';
+  const key = `${locale()}/${digits}`;
+  let f = numberFormats.get(key);
+  if (!f) {
+    f = new Intl.NumberFormat(locale(), { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    numberFormats.set(key, f);
+  }
+  return `${f.format(Number(v))}${unit ? ' ' + unit : ''}`;
 }
 
 const WHEN = new Intl.DateTimeFormat('zh-CN', { year: 'numeric', month: '2-digit', day: '2-digit',
@@ -76,7 +88,7 @@ export function toast(message, kind = 'info', seconds = kind === 'error' ? 0 : 6
   const box = $('#toasts');
   const t = el('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status' },
     el('span', {}, message),
-    el('button', { class: 'close', 'aria-label': 'Dismiss', onclick: () => t.remove() }, '×'));
+    el('button', { class: 'close', 'aria-label': tr('关闭', 'Dismiss'), onclick: () => t.remove() }, '×'));
   box.append(t);
   if (seconds > 0) setTimeout(() => t.remove(), seconds * 1000);
   return t;
@@ -119,15 +131,18 @@ export function showPanel(title, content, owner = null) {
   return body;
 }
 
+// The hint of the empty panel follows the language switch.
+onLang(() => { if (!panelState.owner && $('#panel-body')) clearPanel(); });
+
 export function panelOwner() {
   return panelState.owner;
 }
 
 export function clearPanel() {
   panelState.owner = null;
-  $('#panel-title').textContent = 'Details';
+  $('#panel-title').textContent = tr('详情', 'Details');
   $('#panel-body').replaceChildren(el('p', { class: 'muted' },
-    'Click a pipe or a point to see its attributes, or pick a tool above.'));
+    tr('点击管线或管点查看属性，或在上方选择工具。', 'Click a pipe or a point to see its attributes, or pick a tool above.')));
   $('#panel').dataset.owner = '';
 }
 
@@ -155,7 +170,7 @@ export function drawing(svgText, title) {
   const doc = new DOMParser().parseFromString(svgText, 'image/svg+xml');
   const svg = doc.documentElement;
   if (svg.nodeName.toLowerCase() !== 'svg' || doc.querySelector('parsererror')) {
-    frame.append(el('p', { class: 'error' }, 'The drawing could not be read.'));
+    frame.append(el('p', { class: 'error' }, tr('无法读取该图。', 'The drawing could not be read.')));
     return frame;
   }
   svg.querySelectorAll('script').forEach((s) => s.remove());
@@ -164,7 +179,7 @@ export function drawing(svgText, title) {
   frame.append(document.importNode(svg, true));
   const open = el('button', {
     class: 'small', onclick: () => openDocument(svgText, 'image/svg+xml', title),
-  }, 'Open full size');
+  }, tr('全尺寸打开', 'Open full size'));
   return el('div', {}, frame, open);
 }
 
@@ -173,7 +188,7 @@ export function openDocument(textBody, type, title) {
   const url = URL.createObjectURL(new Blob([textBody], { type: `${type};charset=utf-8` }));
   const w = window.open(url, '_blank');
   if (w) w.opener = null;
-  else toast(`${title || 'The document'} is ready: allow pop-ups to open it`, 'info');
+  else toast(tr(`${title || '文档'}已就绪：请允许弹出窗口以打开`, `${title || 'The document'} is ready: allow pop-ups to open it`), 'info');
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
   return url;
 }

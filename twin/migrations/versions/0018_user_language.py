@@ -6,7 +6,7 @@ Revises: 0017
 Create Date: 2026-12-03
 """
 
-from alembic import op  # noqa: F401
+from alembic import op
 
 revision = "0018"
 down_revision = "0017"
@@ -15,8 +15,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # filled in by the viewer-language work
+    op.execute(
+        "ALTER TABLE app_user ADD COLUMN IF NOT EXISTS lang text NOT NULL DEFAULT 'zh-CN' "
+        "CONSTRAINT app_user_lang CHECK (lang IN ('zh-CN', 'en'))"
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.execute("ALTER TABLE app_user DROP COLUMN IF EXISTS lang")
