@@ -1,7 +1,8 @@
 """One root exception for the project; subclasses carry a stable code.
 
-The API maps these to HTTP statuses in one place; the CLI prints the message and
-exits non-zero.
+Each error carries its message in English and, for the people who use PipeTwin, in Chinese
+(``zh=``; :attr:`TwinError.message_zh`). The API maps these to HTTP statuses in one place and
+answers in the language the client asks for; the CLI prints both and exits non-zero.
 """
 
 from __future__ import annotations
@@ -26,14 +27,21 @@ class TwinError(Exception):
 
     code = "TWIN"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, zh: str | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.zh = zh
 
     @property
     def message(self) -> str:
+        """The message in English."""
         return str(self.args[0]) if self.args else self.code
+
+    @property
+    def message_zh(self) -> str | None:
+        """The message in Chinese, when the raiser gave one."""
+        return self.zh
 
 
 class ConfigError(TwinError):
@@ -92,8 +100,9 @@ class TooBusy(TwinError):
 
     code = "TOO_BUSY"
 
-    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None,
+                 zh: str | None = None) -> None:
+        super().__init__(message, code=code, zh=zh)
         self.retry_after = max(1, int(retry_after))
 
 
@@ -103,6 +112,7 @@ class Overloaded(TwinError):
 
     code = "OVERLOADED"
 
-    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None,
+                 zh: str | None = None) -> None:
+        super().__init__(message, code=code, zh=zh)
         self.retry_after = max(1, int(retry_after))
