@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from analysis.segments import IsolationModel, build_model, network_fingerprint
 from analysis.shutdown_valves import reliability
 from twin.db import twin_srid
-from twin.domain import GRAVITY_UTILITIES, PRESSURISED_UTILITIES, UTILITIES
+from twin.domain import GRAVITY_UTILITIES, PRESSURISED_UTILITIES, UTILITIES, name_zh
 from twin.errors import InputError, NotFound
 from twin.jsonable import plain
 from twin.settings import get_settings
@@ -74,7 +74,8 @@ def isolate(
     failed_ids = list(dict.fromkeys(failed_valves))
     fpos = model.valve_positions(failed_ids)
     if (fpos < 0).any():
-        raise NotFound(f"no valve {failed_ids[int(np.flatnonzero(fpos < 0)[0])]!r}")
+        raise NotFound(f"no valve {failed_ids[int(np.flatnonzero(fpos < 0)[0])]!r}",
+                       zh=f"没有阀门 {failed_ids[int(np.flatnonzero(fpos < 0)[0])]!r}")
     reported = {int(k) for k in fpos}
     region, met_failed = _grow_region(model, start, reported)
     segs = np.fromiter(region, dtype=np.int64)
@@ -114,15 +115,15 @@ def isolate(
 def _burst_segment(model: IsolationModel, pipe: str | None, node: str | None) -> tuple[int, str]:
     """The segment holding the burst pipe (or node), and its utility."""
     if (pipe is None) == (node is None):
-        raise InputError("name exactly one pipe or one node")
+        raise InputError("name exactly one pipe or one node", zh="须且只能指定一条管线或一个管点")
     if pipe is not None:
         pos = model.link_position(pipe)
         if pos < 0:
-            raise NotFound(f"no live pressurised pipe {pipe!r}")
+            raise NotFound(f"no live pressurised pipe {pipe!r}", zh=f"没有在用的有压管线 {pipe!r}")
         return int(model.link_seg[pos]), str(model.link_utility[pos])
     pos = model.node_position(node)
     if pos < 0:
-        raise NotFound(f"no node {node!r} on a pressurised network")
+        raise NotFound(f"no node {node!r} on a pressurised network", zh=f"有压管网中没有管点 {node!r}")
     return int(model.node_seg[pos]), str(model.nodes["utility"].iat[pos])
 
 
@@ -235,16 +236,24 @@ _lock = threading.Lock()
 
 
 def cached_model(engine: sa.Engine) -> IsolationModel:
-    """The isolation model of this twin, rebuilt only when its change marks have moved."""
-    with _lock, engine.connect() as conn:
+    """The isolation model of this twin, rebuilt only when its change marks have moved.
+
+    Only a rebuild takes the lock: concurrent shutoffs on an unchanged network do not queue
+    behind each other's look-up of the change mark.
+    """
+    with engine.connect() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
         key = (engine.url.render_as_string(hide_password=True), str(schema))
         fingerprint = network_fingerprint(conn)
         model = _cache.get(key)
-        if model is None or model.fingerprint != fingerprint:
-            model = build_model(conn)
-            _cache[key] = model
-        return model
+        if model is not None and model.fingerprint == fingerprint:
+            return model
+        with _lock:
+            model = _cache.get(key)
+            if model is None or model.fingerprint != fingerprint:
+                model = build_model(conn)
+                _cache[key] = model
+            return model
 
 
 def pipe_at(conn: sa.Connection, x: float, y: float, max_distance_m: float = 25.0) -> tuple[str, float]:
@@ -259,10 +268,12 @@ def pipe_at(conn: sa.Connection, x: float, y: float, max_distance_m: float = 25.
         {"x": x, "y": y, "srid": srid, "u": sorted(PRESSURISED_UTILITIES)},
     ).first()
     if row is None:
-        raise NotFound("the twin has no water, gas or heat pipes")
+        raise NotFound("the twin has no water, gas or heat pipes", zh="孪生库中没有给水、燃气或热力管线")
     if row.d > max_distance_m:
         raise InputError(f"no water, gas or heat pipe within {max_distance_m:g} m of ({x:.2f}, {y:.2f}); "
-                         f"the nearest, {row.id}, is {row.d:.1f} m away")
+                         f"the nearest, {row.id}, is {row.d:.1f} m away",
+                         zh=f"({x:.2f}, {y:.2f}) 周围 {max_distance_m:g} 米内没有给水、燃气或热力管线；"
+                            f"最近的 {row.id} 距离 {row.d:.1f} 米")
     return str(row.id), float(row.d)
 
 
@@ -270,17 +281,21 @@ def _explain_pipe(conn: sa.Connection, pipe: str) -> None:
     row = conn.execute(sa.text("SELECT utility, status, retired_at FROM segment WHERE id = :i"),
                        {"i": pipe}).first()
     if row is None:
-        raise NotFound(f"no pipe {pipe!r} in the twin")
+        raise NotFound(f"no pipe {pipe!r} in the twin", zh=f"孪生库中没有管线 {pipe!r}")
     name = UTILITIES[row.utility].name_en if row.utility in UTILITIES else row.utility
     if row.retired_at is not None:
-        raise InputError(f"pipe {pipe!r} was retired on {row.retired_at:%Y-%m-%d}")
+        raise InputError(f"pipe {pipe!r} was retired on {row.retired_at:%Y-%m-%d}",
+                         zh=f"管线 {pipe!r} 已于 {row.retired_at:%Y-%m-%d} 废弃")
     if row.utility in GRAVITY_UTILITIES:
-        raise InputError(f"{pipe!r} is a {name} pipe: gravity networks have no valves to close")
+        raise InputError(f"{pipe!r} is a {name} pipe: gravity networks have no valves to close",
+                         zh=f"{pipe!r} 是{name_zh(row.utility)}管线：重力管网没有可关的阀门")
     if row.utility not in PRESSURISED_UTILITIES:
         raise InputError(f"{pipe!r} is a {name} line ({row.utility}): only water, gas and heat "
-                         "networks are shut off with valves")
+                         "networks are shut off with valves",
+                         zh=f"{pipe!r} 是{name_zh(row.utility)}管线（{row.utility}）：只有给水、燃气和热力管网用阀门关断")
     if row.status != "active":
-        raise InputError(f"pipe {pipe!r} is {row.status}: it carries nothing to shut off")
+        raise InputError(f"pipe {pipe!r} is {row.status}: it carries nothing to shut off",
+                         zh=f"管线 {pipe!r} 状态为 {row.status}：其中没有输送介质可关断")
 
 
 def shutoff(
@@ -299,23 +314,27 @@ def shutoff(
     when unset) or whose last exercise failed are flagged ``likely_to_fail``, each with its next ring.
     """
     if sum(a is not None for a in (pipe, node, at)) != 1:
-        raise InputError("name exactly one of: a pipe, a node, a point")
+        raise InputError("name exactly one of: a pipe, a node, a point",
+                         zh="须且只能指定一项：一条管线、一个管点或一个位置")
     failed_valves = list(failed_valves)
     model = cached_model(engine)
     with engine.connect() as conn:
         if at is not None:
             if len(at) != 2 or not all(np.isfinite(at)):
-                raise InputError("a point is two finite numbers: easting,northing")
+                raise InputError("a point is two finite numbers: easting,northing",
+                                 zh="位置须为两个有限数：东坐标,北坐标")
             pipe, _ = pipe_at(conn, float(at[0]), float(at[1]), max_distance_m)
         if pipe is not None and model.link_position(pipe) < 0:
             _explain_pipe(conn, pipe)
-            raise NotFound(f"pipe {pipe!r} is not part of the isolation model")  # pragma: no cover
+            raise NotFound(f"pipe {pipe!r} is not part of the isolation model",
+                           zh=f"管线 {pipe!r} 不在关阀模型中")  # pragma: no cover
         if node is not None and model.node_position(node) < 0:
             row = conn.execute(sa.text("SELECT utility FROM current_node WHERE id = :i"), {"i": node}).first()
             if row is None:
-                raise NotFound(f"no node {node!r} in the twin")
+                raise NotFound(f"no node {node!r} in the twin", zh=f"孪生库中没有管点 {node!r}")
             raise InputError(f"node {node!r} is on the {row.utility} network: only water, gas and heat "
-                             "networks are shut off with valves")
+                             "networks are shut off with valves",
+                             zh=f"管点 {node!r} 属于{name_zh(row.utility)}管网（{row.utility}）：只有给水、燃气和热力管网用阀门关断")
         answer = isolate(model, pipe=pipe, node=node, failed_valves=failed_valves)
         years = exercise_years if exercise_years is not None else get_settings().valve_exercise_years
         ids = [v["id"] for v in answer.valves]

@@ -82,7 +82,9 @@ def create_app(settings: TwinSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         engine = open_twin(settings, limit_statements=True)
         app.state.engine = engine
-        app.state.reads = ReadRouter.from_settings(settings, engine)  # read replicas, if any
+        # read replicas, if any; reads in autocommit: a read is one statement, one round trip
+        app.state.reads = ReadRouter.from_settings(
+            settings, engine.execution_options(isolation_level="AUTOCOMMIT"))
         app.state.settings = settings
         app.state.secret = signing_secret(settings)
         app.state.jobs = JobRunner(engine, per_user=settings.heavy_per_user)

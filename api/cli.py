@@ -33,6 +33,7 @@ def serve(
     import uvicorn
 
     from api.logs import configure
+    from api.workers import serve_balanced
     from twin.db import open_twin
 
     # numpy's and scipy's thread pools fight over two cores under concurrent requests.
@@ -44,14 +45,19 @@ def serve(
     configure(log_level.upper())
     open_twin(settings).dispose()  # migrate once, before workers start
     console.print(f"PipeTwin serving on http://{host}:{port}/  (OGC API at /?f=json, OpenAPI at /api)")
-    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_config=None,
-                log_level=log_level, access_log=False,
-                # X-Forwarded-* are believed from TWIN_TRUSTED_PROXIES only (none by default)
-                proxy_headers=bool(settings.trusted_proxies),
-                forwarded_allow_ips=",".join(settings.trusted_proxies) or "",
-                # uvicorn kills a worker whose health ping is not answered within 5 s by default:
-                # a worker building a million-pipe model on busy cores, with every request it holds
-                timeout_worker_healthcheck=60)
+    options = dict(host=host, port=port, workers=workers, log_config=None, log_level=log_level,
+                   access_log=False,
+                   # X-Forwarded-* are believed from TWIN_TRUSTED_PROXIES only (none by default)
+                   proxy_headers=bool(settings.trusted_proxies),
+                   forwarded_allow_ips=",".join(settings.trusted_proxies) or "",
+                   # uvicorn kills a worker whose health ping is not answered within 5 s by
+                   # default: a worker building a million-pipe model on busy cores, with every
+                   # request it holds
+                   timeout_worker_healthcheck=60)
+    if workers > 1:  # each worker on a socket of its own, so that they share the connections
+        serve_balanced(uvicorn.Config("api.main:app", **options))
+    else:
+        uvicorn.run("api.main:app", **options)
 
 
 @user_app.command("add")
@@ -76,7 +82,7 @@ def user_add(
     if password is None and not no_password:
         password = getpass.getpass(f"password for {name}: ")
         if password != getpass.getpass("again: "):
-            raise InputError("the two passwords differ")
+            raise InputError("the two passwords differ", zh="两次输入的密码不一致")
     with open_twin(get_settings()).begin() as conn:
         add_user(conn, name, role, password, by=_operator())
         record_command(conn, _operator(), "user add", "user-add", params={"name": name, "role": role},
@@ -157,7 +163,7 @@ def user_password(name: str = typer.Argument(..., help="User name.")) -> None:
 
     password = getpass.getpass(f"new password for {name}: ")
     if password != getpass.getpass("again: "):
-        raise InputError("the two passwords differ")
+        raise InputError("the two passwords differ", zh="两次输入的密码不一致")
     with open_twin(get_settings()).begin() as conn:
         set_password(conn, name, password)
         record_command(conn, _operator(), "user password", "user-password", affected=[name])

@@ -278,7 +278,8 @@ def parse_crs(text: str | None, srid: int, what: str = "crs") -> OutCrs:
             return c
     raise InputError(
         f"{what}: {text[:80]!r} is not supported; one of "
-        f"{', '.join(c.uri for c in supported_crs(srid))}"
+        f"{', '.join(c.uri for c in supported_crs(srid))}",
+        zh=f"{what}：不支持 {text[:80]!r}；可选 {', '.join(c.uri for c in supported_crs(srid))}"
     )
 
 
@@ -303,7 +304,8 @@ def _to_crs84(srid: int, bounds: tuple[float, float, float, float]) -> list[floa
 # -- query parameters -----------------------------------------------------------------------------
 def _clean(value: str, what: str) -> str:
     if "\x00" in value:
-        raise InputError(f"{what}: NUL characters are not allowed")
+        raise InputError(f"{what}: NUL characters are not allowed",
+                         zh=f"{what}：不允许出现 NUL 字符")
     return value
 
 
@@ -311,9 +313,11 @@ def _number(text: str, what: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise InputError(f"{what}: {text[:40]!r} is not a number") from None
+        raise InputError(f"{what}: {text[:40]!r} is not a number",
+                         zh=f"{what}：{text[:40]!r} 不是数字") from None
     if not math.isfinite(v):
-        raise InputError(f"{what}: {text[:40]!r} is not a finite number")
+        raise InputError(f"{what}: {text[:40]!r} is not a finite number",
+                         zh=f"{what}：{text[:40]!r} 不是有限数值")
     return v
 
 
@@ -335,11 +339,12 @@ def bbox_filter(q: Conditions, text: str, bcrs: OutCrs, srid: int) -> None:
     """``bbox`` (4 or 6 numbers, in the axis order of ``bbox-crs``) as conditions on ``geom``."""
     parts = [p for p in _clean(text, "bbox").split(",")]
     if len(parts) not in (4, 6):
-        raise InputError("bbox: 4 numbers (min, min, max, max) or 6 (with heights)")
+        raise InputError("bbox: 4 numbers (min, min, max, max) or 6 (with heights)",
+                         zh="bbox：4 个数（最小, 最小, 最大, 最大）或 6 个数（含高程）")
     v = [_number(p, "bbox") for p in parts]
     lo, hi = (v[:2], v[2:]) if len(v) == 4 else (v[:3], v[3:])
     if any(a > b for a, b in zip(lo, hi, strict=True)):
-        raise InputError("bbox: a minimum is larger than its maximum")
+        raise InputError("bbox: a minimum is larger than its maximum", zh="bbox：最小值大于最大值")
     x0, y0, x1, y1 = lo[0], lo[1], hi[0], hi[1]
     if bcrs.flip:
         x0, y0, x1, y1 = y0, x0, y1, x1
@@ -348,7 +353,9 @@ def bbox_filter(q: Conditions, text: str, bcrs: OutCrs, srid: int) -> None:
     ):
         raise InputError(
             "bbox: longitudes lie in [-180, 180] and latitudes in [-90, 90]"
-            + (" (EPSG:4326 and EPSG:4490 take latitude first)" if bcrs.flip else "")
+            + (" (EPSG:4326 and EPSG:4490 take latitude first)" if bcrs.flip else ""),
+            zh="bbox：经度须在 [-180, 180]，纬度须在 [-90, 90]"
+            + ("（EPSG:4326 和 EPSG:4490 纬度在前）" if bcrs.flip else "")
         )
     q.key.append(("bbox", bcrs.srid, tuple(v)))
     # The box goes into the SQL as a literal (numbers formatted here, nothing of the request's
@@ -392,13 +399,15 @@ def parse_instant(text: str) -> datetime:
     t = _clean(text, "datetime").strip().upper()  # RFC 3339 allows 't' and 'z'
     if "/" in t:
         raise InputError(
-            "datetime: give an instant (the network as it stood then), not an interval"
+            "datetime: give an instant (the network as it stood then), not an interval",
+            zh="datetime：请给出一个时刻（管网在该时刻的状态），而不是时间段"
         )
     try:
         at = datetime.fromisoformat(t)
     except ValueError:
         raise InputError(
-            f"datetime: {t[:40]!r} is not an RFC 3339 instant such as 2024-05-01T12:00:00Z"
+            f"datetime: {t[:40]!r} is not an RFC 3339 instant such as 2024-05-01T12:00:00Z",
+            zh=f"datetime：{t[:40]!r} 不是 RFC 3339 时刻，例如 2024-05-01T12:00:00Z"
         ) from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -409,19 +418,22 @@ def _typed(f: Field, value: str) -> Any:
         try:
             v = int(value)
         except ValueError:
-            raise InputError(f"{what}: {value[:40]!r} is not an integer") from None
+            raise InputError(f"{what}: {value[:40]!r} is not an integer",
+                             zh=f"{what}：{value[:40]!r} 不是整数") from None
         if abs(v) > 2**31 - 1:
-            raise InputError(f"{what}: {value[:40]!r} is out of range")
+            raise InputError(f"{what}: {value[:40]!r} is out of range",
+                             zh=f"{what}：{value[:40]!r} 超出范围")
         return v
     if f.type == "number":
         return _number(value, what)
     if f.type == "boolean":
         low = value.lower()
         if low not in ("true", "false"):
-            raise InputError(f"{what}: true or false, not {value[:40]!r}")
+            raise InputError(f"{what}: true or false, not {value[:40]!r}",
+                             zh=f"{what}：须为 true 或 false，而不是 {value[:40]!r}")
         return low == "true"
     if len(value) > 200:
-        raise InputError(f"{what}: at most 200 characters")
+        raise InputError(f"{what}: at most 200 characters", zh=f"{what}：最多 200 个字符")
     return value
 
 
@@ -437,7 +449,9 @@ def property_filters(q: Conditions, c: Collection, request: Request) -> None:
             raise InputError(
                 f"unknown query parameter {name[:40]!r} for {c.id}; the standard ones are "
                 f"{', '.join(sorted(_STANDARD_PARAMS))}, the queryables "
-                f"{', '.join(allowed) or 'none'} (see /collections/{c.id}/queryables)"
+                f"{', '.join(allowed) or 'none'} (see /collections/{c.id}/queryables)",
+                zh=f"{c.id} 没有查询参数 {name[:40]!r}；标准参数为 {', '.join(sorted(_STANDARD_PARAMS))}，"
+                f"可查询属性为 {', '.join(allowed) or '无'}（见 /collections/{c.id}/queryables）"
             )
         values.setdefault(name, []).append(_clean(value, name))
     for name in sorted(values):
@@ -457,16 +471,20 @@ def _filter_geometry(q: Conditions, fcrs: OutCrs, srid: int) -> Callable[[dict],
             g = shapely.geometry.shape(doc)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError,
                 shapely.errors.ShapelyError) as exc:
-            raise InputError(f"filter: not a valid geometry ({str(exc)[:80]})") from None
+            raise InputError(f"filter: not a valid geometry ({str(exc)[:80]})",
+                             zh=f"filter：不是有效的几何（{str(exc)[:80]}）") from None
         if g.is_empty or not np.isfinite(shapely.get_coordinates(g)).all():
-            raise InputError("filter: an empty geometry or one with coordinates that are not numbers")
+            raise InputError("filter: an empty geometry or one with coordinates that are not numbers",
+                             zh="filter：几何为空，或坐标不是数字")
         if fcrs.flip:
             g = shapely.transform(g, lambda xy: xy[:, ::-1])  # plan axes swapped, heights kept
         if fcrs.geographic:
             x0, y0, x1, y1 = g.bounds
             if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
                 raise InputError("filter: longitudes lie in [-180, 180] and latitudes in [-90, 90]"
-                                 + (" (this filter-crs takes latitude first)" if fcrs.flip else ""))
+                                 + (" (this filter-crs takes latitude first)" if fcrs.flip else ""),
+                                 zh="filter：经度须在 [-180, 180]，纬度须在 [-90, 90]"
+                                 + ("（此 filter-crs 纬度在前）" if fcrs.flip else ""))
         if fcrs.srid != srid:
             # cut to the twin CRS's area of use (the network lies in it; farther out the
             # projection fails), then densified: straight edges here are curves in the twin's CRS
@@ -501,9 +519,11 @@ def parse_sortby(text: str, c: Collection) -> list[tuple[str, bool]]:
             name = name.rsplit(" ", 1)[0].strip()
         if name not in allowed:
             raise InputError(f"sortby: {name[:40]!r} is not a queryable of {c.id}; one of "
-                             f"{', '.join(allowed) or 'none'} (prefix - for descending)")
+                             f"{', '.join(allowed) or 'none'} (prefix - for descending)",
+                             zh=f"sortby：{name[:40]!r} 不是 {c.id} 的可查询属性；可选 {', '.join(allowed) or '无'}"
+                             "（前加 - 表示降序）")
         if name in (k for k, _ in keys):
-            raise InputError(f"sortby: {name!r} is named twice")
+            raise InputError(f"sortby: {name!r} is named twice", zh=f"sortby：{name!r} 重复出现")
         keys.append((name, desc))
     return keys
 
@@ -515,7 +535,8 @@ def parse_properties(text: str, c: Collection) -> tuple[Field, ...]:
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise InputError(f"properties: {unknown[0][:40]!r} is not a property of {c.id}; see "
-                         f"/collections/{c.id}/schema")
+                         f"/collections/{c.id}/schema",
+                         zh=f"properties：{unknown[0][:40]!r} 不是 {c.id} 的属性；见 /collections/{c.id}/schema")
     return tuple(by_name[n] for n in dict.fromkeys(names))
 
 
@@ -527,7 +548,8 @@ _CURSOR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 
 def _decode_cursor(cursor: str, c: Collection) -> Any:
-    bad = InputError("cursor: not a cursor of this service (take it from a 'next' link)")
+    bad = InputError("cursor: not a cursor of this service (take it from a 'next' link)",
+                     zh="cursor：不是本服务的游标（请使用 'next' 链接中的值）")
     if not cursor or not set(cursor) <= _CURSOR_CHARS:
         raise bad
     try:
@@ -537,7 +559,8 @@ def _decode_cursor(cursor: str, c: Collection) -> Any:
     if "\x00" in text or (
         c.id_type == "integer" and not (text.isascii() and text.lstrip("-").isdigit())
     ):
-        raise InputError("cursor: not a cursor of this collection (take it from a 'next' link)")
+        raise InputError("cursor: not a cursor of this collection (take it from a 'next' link)",
+                         zh="cursor：不是此集合的游标（请使用 'next' 链接中的值）")
     return int(text) if c.id_type == "integer" else text
 
 
@@ -676,7 +699,8 @@ def _collection(state: _State, conn: sa.Connection, cid: str, fp: str | None = N
             codes = _utilities(state, conn, fp or _fingerprints(conn)[0])
         if code in codes:
             return utility_collection(code)
-    raise NotFound(f"no collection {cid[:60]!r}; see /collections")
+    raise NotFound(f"no collection {cid[:60]!r}; see /collections",
+                   zh=f"没有集合 {cid[:60]!r}；见 /collections")
 
 
 # -- documents ------------------------------------------------------------------------------------
@@ -865,7 +889,8 @@ def _as_of(c: Collection, at: str | None, q: Conditions) -> str | None:
     if at is None:
         return None
     if not c.versioned:
-        raise InputError(f"datetime: {c.id} are not versioned; leave datetime out")
+        raise InputError(f"datetime: {c.id} are not versioned; leave datetime out",
+                         zh=f"datetime：{c.id} 没有版本历史；请去掉 datetime")
     when = parse_instant(at)
     q.key.append(("datetime", when.isoformat()))
     return q.bind(when)
@@ -916,12 +941,6 @@ def _page_links(
     if offset and not cursor:
         links.append(link("prev", [("offset", str(max(0, offset - limit)))], "Previous page"))
     return links
-
-
-_SHORT_QUERY = sa.text(
-    "SELECT set_config('jit', 'off', true), "
-    "set_config('max_parallel_workers_per_gather', '0', true)"
-)
 
 
 @dataclass(frozen=True)
@@ -976,9 +995,6 @@ def read_page(
     else:
         head, fp_sql, matched_sql = "", "NULL::text", f"({count_sql})"
     q.params.update(n=limit + 1, off=offset, lim=limit)
-    # A page is a short query: JIT compilation (chosen for the count's estimated cost) and
-    # parallel workers would each cost more than the page itself.
-    conn.execute(_SHORT_QUERY)
     # names from the catalogue's queryables (parse_sortby), never the request's text
     by = ", ".join(f"{n} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}" for n, d in order or [])
     by = f"{by}, id" if by else "id"
@@ -1103,7 +1119,8 @@ def items(
         as_of = _as_of(c, at, q)
         order, fields = part3.apply(q, c, srid)
         if cursor is not None and order:
-            raise InputError("cursor: pages sorted by sortby go on by offset (take the next link)")
+            raise InputError("cursor: pages sorted by sortby go on by offset (take the next link)",
+                             zh="cursor：按 sortby 排序的分页用 offset 翻页（请使用 next 链接）")
         after = _decode_cursor(_clean(cursor, "cursor"), c) if cursor is not None else None
         base = base_url(request)
         variant = ("items", c.id, sorted(request.query_params.multi_items()), base, out.uri)
@@ -1161,7 +1178,8 @@ def item(
         as_of = _as_of(c, at, q)
         if c.id_type == "integer":
             if not (featureId.isascii() and featureId.isdigit()) or len(featureId) > 18:
-                raise NotFound(f"no feature {featureId[:60]!r} in {c.id}")
+                raise NotFound(f"no feature {featureId[:60]!r} in {c.id}",
+                               zh=f"{c.id} 中没有要素 {featureId[:60]!r}")
             fid: Any = int(featureId)
         else:
             fid = featureId
@@ -1180,7 +1198,8 @@ def item(
         ).scalar()
     if text is None:
         when = f" at {at}" if at else ""
-        raise NotFound(f"no feature {featureId[:60]!r} in {c.id}{when}")
+        raise NotFound(f"no feature {featureId[:60]!r} in {c.id}{when}",
+                       zh=f"{c.id} 中没有要素 {featureId[:60]!r}{when}")
     doc = json.loads(text)
     doc["links"] = [
         {

@@ -45,12 +45,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.auth import add_user  # noqa: E402
+from bench.httpload import Connection, TransportError  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.server import Server, Tipg  # noqa: E402
 from twin.crs import transformer  # noqa: E402
@@ -89,7 +91,7 @@ def _prepare(clients: int) -> Workload:
     with engine.begin() as conn:
         n = conn.execute(sa.text("SELECT count(*) FROM current_segment")).scalar()
         if not n:
-            sys.exit("schema bench_analysis is empty: run bench/analysis.py once first")
+            sys.exit(f"schema {SCHEMA} is empty: run bench/analysis.py once first (or ingest it)")
         have = {r[0] for r in conn.execute(sa.text("SELECT name FROM app_user WHERE name LIKE 'bench-%'"))}
         for i in range(clients):
             if _user(i) not in have:
@@ -145,48 +147,102 @@ def _request(kind: str, work: Workload, rnd: random.Random, items_path: str) -> 
 
 async def _load(url: str, headers: list[dict], kind: str, clients: int, seconds: float, think: float,
                 work: Workload, items_path: str) -> dict:
-    """``clients`` clients asking for ``kind`` for ``seconds``; latencies and non-200 answers."""
+    """``clients`` clients asking for ``kind`` for ``seconds``; latencies and non-200 answers.
+
+    Each client keeps one connection (bench/httpload.py: a light client, so that the load
+    generator takes little of the CPU the servers compete for)."""
     lat: list[float] = []
     errors: dict[int | str, int] = {}
     stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
-        async def one(seed: int) -> None:
-            rnd = random.Random(seed)  # the same requests, in the same order, for either server
+    async def one(seed: int) -> None:
+        rnd = random.Random(seed)  # the same requests, in the same order, for either server
+        conn = Connection(url)
+        if think:
+            await asyncio.sleep(rnd.expovariate(1 / think))
+        while time.perf_counter() < stop:
+            method, path, body = _request(kind, work, rnd, items_path)
+            t0 = time.perf_counter()
+            try:
+                status, _ = await asyncio.wait_for(
+                    conn.request(method, path, body, headers[seed % len(headers)]), 60)
+            except (TransportError, TimeoutError) as exc:  # counted, not fatal: the run goes on
+                status = type(exc).__name__
+            lat.append((time.perf_counter() - t0) * 1000)
+            if status != 200:
+                errors[status] = errors.get(status, 0) + 1
             if think:
                 await asyncio.sleep(rnd.expovariate(1 / think))
-            while time.perf_counter() < stop:
-                method, path, body = _request(kind, work, rnd, items_path)
-                t0 = time.perf_counter()
-                try:
-                    r = await client.request(method, path, json=body, headers=headers[seed % len(headers)])
-                    await r.aread()
-                    status: int | str = r.status_code
-                except httpx.TransportError as exc:  # counted, not fatal: the run goes on
-                    status = type(exc).__name__
-                lat.append((time.perf_counter() - t0) * 1000)
-                if status != 200:
-                    errors[status] = errors.get(status, 0) + 1
-                if think:
-                    await asyncio.sleep(rnd.expovariate(1 / think))
+        await conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(clients)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    wall = time.perf_counter() - t0
     return {"lat": lat, "wall": wall, "errors": errors}
 
 
+def _times(procs: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _cpu(pid: int) -> tuple[dict[int, float], dict[int, float]]:
+    """CPU seconds (user + system) by pid of a server's processes, and of the PostgreSQL backends
+    serving it: those whose client address (``postgres: role db 127.0.0.1(PORT) ...``) is a
+    socket of one of the server's processes (other work on the same cluster is not counted)."""
+    try:
+        root = psutil.Process(pid)
+        server = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}, {}
+    ports = set()
+    for p in server:
+        try:
+            ports |= {c.laddr.port for c in p.net_connections(kind="tcp") if c.raddr}
+        except psutil.NoSuchProcess:
+            pass
+    backends = []
+    for p in psutil.process_iter(["cmdline"]):
+        line = " ".join(p.info["cmdline"] or [])
+        if line.startswith("postgres: ") and "(" in line:
+            port = line.split("(", 1)[1].split(")", 1)[0]
+            if port.isdigit() and int(port) in ports:
+                backends.append(p)
+    return _times(server), _times(backends)
+
+
+def _cpu_used(before: tuple[dict, dict], after: tuple[dict, dict]) -> tuple[float, float, float]:
+    """CPU seconds the server and its database backends used between two readings of
+    :func:`_cpu`, and the busiest server process's share."""
+    used = [after[0][p] - before[0].get(p, 0.0) for p in after[0]]
+    db = sum(after[1][p] - before[1].get(p, 0.0) for p in after[1])  # new backends: all theirs
+    total = sum(used)
+    return total, db, (max(used) / total if total > 0 else float("nan"))
+
+
 def _stats(runs: list[dict]) -> dict:
-    """Rounds pooled: throughput over the summed wall time, percentiles over every latency."""
+    """Rounds pooled: throughput over the summed wall time, percentiles over every latency, the
+    server's CPU milliseconds per request (its processes only: a figure a busy machine disturbs
+    less than throughput) and the busiest worker's share of that CPU."""
     lat = [v for r in runs for v in r["lat"]]
     errors: dict = {}
     for r in runs:
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
     q = np.percentile(lat, [50, 95, 99]) if lat else [float("nan")] * 3
+    cpu = sum(r.get("cpu", 0.0) for r in runs)
+    db = sum(r.get("db", 0.0) for r in runs)
+    shares = [r["share"] for r in runs if not np.isnan(r.get("share", np.nan))]
     return {"requests": len(lat), "rps": len(lat) / sum(r["wall"] for r in runs), "p50": q[0], "p95": q[1],
-            "p99": q[2], "errors": errors}
+            "p99": q[2], "errors": errors, "cpu_ms": cpu * 1000 / len(lat) if lat else float("nan"),
+            "db_ms": db * 1000 / len(lat) if lat else float("nan"),
+            "share": max(shares) if shares else float("nan")}
 
 
 class Profiler:
@@ -263,14 +319,17 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[tuple[str, str, str],
                     prof = None
                     if not profiled and name == "pipetwin" and scenario == "items" and model == "saturation":
                         prof, profiled = Profiler(pt.proc.pid, args.seconds, "items"), True
+                    cpu0 = _cpu(servers[name].proc.pid)
                     res = asyncio.run(_load(servers[name].url, headers[name], scenario, clients, args.seconds,
                                             think, work, paths.get(name, "")))
+                    res["cpu"], res["db"], res["share"] = _cpu_used(cpu0, _cpu(servers[name].proc.pid))
                     if prof:
                         prof.wait()
                     runs.setdefault((scenario, model, name), []).append(res)
                     s = _stats([res])
                     print(f"round {rnd + 1} {name:8s} {model:10s} {scenario:8s} {s['requests']:6d} req "
                           f"{s['rps']:7.1f}/s  p50 {s['p50']:7.1f}  p95 {s['p95']:7.1f}  p99 {s['p99']:7.1f} ms"
+                          f"  cpu {s['cpu_ms']:5.2f} + db {s['db_ms']:5.2f} ms/req  busiest {s['share']:.0%}"
                           f"  non-200 {s['errors'] or '-'}", flush=True)
     finally:
         for s in servers.values():
@@ -284,20 +343,26 @@ def _report(args: argparse.Namespace, res: dict[tuple[str, str, str], dict]) -> 
     lines = [f"\n## API load beside tipg ({today})\n",
              f"- {machine()}; `twin serve --workers {args.workers}` and tipg 1.6 (uvicorn, "
              f"{args.workers} workers) on the same table (`{SCHEMA}.segment`, same role, same properties); "
-             f"load generator (httpx, asyncio) on the same cores; {args.rounds} interleaved rounds of "
+             f"load generator (bench/httpload.py, asyncio, one keep-alive connection per client) on the same cores; {args.rounds} interleaved rounds of "
              f"{args.seconds:g} s per scenario and server, pooled.\n",
              f"- *saturation*: {args.clients} clients, no think time; *paced*: {args.clients} clients, "
              f"exponential think time of mean {args.think:g} s; *alone*: one client. items: 100 pipes in a "
              "random 300 m window, GeoJSON CRS84 (same windows for both).\n\n",
+             "- *server CPU*: CPU ms per request of the server's processes; *db CPU*: of the "
+             "PostgreSQL backends connected to them (not the load generator's, nor other work's on "
+             "the cluster); *busiest*: the busiest server process's share of its CPU (1/workers "
+             "when the workers share the load evenly).\n\n",
              "| scenario | model | server | requests | throughput /s | p50 ms | p95 ms | p99 ms | "
+             "server CPU ms/req | db CPU ms/req | busiest | "
              "throughput PipeTwin / tipg | p95 PipeTwin / tipg | non-200 |\n",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"]
     for (scenario, model, name), s in res.items():
         ref = res.get((scenario, model, "tipg"))
         ratio = (f"{s['rps'] / ref['rps']:.2f} | {s['p95'] / ref['p95']:.2f}"
                  if ref and name == "pipetwin" else "| ")
         lines.append(f"| {scenario} | {model} | {name} | {s['requests']:,} | {s['rps']:.0f} | {s['p50']:.1f} | "
-                     f"{s['p95']:.1f} | {s['p99']:.1f} | {ratio} | {s['errors'] or '-'} |\n")
+                     f"{s['p95']:.1f} | {s['p99']:.1f} | {s['cpu_ms']:.2f} | {s['db_ms']:.2f} | {s['share']:.0%} | {ratio} | "
+                     f"{s['errors'] or '-'} |\n")
     pt_sat, tg_sat = res.get(("items", "saturation", "pipetwin")), res.get(("items", "saturation", "tipg"))
     if pt_sat and tg_sat:
         ratio = pt_sat["rps"] / tg_sat["rps"]
@@ -318,6 +383,7 @@ def _report(args: argparse.Namespace, res: dict[tuple[str, str, str], dict]) -> 
 
 
 def main() -> None:
+    global SCHEMA, TILES  # noqa: PLW0603 - the district every step of this run uses
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=15.0, help="per scenario, server and round")
@@ -329,7 +395,9 @@ def main() -> None:
                     help=f"comma-separated, of {','.join(SCENARIOS)} (default: all)")
     ap.add_argument("--profile", action="store_true", help="py-spy the PipeTwin server's first items run")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--schema", default=SCHEMA, help=f"the district's schema (default {SCHEMA}; e.g. bench_3m)")
     args = ap.parse_args()
+    SCHEMA, TILES = args.schema, OUT / f"tiles-{args.schema}"
 
     work = _prepare(args.clients)
     if "tiles" in args.scenarios:

@@ -82,7 +82,7 @@ def app_role(settings: TwinSettings) -> str:
 
 
 def make_engine(settings: TwinSettings, *, admin: bool = False, statement_timeout_s: float | None = None,
-                **kwargs: object) -> Engine:
+                parallel_query: bool = True, **kwargs: object) -> Engine:
     """An engine whose connections see the twin's schema first, then ``public`` (PostGIS).
 
     It connects as the application role, or as the admin role with ``admin=True``.
@@ -91,9 +91,12 @@ def make_engine(settings: TwinSettings, *, admin: bool = False, statement_timeou
     """
     schema = settings.db_schema
     if not schema.isidentifier():
-        raise ConfigError(f"TWIN_DB_SCHEMA {schema!r} is not a plain identifier")
+        raise ConfigError(f"TWIN_DB_SCHEMA {schema!r} is not a plain identifier",
+                          zh=f"TWIN_DB_SCHEMA {schema!r} 不是普通标识符")
     # JIT compiling costs up to seconds on the twin's short, index-driven queries.
     options = f"-c search_path={schema},public -c jit=off"
+    if not parallel_query:
+        options += " -c max_parallel_workers_per_gather=0"
     timeout_ms = round(statement_timeout_s * 1000) if statement_timeout_s else 0
     if timeout_ms:
         options += f" -c statement_timeout={timeout_ms}"
@@ -170,7 +173,8 @@ def _limit_statements(engine: Engine, timeout_ms: int) -> None:
             raise DatabaseError(
                 f"the database work of this request took longer than {timeout_ms / 1000:g} s "
                 "(TWIN_STATEMENT_TIMEOUT_S) and was stopped; ask for less at once",
-                code="STATEMENT_TIMEOUT") from orig
+                code="STATEMENT_TIMEOUT",
+                zh=f"本次请求的数据库操作超过 {timeout_ms / 1000:g} 秒（TWIN_STATEMENT_TIMEOUT_S），已被中止；请减少一次请求的数据量") from orig
 
 
 def _alembic_config(settings: TwinSettings, connection: sa.Connection) -> Config:
@@ -206,7 +210,8 @@ def upgrade(settings: TwinSettings, engine: Engine | None = None, revision: str 
             _check_crs(settings, conn)
             return current_revision(conn, settings)
     except sa.exc.OperationalError as exc:
-        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+        raise DatabaseError(f"cannot reach the database: {exc.orig}",
+                            zh=f"无法连接数据库：{exc.orig}") from exc
     finally:
         if own:
             admin.dispose()
@@ -228,7 +233,8 @@ def _check_crs(settings: TwinSettings, conn: sa.Connection) -> None:
     if stored is not None and int(stored) != wanted:
         raise ConfigError(
             f"this twin is stored in EPSG:{stored} but TWIN_CRS asks for EPSG:{wanted}; "
-            "one twin has one CRS"
+            "one twin has one CRS",
+            zh=f"此孪生库以 EPSG:{stored} 存储，但 TWIN_CRS 要求 EPSG:{wanted}；一个孪生库只有一个坐标参照系"
         )
 
 
@@ -250,4 +256,4 @@ def open_twin(settings: TwinSettings, *, limit_statements: bool = False) -> Engi
     # than the concurrency opens and closes overflow connections on every burst.
     pool = settings.threads + settings.heavy_threads + SERVER_POOL_SPARE
     return make_engine(settings, statement_timeout_s=settings.statement_timeout_s,
-                       pool_size=pool, max_overflow=SERVER_POOL_OVERFLOW)
+                       parallel_query=False, pool_size=pool, max_overflow=SERVER_POOL_OVERFLOW)

@@ -108,8 +108,13 @@ class ReadRouter:
 
     @classmethod
     def from_settings(cls, settings: TwinSettings, primary: sa.Engine) -> ReadRouter:
-        """The server's router: replicas of ``settings`` with the server's pool and timeout."""
+        """The server's router: replicas of ``settings`` with the server's pool and timeout.
+
+        Reads run in autocommit (no BEGIN and ROLLBACK round trips around each one); give
+        ``primary`` so too (``engine.execution_options(isolation_level="AUTOCOMMIT")``).
+        """
         engines = replica_engines(settings, statement_timeout_s=settings.statement_timeout_s,
+                                  parallel_query=False, isolation_level="AUTOCOMMIT",
                                   pool_size=SERVER_POOL_SIZE, max_overflow=SERVER_POOL_SIZE)
         if engines:
             log.info("reads go to %d replica(s): %s", len(engines), ", ".join(n for n, _ in engines))

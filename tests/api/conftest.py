@@ -171,12 +171,13 @@ class LiveServer:
                 self.process.wait(5)
 
 
-def start_server(settings: TwinSettings, log: Path) -> LiveServer:
+def start_server(settings: TwinSettings, log: Path, workers: int = 1) -> LiveServer:
     """`twin serve` on a free loopback port, in a process of its own; waits until it answers."""
     port = free_port()
     out = log.open("w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "twin"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [str(Path(sys.executable).parent / "twin"), "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
         env=server_env(settings), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
