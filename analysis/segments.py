@@ -33,9 +33,10 @@ from scipy.sparse.csgraph import (
     dijkstra,
 )
 
+from twin.arrow import copy_table
 from twin.db import change_mark
 from twin.domain import PRESSURISED_UTILITIES
-from twin.schema import names
+from twin.schema import column, names
 
 __all__ = ["segment_labels", "IsolationModel", "build_model", "network_fingerprint", "Groups"]
 
@@ -295,6 +296,8 @@ _LINK = names("segment", reads="shutoff")
 _VALVE = names("valve", versioning=False)
 _SOURCE = names("source", versioning=False)
 _CUSTOMER = names("customer", versioning=False)
+#: Arrow types of the catalogue's column types (ids stay text even when they look like numbers).
+_ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_()}
 
 
 def network_fingerprint(conn: sa.Connection) -> str:
@@ -317,26 +320,33 @@ def build_model(
         with conn.connect() as c:
             return build_model(c, utilities, scope=scope)
     t0 = time.perf_counter()
-    params: dict[str, object] = {"u": list(utilities)}
-    where = "utility = ANY(:u)" + (" AND scope = :scope" if scope else "")
+    params: list[object] = [list(utilities)]
+    where = "utility = ANY(%s)" + (" AND scope = %s" if scope else "")
     if scope:
-        params["scope"] = scope
+        params.append(scope)
     fingerprint = network_fingerprint(conn)
 
-    def frame(sql: str, columns: list[str]) -> pd.DataFrame:
-        return pd.DataFrame(conn.execute(sa.text(sql), params).all(), columns=columns)
+    def frame(kind: str, sql: str, names_: list[str], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+        # COPY to Arrow: a million pipes in seconds, where row fetches took tens of seconds
+        types = {n: _ARROW_TYPES[column(kind, n).type] for n in names_}
+        types.update({n: pa.float64() for n in extra})
+        table = copy_table(conn, sql, params, types)
+        if table is None:
+            return pd.DataFrame({n: pd.Series(dtype=object) for n in [*names_, *extra]})
+        out = table.to_pandas()
+        out.columns = [*names_, *extra]
+        return out
 
-    links = frame(f"SELECT {', '.join(_LINK)} FROM current_segment WHERE {where} AND status = 'active' "
-                  "ORDER BY id", list(_LINK))
+    links = frame("segment", f"SELECT {', '.join(_LINK)} FROM current_segment WHERE {where} "
+                  "AND status = 'active' ORDER BY id", list(_LINK))
     links["remarks"] = links["remarks"].fillna("")
-    nodes = frame(
-        f"SELECT id, utility, ST_X(geom), ST_Y(geom), ground_z FROM current_node WHERE {where} ORDER BY id",
-        ["id", "utility", "x", "y", "ground_z"],
-    )
-    valves = frame(f"SELECT {', '.join(_VALVE)}, ST_X(geom), ST_Y(geom) FROM current_valve WHERE {where} "
-                   "ORDER BY id", [*_VALVE, "x", "y"])
-    sources = frame(f"SELECT {', '.join(_SOURCE)} FROM current_source WHERE {where} ORDER BY id", list(_SOURCE))
-    customers = frame(f"SELECT {', '.join(_CUSTOMER)} FROM current_customer WHERE {where} "
+    nodes = frame("node", f"SELECT id, utility, ST_X(geom) AS x, ST_Y(geom) AS y, ground_z FROM current_node "
+                  f"WHERE {where} ORDER BY id", ["id", "utility"], ("x", "y", "ground_z"))
+    valves = frame("valve", f"SELECT {', '.join(_VALVE)}, ST_X(geom) AS x, ST_Y(geom) AS y FROM current_valve "
+                   f"WHERE {where} ORDER BY id", list(_VALVE), ("x", "y"))
+    sources = frame("source", f"SELECT {', '.join(_SOURCE)} FROM current_source WHERE {where} ORDER BY id",
+                    list(_SOURCE))
+    customers = frame("customer", f"SELECT {', '.join(_CUSTOMER)} FROM current_customer WHERE {where} "
                       "ORDER BY critical DESC, id", list(_CUSTOMER))
     t_read = time.perf_counter()
     model = model_from_frames(links, nodes, valves, sources, customers, fingerprint=fingerprint)
