@@ -92,23 +92,27 @@ def load_survey_accuracy(path: Path | str | None = None) -> pd.DataFrame:
     try:
         table = pd.read_csv(source, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the survey accuracy table {source.name}: {exc}") from None
+        raise InputError(f"cannot read the survey accuracy table {source.name}: {exc}",
+                         zh=f"无法读取测量精度表 {source.name}：{exc}") from None
     table.columns = [c.strip().lower() for c in table.columns]
     missing = [c for c in _COLUMNS if c not in table.columns]
     if missing:
         raise InputError(
-            f"survey accuracy table {source.name} lacks column(s) {', '.join(missing)}"
+            f"survey accuracy table {source.name} lacks column(s) {', '.join(missing)}",
+            zh=f"测量精度表 {source.name} 缺少列：{'、'.join(missing)}"
         )
     table["class"] = table["class"].str.strip().str.lower()
     if sorted(table["class"]) != sorted(SURVEY_CLASSES):
         raise InputError(
             f"survey accuracy table {source.name} needs one row each for "
-            f"{' and '.join(SURVEY_CLASSES)}"
+            f"{' and '.join(SURVEY_CLASSES)}",
+            zh=f"测量精度表 {source.name} 须为 {'和'.join(SURVEY_CLASSES)} 各给一行"
         )
     for c in ("plan_factor", "depth_factor", "min_depth_m", "plan_m", "depth_m"):
         values = pd.to_numeric(table[c].replace("", "0"), errors="coerce")
         if values.isna().any() or (values < 0).any():
-            raise InputError(f"survey accuracy table {source.name}: {c} must be a number >= 0")
+            raise InputError(f"survey accuracy table {source.name}: {c} must be a number >= 0",
+                             zh=f"测量精度表 {source.name}：{c} 须为不小于 0 的数")
         table[c] = values.astype(float)
     table = table.set_index("class")
     _CACHE[key] = table

@@ -49,7 +49,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from analysis.accuracy import verdicts
-from analysis.network import Network
+from analysis.network import Network, text_array
 from analysis.pieces import (
     Pieces,
     box_box_overlap,
@@ -70,8 +70,7 @@ __all__ = ["Clash", "ClashReport", "collisions", "solid_overlap"]
 def _duplicates(pieces: Pieces, i: np.ndarray, j: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Segment pairs of one utility whose centrelines nearly coincide (ends and middle)."""
     si, sj = pieces.seg[i], pieces.seg[j]
-    util = pd.factorize(pieces.segments["utility"].astype(str) + "/"
-                        + pieces.segments["subtype"].fillna("").astype(str))[0]
+    util = _utility_subtype(pieces.segments)
     st, en = pieces.seg_start, pieces.seg_end
 
     def near(p, q):
@@ -91,6 +90,15 @@ def _duplicates(pieces: Pieces, i: np.ndarray, j: np.ndarray, tol: float) -> tup
         ok = near(mid[:m], mid[m:])
         cand = cand[ok]
     return a[cand], b[cand]
+
+
+def _utility_subtype(segments: pd.DataFrame) -> np.ndarray:
+    """Group code of each segment's utility and subtype: ``utility + "/" + subtype`` factorised
+    (-1 for every segment without a utility, as the missing text gives), through the codes of the
+    two columns rather than a million joined strings."""
+    u, _ = pd.factorize(segments["utility"].to_numpy(object))
+    st, kinds = pd.factorize(segments["subtype"].fillna("").to_numpy(object))
+    return np.where(u < 0, -1, u * (len(kinds) + 1) + st)
 
 
 def _midpoints(pieces: Pieces, segs: np.ndarray) -> np.ndarray:
@@ -233,15 +241,15 @@ def _findings(
     verdict = verdicts(-overlap, np.zeros(len(sa_)), u)
     if kind == "duplicate":  # the same pipe twice is a data defect whatever the accuracy
         verdict[:] = "violation"
-    a, b = proposal_first(pieces.segments, sa_, sb)
+    s = pieces.segments
+    ids = text_array(s["id"])
+    prop = s["_proposal"].to_numpy(bool)
+    a, b = proposal_first((ids, prop), sa_, sb)
     frame = pd.DataFrame({"a": a, "b": b, "ov": overlap, "k": np.arange(len(a))})
     worst = frame.sort_values("ov", ascending=False, kind="stable").drop_duplicates(["a", "b"])
     k = worst["k"].to_numpy()
     a, b = a[k], b[k]
-    s = pieces.segments
-    ids = s["id"].astype(str).to_numpy()
-    prop = s["_proposal"].to_numpy(bool)
-    util = s["utility"].astype(str).to_numpy()
+    util = text_array(s["utility"])
     owner = s["owner"].to_numpy(object)
     road_lbl = pair_label(s["road"].to_numpy(object)[a], s["road"].to_numpy(object)[b])
     owner_lbl = pair_label(owner[a], owner[b])

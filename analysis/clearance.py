@@ -49,13 +49,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analysis.accuracy import verdicts
-from analysis.network import Network
+from analysis.network import Network, text_array
 from analysis.pieces import (
     Pieces,
     candidate_pairs,
     combine,
     connected_pairs,
-    finding_key,
     first_findings,
     pair_label,
     proposal_first,
@@ -85,6 +84,9 @@ __all__ = [
     "load_clearance_rules",
     "gas_pressure_class",
     "clearances",
+    "ClearancePrep",
+    "prepare_clearances",
+    "rule_arrays",
     "segment_attributes",
     "match_side",
 ]
@@ -127,17 +129,21 @@ def _read_rule_csv(path: RuleSource, required: tuple[str, ...], what: str) -> pd
     try:
         table = pd.read_csv(open_source(path), dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
-        raise InputError(f"{what} file {path} does not exist") from None
+        raise InputError(f"{what} file {path} does not exist",
+                         zh=f"规则文件（{what}）{path} 不存在") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what} file {path}: {read_error(exc)}") from None
+        raise InputError(f"cannot read {what} file {path}: {read_error(exc)}",
+                         zh=f"无法读取规则文件（{what}）{path}：{read_error(exc)}") from None
     table.columns = [c.strip().lower() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise InputError(f"{what} file {path} lacks column(s) {', '.join(missing)}")
+        raise InputError(f"{what} file {path} lacks column(s) {', '.join(missing)}",
+                         zh=f"规则文件（{what}）{path} 缺少列：{'、'.join(missing)}")
     table = table.apply(lambda col: col.str.strip())
     dup = table["id"].duplicated()
     if dup.any():
-        raise InputError(f"{what} file {path}: duplicate rule id {table['id'][dup].iloc[0]!r}")
+        raise InputError(f"{what} file {path}: duplicate rule id {table['id'][dup].iloc[0]!r}",
+                         zh=f"规则文件（{what}）{path}：规则编号 {table['id'][dup].iloc[0]!r} 重复")
     table["verified"] = table["verified"].str.lower().isin(("true", "yes", "1", "y"))
     return table
 
@@ -150,7 +156,8 @@ def _numeric(table: pd.DataFrame, cols: tuple[str, ...], path: RuleSource, what:
         bad = vals.isna() & (table[c] != "")
         if bad.any():
             row = table[bad].iloc[0]
-            raise InputError(f"{what} file {path}: rule {row['id']}: {c} {row[c]!r} is not a number")
+            raise InputError(f"{what} file {path}: rule {row['id']}: {c} {row[c]!r} is not a number",
+                             zh=f"规则文件（{what}）{path}：规则 {row['id']}：{c} {row[c]!r} 不是数字")
         table[c] = vals.astype(float)
     return table
 
@@ -198,13 +205,16 @@ def _build_clearance_rules(path: RuleSource) -> pd.DataFrame:
         bad_classes = ({c.lstrip("!") for v in table[f"{side}_pressure_class"] for c in v.split("|") if c}
                        - set(GAS_PRESSURE_CLASSES) - {"unknown"})
         if bad_classes:
-            raise InputError(f"clearance rules file {path}: unknown pressure class {sorted(bad_classes)[0]!r}")
+            raise InputError(f"clearance rules file {path}: unknown pressure class {sorted(bad_classes)[0]!r}",
+                             zh=f"净距规则文件 {path}：未知压力级别 {sorted(bad_classes)[0]!r}")
     table = _numeric(table, ("clearance_m",), path, "clearance rules")
     bad = ~table["kind"].isin(("horizontal", "vertical")) | table["clearance_m"].isna() | (table["a_utility"] == "")
     if bad.any():
         row = table[bad].iloc[0]
         raise InputError(f"clearance rules file {path}: rule {row['id']!r} needs kind horizontal|vertical, "
-                         "a utility on side a and a clearance_m")
+                         "a utility on side a and a clearance_m",
+                         zh=f"净距规则文件 {path}：规则 {row['id']!r} 须有 kind（horizontal 水平或 vertical 垂直）、"
+                            "a 侧管线类别和 clearance_m 净距")
     table["b_utility"] = table["b_utility"].replace("", "*")
     table["_checked"] = _checked_rows(table)
     # text as plain object columns: the checks read them as numpy arrays, which an Arrow-backed
@@ -256,6 +266,12 @@ class _RuleArrays:
 
 def _rule_arrays(table: pd.DataFrame | _RuleArrays) -> _RuleArrays:
     return table if isinstance(table, _RuleArrays) else _RuleArrays(table)
+
+
+def rule_arrays(table: pd.DataFrame) -> _RuleArrays:
+    """A rule table read once for several calls (:func:`rule_margins`, :func:`rule_reach_m`,
+    :func:`prepare_clearances`): each reads its columns again from a DataFrame."""
+    return _rule_arrays(table)
 
 
 def rule_margins(table: pd.DataFrame | _RuleArrays, segments: pd.DataFrame) -> np.ndarray:
@@ -455,8 +471,19 @@ def _rules_for_pairs(rules: _RuleArrays, kind: str, attrs: dict[str, np.ndarray]
 
 
 def _shallow(finding: object) -> dict:
-    """A dataclass of plain values as a dict (``dataclasses.asdict`` deep-copies every value)."""
+    """A dataclass of plain values as a dict (``dataclasses.asdict`` deep-copies every value): its
+    instance dict, which holds exactly its fields in their order (a quarter million per scan)."""
+    kind = type(finding)
+    if kind not in _FIELD_COUNT:
+        _FIELD_COUNT[kind] = len(fields(finding))  # type: ignore[arg-type]
+    d = getattr(finding, "__dict__", None)
+    if d is not None and len(d) == _FIELD_COUNT[kind]:
+        return dict(d)
     return {f.name: getattr(finding, f.name) for f in fields(finding)}  # type: ignore[arg-type]
+
+
+#: Number of fields of each finding class :func:`_shallow` has met.
+_FIELD_COUNT: dict[type, int] = {}
 
 
 @dataclass(frozen=True)
@@ -628,6 +655,32 @@ def _crossing_measure(pieces: Pieces, i: np.ndarray, j: np.ndarray):
     return ok, measured, where
 
 
+@dataclass
+class ClearancePrep:
+    """What clearance reads of the segments before it sees a pair (:func:`prepare_clearances`):
+    the rule table as arrays, each segment's rule attributes, attribute group and margin, and the
+    columns findings name. The whole-network scan makes it in a child process while the parent
+    still looks for the candidate pairs."""
+
+    table: _RuleArrays
+    pieces: Pieces
+    margins: np.ndarray
+    attrs: dict[str, np.ndarray]
+    groups: tuple[np.ndarray, np.ndarray]
+    cols: dict[str, np.ndarray]
+
+
+def prepare_clearances(pieces: Pieces, rules: pd.DataFrame | _RuleArrays | Path | str | None = None,
+                       settings: TwinSettings | None = None) -> ClearancePrep:
+    """The per-segment part of :func:`clearances` for ``pieces`` (see :class:`ClearancePrep`);
+    ``rules`` as :func:`clearances` takes them, or from :func:`rule_arrays`."""
+    table = _rule_arrays(rules if isinstance(rules, (pd.DataFrame, _RuleArrays))
+                         else load_clearance_rules(rules, settings))
+    attrs = segment_attributes(pieces.segments)
+    return ClearancePrep(table, pieces, rule_margins(table, pieces.segments), attrs, _attribute_groups(attrs),
+                         _segment_columns(pieces.segments))
+
+
 def clearances(
     existing: Network,
     proposal: Network | None = None,
@@ -639,12 +692,14 @@ def clearances(
     tolerance_m: float = 0.0,
     pieces: Pieces | None = None,
     pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    prepared: ClearancePrep | None = None,
 ) -> ClearanceReport:
     """Horizontal and vertical clearance findings in ``existing`` or of ``proposal`` against it.
 
     ``rules``: a table from :func:`load_clearance_rules` or a CSV path (default: the settings'
     or the shipped GB 50289 table). Verdicts see :func:`analysis.accuracy.verdicts`;
-    ``tolerance_m`` is an extra allowance on top of the survey tolerance.
+    ``tolerance_m`` is an extra allowance on top of the survey tolerance. ``prepared``: what
+    :func:`prepare_clearances` made of these pieces and rules (then ``rules`` is not read).
 
     Examples
     --------
@@ -653,13 +708,13 @@ def clearances(
     {'horizontal': 0, 'vertical': 120, 'uncertain': 31, 'no_rule': 2}
     """
     t0 = time.perf_counter()
-    table = _RuleArrays(rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings))
-    pieces = combine(existing, proposal) if pieces is None else pieces
-    margins = rule_margins(table, pieces.segments)
+    if prepared is None:
+        pieces = combine(existing, proposal) if pieces is None else pieces
+        prepared = prepare_clearances(pieces, rules, settings)
+    table, pieces, margins, attrs = prepared.table, prepared.pieces, prepared.margins, prepared.attrs
     if pairs is None:
         pairs = candidate_pairs(pieces, margin_m=margins)
     i, j = pairs
-    attrs = segment_attributes(pieces.segments)
     # excavations are checked by collision: clearance rules are between pipes
     pipe = attrs["utility"] != EXCAVATION_UTILITY
     keep = ~connected_pairs(pieces, i, j) & pipe[pieces.seg[i]] & pipe[pieces.seg[j]]
@@ -668,8 +723,7 @@ def clearances(
     report = ClearanceReport([], rules_path=table.path)
     unruled: Counter[str] = Counter()
     cos_limit = float(np.cos(np.radians(parallel_angle_deg)))
-    groups = _attribute_groups(attrs)
-    cols = _segment_columns(pieces.segments)
+    groups, cols = prepared.groups, prepared.cols
     for kind in ("horizontal", "vertical"):
         if kind == "horizontal":
             ok, measured, where = _parallel_measure(pieces, i, j, cos_limit, min_parallel_overlap_m)
@@ -719,7 +773,7 @@ def _worst_per_segment_pair(pieces: Pieces, i: np.ndarray, j: np.ndarray, measur
 def _segment_columns(segments: pd.DataFrame) -> dict[str, np.ndarray]:
     """The segment columns findings name, as numpy arrays (read once per run: Arrow-backed columns
     cost a pass over all segments each time)."""
-    return {"id": segments["id"].astype(str).to_numpy(), "utility": segments["utility"].astype(str).to_numpy(),
+    return {"id": text_array(segments["id"]), "utility": text_array(segments["utility"]),
             "road": segments["road"].to_numpy(object), "owner": segments["owner"].to_numpy(object),
             "proposal": segments["_proposal"].to_numpy(bool)}
 
@@ -739,25 +793,34 @@ def _pair_fields(pieces: Pieces, cols: dict[str, np.ndarray], sa_: np.ndarray, s
     }
 
 
+def _pair_keys(kind: str, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """:func:`analysis.pieces.finding_key` of each id pair ``(x[n], y[n])`` (``str`` ids), a
+    comparison of the pairs in numpy and one hash each (222,000 findings in a scan)."""
+    first = x <= y
+    lo, hi = np.where(first, x, y).tolist(), np.where(first, y, x).tolist()
+    sha1, prefix = hashlib.sha1, kind + "|"
+    return [sha1(f"{prefix}{p}|{q}".encode()).hexdigest()[:16] for p, q in zip(lo, hi, strict=True)]
+
+
 def _violations(pieces: Pieces, cols: dict[str, np.ndarray], table: _RuleArrays, kind: str, sa_: np.ndarray,
                 sb: np.ndarray, measured: np.ndarray, required: np.ndarray, rule_pos: np.ndarray, where: np.ndarray,
                 uncertainty: np.ndarray, verdict: str) -> list[ClearanceViolation]:
     f = _pair_fields(pieces, cols, sa_, sb, where, kind)
-    a, b, ids = f["a"], f["b"], f["ids"]
-    rid, src, ver = table.column("id"), table.column("source"), table.column("verified").astype(bool)
-    out = []
-    for n in range(len(a)):  # one object per finding
-        r = rule_pos[n]
-        out.append(ClearanceViolation(
-            key=finding_key(f"clearance-{kind}", (ids[a[n]], ids[b[n]])), kind=kind,
-            a_id=ids[a[n]], b_id=ids[b[n]], a_utility=f["util"][a[n]], b_utility=f["util"][b[n]],
-            measured_m=round(float(measured[n]), 4), required_m=float(required[n]),
-            rule_id=str(rid[r]), rule_source=str(src[r]), rule_verified=bool(ver[r]),
-            x=float(f["x"][n]), y=float(f["y"][n]), z=None if f["z"][n] is None else float(f["z"][n]),
-            road=str(f["roads"][n]), owners=str(f["owners"][n]), proposal=bool(f["proposal"][n]),
-            uncertainty_m=round(float(uncertainty[n]), 4), verdict=verdict,
-        ))
-    return out
+    a, b, ids, util = f["a"], f["b"], f["ids"], f["util"]
+    keys = _pair_keys(f"clearance-{kind}", ids[a], ids[b])
+    rid = [str(v) for v in table.column("id")]
+    src = [str(v) for v in table.column("source")]
+    ver = table.column("verified").astype(bool).tolist()
+    fields_ = zip(keys, ids[a].tolist(), ids[b].tolist(), util[a].tolist(), util[b].tolist(), measured.tolist(),
+                  required.tolist(), rule_pos.tolist(), f["x"].tolist(), f["y"].tolist(), f["z"].tolist(),
+                  f["roads"].tolist(), f["owners"].tolist(), f["proposal"].tolist(), uncertainty.tolist(),
+                  strict=True)
+    return [ClearanceViolation(  # one object per finding, from plain lists
+        key=key, kind=kind, a_id=ia, b_id=ib, a_utility=ua, b_utility=ub, measured_m=round(m, 4),
+        required_m=float(req), rule_id=rid[r], rule_source=src[r], rule_verified=ver[r],
+        x=float(x), y=float(y), z=None if z is None else float(z), road=str(road), owners=str(owners),
+        proposal=bool(prop), uncertainty_m=round(u, 4), verdict=verdict,
+    ) for key, ia, ib, ua, ub, m, req, r, x, y, z, road, owners, prop, u in fields_]
 
 
 def _describe(attrs: dict[str, np.ndarray], segs: np.ndarray) -> list[str]:
@@ -773,8 +836,9 @@ def _no_rule(pieces: Pieces, cols: dict[str, np.ndarray], attrs: dict[str, np.nd
     f = _pair_fields(pieces, cols, sa_, sb, where, kind)
     a, b, ids = f["a"], f["b"], f["ids"]
     da, db = _describe(attrs, a), _describe(attrs, b)
+    keys = _pair_keys(f"no_rule-{kind}", ids[a], ids[b])
     return [NoRuleFinding(
-        key=finding_key(f"no_rule-{kind}", (ids[a[n]], ids[b[n]])), clearance=kind,
+        key=keys[n], clearance=kind,
         a_id=ids[a[n]], b_id=ids[b[n]], a_utility=f["util"][a[n]], b_utility=f["util"][b[n]],
         measured_m=round(float(measured[n]), 4), uncertainty_m=round(float(uncertainty[n]), 4),
         x=float(f["x"][n]), y=float(f["y"][n]), z=None if f["z"][n] is None else float(f["z"][n]),

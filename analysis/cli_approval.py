@@ -213,5 +213,6 @@ def _read_zones(path: Path):
         feats = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
         out = [(shapely.geometry.shape(f["geometry"]), (f.get("properties") or {})["location"]) for f in feats]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"zones file {path}: GeoJSON polygons with a 'location' property are needed ({exc})") from None
+        raise InputError(f"zones file {path}: GeoJSON polygons with a 'location' property are needed ({exc})",
+                         zh=f"分区文件 {path}：须为带 'location' 属性的 GeoJSON 多边形（{exc}）") from None
     return out

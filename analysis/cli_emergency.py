@@ -22,7 +22,8 @@ def _point(text: str) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
-        raise InputError(f"{text!r} is not a point: give EASTING,NORTHING in the twin CRS") from None
+        raise InputError(f"{text!r} is not a point: give EASTING,NORTHING in the twin CRS",
+                         zh=f"{text!r} 不是一个点：请按孪生库坐标系给出 东坐标,北坐标（EASTING,NORTHING）") from None
     return x, y
 
 
@@ -49,7 +50,8 @@ def shutoff_command(
 
     failed = [v.strip() for v in failed_valves.split(",") if v.strip()]
     if pdf is not None and not Path(pdf).resolve().parent.is_dir():
-        raise InputError(f"--pdf {pdf}: no folder {Path(pdf).resolve().parent}")
+        raise InputError(f"--pdf {pdf}: no folder {Path(pdf).resolve().parent}",
+                         zh=f"--pdf {pdf}：文件夹 {Path(pdf).resolve().parent} 不存在")
     settings = get_settings()
     engine = open_twin(settings)
     point = _point(at) if at else None

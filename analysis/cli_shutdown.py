@@ -53,7 +53,8 @@ def _point(text: str) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
-        raise InputError(f"{text!r} is not a point: give EASTING,NORTHING in the twin CRS") from None
+        raise InputError(f"{text!r} is not a point: give EASTING,NORTHING in the twin CRS",
+                         zh=f"{text!r} 不是一个点：请按孪生库坐标系给出 东坐标,北坐标（EASTING,NORTHING）") from None
     return x, y
 
 
@@ -159,7 +160,8 @@ def valve_command(
 ) -> None:
     """A crew marks a valve of an executing shutdown closed or failed."""
     if closed == failed:
-        raise InputError("give exactly one of --closed or --failed")
+        raise InputError("give exactly one of --closed or --failed",
+                         zh="--closed 与 --failed 须且只能给一个")
     state = "closed" if closed else "failed"
     settings = get_settings()
     record = mark_valve(open_twin(settings), settings, shutdown_id, valve, state, by=settings.user_name, note=note,

@@ -62,7 +62,8 @@ _ALIASES = {"motor": "motor_lane", "motor_lane": "motor_lane", "车行道": "mot
 def _location(value: object) -> str:
     key = str(value).strip().lower().replace(" ", "_").replace("-", "_")
     if key not in _ALIASES:
-        raise InputError(f"unknown location class {value!r}: use motor_lane or sidewalk")
+        raise InputError(f"unknown location class {value!r}: use motor_lane or sidewalk",
+                         zh=f"未知位置类别 {value!r}：请用 motor_lane（机动车道）或 sidewalk（人行道）")
     return _ALIASES[key]
 
 
@@ -82,7 +83,9 @@ def _build_cover_rules(path: RuleSource) -> pd.DataFrame:
     table = _numeric(table, ("min_cover_m",), path, "cover rules")
     if table["min_cover_m"].isna().any():
         raise InputError(f"cover rules file {path}: rule {table[table['min_cover_m'].isna()]['id'].iloc[0]!r} "
-                         "has no min_cover_m")
+                         "has no min_cover_m",
+                         zh=f"覆土规则文件 {path}：规则 {table[table['min_cover_m'].isna()]['id'].iloc[0]!r} "
+                            "缺少 min_cover_m 最小覆土")
     table["location"] = [_location(v) for v in table["location"]]
     table["utility"] = table["utility"].str.upper()
     table.attrs["path"] = str(path)  # the table's label, never a server path
@@ -205,7 +208,7 @@ def cover_depths(
     {'violations': 204, 'checked_segments': 1530, 'above_ground': 0}
     """
     if step_m <= 0:
-        raise InputError("the sampling step must be positive")
+        raise InputError("the sampling step must be positive", zh="采样步长须为正数")
     t0 = time.perf_counter()
     table = rules if isinstance(rules, pd.DataFrame) else load_cover_rules(rules, settings)
     default = _location(default_location or (settings.cover_location if settings else "motor_lane"))

@@ -585,9 +585,10 @@ def criticality(engine: sa.Engine, *, top: int = 20, min_valves: int | None = No
     One statement answers it all (the stored answer in one round trip).
     """
     if top < 1 or top > 10_000:
-        raise InputError("top is a number of segments from 1 to 10000")
+        raise InputError("top is a number of segments from 1 to 10000", zh="top 是管段数，取 1 到 10000")
     if min_valves is not None and min_valves < 0:
-        raise InputError("min_valves is a number of valves, 0 or more")
+        raise InputError("min_valves is a number of valves, 0 or more",
+                         zh="min_valves 是阀门数，取 0 或以上")
     if refresh:
         ensure_current(engine, user=user, progress=progress, audit=audit)
     where, params = ("WHERE s.valves >= :k", {"k": min_valves}) if min_valves is not None else ("", {})
@@ -615,7 +616,7 @@ def pipe_criticality(engine: sa.Engine, pipe: str, *, with_valves: bool = True) 
     if row["segment"] is None:
         why = ("no criticality has been computed yet" if not state["computed"] else
                "it is not a live water, gas or heat pipe of the stored results")
-        raise NotFound(f"no criticality for pipe {pipe!r}: {why}")
+        raise NotFound(f"no criticality for pipe {pipe!r}: {why}", zh=f"管线 {pipe!r} 没有重要性结果：{why}")
     result = {"state": state, "pipe": pipe, "segment": _segment_doc(row)}
     if with_valves:
         result["valves"] = _valves_of([row])

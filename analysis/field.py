@@ -35,11 +35,13 @@ def nearest_valves(conn: sa.Connection, x: float, y: float, *, n: int = 5,
     CJJ 61 code) keeps that network's valves only.
     """
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise InputError("the position must be two finite numbers (easting, northing)")
+        raise InputError("the position must be two finite numbers (easting, northing)",
+                         zh="位置须为两个有限数（东坐标，北坐标）")
     if not 1 <= n <= MAX_VALVES:
-        raise InputError(f"n: between 1 and {MAX_VALVES} valves")
+        raise InputError(f"n: between 1 and {MAX_VALVES} valves", zh=f"n：取 1 到 {MAX_VALVES} 个阀门")
     if utility is not None and utility not in UTILITIES:
-        raise InputError(f"utility: one of {', '.join(UTILITIES)}, not {utility[:20]!r}")
+        raise InputError(f"utility: one of {', '.join(UTILITIES)}, not {utility[:20]!r}",
+                         zh=f"utility 管线类别：取 {'、'.join(UTILITIES)} 之一，不是 {utility[:20]!r}")
     rows = conn.execute(sa.text(
         # The point written out in ORDER BY (not joined from a CTE): only a constant lets the
         # GiST index answer the nearest-neighbour order.

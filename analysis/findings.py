@@ -233,7 +233,9 @@ def _pair(text: str, what: str) -> list[str]:
     parts = [p.strip() for p in re.split(r"[-/]" if what == "utility" else "/", text) if p.strip()]
     if not 1 <= len(parts) <= 2:
         raise InputError(f"{what} pair {text!r}: give one {what} or two, as "
-                         + ("JS-RQ" if what == "utility" else "owner A/owner B"))
+                         + ("JS-RQ" if what == "utility" else "owner A/owner B"),
+                         zh=f"{'管线类别' if what == 'utility' else '权属单位'}对 {text!r}：请给一个或两个，如 "
+                            + ("JS-RQ" if what == "utility" else "权属单位A/权属单位B"))
     return parts
 
 
@@ -245,7 +247,8 @@ def _filters(status: Iterable[str] | None, verdict: Iterable[str] | None, road: 
         wanted = [v for v in (values or []) if v]
         bad = [v for v in wanted if v not in allowed]
         if bad:
-            raise InputError(f"{name} {bad[0]!r} is not one of {', '.join(allowed)}")
+            raise InputError(f"{name} {bad[0]!r} is not one of {', '.join(allowed)}",
+                             zh=f"{name} {bad[0]!r} 不是 {'、'.join(allowed)} 之一")
         if wanted:
             where.append(f"f.{name} = ANY(:{name})")
             params[name] = wanted
@@ -291,7 +294,7 @@ def list_findings(
     matched findings' ``counts`` by status and by verdict.
     """
     if limit < 0 or offset < 0:
-        raise InputError("limit and offset must not be negative")
+        raise InputError("limit and offset must not be negative", zh="limit 与 offset 不能为负数")
     where, params = _filters(status, verdict, road, utility_pair, owner_pair)
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
@@ -318,7 +321,7 @@ def get_finding(engine: sa.Engine | sa.Connection, key: str) -> dict:
     row = engine.execute(sa.text(f"SELECT {', '.join('f.' + c for c in _LISTED)} FROM finding f "
                                  "WHERE f.key = :k"), {"k": key}).mappings().first()
     if row is None:
-        raise NotFound(f"no finding {key!r}")
+        raise NotFound(f"no finding {key!r}", zh=f"没有问题 {key!r}")
     history = engine.execute(sa.text(
         "SELECT at, user_name, from_status, to_status, note FROM finding_event WHERE key = :k ORDER BY at, id"),
         {"k": key}).mappings().all()
@@ -345,20 +348,23 @@ def set_status(
     finding as :func:`get_finding` gives it.
     """
     if status not in STATUSES:
-        raise InputError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        raise InputError(f"status {status!r} is not one of {', '.join(STATUSES)}",
+                         zh=f"状态 {status!r} 不是 {'、'.join(STATUSES)} 之一")
     note = (note or "").strip() or None
     with engine.begin() as conn:
         row = conn.execute(sa.text("SELECT status, verdict FROM finding WHERE key = :k FOR UPDATE"),
                            {"k": key}).first()
         if row is None:
-            raise NotFound(f"no finding {key!r}")
+            raise NotFound(f"no finding {key!r}", zh=f"没有问题 {key!r}")
         current, verdict = row
         if status not in TRANSITIONS[current]:
             allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (the scan resolves and reopens it)"
-            raise Conflict(f"finding {key} is {current} ({STATUS_LABELS[current]}); it may move to: {allowed}")
+            raise Conflict(f"finding {key} is {current} ({STATUS_LABELS[current]}); it may move to: {allowed}",
+                           zh=f"问题 {key} 状态为{STATUS_LABELS[current]}（{current}），只能改为：{allowed}")
         if status == "approved" and verdict in _NEEDS_REASON and not note:
             raise InputError(f"approving a finding judged {verdict} ({VERDICT_LABELS[verdict]}) needs a reason "
-                             "(note)")
+                             "(note)",
+                             zh=f"批准判定为{VERDICT_LABELS[verdict]}（{verdict}）的问题须在备注（note）中说明理由")
         conn.execute(sa.text("UPDATE finding SET status = :s, status_by = :u, status_at = now(), note = :n "
                              "WHERE key = :k"), {"s": status, "u": user, "n": note, "k": key})
         conn.execute(sa.text("INSERT INTO finding_event (key, user_name, from_status, to_status, note) "

@@ -46,7 +46,8 @@ class GroundModel:
         ok = np.isfinite(xy).all(axis=1) & np.isfinite(z)
         xy, z = xy[ok], z[ok]
         if not len(xy):
-            raise InputError("no ground points: the ground cannot be interpolated here")
+            raise InputError("no ground points: the ground cannot be interpolated here",
+                             zh="没有地面点：此处无法插值地面")
         # average points at one position (mm grid), so the triangulation has no duplicates
         key = np.round(xy, 3)
         if len(np.unique(key, axis=0)) < len(key):

@@ -66,15 +66,19 @@ def load_service_life(path: Path | str | RuleSource | None = None, settings: Twi
     try:
         table = pd.read_csv(open_source(path), comment="#", dtype={"material": str, "utility": str, "source": str})
     except (OSError, ValueError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
-        raise InputError(f"cannot read the service-life table {path}: {read_error(exc)}") from None
+        raise InputError(f"cannot read the service-life table {path}: {read_error(exc)}",
+                         zh=f"无法读取使用年限表 {path}：{read_error(exc)}") from None
     missing = {"material", "utility", "life_years", "source", "verified"} - set(table.columns)
     if missing:
-        raise InputError(f"the service-life table {path} lacks column(s) {', '.join(sorted(missing))}")
+        raise InputError(f"the service-life table {path} lacks column(s) {', '.join(sorted(missing))}",
+                         zh=f"使用年限表 {path} 缺少列：{'、'.join(sorted(missing))}")
     years = pd.to_numeric(table["life_years"], errors="coerce")
     if years.isna().any():
         row = int(np.flatnonzero(years.isna())[0])
         raise InputError(f"the service-life table {path}: row {row + 1} ({table['material'].iat[row]}): "
-                         f"life_years {table['life_years'].iat[row]!r} is not a number of years")
+                         f"life_years {table['life_years'].iat[row]!r} is not a number of years",
+                         zh=f"使用年限表 {path}：第 {row + 1} 行（{table['material'].iat[row]}）："
+                            f"life_years 使用年限 {table['life_years'].iat[row]!r} 不是年数")
     table["life_years"] = years
     table["utility"] = table["utility"].fillna("")
     return table
@@ -119,11 +123,13 @@ def hazards(
 ) -> Hazards:
     """Pipes, cables, valves and weak spots within ``radius_m`` of the plan point (twin CRS)."""
     if not (np.isfinite(x) and np.isfinite(y)):
-        raise InputError("the dig site needs a finite easting and northing")
+        raise InputError("the dig site needs a finite easting and northing", zh="开挖点须有有限的东坐标和北坐标")
     if not (0 < radius_m <= 500):
-        raise InputError("the dig-site radius must be more than 0 and at most 500 m")
+        raise InputError("the dig-site radius must be more than 0 and at most 500 m",
+                         zh="开挖半径须大于 0 且不超过 500 米")
     if utility is not None and utility not in UTILITIES:
-        raise InputError(f"unknown utility {utility!r}: one of {', '.join(UTILITIES)}")
+        raise InputError(f"unknown utility {utility!r}: one of {', '.join(UTILITIES)}",
+                         zh=f"未知管线类别 {utility!r}：取 {'、'.join(UTILITIES)} 之一")
     site = shapely.Point(x, y)
     year = (today or dt.date.today()).year
     net = load_network(engine, near=site, distance_m=radius_m, include=("active", "planned", "abandoned"))
@@ -157,9 +163,10 @@ def hazards(
     if utility is not None:
         valve_rows = _nearest_valves(engine, x, y, utility, valves)
         if not valve_rows:
-            notes.append(f"no valves are recorded on the {UTILITIES[utility].name_en} network")
+            notes.append(f"{UTILITIES[utility].name_zh}管网没有阀门记录 "
+                         f"no valves are recorded on the {UTILITIES[utility].name_en} network")
     if not len(seg):
-        notes.append(f"no pipe or cable is recorded within {radius_m:g} m")
+        notes.append(f"{radius_m:g} 米内没有管线或电缆记录 no pipe or cable is recorded within {radius_m:g} m")
     return Hazards(x=float(x), y=float(y), radius_m=float(radius_m), utility=utility, pipes=pipes,
                    valves=valve_rows, old_pipes=seg["id"].to_numpy()[old].tolist(),
                    shallow_pipes=sorted(shallow_by), notes=notes)

@@ -8,19 +8,22 @@ GiST indexes; this is for whole-network scans and graph work.
 
 from __future__ import annotations
 
+import binascii
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
 import sqlalchemy as sa
 
 from twin.db import twin_srid
 from twin.schema import names
 
-__all__ = ["Network", "NetworkRows", "load_network", "read_network_rows", "near_ids_sql", "SEGMENT_COLUMNS",
-           "NODE_COLUMNS"]
+__all__ = ["Network", "NetworkRows", "load_network", "read_network_rows", "near_ids_sql", "line_vertices",
+           "text_array", "frame_of", "SEGMENT_COLUMNS", "NODE_COLUMNS"]
 
 #: What the network model reads of each table (twin.schema's ``reads="network"`` columns).
 SEGMENT_COLUMNS = names("segment", reads="network")
@@ -76,6 +79,71 @@ class Network:
         return pos
 
 
+def text_array(values: pd.Series) -> np.ndarray:
+    """``values.astype(str).to_numpy()``, without the trip through an Arrow-backed column (a
+    million Python strings made twice) when the values already are ``str``, none missing."""
+    if values.dtype == object:
+        raw = values.to_numpy()
+        if pd.api.types.infer_dtype(raw, skipna=False) == "string":
+            return raw
+    return values.astype(str).to_numpy()
+
+
+#: ISO WKB: byte order (1), type (4), number of points (4); LineString Z is type 1002.
+_WKB_HEAD = 9
+_WKB_LINESTRING_Z = 1002
+
+
+def _hex_linestrings_z(column: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """Vertices and offsets of hex WKB that is all little-endian LineString Z; None otherwise.
+
+    A million lines in well under a second: the hex digits are decoded in one pass, the
+    9-byte headers checked (numpy) and cut out, and what is left is every line's points one after
+    another, as float64 (x, y, z) bit for bit.
+    """
+    if column.null_count or not pa.types.is_string(column.type):
+        return None
+    n = len(column)
+    bounds = np.frombuffer(column.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * column.offset)
+    digits = np.frombuffer(column.buffers()[2], dtype=np.uint8)[bounds[0]:bounds[-1]]
+    size = np.diff(bounds)
+    if (size % 2).any() or (size < 2 * _WKB_HEAD).any():
+        return None
+    try:
+        raw = np.frombuffer(binascii.unhexlify(digits), dtype=np.uint8)
+    except binascii.Error:
+        return None
+    head = ((bounds[:-1] - bounds[0]) // 2)[:, None] + np.arange(_WKB_HEAD)
+    header = raw[head]
+    kind = np.ascontiguousarray(header[:, 1:5]).view("<u4").ravel()
+    points = np.ascontiguousarray(header[:, 5:9]).view("<u4").ravel().astype(np.int64)
+    if (header[:, 0] != 1).any() or (kind != _WKB_LINESTRING_Z).any() or (size // 2 != _WKB_HEAD + 24 * points).any():
+        return None
+    body = np.ones(len(raw), dtype=bool)
+    body[head.ravel()] = False
+    vertices = raw[body].view("<f8").reshape(-1, 3).astype(float)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(points, out=offsets[1:])
+    return vertices, offsets
+
+
+def line_vertices(wkb: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices ``(m, 3)`` and offsets ``(n + 1,)`` of n lines given as hex WKB (an Arrow column).
+
+    Lines in little-endian ISO WKB LineString Z (what ``ST_AsBinary(geom, 'NDR')`` gives of the
+    twin's centrelines) are decoded in numpy; anything else through shapely, with the same result.
+    """
+    column = wkb.combine_chunks() if isinstance(wkb, pa.ChunkedArray) else wkb
+    fast = _hex_linestrings_z(column) if len(column) else None
+    if fast is not None:
+        return fast
+    geoms = shapely.from_wkb(column.to_numpy(zero_copy_only=False))
+    vertices, index = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+    offsets = np.zeros(len(column) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(index, minlength=len(column)), out=offsets[1:])
+    return vertices, offsets
+
+
 #: The pieces of a ``near`` geometry (WKB ``:near`` in SRID ``:srid``): a spread-out multi-geometry
 #: (49 short pipes across a district) cut into compact parts, so the GiST index filters on each
 #: part's box rather than on the box of the whole (10 s -> 0.05 s at a million pipes).
@@ -118,11 +186,13 @@ def read_network_rows(
     include: Iterable[str] = ("active", "planned"),
     near: shapely.Geometry | None = None,
     distance_m: float = 0.0,
+    srid: int | None = None,
 ) -> NetworkRows:
-    """What :func:`load_network` reads (same arguments), before it becomes a :class:`Network`."""
+    """What :func:`load_network` reads (same arguments), before it becomes a :class:`Network`
+    (``srid``: the twin's, when the caller has it already)."""
     if isinstance(conn, sa.Engine):
         with conn.connect() as c:
-            return read_network_rows(c, utilities, include=include, near=near, distance_m=distance_m)
+            return read_network_rows(c, utilities, include=include, near=near, distance_m=distance_m, srid=srid)
     params: dict[str, object] = {"status": list(include)}
     where = "status = ANY(:status)"
     node_where = "true"
@@ -133,7 +203,7 @@ def read_network_rows(
     if near is not None:
         params["near"] = shapely.to_wkb(near, output_dimension=2)
         params["distance"] = float(distance_m)
-        params["srid"] = twin_srid(conn)
+        params["srid"] = twin_srid(conn) if srid is None else srid
         where += " AND " + near_ids_sql("current_segment")
         node_where += " AND " + near_ids_sql("current_node")
     cols = ", ".join(SEGMENT_COLUMNS)
@@ -178,8 +248,8 @@ class NetworkRows:
             lines = lines[segments]
         if nodes is not None:
             node_cols = {c: [v[i] for i in nodes] for c, v in node_cols.items()}
-        seg = _frame(seg_cols, SEGMENT_COLUMNS, _NUMBERS["segment"])
-        node = _frame(node_cols, [*NODE_COLUMNS, "x", "y"], _NUMBERS["node"])
+        seg = frame_of(seg_cols, SEGMENT_COLUMNS, _NUMBERS["segment"])
+        node = frame_of(node_cols, [*NODE_COLUMNS, "x", "y"], _NUMBERS["node"])
         vertices, index = shapely.get_coordinates(lines, include_z=True, return_index=True)
         offsets = np.zeros(len(seg) + 1, dtype=np.int64)
         np.cumsum(np.bincount(index, minlength=len(seg)), out=offsets[1:])
@@ -196,18 +266,50 @@ class NetworkRows:
 _NUMBERS = {kind: names(kind, reads="network", type="number") for kind in ("segment", "node")}
 
 
-def _frame(data: dict[str, Sequence[object]], columns: list[str], numbers: Iterable[str]) -> pd.DataFrame:
-    """A frame of query columns, number columns as float (NaN where missing).
+def frame_of(data: dict[str, Sequence[object]], columns: list[str], numbers: Iterable[str]) -> pd.DataFrame:
+    """A frame of query columns, number columns as float (NaN where missing), text as object
+    columns (NaN where missing), others as pandas makes them of a list.
 
     Built column by column: pandas reads a list of SQLAlchemy rows as named tuples, a row and
-    a raised lookup error per cell (a third of a proposal check's read at 100 rows).
+    a raised lookup error per cell (a third of a proposal check's read at 100 rows); and from
+    ready arrays (:func:`_assembled`), which a proposal check does four times.
     """
-    if not len(data[columns[0]]):
-        frame = pd.DataFrame([], columns=columns)
-        for c in numbers:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
-        return frame
-    data = dict(data)
-    for c in numbers:
-        data[c] = np.array(data[c], dtype=float)  # None -> NaN
-    return pd.DataFrame(data, columns=columns)
+    numbers = set(numbers)
+    n = len(data[columns[0]])
+    if not n:
+        return _assembled([np.empty(0, dtype=float if c in numbers else object) for c in columns], columns, 0)
+    return _assembled([np.array(data[c], dtype=float) if c in numbers else _text_column(data[c]) for c in columns],
+                      columns, n)
+
+
+def _text_column(values: Sequence[object]) -> np.ndarray:
+    """A column of text as an object array, NaN where missing: what pandas' ``str`` column gives
+    of ``to_numpy()``, without making it an Arrow array first (and again on every read); other
+    columns as pandas makes them of a list (integers, nothing at all: in plain Python first, the
+    common cases of a read cost microseconds that way, not pandas' inference)."""
+    kinds = {type(v) for v in values}
+    if kinds == {str} or kinds == {str, type(None)}:
+        return np.array([np.nan if v is None else v for v in values], dtype=object)
+    if kinds == {type(None)}:
+        return np.full(len(values), None, dtype=object)
+    if kinds == {int} and all(-(2**63) <= v < 2**63 for v in values):
+        return np.array(values, dtype=np.int64)
+    made = pd.Series(list(values)).array  # bool, date, mixed: pandas' own choice
+    return made.to_numpy() if isinstance(made, pd.arrays.NumpyExtensionArray) else made
+
+
+@functools.lru_cache(maxsize=64)
+def _column_index(columns: tuple[str, ...]) -> pd.Index:
+    """The column index of a frame's names (made once: pandas infers its type every time)."""
+    return pd.Index(columns)
+
+
+def _assembled(arrays: list, columns: list[str], n: int) -> pd.DataFrame:
+    """A frame of ready column arrays of length ``n`` (a tenth of ``pd.DataFrame(dict)``'s time,
+    which checks and infers every column again)."""
+    try:
+        return pd.DataFrame._from_arrays(arrays, columns=_column_index(tuple(columns)), index=pd.RangeIndex(n),
+                                         verify_integrity=False)
+    except (AttributeError, TypeError):  # a pandas without it: the public way, same frame
+        return pd.DataFrame({c: pd.Series(a, dtype=getattr(a, "dtype", None), copy=False)
+                             for c, a in zip(columns, arrays, strict=True)}, columns=columns)

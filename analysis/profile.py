@@ -174,12 +174,13 @@ def _endpoints(conn: sa.Connection, from_node: str, to_node: str) -> pd.DataFram
     found = pd.DataFrame(rows, columns=["id", "utility", "x", "y"]).set_index("id")
     for n in (from_node, to_node):
         if n not in found.index:
-            raise NotFound(f"no survey point {n!r} in the twin")
+            raise NotFound(f"no survey point {n!r} in the twin", zh=f"孪生库中没有管点 {n!r}")
     u1, u2 = found.at[from_node, "utility"], found.at[to_node, "utility"]
     if u1 != u2:
-        raise InputError(f"{from_node} is {u1} and {to_node} is {u2}: a profile follows one utility")
+        raise InputError(f"{from_node} is {u1} and {to_node} is {u2}: a profile follows one utility",
+                         zh=f"{from_node} 属于 {u1}，{to_node} 属于 {u2}：纵断面只沿一种管线")
     if from_node == to_node:
-        raise InputError("a profile needs two different points")
+        raise InputError("a profile needs two different points", zh="纵断面须有两个不同的管点")
     return found
 
 
@@ -267,7 +268,8 @@ def longitudinal_profile(
             # a path found but longer than the string: the ellipse of its own length proves it shortest
             string_m = max(straight + excess[attempt + 1], found[2] if found else 0.0)
     if found is None:
-        raise NotFound(f"no path along {utility} between {from_node} and {to_node}", code="NO_PATH")
+        raise NotFound(f"no path along {utility} between {from_node} and {to_node}", code="NO_PATH",
+                       zh=f"{from_node} 与 {to_node} 之间没有沿 {utility} 管线的路径")
     node_ids, seg_ids, _length = found
     # the path's pipes, the pipes touching it and the points on it, in one GiST search
     path_geom = _path_line(conn, seg_ids)
@@ -289,7 +291,8 @@ def _path_line(conn: sa.Connection, seg_ids: list[str]) -> shapely.Geometry:
 def profile_of_network(net: Network, node_ids: Sequence[str], seg_ids: Sequence[str], *, crs: str = "") -> Profile:
     """The profile of an in-memory network along a known path (``len(node_ids) == len(seg_ids) + 1``)."""
     if len(node_ids) != len(seg_ids) + 1 or not seg_ids:
-        raise InputError("a profile path has one more point than pipes, and at least one pipe")
+        raise InputError("a profile path has one more point than pipes, and at least one pipe",
+                         zh="纵断面路径的管点须比管线多一个，且至少有一条管线")
     segs = net.segments
     idx = net.segment_index(seg_ids)
     node_rows = net.nodes.drop_duplicates("id").set_index("id").reindex(list(node_ids)).to_dict("records")
@@ -309,7 +312,8 @@ def profile_of_network(net: Network, node_ids: Sequence[str], seg_ids: Sequence[
         if rev:
             verts = verts[::-1]
         if {str(row["from_node"]), str(row["to_node"])} != {u, v}:
-            raise InputError(f"pipe {row['id']} does not join {u} and {v}")
+            raise InputError(f"pipe {row['id']} does not join {u} and {v}",
+                             zh=f"管线 {row['id']} 不连接 {u} 与 {v}")
         plan = np.r_[0.0, np.cumsum(np.hypot(*np.diff(verts[:, :2], axis=0).T))]
         ch = start + plan
         h = float(hh[si])

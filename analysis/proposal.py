@@ -36,7 +36,13 @@ import shapely
 import sqlalchemy as sa
 
 from analysis.clash import collisions
-from analysis.clearance import clearances, load_clearance_rules, rule_margins, rule_reach_m
+from analysis.clearance import (
+    clearances,
+    load_clearance_rules,
+    prepare_clearances,
+    rule_arrays,
+    rule_reach_m,
+)
 from analysis.cover import cover_depths, load_cover_rules
 from analysis.ground import GroundModel
 from analysis.network import Network, NetworkRows, read_network_rows
@@ -231,22 +237,25 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
                     name: str | None, proposal: Network | None) -> ProposalReport:
     t0 = time.perf_counter()
     stamp = check_stamp(conn, settings)  # before the reads: a change during the check is seen
-    prop = proposal if proposal is not None else read_proposal(source, settings, engine=conn)
+    srid = twin_srid(conn)  # once for every query of the check that needs it
+    prop = proposal if proposal is not None else read_proposal(source, settings, engine=conn, srid=srid)
     if not len(prop.segments):
-        raise InputError("the proposal has no pipe or excavation")
+        raise InputError("the proposal has no pipe or excavation", zh="方案中没有管线或开挖")
     t1 = time.perf_counter()
     rules = load_clearance_rules(None, settings, db=conn)
-    margin = rule_reach_m(rules) + 2.0 if len(rules) else 5.0
-    around, lines, check_m = _read_around(conn, prop, margin)
+    arrays = rule_arrays(rules)  # the table's columns read once for the whole check
+    margin = rule_reach_m(arrays) + 2.0 if len(rules) else 5.0
+    around, lines, check_m = _read_around(conn, prop, margin, srid)
     existing = around.near(lines, check_m)
     t2 = time.perf_counter()
     prop_ids = set(prop.segments["id"].astype(str))
     # one set of pieces and one candidate search (wide enough for clearance) for both checks,
     # as in the whole-network scan: collision finds the same clashes among the wider pairs
     pieces = combine(existing, prop)
-    pairs = candidate_pairs(pieces, margin_m=rule_margins(rules, pieces.segments))
+    prepared = prepare_clearances(pieces, arrays)
+    pairs = candidate_pairs(pieces, margin_m=prepared.margins)
     clash = collisions(existing, prop, pieces=pieces, pairs=pairs)
-    clear = clearances(existing, prop, rules=rules, pieces=pieces, pairs=pairs)
+    clear = clearances(existing, prop, pieces=pieces, pairs=pairs, prepared=prepared)
     ground = GroundModel.from_network(existing, prop) if len(existing.nodes) else None
     cover = (cover_depths(existing, prop, rules=load_cover_rules(None, settings, db=conn), settings=settings,
                           ground=ground) if ground is not None else None)
@@ -254,7 +263,7 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
     findings = group_pairs(_findings(clash, clear, cover, prop_ids), prop_ids,
                            _sizes(existing.segments, prop.segments))
     findings.sort(key=lambda f: (_KIND_ORDER.get(f.kind, 9), _VERDICT_ORDER.get(f.verdict, 9), -f.shortfall_m, f.key))
-    section = _worst_section(conn, prop, existing, findings, around)
+    section = _worst_section(conn, prop, existing, findings, around, srid)
     t4 = time.perf_counter()
     segs = prop.segments
     report = ProposalReport(
@@ -429,7 +438,8 @@ def _clash_finding(c: Any) -> Finding:
     )
 
 
-def _read_around(conn: sa.Connection, prop: Network, margin_m: float) -> tuple[NetworkRows, shapely.Geometry, float]:
+def _read_around(conn: sa.Connection, prop: Network, margin_m: float,
+                 srid: int | None = None) -> tuple[NetworkRows, shapely.Geometry, float]:
     """One read of the live network around a proposal, for its checks and its cross-section.
 
     The checks judge what :func:`analysis.proposal_input.load_existing_near` gathers: all within
@@ -443,11 +453,11 @@ def _read_around(conn: sa.Connection, prop: Network, margin_m: float) -> tuple[N
     reach = np.nanmax(np.hypot(np.nan_to_num(prop.half_width_m), np.nan_to_num(prop.half_height_m)), initial=0.0)
     check_m = float(reach + margin_m)
     section_m = SECTION_HALF_WIDTH_M + float(np.nanmax(prop.half_width_m, initial=0.0)) + 0.05
-    return read_network_rows(conn, near=lines, distance_m=max(check_m, section_m)), lines, check_m
+    return read_network_rows(conn, near=lines, distance_m=max(check_m, section_m), srid=srid), lines, check_m
 
 
-def _worst_section(conn: sa.Connection, prop: Network, existing: Network,
-                   findings: list[Finding], around: NetworkRows) -> CrossSection | None:
+def _worst_section(conn: sa.Connection, prop: Network, existing: Network, findings: list[Finding],
+                   around: NetworkRows, srid: int | None = None) -> CrossSection | None:
     """A section through the proposal's worst place, cutting both the proposal and the pipe involved.
 
     The place: the first (worst) finding, else the proposal's closest approach to an existing
@@ -502,7 +512,7 @@ def _worst_section(conn: sa.Connection, prop: Network, existing: Network,
     line = shapely.LineString([a, b])
     near = around.near(line, 0.01)  # the pipes the line meets, of the check's read
     net = merge_networks(near, prop)
-    srid = twin_srid(conn)
+    srid = twin_srid(conn) if srid is None else srid
     gpts = ground_points(conn, line, 60.0, srid=srid)
     ground = idw_ground(gpts if len(gpts) else prop.node_xyz)
     return section_of_network(net, np.array([a, b]), ground=ground, crs=f"EPSG:{srid}")

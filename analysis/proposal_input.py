@@ -36,6 +36,7 @@ pipe. Beyond it the proposal is refused with :class:`twin.errors.InputError` cod
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,7 +51,7 @@ from pyproj.exceptions import CRSError
 
 from analysis.clearance import EXCAVATION_UTILITY
 from analysis.ground import GroundModel, load_ground
-from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network, load_network
+from analysis.network import NODE_COLUMNS, SEGMENT_COLUMNS, Network, frame_of, load_network
 from twin.crs import transformer, twin_crs
 from twin.db import open_twin, twin_srid
 from twin.domain import depth_reference, parse_sizes, parse_utility
@@ -84,11 +85,14 @@ def proposal_features(source: str | Path | Mapping[str, Any]) -> tuple[list[dict
         try:
             doc = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
-            raise InputError(f"proposal file {path} does not exist") from None
+            raise InputError(f"proposal file {path} does not exist",
+                             zh=f"方案文件 {path} 不存在") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"proposal file {path} is not GeoJSON: {exc}") from None
+            raise InputError(f"proposal file {path} is not GeoJSON: {exc}",
+                             zh=f"方案文件 {path} 不是 GeoJSON：{exc}") from None
     if not isinstance(doc, dict) or "type" not in doc:
-        raise InputError("a proposal is a GeoJSON FeatureCollection, Feature or geometry")
+        raise InputError("a proposal is a GeoJSON FeatureCollection, Feature or geometry",
+                         zh="方案须为 GeoJSON FeatureCollection、Feature 或几何")
     crs = _crs_name(doc)
     kind = doc["type"]
     if kind == "FeatureCollection":
@@ -98,9 +102,10 @@ def proposal_features(source: str | Path | Mapping[str, Any]) -> tuple[list[dict
     elif kind in ("LineString", "MultiLineString", "Polygon", "MultiPolygon"):
         feats = [{"type": "Feature", "geometry": doc, "properties": {}}]
     else:
-        raise InputError(f"a proposal is a LineString or a Polygon, not a GeoJSON {kind}")
+        raise InputError(f"a proposal is a LineString or a Polygon, not a GeoJSON {kind}",
+                         zh=f"方案须为 LineString（管线）或 Polygon（开挖），不是 GeoJSON {kind}")
     if not feats:
-        raise InputError("the proposal has no features")
+        raise InputError("the proposal has no features", zh="方案中没有要素")
     return feats, crs
 
 
@@ -118,10 +123,10 @@ def check_proposal_size(parts: int, positions: int) -> None:
     ``positions`` positions is within the budget (:data:`MAX_PARTS`, :data:`MAX_POSITIONS`)."""
     if parts > MAX_PARTS:
         raise InputError(f"a proposal has at most {MAX_PARTS} pipes and excavations; this one has {parts}",
-                         code=TOO_LARGE)
+                         code=TOO_LARGE, zh=f"一个方案最多 {MAX_PARTS} 条管线和开挖；此方案有 {parts} 个")
     if positions > MAX_POSITIONS:
         raise InputError(f"a proposal has at most {MAX_POSITIONS:,} positions; this one has {positions:,}",
-                         code=TOO_LARGE)
+                         code=TOO_LARGE, zh=f"一个方案最多 {MAX_POSITIONS:,} 个坐标点；此方案有 {positions:,} 个")
 
 
 def _check_extent(parts: list[dict]) -> None:
@@ -140,10 +145,12 @@ def _check_extent(parts: list[dict]) -> None:
             length_m += float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum())
     if length_m > MAX_LENGTH_M:
         raise InputError(f"a proposal's pipes and excavations are at most {MAX_LENGTH_M / 1000:g} km long in all; "
-                         f"this one's are {length_m / 1000:,.1f} km", code=TOO_LARGE)
+                         f"this one's are {length_m / 1000:,.1f} km", code=TOO_LARGE,
+                         zh=f"一个方案的管线和开挖总长最多 {MAX_LENGTH_M / 1000:g} 公里；此方案为 {length_m / 1000:,.1f} 公里")
     if area_m2 > MAX_EXCAVATION_M2:
         raise InputError(f"a proposal's excavations cover at most {MAX_EXCAVATION_M2:,.0f} m² in all (the "
-                         f"rectangles around them); this one's cover {area_m2:,.0f} m²", code=TOO_LARGE)
+                         f"rectangles around them); this one's cover {area_m2:,.0f} m²", code=TOO_LARGE,
+                         zh=f"一个方案的开挖（外接矩形）总面积最多 {MAX_EXCAVATION_M2:,.0f} m²；此方案为 {area_m2:,.0f} m²")
 
 
 def _transformer(src: str, twin: str) -> Transformer:
@@ -151,7 +158,8 @@ def _transformer(src: str, twin: str) -> Transformer:
     try:
         return transformer(src, twin)
     except CRSError as exc:
-        raise InputError(f"the proposal names an unknown CRS {src!r}: {exc}") from None
+        raise InputError(f"the proposal names an unknown CRS {src!r}: {exc}",
+                         zh=f"方案使用了未知坐标系 {src!r}：{exc}") from None
 
 
 def read_proposal(
@@ -160,12 +168,13 @@ def read_proposal(
     *,
     engine: sa.Engine | sa.Connection | None = None,
     ground: GroundModel | None = None,
+    srid: int | None = None,
 ) -> Network:
     """Read a GeoJSON proposal (path or dict) into a Network in the twin CRS.
 
     ``engine`` (an engine or an open connection; default: the twin of ``settings``) supplies
     the ground near the proposal and the wrong-CRS check; ``ground`` replaces the ground
-    model (then no database is needed).
+    model (then no database is needed); ``srid``: the twin's, when the caller has it already.
     Raises :class:`twin.errors.InputError` for a missing utility, size or depth, an
     unknown CRS, or coordinates far from the twin ("wrong CRS?").
 
@@ -183,8 +192,8 @@ def read_proposal(
     everything = shapely.multipoints(np.vstack([p["xyz"][:, :2] for p in parts]))
     if isinstance(engine, sa.Engine):
         with engine.connect() as conn:  # one connection for the check and the ground
-            return _read_parts(parts, everything, conn, ground)
-    return _read_parts(parts, everything, engine, ground)
+            return _read_parts(parts, everything, conn, ground, srid)
+    return _read_parts(parts, everything, engine, ground, srid)
 
 
 def proposal_geometry(source: str | Path | Mapping[str, Any], settings: TwinSettings) -> shapely.Geometry:
@@ -231,7 +240,7 @@ def _parts_in_twin_crs(source: str | Path | Mapping[str, Any], settings: TwinSet
     parts: list[dict] = []
     for k, feat in enumerate(feats):
         if not isinstance(feat, Mapping) or not isinstance(feat.get("geometry"), Mapping):
-            raise InputError(f"proposal feature {k + 1} has no geometry")
+            raise InputError(f"proposal feature {k + 1} has no geometry", zh=f"方案要素 {k + 1} 没有几何")
         props = dict(feat.get("properties") or {})
         geom = feat["geometry"]
         gtype = geom.get("type")
@@ -248,7 +257,8 @@ def _parts_in_twin_crs(source: str | Path | Mapping[str, Any], settings: TwinSet
             lines = [p[0] for p in coords or [] if p]
         else:
             raise InputError(f"proposal feature {fid}: a {gtype} is neither a pipe (LineString) nor "
-                             "an excavation (Polygon)")
+                             "an excavation (Polygon)",
+                             zh=f"方案要素 {fid}：{gtype} 既不是管线（LineString）也不是开挖（Polygon）")
         for n, line in enumerate(lines):
             arr = _coords(line, fid)
             parts.append({"id": fid if len(lines) == 1 else f"{fid}.{n + 1}", "props": props, "crs": crs,
@@ -281,9 +291,9 @@ def _check_counts(feats: list) -> None:
 
 
 def _read_parts(parts: list[dict], everything: shapely.Geometry, conn: sa.Connection | None,
-                ground: GroundModel | None) -> Network:
+                ground: GroundModel | None, srid: int | None = None) -> Network:
     if conn is not None:
-        _check_near_twin(conn, everything)
+        _check_near_twin(conn, everything, srid)
     if ground is None and any(not p["has_z"] or p["excavation"] for p in parts):
         ground = _ground_near(conn, everything)
     elif ground is None and conn is not None:
@@ -299,13 +309,16 @@ def _coords(line: Any, fid: str) -> np.ndarray:
     try:
         rows = [list(map(float, c)) for c in line]
     except (TypeError, ValueError):
-        raise InputError(f"proposal feature {fid}: coordinates are not numbers") from None
+        raise InputError(f"proposal feature {fid}: coordinates are not numbers",
+                         zh=f"方案要素 {fid}：坐标不是数字") from None
     dims = {len(r) for r in rows}
     if len(rows) < 2 or not dims <= {2, 3} or len(dims) != 1:
-        raise InputError(f"proposal feature {fid}: a line needs two or more positions, all 2D or all 3D")
+        raise InputError(f"proposal feature {fid}: a line needs two or more positions, all 2D or all 3D",
+                         zh=f"方案要素 {fid}：线须有两个或以上坐标点，且全为二维或全为三维")
     arr = np.array(rows, dtype=float)
     if not np.isfinite(arr).all():
-        raise InputError(f"proposal feature {fid}: coordinates are not finite")
+        raise InputError(f"proposal feature {fid}: coordinates are not finite",
+                         zh=f"方案要素 {fid}：坐标不是有限数")
     return arr
 
 
@@ -327,14 +340,15 @@ def _to_twin_crs(parts: list[dict], settings: TwinSettings) -> None:
         x, y = tr.transform(p["xyz"][:, 0], p["xyz"][:, 1])
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
             raise InputError(f"proposal feature {p['id']}: coordinates cannot be transformed from {src} "
-                             f"to {settings.crs}: wrong CRS?")
+                             f"to {settings.crs}: wrong CRS?",
+                             zh=f"方案要素 {p['id']}：坐标无法从 {src} 转换到 {settings.crs}：坐标系有误？")
         p["xyz"][:, 0], p["xyz"][:, 1] = x, y
 
 
-def _check_near_twin(conn: sa.Engine | sa.Connection, geom: shapely.Geometry) -> None:
+def _check_near_twin(conn: sa.Engine | sa.Connection, geom: shapely.Geometry, srid: int | None = None) -> None:
     if isinstance(conn, sa.Engine):
         with conn.connect() as c:
-            return _check_near_twin(c, geom)
+            return _check_near_twin(c, geom, srid)
     wkb = shapely.to_wkb(geom, output_dimension=2)
     # the nearest node through the GiST index (KNN): a plain ST_DWithin over 5 km matches
     # ~10^5 nodes of a dense district and plans a parallel scan (30-40 ms instead of < 1 ms)
@@ -342,7 +356,7 @@ def _check_near_twin(conn: sa.Engine | sa.Connection, geom: shapely.Geometry) ->
         "SELECT EXISTS (SELECT 1 FROM (SELECT geom FROM current_node "
         "ORDER BY geom <-> ST_SetSRID(ST_GeomFromWKB(:g), :srid) LIMIT 1) n "
         "WHERE ST_DWithin(n.geom, ST_SetSRID(ST_GeomFromWKB(:g), :srid), :d))"),
-        {"g": wkb, "d": NEAR_TWIN_M, "srid": twin_srid(conn)}).scalar()
+        {"g": wkb, "d": NEAR_TWIN_M, "srid": twin_srid(conn) if srid is None else srid}).scalar()
     if near:
         return
     ext = conn.execute(sa.text("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
@@ -353,12 +367,16 @@ def _check_near_twin(conn: sa.Engine | sa.Connection, geom: shapely.Geometry) ->
     raise InputError(
         f"the proposal ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) lies more than {NEAR_TWIN_M / 1000:g} km "
         f"from the twin ({ext[0]:.0f}, {ext[1]:.0f})-({ext[2]:.0f}, {ext[3]:.0f}): wrong CRS or axis order? "
-        "Give easting, northing in the twin CRS, lon/lat, or name the CRS in the GeoJSON.")
+        "Give easting, northing in the twin CRS, lon/lat, or name the CRS in the GeoJSON.",
+        zh=f"方案范围 ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) 距孪生库范围 "
+           f"({ext[0]:.0f}, {ext[1]:.0f})-({ext[2]:.0f}, {ext[3]:.0f}) 超过 {NEAR_TWIN_M / 1000:g} 公里："
+           "坐标系或坐标轴顺序有误？请按孪生库坐标系给出 东坐标,北坐标，或经纬度，或在 GeoJSON 中注明坐标系。")
 
 
 def _ground_near(engine: sa.Engine | sa.Connection | None, geom: shapely.Geometry) -> GroundModel:
     if engine is None:
-        raise InputError("the proposal gives depths: a ground model or the twin is needed")
+        raise InputError("the proposal gives depths: a ground model or the twin is needed",
+                         zh="方案给出的是埋深：需要地面模型或孪生库数据")
     for radius in _GROUND_RADII_M:
         try:
             g = load_ground(engine, geom, radius)
@@ -367,7 +385,29 @@ def _ground_near(engine: sa.Engine | sa.Connection | None, geom: shapely.Geometr
         if len(g) >= 3:
             return g
     raise InputError("no survey ground points within 2 km of the proposal: give z elevations instead "
-                     "of depths")
+                     "of depths", zh="方案 2 公里内没有测量地面点：请给出 z 高程而不是埋深")
+
+
+@functools.lru_cache(maxsize=256)
+def _one_size(text: str) -> tuple[bool, float, float, float]:
+    """:func:`twin.domain.parse_sizes` of one text: bad, diameter, width, height (mm). The same
+    text reads the same every time; pandas on a one-row Series costs a millisecond a call."""
+    parsed = parse_sizes(pd.Series([text])).iloc[0]
+    return (bool(parsed["bad"]), float(parsed["diameter_mm"]), float(parsed["width_mm"]),
+            float(parsed["height_mm"]))
+
+
+@functools.lru_cache(maxsize=256)
+def _one_utility(code: str) -> tuple[object, object, bool]:
+    """:func:`twin.domain.parse_utility` of one code: parent code, subtype, unknown."""
+    parent, sub, bad = parse_utility(pd.Series([code]))
+    return parent.iloc[0], sub.iloc[0], bool(bad[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _one_reference(utility: object) -> str:
+    """:func:`twin.domain.depth_reference` of one parent code."""
+    return str(depth_reference(np.array([utility]))[0])
 
 
 def _size(props: Mapping[str, Any], fid: str) -> tuple[str, float, float, float, str]:
@@ -385,17 +425,21 @@ def _size(props: Mapping[str, Any], fid: str) -> tuple[str, float, float, float,
             if w > 0 and h > 0:
                 return "rect", np.nan, w, h, f"{w:g}X{h:g}"
     except (TypeError, ValueError):
-        raise InputError(f"proposal feature {fid}: the size is not a number") from None
+        raise InputError(f"proposal feature {fid}: the size is not a number",
+                         zh=f"方案要素 {fid}：管径不是数字") from None
     if text:
-        parsed = parse_sizes(pd.Series([str(text)])).iloc[0]
-        if not parsed["bad"]:
-            if np.isfinite(parsed["diameter_mm"]):
-                return "circular", float(parsed["diameter_mm"]), np.nan, np.nan, str(text)
-            if np.isfinite(parsed["width_mm"]):
-                return "rect", np.nan, float(parsed["width_mm"]), float(parsed["height_mm"]), str(text)
-        raise InputError(f"proposal feature {fid}: cannot read size {text!r} (DN300, 300, 1000X800)")
+        bad, diameter, width, height = _one_size(str(text))
+        if not bad:
+            if np.isfinite(diameter):
+                return "circular", diameter, np.nan, np.nan, str(text)
+            if np.isfinite(width):
+                return "rect", np.nan, width, height, str(text)
+        raise InputError(f"proposal feature {fid}: cannot read size {text!r} (DN300, 300, 1000X800)",
+                         zh=f"方案要素 {fid}：无法识别管径 {text!r}（DN300、300、1000X800）")
     raise InputError(f"proposal feature {fid}: missing size: give diameter_mm, width_mm + height_mm, "
-                     "or size (DN300, 1000X800)")
+                     "or size (DN300, 1000X800)",
+                     zh=f"方案要素 {fid}：缺少管径：请给出 diameter_mm，或 width_mm 与 height_mm，"
+                        "或 size（DN300、1000X800）")
 
 
 def _number(props: Mapping[str, Any], key: str, fid: str) -> float:
@@ -405,42 +449,49 @@ def _number(props: Mapping[str, Any], key: str, fid: str) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
-        raise InputError(f"proposal feature {fid}: {key} {v!r} is not a number") from None
+        raise InputError(f"proposal feature {fid}: {key} {v!r} is not a number",
+                         zh=f"方案要素 {fid}：{key} {v!r} 不是数字") from None
 
 
 def _pipe(part: dict, ground: GroundModel | None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Segment row, centreline vertices and the ground at its ends for one proposed pipe."""
     props, fid, xyz = part["props"], part["id"], part["xyz"]
     if not props.get("utility"):
-        raise InputError(f"proposal feature {fid}: missing utility (JS, PS/YS/WS, RQ, RL, DL, TX, ...)")
-    parent, sub, bad = parse_utility(pd.Series([str(props["utility"])]))
-    if bad[0]:
-        raise InputError(f"proposal feature {fid}: unknown utility {props['utility']!r}")
-    utility = parent.iloc[0]
-    subtype = props.get("subtype") or sub.iloc[0]
+        raise InputError(f"proposal feature {fid}: missing utility (JS, PS/YS/WS, RQ, RL, DL, TX, ...)",
+                         zh=f"方案要素 {fid}：缺少管线类别（JS、PS/YS/WS、RQ、RL、DL、TX 等）")
+    utility, sub, bad = _one_utility(str(props["utility"]))
+    if bad:
+        raise InputError(f"proposal feature {fid}: unknown utility {props['utility']!r}",
+                         zh=f"方案要素 {fid}：未知管线类别 {props['utility']!r}")
+    subtype = props.get("subtype") or sub
     shape, d, w, h, size_text = _size(props, fid)
     half = (d if shape == "circular" else h) / 2000.0
-    ref = str(depth_reference(np.array([utility]))[0])
+    ref = _one_reference(utility)
     zref = str(props.get("z_reference") or ref).lower()
     if zref not in ("top", "invert", "centre", "center"):
-        raise InputError(f"proposal feature {fid}: z_reference is top, invert or centre, not {zref!r}")
+        raise InputError(f"proposal feature {fid}: z_reference is top, invert or centre, not {zref!r}",
+                         zh=f"方案要素 {fid}：z_reference 取 top（管顶）、invert（管内底）或 centre（管中），不是 {zref!r}")
     g = ground(xyz[:, 0], xyz[:, 1]) if ground is not None else np.full(len(xyz), np.nan)
     depth = props.get("depth_m")
     if depth not in (None, ""):
         try:
             dep = np.broadcast_to(np.asarray(depth, dtype=float), (len(xyz),)).copy()
         except (TypeError, ValueError):
-            raise InputError(f"proposal feature {fid}: depth_m is a number or one number per vertex") from None
+            raise InputError(f"proposal feature {fid}: depth_m is a number or one number per vertex",
+                             zh=f"方案要素 {fid}：depth_m 埋深为一个数，或每个顶点一个数") from None
         if not np.isfinite(dep).all() or (dep < 0).any():
-            raise InputError(f"proposal feature {fid}: depth_m must be non-negative numbers")
+            raise InputError(f"proposal feature {fid}: depth_m must be non-negative numbers",
+                             zh=f"方案要素 {fid}：depth_m 埋深须为非负数")
         if ground is None:
-            raise InputError(f"proposal feature {fid}: depths need the ground: no ground model")
+            raise InputError(f"proposal feature {fid}: depths need the ground: no ground model",
+                             zh=f"方案要素 {fid}：埋深需要地面：没有地面模型")
         level = g - dep
         zref = ref
     elif part["has_z"]:
         level = xyz[:, 2]
     else:
-        raise InputError(f"proposal feature {fid}: missing height: give depth_m or z in the coordinates")
+        raise InputError(f"proposal feature {fid}: missing height: give depth_m or z in the coordinates",
+                         zh=f"方案要素 {fid}：缺少高度：请给出 depth_m 埋深或坐标中的 z")
     offset = {"top": -half, "invert": half}.get(zref, 0.0)
     centre = np.column_stack([xyz[:, :2], level + offset])
     length = float(np.linalg.norm(np.diff(centre[:, :2], axis=0), axis=1).sum())
@@ -465,11 +516,13 @@ def _excavation(part: dict, ground: GroundModel) -> tuple[dict, np.ndarray, np.n
     props, fid, xyz = part["props"], part["id"], part["xyz"]
     depth = _number(props, "depth_m", fid)
     if not np.isfinite(depth) or depth <= 0:
-        raise InputError(f"proposal feature {fid}: an excavation needs depth_m (m below ground)")
+        raise InputError(f"proposal feature {fid}: an excavation needs depth_m (m below ground)",
+                         zh=f"方案要素 {fid}：开挖须有 depth_m（地面以下深度，米）")
     local = xyz[0, :2]  # GEOS loses centimetres on the rectangle at projected magnitudes
     poly = shapely.Polygon(xyz[:, :2] - local)
     if not poly.is_valid or poly.area <= 0:
-        raise InputError(f"proposal feature {fid}: the excavation polygon is invalid or has no area")
+        raise InputError(f"proposal feature {fid}: the excavation polygon is invalid or has no area",
+                         zh=f"方案要素 {fid}：开挖多边形无效或面积为零")
     rect = np.asarray(shapely.minimum_rotated_rectangle(poly).exterior.coords)[:4] + local
     e1, e2 = rect[1] - rect[0], rect[2] - rect[1]
     if np.linalg.norm(e1) < np.linalg.norm(e2):  # the box runs along the long side
@@ -502,10 +555,10 @@ def _network(parts: list[dict], ground: GroundModel | None) -> Network:
         grounds.append(g)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
-        raise InputError("proposal features need distinct ids")
-    segments = pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, "kind", "location"])
-    for c in names("segment", reads="network", type="number"):
-        segments[c] = segments[c].astype(float)
+        raise InputError("proposal features need distinct ids", zh="方案要素的编号不能重复")
+    seg_cols = [*SEGMENT_COLUMNS, "kind", "location"]
+    segments = frame_of({c: [r.get(c) for r in rows] for c in seg_cols}, seg_cols,
+                        names("segment", reads="network", type="number"))
     node_rows = []
     for r, line, g in zip(rows, lines, grounds, strict=True):
         for end, xyz, gz, dep in (("from_node", line[0], g[0], r["from_depth_m"]),
@@ -514,7 +567,10 @@ def _network(parts: list[dict], ground: GroundModel | None) -> Network:
             node_rows.append({"id": r[end], "utility": r["utility"], "subtype": r["subtype"], "feature": None,
                               "appurtenance": None, "ground_z": gz, "depth_m": dep, "well_depth_m": np.nan,
                               "well_bottom_z": np.nan, "version": 0, "x": float(xyz[0]), "y": float(xyz[1])})
-    nodes = pd.DataFrame(node_rows, columns=[*NODE_COLUMNS, "x", "y"]).drop_duplicates("id").reset_index(drop=True)
+    node_cols = [*NODE_COLUMNS, "x", "y"]
+    seen: set[object] = set()
+    node_rows = [r for r in node_rows if not (r["id"] in seen or seen.add(r["id"]))]  # the first of each id
+    nodes = frame_of({c: [r.get(c) for r in node_rows] for c in node_cols}, node_cols, ())
     vertices = np.vstack(lines)
     offsets = np.zeros(len(lines) + 1, dtype=np.int64)
     np.cumsum([len(v) for v in lines], out=offsets[1:])

@@ -120,11 +120,15 @@ def _check_move(proposal_id: int, old: str, new: str) -> None:
     if new in TRANSITIONS.get(old, frozenset()):
         return
     if new == "new":
-        raise Conflict(f"proposal {proposal_id} is {old}; a revised geometry is a new proposal")
+        raise Conflict(f"proposal {proposal_id} is {old}; a revised geometry is a new proposal",
+                       zh=f"方案 {proposal_id} 状态为 {old}；修改几何须作为新方案提交")
     if new == "withdrawn":
-        raise Conflict(f"proposal {proposal_id} is {old}; only a new or reviewed proposal can be withdrawn")
+        raise Conflict(f"proposal {proposal_id} is {old}; only a new or reviewed proposal can be withdrawn",
+                       zh=f"方案 {proposal_id} 状态为 {old}；只有新建或已审核的方案可以撤回")
     raise Conflict(f"proposal {proposal_id} is {old}; it cannot become {new} "
-                   "(new -> reviewed -> approved | rejected)")
+                   "(new -> reviewed -> approved | rejected)",
+                   zh=f"方案 {proposal_id} 状态为 {old}，不能改为 {new}"
+                      "（新建 -> 已审核 -> 已批准 | 已驳回）")
 
 
 def _locked(conn: sa.Connection, proposal_id: int) -> sa.RowMapping:
@@ -132,7 +136,7 @@ def _locked(conn: sa.Connection, proposal_id: int) -> sa.RowMapping:
     row = conn.execute(sa.text("SELECT status, created_by FROM proposal WHERE id = :p FOR UPDATE"),
                        {"p": proposal_id}).mappings().first()
     if row is None:
-        raise NotFound(f"no proposal {proposal_id}")
+        raise NotFound(f"no proposal {proposal_id}", zh=f"没有方案 {proposal_id}")
     return row
 
 
@@ -147,7 +151,8 @@ def _four_eyes(conn: sa.Connection, proposal_id: int, decision: str, by: str) ->
     if by in authors:
         verb = "approve" if decision == "approved" else "reject"
         raise Forbidden(f"{by} submitted or revised proposal {proposal_id}: another approver must {verb} it "
-                        "(four eyes)")
+                        "(four eyes)",
+                        zh=f"{by} 提交或修改了方案 {proposal_id}：须由另一位审批人{'批准' if verb == 'approve' else '驳回'}（双人审核）")
 
 
 def _move(conn: sa.Connection, proposal_id: int, new: str) -> str:
@@ -202,7 +207,7 @@ def recheck_proposal(
         row = conn.execute(sa.text("SELECT name, geojson, status, version FROM proposal WHERE id = :p"),
                            {"p": proposal_id}).mappings().first()
     if row is None:
-        raise NotFound(f"no proposal {proposal_id}")
+        raise NotFound(f"no proposal {proposal_id}", zh=f"没有方案 {proposal_id}")
     if source is not None:
         _check_move(proposal_id, row["status"], "new")  # before the check's work
     doc = _geojson(source) if source is not None else row["geojson"]
@@ -236,7 +241,7 @@ def get_proposal(engine: sa.Engine, proposal_id: int) -> dict:
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT report FROM proposal WHERE id = :p"), {"p": proposal_id}).first()
         if row is None:
-            raise NotFound(f"no proposal {proposal_id}")
+            raise NotFound(f"no proposal {proposal_id}", zh=f"没有方案 {proposal_id}")
         report = dict(row.report)
         decisions = {r["key"]: r for r in conn.execute(sa.text(
             "SELECT key, status, decided_by, decided_at, note FROM proposal_finding WHERE proposal_id = :p"),
@@ -269,23 +274,28 @@ def decide_finding(engine: sa.Engine, proposal_id: int, key: str, status: str, s
                    before_commit: BeforeCommit | None = None) -> dict:
     """Record an officer's decision on one finding: ``accepted``, ``rejected`` or ``open``."""
     if status not in FINDING_DECISIONS:
-        raise InputError(f"a finding is accepted, rejected or open, not {status!r}")
+        raise InputError(f"a finding is accepted, rejected or open, not {status!r}",
+                         zh=f"问题的处理为 accepted（接受）、rejected（驳回）或 open（待定），不是 {status!r}")
     by = _user(settings, user)
     with engine.begin() as conn:
         prop = _locked(conn, proposal_id)["status"]
         if prop not in UNDER_REVIEW:
-            raise Conflict(f"proposal {proposal_id} is {prop}: its findings can no longer be decided")
+            raise Conflict(f"proposal {proposal_id} is {prop}: its findings can no longer be decided",
+                           zh=f"方案 {proposal_id} 状态为 {prop}：其问题已不能再处理")
         old = conn.execute(sa.text("SELECT status FROM proposal_finding WHERE proposal_id = :p AND key = :k"),
                            {"p": proposal_id, "k": key}).scalar()
         if old is None:
-            raise NotFound(f"proposal {proposal_id} has no finding {key!r}")
+            raise NotFound(f"proposal {proposal_id} has no finding {key!r}",
+                           zh=f"方案 {proposal_id} 没有问题 {key!r}")
         if old == "resolved":
-            raise InputError(f"finding {key} is resolved (no longer found); nothing to decide")
+            raise InputError(f"finding {key} is resolved (no longer found); nothing to decide",
+                             zh=f"问题 {key} 已解决（不再出现）；无需处理")
         if status == "accepted" and not (note or "").strip() and conn.execute(sa.text(
                 f"SELECT {_NO_RULE_SQL} FROM proposal_finding WHERE proposal_id = :p AND key = :k"),
                 {"p": proposal_id, "k": key}).scalar():
             raise InputError(f"finding {key} is 无规则 no rule: no clearance rule covers the pair; accepting it "
-                             "needs a note with the reason")
+                             "needs a note with the reason",
+                             zh=f"问题 {key} 为无规则：没有净距规则覆盖这对管线；接受它须在备注中说明理由")
         conn.execute(sa.text(
             "UPDATE proposal_finding SET status = :s, decided_by = :by, decided_at = now(), note = :n "
             "WHERE proposal_id = :p AND key = :k"), {"s": status, "by": by, "n": note, "p": proposal_id, "k": key})
@@ -305,7 +315,8 @@ def decide_proposal(engine: sa.Engine, proposal_id: int, status: str, settings: 
     may not approve or reject it (Forbidden).
     """
     if status not in DECISIONS:
-        raise InputError(f"a proposal is decided reviewed, approved or rejected, not {status!r}")
+        raise InputError(f"a proposal is decided reviewed, approved or rejected, not {status!r}",
+                         zh=f"方案的决定为 reviewed（已审核）、approved（批准）或 rejected（驳回），不是 {status!r}")
     by = _user(settings, user)
     override = (override or "").strip() or None
     with engine.begin() as conn:
@@ -321,7 +332,10 @@ def decide_proposal(engine: sa.Engine, proposal_id: int, status: str, settings: 
                     f"proposal {proposal_id} has {len(pending)} findings not accepted"
                     + (f", {no_rule} of them 无规则 no rule (cannot judge)" if no_rule else "")
                     + f" ({', '.join(f'{r.key} {r.status}' for r in pending[:5])}); accept them or approve with "
-                    "an override note")
+                    "an override note",
+                    zh=f"方案 {proposal_id} 有 {len(pending)} 个问题未接受"
+                       + (f"，其中 {no_rule} 个为无规则（无法判定）" if no_rule else "")
+                       + f"（{'、'.join(f'{r.key} {r.status}' for r in pending[:5])}）；请先接受，或在批准时填写覆盖说明")
         _set_status(conn, proposal_id, status, by, note, override=override if status == "approved" else None)
         _event(conn, proposal_id, by, "approved with override" if status == "approved" and override else "decided",
                from_status=old, to_status=status, note=override or note)
@@ -339,7 +353,8 @@ def withdraw_proposal(engine: sa.Engine, proposal_id: int, settings: TwinSetting
         row = _locked(conn, proposal_id)
         if not admin and row["created_by"] != by:
             raise Forbidden(f"proposal {proposal_id} was submitted by {row['created_by']}: only they or an admin "
-                            "may withdraw it")
+                            "may withdraw it",
+                            zh=f"方案 {proposal_id} 由 {row['created_by']} 提交：只有提交人或管理员可以撤回")
         _check_move(proposal_id, row["status"], "withdrawn")
         _set_status(conn, proposal_id, "withdrawn", by, note)
         _event(conn, proposal_id, by, "withdrawn", from_status=row["status"], to_status="withdrawn", note=note)
@@ -363,7 +378,8 @@ def _geojson(source: str | Path | Mapping[str, Any]) -> dict:
     try:
         return json.loads(Path(source).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the proposal {source}: {exc}") from None
+        raise InputError(f"cannot read the proposal {source}: {exc}",
+                         zh=f"无法读取方案 {source}：{exc}") from None
 
 
 def _wkb(conn: sa.Connection, geom: shapely.Geometry) -> dict:

@@ -96,7 +96,8 @@ def _table(name: str) -> RuleTable:
     try:
         return RULES[name]
     except KeyError:
-        raise NotFound(f"no rule table {name!r}; one of {', '.join(RULES)}") from None
+        raise NotFound(f"no rule table {name!r}; one of {', '.join(RULES)}",
+                       zh=f"没有规则表 {name!r}；取 {'、'.join(RULES)} 之一") from None
 
 
 def rules_in_use(db: sa.Engine | sa.Connection, name: str, settings: TwinSettings) -> RulesInUse:
@@ -111,7 +112,9 @@ def rules_in_use(db: sa.Engine | sa.Connection, name: str, settings: TwinSetting
         return RulesInUse(table, source, path.read_text(encoding="utf-8-sig"), {"file": path.name})
     except OSError as exc:  # named by its file name: the server's paths stay inside
         raise NotFound(f"the {source} {name} file {path.name} cannot be read: "
-                       f"{exc.strerror or type(exc).__name__}") from None
+                       f"{exc.strerror or type(exc).__name__}",
+                       zh=f"无法读取 {name} 规则文件 {path.name}（{source}）："
+                          f"{exc.strerror or type(exc).__name__}") from None
 
 
 def rule_table_summary(db: sa.Engine | sa.Connection, name: str, settings: TwinSettings) -> dict:
@@ -137,15 +140,17 @@ def rule_table_rows(db: sa.Engine | sa.Connection, name: str, settings: TwinSett
 def rule_csv(raw: bytes) -> str:
     """An uploaded rule table as text: at most :data:`MAX_TABLE_BYTES` of UTF-8, no NUL, not empty."""
     if len(raw) > MAX_TABLE_BYTES:
-        raise InputError(f"a rule table is at most {MAX_TABLE_BYTES:,} bytes")
+        raise InputError(f"a rule table is at most {MAX_TABLE_BYTES:,} bytes",
+                         zh=f"规则表最大 {MAX_TABLE_BYTES:,} 字节")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"the table is not UTF-8 text: {exc}") from None
+        raise InputError(f"the table is not UTF-8 text: {exc}", zh=f"表不是 UTF-8 文本：{exc}") from None
     if "\x00" in text:
-        raise InputError("the table contains NUL characters")
+        raise InputError("the table contains NUL characters", zh="表中含有 NUL 字符")
     if not text.strip():
-        raise InputError("the table is empty: send the CSV with its header row")
+        raise InputError("the table is empty: send the CSV with its header row",
+                         zh="表为空：请发送带表头行的 CSV")
     return text
 
 
@@ -153,7 +158,8 @@ def store_rule_table(conn: sa.Connection, name: str, text: str, by: str) -> pd.D
     """Check a CSV with the table's loader and store it in the twin; its parsed rows."""
     rows = _table(name).parse(text, "uploaded")
     if rows.empty:
-        raise InputError(f"the {name} table has no rows: DELETE /rules/{name} goes back to the defaults")
+        raise InputError(f"the {name} table has no rows: DELETE /rules/{name} goes back to the defaults",
+                         zh=f"{name} 表没有数据行：DELETE /rules/{name} 可恢复默认规则")
     store_rule_csv(conn, name, text, by)
     return rows
 

@@ -19,31 +19,34 @@ Examples
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import multiprocessing as mp
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import shapely
 import sqlalchemy as sa
 
 from analysis.accuracy import load_survey_accuracy
 from analysis.clash import ClashReport, collisions
 from analysis.clearance import (
+    ClearancePrep,
     ClearanceReport,
     clearances,
     load_clearance_rules,
+    prepare_clearances,
     rule_margins,
     rule_reach_m,
 )
-from analysis.network import Network
+from analysis.network import Network, line_vertices
 from analysis.pieces import Pieces, candidate_pairs, combine, first_findings
 from twin.arrow import copy_table
 from twin.dask import Cluster, run_tasks, using_cluster, worker_count
@@ -77,7 +80,8 @@ def _statuses(include: Iterable[str]) -> list[str]:
     unknown = [s for s in wanted if s not in STATUSES]
     if unknown or not wanted:
         raise InputError(f"pipe status {unknown[0] if unknown else '(none)'!r} is not one of "
-                         f"{', '.join(STATUSES)}")
+                         f"{', '.join(STATUSES)}",
+                         zh=f"管线状态 {unknown[0] if unknown else '(无)'!r} 不是 {'、'.join(STATUSES)} 之一")
     return wanted
 
 
@@ -85,10 +89,12 @@ def load_scan_network(engine: sa.Engine, include: Iterable[str] = DEFAULT_INCLUD
                       box: tuple[float, float, float, float] | None = None) -> Network:
     """The live segments with only the columns collision and clearance read, streamed with COPY.
 
-    About twice as fast as :func:`analysis.network.load_network` on a million segments (one
-    COPY in CSV read by Arrow); the Network's ``nodes`` hold only what the survey tolerance needs
-    of the end points (survey class, appurtenance, feature, ground: a second COPY, cheaper than
-    joining them onto the segments; :func:`analysis.accuracy.segment_tolerances`).
+    Two COPYs parsed by Arrow, the end points' on a second connection at the same time (the
+    database works on the other core meanwhile); the Network's ``nodes`` hold only what the
+    survey tolerance needs of the end points (survey class, appurtenance, feature, ground:
+    cheaper than joining them onto the segments; :func:`analysis.accuracy.segment_tolerances`).
+    Centrelines come as hex WKB decoded in numpy (:func:`analysis.network.line_vertices`); text
+    columns are plain object arrays (NaN where missing), read by the analyses without a copy.
     ``box`` (xmin, ymin, xmax, ymax in the twin's CRS): only the segments whose extent meets it,
     whole, and their end points (a partition of the scan on a cluster).
     """
@@ -102,22 +108,40 @@ def load_scan_network(engine: sa.Engine, include: Iterable[str] = DEFAULT_INCLUD
             params += [float(v) for v in box]
             node_query += (" WHERE id IN (SELECT unnest(ARRAY[from_node, to_node]) FROM current_segment"
                            f" WHERE {where})")
-        query = f"SELECT {', '.join(_SCAN_COLUMNS)}, encode(ST_AsBinary(geom), 'hex') AS wkb FROM current_segment"
-        table = copy_table(conn, f"{query} WHERE {where}", params, types)
-        node_table = copy_table(conn, node_query, params if box is not None else None, node_types)
+        query = (f"SELECT {', '.join(_SCAN_COLUMNS)}, encode(ST_AsBinary(geom, 'NDR'), 'hex') AS wkb "
+                 f"FROM current_segment WHERE {where}")
+        with ThreadPoolExecutor(1) as pool:
+            # the caller's context (twin.db.unlimited_statements: a job's statements run long)
+            nodes_read = pool.submit(contextvars.copy_context().run, _copy_on_own_connection, engine,
+                                     node_query, params if box is not None else None, node_types)
+            table = copy_table(conn, query, params, types)
+            node_table = nodes_read.result()
     if table is None:
         table = pa.table({c: pa.array([], type=t) for c, t in types.items()})
-    seg = table.drop_columns(["wkb"]).to_pandas()
-    for c in _SCAN_COLUMNS:  # plain object strings: Arrow-backed ones are slow to index per finding
-        if c not in _NUMERIC:
-            seg[c] = seg[c].to_numpy(dtype=object, na_value=None)
-    geoms = shapely.from_wkb(table.column("wkb").to_numpy(zero_copy_only=False))
-    vertices, index = shapely.get_coordinates(geoms, include_z=True, return_index=True)
-    offsets = np.zeros(len(seg) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(index, minlength=len(seg)), out=offsets[1:])
+    seg = pd.DataFrame({c: _plain(table.column(c)) for c in _SCAN_COLUMNS}, copy=False)
+    vertices, offsets = line_vertices(table.column("wkb"))
     nodes = (node_table.to_pandas() if node_table is not None
              else pd.DataFrame({c: pd.Series(dtype=object) for c in node_types}))
     return Network(seg, nodes, np.empty((0, 3)), vertices, offsets)
+
+
+def _copy_on_own_connection(engine: sa.Engine, query: str, params: list | None,
+                            types: dict[str, pa.DataType]) -> pa.Table | None:
+    """:func:`twin.arrow.copy_table` on a connection of its own (a thread beside another COPY)."""
+    with engine.connect() as conn:
+        return copy_table(conn, query, params, types)
+
+
+def _plain(column: pa.ChunkedArray) -> pd.Series:
+    """An Arrow column as pandas: numbers as float64, text as an object array of ``str`` with NaN
+    where missing (what a ``str`` column's ``to_numpy()`` gives, without building it anew on
+    every read: an Arrow-backed column makes a million Python strings each time)."""
+    if pa.types.is_floating(column.type):
+        return pd.Series(column.to_numpy(), dtype=float)
+    values = column.to_numpy(zero_copy_only=False)
+    if column.null_count:
+        values[column.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    return pd.Series(values, dtype=object)
 
 
 def truncate_findings(report: dict, key: str, limit: int | None) -> dict:
@@ -131,34 +155,56 @@ def _quiet(percent: int, message: str) -> None:
     """A progress callback that reports nowhere."""
 
 
-class _ClearanceChild:
-    """``run`` in a forked child: it gets everything ``run`` closes over by fork (nothing is
-    pickled on the way in), sends its report back through a pipe and exits (``os._exit``: no
-    cleanup of the parent's connections)."""
+#: Candidate pairs (piece positions ``i``, ``j``).
+Pairs = tuple[np.ndarray, np.ndarray]
 
-    def __init__(self, run: Callable[[], dict]) -> None:
-        self.run = run
+
+class _ClearanceChild:
+    """Clearance in a forked child: ``prepare()`` at once (the per-segment part, while the parent
+    still looks for the candidate pairs), then ``run(prepared, pairs)`` when the parent sends the
+    pairs. The child gets everything both close over by fork (nothing is pickled on the way in
+    but the pairs), sends its report back through a pipe and exits (``os._exit``: no cleanup of
+    the parent's connections)."""
+
+    def __init__(self, prepare: Callable[[], object], run: Callable[[object, Pairs], dict]) -> None:
+        self.prepare, self.run = prepare, run
         ctx = mp.get_context("fork")
         self._receive, send = ctx.Pipe(duplex=False)
+        pairs_in, self._pairs_out = ctx.Pipe(duplex=False)
 
         def child() -> None:
+            self._pairs_out.close()  # the parent's end: EOF here should the parent die
             t = time.perf_counter()
-            send.send((run(), time.perf_counter() - t))
+            prepared = prepare()
+            busy = time.perf_counter() - t
+            pairs = pairs_in.recv()
+            t = time.perf_counter()
+            send.send((run(prepared, pairs), busy + time.perf_counter() - t))
 
         self._proc = ctx.Process(target=child, name="scan-clearance", daemon=True)
         self._proc.start()
         send.close()  # the child holds the writing end now: EOF when it exits without a result
+        pairs_in.close()
 
-    def result(self) -> tuple[dict, float]:
-        """The child's report and seconds; should it fail or die, ``run`` here instead (so a real
-        error is raised where it belongs)."""
+    def send_pairs(self, pairs: Pairs) -> None:
+        """Hand the child the candidate pairs (a broken pipe is heard in :meth:`result`)."""
+        try:
+            self._pairs_out.send(pairs)
+        except OSError:
+            log.warning("the clearance child is gone (exit code %s)", self._proc.exitcode)
+        finally:
+            self._pairs_out.close()
+
+    def result(self, pairs: Pairs) -> tuple[dict, float]:
+        """The child's report and busy seconds; should it fail or die, clearance here instead (so a
+        real error is raised where it belongs)."""
         try:
             return self._receive.recv()
         except EOFError:
             log.warning("the clearance child exited with %s without a result; running clearance here",
                         self._proc.exitcode)
             t = time.perf_counter()
-            return self.run(), time.perf_counter() - t
+            return self.run(self.prepare(), pairs), time.perf_counter() - t
         finally:
             self._receive.close()
             self._proc.join()
@@ -168,6 +214,7 @@ class _ClearanceChild:
         self._proc.terminate()
         self._proc.join()
         self._receive.close()
+        self._pairs_out.close()
 
 
 def _can_fork(workers: int) -> bool:
@@ -176,36 +223,41 @@ def _can_fork(workers: int) -> bool:
             and not mp.current_process().daemon)  # a daemonic process may not have children
 
 
-def _analyses(net: Network, pieces: Pieces, pairs: tuple[np.ndarray, np.ndarray], rules: pd.DataFrame,
-              limit: int | None, forked: bool, progress: Progress) -> tuple[dict, dict, dict[str, float]]:
-    """Collision and clearance reports (findings cut to ``limit``) and the seconds each took."""
+def _analyses(net: Network, pieces: Pieces, rules: pd.DataFrame, limit: int | None, forked: bool,
+              progress: Progress) -> tuple[Pairs, dict, dict, dict[str, float]]:
+    """Candidate pairs, then collision and clearance reports (findings cut to ``limit``), and the
+    seconds each took. Forked: clearance prepares in a child while the pairs are found here."""
 
-    def listed(report: ClashReport | ClearanceReport) -> dict:
-        d = report.as_dict(limit)  # only the findings listed become dicts: ~20 s less at a million pipes
-        d.setdefault("truncated", False)
-        return d
+    def prepare() -> ClearancePrep:
+        return prepare_clearances(pieces, rules)
 
-    def clearance() -> dict:
-        return listed(clearances(net, rules=rules, pieces=pieces, pairs=pairs))
+    def clearance(prepared: object, pairs: Pairs) -> dict:
+        return _listed(clearances(net, pieces=pieces, pairs=pairs, prepared=prepared), limit)
 
     t0 = time.perf_counter()
-    child = _ClearanceChild(clearance) if forked else None
+    child = _ClearanceChild(prepare, clearance) if forked else None
     try:
+        pairs = candidate_pairs(pieces, margin_m=rule_margins(rules, pieces.segments))
+        t1 = time.perf_counter()
+        if child is not None:
+            child.send_pairs(pairs)
+        progress(45, f"{len(pairs[0]):,} candidate pairs; collision" + (" and clearance" if forked else ""))
         # near misses are pairs clearance judges (uncertain): listed once, there
-        clash = listed(collisions(net, pieces=pieces, pairs=pairs, near_misses=False))
+        clash = _listed(collisions(net, pieces=pieces, pairs=pairs, near_misses=False), limit)
     except BaseException:
         if child is not None:
             child.stop()
         raise
-    t_clash = time.perf_counter() - t0
+    t_clash = time.perf_counter() - t1
     if child is not None:
         progress(70, f"{clash['counts']['hard']:,} hard clashes; waiting for clearance")
-        clear, t_clear = child.result()
+        clear, t_clear = child.result(pairs)
     else:
         progress(70, f"{clash['counts']['hard']:,} hard clashes; clearance")
-        t1 = time.perf_counter()
-        clear, t_clear = clearance(), time.perf_counter() - t1
-    return clash, clear, {"collision": t_clash, "clearance": t_clear, "analyses_wall": time.perf_counter() - t0}
+        t2 = time.perf_counter()
+        clear, t_clear = clearance(prepare(), pairs), time.perf_counter() - t2
+    return pairs, clash, clear, {"pairs": t1 - t0, "collision": t_clash, "clearance": t_clear,
+                                 "analyses_wall": time.perf_counter() - t1}
 
 
 def scan_network(
@@ -243,7 +295,8 @@ def scan_network(
     report = progress or _quiet
     statuses = _statuses(include)
     if partition_m is not None and not partition_m > 0:
-        raise InputError(f"partition_m must be above 0, not {partition_m}")
+        raise InputError(f"partition_m must be above 0, not {partition_m}",
+                         zh=f"partition_m 分区尺寸须大于 0，不是 {partition_m}")
     with using_cluster(settings, cluster) as client:
         if client is not None:
             table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings, db=engine)
@@ -254,18 +307,17 @@ def scan_network(
     t1 = time.perf_counter()
     n = int(len(net.segments))
     if not n:
-        raise InputError(f"the twin has no pipes of status {', '.join(statuses)} to scan")
+        raise InputError(f"the twin has no pipes of status {', '.join(statuses)} to scan",
+                         zh=f"孪生库中没有状态为 {'、'.join(statuses)} 的管线可扫描")
     report(30, f"{n:,} segments read; finding candidate pairs")
     table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings, db=engine)
     pieces = _in_frame(combine(net), net, _extent_origin(net.vertices))
-    pairs = candidate_pairs(pieces, margin_m=rule_margins(table, pieces.segments))
     t2 = time.perf_counter()
     forked = _can_fork(workers)
-    report(45, f"{len(pairs[0]):,} candidate pairs; collision" + (" and clearance" if forked else ""))
-    clash, clear, seconds = _analyses(net, pieces, pairs, table, limit, forked, report)
+    pairs, clash, clear, seconds = _analyses(net, pieces, table, limit, forked, report)
     t3 = time.perf_counter()
     report(95, "writing the result")
-    timings = {"load": t1 - t0, "candidates": t2 - t1, **seconds, "total": t3 - t0}
+    timings = {"load": t1 - t0, "candidates": t2 - t1 + seconds.pop("pairs"), **seconds, "total": t3 - t0}
     return _result(n, int(len(pieces.seg)), int(len(pairs[0])), statuses, clash, clear, 2 if forked else 1,
                    timings)
 
@@ -382,7 +434,8 @@ def _grid(engine: sa.Engine, statuses: list[str], table: pd.DataFrame, partition
              WHERE s.status = ANY(:st)"""), {"st": statuses}).one()
     n = int(row[0])
     if not n:
-        raise InputError(f"the twin has no pipes of status {', '.join(statuses)} to scan")
+        raise InputError(f"the twin has no pipes of status {', '.join(statuses)} to scan",
+                         zh=f"孪生库中没有状态为 {'、'.join(statuses)} 的管线可扫描")
     lo, hi = np.array(row[1:4], dtype=float), np.array(row[4:7], dtype=float)
     limits = load_survey_accuracy()
     depth = max(float(row[8] or 0.0), float(limits["min_depth_m"].max()))
@@ -463,7 +516,8 @@ def _scan_on_cluster(engine: sa.Engine, client: object, settings: TwinSettings |
                      table: pd.DataFrame, limit: int | None, partition_m: float | None, report: Progress) -> dict:
     """:func:`scan_network` by partitions on a Dask cluster (see the comment above)."""
     if settings is None:
-        raise InputError("a scan on a cluster needs the twin's settings: its workers read the twin")
+        raise InputError("a scan on a cluster needs the twin's settings: its workers read the twin",
+                         zh="集群扫描需要孪生库的设置：其工作进程读取孪生库数据")
     t0 = time.perf_counter()
     report(2, "cutting the network into partitions")
     n_workers = max(worker_count(client), 1)
@@ -484,7 +538,8 @@ def _scan_on_cluster(engine: sa.Engine, client: object, settings: TwinSettings |
     t3 = time.perf_counter()
     n_seg = sum(p["segments"] for p in parts)
     if n_seg != n:
-        raise DatabaseError(f"the network changed during the scan ({n:,} segments, then {n_seg:,}); scan again")
+        raise DatabaseError(f"the network changed during the scan ({n:,} segments, then {n_seg:,}); scan again",
+                            zh=f"扫描期间管网发生变化（先 {n:,} 段，后 {n_seg:,} 段）；请重新扫描")
     timings = {"load": t1 - t0, "partitions": t2 - t1, "merge": t3 - t2, "total": t3 - t0,
                "worker_seconds": sum(p.get("seconds", p["load_s"]) for p in parts)}
     result = _result(n, sum(p["pieces"] for p in parts), sum(p["candidate_pairs"] for p in parts), statuses,

@@ -186,26 +186,31 @@ def parse_line(line: str | Sequence[Sequence[float]] | np.ndarray | shapely.Line
         if isinstance(line, str):
             vals = [float(v) for v in line.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
             if len(vals) % 2:
-                raise InputError(f"a section line takes pairs EASTING,NORTHING; got {len(vals)} numbers")
+                raise InputError(f"a section line takes pairs EASTING,NORTHING; got {len(vals)} numbers",
+                                 zh=f"断面线按 东坐标,北坐标 成对给出；收到 {len(vals)} 个数")
             pts = np.asarray(vals, dtype=float).reshape(-1, 2)
         elif isinstance(line, shapely.Geometry):
             pts = shapely.get_coordinates(line)
         else:
             pts = np.asarray(line, dtype=float)
             if pts.ndim != 2 or pts.shape[1] < 2:
-                raise InputError("a section line is a list of (easting, northing) points")
+                raise InputError("a section line is a list of (easting, northing) points",
+                                 zh="断面线是一组（东坐标，北坐标）点")
             pts = pts[:, :2]
     except ValueError as exc:
-        raise InputError(f"a section line takes numbers: {exc}") from None
+        raise InputError(f"a section line takes numbers: {exc}", zh=f"断面线只接受数字：{exc}") from None
     if not np.isfinite(pts).all():
-        raise InputError("the section line has a coordinate that is not a number")
+        raise InputError("the section line has a coordinate that is not a number",
+                         zh="断面线有一个坐标不是数字")
     if len(pts):
         keep = np.r_[True, np.hypot(*np.diff(pts, axis=0).T) > 1e-6]
         pts = pts[keep]
     if len(pts) < 2:
-        raise InputError("a section line needs at least two distinct points (EASTING,NORTHING,EASTING,NORTHING)")
+        raise InputError("a section line needs at least two distinct points (EASTING,NORTHING,EASTING,NORTHING)",
+                         zh="断面线至少需要两个不同的点（东坐标,北坐标,东坐标,北坐标）")
     if (np.abs(pts[:, 0]) <= 180).all() and (np.abs(pts[:, 1]) <= 90).all():
-        raise InputError("the section line looks like longitude/latitude; give easting,northing in the twin CRS")
+        raise InputError("the section line looks like longitude/latitude; give easting,northing in the twin CRS",
+                         zh="断面线看起来是经纬度；请按孪生库坐标系给出 东坐标,北坐标")
     return pts
 
 

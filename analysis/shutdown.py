@@ -83,7 +83,9 @@ def _check_move(shutdown_id: int, old: str, new: str) -> None:
     """Conflict unless a shutdown in status ``old`` may become ``new``."""
     if new not in TRANSITIONS.get(old, frozenset()):
         raise Conflict(f"shutdown {shutdown_id} is {old} ({STATUS_ZH[old]}); it cannot become {new} "
-                       "(planned -> notified -> executing -> restored, or cancelled)")
+                       "(planned -> notified -> executing -> restored, or cancelled)",
+                       zh=f"关阀计划 {shutdown_id} 状态为{STATUS_ZH[old]}（{old}），不能改为{STATUS_ZH.get(new, new)}（{new}）"
+                          "（计划 -> 已通知 -> 执行中 -> 已恢复，或取消）")
 
 
 def _locked(conn: sa.Connection, shutdown_id: int) -> sa.RowMapping:
@@ -91,7 +93,7 @@ def _locked(conn: sa.Connection, shutdown_id: int) -> sa.RowMapping:
     row = conn.execute(sa.text("SELECT * FROM shutdown WHERE id = :s FOR UPDATE"),
                        {"s": shutdown_id}).mappings().first()
     if row is None:
-        raise NotFound(f"no shutdown {shutdown_id}")
+        raise NotFound(f"no shutdown {shutdown_id}", zh=f"没有关阀计划 {shutdown_id}")
     return row
 
 
@@ -99,7 +101,8 @@ def move_shutdown(engine: sa.Engine, shutdown_id: int, move: str, *, by: str, no
                   before_commit: BeforeCommit | None = None) -> dict:
     """Notify, execute, restore or cancel a shutdown (``move`` a key of :data:`MOVES`)."""
     if move not in MOVES:
-        raise InputError(f"a shutdown is moved by notify, execute, restore or cancel, not {move!r}")
+        raise InputError(f"a shutdown is moved by notify, execute, restore or cancel, not {move!r}",
+                         zh=f"关阀计划的状态变更为 notify（通知）、execute（执行）、restore（恢复）或 cancel（取消），不是 {move!r}")
     new = MOVES[move]
     with engine.begin() as conn:
         row = _locked(conn, shutdown_id)
@@ -119,9 +122,10 @@ def move_shutdown(engine: sa.Engine, shutdown_id: int, move: str, *, by: str, no
 def _window(start: str | dt.datetime, end: str | dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     t0, t1 = parse_time(start, "start"), parse_time(end, "end")
     if t0 is None or t1 is None:
-        raise InputError("a shutdown needs a forecast start and end")
+        raise InputError("a shutdown needs a forecast start and end", zh="关阀计划须有预计开始和结束时间")
     if t1 <= t0:
-        raise InputError(f"the end ({t1:%Y-%m-%d %H:%M}) must come after the start ({t0:%Y-%m-%d %H:%M})")
+        raise InputError(f"the end ({t1:%Y-%m-%d %H:%M}) must come after the start ({t0:%Y-%m-%d %H:%M})",
+                         zh=f"结束时间（{t1:%Y-%m-%d %H:%M}）须晚于开始时间（{t0:%Y-%m-%d %H:%M}）")
     return t0, t1
 
 
@@ -154,7 +158,8 @@ def plan_shutdown(
     """Plan a shutdown of a pipe (or the pipe nearest ``at``) from ``start`` to ``end``: the record,
     with its conflicts with the other shutdowns planned or under way."""
     if (pipe is None) == (at is None):
-        raise InputError("name exactly one of: a pipe (--pipe) or a point (--at E,N)")
+        raise InputError("name exactly one of: a pipe (--pipe) or a point (--at E,N)",
+                         zh="须且只能指定一项：一条管线（--pipe）或一个点（--at 东坐标,北坐标）")
     t0, t1 = _window(start, end)
     plan = _answer(engine, settings, pipe=pipe, at=at)
     with engine.begin() as conn:
@@ -190,17 +195,20 @@ def mark_valve(engine: sa.Engine, settings: TwinSettings, shutdown_id: int, valv
     """A crew marks a valve of an executing shutdown ``closed`` or ``failed``; a failed valve
     recomputes the ring at once. The record after the mark."""
     if state not in ("closed", "failed"):
-        raise InputError(f"a valve is marked closed or failed, not {state!r}")
+        raise InputError(f"a valve is marked closed or failed, not {state!r}",
+                         zh=f"阀门标记为 closed（已关）或 failed（关不上），不是 {state!r}")
     with engine.begin() as conn:
         row = _locked(conn, shutdown_id)
         if row["status"] != "executing":
             raise Conflict(f"shutdown {shutdown_id} is {row['status']} ({STATUS_ZH[row['status']]}): valves are "
-                           "marked while it is executing")
+                           "marked while it is executing",
+                           zh=f"关阀计划 {shutdown_id} 状态为{STATUS_ZH[row['status']]}（{row['status']}）：阀门只能在执行中标记")
         old = conn.execute(sa.text(
             "SELECT state FROM shutdown_valve WHERE shutdown_id = :s AND valve_id = :v AND needed"),
             {"s": shutdown_id, "v": valve}).scalar()
         if old is None:
-            raise NotFound(f"shutdown {shutdown_id} has no valve {valve!r} to close")
+            raise NotFound(f"shutdown {shutdown_id} has no valve {valve!r} to close",
+                           zh=f"关阀计划 {shutdown_id} 没有要关闭的阀门 {valve!r}")
         conn.execute(sa.text(
             "UPDATE shutdown_valve SET state = :st, marked_by = :by, marked_at = now() "
             "WHERE shutdown_id = :s AND valve_id = :v"), {"st": state, "by": by, "s": shutdown_id, "v": valve})
@@ -227,7 +235,7 @@ def get_shutdown(engine: sa.Engine, shutdown_id: int, *, with_conflicts: bool = 
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM shutdown WHERE id = :s"), {"s": shutdown_id}).mappings().first()
         if row is None:
-            raise NotFound(f"no shutdown {shutdown_id}")
+            raise NotFound(f"no shutdown {shutdown_id}", zh=f"没有关阀计划 {shutdown_id}")
         marks = conn.execute(sa.text(
             "SELECT valve_id, position, needed, added_for, state, marked_by, marked_at FROM shutdown_valve "
             "WHERE shutdown_id = :s ORDER BY needed DESC, position, valve_id"), {"s": shutdown_id}).mappings().all()
@@ -264,7 +272,8 @@ def _summary(row: sa.RowMapping) -> dict:
 def list_shutdowns(engine: sa.Engine, *, status: str | None = None) -> list[dict]:
     """Every shutdown (or those in ``status``), soonest first: status, times, counts."""
     if status is not None and status not in STATUSES:
-        raise InputError(f"a shutdown is {', '.join(STATUSES)}, not {status!r}")
+        raise InputError(f"a shutdown is {', '.join(STATUSES)}, not {status!r}",
+                         zh=f"关阀计划状态为 {'、'.join(STATUSES)} 之一，不是 {status!r}")
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
             "SELECT * FROM shutdown WHERE CAST(:st AS text) IS NULL OR status = :st ORDER BY planned_start, id"),

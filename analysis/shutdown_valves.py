@@ -36,7 +36,8 @@ def parse_time(text: str | dt.datetime | None, what: str = "time") -> dt.datetim
         try:
             value = dt.datetime.fromisoformat(str(text).strip())
         except ValueError:
-            raise InputError(f"{what} {text!r} is not an ISO 8601 time such as 2026-12-03T08:00") from None
+            raise InputError(f"{what} {text!r} is not an ISO 8601 time such as 2026-12-03T08:00",
+                             zh=f"{what} {text!r} 不是 ISO 8601 时间，例如 2026-12-03T08:00") from None
     return value if value.tzinfo is not None else value.astimezone()
 
 
@@ -52,14 +53,16 @@ def record_exercise(
 ) -> dict:
     """Record that ``valve`` was operated at ``at`` (now when unset) with ``result``; the entry."""
     if result not in EXERCISE_RESULTS:
-        raise InputError(f"an exercise result is ok, failed or stuck, not {result!r}")
+        raise InputError(f"an exercise result is ok, failed or stuck, not {result!r}",
+                         zh=f"阀门操作结果为 ok（正常）、failed（失败）或 stuck（卡住），不是 {result!r}")
     when = parse_time(at, "exercise time") or dt.datetime.now(dt.UTC)
     if when > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5):
-        raise InputError(f"exercise time {when:%Y-%m-%d %H:%M} is in the future")
+        raise InputError(f"exercise time {when:%Y-%m-%d %H:%M} is in the future",
+                         zh=f"操作时间 {when:%Y-%m-%d %H:%M} 在将来")
     with engine.begin() as conn:
         known = conn.execute(sa.text("SELECT 1 FROM current_valve WHERE id = :v"), {"v": valve}).first()
         if known is None:
-            raise NotFound(f"no valve {valve!r} in the twin")
+            raise NotFound(f"no valve {valve!r} in the twin", zh=f"孪生库中没有阀门 {valve!r}")
         entry = insert_exercise(conn, valve, result, by=by, at=when, note=note)
         if before_commit is not None:
             before_commit(conn)
@@ -83,7 +86,7 @@ def exercise_history(engine: sa.Engine | sa.Connection, valve: str) -> list[dict
             return exercise_history(conn, valve)
     conn = engine
     if conn.execute(sa.text("SELECT 1 FROM current_valve WHERE id = :v"), {"v": valve}).first() is None:
-        raise NotFound(f"no valve {valve!r} in the twin")
+        raise NotFound(f"no valve {valve!r} in the twin", zh=f"孪生库中没有阀门 {valve!r}")
     rows = conn.execute(sa.text(
         "SELECT id, valve_id, at, result, by, note, recorded_at FROM valve_exercise WHERE valve_id = :v "
         "ORDER BY at DESC, id DESC"), {"v": valve}).mappings().all()

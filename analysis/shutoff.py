@@ -212,15 +212,18 @@ def _customers_of(model: IsolationModel, units: np.ndarray) -> list[dict]:
 
 def _notes(model: IsolationModel, utility: str, has_boundary: bool) -> list[str]:
     """What the answer cannot tell: no valves, no boundary valve, no sources recorded."""
-    notes = []
+    notes = []  # Chinese first: the crew reads them
     if not model.valves_by_utility.get(utility, 0):
-        notes.append(f"no valves are recorded on the {UTILITIES[utility].name_en} network: "
+        notes.append(f"{UTILITIES[utility].name_zh}管网没有阀门记录：整个连通管网为一个分段 "
+                     f"no valves are recorded on the {UTILITIES[utility].name_en} network: "
                      "the whole connected network is one segment")
     if not has_boundary:
-        notes.append("no valve can cut this segment off: it is bounded by sources, dead ends "
+        notes.append("没有阀门能关断此分段：它由供应源、尽端或关不上的阀门围成 "
+                     "no valve can cut this segment off: it is bounded by sources, dead ends "
                      "or valves that cannot close")
     if not model.sources_by_utility.get(utility, 0):
-        notes.append(f"no sources are recorded on the {UTILITIES[utility].name_en} network: "
+        notes.append(f"{UTILITIES[utility].name_zh}管网没有供应源（水源、气源或热源）记录：无法判断关阀分段以外的停供范围 "
+                     f"no sources are recorded on the {UTILITIES[utility].name_en} network: "
                      "supply outage beyond the isolated segment cannot be told")
     return notes
 

@@ -1,4 +1,5 @@
-"""Thematic classes of pipes the 3D tiles do not carry (专题图): pressure class and survey accuracy.
+"""Thematic classes of pipes the 3D tiles do not carry (专题图): pressure class, survey accuracy
+and criticality.
 
 The tiles' features carry id, utility, size, material, built, owner and status; a thematic map
 by a field they lack is served as a compact class map instead: ``{"classes": [...],
@@ -11,6 +12,12 @@ tiles' features by id. Pipes without a class (no pressure recorded) are left out
 - ``accuracy``: each pipe's plan tolerance from its survey (CJJ 61-2017 limits,
   :func:`analysis.accuracy.segment_tolerances`): how far the pipe may lie from where it is
   drawn, so how close a clearance can be judged without a trial trench.
+- ``criticality``: customers who lose supply when the pipe's valve segment is shut off, from
+  the stored criticality results (:mod:`analysis.criticality`: read as stored, never computed
+  here; ``state`` says when and whether the network moved since). Pipes with no result (gravity
+  and cable networks, or nothing computed yet) are 未评估 not assessed (``none``).
+
+Every answer names what its pipes without a class are (``none``: 中文, English).
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import sqlalchemy as sa
 
 from analysis.accuracy import segment_tolerances
 from analysis.clearance import gas_pressure_class
+from analysis.criticality import stored_state
 from analysis.network import load_network
 from twin.errors import NotFound
 
-__all__ = ["THEMES", "theme_classes", "pressure_classes", "accuracy_classes"]
+__all__ = ["THEMES", "theme_classes", "theme_version", "pressure_classes", "accuracy_classes",
+           "criticality_classes"]
 
 #: Gas classes (GB 50028), then nominal pressure of the other networks: key, 中文, English.
 PRESSURE_CLASSES = (
@@ -47,6 +56,15 @@ ACCURACY_CLASSES = (
     (0.20, "平面限差 0.10–0.20 m", "plan tolerance 0.10–0.20 m"),
     (0.30, "平面限差 0.20–0.30 m", "plan tolerance 0.20–0.30 m"),
     (np.inf, "平面限差 > 0.30 m", "plan tolerance > 0.30 m"),
+)
+#: Lower bounds of the customers cut off by a shutoff of the pipe's segment, and their labels
+#: (the viewer's criticality layer uses the same classes).
+CRITICALITY_CLASSES = (
+    (0, "停水 0 户", "0 customers cut off"),
+    (1, "停水 1–9 户", "1–9 customers cut off"),
+    (10, "停水 10–49 户", "10–49 customers cut off"),
+    (50, "停水 50–199 户", "50–199 customers cut off"),
+    (200, "停水 ≥ 200 户", "≥ 200 customers cut off"),
 )
 _PN_BOUNDS = np.array([0.6, 1.0, 1.6])
 #: The statuses a thematic map colours (the tiles draw these).
@@ -81,14 +99,55 @@ def accuracy_classes(plan_tolerance_m: np.ndarray) -> np.ndarray:
     return np.searchsorted(bounds, np.round(np.asarray(plan_tolerance_m, dtype=float), 6), side="left")
 
 
+def criticality_classes(customers: np.ndarray) -> np.ndarray:
+    """Index into :data:`CRITICALITY_CLASSES` per pipe from the customers its shutoff cuts off.
+
+    >>> criticality_classes(np.array([0, 1, 9, 10, 49, 50, 199, 200, 5000])).tolist()
+    [0, 1, 1, 2, 2, 3, 3, 4, 4]
+    """
+    bounds = np.array([b for b, *_ in CRITICALITY_CLASSES])
+    return np.searchsorted(bounds, np.asarray(customers, dtype=float), side="right") - 1
+
+
 #: The thematic maps served: name -> (title 中文, English).
-THEMES = {"pressure": ("压力等级", "pressure class"), "accuracy": ("探测精度", "survey accuracy (CJJ 61)")}
+THEMES = {"pressure": ("压力等级", "pressure class"), "accuracy": ("探测精度", "survey accuracy (CJJ 61)"),
+          "criticality": ("关阀影响", "criticality (customers cut off)")}
+#: What the pipes without a class are, per map.
+_NONE = {"pressure": ("无数据", "not recorded"), "accuracy": ("无数据", "not recorded"),
+         "criticality": ("未评估", "not assessed")}
+
+
+def theme_version(conn: sa.Connection, name: str) -> str:
+    """What a map depends on besides the network: the stored criticality run ('' for the others),
+    so a cache keyed by the network's change mark can add it."""
+    if name != "criticality":
+        return ""
+    state = stored_state(conn)
+    return f"{state.get('mark')}@{state.get('computed_at')}"
+
+
+def _criticality(conn: sa.Connection) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pipe ids and class indices from the stored results, and the stored run's state."""
+    rows = conn.execute(sa.text(
+        "SELECT p.pipe_id, s.customers FROM criticality_pipe p JOIN criticality_segment s USING (segment)")).all()
+    ids = np.array([r[0] for r in rows], dtype=object)
+    idx = criticality_classes(np.array([r[1] for r in rows], dtype=float))
+    return ids, idx, stored_state(conn)
 
 
 def theme_classes(conn: sa.Connection, name: str) -> dict:
     """The class of every pipe in the thematic map ``name`` (one of :data:`THEMES`)."""
     if name not in THEMES:
-        raise NotFound(f"no thematic map {name!r}: one of {', '.join(THEMES)}")
+        raise NotFound(f"no thematic map {name!r}: one of {', '.join(THEMES)}",
+                       zh=f"没有专题图 {name!r}：取 {'、'.join(THEMES)} 之一")
+    zh, en = THEMES[name]
+    none = {"zh": _NONE[name][0], "en": _NONE[name][1]}
+    if name == "criticality":
+        ids, idx, state = _criticality(conn)
+        classes = [{"key": f"ge_{b}", "zh": zh_, "en": en_, "min_customers": b} for b, zh_, en_ in CRITICALITY_CLASSES]
+        return {"name": name, "title": {"zh": zh, "en": en}, "classes": classes, "none": none,
+                "features": dict(zip(ids.tolist(), idx.tolist(), strict=True)),
+                "counts": np.bincount(idx, minlength=len(classes)).tolist(), "state": state}
     net = load_network(conn, include=_STATUSES)
     segs = net.segments
     if name == "pressure":
@@ -102,7 +161,6 @@ def theme_classes(conn: sa.Connection, name: str) -> dict:
                    for b, zh, en in ACCURACY_CLASSES]
     known = idx >= 0
     ids = segs["id"].astype(str).to_numpy(object)[known]
-    zh, en = THEMES[name]
-    return {"name": name, "title": {"zh": zh, "en": en}, "classes": classes,
+    return {"name": name, "title": {"zh": zh, "en": en}, "classes": classes, "none": none,
             "features": dict(zip(ids.tolist(), idx[known].tolist(), strict=True)),
             "counts": np.bincount(idx[known], minlength=len(classes)).tolist()}

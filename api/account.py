@@ -91,7 +91,8 @@ def user_lang(conn: sa.Connection, name: str) -> str:
 def set_user_lang(conn: sa.Connection, name: str, lang: str) -> str:
     """Store the user's language; 400 for one the viewer does not speak."""
     if lang not in LANGS:
-        raise InputError(f"不支持的语言 unknown language {lang[:16]!r}: one of {', '.join(LANGS)}")
+        raise InputError(f"unknown language {lang[:16]!r}: one of {', '.join(LANGS)}",
+                         zh=f"不支持的语言 {lang[:16]!r}：可选 {', '.join(LANGS)}")
     conn.execute(sa.text("UPDATE app_user SET lang = :l WHERE name = :n"), {"l": lang, "n": name})
     return lang
 
@@ -209,11 +210,13 @@ def _instant(value: str | None, label: str) -> datetime | None:
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
-        raise InputError(f"{label} {value[:40]!r} is not an ISO 8601 time (2024-05-01T08:00:00+08:00)") from None
+        raise InputError(f"{label} {value[:40]!r} is not an ISO 8601 time (2024-05-01T08:00:00+08:00)",
+                         zh=f"{label} {value[:40]!r} 不是 ISO 8601 时间（如 2024-05-01T08:00:00+08:00）") from None
     try:
         return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
     except (OverflowError, ValueError):
-        raise InputError(f"{label} {value[:40]!r} is out of range") from None
+        raise InputError(f"{label} {value[:40]!r} is out of range",
+                         zh=f"{label} {value[:40]!r} 超出范围") from None
 
 
 @admin.get("/admin/audit", summary="The audit log, newest first")

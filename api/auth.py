@@ -84,19 +84,21 @@ class User:
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
-        raise InputError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        raise InputError(f"unknown role {role!r}; one of {', '.join(ROLES)}",
+                         zh=f"未知角色 {role!r}；可选 {', '.join(ROLES)}")
 
 
 def add_user(conn: sa.Connection, name: str, role: str, password: str | None, *, by: str) -> User:
     """Create a user; a user without a password signs in with API keys only."""
     _check_role(role)
     if not name or len(name) > 64 or not all(c.isalnum() or c in "_.@-" for c in name):
-        raise InputError("a user name is 1 to 64 letters, digits or _ . @ -")
+        raise InputError("a user name is 1 to 64 letters, digits or _ . @ -",
+                         zh="用户名为 1 到 64 个字母、数字或 _ . @ -")
     if password is not None and len(password) < 8:
-        raise InputError("a password has at least 8 characters")
+        raise InputError("a password has at least 8 characters", zh="密码至少 8 个字符")
     exists = conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": name}).first()
     if exists:
-        raise Conflict(f"user {name!r} exists")
+        raise Conflict(f"user {name!r} exists", zh=f"用户 {name!r} 已存在")
     conn.execute(
         sa.text("INSERT INTO app_user (name, role, password_hash, created_by) VALUES (:n, :r, :h, :b)"),
         {"n": name, "r": role, "h": _hasher.hash(password) if password else None, "b": by},
@@ -108,13 +110,13 @@ def add_user(conn: sa.Connection, name: str, role: str, password: str | None, *,
 def set_password(conn: sa.Connection, name: str, password: str) -> None:
     """Set a user's password; the access tokens issued before stop working."""
     if len(password) < 8:
-        raise InputError("a password has at least 8 characters")
+        raise InputError("a password has at least 8 characters", zh="密码至少 8 个字符")
     n = conn.execute(
         sa.text("UPDATE app_user SET password_hash = :h, token_version = token_version + 1 WHERE name = :n"),
         {"h": _hasher.hash(password), "n": name},
     ).rowcount
     if not n:
-        raise NotFound(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}", zh=f"没有用户 {name!r}")
     _forget()
 
 
@@ -136,7 +138,7 @@ def update_user(conn: sa.Connection, name: str, *, role: str | None = None, disa
         {"r": role, "d": disabled, "n": name},
     ).first()
     if row is None:
-        raise NotFound(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}", zh=f"没有用户 {name!r}")
     _forget()
     return User(row.name, row.role, row.token_version)
 
@@ -162,7 +164,7 @@ def _key_hash(key: str) -> str:
 def create_api_key(conn: sa.Connection, name: str, label: str | None = None) -> str:
     """A new API key for a user; only its hash is stored, so it is shown once."""
     if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": name}).first() is None:
-        raise NotFound(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}", zh=f"没有用户 {name!r}")
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     conn.execute(
         sa.text("INSERT INTO api_key (user_name, key_hash, label) VALUES (:n, :h, :l)"),
@@ -174,7 +176,7 @@ def create_api_key(conn: sa.Connection, name: str, label: str | None = None) -> 
 def list_api_keys(conn: sa.Connection, name: str) -> list[dict]:
     """A user's API keys, newest first: id, label, when made and when revoked (never the key)."""
     if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": name}).first() is None:
-        raise NotFound(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}", zh=f"没有用户 {name!r}")
     rows = conn.execute(
         sa.text("SELECT id, label, created_at, revoked_at FROM api_key WHERE user_name = :n ORDER BY id DESC"),
         {"n": name},
@@ -192,7 +194,8 @@ def revoke_api_key(conn: sa.Connection, name: str, key_id: int) -> dict:
         {"i": key_id, "n": name},
     ).mappings().first()
     if row is None:
-        raise NotFound(f"user {name!r} has no API key {key_id}")
+        raise NotFound(f"user {name!r} has no API key {key_id}",
+                       zh=f"用户 {name!r} 没有 API 密钥 {key_id}")
     _forget()
     return dict(row)
 
@@ -222,7 +225,9 @@ def signing_secret(settings: TwinSettings) -> str:
     if settings.jwt_secret is not None:
         if len(settings.jwt_secret) < MIN_SECRET:
             raise ConfigError(f"TWIN_JWT_SECRET has {len(settings.jwt_secret)} characters; it needs at "
-                              f"least {MIN_SECRET} (unset it to have a random one kept in a private file)")
+                              f"least {MIN_SECRET} (unset it to have a random one kept in a private file)",
+                              zh=f"TWIN_JWT_SECRET 只有 {len(settings.jwt_secret)} 个字符，至少需要 {MIN_SECRET} 个"
+                                 "（不设置则自动生成随机密钥并保存在私有文件中）")
         return settings.jwt_secret
     path = secretfiles.secrets_dir(settings) / "jwt.secret"
     return secretfiles.secret(path, lambda: secrets.token_urlsafe(48))
@@ -310,34 +315,32 @@ BEARER = HTTPBearer(auto_error=False, description="An access token from POST /to
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (twin user key).")
 
 
-def _unauthorised(detail: str) -> Unauthorised:
-    return Unauthorised(detail)
-
-
 def credential_user(engine: sa.Engine, secret: str, credential: str | None) -> User:
     """The user a credential (access token or API key) signs in; Unauthorised otherwise."""
     if not credential:
-        raise _unauthorised("sign in: POST /token, then send 'Authorization: Bearer <token>'")
+        raise Unauthorised("sign in: POST /token, then send 'Authorization: Bearer <token>'",
+                           zh="请先登录：POST /token，然后发送 'Authorization: Bearer <令牌>'")
     if credential.startswith(API_KEY_PREFIX):
         user = _lookup(engine, "key", _key_hash(credential))
         if user is None:
-            raise _unauthorised("unknown or revoked API key")
+            raise Unauthorised("unknown or revoked API key", zh="API 密钥不存在或已被吊销")
         return user
     try:
         claims = jwt.decode(credential, secret, algorithms=[ALGORITHM],
                             options={"require": ["sub", "exp", "ver"]})
     except jwt.ExpiredSignatureError:
-        raise _unauthorised("the token has expired; sign in again") from None
+        raise Unauthorised("the token has expired; sign in again", zh="登录已过期，请重新登录") from None
     except jwt.InvalidTokenError:
-        raise _unauthorised("invalid token") from None
+        raise Unauthorised("invalid token", zh="登录令牌无效") from None
     user = _lookup(engine, "name", str(claims["sub"]))
     if user is None or claims["ver"] > user.token_version:
         # Signed in again after a change this process's cache has not seen yet: look again.
         user = _lookup(engine, "name", str(claims["sub"]), fresh=True)
     if user is None:
-        raise _unauthorised("the user no longer exists or is disabled")
+        raise Unauthorised("the user no longer exists or is disabled", zh="该用户已不存在或已被停用")
     if claims["ver"] != user.token_version:
-        raise _unauthorised("the token was revoked (the password, role or access changed); sign in again")
+        raise Unauthorised("the token was revoked (the password, role or access changed); sign in again",
+                           zh="登录令牌已被吊销（密码、角色或权限已变更），请重新登录")
     return user
 
 
@@ -401,7 +404,8 @@ def allow(permission: str):
     async def dependency(request: Request, user: User = Depends(signed_in)) -> User:
         if not user.can(permission):
             await run_in_threadpool(_record_forbidden, request, user, permission)
-            raise Forbidden(f"the role {user.role!r} may not {permission}; ask an admin")
+            raise Forbidden(f"the role {user.role!r} may not {permission}; ask an admin",
+                            zh=f"角色 {user.role!r} 无权执行 {permission}；请联系管理员")
         return user
 
     dependency.__name__ = f"allow_{permission}"

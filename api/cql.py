@@ -61,12 +61,16 @@ def _syntax(exc: lark.exceptions.UnexpectedInput, text: str) -> InputError:
     char = getattr(exc, "char", None)
     what = (f"unexpected {str(token)[:40]!r}" if token is not None
             else f"unexpected {char!r}" if char else "unexpected input")
+    what_zh = (f"出现意外的 {str(token)[:40]!r}" if token is not None
+               else f"出现意外的字符 {char!r}" if char else "有无法识别的输入")
     if isinstance(exc, lark.exceptions.UnexpectedEOF) or (token is not None and token.type == "$END"):
-        what, where = "the filter ends too early", ""
+        what, where, what_zh = "the filter ends too early", "", "过早结束"
     pointer = ""
     if isinstance(col, int) and col > 0 and "\n" not in text and len(text) <= 200:
         pointer = f": {text}  <-- here: {text[:col - 1]}^"
-    return InputError(f"filter: {what}{where} (CQL2 text){pointer}")
+    where_zh = f"（第 {col} 个字符处）" if where else ""
+    return InputError(f"filter: {what}{where} (CQL2 text){pointer}",
+                      zh=f"filter：CQL2 文本{what_zh}{where_zh}{pointer}")
 
 
 def parse_filter(text: str, lang: str | None) -> ast.Node:
@@ -74,29 +78,34 @@ def parse_filter(text: str, lang: str | None) -> ast.Node:
     lang = (lang or "cql2-text").lower()
     lang = LANG_ALIASES.get(lang, lang)
     if lang not in FILTER_LANGS:
-        raise InputError(f"filter-lang: {lang[:40]!r} is not supported; one of {', '.join(FILTER_LANGS)}")
+        raise InputError(f"filter-lang: {lang[:40]!r} is not supported; one of {', '.join(FILTER_LANGS)}",
+                         zh=f"filter-lang：不支持 {lang[:40]!r}；可选 {', '.join(FILTER_LANGS)}")
     if "\x00" in text:
-        raise InputError("filter: NUL characters are not allowed")
+        raise InputError("filter: NUL characters are not allowed", zh="filter：不允许出现 NUL 字符")
     if lang == "cql2-json":
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"filter: not JSON at character {exc.pos + 1}: {exc.msg}") from None
+            raise InputError(f"filter: not JSON at character {exc.pos + 1}: {exc.msg}",
+                             zh=f"filter：第 {exc.pos + 1} 个字符处不是有效的 JSON：{exc.msg}") from None
         except RecursionError:
-            raise InputError("filter: nested too deeply") from None
+            raise InputError("filter: nested too deeply", zh="filter：嵌套层数过多") from None
         try:
             return parse_cql2_json(doc)
         except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError,
                 lark.exceptions.LarkError) as exc:
             raise InputError(f"filter: not CQL2 JSON ({type(exc).__name__}: {str(exc)[:120]}); "
-                             'e.g. {"op": "=", "args": [{"property": "utility"}, "JS"]}') from None
+                             'e.g. {"op": "=", "args": [{"property": "utility"}, "JS"]}',
+                             zh=f"filter：不是 CQL2 JSON（{type(exc).__name__}: {str(exc)[:120]}）；"
+                             '例如 {"op": "=", "args": [{"property": "utility"}, "JS"]}') from None
     try:
         return parse_cql2_text(text)
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax(exc, text) from None
     except (lark.exceptions.LarkError, ValueError, TypeError, KeyError, AttributeError,
             RecursionError) as exc:
-        raise InputError(f"filter: not CQL2 text ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})"
+        raise InputError(f"filter: not CQL2 text ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
+                         zh=f"filter：不是有效的 CQL2 文本（{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}）"
                          ) from None
 
 
@@ -109,11 +118,13 @@ class _Compiler:
 
     def attribute(self, node: Any) -> Queryable:
         if not isinstance(node, ast.Attribute):
-            raise InputError(f"filter: a property must come first in a comparison, not {_show(node)}")
+            raise InputError(f"filter: a property must come first in a comparison, not {_show(node)}",
+                             zh=f"filter：比较式须以属性开头，而不是 {_show(node)}")
         f = self.fields.get(node.name)
         if f is None:
             raise InputError(f"filter: unknown property {node.name[:40]!r}; the queryables are "
-                             f"{', '.join(self.fields) or 'none'}")
+                             f"{', '.join(self.fields) or 'none'}",
+                             zh=f"filter：未知属性 {node.name[:40]!r}；可查询的属性为 {', '.join(self.fields) or '无'}")
         return f
 
     def value(self, f: Queryable, v: Any) -> str:
@@ -121,22 +132,26 @@ class _Compiler:
               "integer": isinstance(v, int) and not isinstance(v, bool),
               "number": isinstance(v, int | float) and not isinstance(v, bool)}.get(f.type, False)
         if not ok:
-            raise InputError(f"filter: {f.name} takes a {f.type}, not {_show(v)}")
+            raise InputError(f"filter: {f.name} takes a {f.type}, not {_show(v)}",
+                             zh=f"filter：{f.name} 须为 {f.type}，而不是 {_show(v)}")
         if f.type == "integer" and abs(v) > 2**31 - 1:
-            raise InputError(f"filter: {f.name}: {v} is out of range")
+            raise InputError(f"filter: {f.name}: {v} is out of range",
+                             zh=f"filter：{f.name} 的值 {v} 超出范围")
         if isinstance(v, float) and v != v:
-            raise InputError(f"filter: {f.name}: not a number")
+            raise InputError(f"filter: {f.name}: not a number", zh=f"filter：{f.name} 不是数字")
         return self.bind(v)
 
     def spatial(self, node: Any) -> str:
         if isinstance(node, ast.Attribute):
             if node.name not in GEOMETRY_NAMES:
-                raise InputError(f"filter: {node.name[:40]!r} is not the geometry; say 'geometry'")
+                raise InputError(f"filter: {node.name[:40]!r} is not the geometry; say 'geometry'",
+                                 zh=f"filter：{node.name[:40]!r} 不是几何字段；请用 'geometry'")
             return "geom"
         if isinstance(node, ast.Function) and node.name.lower() == "bbox":
             args = node.arguments
             if len(args) not in (4, 6) or not all(isinstance(a, int | float) for a in args):
-                raise InputError("filter: BBOX takes 4 numbers (minx, miny, maxx, maxy)")
+                raise InputError("filter: BBOX takes 4 numbers (minx, miny, maxx, maxy)",
+                                 zh="filter：BBOX 需要 4 个数（minx, miny, maxx, maxy）")
             return self.geometry(_box(*(args[:2] + args[-2:] if len(args) == 4 else
                                         [args[0], args[1], args[3], args[4]])))
         if isinstance(node, values.Envelope):
@@ -146,11 +161,13 @@ class _Compiler:
         if isinstance(node, values.Geometry):
             return self.geometry(dict(node.geometry))
         raise InputError(f"filter: a spatial predicate compares the geometry with a BBOX or a "
-                         f"geometry, not {_show(node)}")
+                         f"geometry, not {_show(node)}",
+                         zh=f"filter：空间谓词须将几何与 BBOX 或几何比较，而不是 {_show(node)}")
 
     def compile(self, node: Any, depth: int = 0) -> str:
         if depth > MAX_DEPTH:
-            raise InputError(f"filter: nested deeper than {MAX_DEPTH}")
+            raise InputError(f"filter: nested deeper than {MAX_DEPTH}",
+                             zh=f"filter：嵌套超过 {MAX_DEPTH} 层")
         if isinstance(node, ast.Combination):
             op = "AND" if isinstance(node, ast.And) else "OR"
             return f"({self.compile(node.lhs, depth + 1)} {op} {self.compile(node.rhs, depth + 1)})"
@@ -166,13 +183,15 @@ class _Compiler:
         if isinstance(node, ast.Like):
             f = self.attribute(node.lhs)
             if f.type != "string":
-                raise InputError(f"filter: LIKE compares text; {f.name} is a {f.type}")
+                raise InputError(f"filter: LIKE compares text; {f.name} is a {f.type}",
+                                 zh=f"filter：LIKE 只用于文本；{f.name} 是 {f.type}")
             op = ("NOT " if node.not_ else "") + ("ILIKE" if node.nocase else "LIKE")
             return f"({f.name} {op} {self.value(f, node.pattern)})"
         if isinstance(node, ast.In):
             f = self.attribute(node.lhs)
             if not node.sub_nodes:
-                raise InputError("filter: IN needs at least one value")
+                raise InputError("filter: IN needs at least one value",
+                                 zh="filter：IN 至少需要一个值")
             items = ", ".join(self.value(f, v) for v in node.sub_nodes)
             return f"({f.name} {'NOT ' if node.not_ else ''}IN ({items}))"
         if isinstance(node, ast.IsNull):
@@ -185,12 +204,14 @@ class _Compiler:
             return f"ST_Intersects({self.spatial(node.lhs)}, {box})"
         if isinstance(node, bool):
             return "true" if node else "false"
-        raise InputError(f"filter: {_show(node)} is not supported here; see /conformance")
+        raise InputError(f"filter: {_show(node)} is not supported here; see /conformance",
+                         zh=f"filter：此处不支持 {_show(node)}；见 /conformance")
 
 
 def _box(x0: float, y0: float, x1: float, y1: float) -> dict:
     if x0 > x1 or y0 > y1:
-        raise InputError("filter: BBOX minimum larger than its maximum")
+        raise InputError("filter: BBOX minimum larger than its maximum",
+                         zh="filter：BBOX 的最小值大于最大值")
     ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
     return {"type": "Polygon", "coordinates": [ring]}
 

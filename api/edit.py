@@ -192,10 +192,12 @@ def _run(request: Request, user: User, action: str, params: dict[str, Any],
             edit = work(conn)
             audit(conn, user, action, request, params=params, affected=edit.affected)
     except sa.exc.IntegrityError as exc:  # a concurrent edit took an id first
-        raise Conflict(f"the twin changed while editing ({exc.orig.__class__.__name__}); reload and retry") from exc
+        raise Conflict(f"the twin changed while editing ({exc.orig.__class__.__name__}); reload and retry",
+                       zh=f"编辑期间孪生库已变更（{exc.orig.__class__.__name__}）；请重新加载后重试") from exc
     except sa.exc.OperationalError as exc:
         if "deadlock" in str(exc.orig).lower():
-            raise Conflict("a concurrent edit touched the same features; retry") from exc
+            raise Conflict("a concurrent edit touched the same features; retry",
+                           zh="另一编辑同时修改了相同要素；请重试") from exc
         raise
     job = schedule_refresh(request.app, user) if edit.changes else None
     if response is not None and location:
@@ -253,7 +255,8 @@ def move(id: PathId, body: MoveIn, request: Request, user: User = _EDIT) -> dict
 def split(id: PathId, body: SplitIn, request: Request, response: Response, user: User = _EDIT) -> dict:
     e, n = body.at.plan(request)
     if e is None or n is None:
-        raise InputError("the split point needs easting and northing, or lon and lat")
+        raise InputError("the split point needs easting and northing, or lon and lat",
+                         zh="截断点需要给出东坐标和北坐标，或经度和纬度")
     return _run(request, user, "edit-split", {"id": id, **_dump(body)}, lambda conn: derive.split_segment(
         conn, user.name, id, easting=e, northing=n, node_id=body.node_id, ids=body.ids, ground_z=body.ground_z,
         max_distance_m=body.max_distance_m, version=body.version, settings=_settings(request)),
@@ -292,7 +295,8 @@ def _srid(request: Request, crs: str | None) -> int | None:
     srid = twin_crs(request.app.state.settings.crs).srid
     if crs in ("twin", f"EPSG:{srid}", f"http://www.opengis.net/def/crs/EPSG/0/{srid}"):
         return None
-    raise InputError(f"crs {crs!r} is not offered: CRS84 or the twin's EPSG:{srid}")
+    raise InputError(f"crs {crs!r} is not offered: CRS84 or the twin's EPSG:{srid}",
+                     zh=f"不提供坐标参照系 {crs!r}：可用 CRS84 或孪生库的 EPSG:{srid}")
 
 
 def _crs_name(srid: int | None, request: Request) -> str:

@@ -133,12 +133,14 @@ def export_file(job_id: str, request: Request, user: User = Depends(allow("read"
             {"i": job_id[:40]}).mappings().first()
     # another user's export is as good as absent, whatever their role: the file is the asker's
     if row is None or row["owner"] != user.name:
-        raise NotFound(f"no export {job_id[:40]!r}")
+        raise NotFound(f"no export {job_id[:40]!r}", zh=f"没有导出任务 {job_id[:40]!r}")
     if row["status"] != "successful" or not row["file"]:
-        raise NotFound(f"export {job_id[:40]!r} has no file: the job is {row['status']}")
+        raise NotFound(f"export {job_id[:40]!r} has no file: the job is {row['status']}",
+                       zh=f"导出 {job_id[:40]!r} 没有文件：作业状态为 {row['status']}")
     path = export_folder(request, row["token"]) / row["file"]
     if not path.is_file():
-        raise NotFound(f"export {job_id[:40]!r}: its file has been removed")
+        raise NotFound(f"export {job_id[:40]!r}: its file has been removed",
+                       zh=f"导出 {job_id[:40]!r} 的文件已被删除")
     audit_now(request.app.state.engine, user, "export-download", request,
               params={"job": job_id, "file": row["file"]}, affected=[f"job:{job_id}"])
     kind = "zip" if path.suffix == ".zip" else row["format"]

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import User, allow
+from api.errors import problem
 from twin.db import unlimited_statements
 from twin.errors import Conflict, NotFound, TooBusy, TwinError
 from twin.jsonable import plain
@@ -79,7 +80,8 @@ class JobRunner:
         with self._lock:
             if limited and self._running.get(owner, 0) >= self.per_user:
                 raise TooBusy(
-                    f"{owner} already has {self.per_user} jobs running; wait for one to finish"
+                    f"{owner} already has {self.per_user} jobs running; wait for one to finish",
+                    zh=f"{owner} 已有 {self.per_user} 个作业在运行；请等其中一个完成"
                 )
             if limited:
                 self._running[owner] = self._running.get(owner, 0) + 1
@@ -138,11 +140,13 @@ class JobRunner:
                         "x": result.text,
                     },
                 )
-        except TwinError as exc:
-            self._fail(job_id, f"[{exc.code}] {exc.message}")
+        except TwinError as exc:  # Chinese first, then English, as the CLI says it
+            said = f"{exc.message_zh} — {exc.message}" if exc.message_zh else exc.message
+            self._fail(job_id, f"[{exc.code}] {said}")
         except Exception as exc:  # a job must end in a state the client can read
             log.exception("job %s failed: %s", job_id, type(exc).__name__)
-            self._fail(job_id, f"internal error; quote job {job_id} to the operator (the server log has it)")
+            self._fail(job_id, f"内部错误；请将作业编号 {job_id} 告知管理员 — internal error; quote job "
+                       f"{job_id} to the operator (the server log has it)")
         finally:
             self._release(owner)
 
@@ -175,7 +179,7 @@ def _get_job(conn: sa.Connection, job_id: str, user: User, columns: str = _JOB_C
     row = conn.execute(sa.text(f"SELECT {columns} FROM job WHERE id = :i"), {"i": job_id}).mappings().first()
     # Another user's job is as good as absent, unless the reader is an admin.
     if row is None or (row["owner"] != user.name and not user.can("admin")):
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {job_id!r}", zh=f"没有作业 {job_id!r}")
     return row
 
 
@@ -209,10 +213,8 @@ def job_results(job_id: str, request: Request, user: User = Depends(allow("read"
     with request.app.state.engine.connect() as conn:
         row = _get_job(conn, job_id, user, "owner, status, message, result, result_type, result_text")
     if row["status"] != "successful":
-        return JSONResponse(
-            {"code": "RESULT_NOT_READY", "description": f"the job is {row['status']}: {row['message'] or ''}"},
-            status_code=404,
-        )
+        return problem(request, 404, "RESULT_NOT_READY", f"the job is {row['status']}: {row['message'] or ''}",
+                       f"作业状态为 {row['status']}：{row['message'] or ''}")
     if row["result_type"] and row["result_text"] is not None:
         return Response(row["result_text"], media_type=row["result_type"])
     return JSONResponse(row["result"])
@@ -223,6 +225,7 @@ def dismiss_job(job_id: str, request: Request, user: User = Depends(allow("read"
     with request.app.state.engine.begin() as conn:
         row = _get_job(conn, job_id, user)
         if row["status"] in ("accepted", "running"):
-            raise Conflict("a running job cannot be dismissed; wait for it to finish")
+            raise Conflict("a running job cannot be dismissed; wait for it to finish",
+                           zh="运行中的作业不能撤销；请等它完成")
         conn.execute(sa.text("UPDATE job SET status = 'dismissed' WHERE id = :i"), {"i": job_id})
         return _job_doc({**row, "status": "dismissed"}, base_url(request))

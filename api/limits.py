@@ -86,14 +86,14 @@ class WorkLimits:
         if busy is None:
             return
         if self._waiting[owner] >= self.per_user or sum(self._waiting.values()) >= self.total:
-            raise self._refusal(busy)
+            raise self._refusal(*busy)
         deadline = time.monotonic() + self.wait_s
         self._waiting[owner] += 1
         try:
             while busy is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._refusal(busy)
+                    raise self._refusal(*busy)
                 self._cond.wait(left)
                 self._heavy_check(owner, heavy)
                 busy = self._busy(owner)
@@ -105,21 +105,26 @@ class WorkLimits:
         """Refuse at once a heavy run over the user's heavy limit: it would not finish within the wait."""
         if heavy and self._heavy[owner] >= self.heavy_per_user:
             raise self._refusal(f"{owner} already runs {self.heavy_per_user} heavy analyses; wait for one to "
-                                "finish (or run it as a job: Prefer: respond-async)")
+                                "finish (or run it as a job: Prefer: respond-async)",
+                                f"{owner} 已在运行 {self.heavy_per_user} 个大型分析；请等其中一个完成"
+                                "（或作为作业提交：Prefer: respond-async）")
 
-    def _busy(self, owner: str) -> str | None:
-        """Why ``owner`` cannot start now, or None."""
+    def _busy(self, owner: str) -> tuple[str, str] | None:
+        """Why ``owner`` cannot start now (in English and Chinese), or None."""
         if self._running[owner] >= self.per_user:
             return (f"{owner} already runs {self.per_user} analyses or table readings at once "
-                    "(TWIN_ANALYSES_PER_USER); wait for one to finish")
+                    "(TWIN_ANALYSES_PER_USER); wait for one to finish",
+                    f"{owner} 已同时运行 {self.per_user} 个分析或表格读取（TWIN_ANALYSES_PER_USER）；"
+                    "请等其中一个完成")
         if sum(self._running.values()) >= self.total:
             return (f"the server already runs {self.total} analyses or table readings at once "
-                    "(TWIN_ANALYSES_GLOBAL); try again in a moment")
+                    "(TWIN_ANALYSES_GLOBAL); try again in a moment",
+                    f"服务器已同时运行 {self.total} 个分析或表格读取（TWIN_ANALYSES_GLOBAL）；请稍后再试")
         return None
 
     @staticmethod
-    def _refusal(message: str) -> TooBusy:
-        return TooBusy(message, retry_after=RETRY_AFTER_S)
+    def _refusal(message: str, zh: str) -> TooBusy:
+        return TooBusy(message, retry_after=RETRY_AFTER_S, zh=zh)
 
 
 def work_limits(request: Request) -> WorkLimits:
@@ -163,10 +168,12 @@ class HeavyPool:
                 await self._slots.acquire()
         except TimeoutError:
             raise Overloaded(
-                f"服务器繁忙 the server's {self.threads} threads for heavy work (whole-network analyses, "
+                f"the server's {self.threads} threads for heavy work (whole-network analyses, "
                 f"documents) stayed busy for {self.deadline_s:g} s "
                 "(TWIN_HEAVY_DEADLINE_S); retry later, or run it as a job (Prefer: respond-async)",
-                retry_after=math.ceil(self.deadline_s)) from None
+                retry_after=math.ceil(self.deadline_s),
+                zh=f"服务器繁忙：用于大型计算（全网分析、文档）的 {self.threads} 个线程在 {self.deadline_s:g} 秒内"
+                "一直占满（TWIN_HEAVY_DEADLINE_S）；请稍后重试，或作为作业提交（Prefer: respond-async）") from None
         try:
             return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
         finally:

@@ -108,7 +108,7 @@ def add_sensor(
 def sensor(sensor_id: SensorId, request: Request, user: User = Depends(allow("read"))) -> dict:
     found = list_sensors(request.app.state.engine, [sensor_id])
     if not found:
-        raise NotFound(f"no sensor {sensor_id!r}")
+        raise NotFound(f"no sensor {sensor_id!r}", zh=f"没有传感器 {sensor_id!r}")
     return found[0]
 
 

@@ -94,11 +94,13 @@ class LiveHub:
         with self._lock:
             mine = Counter(s.user for s in self._streams)[user]
             if mine >= self.per_user:
-                raise TooBusy(f"{user} already has {self.per_user} live streams open (同时打开的实时连接过多); "
-                              "close a tab", retry_after=5)
+                raise TooBusy(f"{user} already has {self.per_user} live streams open; "
+                              "close a tab", retry_after=5,
+                              zh=f"{user} 同时打开的实时连接已达 {self.per_user} 个；请关闭一个标签页")
             if len(self._streams) >= self.total:
                 raise TooBusy(f"the server already serves {self.total} live streams; try again later",
-                              retry_after=30)
+                              retry_after=30,
+                              zh=f"服务器已在提供 {self.total} 个实时连接；请稍后再试")
             stream = Stream(user, asyncio.get_running_loop())
             self._streams.add(stream)
             if self._thread is None or not self._thread.is_alive():

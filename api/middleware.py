@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import header_credential
+from api.errors import problem_body
 from twin.errors import TwinError, Unauthorised
 
 __all__ = ["AccessLog", "SignIn", "BodyLimit", "SecurityHeaders", "redact_query"]
@@ -87,11 +88,16 @@ class AccessLog:
 
 
 # -- sign-in before the body, per-route body limits ----------------------------------------------
-def _json_error(status: int, code: str, description: str, headers: list | None = None) -> tuple[dict, dict]:
-    body = json.dumps({"code": code, "description": description}).encode()
+def _json_error(scope: Scope, status: int, code: str, description: str, zh: str | None = None,
+                headers: list | None = None) -> tuple[dict, dict]:
+    """An error answer before the app, in the client's language (api.errors.problem_body)."""
+    accept = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"accept-language"), None)
+    doc, language = problem_body(code, description, zh, accept)
+    body = json.dumps(doc).encode()
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode()), *(headers or [])]}
+                         (b"content-length", str(len(body)).encode()),
+                         (b"content-language", language.encode()), *(headers or [])]}
     return start, {"type": "http.response.body", "body": body}
 
 
@@ -118,12 +124,14 @@ class SignIn:
         try:
             user = await run_in_threadpool(self.authenticate, scope, header_credential(headers))
         except Unauthorised as exc:
-            start, body = _json_error(401, exc.code, exc.message, [(b"www-authenticate", b"Bearer")])
+            start, body = _json_error(scope, 401, exc.code, exc.message, exc.message_zh,
+                                      [(b"www-authenticate", b"Bearer")])
             await send(start)
             await send(body)
             return
         except TwinError as exc:  # the database cannot be reached, say: not the client's fault
-            start, body = _json_error(503, exc.code, "the server cannot check sign-ins right now; retry")
+            start, body = _json_error(scope, 503, exc.code, "the server cannot check sign-ins right now; retry",
+                                      "服务器暂时无法核验登录，请重试")
             await send(start)
             await send(body)
             return
@@ -149,7 +157,7 @@ class BodyLimit:
         limit = self.limit_for(scope)
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self._refuse(send, limit)
+                await self._refuse(scope, send, limit)
                 return
         seen = [0]
         started = [False]
@@ -171,11 +179,12 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except _TooLarge:
             if not started[0]:
-                await self._refuse(send, limit)
+                await self._refuse(scope, send, limit)
 
-    async def _refuse(self, send: Send, limit: int) -> None:
-        start, body = _json_error(413, "TOO_LARGE", f"the request body exceeds {limit / 1e6:g} MB "
-                                  "(TWIN_MAX_UPLOAD_MB for uploads, TWIN_MAX_JSON_MB otherwise)")
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
+        start, body = _json_error(scope, 413, "TOO_LARGE", f"the request body exceeds {limit / 1e6:g} MB "
+                                  "(TWIN_MAX_UPLOAD_MB for uploads, TWIN_MAX_JSON_MB otherwise)",
+                                  f"请求内容超过 {limit / 1e6:g} MB 上限")
         await send(start)
         await send(body)
 
@@ -227,14 +236,15 @@ class SecurityHeaders:
 
         raw = (scope.get("raw_path") or scope["path"].encode()) + b"?" + scope.get("query_string", b"")
         if b"%00" in raw or b"\x00" in raw:
-            start, body = _json_error(400, "INVALID_PARAMETER", "NUL characters (%00) are not allowed in a "
-                                      "path or query")
+            start, body = _json_error(scope, 400, "INVALID_PARAMETER", "NUL characters (%00) are not allowed in a "
+                                      "path or query", "地址或查询参数中不允许出现 NUL 字符（%00）")
             await with_headers(start)
             await with_headers(body)
             return
         if not self._host_ok(scope):
-            start, body = _json_error(400, "BAD_HOST", "the Host header names a host this server does not "
-                                      "answer to (TWIN_ALLOWED_HOSTS)")
+            start, body = _json_error(scope, 400, "BAD_HOST", "the Host header names a host this server does not "
+                                      "answer to (TWIN_ALLOWED_HOSTS)",
+                                      "Host 请求头中的主机名不是本服务器的地址（TWIN_ALLOWED_HOSTS）")
             await with_headers(start)
             await with_headers(body)
             return

@@ -483,7 +483,8 @@ def run_section(ctx: Context, inputs: SectionInputs, progress: Progress) -> Outc
     pts = parse_line(inputs.line)
     length = float(sum(math.dist(a, b) for a, b in zip(pts[:-1], pts[1:], strict=True)))
     if length > MAX_SECTION_M:
-        raise InputError(f"the section line is {length:,.0f} m long; at most {MAX_SECTION_M:,.0f} m")
+        raise InputError(f"the section line is {length:,.0f} m long; at most {MAX_SECTION_M:,.0f} m",
+                         zh=f"剖面线长 {length:,.0f} 米；最长 {MAX_SECTION_M:,.0f} 米")
     sec = cross_section(ctx.engine, pts, utilities=inputs.utilities, crs=ctx.settings.crs)
     d = sec.as_dict()
     return Outcome(d, {"svg": sec.to_svg, "dxf": lambda: section_dxf(sec).decode("utf-8")},
@@ -503,7 +504,7 @@ def run_proposal_check(ctx: Context, inputs: ProposalCheckInputs, progress: Prog
 
     def section_svg() -> str:
         if report.section is None:
-            raise NotFound("the check drew no cross-section")
+            raise NotFound("the check drew no cross-section", zh="检查未生成横断面")
         return report.section.to_svg(title="Cross-section at the worst place 最不利处横断面")
 
     ids = [i for f in d["findings"] for i in f["ids"]]
@@ -645,7 +646,8 @@ def _summary(process: Process, base: str) -> dict:
 def _process(process_id: str) -> Process:
     process = PROCESSES.get(process_id)
     if process is None:
-        raise NotFound(f"no process {process_id!r}; one of {', '.join(PROCESSES)}")
+        raise NotFound(f"no process {process_id!r}; one of {', '.join(PROCESSES)}",
+                       zh=f"没有处理过程 {process_id!r}；可选 {', '.join(PROCESSES)}")
     return process
 
 
@@ -700,7 +702,8 @@ def _format(process: Process, f: str | None, outputs: dict | None, accept: str) 
                 fmt = name
     fmt = fmt or "json"
     if fmt not in process.formats:
-        raise InputError(f"process {process.id} gives {', '.join(process.formats)}, not {fmt}")
+        raise InputError(f"process {process.id} gives {', '.join(process.formats)}, not {fmt}",
+                         zh=f"处理过程 {process.id} 可输出 {', '.join(process.formats)}，不提供 {fmt}")
     return fmt
 
 
@@ -869,4 +872,4 @@ for _p in PROCESSES.values():
 @router.post("/processes/{process_id}/execution", include_in_schema=False)
 def execute_unknown(process_id: str, user: User = Depends(allow("analyse"))) -> dict:
     _process(process_id)  # every known process has its own route above
-    raise NotFound(f"no process {process_id!r}")
+    raise NotFound(f"no process {process_id!r}", zh=f"没有处理过程 {process_id!r}")

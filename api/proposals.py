@@ -175,7 +175,8 @@ def proposal_tables(
                                     encoding=encoding)
         if len(doc["features"]) > MAX_PARTS:
             raise InputError(f"a proposal has at most {MAX_PARTS} pipes; these tables hold "
-                             f"{len(doc['features'])} segments", code=TOO_LARGE)
+                             f"{len(doc['features'])} segments", code=TOO_LARGE,
+                             zh=f"一个提案最多 {MAX_PARTS} 条管线；这些表中有 {len(doc['features'])} 段")
     except InputError as exc:
         audit_now(engine, user, "proposal-tables", request, params={**params, "error": exc.message[:500]},
                   status=400)
@@ -205,7 +206,8 @@ def report(proposal_id: ProposalId, request: Request, user: User = Depends(allow
 def section_svg(proposal_id: ProposalId, request: Request, user: User = Depends(allow("read"))) -> Response:
     svg = stored_section_svg(get_proposal(request.app.state.engine, proposal_id))
     if svg is None:
-        raise NotFound(f"the check of proposal {proposal_id} drew no cross-section")
+        raise NotFound(f"the check of proposal {proposal_id} drew no cross-section",
+                       zh=f"提案 {proposal_id} 的检查未生成横断面")
     return Response(svg, media_type="image/svg+xml")
 
 

@@ -73,7 +73,7 @@ def sign_in(request: Request, name: str, password: str) -> User:
         with engine.begin() as conn:
             record(conn, name, None, "sign-in-failed", method=request.method, path=request.url.path,
                    params={"client": client}, status=401)
-        raise Unauthorised("wrong user name or password")
+        raise Unauthorised("wrong user name or password", zh="用户名或密码错误")
     _release(engine, attempt)
     return user
 
@@ -88,11 +88,13 @@ def _reserve(engine: sa.Engine, name: str, client: str) -> int:
         if counts.by_name >= ACCOUNT_FAILURES:
             raise TooBusy(f"too many failed sign-ins for this user name ({ACCOUNT_FAILURES} in "
                           f"{_minutes()} minutes); try again later",
-                          retry_after=_wait_s(conn, "user_name", name, ACCOUNT_FAILURES))
+                          retry_after=_wait_s(conn, "user_name", name, ACCOUNT_FAILURES),
+                          zh=f"此用户名登录失败次数过多（{_minutes()} 分钟内 {ACCOUNT_FAILURES} 次）；请稍后再试")
         if counts.by_client >= ADDRESS_FAILURES:
             raise TooBusy(f"too many failed sign-ins from this address ({ADDRESS_FAILURES} in "
                           f"{_minutes()} minutes); try again later",
-                          retry_after=_wait_s(conn, "client", client, ADDRESS_FAILURES))
+                          retry_after=_wait_s(conn, "client", client, ADDRESS_FAILURES),
+                          zh=f"此地址登录失败次数过多（{_minutes()} 分钟内 {ADDRESS_FAILURES} 次）；请稍后再试")
         conn.execute(sa.text("DELETE FROM signin_failure WHERE at < now() - :w"), {"w": WINDOW})
         return conn.execute(
             sa.text("INSERT INTO signin_failure (user_name, client) VALUES (:n, :c) RETURNING id"),
@@ -119,7 +121,8 @@ def _minutes() -> int:
 def _check_password(engine: sa.Engine, name: str, password: str) -> User | None:
     """The user if the password is right, with at most HASHES_AT_ONCE checks at once."""
     if not _hashes.acquire(timeout=HASH_WAIT_S):
-        raise TooBusy("the server is checking too many passwords at once; try again shortly", retry_after=1)
+        raise TooBusy("the server is checking too many passwords at once; try again shortly", retry_after=1,
+                      zh="服务器正在同时核验过多密码；请稍后再试")
     try:
         with engine.begin() as conn:
             return authenticate(conn, name, password)

@@ -52,13 +52,15 @@ def _dimensions(by: list[str]) -> list[str]:
                 continue
             if name not in DIMENSIONS:
                 raise InputError(f"cannot group by {name[:40]!r}; by is one or more of "
-                                 f"{', '.join(DIMENSIONS)} (repeated or comma-separated)")
+                                 f"{', '.join(DIMENSIONS)} (repeated or comma-separated)",
+                                 zh=f"不能按 {name[:40]!r} 分组；by 取以下一项或多项：{', '.join(DIMENSIONS)}（可重复或用逗号分隔）")
             if name not in names:
                 names.append(name)
     if not names:
         names = ["utility"]
     if len(names) > MAX_DIMENSIONS:
-        raise InputError(f"at most {MAX_DIMENSIONS} dimensions in one table")
+        raise InputError(f"at most {MAX_DIMENSIONS} dimensions in one table",
+                         zh=f"一张统计表最多 {MAX_DIMENSIONS} 个维度")
     return names
 
 
@@ -70,7 +72,8 @@ def _utilities(values: list[str]) -> list[str]:
             if not code:
                 continue
             if not code.isalnum() or len(code) > 16:
-                raise InputError(f"utility {code[:20]!r} is not a utility code (JS, PS, YS, RQ, ...)")
+                raise InputError(f"utility {code[:20]!r} is not a utility code (JS, PS, YS, RQ, ...)",
+                                 zh=f"{code[:20]!r} 不是管线类别代码（JS、PS、YS、RQ 等）")
             codes.append(code)
     return codes
 
@@ -83,10 +86,12 @@ def _bbox(text: str, srid: int) -> tuple[float, float, float, float] | None:
     except ValueError:
         values = []
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise InputError("bbox is minx,miny,maxx,maxy in longitude and latitude (CRS84)")
+        raise InputError("bbox is minx,miny,maxx,maxy in longitude and latitude (CRS84)",
+                         zh="bbox 为 minx,miny,maxx,maxy，经纬度（CRS84）")
     x0, y0, x1, y1 = values
     if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
-        raise InputError("bbox needs -180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90 (CRS84)")
+        raise InputError("bbox needs -180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90 (CRS84)",
+                         zh="bbox 须满足 -180 <= minx < maxx <= 180 且 -90 <= miny < maxy <= 90（CRS84）")
     area = twin_crs(f"EPSG:{srid}").crs.area_of_use
     if area is not None:
         # Outside its area of use a projection gives nonsense (or nothing); no pipe is there.
@@ -184,7 +189,8 @@ def statistics(
     user: User = Depends(allow("read")),
 ) -> Response:
     if any(len(b) > 200 for b in by) or any(len(u) > 200 for u in utility):
-        raise InputError("a by or utility value is at most 200 characters")
+        raise InputError("a by or utility value is at most 200 characters",
+                         zh="by 或 utility 的值最多 200 个字符")
     dims = _dimensions(by)
     codes = _utilities(utility)
     settings = request.app.state.settings

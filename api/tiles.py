@@ -2,9 +2,13 @@
 
 ``GET /tiles/{path}`` serves the tileset folder (``tileset.json`` and ``t/<level>/<x>/<y>.glb``)
 as static files with revalidation: every answer carries an ETag (from the file's size and
-modification time, both of which change when a build replaces a file) and
-``Cache-Control: private, no-cache``: the network is confidential, so shared caches must not
-keep it, and a browser asks again each time and mostly gets ``304 Not Modified``. The app's
+modification time, both of which change when a build replaces a file). The network is
+confidential, so shared caches must not keep it (``private``). ``tileset.json`` is
+``no-cache``: a browser asks again each time and mostly gets ``304 Not Modified``. Each content
+URI in it carries its file's version (``t/3/5/2.glb?v=<etag>``), and a content asked for with
+its current version may be kept a year (``private, max-age=31536000, immutable``): a phone
+re-opening the viewer revalidates the tileset and downloads only the tiles a build changed.
+Any other version (or none) is answered ``no-cache``. The app's
 GZipMiddleware compresses the answer when the client accepts gzip; that representation is not
 byte-identical to the file, so the ETag is then weak. CORS comes from the app's middleware
 (``TWIN_CORS_ORIGINS``).
@@ -40,7 +44,8 @@ from twin.db import twin_id
 from twin.errors import Conflict, NotFound
 from twin.settings import TwinSettings
 
-__all__ = ["router", "schedule_refresh", "TileRefresh", "TilesetOwner", "MEDIA_TYPES", "CACHE_CONTROL"]
+__all__ = ["router", "schedule_refresh", "TileRefresh", "TilesetOwner", "MEDIA_TYPES", "CACHE_CONTROL",
+           "CACHE_VERSIONED"]
 
 log = logging.getLogger("pipetwin.tiles")
 
@@ -49,6 +54,8 @@ router = APIRouter(tags=["tiles"])
 MEDIA_TYPES = {".json": "application/json", ".glb": "model/gltf-binary"}
 #: Confidential data: only the user's own browser may keep a copy, and it revalidates.
 CACHE_CONTROL = "private, no-cache"
+#: A content asked for at its current version (``?v=``): the browser keeps it without asking.
+CACHE_VERSIONED = "private, max-age=31536000, immutable"
 #: Files in the folder that are the build's bookkeeping, not the tileset.
 _PRIVATE_NAMES = {"manifest.json"}
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_.\-/]{1,300}")
@@ -80,7 +87,8 @@ def _not_modified_since(header: str, mtime: float) -> bool:
 
 def _resolve(root: Path, path: str) -> Path:
     """The file ``path`` names inside ``root``; NotFound for anything else."""
-    missing = NotFound(f"no tile file {path[:300]!r} in the tileset")
+    missing = NotFound(f"no tile file {path[:300]!r} in the tileset",
+                       zh=f"瓦片集中没有瓦片文件 {path[:300]!r}")
     if not _SAFE_PATH.fullmatch(path) or any(part.startswith(".") for part in path.split("/")):
         raise missing
     suffix = Path(path).suffix.lower()
@@ -110,19 +118,23 @@ def tile_file(
 ) -> Response:
     root = tiles_dir(request.app.state.settings)
     if not (root / "tileset.json").is_file():
-        raise NotFound(_NO_TILESET)
+        raise NotFound(_NO_TILESET,
+                       zh="尚未生成三维瓦片集：请运行 twin tiles build（或 POST /tiles/build）")
     _refuse_another_twins(request, root, user)
     target = _resolve(root, path)
     # The validator and the bytes come from one open file: a build replacing it meanwhile
     # (os.replace) cannot pair a new ETag with old content, or a length with other bytes.
+    index = target.suffix.lower() == ".json"
     try:
         with open(target, "rb") as f:
             st = os.fstat(f.fileno())
-            tag = _etag(st.st_size, st.st_mtime_ns)
+            tag = _etag(st.st_size, st.st_mtime_ns) + ("-v" if index else "")  # -v: versioned URIs
             # The app's GZipMiddleware compresses for clients that accept gzip: the bytes sent
             # then differ from the file's, which a strong validator must not claim.
             weak = "gzip" in request.headers.get("accept-encoding", "")
-            headers = {"ETag": f'W/"{tag}"' if weak else f'"{tag}"', "Cache-Control": CACHE_CONTROL,
+            current = not index and request.query_params.get("v") == tag
+            headers = {"ETag": f'W/"{tag}"' if weak else f'"{tag}"',
+                       "Cache-Control": CACHE_VERSIONED if current else CACHE_CONTROL,
                        "Last-Modified": formatdate(st.st_mtime, usegmt=True)}
             inm = request.headers.get("if-none-match")
             ims = request.headers.get("if-modified-since")
@@ -131,8 +143,35 @@ def tile_file(
                 return Response(status_code=304, headers=headers)
             content = f.read()
     except OSError:
-        raise NotFound(f"no tile file {path[:300]!r} in the tileset") from None
+        raise NotFound(f"no tile file {path[:300]!r} in the tileset",
+                       zh=f"瓦片集中没有瓦片文件 {path[:300]!r}") from None
+    if index and target.parent == root.resolve():
+        content = _versioned(request.app.state.tileset_owner, target.parent, tag, content)
     return Response(content, media_type=MEDIA_TYPES[target.suffix.lower()], headers=headers)
+
+
+def _versioned(owner: TilesetOwner, root: Path, tag: str, raw: bytes) -> bytes:
+    """The tileset document with each content URI carrying its file's version (``?v=<etag>``),
+    kept per process until the document changes (every build writes it last)."""
+    with owner.lock:
+        if owner.versioned is not None and owner.versioned[0] == tag:
+            return owner.versioned[1]
+    doc = json.loads(raw)
+    stack = [doc["root"]]
+    while stack:  # one stat per content: a few thousand at a city's tileset, once per build
+        tile = stack.pop()
+        for content in [tile["content"]] if "content" in tile else tile.get("contents", []):
+            uri = content["uri"]
+            try:
+                st = (root / uri).stat()
+            except OSError:
+                continue
+            content["uri"] = f"{uri}?v={_etag(st.st_size, st.st_mtime_ns)}"
+        stack.extend(tile.get("children", []))
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    with owner.lock:
+        owner.versioned = (tag, body)
+    return body
 
 
 class TilesetOwner:
@@ -144,6 +183,8 @@ class TilesetOwner:
         self.twin: str | None = None
         self.manifest_key: tuple[int, int] | None = None
         self.tileset_twin: str | None = None
+        #: (tileset.json's ETag, the document with versioned content URIs)
+        self.versioned: tuple[str, bytes] | None = None
 
 
 def _refuse_another_twins(request: Request, root: Path, user: User) -> None:
@@ -167,10 +208,14 @@ def _refuse_another_twins(request: Request, root: Path, user: User) -> None:
         return
     job = schedule_refresh(request.app, user)
     raise Conflict(
-        f"三维瓦片集不属于此孪生库 the tileset in {root} was built from "
+        f"the tileset in {root} was built from "
         + (f"another twin ({theirs})" if theirs else "an unknown twin (no stamp)")
         + f", not this one ({mine}); it is being rebuilt"
-        + (f" (job {job})" if job else ": run twin tiles build --full"))
+        + (f" (job {job})" if job else ": run twin tiles build --full"),
+        zh=f"{root} 中的三维瓦片集不属于此孪生库：它由"
+        + (f"另一个孪生库（{theirs}）" if theirs else "未知孪生库（无标记）")
+        + f"生成，而不是此孪生库（{mine}）；正在重新生成"
+        + (f"（作业 {job}）" if job else "：请运行 twin tiles build --full"))
 
 
 def _manifest_twin(root: Path) -> str | None:

@@ -139,7 +139,7 @@ class Upload:
 
 def _no_nul(value: str | None, what: str) -> None:
     if value is not None and "\x00" in value:
-        raise InputError(f"{what} holds a NUL character")
+        raise InputError(f"{what} holds a NUL character", zh=f"{what} 含有 NUL 字符")
 
 
 def _file_name(given: str | None, role: str) -> str:
@@ -214,9 +214,11 @@ def _column_mapping(text: str | None) -> dict[str, str]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"columns is not valid JSON: {exc}") from exc
+        raise InputError(f"columns is not valid JSON: {exc}",
+                         zh=f"columns 不是有效的 JSON：{exc}") from exc
     if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
-        raise InputError("columns must be a JSON object: header name -> canonical column")
+        raise InputError("columns must be a JSON object: header name -> canonical column",
+                         zh="columns 须为 JSON 对象：表头名称 -> 标准列名")
     for k, v in obj.items():
         _no_nul(k + v, "columns")
     with tempfile.TemporaryDirectory(prefix="pipetwin-columns-") as tmp:
@@ -429,7 +431,8 @@ def _one_kind_of_upload(points: UploadFile | None, segments: UploadFile | None,
                         source: UploadFile | None) -> None:
     """Either the two survey tables or one GIS source: else 422 naming what is missing."""
     if source is not None and (points is not None or segments is not None):
-        raise InputError("send either the survey tables (points and segments) or one GIS source, not both")
+        raise InputError("send either the survey tables (points and segments) or one GIS source, not both",
+                         zh="请上传测量成果表（管点表和管线表）或一个 GIS 数据源，不能两者都传")
     if source is None:
         missing = "segments" if points is not None else "points"
         raise RequestValidationError([{"loc": ("body", missing), "msg": "Field required",
@@ -459,7 +462,8 @@ def _submit_gis_import(request: Request, user: User, source: UploadFile, options
             limit = request.app.state.settings.max_table_rows
             if layers.features > 2 * limit:  # a point and a line table's worth
                 raise InputError(f"{files[0].name}: {layers.features:,} features; an import holds at "
-                                 f"most {limit:,} points and {limit:,} segments", code=TOO_LARGE)
+                                 f"most {limit:,} points and {limit:,} segments", code=TOO_LARGE,
+                                 zh=f"{files[0].name}：{layers.features:,} 个要素；一次导入最多 {limit:,} 个管点和 {limit:,} 段管线")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -547,7 +551,7 @@ def get_import(
             .first()
         )
     if row is None:
-        raise NotFound(f"no import batch {batch_id}")
+        raise NotFound(f"no import batch {batch_id}", zh=f"没有导入批次 {batch_id}")
     return _batch_doc(row, base_url(request))
 
 
@@ -760,7 +764,8 @@ def commit_asbuilt(
             {"i": asbuilt_id},
         ).scalar()
         if running:
-            raise Conflict(f"as-built batch {asbuilt_id} is being committed by job {running}")
+            raise Conflict(f"as-built batch {asbuilt_id} is being committed by job {running}",
+                           zh=f"竣工批次 {asbuilt_id} 正由作业 {running} 提交入库")
         job_id = _submit_import_job(
             request,
             user,

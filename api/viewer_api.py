@@ -16,10 +16,12 @@ position becomes a marker in 3D:
   keeps to the proposal budget of :mod:`analysis.proposal_input`, as a check does.
 - ``GET /view/edit-form/{kind}``: the viewer's attribute form of a feature kind (数据编辑), built
   from the column catalogue (:mod:`twin.schema`): edit names, units, labels, allowed values.
-- ``GET /view/overview``: every live pipe's simplified centreline by utility, drawn as lines of a
-  minimum on-screen width when the view is too far for the pipes' own solids.
+- ``GET /view/overview``: the live network's biggest pipes (at most ``OVERVIEW_VERTICES``
+  surveyed vertices, shared by the utilities) merged and simplified by utility, drawn as lines
+  of a minimum on-screen width when the view is too far for the pipes' own solids.
 - ``GET /view/theme/{name}``: a thematic map's class of every pipe the tiles do not carry
-  (``pressure``, ``accuracy``: :mod:`analysis.theme`), joined to the tiles' features by id.
+  (``pressure``, ``accuracy``, ``criticality``: :mod:`analysis.theme`), joined to the tiles'
+  features by id.
 - ``GET /view/search?q=``: pipes and points by id (prefix, any case) and roads by part of their
   name, for the search box's suggestions (the features API filters on exact values only).
 
@@ -42,13 +44,13 @@ from analysis.field import MAX_VALVES, nearest_valves
 from analysis.ground import GroundModel, load_ground
 from analysis.proposal_input import read_proposal
 from analysis.roads import road_centrelines
-from analysis.theme import theme_classes
+from analysis.theme import theme_classes, theme_version
 from api.auth import User, allow
 from api.edit import NodeIn, SegmentIn
 from api.limits import work_limits
 from api.processes import Finite, ProposalDocument, geojson
 from api.reads import read_engine
-from ingest.prepare import _STATUS as STATUS_WORDS  # the survey's status words: 在用 -> active, ...
+from ingest.prepare import STATUS_WORDS  # the survey's status words: 在用 -> active, ...
 from twin.crs import transformer
 from twin.db import change_mark, twin_id, twin_srid
 from twin.domain import APPURTENANCES, FEATURES, UTILITIES, name_zh, utilities_named
@@ -134,7 +136,8 @@ def frame(request: Request, user: User = Depends(allow("read"))) -> dict:
 def _ground_grid(conn: sa.Connection, settings, cols: int, rows: int) -> dict:
     ext = _extent(conn)
     if ext is None:
-        raise NotFound("the twin has no network yet: no ground to show")
+        raise NotFound("the twin has no network yet: no ground to show",
+                       zh="孪生库中还没有管网：没有地面可显示")
     x0, y0, x1, y1 = ext
     cell = max(x1 - x0, y1 - y0, 1.0) / GROUND_CELLS
     pts = np.array(conn.execute(sa.text(
@@ -142,7 +145,8 @@ def _ground_grid(conn: sa.Connection, settings, cols: int, rows: int) -> dict:
         "WHERE ground_z IS NOT NULL GROUP BY floor(ST_X(geom) / :c), floor(ST_Y(geom) / :c)"),
         {"c": cell}).all(), dtype=float).reshape(-1, 3)
     if not len(pts):
-        raise NotFound("the twin's points carry no ground elevations")
+        raise NotFound("the twin's points carry no ground elevations",
+                       zh="孪生库的管点没有地面高程")
     model = GroundModel(pts[:, :2], pts[:, 2])
     crs = _crs(conn)
     # A margin of 5 % on each side so the terrain's edge lies beyond the network.
@@ -206,7 +210,8 @@ def transform(body: TransformBody, request: Request, user: User = Depends(allow(
         crs = _crs(conn)
         if body.to == "twin":
             if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
-                raise InputError("points to transform to the twin CRS are [longitude, latitude] in degrees")
+                raise InputError("points to transform to the twin CRS are [longitude, latitude] in degrees",
+                                 zh="要转换到孪生库坐标参照系的点须为 [经度, 纬度]（度）")
             x, y = transformer("OGC:CRS84", crs).transform(xy[:, 0], xy[:, 1])
             z = z - settings.geoid_offset_m
         else:
@@ -214,7 +219,8 @@ def transform(body: TransformBody, request: Request, user: User = Depends(allow(
             z = z + settings.geoid_offset_m
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            raise InputError(f"some points lie outside the area {crs} can express")
+            raise InputError(f"some points lie outside the area {crs} can express",
+                             zh=f"有些点超出 {crs} 可表示的范围")
         twin_x, twin_y = (x, y) if body.to == "twin" else (xy[:, 0], xy[:, 1])
         ground_z = _ground_at(conn, twin_x, twin_y) if body.ground else None
     digits = 3 if body.to == "twin" else 9
@@ -258,7 +264,7 @@ def stored_proposal_shape(
         doc = conn.execute(sa.text("SELECT geojson FROM proposal WHERE id = :p"), {"p": proposal_id}).scalar()
         crs = _crs(conn)
     if doc is None:
-        raise NotFound(f"no proposal {proposal_id}")
+        raise NotFound(f"no proposal {proposal_id}", zh=f"没有提案 {proposal_id}")
     with work_limits(request).slot(user.name):
         net = read_proposal(doc, settings, engine=engine)
     return _shape(net, crs, settings)
@@ -277,9 +283,9 @@ def search(
 ) -> dict:
     text = q.strip()
     if "\x00" in text:
-        raise InputError("q: NUL characters are not allowed")
+        raise InputError("q: NUL characters are not allowed", zh="q：不允许出现 NUL 字符")
     if not text:
-        raise InputError("q: give an id or a road name")
+        raise InputError("q: give an id or a road name", zh="q：请输入编号或道路名称")
     prefix, part = _like(text) + "%", "%" + _like(text) + "%"
     params = {"q": text, "prefix": prefix, "part": part, "n": limit}
     with read_engine(request).connect() as conn:
@@ -453,45 +459,78 @@ def edit_form_route(kind: Literal["nodes", "segments", "valves", "sources", "cus
     return edit_form(_FORM_KINDS[kind])
 
 
-#: Plan tolerance (m) of the overview's simplified centrelines: well under a pixel from afar.
+#: Plan tolerance (m) of the overview's simplified centrelines: well under a pixel from afar; a
+#: bigger district is simplified more (its extent's diagonal / OVERVIEW_DETAIL).
 OVERVIEW_TOLERANCE_M = 0.5
+OVERVIEW_DETAIL = 5000
+#: At most this many surveyed vertices go into the overview, shared evenly by the utilities:
+#: the biggest pipes first (diameter or width, then length). Merged and simplified, the answer
+#: stays a few hundred kB whatever the network's size (the 1.07M-segment district: bench/RESULTS.md).
+OVERVIEW_VERTICES = 60_000
+
+_OVERVIEW_SQL = """
+WITH live AS (SELECT count(*) AS pipes, count(DISTINCT utility) AS k,
+                     ST_Extent(geom) AS box FROM current_segment WHERE status = 'active'),
+ranked AS (
+  SELECT id, sum(ST_NPoints(geom)) OVER (PARTITION BY utility
+      ORDER BY greatest(coalesce(diameter_mm, 0), coalesce(width_mm, 0)) DESC, ST_Length(geom) DESC, id
+      ROWS UNBOUNDED PRECEDING) AS upto
+  FROM current_segment WHERE status = 'active'),
+tol AS (SELECT greatest(:tol, sqrt((ST_XMax(box) - ST_XMin(box)) ^ 2 + (ST_YMax(box) - ST_YMin(box)) ^ 2)
+                        / :detail) AS m, pipes, k FROM live)
+SELECT s.utility, count(*), ST_AsBinary(ST_Simplify(ST_LineMerge(ST_Collect(s.geom)), tol.m, true)),
+       tol.m, tol.pipes
+FROM ranked r JOIN current_segment s USING (id), tol
+WHERE r.upto <= :budget / tol.k GROUP BY s.utility, tol.m, tol.pipes ORDER BY s.utility
+"""
 
 
-def _overview(conn: sa.Connection, settings) -> dict:
-    """Every active pipe's centreline, simplified, in CRS84 with ellipsoidal heights, by utility:
-    ``{utility: {"positions": [lon, lat, h, ...], "offsets": [0, n1, ...]}}`` (vertex offsets)."""
-    rows = conn.execute(sa.text(
-        "SELECT utility, ST_AsBinary(ST_Simplify(geom, :tol, true)) FROM current_segment "
-        "WHERE status = 'active' ORDER BY utility"), {"tol": OVERVIEW_TOLERANCE_M}).all()
+def _overview(conn: sa.Connection, settings, budget: int = OVERVIEW_VERTICES) -> dict:
+    """The live network's biggest pipes, merged into lines and simplified, in CRS84 with
+    ellipsoidal heights, by utility: ``{utility: {"positions": [lon, lat, h, ...], "offsets": [0,
+    n1, ...], "pipes": n}}`` (vertex offsets of each line). At most ``budget`` surveyed vertices
+    are read, shared by the utilities, biggest pipes first: the answer is bounded whatever the
+    network's size; ``pipes`` of ``active`` pipes are in it."""
+    rows = conn.execute(sa.text(_OVERVIEW_SQL), {"tol": OVERVIEW_TOLERANCE_M, "detail": OVERVIEW_DETAIL,
+                                                 "budget": budget}).all()
     if not rows:
-        return {"utilities": {}}
-    utility = np.array([r[0] for r in rows], dtype=object)
-    geoms = shapely.from_wkb(np.array([bytes(r[1]) for r in rows], dtype=object))
-    xyz, index = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+        return {"utilities": {}, "pipes": 0, "active": 0, "tolerance_m": OVERVIEW_TOLERANCE_M}
+    geoms = shapely.get_parts(shapely.from_wkb(np.array([bytes(r[2]) for r in rows], dtype=object)),
+                              return_index=True)
+    lines, owner = geoms
+    xyz, index = shapely.get_coordinates(lines, include_z=True, return_index=True)
     lon, lat = transformer(_crs(conn), "OGC:CRS84").transform(xyz[:, 0], xyz[:, 1])
-    pos = np.column_stack([np.round(lon, 7), np.round(lat, 7),
-                           np.round(np.nan_to_num(xyz[:, 2]) + settings.geoid_offset_m, 2)])
-    counts = np.bincount(index, minlength=len(rows))
+    # 1e-6 degree is 0.1 m, a tenth of what a pixel covers from where the lines show
+    pos = np.column_stack([np.round(lon, 6), np.round(lat, 6),
+                           np.round(np.nan_to_num(xyz[:, 2]) + settings.geoid_offset_m, 1)])
+    counts = np.bincount(index, minlength=len(lines))
     starts = np.r_[0, np.cumsum(counts)]
     out = {}
-    for code in np.unique(utility).tolist():  # a handful of utilities, vectorised within
-        k = np.flatnonzero(utility == code)
-        a, b = int(starts[k[0]]), int(starts[k[-1] + 1])  # rows are ordered by utility
-        out[str(code)] = {"positions": pos[a:b].ravel().tolist(),
-                          "offsets": (np.r_[0, np.cumsum(counts[k])]).tolist()}
-    return {"utilities": out, "tolerance_m": OVERVIEW_TOLERANCE_M}
+    for i, row in enumerate(rows):  # one row per utility
+        k = np.flatnonzero(owner == i)
+        if not len(k):
+            continue
+        a, b = int(starts[k[0]]), int(starts[k[-1] + 1])  # parts are in the order of their rows
+        out[str(row[0])] = {"positions": pos[a:b].ravel().tolist(),
+                            "offsets": (np.r_[0, np.cumsum(counts[k])]).tolist(), "pipes": int(row[1])}
+    return {"utilities": out, "pipes": int(sum(r[1] for r in rows)), "active": int(rows[0][4]),
+            "tolerance_m": round(float(rows[0][3]), 2)}
 
 
-@router.get("/overview", summary="Every live pipe's simplified centreline (CRS84, by utility): the overview lines")
+@router.get("/overview", summary="The live network's biggest pipes as merged, simplified lines (CRS84, by "
+            "utility), bounded whatever the network's size: the overview lines")
 def overview(request: Request, user: User = Depends(allow("read"))) -> dict:
     settings = request.app.state.settings
     return _cached(request, "overview", lambda conn: _overview(conn, settings))
 
 
-@router.get("/theme/{name}", summary="A thematic map's class of every pipe (专题图: pressure class, survey accuracy)")
+@router.get("/theme/{name}", summary="A thematic map's class of every pipe (专题图: pressure class, survey "
+            "accuracy, criticality)")
 def theme_route(request: Request, name: Annotated[str, PathParam(pattern="^[a-z_]{1,32}$")],
                 user: User = Depends(allow("read"))) -> dict:
-    return _cached(request, f"theme:{name}", lambda conn: theme_classes(conn, name))
+    with read_engine(request).connect() as conn:
+        version = theme_version(conn, name)  # the stored criticality run: recomputed at the same mark
+    return _cached(request, f"theme:{name}:{version}", lambda conn: theme_classes(conn, name))
 
 
 # -- history (历史) and the phone in the field (现场) -------------------------------------------
@@ -506,12 +545,15 @@ def _lonlat_box(text: str, crs: str) -> tuple[float, float, float, float]:
     try:
         w, s, e, n = (float(v) for v in text.split(","))
     except ValueError:
-        raise InputError("bbox: four numbers west,south,east,north in degrees (CRS84)") from None
+        raise InputError("bbox: four numbers west,south,east,north in degrees (CRS84)",
+                         zh="bbox：四个数 西,南,东,北（度，CRS84）") from None
     if not all(np.isfinite([w, s, e, n])) or not (-180 <= w <= e <= 180 and -90 <= s <= n <= 90):
-        raise InputError("bbox: west <= east in [-180, 180] and south <= north in [-90, 90] (degrees)")
+        raise InputError("bbox: west <= east in [-180, 180] and south <= north in [-90, 90] (degrees)",
+                         zh="bbox：西 <= 东，在 [-180, 180] 内；南 <= 北，在 [-90, 90] 内（度）")
     x0, y0, x1, y1 = transformer("OGC:CRS84", crs).transform_bounds(w, s, e, n, densify_pts=5)
     if not all(np.isfinite([x0, y0, x1, y1])):
-        raise InputError(f"bbox: outside the area {crs} can express")
+        raise InputError(f"bbox: outside the area {crs} can express",
+                         zh=f"bbox：超出 {crs} 可表示的范围")
     return x0, y0, x1, y1
 
 

@@ -6,7 +6,8 @@ district (the 1M district of ``bench/analysis.py`` by default). It
 1. builds the full tileset with the local process pool (the same-run reference, one worker
    per core), then on a LocalCluster of 1 and of 2 worker processes (``build_tileset(...,
    cluster=client)``; the cluster is started and its workers have imported the code before the
-   clock starts), and checks that every content is byte for byte the reference's;
+   clock starts), and checks that every content is byte for byte the reference's (naming the
+   contents that differ; ``--keep DIR`` keeps both tilesets to compare them);
 2. scans the network in one process (``scan_network``, clearance forked beside collision: the
    reference) and by partitions on the same clusters, and checks the counts agree;
 3. prints the figures and appends them to ``bench/RESULTS.md``.
@@ -43,12 +44,15 @@ def _warm(_: int) -> bool:
     return True
 
 
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted((folder / "t").rglob("*.glb")):
-        h.update(p.relative_to(folder).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+def _digest(folder: Path) -> dict[str, str]:
+    """Each content's SHA-256, by its path in the tileset."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((folder / "t").rglob("*.glb"))}
+
+
+def _differ(got: dict[str, str], ref: dict[str, str]) -> list[str]:
+    """Contents that differ from the reference's, are missing or are extra."""
+    return sorted(k for k in set(got) | set(ref) if got.get(k) != ref.get(k))
 
 
 def _counts(r: dict) -> tuple:
@@ -63,6 +67,7 @@ def main() -> None:
     ap.add_argument("--skip-tiles", action="store_true")
     ap.add_argument("--skip-scan", action="store_true")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--keep", help="copy the tilesets into this folder (to compare contents that differ)")
     args = ap.parse_args()
     settings = get_settings(db_schema=args.schema)
     engine = open_twin(settings)
@@ -79,6 +84,8 @@ def main() -> None:
                          f"**{ref_s:.1f} s** ({ref['segments'] / ref_s:,.0f} segments/s), {ref['tiles']:,} tiles, "
                          f"stages {ref['stages']}")
             print(lines[-1], flush=True)
+            if args.keep:
+                shutil.copytree(tmp / "local", Path(args.keep) / "local", dirs_exist_ok=True)
             shutil.rmtree(tmp / "local")
         scan_ref = None
         if not args.skip_scan:
@@ -96,7 +103,13 @@ def main() -> None:
                     t = time.perf_counter()
                     rep = build_tileset(settings, out_dir=tmp / f"dask{n}", full=True, cluster=client)
                     s = time.perf_counter() - t
-                    same = _digest(tmp / f"dask{n}") == ref_digest
+                    differ = _differ(_digest(tmp / f"dask{n}"), ref_digest)
+                    same = not differ
+                    if differ:
+                        print(f"  {len(differ)} contents differ, e.g. {differ[:10]}", flush=True)
+                        if args.keep:
+                            print(f"  kept in {args.keep}", flush=True)
+                            shutil.copytree(tmp / f"dask{n}", Path(args.keep) / f"dask{n}", dirs_exist_ok=True)
                     lines.append(f"- tile build on Dask, {n} worker{'s' if n > 1 else ''}: **{s:.1f} s** "
                                  f"(x{ref_s / s:.2f} of the reference; cluster started and warmed in "
                                  f"{started:.1f} s, not counted), stages {rep['stages']}; contents byte for "

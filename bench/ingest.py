@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -60,11 +59,35 @@ def _ogr_csv(points: Path, segments: Path, out: Path) -> int:
     return len(s)
 
 
+def _twin_ingest(points: Path, segments: Path) -> tuple[float, float, float, dict]:
+    """``twin ingest survey`` in a child process into a fresh schema: wall seconds, the child's
+    CPU seconds, its peak RSS (MiB) and the report."""
+    _drop(SCHEMA)
+    env = {**os.environ, "TWIN_DB_SCHEMA": SCHEMA}
+    # A wrapper process per run, so the peak RSS is this child's (rusage of children keeps the maximum).
+    probe = ("import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:]); "
+             "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print(json.dumps({'rc': r.returncode, 'rss': u.ru_maxrss, 'cpu': u.ru_utime + u.ru_stime}), "
+             "file=sys.stderr)")
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", probe, str(BIN / "twin"), "ingest", "survey", "--points",
+                          str(points), "--segments", str(segments), "--json"], env=env, capture_output=True,
+                         text=True)
+    wall = time.perf_counter() - t0
+    usage = json.loads(res.stderr.strip().splitlines()[-1])
+    if usage["rc"] != 0:
+        print(res.stdout[-3000:], res.stderr[-3000:])
+        raise SystemExit("twin ingest failed")
+    return wall, usage["cpu"], usage["rss"] / 1024, json.loads(res.stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=None, help="sample scale (default: >= 1M segments)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--small-scale", type=float, default=10.0,
+                    help="a second, smaller district whose peak memory shows the growth (0: none)")
     args = ap.parse_args()
 
     from ingest.sample import BENCHMARK_SCALE, generate_district
@@ -79,21 +102,19 @@ def main() -> None:
     print(f"district: scale {scale}, {n_seg:,} segments, generated in {gen_s:.1f} s", flush=True)
 
     # -- PipeTwin, end to end, in a child process ------------------------------------------
-    _drop(SCHEMA)
-    env = {**os.environ, "TWIN_DB_SCHEMA": SCHEMA}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    res = subprocess.run([str(BIN / "twin"), "ingest", "survey", "--points", str(points), "--segments",
-                          str(segments), "--json"], env=env, capture_output=True, text=True)
-    twin_s = time.perf_counter() - t0
-    peak_mib = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
-    if res.returncode != 0:
-        print(res.stdout[-3000:], res.stderr[-3000:])
-        raise SystemExit("twin ingest failed")
-    report = json.loads(res.stdout)
+    twin_s, cpu_s, peak_mib, report = _twin_ingest(points, segments)
     stages = report["seconds"]
-    print(f"PipeTwin: {twin_s:.1f} s, {n_seg / twin_s:,.0f} segments/s, peak {peak_mib:,.0f} MiB "
-          f"(stages {stages}, warnings {report['warning_count']})", flush=True)
+    print(f"PipeTwin: {twin_s:.1f} s, {n_seg / twin_s:,.0f} segments/s, peak {peak_mib:,.0f} MiB, "
+          f"CPU {cpu_s:.1f} s (stages {stages}, warnings {report['warning_count']})", flush=True)
+    small = ""
+    if args.small_scale:
+        folder = args.out / f"scale{args.small_scale:g}"
+        generate_district(folder, scale=args.small_scale, seed=1)
+        n_small = sum(1 for _ in (folder / "segments.csv").open("rb")) - 1
+        small_s, _, small_mib, _ = _twin_ingest(folder / "points.csv", folder / "segments.csv")
+        small = (f"; at scale {args.small_scale:g} ({n_small:,} segments): {small_s:.1f} s, "
+                 f"peak RSS {small_mib:,.0f} MiB")
+        print(f"PipeTwin{small.removeprefix(';')}", flush=True)
 
     # -- the reference: ogr2ogr, plain 2D lines, PG_USE_COPY ---------------------------------
     ogr_input = args.out / "segments_wkt.csv"
@@ -123,8 +144,8 @@ def main() -> None:
                 f"- machine: {machine()}; {gdal}\n"
                 f"- district: scale {scale}, {n_seg:,} segments, {summary.get('points_total', 0):,} points\n"
                 f"- PipeTwin `twin ingest survey` end to end (read + checks + centrelines + COPY/merge): "
-                f"{twin_s:.1f} s = **{n_seg / twin_s:,.0f} segments/s**, peak RSS {peak_mib:,.0f} MiB; "
-                f"stages (s): {stages}\n"
+                f"{twin_s:.1f} s = **{n_seg / twin_s:,.0f} segments/s**, peak RSS {peak_mib:,.0f} MiB, "
+                f"CPU {cpu_s:.1f} s{small}; stages (s, interleaved): {stages}\n"
                 f"- ogr2ogr reference (2D lines, PG_USE_COPY): {ogr_s:.1f} s = {n_seg / ogr_s:,.0f} segments/s\n"
                 f"- ratio PipeTwin / ogr2ogr speed: **{ratio:.2f}**\n"
             )

@@ -16,6 +16,11 @@ district it
    (bytes on the wire, gzip as served, and decoded),
 4. prints the figures (median of the runs) and appends them to ``bench/RESULTS.md``.
 
+``--reference REV`` (default ``HEAD``) measures the viewer's scripts and style sheet as of git
+revision REV in the same run, loads interleaved with the current ones (the browser is handed
+REV's ``viewer/js/*.js`` and ``viewer.css`` for the same server): the same-run reference of a
+change to the viewer. ``--reference ''`` skips it.
+
 The browser renders WebGL in software (SwiftShader) on the same two cores as the server, so
 frame times are those of a machine without a GPU: an upper bound for a desktop browser.
 """
@@ -26,6 +31,7 @@ import argparse
 import datetime as dt
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -109,8 +115,28 @@ def big_district() -> tuple[TwinSettings, int] | None:
     return settings, n
 
 
-def measure(browser, server: Server, runs: int) -> dict:
-    """Open the viewer signed in, ``runs`` times with a cold cache: the page's timings and tile bytes."""
+def viewer_files(rev: str) -> dict[str, bytes]:
+    """The viewer's scripts and style sheet at git revision ``rev``, by URL path."""
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "viewer/js/", "viewer/viewer.css"], cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout.split()
+    return {"/" + n: subprocess.run(["git", "show", f"{rev}:{n}"], cwd=ROOT, check=True, capture_output=True).stdout
+            for n in names}
+
+
+def _serve_files(context, files: dict[str, bytes]) -> None:
+    def handle(route) -> None:
+        body = files.get(httpx.URL(route.request.url).path)
+        if body is None:
+            route.continue_()
+        else:
+            kind = "text/css" if route.request.url.endswith(".css") else "text/javascript"
+            route.fulfill(status=200, body=body, headers={"Content-Type": kind, "Cache-Control": "no-cache"})
+    context.route("**/viewer/**", handle)
+
+
+def measure(browser, server: Server, runs: int, files: dict[str, bytes] | None = None) -> dict:
+    """Open the viewer signed in, ``runs`` times with a cold cache: the page's timings and tile bytes
+    (``files``: the viewer's scripts to hand the browser instead of the server's, by URL path)."""
     token = httpx.post(server.url + "/token", data={"username": USER, "password": PASSWORD}, timeout=30).json()
     session = json.dumps({"token": token["access_token"], "user": token["user"], "role": token["role"],
                           "permissions": ["analyse", "read"]})
@@ -124,13 +150,17 @@ def measure(browser, server: Server, runs: int) -> dict:
                                 t["firstPipesFrame"])
         return {"cesium_s": t["start"] / 1000, "tileset_json_s": t["tilesetReady"] / 1000,
                 "tiles_fetched_s": fetched / 1000, "first_tile_loaded_s": t["firstTileLoad"] / 1000,
-                "first_pipes_s": t["firstPipesFrame"] / 1000}
+                "first_pipes_s": t["firstPipesFrame"] / 1000,
+                # the overview lines' first frame (none before they were drawn at once)
+                "overview_s": (t.get("overviewFrame") or 0) / 1000, "all_tiles_s": page.evaluate("performance.now()") / 1000}
 
     samples = []
     warm = None
     for run in range(runs):
         context = browser.new_context(viewport=VIEWPORT)
         context.add_init_script(f"sessionStorage.setItem('pipetwin.session', {json.dumps(session)});")
+        if files:
+            _serve_files(context, files)
         page = context.new_page()
         tiles: list = []
         errors: list[str] = []
@@ -143,14 +173,30 @@ def measure(browser, server: Server, runs: int) -> dict:
         failed = page.evaluate("window.twinViewer.failedTiles()")
         if run == runs - 1:
             page.reload()  # a second visit: CesiumJS and the tiles from the browser's cache (revalidated)
+            again = len(tiles)
             warm = load(page)["first_pipes_s"]
+            warm_requests = len(tiles) - again  # tile requests that reached the server
         context.close()
         if errors or failed:
             raise SystemExit(f"the page reported errors: {errors} {failed}")
         samples.append({**sample, "tile_requests": len(tiles), "tile_bytes_wire": wire, "tile_bytes": decoded})
     out = {k: round(statistics.median(s[k] for s in samples), 3 if k.endswith("_s") else 0) for k in samples[0]}
     return out | {"runs": runs, "first_pipes_all_s": [round(s["first_pipes_s"], 2) for s in samples],
-                  "warm_first_pipes_s": round(warm, 3)}
+                  "warm_first_pipes_s": round(warm, 3), "warm_tile_requests": warm_requests}
+
+
+def _merge(acc: dict | None, one: dict) -> dict:
+    """Samples of single-run measurements, gathered for the median."""
+    acc = acc or {"samples": []}
+    acc["samples"].append(one)
+    return acc
+
+
+def _median(acc: dict) -> dict:
+    samples = acc["samples"]
+    keys = [k for k in samples[0] if isinstance(samples[0][k], int | float)]
+    out = {k: round(statistics.median(s[k] for s in samples), 3) for k in keys}
+    return out | {"runs": len(samples), "first_pipes_all_s": [round(s["first_pipes_s"], 2) for s in samples]}
 
 
 def main() -> None:
@@ -158,6 +204,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="page loads per district (median reported)")
     ap.add_argument("--no-1m", action="store_true", help="only the demo district")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--reference", default="HEAD", help="git revision of the viewer measured alongside ('' for none)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -171,11 +218,23 @@ def main() -> None:
         try:
             for name, settings, n in districts:
                 server = Server(settings)
+                reference = viewer_files(args.reference) if args.reference else None
                 try:
-                    figures = measure(browser, server, args.runs)
+                    figures, before = {}, None
+                    for _ in range(args.runs):  # interleaved: both under the same load
+                        if reference:
+                            before = _merge(before, measure(browser, server, 1, reference))
+                        figures = _merge(figures or None, measure(browser, server, 1))
+                    figures, before = _median(figures), _median(before) if before else None
                 finally:
                     server.stop()
                 results.append((name, n, figures))
+                if before:
+                    print(f"{name}: viewer as of {args.reference}: first pipes {before['first_pipes_s']:.2f} s "
+                          f"(runs {before['first_pipes_all_s']}), first tile loaded {before['first_tile_loaded_s']:.2f} s, "
+                          f"every tile of the view {before['all_tiles_s']:.2f} s", flush=True)
+                    print(json.dumps(before), flush=True)
+                    figures["reference"] = {"rev": args.reference, **before}
                 ok = figures["first_pipes_s"] < TARGET_FIRST_PIPES_S
                 print(f"{name} ({n:,} segments): first pipes on screen {figures['first_pipes_s']:.2f} s "
                       f"(target {TARGET_FIRST_PIPES_S:g} s: {'met' if ok else 'NOT met'}); "
@@ -198,10 +257,17 @@ def main() -> None:
             f"- {name}, {n:,} segments: first pipes on screen **{f['first_pipes_s']:.2f} s** "
             f"(runs {f['first_pipes_all_s']}; CesiumJS loaded {f['cesium_s']:.2f} s, tileset.json "
             f"{f['tileset_json_s']:.2f} s, first view's tiles fetched {f['tiles_fetched_s']:.2f} s, first tile "
-            f"loaded {f['first_tile_loaded_s']:.2f} s; second visit, warm cache {f['warm_first_pipes_s']:.2f} s); initial view "
+            f"loaded {f['first_tile_loaded_s']:.2f} s, overview lines {f['overview_s']:.2f} s, every tile of the view "
+            f"{f['all_tiles_s']:.2f} s; second visit, warm cache {f['warm_first_pipes_s']:.2f} s with "
+            f"{f['warm_tile_requests']:.0f} tile requests); initial view "
             f"{f['tile_requests']:.0f} tile requests, **{f['tile_bytes_wire'] / 2**20:.2f} MiB** on the wire "
             f"({f['tile_bytes'] / 2**20:.2f} MiB decoded); target {TARGET_FIRST_PIPES_S:g} s "
             f"{'met' if ok else '**not met**'}")
+        if "reference" in f:
+            r = f["reference"]
+            lines.append(f"  - same run, the viewer as of {r['rev']}: first pipes {r['first_pipes_s']:.2f} s (runs "
+                         f"{r['first_pipes_all_s']}), first tile loaded {r['first_tile_loaded_s']:.2f} s, every tile "
+                         f"of the view {r['all_tiles_s']:.2f} s")
     if big is None and not args.no_1m:
         lines.append("- 1M district: not measured (no tileset in bench/out/tiles/tileset or no schema bench_tiles)")
     results_md = ROOT / "bench" / "RESULTS.md"

@@ -113,7 +113,7 @@ def approval_pdf(
             sa.text("SELECT geojson FROM proposal WHERE id = :p"), {"p": proposal_id}
         ).scalar()
     if geojson is None:
-        raise NotFound(f"no proposal {proposal_id}")
+        raise NotFound(f"no proposal {proposal_id}", zh=f"没有提案 {proposal_id}")
     proposal = read_proposal(geojson, settings, engine=engine)
     return _package(engine, settings, report, proposal, user=user, pictures=pictures)
 

@@ -364,9 +364,11 @@ def _camera_at(f: Mapping) -> Camera:
 
 def _check_count(n: int) -> None:
     if n > MAX_TOPICS:
-        raise InputError(f"一个 BCF 文件最多 {MAX_TOPICS} 个问题 a BCF file holds at most {MAX_TOPICS} topics; "
+        raise InputError(f"a BCF file holds at most {MAX_TOPICS} topics; "
                          f"{n:,} findings match: filter them (status, verdict, road, utility pair, owner "
-                         "pair) or page with limit and offset", code="TOO_MANY_TOPICS")
+                         "pair) or page with limit and offset", code="TOO_MANY_TOPICS",
+                         zh=f"一个 BCF 文件最多 {MAX_TOPICS} 个问题；有 {n:,} 条检查结果符合条件：请筛选（状态、结论、道路、"
+                         "管线类别组合、权属单位组合）或用 limit 和 offset 分页")
 
 
 def _export(data: bytes, keys: list[str], filename: str, affected: list[str]) -> BcfExport:
@@ -460,7 +462,8 @@ def network_findings_bcf(
     error asking to filter; ``limit`` over :data:`MAX_TOPICS` is one too.
     """
     if limit is not None and not 0 < limit <= MAX_TOPICS:
-        raise InputError(f"limit: 1 to {MAX_TOPICS} topics in one BCF file")
+        raise InputError(f"limit: 1 to {MAX_TOPICS} topics in one BCF file",
+                         zh=f"limit：一个 BCF 文件含 1 到 {MAX_TOPICS} 个问题")
     doc = list_findings(engine, status=status, verdict=verdict, road=road, utility_pair=utility_pair,
                         owner_pair=owner_pair, limit=limit or MAX_TOPICS, offset=offset)
     if limit is None:

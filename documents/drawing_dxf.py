@@ -317,7 +317,8 @@ def profile_dxf(prof: Profile, *, vertical_exaggeration: float | None = None,
     n_h, n_v = profile_scales(prof)
     k = max(n_h / n_v, 1.0) if vertical_exaggeration is None else float(vertical_exaggeration)
     if not (math.isfinite(k) and 1.0 <= k <= 100.0):
-        raise InputError(f"a profile's vertical exaggeration is 1 to 100, not {vertical_exaggeration!r}")
+        raise InputError(f"a profile's vertical exaggeration is 1 to 100, not {vertical_exaggeration!r}",
+                         zh=f"纵断面的竖向放大倍数为 1 到 100，而不是 {vertical_exaggeration!r}")
     sheet = _sheet(n_h)
     mm, length = sheet.per_mm, max(prof.length_m, 1e-3)
     zs = _profile_z(prof)

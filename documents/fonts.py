@@ -27,4 +27,5 @@ def cjk_font() -> Path:
     for path in CJK_FONTS:
         if path.is_file():
             return path
-    raise ConfigError("no CJK font: install fonts-droid-fallback (scripts/system-deps.sh does)")
+    raise ConfigError("no CJK font: install fonts-droid-fallback (scripts/system-deps.sh does)",
+                      zh="没有中日韩字体：请安装 fonts-droid-fallback（scripts/system-deps.sh 会安装）")

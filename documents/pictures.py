@@ -270,7 +270,8 @@ def _pipes_of_extra(extra: Sequence[ExtraPipe], ground: object) -> _Pipes:
     coords = [np.asarray(e.coords, dtype=float).reshape(-1, 3) for e in extra]
     for e, c in zip(extra, coords, strict=True):
         if len(c) < 2 or not np.isfinite(c).all():
-            raise InputError(f"pipe {e.id!r} to draw needs two or more finite (x, y, z) vertices")
+            raise InputError(f"pipe {e.id!r} to draw needs two or more finite (x, y, z) vertices",
+                             zh=f"要绘制的管线 {e.id!r} 需要两个或更多有限的 (x, y, z) 顶点")
     if not extra:
         return _Pipes(
             *(np.zeros(0, object) for _ in range(2)),
@@ -737,9 +738,11 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise InputError(f"a picture size is two whole numbers of pixels, not {size!r}") from None
+        raise InputError(f"a picture size is two whole numbers of pixels, not {size!r}",
+                         zh=f"图片尺寸为两个整数像素值，而不是 {size!r}") from None
     if not (64 <= width <= 8192 and 64 <= height <= 8192):
-        raise InputError(f"a picture is 64 to 8192 pixels wide and high, not {width}x{height}")
+        raise InputError(f"a picture is 64 to 8192 pixels wide and high, not {width}x{height}",
+                         zh=f"图片宽高须为 64 到 8192 像素，而不是 {width}x{height}")
     return width, height
 
 
@@ -901,9 +904,11 @@ def _place_of(finding: Mapping) -> tuple[float, float]:
     try:
         x, y = float(finding["x"]), float(finding["y"])
     except (KeyError, TypeError, ValueError):
-        raise InputError("a finding's picture needs its place: x and y in the twin's CRS") from None
+        raise InputError("a finding's picture needs its place: x and y in the twin's CRS",
+                         zh="检查结果的图片需要其位置：孪生库坐标参照系中的 x 和 y") from None
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise InputError("a finding's place (x, y) is not a pair of finite numbers")
+        raise InputError("a finding's place (x, y) is not a pair of finite numbers",
+                         zh="检查结果的位置 (x, y) 不是两个有限数值")
     return x, y
 
 
@@ -1111,7 +1116,8 @@ def site_picture(
     size = _check_size(size)
     x, y = _place_of({"x": x, "y": y})
     if not (math.isfinite(radius_m) and 0 < radius_m <= 500):
-        raise InputError(f"a dig site's radius is more than 0 and at most 500 m, not {radius_m}")
+        raise InputError(f"a dig site's radius is more than 0 and at most 500 m, not {radius_m}",
+                         zh=f"开挖点半径须大于 0 且不超过 500 米，而不是 {radius_m}")
     xy = np.array([x, y])
     net, ground = _read_area(engine, shapely.Point(x, y), radius_m)
     pipes = _pipes_of(net)
@@ -1194,7 +1200,8 @@ def shutoff_picture(
     box = _extent(engine, burst + isolated)
     pts = np.array([[float(v["x"]), float(v["y"])] for v in valves + failed]).reshape(-1, 2)
     if box is None and not len(pts):
-        raise InputError("a shutoff picture needs the burst pipe, isolated pipes or valves to show")
+        raise InputError("a shutoff picture needs the burst pipe, isolated pipes or valves to show",
+                         zh="关阀图需要显示爆管管线、被隔离的管线或阀门")
     lo = np.min(np.vstack([pts, box.reshape(2, 2)]) if box is not None else pts, axis=0) - margin_m
     hi = np.max(np.vstack([pts, box.reshape(2, 2)]) if box is not None else pts, axis=0) + margin_m
     net, ground = _read_area(engine, shapely.box(*lo, *hi), 0.0)

@@ -72,7 +72,7 @@ def map_frame(points: np.ndarray, *, margin_m: float = 15.0, min_radius_m: float
     pts = np.asarray(points, float).reshape(-1, 2)
     pts = pts[np.isfinite(pts).all(axis=1)]
     if not len(pts):
-        raise InputError("no finite points to frame")
+        raise InputError("no finite points to frame", zh="没有可取景的有限坐标点")
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     cx, cy = (lo + hi) / 2
     return float(cx), float(cy), float(max(min_radius_m, (hi - lo).max() / 2 + margin_m))
@@ -181,7 +181,8 @@ def plan_map(engine: sa.Engine, x: float, y: float, radius_m: float, *,
     (twin CRS, easting and northing): utilities in CJJ 61 colours, the ``highlight`` pipe ids
     emphasised, ``extra`` geometries (twin CRS) dashed, ``marks`` numbered on top."""
     if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(radius_m) and radius_m > 0):
-        raise InputError("a plan map needs a finite centre and a positive radius")
+        raise InputError("a plan map needs a finite centre and a positive radius",
+                         zh="平面图需要有限的中心点和正的半径")
     frame = shapely.box(x - radius_m, y - radius_m, x + radius_m, y + radius_m)
     net = load_network(engine, near=frame, distance_m=0.0)
     fig = Figure(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)

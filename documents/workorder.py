@@ -63,7 +63,8 @@ def _burst_point(conn: sa.Connection, answer: Mapping, at: Sequence[float] | Non
         row = conn.execute(sa.text("SELECT ST_X(geom) AS x, ST_Y(geom) AS y FROM current_node "
                                    "WHERE id = :i"), {"i": answer.get("node")}).first()
     if row is None or row.x is None:
-        raise InputError("the work order cannot place the burst: give its point (at)")
+        raise InputError("the work order cannot place the burst: give its point (at)",
+                         zh="工单无法定位爆管点：请给出其位置（at）")
     return float(row.x), float(row.y)
 
 
@@ -245,7 +246,8 @@ def work_order_pdf(engine: sa.Engine, settings: TwinSettings, answer: Mapping, *
     """The work order of a shutoff answer (or a shutdown record) as PDF bytes: valves in order,
     plan map, second ring, customers, hydrants, and (``picture``) the dig site in 3D."""
     if not answer.get("utility") or "valves" not in answer:
-        raise InputError("a work order needs a shutoff answer (utility, valves, ...)")
+        raise InputError("a work order needs a shutoff answer (utility, valves, ...)",
+                         zh="工单需要关阀分析结果（管线类别、阀门等）")
     site = work_site(engine, answer, at=at)
     doc = Document("关阀作业单", "Shutoff work order", generated_by=by, change_mark=site.change_mark,
                    subject=_what(answer))

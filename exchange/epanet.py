@@ -59,7 +59,8 @@ def write_inp(out: Path, points: pa.Table, segments: pa.Table, valves: pa.Table,
     seg = segments.to_pandas()
     seg = seg[(seg["utility"] == "JS") & seg["status"].fillna("active").eq("active")]
     if seg.empty:
-        raise InputError("没有给水管线 no water (JS) pipes to write as EPANET in this selection")
+        raise InputError("no water (JS) pipes to write as EPANET in this selection",
+                         zh="所选范围内没有可写成 EPANET 的给水（JS）管线")
     pts = points.to_pandas()
     pts = pts[pts["id"].isin(seg["from_node"]) | pts["id"].isin(seg["to_node"])]
     xy = shapely.get_coordinates(shapely.from_wkb(pts["geometry"].to_numpy()))

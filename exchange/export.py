@@ -68,10 +68,12 @@ def selection(utility: str | None = None, bbox: str | None = None,
 def check_format(fmt: str, sel: Selection) -> None:
     """The format is known and fits the selection (EPANET: water only)."""
     if fmt not in FORMATS:
-        raise InputError(f"未知格式 unknown format {fmt[:20]!r}: one of {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt[:20]!r}: one of {', '.join(FORMATS)}",
+                         zh=f"未知格式 {fmt[:20]!r}：可选 {', '.join(FORMATS)}")
     if fmt == "inp" and sel.utility not in (None, "JS"):
-        raise InputError("EPANET 只导出给水 the EPANET export is of the water network: leave out "
-                         "--utility or give JS")
+        raise InputError("the EPANET export is of the water network: leave out "
+                         "--utility or give JS",
+                         zh="EPANET 只导出给水管网：请去掉 --utility 或指定 JS")
 
 
 def _write(conn: sa.Connection, out: Path, fmt: str, sel: Selection, xlsx: bool,
@@ -110,7 +112,8 @@ def export_network(engine: sa.Engine, out: Path, fmt: str, *, utility: str | Non
     folder = fmt in FOLDER_FORMATS
     if out.exists() and out.is_dir() != folder:
         raise InputError(f"{out} exists and is {'not ' if folder else ''}a folder; the {fmt} export "
-                         f"writes {'a folder' if folder else 'a file'}")
+                         f"writes {'a folder' if folder else 'a file'}",
+                         zh=f"{out} 已存在且{'不' if folder else ''}是文件夹；{fmt} 导出写入的是{'文件夹' if folder else '文件'}")
     step = progress or (lambda _p, _m: None)
     t0 = time.perf_counter()
     step(5, "reading")
@@ -119,7 +122,8 @@ def export_network(engine: sa.Engine, out: Path, fmt: str, *, utility: str | Non
         try:
             files, counts, details = _write(conn, out, fmt, sel, xlsx, step)
         except OSError as exc:  # a folder that cannot be written, a full disk
-            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}",
+                             zh=f"无法写入 {out}：{exc.strerror or exc}") from None
         conn.rollback()
     step(95, "done")
     return ExportReport(format=fmt, out=str(out), files=[str(f) for f in files], counts=counts,

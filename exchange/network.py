@@ -65,8 +65,9 @@ def parse_utility(code: str | None) -> tuple[str | None, str | None]:
         return c, None
     if c in SUBTYPE_PARENT:
         return SUBTYPE_PARENT[c], c
-    raise InputError(f"未知管线类别 unknown utility {code[:20]!r}: one of {', '.join(UTILITIES)} "
-                     "or a subtype such as YS")
+    raise InputError(f"unknown utility {code[:20]!r}: one of {', '.join(UTILITIES)} "
+                     "or a subtype such as YS",
+                     zh=f"未知管线类别 {code[:20]!r}：可选 {', '.join(UTILITIES)} 或子类，如 YS")
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
@@ -77,9 +78,11 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     try:
         v = [float(p) for p in parts]
     except ValueError:
-        raise InputError(f"bbox: four numbers E1,N1,E2,N2, not {text[:60]!r}") from None
+        raise InputError(f"bbox: four numbers E1,N1,E2,N2, not {text[:60]!r}",
+                         zh=f"bbox：须为四个数 E1,N1,E2,N2，而不是 {text[:60]!r}") from None
     if len(v) != 4 or not np.isfinite(v).all():
-        raise InputError(f"bbox: four finite numbers E1,N1,E2,N2, not {text[:60]!r}")
+        raise InputError(f"bbox: four finite numbers E1,N1,E2,N2, not {text[:60]!r}",
+                         zh=f"bbox：须为四个有限数 E1,N1,E2,N2，而不是 {text[:60]!r}")
     return min(v[0], v[2]), min(v[1], v[3]), max(v[0], v[2]), max(v[1], v[3])
 
 
@@ -90,7 +93,8 @@ def parse_at(text: str | datetime | None) -> datetime | None:
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InputError(f"at: {text[:40]!r} is not an ISO 8601 time such as 2025-03-01T08:00:00Z") from None
+        raise InputError(f"at: {text[:40]!r} is not an ISO 8601 time such as 2025-03-01T08:00:00Z",
+                         zh=f"at：{text[:40]!r} 不是 ISO 8601 时间，例如 2025-03-01T08:00:00Z") from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
@@ -170,7 +174,8 @@ def unhex(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Hex text (PostgreSQL's ``encode(.., 'hex')``) -> binary, decoded in one call."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if arr.null_count:
-        raise InputError("a feature without geometry cannot be exported")
+        raise InputError("a feature without geometry cannot be exported",
+                         zh="没有几何的要素无法导出")
     if pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
     n = len(arr)

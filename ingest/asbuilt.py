@@ -93,15 +93,18 @@ def _move(asbuilt_id: int, status: str, to: str) -> None:
     if to == "committed":
         hint = " (review it first)" if status == "submitted" else ""
         raise Conflict(
-            f"as-built batch {asbuilt_id} is {status}; only a reviewed batch can be committed{hint}"
+            f"as-built batch {asbuilt_id} is {status}; only a reviewed batch can be committed{hint}",
+            zh=f"竣工批次 {asbuilt_id} 状态为 {status}；只有已审核的批次可以提交入库"
+               + ("（请先审核）" if status == "submitted" else "")
         )
-    raise Conflict(f"as-built batch {asbuilt_id} is {status}, not waiting for review")
+    raise Conflict(f"as-built batch {asbuilt_id} is {status}, not waiting for review",
+                   zh=f"竣工批次 {asbuilt_id} 状态为 {status}，不在待审核状态")
 
 
 def _text(value: str | None, what: str) -> str | None:
     """Text a person typed: NUL refused, spaces trimmed, empty as None."""
     if value is not None and "\x00" in value:
-        raise InputError(f"{what} holds a NUL character")
+        raise InputError(f"{what} holds a NUL character", zh=f"{what} 含有 NUL 字符")
     return (value or "").strip() or None
 
 
@@ -118,7 +121,7 @@ def _row(conn: sa.Connection, asbuilt_id: int, *, lock: bool = False) -> sa.RowM
         .first()
     )
     if row is None:
-        raise NotFound(f"no as-built batch {asbuilt_id}")
+        raise NotFound(f"no as-built batch {asbuilt_id}", zh=f"没有竣工批次 {asbuilt_id}")
     return row
 
 
@@ -209,7 +212,7 @@ def submit(
     """
     title = _text(name, "name")
     if title is None:
-        raise InputError("an as-built batch needs a name")
+        raise InputError("an as-built batch needs a name", zh="竣工批次须有名称")
     checked = dataclasses.replace(options or ImportOptions(scope=""), dry_run=True)
     report = ingest_survey(
         points,
@@ -238,10 +241,11 @@ def review(
     """
     note = _text(note, "note")
     if not accept and note is None:
-        raise InputError("a rejection needs a note saying why")
+        raise InputError("a rejection needs a note saying why", zh="驳回须在备注中说明理由")
     row = _row(conn, asbuilt_id, lock=True)
     if row["submitted_by"] == user:
-        raise Forbidden("the submitter of an as-built batch cannot review it (four eyes)")
+        raise Forbidden("the submitter of an as-built batch cannot review it (four eyes)",
+                        zh="竣工批次的提交人不能审核该批次（双人审核）")
     status = "reviewed" if accept else "rejected"
     _move(asbuilt_id, row["status"], status)
     conn.execute(
@@ -294,7 +298,8 @@ def reviewed(conn: sa.Connection, asbuilt_id: int) -> Reviewed:
     ).all()
     by_role = {r.role: StoredTable(r.role, r.name, bytes(r.content)) for r in stored}
     if set(by_role) != set(ROLES):
-        raise Conflict(f"as-built batch {asbuilt_id} lacks its stored tables")
+        raise Conflict(f"as-built batch {asbuilt_id} lacks its stored tables",
+                       zh=f"竣工批次 {asbuilt_id} 缺少已存储的数据表")
     opts = row["options"] or {}
     options = ImportOptions(
         opts.get("axis_order", "ne"),
@@ -310,7 +315,8 @@ def _mark_committed(conn: sa.Connection, asbuilt_id: int, *, user: str, batch_id
     """Inside the import's transaction: the batch turns 'committed', or the import rolls back."""
     status = _row(conn, asbuilt_id, lock=True)["status"]
     if not allowed(status, "committed"):
-        raise Conflict(f"as-built batch {asbuilt_id} is no longer reviewed; nothing was applied")
+        raise Conflict(f"as-built batch {asbuilt_id} is no longer reviewed; nothing was applied",
+                       zh=f"竣工批次 {asbuilt_id} 已不是已审核状态；未做任何更改")
     conn.execute(
         sa.text(
             "UPDATE asbuilt SET status = 'committed', committed_by = :u, "
@@ -391,7 +397,8 @@ def list_batches(
 ) -> list[dict]:
     """As-built batches, newest first, each with the outcome of its data checks (``check``)."""
     if status is not None and status not in STATES:
-        raise InputError(f"no as-built state {status!r}; the states are {', '.join(STATES)}")
+        raise InputError(f"no as-built state {status!r}; the states are {', '.join(STATES)}",
+                         zh=f"没有竣工状态 {status!r}；状态有 {'、'.join(STATES)}")
     rows = conn.execute(
         sa.text(
             f"SELECT {_COLUMNS}, report FROM asbuilt "
@@ -416,5 +423,6 @@ def stored_table(conn: sa.Connection, asbuilt_id: int, role: str) -> StoredTable
         {"i": asbuilt_id, "r": role},
     ).first()
     if row is None:
-        raise NotFound(f"no {role} table in as-built batch {asbuilt_id}")
+        raise NotFound(f"no {role} table in as-built batch {asbuilt_id}",
+                       zh=f"竣工批次 {asbuilt_id} 中没有 {role} 表")
     return StoredTable(role, row.name, bytes(row.content))

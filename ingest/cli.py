@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ingest.report import Report
+from ingest.report import CHECK_TITLES_ZH, CHECKS, SEVERITY_ZH, Report, check_title
 from twin.audit import record_command
 from twin.settings import get_settings
 
@@ -67,7 +67,9 @@ def audited(
 def print_report(report: Report) -> None:
     out = Console()
     colour = {"applied": "green", "rejected": "red"}.get(report.status, "yellow")
-    out.print(f"[bold {colour}]{report.status}[/]" + (f"  batch {report.batch_id}" if report.batch_id else ""))
+    status_zh = {"applied": "已导入", "rejected": "已拒绝", "checked": "已检查"}.get(report.status, "")
+    out.print(f"[bold {colour}]{status_zh} {report.status}[/]"
+              + (f"  批次 batch {report.batch_id}" if report.batch_id else ""))
     changes = report.counts.get("changes")
     if changes:
         t = Table(title="changes")
@@ -77,17 +79,20 @@ def print_report(report: Report) -> None:
             t.add_row(name, f"{ch['added']:,}", f"{ch['changed']:,}", f"{ch['retired']:,}")
         out.print(t)
     if report.issue_counts:
-        t = Table(title=f"data checks: {report.error_count} errors, {report.warning_count} warnings")
-        for c in ("code", "severity", "count", "first"):
+        t = Table(title=f"数据检查 data checks: {report.error_count} 个错误 errors, "
+                        f"{report.warning_count} 个警告 warnings")
+        for c in ("代码 code", "检查项 check", "级别 severity", "数量 count", "首例 first"):
             t.add_column(c)
         for code, n in sorted(report.issue_counts.items()):
             first = next((i for i in report.issues if i.code == code), None)
-            where = f"{first.file}:{first.row} {first.message}" if first else ""
-            t.add_row(code, first.severity if first else "", f"{n:,}", where)
+            where = f"{first.file}:{first.row} {first.message_zh or first.message}" if first else ""
+            severity = CHECKS[code][0]
+            t.add_row(code, check_title(code), f"{SEVERITY_ZH[severity]} {severity}", f"{n:,}", where)
         out.print(t)
     for issue in report.errors[:20]:
-        out.print(f"[red]{issue.code}[/] {issue.file or ''}{':' + str(issue.row) if issue.row else ''} "
-                  f"{' '.join(issue.ids)}: {issue.message}")
+        out.print(f"[red]{issue.code} {CHECK_TITLES_ZH[issue.code]}[/] {issue.file or ''}"
+                  f"{':' + str(issue.row) if issue.row else ''} "
+                  f"{' '.join(issue.ids)}: {issue.message_zh or issue.message}")
 
 
 @app.command("survey")
@@ -135,12 +140,14 @@ def epanet(
         try:
             off = tuple(float(v) for v in offset.split(",")) if offset else None
             if off is not None and len(off) != 2:
-                raise InputError("--offset takes two numbers: EASTING,NORTHING")
+                raise InputError("--offset takes two numbers: EASTING,NORTHING",
+                                 zh="--offset 须为两个数：东坐标,北坐标")
             tables = read_epanet(network, valves=valves, source_crs=crs, twin_crs=settings.crs,
                                  offset=off if off is not None else "auto",
                                  cover_m=cover if cover is not None else settings.default_cover_m)
         except ValueError:
-            finish(rejected_report(InputError("--offset takes two numbers: EASTING,NORTHING")), as_json)
+            finish(rejected_report(InputError("--offset takes two numbers: EASTING,NORTHING",
+                                                  zh="--offset 须为两个数：东坐标,北坐标")), as_json)
             return
         except InputError as exc:  # unreadable files: a rejected report, not an error
             finish(rejected_report(exc), as_json)

@@ -42,6 +42,7 @@ import sqlalchemy as sa
 
 from ingest.load import TABLES
 from ingest.prepare import Prepared, prepare
+from ingest.report import CHECK_TITLES_ZH, Issue
 from ingest.tables import POINT_COLUMNS, SEGMENT_COLUMNS, SurveyTables
 from twin import store
 from twin.crs import TwinCRS, twin_crs
@@ -93,9 +94,11 @@ def _finite(value: float | None, what: str, *, low: float = -1e8, high: float = 
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-        raise InputError(f"{what} must be a finite number, not {value!r}")
+        raise InputError(f"{what} must be a finite number, not {value!r}",
+                         zh=f"{what} 须为有限数，不是 {value!r}")
     if not low <= value <= high:
-        raise InputError(f"{what} {value!r} is out of range [{low:g}, {high:g}]")
+        raise InputError(f"{what} {value!r} is out of range [{low:g}, {high:g}]",
+                         zh=f"{what} {value!r} 超出范围 [{low:g}, {high:g}]")
     return float(value)
 
 
@@ -163,7 +166,9 @@ def _derive(twin: _Twin, nodes: Sequence[Mapping[str, Any]], segments: Sequence[
     if errors:
         text = "; ".join(f"{i.code}: {i.message} ({i.file} {' to '.join(i.ids)})" for i in errors[:10])
         kind = InvalidGeometry if {i.code for i in errors} <= _GEOMETRY_CODES else InputError
-        raise kind(text, code=errors[0].code)
+        raise kind(text, code=errors[0].code,
+                   zh="；".join(f"{i.code} {CHECK_TITLES_ZH[i.code]}：{i.message_zh or i.message}"
+                               f"（{i.file} {' 至 '.join(i.ids)}）" for i in errors[:10]))
     watched = edited | {("node", int(r)) for r, i in zip(points["_row"], points["point_id"], strict=True)
                         if i in set(watched_nodes)}
     warnings = [{**i.as_dict(), "kind": i.file} for i in prepared.report.warnings
@@ -280,7 +285,8 @@ def _same_parent(kind: str, utility: str, code: object) -> None:
     parent, _, bad = parse_utility(pd.Series([code], dtype=object))
     if bad[0] or parent.iat[0] != utility:
         raise InputError(f"{kind} subtype {code!r} is not a subtype of {utility}; the utility itself "
-                         "does not change by an edit (retire and add instead)")
+                         "does not change by an edit (retire and add instead)",
+                         zh=f"{kind} 子类 {code!r} 不是 {utility} 的子类；编辑不能改变管线类别（请废弃后新增）")
 
 
 def _crossing_warnings(conn: sa.Connection, seg_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -291,8 +297,8 @@ def _crossing_warnings(conn: sa.Connection, seg_ids: Sequence[str]) -> list[dict
                 " AND coalesce(o.subtype, '') = coalesce(e.subtype, '') AND ST_Intersects(o.geom, e.geom) "
                 " AND o.from_node NOT IN (e.from_node, e.to_node) AND o.to_node NOT IN (e.from_node, e.to_node) "
                 "WHERE e.id = ANY(:ids) ORDER BY e.id, o.id LIMIT 50"), {"ids": list(seg_ids)}).all()
-    return [{"code": "W208", "severity": "warning", "check": "same-utility pipes cross without a shared point",
-             "message": f"{r.code} segments {r.a} and {r.b} cross without a shared point", "ids": [r.a, r.b],
+    return [{**Issue("W208", f"{r.code} segments {r.a} and {r.b} cross without a shared point", "segment",
+                     ids=[r.a, r.b], message_zh=f"{r.code} 管线段 {r.a} 与 {r.b} 交叉但无共用管点").as_dict(),
              "kind": "segment"} for r in rows]
 
 
@@ -342,7 +348,8 @@ def add_segment(conn: sa.Connection, user: str, from_node: str, to_node: str, *,
     for value, what in ((from_node, "from_node"), (to_node, "to_node")):
         store.check_text(value, what, max_length=200)
     if from_node == to_node:
-        raise InvalidGeometry(f"a segment joins two different nodes, not {from_node!r} to itself", code="E204")
+        raise InvalidGeometry(f"a segment joins two different nodes, not {from_node!r} to itself", code="E204",
+                              zh=f"管线须连接两个不同的管点，不能从 {from_node!r} 连到自身")
     seg_id = store.check_text(id if id is not None else f"{from_node}-{to_node}", "the segment id", max_length=200)
     store.check_text(size, "the size", max_length=50)
     store.check_text(scope, "the scope", max_length=100)
@@ -358,7 +365,8 @@ def add_segment(conn: sa.Connection, user: str, from_node: str, to_node: str, *,
             "to_elevation_m": _finite(to_elevation_m, "to_elevation_m", low=-1e4, high=1e4), **attrs}
     edit = store.begin_edit(conn, user, "add-segment")
     if store.live_ids(conn, "SELECT id FROM segment WHERE id = :i AND retired_at IS NULL", {"i": seg_id}):
-        raise Conflict(f"segment id {seg_id} is in use; choose another id")
+        raise Conflict(f"segment id {seg_id} is in use; choose another id",
+                       zh=f"管线编号 {seg_id} 已被使用；请另选编号")
     ends = _locked(conn, "node", [from_node, to_node], share=True)
     # The segments already at both ends: duplicates (E206) and valve placement see them.
     context = _rows(conn, "segment", "(from_node = ANY(:n) OR to_node = ANY(:n)) AND retired_at IS NULL",
@@ -395,12 +403,14 @@ def move_node(conn: sa.Connection, user: str, node_id: str, *, easting: float | 
     """
     twin = _twin(conn, settings)
     if keep not in ("depth", "elevation"):
-        raise InputError(f"keep is 'depth' or 'elevation', not {keep!r}")
+        raise InputError(f"keep is 'depth' or 'elevation', not {keep!r}",
+                         zh=f"keep 取 'depth'（保留埋深）或 'elevation'（保留高程），不是 {keep!r}")
     given = {"easting": _finite(easting, "easting"), "northing": _finite(northing, "northing"),
              "ground_z": _finite(ground_z, "ground_z", low=-1e4, high=1e4),
              "depth_m": _finite(depth_m, "depth_m", low=-1e4, high=1e4)}
     if all(v is None for v in given.values()):
-        raise InputError("a move names at least one of easting, northing, ground_z, depth_m")
+        raise InputError("a move names at least one of easting, northing, ground_z, depth_m",
+                         zh="移动须至少指定 easting、northing、ground_z、depth_m 之一")
     edit = store.begin_edit(conn, user, "move")
     node = _locked(conn, "node", [node_id], {node_id: version})[node_id]
     segments = _rows(conn, "segment", "(from_node = :n OR to_node = :n) AND retired_at IS NULL", {"n": node_id},
@@ -442,7 +452,8 @@ def change_attributes(conn: sa.Connection, user: str, kind: str, id: str, values
     if kind in store.ATTRIBUTES:
         return store.set_attributes(conn, user, kind, id, values, version=version)
     if kind not in ("node", "segment"):
-        raise InputError(f"unknown feature kind {kind!r}; one of {', '.join(store.KINDS)}")
+        raise InputError(f"unknown feature kind {kind!r}; one of {', '.join(store.KINDS)}",
+                         zh=f"未知要素类型 {kind!r}；取 {'、'.join(store.KINDS)} 之一")
     twin = _twin(conn, settings)
     allowed = NODE_ATTRIBUTES if kind == "node" else SEGMENT_ATTRIBUTES
     values = store.typed_values(kind, values, allowed)
@@ -450,7 +461,8 @@ def change_attributes(conn: sa.Connection, user: str, kind: str, id: str, values
     row = _locked(conn, kind, [id], {id: version})[id]
     if "subtype" in values:
         if values["subtype"] is None:
-            raise InputError(f"a {kind}'s subtype is cleared by setting the parent code {row['utility']!r}")
+            raise InputError(f"a {kind}'s subtype is cleared by setting the parent code {row['utility']!r}",
+                             zh=f"{kind} 的子类通过设为父类代码 {row['utility']!r} 来清除")
         _same_parent(kind, row["utility"], values["subtype"])
         if values["subtype"] == row["utility"]:
             values["subtype"] = None
@@ -461,7 +473,7 @@ def change_attributes(conn: sa.Connection, user: str, kind: str, id: str, values
     else:
         vertices, reference = _interior(row)
         if "size" in values and values["size"] is None:
-            raise InputError("a segment needs a size; it cannot be cleared")
+            raise InputError("a segment needs a size; it cannot be cleared", zh="管线须有管径；不能清空")
         spec = {**row, **values, "vertices": vertices, "reference_z": reference}
         if "subtype" in values:
             spec["subtype"] = values["subtype"] or row["utility"]
@@ -489,7 +501,8 @@ def split_segment(conn: sa.Connection, user: str, segment_id: str, *, easting: f
     max_distance_m = _finite(max_distance_m, "max_distance_m", low=0, high=1e4)  # type: ignore[assignment]
     part_ids = list(ids) if ids is not None else [f"{segment_id}-1", f"{segment_id}-2"]
     if len(part_ids) != 2 or len(set(part_ids)) != 2:
-        raise InputError("a split makes two segments: name two different ids")
+        raise InputError("a split makes two segments: name two different ids",
+                         zh="截断生成两条管线：请给出两个不同的编号")
     for p in part_ids:
         store.check_text(p, "a segment id", max_length=200)
     new_node = store.check_text(node_id if node_id is not None else f"{segment_id}-n", "the node id", max_length=200)
@@ -500,12 +513,14 @@ def split_segment(conn: sa.Connection, user: str, segment_id: str, *, easting: f
     line = shapely.LineString(coords[:, :2])
     distance = float(line.distance(point))
     if distance > max_distance_m:
-        raise InputError(f"the point is {distance:.2f} m from segment {segment_id}, more than {max_distance_m:g} m")
+        raise InputError(f"the point is {distance:.2f} m from segment {segment_id}, more than {max_distance_m:g} m",
+                         zh=f"该点距管线 {segment_id} {distance:.2f} 米，超过 {max_distance_m:g} 米")
     chain = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(coords[:, :2], axis=0).T))])
     at = float(line.project(point))
     short = twin.settings.short_segment_m
     if at < short or chain[-1] - at < short:
-        raise InputError(f"the split point is within {short:g} m of an end of {segment_id}: nothing to split")
+        raise InputError(f"the split point is within {short:g} m of an end of {segment_id}: nothing to split",
+                         zh=f"截断点距管线 {segment_id} 的端点不足 {short:g} 米：无可截断")
     z = float(np.interp(at, chain, coords[:, 2]))
     xy = np.array(line.interpolate(at).coords[0])
     frac = at / chain[-1]
@@ -570,34 +585,41 @@ def merge_segments(conn: sa.Connection, user: str, first: str, second: str, *, i
     """
     twin = _twin(conn, settings)
     if first == second:
-        raise InputError("merge two different segments")
+        raise InputError("merge two different segments", zh="合并须为两条不同的管线")
     edit = store.begin_edit(conn, user, "merge")
     segs = _locked(conn, "segment", [first, second], versions)
     a, b = segs[first], segs[second]
     shared = {a["from_node"], a["to_node"]} & {b["from_node"], b["to_node"]}
     if len(shared) != 1:
         raise InputError(f"segments {first} and {second} share {'no node' if not shared else 'both ends'}: "
-                         "merging needs exactly one shared node")
+                         "merging needs exactly one shared node",
+                         zh=f"管线 {first} 与 {second} {'没有共用管点' if not shared else '两端都共用'}：合并须恰好共用一个管点")
     (joint,) = shared
     node = _locked(conn, "node", [joint])[joint]
     for col in _SAME:
         if a[col] != b[col]:
             raise Conflict(f"{first} and {second} differ in {col} ({a[col]} vs {b[col]}): only pipes of one "
-                           "utility, size and status merge")
+                           "utility, size and status merge",
+                           zh=f"{first} 与 {second} 的 {col} 不同（{a[col]} 与 {b[col]}）：只有管线类别、管径和状态相同的管线才能合并")
     if (a["material"] or "").strip().lower() != (b["material"] or "").strip().lower():
         raise Conflict(f"{first} is {a['material']} and {second} is {b['material']}: a material change "
-                       "point stays a node")
+                       "point stays a node",
+                       zh=f"{first} 材质为 {a['material']}，{second} 材质为 {b['material']}：变材点须保留为管点")
     users = store.live_ids(conn, "SELECT id FROM segment WHERE (from_node = :n OR to_node = :n) "
                                  "AND retired_at IS NULL ORDER BY id", {"n": joint})
     if sorted(users) != sorted([first, second]):
-        raise Conflict(f"node {joint} joins {len(users)} current segments ({', '.join(users)}), not just these two")
+        raise Conflict(f"node {joint} joins {len(users)} current segments ({', '.join(users)}), not just these two",
+                       zh=f"管点 {joint} 连接 {len(users)} 条现有管线（{'、'.join(users)}），不只这两条")
     if node["appurtenance"]:
-        raise Conflict(f"node {joint} carries a {node['appurtenance']}: it stays a node")
+        raise Conflict(f"node {joint} carries a {node['appurtenance']}: it stays a node",
+                       zh=f"管点 {joint} 上有附属物 {node['appurtenance']}：须保留为管点")
     for kind in ("valve", "source", "customer"):
         held = store.live_ids(conn, f"SELECT id FROM {kind} WHERE node_id = :n AND retired_at IS NULL "
                                     "ORDER BY id", {"n": joint})
         if held:
-            raise Conflict(f"node {joint} holds {kind} {', '.join(held)}: it stays a node")
+            raise Conflict(f"node {joint} holds {kind} {', '.join(held)}: it stays a node",
+                           zh=f"管点 {joint} 上有{ {'valve': '阀门', 'source': '水源', 'customer': '用户'}.get(kind, kind)} "
+                              f"{'、'.join(held)}：须保留为管点")
     # Along the flow: the part that ends at the joint comes first.
     if a["to_node"] == joint and b["from_node"] == joint:
         up, down, flip_up, flip_down = a, b, False, False
@@ -605,7 +627,8 @@ def merge_segments(conn: sa.Connection, user: str, first: str, second: str, *, i
         up, down, flip_up, flip_down = b, a, False, False
     elif a["utility"] in GRAVITY_UTILITIES:
         raise Conflict(f"the flows of {first} and {second} meet at {joint}: gravity pipes merge only "
-                       "along one flow direction")
+                       "along one flow direction",
+                       zh=f"{first} 与 {second} 的流向在 {joint} 相对：重力管线只能沿同一流向合并")
     else:
         up, down = a, b
         flip_up, flip_down = a["from_node"] == joint, b["to_node"] == joint

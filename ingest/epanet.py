@@ -131,9 +131,12 @@ class _Inp:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def error(self, line: int | None, message: str) -> InputError:
+    def error(self, line: int | None, message: str, zh: str) -> InputError:
+        """The error of ``line`` (None: the whole file); ``zh``: the message in Chinese."""
         where = f"{self.name} line {int(line)}" if line is not None else self.name
-        return InputError(f"{where}: {message}", code="F003")
+        where_zh = f"{self.name} 第 {int(line)} 行" if line is not None else self.name
+        text_zh = f"{where_zh}：{zh}"
+        return InputError(f"{where}: {message}", code="F003", zh=text_zh)
 
 
 # --------------------------------------------------------------------------- sections
@@ -147,7 +150,8 @@ def _split_sections(text: str, inp: _Inp) -> dict[str, _Section]:
     names = content.where(is_header).str.extract(r"^\[\s*([^\]]*?)\s*(?:\]|$)", expand=False).str.upper()
     names = names.where(~is_header | names.notna(), "?")  # every header starts a section
     if not is_header.any():
-        raise inp.error(None, "not an EPANET .inp file: no [SECTION] headers")
+        raise inp.error(None, "not an EPANET .inp file: no [SECTION] headers",
+                        zh="不是 EPANET .inp 文件：没有 [SECTION] 节标题")
     section = names.ffill()
     end = np.flatnonzero((names == "END").to_numpy())
     keep = (~is_header & (content != "") & section.isin(list(_SECTIONS))).to_numpy().copy()
@@ -157,7 +161,8 @@ def _split_sections(text: str, inp: _Inp) -> dict[str, _Section]:
     missing = [s for s in ("JUNCTIONS", "PIPES") if s not in found]
     if missing:
         raise inp.error(None, "not an EPANET .inp file: no " + " or ".join(f"[{s}]" for s in missing)
-                        + " section")
+                        + " section",
+                        zh="不是 EPANET .inp 文件：没有 " + " 或 ".join(f"[{s}]" for s in missing) + " 节")
     data = content[keep]
     sect = section[keep]
     out: dict[str, _Section] = {}
@@ -191,11 +196,16 @@ def _need(sec: _Section, n: int, inp: _Inp) -> None:
         i = int(np.flatnonzero(short)[0])
         got = int(sec.fields.iloc[i].notna().sum())
         raise inp.error(sec.lines[i], f"[{sec.name}] needs at least {n} fields, found {got}"
-                        + _more(short.sum()))
+                        + _more(short.sum()),
+                        zh=f"[{sec.name}] 至少需要 {n} 个字段，实际 {got} 个" + _more_zh(short.sum()))
 
 
 def _more(count: int) -> str:
     return f" ({count - 1} more line(s) like it)" if count > 1 else ""
+
+
+def _more_zh(count: int) -> str:
+    return f"（另有 {count - 1} 行类似）" if count > 1 else ""
 
 
 def _numbers(sec: _Section, i: int, what: str, inp: _Inp, *, optional: bool = False,
@@ -209,7 +219,8 @@ def _numbers(sec: _Section, i: int, what: str, inp: _Inp, *, optional: bool = Fa
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
         raise inp.error(sec.lines[j], f"[{sec.name}] {what} {col.iloc[j]!r} is not a number"
-                        + _more(bad.sum()))
+                        + _more(bad.sum()),
+                        zh=f"[{sec.name}] {what} {col.iloc[j]!r} 不是数字" + _more_zh(bad.sum()))
     return np.where(present, values, default)
 
 
@@ -219,7 +230,8 @@ def _unique(ids: pd.Series, lines: np.ndarray, what: str, inp: _Inp) -> None:
         j = int(np.flatnonzero(dup)[0])
         first = int(lines[int(np.flatnonzero((ids == ids.iloc[j]).to_numpy())[0])])
         raise inp.error(lines[j], f"{what} id {ids.iloc[j]!r} is already defined on line {first}"
-                        + _more(dup.sum()))
+                        + _more(dup.sum()),
+                        zh=f"{what} 编号 {ids.iloc[j]!r} 已在第 {first} 行定义" + _more_zh(dup.sum()))
 
 
 def _units(sections: dict[str, _Section], inp: _Inp) -> tuple[str, bool, float]:
@@ -233,7 +245,8 @@ def _units(sections: dict[str, _Section], inp: _Inp) -> tuple[str, bool, float]:
             value = opts.col(1).iloc[j]
             if value is None or value.upper() not in FLOW_UNITS:
                 raise inp.error(opts.lines[j], f"[OPTIONS] Units {value!r} is not one of "
-                                + ", ".join(FLOW_UNITS))
+                                + ", ".join(FLOW_UNITS),
+                                zh=f"[OPTIONS] 流量单位 Units {value!r} 不是 " + "、".join(FLOW_UNITS) + " 之一")
             units = value.upper()
     us, lps = FLOW_UNITS[units]
     return units, us, lps
@@ -282,7 +295,7 @@ def _transform(x: np.ndarray, y: np.ndarray, source_crs: str | None, twin_crs: s
         src = CRS.from_user_input(source_crs)
         dst = CRS.from_user_input(twin_crs)
     except CRSError as exc:
-        raise InputError(f"not a coordinate reference system: {exc}") from exc
+        raise InputError(f"not a coordinate reference system: {exc}", zh=f"不是坐标参考系：{exc}") from exc
     if src == dst:
         return x, y
     ex, ny = transformer(source_crs, twin_crs).transform(x, y)
@@ -290,7 +303,9 @@ def _transform(x: np.ndarray, y: np.ndarray, source_crs: str | None, twin_crs: s
     bad = ~(np.isfinite(ex) & np.isfinite(ny)) & np.isfinite(x) & np.isfinite(y)
     if bad.any():
         raise InputError(f"{int(bad.sum())} coordinate(s) cannot be transformed from {source_crs} "
-                         f"to {twin_crs} (first: {x[bad][0]}, {y[bad][0]})")
+                         f"to {twin_crs} (first: {x[bad][0]}, {y[bad][0]})",
+                         zh=f"{int(bad.sum())} 个坐标无法从 {source_crs} 转换到 {twin_crs}"
+                            f"（第一个：{x[bad][0]}, {y[bad][0]}）")
     return ex, ny
 
 
@@ -345,10 +360,12 @@ def read_epanet(
     path = Path(path)
     data = read_input(path, "file")
     if b"\x00" in data[:4096]:
-        raise InputError(f"{path.name}: not an EPANET .inp file (binary content)", code="F003")
+        raise InputError(f"{path.name}: not an EPANET .inp file (binary content)", code="F003",
+                         zh=f"{path.name}：不是 EPANET .inp 文件（二进制内容）")
     text, encoding = _decode(data, "auto", path)
     if not np.isfinite(cover_m) or cover_m < 0:
-        raise InputError(f"cover depth {cover_m!r} must be a non-negative number of metres")
+        raise InputError(f"cover depth {cover_m!r} must be a non-negative number of metres",
+                         zh=f"覆土深度 {cover_m!r} 须为非负的米数")
     inp = _Inp(path.name)
     sec = _split_sections(text, inp)
     _, us, lps = _units(sec, inp)
@@ -414,7 +431,8 @@ def _nodes(sec: dict[str, _Section], inp: _Inp, length_m: float, lps: float
     })
     _unique(nodes["id"], nodes["line"].to_numpy(), "node", inp)
     if nodes.empty:
-        raise inp.error(None, "the network has no junctions, reservoirs or tanks")
+        raise inp.error(None, "the network has no junctions, reservoirs or tanks",
+                        zh="管网中没有节点、水库或水池")
     return nodes, j_demand
 
 
@@ -435,13 +453,15 @@ def _links(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, diam_mm: f
     if bad_type.any():
         j = int(np.flatnonzero(bad_type)[0])
         raise inp.error(vals.lines[j], f"[VALVES] valve type {vals.col(4).iloc[j]!r} is not one of "
-                        + ", ".join(sorted(_VALVE_TYPES)))
+                        + ", ".join(sorted(_VALVE_TYPES)),
+                        zh=f"[VALVES] 阀门类型 {vals.col(4).iloc[j]!r} 不是 " + "、".join(sorted(_VALVE_TYPES)) + " 之一")
     for s, mm in ((pipes, p_mm), (vals, v_mm)):
         bad = mm < 0
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
             raise inp.error(s.lines[j], f"[{s.name}] diameter {s.col(4 if s is pipes else 3).iloc[j]!r} "
-                            "must not be negative" + _more(bad.sum()))
+                            "must not be negative" + _more(bad.sum()),
+                            zh=f"[{s.name}] 管径 {s.col(4 if s is pipes else 3).iloc[j]!r} 不能为负" + _more_zh(bad.sum()))
     links = pd.DataFrame({
         "id": pd.concat([pipes.col(0), pumps.col(0), vals.col(0)], ignore_index=True).astype(object),
         "from": pd.concat([pipes.col(1), pumps.col(1), vals.col(1)], ignore_index=True).astype(object),
@@ -458,7 +478,7 @@ def _links(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, diam_mm: f
                             v_type.astype(object)], ignore_index=True),
     })
     if links.empty:
-        raise inp.error(None, "the network has no pipes, pumps or valves")
+        raise inp.error(None, "the network has no pipes, pumps or valves", zh="管网中没有管段、水泵或阀门")
     links["placeholder"] = (links["mm"] < PLACEHOLDER_MM).to_numpy()
     links.loc[links["placeholder"], "mm"] = np.nan
     _unique(links["id"], links["line"].to_numpy(), "link", inp)
@@ -473,12 +493,15 @@ def _check_link_ends(links: pd.DataFrame, node_index: pd.Index, inp: _Inp) -> No
         if unknown.any():
             j = int(np.flatnonzero(unknown)[0])
             raise inp.error(links["line"].iloc[j], f"{links['type'].iloc[j]} {links['id'].iloc[j]!r} "
-                            f"names unknown node {links[end].iloc[j]!r}" + _more(unknown.sum()))
+                            f"names unknown node {links[end].iloc[j]!r}" + _more(unknown.sum()),
+                            zh=f"{links['type'].iloc[j]} {links['id'].iloc[j]!r} 引用了未知节点 {links[end].iloc[j]!r}"
+                               + _more_zh(unknown.sum()))
     loop = (links["from"] == links["to"]).to_numpy()
     if loop.any():
         j = int(np.flatnonzero(loop)[0])
         raise inp.error(links["line"].iloc[j], f"{links['type'].iloc[j]} {links['id'].iloc[j]!r} "
-                        f"starts and ends at node {links['from'].iloc[j]!r}")
+                        f"starts and ends at node {links['from'].iloc[j]!r}",
+                        zh=f"{links['type'].iloc[j]} {links['id'].iloc[j]!r} 的起点和终点都是节点 {links['from'].iloc[j]!r}")
 
 
 def _apply_status(st: _Section, links: pd.DataFrame, link_pos: pd.Series, inp: _Inp) -> np.ndarray:
@@ -490,7 +513,8 @@ def _apply_status(st: _Section, links: pd.DataFrame, link_pos: pd.Series, inp: _
         if unknown.any():
             j = int(np.flatnonzero(unknown)[0])
             raise inp.error(st.lines[j], f"[STATUS] names unknown link {st.col(0).iloc[j]!r}"
-                            + _more(unknown.sum()))
+                            + _more(unknown.sum()),
+                            zh=f"[STATUS] 引用了未知管段 {st.col(0).iloc[j]!r}" + _more_zh(unknown.sum()))
         value = st.col(1).str.upper().to_numpy()
         pos = pos.to_numpy(dtype=int)
         closed = links["closed"].to_numpy().copy()
@@ -560,7 +584,8 @@ def _coordinates(sec: dict[str, _Section], inp: _Inp, nodes: pd.DataFrame, link_
     if unknown.any():
         j = int(np.flatnonzero(unknown)[0])
         raise inp.error(coords.lines[j], f"[COORDINATES] names unknown node {coords.col(0).iloc[j]!r}"
-                        + _more(unknown.sum()))
+                        + _more(unknown.sum()),
+                        zh=f"[COORDINATES] 引用了未知节点 {coords.col(0).iloc[j]!r}" + _more_zh(unknown.sum()))
     east = np.full(len(nodes), np.nan)
     north = np.full(len(nodes), np.nan)
     cpos_i = cpos.to_numpy(dtype=int)
@@ -576,11 +601,13 @@ def _coordinates(sec: dict[str, _Section], inp: _Inp, nodes: pd.DataFrame, link_
     if unknown.any():
         j = int(np.flatnonzero(unknown)[0])
         raise inp.error(vert.lines[j], f"[VERTICES] names unknown link {vert.col(0).iloc[j]!r}"
-                        + _more(unknown.sum()))
+                        + _more(unknown.sum()),
+                        zh=f"[VERTICES] 引用了未知管段 {vert.col(0).iloc[j]!r}" + _more_zh(unknown.sum()))
     allx, ally = _transform(np.concatenate([east, vx]), np.concatenate([north, vy]), source_crs, twin_crs)
     if isinstance(offset, str):
         if offset != "auto":
-            raise InputError(f"offset must be (easting, northing) or 'auto', not {offset!r}")
+            raise InputError(f"offset must be (easting, northing) or 'auto', not {offset!r}",
+                             zh=f"offset 偏移须为（东坐标，北坐标）或 'auto'，不是 {offset!r}")
         offset = default_offset(np.column_stack([allx, ally]), twin_crs)
     de, dn = (float(offset[0]), float(offset[1]))
     allx = allx + de
@@ -694,7 +721,8 @@ def _customers(sec: dict[str, _Section], inp: _Inp, node_index: pd.Index, j_dema
         unknown = ~who.isin(node_index).to_numpy()
         if unknown.any():
             j = int(np.flatnonzero(unknown)[0])
-            raise inp.error(dem.lines[j], f"[DEMANDS] names unknown node {who.iloc[j]!r}" + _more(unknown.sum()))
+            raise inp.error(dem.lines[j], f"[DEMANDS] names unknown node {who.iloc[j]!r}" + _more(unknown.sum()),
+                            zh=f"[DEMANDS] 引用了未知节点 {who.iloc[j]!r}" + _more_zh(unknown.sum()))
         # EPANET and WNTR: the [DEMANDS] entries of a junction replace its [JUNCTIONS] demand.
         summed = pd.Series(values, index=who.to_numpy()).groupby(level=0, sort=False).sum()
         summed = summed[summed.index.isin(demand.index)]  # demands on tanks/reservoirs: ignored
@@ -726,7 +754,8 @@ def _pipe_status(pipes: _Section, inp: _Inp) -> np.ndarray:
     bad = (f8.notna() & ~f8.isin(list(_PIPE_STATUS))).to_numpy()
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
-        raise inp.error(pipes.lines[j], f"[PIPES] status {pipes.col(7).iloc[j]!r} is not Open, Closed or CV")
+        raise inp.error(pipes.lines[j], f"[PIPES] status {pipes.col(7).iloc[j]!r} is not Open, Closed or CV",
+                        zh=f"[PIPES] 状态 {pipes.col(7).iloc[j]!r} 不是 Open、Closed 或 CV")
     status[f7_status] = f7[f7_status].to_numpy()
     has8 = f8.notna().to_numpy()
     status[has8] = f8[has8].to_numpy()
@@ -745,7 +774,8 @@ def _flag(col: pd.Series, default: bool, what: str, rows: np.ndarray, name: str)
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
         raise InputError(f"{name} row {int(rows[j])}: {what} {col.iloc[j]!r} is not true/false/1/0",
-                         code="F003")
+                         code="F003",
+                         zh=f"{name} 第 {int(rows[j])} 行：{what} {col.iloc[j]!r} 不是 true/false/1/0")
     out[t] = True
     out[f] = False
     return out
@@ -769,7 +799,9 @@ def read_valve_layer(path: Path, segments: pd.DataFrame) -> tuple[pd.DataFrame, 
     node_col = header.get("node")
     if pipe_col is None or node_col is None:
         raise InputError(f"{path.name}: the valve layer needs a header with columns pipe,node; "
-                         f"found {', '.join(map(str, frame.columns))}", code="F001")
+                         f"found {', '.join(map(str, frame.columns))}", code="F001",
+                         zh=f"{path.name}：阀门表须有含 pipe,node 列的表头；"
+                            f"实际为 {', '.join(map(str, frame.columns))}")
     pipe = frame[pipe_col].astype(str).str.strip()
     node = frame[node_col].astype(str).str.strip()
     _check_valve_places(pipe, node, rows, segments, path.name)
@@ -801,7 +833,8 @@ def _valve_rows(text: str, name: str) -> tuple[pd.DataFrame, np.ndarray]:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
                             skipinitialspace=True, skip_blank_lines=False)
     except (pd.errors.ParserError, ValueError) as exc:
-        raise InputError(f"{name}: not a readable CSV table: {exc}", code="F003") from exc
+        raise InputError(f"{name}: not a readable CSV table: {exc}", code="F003",
+                         zh=f"{name}：不是可读的 CSV 表：{exc}") from exc
     rows = np.arange(2, len(frame) + 2)
     blank = (frame == "").all(axis=1).to_numpy() if len(frame.columns) else np.ones(len(frame), bool)
     return frame[~blank].reset_index(drop=True), rows[~blank]
@@ -814,13 +847,15 @@ def _check_valve_places(pipe: pd.Series, node: pd.Series, rows: np.ndarray, segm
     if empty.any():
         j = int(np.flatnonzero(empty)[0])
         raise InputError(f"{name} row {int(rows[j])}: pipe and node must both be given",
-                         code="F003")
+                         code="F003", zh=f"{name} 第 {int(rows[j])} 行：pipe 和 node 都须给出")
     ends = segments.set_index("id")[["from_id", "to_id"]]
     known = pipe.isin(ends.index).to_numpy()
     if not known.all():
         j = int(np.flatnonzero(~known)[0])
         raise InputError(f"{name} row {int(rows[j])}: pipe {pipe.iloc[j]!r} is not a link of "
-                         f"the network" + _more(int((~known).sum())), code="F003")
+                         f"the network" + _more(int((~known).sum())), code="F003",
+                         zh=f"{name} 第 {int(rows[j])} 行：pipe {pipe.iloc[j]!r} 不是管网中的管段"
+                            + _more_zh(int((~known).sum())))
     a = pipe.map(ends["from_id"])
     b = pipe.map(ends["to_id"])
     touches = ((node == a) | (node == b)).to_numpy()
@@ -828,14 +863,18 @@ def _check_valve_places(pipe: pd.Series, node: pd.Series, rows: np.ndarray, segm
         j = int(np.flatnonzero(~touches)[0])
         raise InputError(f"{name} row {int(rows[j])}: node {node.iloc[j]!r} is not an end of pipe "
                          f"{pipe.iloc[j]!r} (its ends are {a.iloc[j]!r} and {b.iloc[j]!r})"
-                         + _more(int((~touches).sum())), code="F003")
+                         + _more(int((~touches).sum())), code="F003",
+                         zh=f"{name} 第 {int(rows[j])} 行：node {node.iloc[j]!r} 不是管段 {pipe.iloc[j]!r} 的端点"
+                            f"（其端点为 {a.iloc[j]!r} 和 {b.iloc[j]!r}）" + _more_zh(int((~touches).sum())))
     pairs = pd.DataFrame({"p": pipe, "n": node})
     dup = pairs.duplicated().to_numpy()
     if dup.any():
         j = int(np.flatnonzero(dup)[0])
         first = int(rows[int(np.flatnonzero(((pipe == pipe.iloc[j]) & (node == node.iloc[j])).to_numpy())[0])])
         raise InputError(f"{name} row {int(rows[j])}: a valve on pipe {pipe.iloc[j]!r} at node "
-                         f"{node.iloc[j]!r} is already on row {first}", code="F003")
+                         f"{node.iloc[j]!r} is already on row {first}", code="F003",
+                         zh=f"{name} 第 {int(rows[j])} 行：管段 {pipe.iloc[j]!r} 在节点 {node.iloc[j]!r} 处的阀门"
+                            f"已在第 {first} 行给出")
 
 
 def _valve_ids(frame: pd.DataFrame, id_col: str | None, rows: np.ndarray, name: str) -> pd.Series:
@@ -849,5 +888,5 @@ def _valve_ids(frame: pd.DataFrame, id_col: str | None, rows: np.ndarray, name: 
     if dupid.any():
         j = int(np.flatnonzero(dupid)[0])
         raise InputError(f"{name} row {int(rows[j])}: valve id {ids.iloc[j]!r} is repeated",
-                         code="F003")
+                         code="F003", zh=f"{name} 第 {int(rows[j])} 行：阀门编号 {ids.iloc[j]!r} 重复")
     return ids

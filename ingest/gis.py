@@ -138,7 +138,7 @@ class _Layer:
                 self._geometry = shapely.from_wkb(self.wkb.to_numpy(zero_copy_only=False))
             except shapely.errors.GEOSException as exc:
                 raise InputError(f"layer {self.name!r} holds unreadable geometry ({exc})",
-                                 code="F003") from exc
+                                 code="F003", zh=f"图层 {self.name!r} 含有无法读取的几何（{exc}）") from exc
         return self._geometry
 
     def kinds(self) -> np.ndarray:
@@ -163,7 +163,7 @@ def _gdal_path(source: Path) -> tuple[str, str]:
     """GDAL's name of a source (a .zip is read through /vsizip/) and its name in reports."""
     source = Path(source)
     if not source.exists():
-        raise InputError(f"{source}: no such file or folder", code="F003")
+        raise InputError(f"{source}: no such file or folder", code="F003", zh=f"{source}：文件或文件夹不存在")
     if source.is_file() and source.suffix.lower() == ".zip":
         return f"/vsizip/{source.resolve()}{_zip_dataset(source)}", source.name
     return str(source), source.name
@@ -176,7 +176,8 @@ def _zip_dataset(source: Path) -> str:
         with zipfile.ZipFile(source) as z:
             names = [n for n in z.namelist() if not n.endswith("/") and "__MACOSX" not in n]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{source.name}: not a readable .zip ({exc})", code="F003") from exc
+        raise InputError(f"{source.name}: not a readable .zip ({exc})", code="F003",
+                         zh=f"{source.name}：不是可读的 .zip（{exc}）") from exc
     gdb = sorted({n[: n.lower().index(".gdb/") + 4] for n in names if ".gdb/" in n.lower()})
     if gdb:
         return "/" + gdb[0]
@@ -214,20 +215,23 @@ def inspect_gis(source: Path, *, points: str | Sequence[str] | None = None,
         try:
             CRS.from_user_input(crs)
         except CRSError as exc:
-            raise InputError(f"--crs {crs!r} is not a coordinate reference system") from exc
+            raise InputError(f"--crs {crs!r} is not a coordinate reference system",
+                             zh=f"--crs {crs!r} 不是坐标参考系") from exc
     path, name = _gdal_path(source)
     try:
         listed = pyogrio.list_layers(path)
     except _READ_ERRORS as exc:
         raise InputError(f"{name}: not a vector dataset GDAL can read ({_first_line(exc, path, name)})",
-                         code="F003") from exc
+                         code="F003",
+                         zh=f"{name}：不是 GDAL 可读的矢量数据（{_first_line(exc, path, name)}）") from exc
     layers = {str(n): str(t or "None") for n, t in listed}
     if not layers:
-        raise InputError(f"{name}: the dataset has no layers", code="F002")
+        raise InputError(f"{name}: the dataset has no layers", code="F002", zh=f"{name}：数据集中没有图层")
     chosen_p, chosen_s = _names(points), _names(segments)
     for layer in (*chosen_p, *chosen_s):
         if layer not in layers:
-            raise InputError(f"{name}: no layer {layer!r}; layers: {', '.join(layers)}", code="F003")
+            raise InputError(f"{name}: no layer {layer!r}; layers: {', '.join(layers)}", code="F003",
+                             zh=f"{name}：没有图层 {layer!r}；图层有：{'、'.join(layers)}")
     dxf = path.lower().endswith(".dxf")
 
     def base(t: str) -> str:
@@ -244,14 +248,18 @@ def inspect_gis(source: Path, *, points: str | Sequence[str] | None = None,
     if not chosen_s:
         raise InputError(f"{name}: no line layer (管线); layers: "
                          + ", ".join(f"{n} ({t})" for n, t in layers.items())
-                         + "; name one with --segments", code="F003")
+                         + "; name one with --segments", code="F003",
+                         zh=f"{name}：没有线图层（管线）；图层有："
+                            + "、".join(f"{n} ({t})" for n, t in layers.items())
+                            + "；请用 --segments 指定")
     features = 0
     for layer in set(chosen_p) | set(chosen_s):
         try:
             features += int(pyogrio.read_info(path, layer=layer).get("features") or 0)
         except _READ_ERRORS as exc:
             raise InputError(f"{name}: layer {layer!r} is unreadable ({_first_line(exc, path, name)})",
-                             code="F003") from exc
+                             code="F003",
+                             zh=f"{name}：图层 {layer!r} 无法读取（{_first_line(exc, path, name)}）") from exc
     return GisLayers(path, name, chosen_p, chosen_s, features, dxf)
 
 
@@ -294,10 +302,12 @@ def _read_fields(gis: GisLayers, layer: str, mapping: Mapping[str, str]) -> _Lay
     except _READ_ERRORS as exc:
         raise InputError(f"{gis.name}: layer {layer!r} is unreadable "
                          f"({_first_line(exc, gis.path, gis.name)})",
-                         code="F003") from exc
+                         code="F003",
+                         zh=f"{gis.name}：图层 {layer!r} 无法读取（{_first_line(exc, gis.path, gis.name)}）") from exc
     geom_name = meta.get("geometry_name") or "wkb_geometry"
     if geom_name not in table.column_names:
-        raise InputError(f"{gis.name}: layer {layer!r} has no geometry", code="F003")
+        raise InputError(f"{gis.name}: layer {layer!r} has no geometry", code="F003",
+                         zh=f"{gis.name}：图层 {layer!r} 没有几何")
     wkb = table.column(geom_name).combine_chunks()
     empty = pa.scalar(None, pa.string())
     fields = {}
@@ -629,11 +639,17 @@ def _needs_heights(lines: _Lines, points: pd.DataFrame | None, name: str) -> Non
         raise InputError(f"{name}: 2D lines (no Z) need depth fields: 起点埋深/终点埋深 "
                          "(from_depth/to_depth) on the lines, 埋深 (depth) on the points, or "
                          "elevations 起点高程/终点高程 (from_elev/to_elev); or give 3D lines",
-                         code="F001")
+                         code="F001",
+                         zh=f"{name}：没有 Z 值的二维线须有埋深字段：线上的起点埋深/终点埋深"
+                            "（from_depth/to_depth）、点上的埋深（depth），或高程起点高程/终点高程"
+                            "（from_elev/to_elev）；或提供三维线")
     raise InputError(f"{name}: 2D lines (no Z) without a point layer need elevation fields: "
                      "起点高程/终点高程 (from_elev/to_elev, or the 管顶/管底 variants), with "
                      "起点埋深/终点埋深 for the ground; or give 3D lines or a point layer (管点)",
-                     code="F001")
+                     code="F001",
+                     zh=f"{name}：没有 Z 值的二维线在没有点图层时须有高程字段："
+                        "起点高程/终点高程（from_elev/to_elev，或管顶/管底对应字段），并以起点埋深/终点埋深求地面；"
+                        "或提供三维线或点图层（管点）")
 
 
 def _match_ends(lines: _Lines, points: pd.DataFrame, snap_m: float) -> dict[str, float]:
@@ -745,15 +761,18 @@ def parse_columns(columns: str | Path | Mapping[str, str] | None) -> dict[str, s
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"--columns is not valid JSON: {exc}", code="F001") from exc
+            raise InputError(f"--columns is not valid JSON: {exc}", code="F001",
+                             zh=f"--columns 不是有效的 JSON：{exc}") from exc
         if not isinstance(obj, dict):
-            raise InputError("--columns must be a JSON object: field -> survey column", code="F001")
+            raise InputError("--columns must be a JSON object: field -> survey column", code="F001",
+                             zh="--columns 须为 JSON 对象：字段 -> 成果表列")
         return column_mapping({str(k): str(v) for k, v in obj.items()})
     pairs = {}
     for item in filter(None, (i.strip() for i in text.split(","))):
         field, sep, target = item.partition("=")
         if not sep or not field.strip() or not target.strip():
-            raise InputError(f"--columns: {item!r} is not FIELD=survey-column (e.g. GJ=管径)", code="F001")
+            raise InputError(f"--columns: {item!r} is not FIELD=survey-column (e.g. GJ=管径)", code="F001",
+                             zh=f"--columns：{item!r} 不是 字段=成果表列 的形式（例如 GJ=管径）")
         pairs[field.strip()] = target.strip()
     return column_mapping(pairs)
 
@@ -776,7 +795,8 @@ def read_gis(
     dataset or layer (F003) and for missing fields (F001).
     """
     if not np.isfinite(snap_m) or snap_m < 0:
-        raise InputError(f"--snap {snap_m!r} must be a non-negative number of metres")
+        raise InputError(f"--snap {snap_m!r} must be a non-negative number of metres",
+                         zh=f"--snap {snap_m!r} 须为非负的米数")
     gis = layers or inspect_gis(source, points=points, segments=segments, crs=crs)
     point_map = {**column_mapping(_catalogue_names("node")), **(columns or {})}
     line_map = {**column_mapping(_catalogue_names("segment")), **(columns or {})}
@@ -789,12 +809,14 @@ def read_gis(
     points_read = 0 if pt is None else len(pt)
     lines = _line_frame(line_layers, line_map, crs, twin_crs, gis.name, gis.dxf, both)
     if lines.table.empty:
-        raise InputError(f"{gis.name}: the line layer has no lines", code="F002")
+        raise InputError(f"{gis.name}: the line layer has no lines", code="F002",
+                         zh=f"{gis.name}：线图层中没有线")
     s = lines.table
     _needs_heights(lines, pt, gis.name)
     if "size" not in s.columns or s["size"].isna().all():
         raise InputError(f"{gis.name}: the lines have no size field (管径/断面, size); "
-                         "name it with --columns FIELD=管径", code="F001")
+                         "name it with --columns FIELD=管径", code="F001",
+                         zh=f"{gis.name}：线上没有管径字段（管径/断面，size）；请用 --columns 字段=管径 指定")
     if pt is not None:
         counts = _match_ends(lines, pt, snap_m)
         utility = s["utility"]

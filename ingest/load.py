@@ -8,17 +8,22 @@ whole batch lands (added, changed and retired counted per table) or nothing does
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
+import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.engine import Engine
 
 from ingest.prepare import Prepared
@@ -26,7 +31,8 @@ from ingest.report import Report
 from twin.schema import KINDS, sql_columns
 from twin.store import INGEST_LOCK
 
-__all__ = ["apply_batch", "TABLES", "ewkb_points", "ewkb_lines"]
+__all__ = ["apply_batch", "begin_batch", "end_batch", "Loader", "feature_frame", "TABLES", "ewkb_points",
+           "ewkb_lines"]
 
 
 @dataclass(frozen=True)
@@ -98,39 +104,37 @@ def _segment_geometry(s: pd.DataFrame, srid: int) -> pd.arrays.ArrowExtensionArr
     return geom
 
 
-def _feature_frames(prepared: Prepared, srid: int) -> dict[str, pd.DataFrame]:
-    def at_points(f: pd.DataFrame, x: str, y: str, z: str) -> pd.DataFrame:
-        return f.assign(geom=ewkb_points(f[x].to_numpy(float), f[y].to_numpy(float),
-                                         f[z].to_numpy(float), srid))
+def _at_points(f: pd.DataFrame, x: str, y: str, z: str, srid: int) -> pd.DataFrame:
+    return f.assign(geom=ewkb_points(f[x].to_numpy(float), f[y].to_numpy(float), f[z].to_numpy(float), srid))
 
-    n = prepared.nodes.drop_duplicates("id")
-    v = prepared.valves.assign(kind=prepared.valves["attrs_kind"])
-    s = prepared.segments
-    return {
-        "node": at_points(n, "easting", "northing", "ground_z"),
-        "segment": s.assign(geom=_segment_geometry(s, srid)),
-        "valve": at_points(v, "x", "y", "z"),
-        "source": at_points(prepared.sources, "x", "y", "z"),
-        "customer": at_points(prepared.customers, "x", "y", "z"),
-    }
+
+def feature_frame(kind: str, frame: pd.DataFrame, srid: int) -> pd.DataFrame:
+    """One kind's prepared features (or a chunk of them) with their geometry as hex EWKB."""
+    if kind == "node":
+        return _at_points(frame, "easting", "northing", "ground_z", srid)
+    if kind == "segment":
+        return frame.assign(geom=_segment_geometry(frame, srid))
+    if kind == "valve":
+        frame = frame.assign(kind=frame["attrs_kind"])
+    return _at_points(frame, "x", "y", "z", srid)
 
 
 _ARROW_TYPES = {"text": pa.string(), "float8": pa.float64(), "int4": pa.int64(), "bool": pa.bool_()}
 
 
-def _copy(cur, table: str, frame: pd.DataFrame, columns: list[tuple[str, str]],
-          step: Callable[[str], None], chunk_rows: int = 250_000) -> None:
-    """COPY a frame into a table as CSV (written by Arrow), in chunks so memory stays flat."""
+def _copy(copy, table: str, frame: pd.DataFrame, columns: list[tuple[str, str]],
+          step: Callable[[str], None], chunk_rows: int = 65_536) -> None:
+    """Write a frame into an open COPY of ``table`` as CSV (written by Arrow), in pieces so
+    memory stays flat."""
     names = [c for c, _ in columns]
     options = pacsv.WriteOptions(include_header=False)
-    with cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT csv)") as copy:
-        for start in range(0, len(frame), chunk_rows):
-            step(f"copying {table.removeprefix('stage_')}s {start:,}/{len(frame):,}")
-            part = frame.iloc[start:start + chunk_rows]
-            arrays = [_arrow_column(part[c], _ARROW_TYPES[t]) for c, t in columns]
-            buf = io.BytesIO()
-            pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), buf, write_options=options)
-            copy.write(buf.getbuffer())
+    for start in range(0, len(frame), chunk_rows):
+        step(f"copying {table.removeprefix('stage_')}s")
+        part = frame.iloc[start:start + chunk_rows]
+        arrays = [_arrow_column(part[c], _ARROW_TYPES[t]) for c, t in columns]
+        buf = io.BytesIO()
+        pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), buf, write_options=options)
+        copy.write(buf.getbuffer())
 
 
 def _arrow_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
@@ -143,6 +147,38 @@ def _arrow_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
     if kind == pa.bool_():
         return pa.array(values.astype(object).to_numpy(), type=kind, from_pandas=True)
     return pa.array(pd.to_numeric(values).to_numpy(float), type=kind, from_pandas=True)
+
+
+def begin_batch(conn: sa.Connection, *, kind: str, scope: str, user: str, files: list[dict]) -> int:
+    """Take the import lock (one import at a time: concurrent batches touching the same ids would
+    race) and record the batch; returns its id. Inside the caller's transaction."""
+    conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({INGEST_LOCK})"))
+    return conn.execute(
+        sa.text("INSERT INTO batch (kind, scope, created_by, files, status) "
+                "VALUES (:k, :s, :u, CAST(:f AS jsonb), 'applied') RETURNING id"),
+        {"k": kind, "s": scope, "u": user, "f": json.dumps(files, ensure_ascii=False)},
+    ).scalar_one()
+
+
+def end_batch(conn: sa.Connection, batch_id: int, report: Report, changes: dict[str, dict[str, int]],
+              before_commit: Callable[[sa.Connection, Report], None] | None = None,
+              files: list[dict] | None = None) -> Report:
+    """Record the applied batch's counts and report (and its ``files``, when they were read
+    in chunks); ``before_commit`` runs last."""
+    if files is not None:
+        conn.execute(sa.text("UPDATE batch SET files = CAST(:f AS jsonb) WHERE id = :id"),
+                     {"f": json.dumps(files, ensure_ascii=False), "id": batch_id})
+    report.status = "applied"
+    report.batch_id = batch_id
+    report.counts = {**report.counts, "changes": changes}
+    conn.execute(
+        sa.text("UPDATE batch SET counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"),
+        {"c": json.dumps(report.counts), "r": json.dumps(report.as_dict(), ensure_ascii=False, default=str),
+         "id": batch_id},
+    )
+    if before_commit is not None:
+        before_commit(conn, report)
+    return report
 
 
 def apply_batch(
@@ -163,34 +199,20 @@ def apply_batch(
     ``before_commit(conn, report)`` runs last inside that transaction (the server records its
     audit entry and as-built status there); raising from it rolls the whole batch back.
     """
-    frames = _feature_frames(prepared, srid)
     step = progress or (lambda _msg: None)
+    frames = {"node": prepared.nodes.drop_duplicates("id"), "segment": prepared.segments,
+              "valve": prepared.valves, "source": prepared.sources, "customer": prepared.customers}
     with engine.begin() as conn:
-        raw = conn.connection.driver_connection
-        # One import at a time: concurrent batches touching the same ids would race.
-        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({INGEST_LOCK})"))
-        batch_id = conn.execute(
-            sa.text("INSERT INTO batch (kind, scope, created_by, files, status) "
-                    "VALUES (:k, :s, :u, CAST(:f AS jsonb), 'applied') RETURNING id"),
-            {"k": kind, "s": scope, "u": user, "f": json.dumps(files, ensure_ascii=False)},
-        ).scalar_one()
-        changes: dict[str, dict[str, int]] = {}
-        with raw.cursor() as cur:
-            for name, spec in TABLES.items():
-                step(f"loading {name}s")
-                changes[name] = _merge(cur, spec, frames[name], batch_id=batch_id, scope=scope, step=step)
-            for name in TABLES:
-                cur.execute(f"ANALYZE {name}")
-        report.status = "applied"
-        report.batch_id = batch_id
-        report.counts = {**report.counts, "changes": changes}
-        conn.execute(
-            sa.text("UPDATE batch SET counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"),
-            {"c": json.dumps(report.counts), "r": json.dumps(report.as_dict(), ensure_ascii=False, default=str),
-             "id": batch_id},
-        )
-        if before_commit is not None:
-            before_commit(conn, report)
+        batch_id = begin_batch(conn, kind=kind, scope=scope, user=user, files=files)
+        with conn.connection.driver_connection.cursor() as cur:
+            loader = Loader(cur, srid=srid, scope=scope, batch_id=batch_id, step=step,
+                            expected={k: len(f) for k, f in frames.items()})
+            with loader:
+                for name, frame in frames.items():
+                    step(f"loading {name}s")
+                    loader.write(name, frame)
+                changes = loader.finish()
+        end_batch(conn, batch_id, report, changes, before_commit)
     return report
 
 
@@ -198,6 +220,159 @@ def apply_batch(
 #: growing them row by row: one sorted build beats a million single insertions.
 BULK_ROWS = 50_000
 BULK_FRACTION = 0.2
+
+
+class Loader:
+    """Writes one batch's features, in chunks, inside the caller's transaction.
+
+    A table the twin has nothing in yet takes the COPY straight in (for a large batch with its
+    keys, foreign keys and indexes dropped, rebuilt once at the end: one sorted build instead of
+    a million insertions); any other goes through a staging table and is merged in SQL at the
+    end (:func:`_merge`: rows that differ updated, new ones added, those of the scope the batch
+    no longer has retired). ``expected`` rows per kind (an estimate) choose the bulk path.
+    """
+
+    def __init__(self, cur, *, srid: int, scope: str, batch_id: int, step: Callable[[str], None],
+                 expected: dict[str, int]) -> None:
+        self.cur, self.srid, self.scope, self.batch_id, self.step = cur, srid, scope, batch_id, step
+        self.expected = expected
+        self.targets: dict[str, str] = {}
+        self.written: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self.dropped: dict[str, tuple[list, list]] = {}
+        self._copying: tuple[str, contextlib.ExitStack, Any] | None = None
+        self._building: Future | None = None
+        self.analysed: set[str] = set()
+        self._spooled: dict[str, Any] = {}
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if exc[0] is not None:  # the batch fails: what was spooled is dropped
+                for spool in self._spooled.values():
+                    spool.close()
+                self._spooled = {}
+            self._wait()
+        except Exception:
+            if exc[0] is None:
+                raise
+        finally:
+            self._end_copy(*exc)
+
+    def prebuild(self, names: tuple[str, ...] = ("node", "segment"), then: tuple[str, ...] = ()) -> None:
+        """Rebuild the indexes a bulk COPY dropped from these tables on a worker thread, while the
+        caller goes on with work that needs no database (the whole-network checks), or prepares
+        the ``then`` tables' chunks (spooled to a temporary file until the connection is free):
+        PostgreSQL builds on one core while Python checks on the other."""
+        self._wait()
+        for name in then:
+            self._target(name)
+        self._end_copy()
+        todo = [(name, self.dropped.pop(name)) for name in names if name in self.dropped]
+        if todo:
+            def build() -> None:
+                for name, dropped in todo:
+                    _restore_indexes(self.cur, name, dropped, self.step)
+                    self.cur.execute(f"ANALYZE {name}")
+                    self.analysed.add(name)
+
+            pool = ThreadPoolExecutor(1, thread_name_prefix="twin-index")
+            self._building = pool.submit(build)
+            pool.shutdown(wait=False)
+
+    def _wait(self) -> None:
+        """Let a rebuild started by :meth:`prebuild` end (its error raised here), then COPY what
+        was spooled meanwhile."""
+        building, self._building = self._building, None
+        if building is not None:
+            building.result()
+        spooled, self._spooled = self._spooled, {}
+        for name, spool in spooled.items():
+            with spool:
+                spool.seek(0)
+                copy = self._copy_into(name)
+                while block := spool.read(1 << 22):
+                    copy.write(block)
+
+    def _end_copy(self, *exc: Any) -> None:
+        if self._copying is not None:
+            stack = self._copying[1]
+            self._copying = None
+            stack.__exit__(*(exc or (None, None, None)))
+
+    def _columns(self, name: str) -> list[tuple[str, str]]:
+        columns = [*TABLES[name].columns, ("geom", "text")]
+        if self._target(name) == name:
+            columns += [("scope", "text"), ("batch_id", "int4")]
+        return columns
+
+    def _copy_into(self, name: str) -> Any:
+        """The open COPY into ``name``'s target: one per table while its chunks come, sent to the
+        server by a worker thread, so PostgreSQL parses one chunk while Python prepares the next."""
+        target = self._target(name)
+        if self._copying is not None and self._copying[0] == target:
+            return self._copying[2]
+        self._end_copy()
+        stack = contextlib.ExitStack()
+        names = ", ".join(c for c, _ in self._columns(name))
+        copy = stack.enter_context(self.cur.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT csv)",
+                                                 writer=QueuedLibpqWriter(self.cur)))
+        self._copying = (target, stack, copy)
+        return copy
+
+    def _target(self, name: str) -> str:
+        self._wait()  # one statement at a time on the connection
+        if name in self.targets:
+            return self.targets[name]
+        self._end_copy()
+        cur = self.cur
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")
+        if cur.fetchone()[0]:
+            columns = [*TABLES[name].columns, ("geom", "text")]
+            cur.execute(f"CREATE TEMP TABLE stage_{name} ("
+                        + ", ".join(f"{c} {'geometry' if c == 'geom' else sql}" for c, sql in columns)
+                        + ") ON COMMIT DROP")
+            self.targets[name] = f"stage_{name}"
+        else:
+            if self.expected.get(name, 0) >= BULK_ROWS:
+                self.dropped[name] = _drop_indexes(cur, name)
+            self.targets[name] = name
+        return self.targets[name]
+
+    def write(self, name: str, frame: pd.DataFrame) -> None:
+        """COPY prepared features of one kind (a chunk or all of them)."""
+        if not len(frame):
+            return
+        busy = self._building is not None and not self._building.done() and name in self.targets
+        target = self.targets[name] if busy else self._target(name)
+        frame = feature_frame(name, frame, self.srid)
+        if target == name:
+            frame = frame.assign(scope=self.scope, batch_id=self.batch_id)
+        columns = [*TABLES[name].columns, ("geom", "text")]
+        columns += [("scope", "text"), ("batch_id", "int4")] if target == name else []
+        if busy:  # the connection builds indexes: the rows wait on disk, not in memory
+            if name not in self._spooled:
+                self._spooled[name] = tempfile.TemporaryFile(prefix="twin-ingest-")
+            _copy(self._spooled[name], target, frame, columns, self.step)
+        else:
+            _copy(self._copy_into(name), target, frame, columns, self.step)
+        self.written[name] += len(frame)
+
+    def finish(self) -> dict[str, dict[str, int]]:
+        """Indexes back, staged features merged, every table analysed; the counts per table."""
+        self._wait()
+        self._end_copy()
+        changes = {}
+        for name, spec in TABLES.items():
+            self.step(f"merging {name}s")
+            target = self.targets.get(name) or self._target(name)
+            changes[name] = _merge(self.cur, spec, target, batch_id=self.batch_id, scope=self.scope,
+                                   step=self.step, written=self.written[name], dropped=self.dropped.get(name))
+        for name in TABLES:
+            if name not in self.analysed:  # (analysed by prebuild: nothing written since)
+                self.cur.execute(f"ANALYZE {name}")
+        return changes
 
 
 def _secondary_indexes(cur, table: str) -> list[tuple[str, str]]:
@@ -225,68 +400,67 @@ def _foreign_keys(cur, table: str) -> list[tuple[str, str]]:
     return list(cur.fetchall())
 
 
-def _merge(cur, spec: TableSpec, frame: pd.DataFrame, *, batch_id: int, scope: str,
-           step: Callable[[str], None] = lambda _m: None) -> dict[str, int]:
-    """Add, change and retire one table's features; returns the three counts."""
-    t = spec.name
-    cur.execute(f"SELECT id, scope, retired_at IS NULL FROM {t}")
-    have = pd.DataFrame(cur.fetchall(), columns=["id", "scope", "live"], dtype=object)
-    known = frame["id"].isin(have["id"]).to_numpy()
-    fresh, old = frame[~known], frame[known]
+def _drop_indexes(cur, table: str) -> tuple[list, list]:
+    """Drop a table's secondary indexes, primary key and foreign keys for a bulk COPY (inside
+    the batch's transaction, so a failure restores them); returns what to rebuild."""
+    rebuild, refs = _secondary_indexes(cur, table), _primary_key(cur, table) + _foreign_keys(cur, table)
+    for name, _ in refs:
+        cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _ in rebuild:
+        cur.execute(f'DROP INDEX "{name}"')
+    return rebuild, refs
 
-    columns = [*spec.columns, ("geom", "text")]
-    rebuild, refs = [], []
-    if len(fresh) >= BULK_ROWS and len(fresh) > BULK_FRACTION * len(have):
-        # Inside the batch's transaction, so a failure restores them. Foreign keys are
-        # re-added afterwards, which validates them in one join instead of a check per row;
-        # the primary key too: one sorted build that checks the ids are unique.
-        rebuild, refs = _secondary_indexes(cur, t), _primary_key(cur, t) + _foreign_keys(cur, t)
-        for name, _ in refs:
-            cur.execute(f'ALTER TABLE {t} DROP CONSTRAINT "{name}"')
-        for name, _ in rebuild:
-            cur.execute(f'DROP INDEX "{name}"')
-    added = 0
-    if len(fresh):
-        fresh = fresh.assign(scope=scope, batch_id=batch_id)
-        _copy(cur, t, fresh, [*columns, ("scope", "text"), ("batch_id", "int4")], step)
-        added = len(fresh)
+
+def _restore_indexes(cur, table: str, dropped: tuple[list, list], step: Callable[[str], None]) -> None:
+    """Build the dropped indexes again, then the keys: the primary key's build checks the ids are
+    unique, the foreign keys are validated in one join instead of a check per row."""
+    rebuild, refs = dropped
     for name, definition in rebuild:
-        step(f"indexing {t}s ({name})")
+        step(f"indexing {table}s ({name})")
         cur.execute(definition)
     for name, definition in refs:
-        cur.execute(f'ALTER TABLE {t} ADD CONSTRAINT "{name}" {definition}')
+        cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
 
-    changed = 0
-    if len(old):
-        step(f"comparing {t}s")
-        stage = f"stage_{t}"
-        cur.execute(f"CREATE TEMP TABLE {stage} ("
-                    + ", ".join(f"{c} {'geometry' if c == 'geom' else sql}" for c, sql in columns)
-                    + ") ON COMMIT DROP")
-        _copy(cur, stage, old, columns, step)
-        cur.execute(f"CREATE UNIQUE INDEX ON {stage} (id)")
-        cur.execute(f"ANALYZE {stage}")
-        names = [c for c, _ in columns]
-        cols = ", ".join(names)
-        s_cols = ", ".join(f"s.{c}" for c in names)
-        t_cols = ", ".join(f"t.{c}" for c in names)
-        cur.execute(
-            f"UPDATE {t} AS t SET ({cols}, scope, batch_id, retired_at, retired_reason) = "
-            f"({s_cols}, %(scope)s, %(batch)s, NULL, NULL) FROM {stage} AS s "
-            f"WHERE t.id = s.id AND ({t_cols}, t.retired_at, t.scope) IS DISTINCT FROM "
-            f"({s_cols}, NULL::timestamptz, %(scope)s)",
-            {"batch": batch_id, "scope": scope},
-        )
-        changed = cur.rowcount
 
-    gone = have.loc[(have["scope"] == scope) & have["live"].astype(bool) & ~have["id"].isin(frame["id"]), "id"]
-    retired = 0
-    if len(gone):
-        cur.execute(
-            f"UPDATE {t} SET retired_at = now(), batch_id = %(batch)s, "
-            f"retired_reason = 'absent from batch ' || %(batch)s || ' of scope ' || %(scope)s "
-            f"WHERE id = ANY(%(ids)s)",
-            {"batch": batch_id, "scope": scope, "ids": gone.tolist()},
-        )
-        retired = cur.rowcount
-    return {"added": added, "changed": changed, "retired": retired}
+def _merge(cur, spec: TableSpec, target: str, *, batch_id: int, scope: str,
+           step: Callable[[str], None] = lambda _m: None, written: int = 0,
+           dropped: tuple[list, list] | None = None) -> dict[str, int]:
+    """Finish one table: rebuild what a bulk COPY dropped, or merge its staging table (rows that
+    differ updated, new ones added, those of the scope absent from the batch retired); returns
+    the added, changed and retired counts."""
+    t = spec.name
+    if target == t:  # COPYed straight into a table that had nothing
+        if dropped:
+            _restore_indexes(cur, t, dropped, step)
+        return {"added": written, "changed": 0, "retired": 0}
+    names = [c for c, _ in spec.columns] + ["geom"]
+    cols = ", ".join(names)
+    s_cols = ", ".join(f"s.{c}" for c in names)
+    t_cols = ", ".join(f"t.{c}" for c in names)
+    params = {"batch": batch_id, "scope": scope}
+    cur.execute(f"CREATE INDEX ON {target} (id)")
+    cur.execute(f"ANALYZE {target}")
+    step(f"comparing {t}s")
+    cur.execute(
+        f"UPDATE {t} AS t SET ({cols}, scope, batch_id, retired_at, retired_reason) = "
+        f"({s_cols}, %(scope)s, %(batch)s, NULL, NULL) FROM {target} AS s "
+        f"WHERE t.id = s.id AND ({t_cols}, t.retired_at, t.scope) IS DISTINCT FROM "
+        f"({s_cols}, NULL::timestamptz, %(scope)s)", params)
+    changed = cur.rowcount
+    fresh = f"FROM {target} AS s WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {t}.id = s.id)"
+    cur.execute(f"SELECT count(*) {fresh}")
+    added = cur.fetchone()[0]
+    cur.execute(f"SELECT count(*) FROM {t}")
+    bulk = added >= BULK_ROWS and added > BULK_FRACTION * cur.fetchone()[0]
+    rebuild = _drop_indexes(cur, t) if bulk else None
+    if added:
+        cur.execute(f"INSERT INTO {t} ({cols}, scope, batch_id) SELECT {s_cols}, %(scope)s, %(batch)s {fresh}",
+                    params)
+    if rebuild:
+        _restore_indexes(cur, t, rebuild, step)
+    cur.execute(
+        f"UPDATE {t} AS t SET retired_at = now(), batch_id = %(batch)s, "
+        f"retired_reason = 'absent from batch ' || %(batch)s || ' of scope ' || %(scope)s "
+        f"WHERE t.scope = %(scope)s AND t.retired_at IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {target} AS s WHERE s.id = t.id)", params)
+    return {"added": added, "changed": changed, "retired": cur.rowcount}

@@ -50,6 +50,7 @@ _STATUS = {
     "planned": "planned", "规划": "planned", "proposed": "proposed", "拟建": "proposed",
     "设计": "proposed", "待建": "planned",
 }
+STATUS_WORDS = _STATUS  #: public: the survey's status words (在用 -> active, ...)
 _NUMBER_RE = re.compile(r"^\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*(?:m|mm|mpa|kv|kpa|米)?\s*$", re.I)
 
 
@@ -70,6 +71,14 @@ def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if values.dtype.kind == "f":  # numbers already (a typed GIS field): NaN is no value
         out = values.to_numpy(dtype=float, copy=True)
         return out, np.isinf(out)
+    if isinstance(values.dtype, pd.ArrowDtype):  # Arrow text: Arrow parses clean columns at once
+        try:
+            parsed = pc.cast(pa.array(values.array), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = values.astype(object)
+        else:
+            out = parsed.to_numpy(zero_copy_only=False).astype(float, copy=True)
+            return out, values.notna().to_numpy() & ~np.isfinite(out)
     raw = values.astype(object)
     present = raw.notna().to_numpy()
     # A copy: pandas may hand out a read-only view, and the retry below writes into it.
@@ -100,28 +109,137 @@ def prepare(tables: SurveyTables, settings: TwinSettings, crs: TwinCRS, *, axis_
     ``network_model`` marks hydraulic models (EPANET): parallel links and links between
     coincident points are legitimate there, so they are warnings instead of errors.
     """
-    report = Report()
-    nodes = _prepare_points(tables, crs, axis_order, report)
-    first = nodes.drop_duplicates("id")  # a point id given twice (E201): its first row
-    segments = _prepare_segments(tables, first, settings, report, check_long=check_long,
-                                 network_model=network_model)
-    _check_degrees(nodes, first, segments, tables.points_file, report)
-    _check_crossings(segments, tables.segments_file, report)
-    by_id = first.set_index("id")  # one index of the points for the derived features
-    valves = _valves(tables, by_id, segments, report)
-    sources = _sources(tables, by_id)
-    customers = _customers(tables, by_id)
-    report.counts = {
-        "nodes": len(nodes), "segments": len(segments), "valves": len(valves),
-        "sources": len(sources), "customers": len(customers),
-    }
-    return Prepared(nodes, segments, valves, sources, customers, report)
+    batch = SurveyBatch(settings, crs, axis_order=axis_order, check_long=check_long,
+                        network_model=network_model, points_file=tables.points_file,
+                        segments_file=tables.segments_file)
+    nodes = batch.add_points(tables.points)
+    batch.end_points()
+    segments = batch.add_segments(tables.segments)
+    valves, sources, customers = batch.finish(tables, segments)
+    nodes["degree"] = batch.node_degrees(nodes["id"])
+    return Prepared(nodes, segments, valves, sources, customers, batch.report)
+
+
+#: What the whole-network checks keep of each point and each segment: compact columns, so a
+#: streamed batch holds a few dozen bytes per feature whatever its size (texts are shared codes).
+_POINT_KEEP = ("id", "_row", "utility", "easting", "northing",
+               *(n for n in names("node", reads="checks") if n != "survey_class"))
+_SEGMENT_KEEP = ("id", "_row", "_fi", "_ti", "utility", "subtype", "x1", "y1", "x2", "y2", "from_z", "to_z",
+                 "_valid")
+
+
+class SurveyBatch:
+    """A survey batch checked chunk by chunk: points first, then segments, then the checks over
+    the whole network (duplicates, connection counts, crossings) and the derived valves,
+    sources and customers, all on compact arrays.
+
+    Row-wise checks and derivation run per chunk (:meth:`add_points`, :meth:`add_segments`
+    return the chunk's typed features, ready to load); the report collects every issue.
+    """
+
+    def __init__(self, settings: TwinSettings, crs: TwinCRS, *, axis_order: str = "ne",
+                 check_long: bool = True, network_model: bool = False, points_file: str = "points",
+                 segments_file: str = "segments") -> None:
+        self.settings, self.crs, self.axis_order = settings, crs, axis_order
+        self.check_long, self.network_model = check_long, network_model
+        self.points_file, self.segments_file = points_file, segments_file
+        self.report = Report()
+        self._points: list[pd.DataFrame] = []
+        self._segments: list[pd.DataFrame] = []
+        self.first = pd.DataFrame(columns=list(_POINT_KEEP))
+        self._index = pd.Index([], dtype=object)
+        self._degree = np.zeros(0, dtype=np.int64)
+        self.n_nodes = self.n_segments = 0
+
+    def add_points(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """Check and type one chunk of the point table; returns its nodes."""
+        nodes = _prepare_points(chunk, self.points_file, self.crs, self.axis_order, self.report)
+        keep = nodes[list(_POINT_KEEP)].copy()
+        # Remarks matter later only where a valve, source or customer is derived.
+        wanted = (keep["appurtenance"].isin([*VALVE_APPURTENANCES, *SOURCE_APPURTENANCES])
+                  | (keep["feature"] == "service_entry"))
+        keep["remarks"] = keep["remarks"].where(wanted, None)
+        self._points.append(keep)
+        self.n_nodes += len(nodes)
+        return nodes
+
+    def end_points(self) -> None:
+        """All points are in: duplicate ids (E201) and the lookup of segment ends."""
+        points = pd.concat(self._points, ignore_index=True) if self._points else self.first
+        self._points = []
+        ids = points["id"]
+        dup = (ids.notna() & ids.duplicated(keep=False)).to_numpy()
+        if dup.any():
+            rows = points.loc[dup, ["id", "_row"]].rename(columns={"id": "point_id"})
+            self.report.add_rows("E201", np.ones(len(rows), bool), rows, self.points_file,
+                                 lambda r: f"point id {r['point_id']!r} appears more than once", ("point_id",))
+        self.first = points[~ids.duplicated(keep="first").to_numpy()].reset_index(drop=True)
+        self._index = pd.Index(self.first["id"].to_numpy(dtype=object))
+        self._degree = np.zeros(len(self.first), dtype=np.int64)
+
+    def add_segments(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """Check and type one chunk of the segment table; returns its segments."""
+        segments = _prepare_segments(chunk, self.segments_file, self.first, self._index, self.settings,
+                                     self.report, check_long=self.check_long,
+                                     network_model=self.network_model)
+        keep = segments[list(_SEGMENT_KEEP)].copy()
+        keep["_explicit"] = chunk["id"].notna().to_numpy()
+        fi, ti = keep["_fi"].to_numpy(), keep["_ti"].to_numpy()
+        ends = np.concatenate([fi, ti])
+        self._degree += np.bincount(ends[ends >= 0], minlength=len(self.first))
+        # End ids the point table lacks (E202) are kept as given, for the duplicates' report.
+        keep["_from_id"] = chunk["from_id"].where(fi < 0, None).to_numpy()
+        keep["_to_id"] = chunk["to_id"].where(ti < 0, None).to_numpy()
+        self._segments.append(keep)
+        self.n_segments += len(segments)
+        return segments
+
+    def node_degrees(self, ids: pd.Series) -> np.ndarray:
+        """Connection count of each of ``ids`` (0 for unknown ids)."""
+        at = self._index.get_indexer(ids)
+        return np.where(at >= 0, self._degree[np.where(at >= 0, at, 0)], 0)
+
+    def finish(self, tables: SurveyTables | None = None, segments: pd.DataFrame | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The whole-network checks, then valves, sources and customers; fills the counts.
+
+        ``tables`` may carry explicit valve, source and customer lists; explicit valves need
+        the batch's whole ``segments``.
+        """
+        seg = pd.concat(self._segments, ignore_index=True) if self._segments else pd.DataFrame(
+            columns=[*_SEGMENT_KEEP, "_explicit", "_from_id", "_to_id"])
+        self._segments = []
+        _check_duplicate_segments(seg, self.first, self.segments_file, self.report,
+                                  network_model=self.network_model)
+        _check_degrees(self.first, self._degree, self.points_file, self.report)
+        _check_crossings(seg, self.segments_file, self.report)
+        extra = tables or SurveyTables(points=pd.DataFrame(), segments=pd.DataFrame())
+        by_id = self.first.set_index("id")
+        if segments is None or extra.valves is None:
+            segments = _valve_ends(seg, self.first)
+        valves = _valves(extra, by_id, segments, self.report)
+        sources, customers = _sources(extra, by_id), _customers(extra, by_id)
+        self.report.counts = {"nodes": self.n_nodes, "segments": self.n_segments, "valves": len(valves),
+                              "sources": len(sources), "customers": len(customers)}
+        return valves, sources, customers
+
+
+def _valve_ends(seg: pd.DataFrame, first: pd.DataFrame) -> pd.DataFrame:
+    """The segments that end at a valve point, with what :func:`_valves` reads of them."""
+    valve_at = first["appurtenance"].isin(list(VALVE_APPURTENANCES)).to_numpy()
+    fi, ti = seg["_fi"].to_numpy(), seg["_ti"].to_numpy()
+    at = np.zeros(len(seg), bool)
+    for codes in (fi, ti):
+        at |= (codes >= 0) & valve_at[np.where(codes >= 0, codes, 0)]
+    part = seg[at]
+    ids = first["id"].to_numpy(dtype=object)
+    return pd.DataFrame({"id": part["id"].to_numpy(), "from_node": ids[part["_fi"].to_numpy()],
+                         "to_node": ids[part["_ti"].to_numpy()], "from_z": part["from_z"].to_numpy(),
+                         "to_z": part["to_z"].to_numpy(), "utility": part["utility"].to_numpy()})
 
 
 # -- points ---------------------------------------------------------------------------------
-def _prepare_points(tables: SurveyTables, crs: TwinCRS, axis_order: str, report: Report) -> pd.DataFrame:
-    p = tables.points
-    f = tables.points_file
+def _prepare_points(p: pd.DataFrame, f: str, crs: TwinCRS, axis_order: str, report: Report) -> pd.DataFrame:
     out = pd.DataFrame({"id": p["point_id"], "_row": p["_row"]})
     for col in ("point_id", "utility", "x", "y", "ground_z"):
         report.add_rows("E102", p[col].isna(), p, f, f"empty {col}", ("point_id",))
@@ -161,9 +279,6 @@ def _prepare_points(tables: SurveyTables, crs: TwinCRS, axis_order: str, report:
                     lambda r: f"survey class {r['survey_class']!r} is not 明显点 exposed or 隐蔽点 concealed",
                     ("point_id",))
 
-    dup = out["id"].notna() & out["id"].duplicated(keep=False)
-    report.add_rows("E201", dup.to_numpy(), p, f, lambda r: f"point id {r['point_id']!r} appears more than once",
-                    ("point_id",))
     out["_valid"] = ~(out["id"].isna() | np.isnan(easting) | np.isnan(northing)
                       | np.isnan(numeric["ground_z"]) | pd.isna(parent))
     return out
@@ -225,16 +340,15 @@ class _Heights:
     centre: tuple[np.ndarray, np.ndarray]  # z of the pipe's centre
 
 
-def _prepare_segments(tables: SurveyTables, first: pd.DataFrame, settings: TwinSettings, report: Report,
-                      *, check_long: bool, network_model: bool = False) -> pd.DataFrame:
-    """Typed segments from the survey's segment table, checked, with their 3D ends."""
-    s = tables.segments
-    f = tables.segments_file
+def _prepare_segments(s: pd.DataFrame, f: str, first: pd.DataFrame, index: pd.Index, settings: TwinSettings,
+                      report: Report, *, check_long: bool, network_model: bool = False) -> pd.DataFrame:
+    """Typed segments from (a chunk of) the survey's segment table, checked, with their 3D ends;
+    ``index`` looks the end points up among ``first`` (the point table, one row per id)."""
     for col in ("from_id", "to_id", "size"):
         report.add_rows("E102", s[col].isna(), s, f, f"empty {col}", _SEGMENT_IDS)
     ids = s["id"].where(s["id"].notna(), s["from_id"].astype(str) + "-" + s["to_id"].astype(str))
     out = pd.DataFrame({"id": ids, "from_node": s["from_id"], "to_node": s["to_id"], "_row": s["_row"]})
-    fi, ti = _segment_ends(s, f, first, report)
+    fi, ti = _segment_ends(s, f, index, report)
     ok = (fi >= 0) & (ti >= 0)
     out["_fi"], out["_ti"] = fi, ti
     _segment_utility(out, s, f, first, fi, report)
@@ -249,7 +363,6 @@ def _prepare_segments(tables: SurveyTables, first: pd.DataFrame, settings: TwinS
     gravity = np.isin(out["utility"].to_numpy().astype(str), list(GRAVITY_UTILITIES))
     reverse = ok & gravity & np.isfinite(ref1) & np.isfinite(ref2) & (ref2 > ref1 + 0.005)
     report.add_rows("W307", reverse, s, f, "the invert rises along the flow direction", _SEGMENT_IDS)
-    _check_duplicate_segments(out, s, f, report, fi, ti, ok, network_model=network_model)
     z1, z2 = heights.centre
     x1, y1, x2, y2 = (out[c].to_numpy() for c in ("x1", "y1", "x2", "y2"))
     out["_valid"] = (ok & np.isfinite(z1) & np.isfinite(z2) & np.isfinite(half_height_m)
@@ -257,10 +370,10 @@ def _prepare_segments(tables: SurveyTables, first: pd.DataFrame, settings: TwinS
     return out
 
 
-def _segment_ends(s: pd.DataFrame, f: str, first: pd.DataFrame, report: Report
+def _segment_ends(s: pd.DataFrame, f: str, index: pd.Index, report: Report
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Endpoints as integer codes into the point table (-1: missing, reported E202)."""
-    fi, ti = (_positions(first["id"], s[end]) for end in _SEGMENT_IDS)
+    fi, ti = (_positions(index, s[end]) for end in _SEGMENT_IDS)
     for end, codes in (("from_id", fi), ("to_id", ti)):
         missing = (codes < 0) & s[end].notna().to_numpy()
         report.add_rows("E202", missing, s, f, lambda r, e=end: f"end point {r[e]!r} is not in the point table",
@@ -268,15 +381,11 @@ def _segment_ends(s: pd.DataFrame, f: str, first: pd.DataFrame, report: Report
     return fi, ti
 
 
-def _positions(ids: pd.Series, values: pd.Series) -> np.ndarray:
-    """Where each value is among the unique ``ids`` (-1: not there): Arrow's hash lookup
-    for text (twice as fast as pandas' on object columns), pandas' for anything else."""
-    try:
-        found = pc.index_in(pa.array(values.to_numpy(dtype=object), type=pa.string()),
-                            value_set=pa.array(ids.to_numpy(dtype=object), type=pa.string()))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pd.Index(ids).get_indexer(values)
-    return found.fill_null(-1).to_numpy().astype(np.intp)
+def _positions(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """Where each value is in the unique ``index`` (-1: not there, or no value)."""
+    found = index.get_indexer(values.to_numpy(dtype=object))
+    found[values.isna().to_numpy()] = -1
+    return found.astype(np.intp)
 
 
 def _segment_utility(out: pd.DataFrame, s: pd.DataFrame, f: str, first: pd.DataFrame, fi: np.ndarray,
@@ -427,21 +536,39 @@ def _check_segment_lengths(s: pd.DataFrame, f: str, report: Report, settings: Tw
                         lambda r: f"segment longer than {settings.long_segment_m:g} m", _SEGMENT_IDS)
 
 
-def _check_duplicate_segments(out: pd.DataFrame, s: pd.DataFrame, f: str, report: Report, fi: np.ndarray,
-                              ti: np.ndarray, ok: np.ndarray, *, network_model: bool) -> None:
-    """Duplicates: explicit ids, and the same pair of points for one utility."""
-    dup_id = out["id"].duplicated(keep="first").to_numpy() & s["id"].notna().to_numpy()
-    lo, hi = np.minimum(fi, ti), np.maximum(fi, ti)
-    key = pd.DataFrame({"lo": lo, "hi": hi, "u": out["subtype"].fillna(out["utility"]).astype(str)})
+def _check_duplicate_segments(seg: pd.DataFrame, first: pd.DataFrame, f: str, report: Report, *,
+                              network_model: bool) -> None:
+    """Duplicates over the whole batch: explicit ids, and the same pair of points for one utility."""
+    fi, ti = seg["_fi"].to_numpy(dtype=np.int64), seg["_ti"].to_numpy(dtype=np.int64)
+    ok = (fi >= 0) & (ti >= 0)
+    repeated = seg["id"].duplicated(keep="first").to_numpy()
+    dup_id = repeated & seg["_explicit"].to_numpy(dtype=bool)
+    key = pd.DataFrame({"lo": np.minimum(fi, ti), "hi": np.maximum(fi, ti),
+                        "u": seg["subtype"].fillna(seg["utility"]).astype(str).to_numpy()})
     dup_pair = ok & key.duplicated(keep="first").to_numpy()
-    dup_generated = out["id"].duplicated(keep="first").to_numpy() & ~dup_id
+    dup_generated = repeated & ~dup_id
     if network_model:
-        report.add_rows("W211", dup_pair & ~dup_generated, s, f, "parallel link between the same points",
-                        ("id", "from_id", "to_id"))
+        _report_segments(report, "W211", dup_pair & ~dup_generated, seg, first, f,
+                         "parallel link between the same points", ("id", "from_id", "to_id"))
         dup_pair = dup_generated
     else:
         dup_pair |= dup_generated
-    report.add_rows("E206", dup_id | dup_pair, s, f, "duplicate segment (surveyed twice?)", _SEGMENT_IDS)
+    _report_segments(report, "E206", dup_id | dup_pair, seg, first, f, "duplicate segment (surveyed twice?)",
+                     _SEGMENT_IDS)
+
+
+def _report_segments(report: Report, code: str, mask: np.ndarray, seg: pd.DataFrame, first: pd.DataFrame,
+                     f: str, message: str, id_columns: tuple[str, ...]) -> None:
+    """Issues on the masked segments of the compact whole-batch view (end ids from the points)."""
+    if not mask.any():
+        return
+    part = seg[mask]
+    ids = first["id"].to_numpy(dtype=object)
+    rows = pd.DataFrame({"id": part["id"].to_numpy(), "_row": part["_row"].to_numpy()})
+    for end, given in (("_fi", "_from_id"), ("_ti", "_to_id")):
+        codes = part[end].to_numpy(dtype=np.int64)
+        rows[given[1:]] = np.where(codes >= 0, ids[np.where(codes >= 0, codes, 0)], part[given].to_numpy())
+    report.add_rows(code, np.ones(len(rows), bool), rows, f, message, id_columns)
 
 
 def _reference_elevation(generic: np.ndarray, top: np.ndarray, invert_elev: np.ndarray,
@@ -459,18 +586,19 @@ def _reference_elevation(generic: np.ndarray, top: np.ndarray, invert_elev: np.n
     return out
 
 
-def _check_degrees(nodes: pd.DataFrame, first: pd.DataFrame, segments: pd.DataFrame, f: str,
-                   report: Report) -> None:
-    n = len(first)
-    ends = np.concatenate([segments["_fi"].to_numpy(), segments["_ti"].to_numpy()])
-    degree = np.bincount(ends[ends >= 0], minlength=n)
+def _check_degrees(first: pd.DataFrame, degree: np.ndarray, f: str, report: Report) -> None:
+    """Points no segment uses (W203), and features whose connection count is off (W207)."""
     unused = degree == 0
-    report.add_rows("W203", unused, first, f, "no segment uses this point", ("id",))
+    if unused.any():
+        report.add_rows("W203", np.ones(int(unused.sum()), bool), first[unused], f, "no segment uses this point",
+                        ("id",))
     expected = first["feature"].map(FEATURE_DEGREE).to_numpy(dtype=float)
     wrong = np.isfinite(expected) & ~unused & (degree != np.nan_to_num(expected))
-    report.add_rows("W207", wrong, first.assign(_deg=degree, _exp=expected), f,
-                    lambda r: f"{r['feature']} should join {int(r['_exp'])} segments, joins {r['_deg']}", ("id",))
-    nodes["degree"] = pd.Series(degree, index=first.index).reindex(nodes.index).fillna(0).astype(int).to_numpy()
+    if wrong.any():
+        report.add_rows("W207", np.ones(int(wrong.sum()), bool),
+                        first[wrong].assign(_deg=degree[wrong], _exp=expected[wrong]), f,
+                        lambda r: f"{r['feature']} should join {int(r['_exp'])} segments, joins {r['_deg']}",
+                        ("id",))
 
 
 def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
@@ -479,26 +607,29 @@ def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
     if valid.sum() < 2:
         return
     idx = np.flatnonzero(valid)
-    coords = np.stack([segments["x1"].to_numpy()[idx], segments["y1"].to_numpy()[idx],
-                       segments["x2"].to_numpy()[idx], segments["y2"].to_numpy()[idx]], axis=1)
-    lines = shapely.linestrings(coords.reshape(-1, 2, 2))
+    coords = np.stack([segments["x1"].to_numpy(float)[idx], segments["y1"].to_numpy(float)[idx],
+                       segments["x2"].to_numpy(float)[idx], segments["y2"].to_numpy(float)[idx]], axis=1)
     fi, ti = segments["_fi"].to_numpy()[idx], segments["_ti"].to_numpy()[idx]
     code = segments["subtype"].fillna(segments["utility"]).fillna("").to_numpy(dtype=object)[idx]
     found_a, found_b = [], []
-    # One tree per utility code: only same-utility crossings matter, and the trees stay small.
-    for u in np.unique(code):
+    # One tree per utility code: only same-utility crossings matter, and the trees stay small
+    # (the lines of one code at a time: a million GEOS lines at once would double the memory).
+    for u in pd.unique(code):
         members = np.flatnonzero(code == u)
         if len(members) < 2:
             continue
-        tree = shapely.STRtree(lines[members])
-        a, b = tree.query(lines[members])  # boxes that overlap; the exact test only for pairs
+        lines = shapely.linestrings(coords[members].reshape(-1, 2, 2))
+        tree = shapely.STRtree(lines)
+        a, b = tree.query(lines)  # boxes that overlap; the exact test only for pairs
         keep = a < b  # that share no point (most neighbours meet at their shared point)
-        a, b = members[a[keep]], members[b[keep]]
-        share = (fi[a] == fi[b]) | (fi[a] == ti[b]) | (ti[a] == fi[b]) | (ti[a] == ti[b])
+        a, b = a[keep], b[keep]
+        ga, gb = members[a], members[b]
+        share = (fi[ga] == fi[gb]) | (fi[ga] == ti[gb]) | (ti[ga] == fi[gb]) | (ti[ga] == ti[gb])
         a, b = a[~share], b[~share]
         cross = shapely.intersects(lines[a], lines[b])
-        found_a.append(a[cross])
-        found_b.append(b[cross])
+        found_a.append(members[a[cross]])
+        found_b.append(members[b[cross]])
+        del tree, lines
     if not found_a:
         return
     a, b = np.concatenate(found_a), np.concatenate(found_b)

@@ -66,7 +66,8 @@ def tables_to_geojson(
     'centre'
     """
     if axis_order not in ("ne", "en"):
-        raise InputError(f"axis order must be 'ne' or 'en', not {axis_order!r}")
+        raise InputError(f"axis order must be 'ne' or 'en', not {axis_order!r}",
+                         zh=f"坐标轴顺序须为 'ne'（X 为北坐标）或 'en'（X 为东坐标），不是 {axis_order!r}")
     limits = TableLimits.proposal(settings)
     for path in (points_path, segments_path):
         check_table_size(Path(path), limits)
@@ -81,12 +82,15 @@ def tables_to_geojson(
             for i in errors[:LISTED_ISSUES])
         more = prepared.report.error_count - min(len(errors), LISTED_ISSUES)
         raise InputError(f"the proposal tables have {prepared.report.error_count} error(s): {listed}"
-                         + (f"; and {more} more" if more > 0 else ""), code=errors[0].code)
+                         + (f"; and {more} more" if more > 0 else ""), code=errors[0].code,
+                         zh=f"方案表有 {prepared.report.error_count} 个错误：{listed}"
+                            + (f"；另有 {more} 个" if more > 0 else ""))
     seg = prepared.segments[prepared.segments["_valid"].to_numpy(dtype=bool)]
     if not len(seg):
-        raise InputError("the proposal tables hold no segment")
+        raise InputError("the proposal tables hold no segment", zh="方案表中没有管线")
     if seg["vertices"].notna().any():  # only hydraulic models carry interior vertices
-        raise InputError("proposal tables with interior vertices are not supported")
+        raise InputError("proposal tables with interior vertices are not supported",
+                         zh="不支持含中间顶点的方案表")
     ends = np.round(seg[["x1", "y1", "from_z", "x2", "y2", "to_z"]].to_numpy(float), _DECIMALS)
     rect = seg["shape"].to_numpy() == "rect"
     sizes = np.round(seg[["diameter_mm", "width_mm", "height_mm"]].to_numpy(float), 3)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CHECKS", "Issue", "Report"]
+__all__ = ["CHECKS", "CHECK_TITLES_ZH", "SEVERITY_ZH", "check_title", "Issue", "Report"]
 
 #: Stable codes of every data check: code -> (severity, title).
 CHECKS: dict[str, tuple[str, str]] = {
@@ -50,7 +50,54 @@ CHECKS: dict[str, tuple[str, str]] = {
     "W308": ("warning", "inconsistent elevations between tables"),
 }
 
+#: The Chinese title of every data check: code -> title (:func:`check_title` gives both).
+CHECK_TITLES_ZH: dict[str, str] = {
+    "F001": "缺少列",
+    "F002": "空文件",
+    "F003": "文件无法读取",
+    "E101": "数值字段中有文字",
+    "E102": "缺少必填值",
+    "E103": "未知管线类别代码",
+    "E104": "坐标超出孪生库坐标系范围",
+    "W105": "未知特征",
+    "W106": "未知附属物",
+    "W107": "管点同时有特征和附属物",
+    "E108": "未知状态",
+    "E109": "未知探测精度类别",
+    "E201": "物探点号重复",
+    "E202": "管线段端点不在管线点表中",
+    "W203": "管点未被任何管线段使用",
+    "E204": "管线段长度为零",
+    "W205": "管线段长度不合理",
+    "E206": "管线段重复",
+    "W207": "特征与连接数不符",
+    "W208": "同类管线交叉但无共用管点",
+    "W209": "管线段类别与端点不一致",
+    "W210": "连接重合管点的管段（管网模型）",
+    "W211": "同一对管点之间的平行管段（管网模型）",
+    "E301": "缺少埋深",
+    "E302": "埋深不合理",
+    "W303": "埋深异常大",
+    "E304": "管顶高于地面",
+    "E305": "管径无法识别",
+    "W306": "模型占位值已按假设替换（管网模型）",
+    "W307": "重力排水管倒坡",
+    "W308": "两表高程不一致",
+}
+
+#: Severity for people: error -> 错误, warning -> 警告.
+SEVERITY_ZH = {"error": "错误", "warning": "警告"}
+
 MAX_LISTED_PER_CODE = 200
+
+
+def check_title(code: str) -> str:
+    """The check's title for people, Chinese first.
+
+    >>> check_title("F001")
+    '缺少列 missing column'
+    """
+    return f"{CHECK_TITLES_ZH[code]} {CHECKS[code][1]}"
 
 
 @dataclass
@@ -62,14 +109,20 @@ class Issue:
     file: str | None = None
     row: int | None = None
     ids: list[str] = field(default_factory=list)
+    message_zh: str | None = None  # the message in Chinese, where the check gives one
 
     @property
     def severity(self) -> str:
         return CHECKS[self.code][0]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "severity": self.severity, "check": CHECKS[self.code][1],
-                "message": self.message, "file": self.file, "row": self.row, "ids": self.ids}
+        """The issue as JSON: ``check`` is its title Chinese first; ``check_zh``, ``check_en``."""
+        d = {"code": self.code, "severity": self.severity, "check": check_title(self.code),
+             "check_zh": CHECK_TITLES_ZH[self.code], "check_en": CHECKS[self.code][1],
+             "message": self.message, "file": self.file, "row": self.row, "ids": self.ids}
+        if self.message_zh:
+            d["message_zh"] = self.message_zh
+        return d
 
 
 @dataclass
@@ -85,11 +138,11 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, code: str, message: str, *, file: str | None = None, row: int | None = None,
-            ids: list[str] | None = None) -> None:
-        """Add one issue."""
+            ids: list[str] | None = None, message_zh: str | None = None) -> None:
+        """Add one issue (``message_zh``: its message in Chinese, when known)."""
         self.issue_counts[code] += 1
         if self.issue_counts[code] <= MAX_LISTED_PER_CODE:
-            self.issues.append(Issue(code, message, file, row, [str(i) for i in ids or []]))
+            self.issues.append(Issue(code, message, file, row, [str(i) for i in ids or []], message_zh))
 
     def add_rows(self, code: str, mask: np.ndarray | pd.Series, frame: pd.DataFrame, file: str,
                  message: str | Any, id_columns: tuple[str, ...]) -> int:

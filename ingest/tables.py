@@ -8,7 +8,9 @@ of XML or millions of rows, and parsing it would hold the server for minutes.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,9 +24,13 @@ from typing import Any
 from zlib import error as zlib_error
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from ingest.report import Issue
 from twin.errors import InputError
+from twin.schema import names
 from twin.settings import TwinSettings
 
 __all__ = [
@@ -47,6 +53,9 @@ __all__ = [
     "TableLimits",
     "check_table_size",
     "TOO_LARGE",
+    "TableStream",
+    "open_table",
+    "WholeReadNeeded",
 ]
 
 #: Canonical point columns <- header names seen in survey tables (CJJ 61-2017 管线点成果表).
@@ -109,6 +118,13 @@ NUMBER_COLUMNS: frozenset[str] = frozenset({
     "holes_total", "holes_used"})
 
 
+#: Survey text columns no check reads, only carried to the twin: the chunked reader keeps them
+#: as Arrow text (no Python string per cell), as it does the numbers.
+CARRIED_COLUMNS: frozenset[str] = frozenset(
+    n for kind in ("node", "segment") for n in names(kind, type="string", surveyed=True)
+    if n not in names(kind, reads="checks"))
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """A file of a batch, as recorded on the batch."""
@@ -165,7 +181,8 @@ def load_column_mapping(path: Path | None) -> dict[str, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read the column mapping: {exc}") from exc
+        raise InputError(f"{path}: cannot read the column mapping: {exc}",
+                         zh=f"{path}：无法读取列映射：{exc}") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -173,14 +190,17 @@ def load_column_mapping(path: Path | None) -> dict[str, str]:
             # A CSV saved by Excel on a Chinese system is GBK.
             text = data.decode("gb18030")
         except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: the column mapping is neither UTF-8 nor GBK text") from exc
+            raise InputError(f"{path}: the column mapping is neither UTF-8 nor GBK text",
+                             zh=f"{path}：列映射既不是 UTF-8 也不是 GBK 文本") from exc
     if path.suffix.lower() == ".json":
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: the column mapping is not valid JSON: {exc}") from exc
+            raise InputError(f"{path}: the column mapping is not valid JSON: {exc}",
+                             zh=f"{path}：列映射不是有效的 JSON：{exc}") from exc
         if not isinstance(obj, dict):
-            raise InputError(f"{path}: the column mapping must be a JSON object header -> column")
+            raise InputError(f"{path}: the column mapping must be a JSON object header -> column",
+                             zh=f"{path}：列映射须为 JSON 对象 表头 -> 列")
         mapping = {_normalise_header(k): str(v).strip() for k, v in obj.items()}
     else:
         rows = [r for r in csv.reader(io.StringIO(text)) if len(r) >= 2]
@@ -191,7 +211,8 @@ def load_column_mapping(path: Path | None) -> dict[str, str]:
     if unknown:
         known = sorted(set(POINT_COLUMNS) | set(SEGMENT_COLUMNS))
         raise InputError(f"{path}: the column mapping names unknown column(s) {', '.join(unknown)}; "
-                         f"known columns: {', '.join(known)}")
+                         f"known columns: {', '.join(known)}",
+                         zh=f"{path}：列映射中有未知列 {'、'.join(unknown)}；已知列：{', '.join(known)}")
     return mapping
 
 
@@ -225,7 +246,8 @@ def _decode(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
         try:
             return data.decode(codec), encoding
         except (UnicodeDecodeError, LookupError) as exc:
-            raise InputError(f"{path.name}: not valid {encoding}: {exc}", code="F003") from exc
+            raise InputError(f"{path.name}: not valid {encoding}: {exc}", code="F003",
+                             zh=f"{path.name}：不是有效的 {encoding}：{exc}") from exc
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
     try:
@@ -242,11 +264,13 @@ def _decode(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
     best = from_bytes(data[:200_000]).best()
     if best is None:
         raise InputError(f"{path.name}: not a text table (binary data, or an unknown text encoding: "
-                         "give --encoding)", code="F003")
+                         "give --encoding)", code="F003",
+                         zh=f"{path.name}：不是文本表（二进制数据，或未知文本编码：请用 --encoding 指定）")
     try:
         return data.decode(best.encoding), best.encoding
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name}: undecodable as {best.encoding}: {exc}", code="F003") from exc
+        raise InputError(f"{path.name}: undecodable as {best.encoding}: {exc}", code="F003",
+                         zh=f"{path.name}：无法按 {best.encoding} 解码：{exc}") from exc
 
 
 def read_input(path: Path, what: str = "file") -> bytes:
@@ -254,9 +278,11 @@ def read_input(path: Path, what: str = "file") -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003") from exc
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003",
+                         zh=f"{path}：无法读取：{exc.strerror or exc}") from exc
     if not data.strip():
-        raise InputError(f"{path.name}: the {what} is empty", code="F002")
+        raise InputError(f"{path.name}: the {what} is empty", code="F002",
+                         zh=f"{path.name}：{'文件' if what == 'file' else what}为空")
     return data
 
 
@@ -265,9 +291,10 @@ def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str
     whether cells are already trimmed (empty ones None)."""
     text, used = _decode(data, encoding, path)
     if not text.strip():
-        raise InputError(f"{path.name}: the file is empty", code="F002")
+        raise InputError(f"{path.name}: the file is empty", code="F002", zh=f"{path.name}：文件为空")
     if "\x00" in text:
-        raise InputError(f"{path.name}: holds binary data (NUL bytes), not a text table", code="F003")
+        raise InputError(f"{path.name}: holds binary data (NUL bytes), not a text table", code="F003",
+                         zh=f"{path.name}：含二进制数据（NUL 字节），不是文本表")
     blank = re.match(r"(?:[ \t]*\r?\n)*", text)
     lead = text[: blank.end()].count("\n") if blank else 0
     text = text[blank.end():] if blank else text
@@ -287,7 +314,8 @@ def _read_csv(path: Path, data: bytes, encoding: str) -> tuple[pd.DataFrame, str
             skipinitialspace=True, skip_blank_lines=False, engine="c",
         )
     except (pd.errors.ParserError, ValueError) as exc:
-        raise InputError(f"{path.name}: not a readable CSV table: {exc}", code="F003") from exc
+        raise InputError(f"{path.name}: not a readable CSV table: {exc}", code="F003",
+                         zh=f"{path.name}：不是可读的 CSV 表：{exc}") from exc
     return frame, used, lead + 2, False
 
 
@@ -319,10 +347,6 @@ def _read_csv_arrow(text: str, delimiter: str) -> pd.DataFrame | None:
     Returns None when the file needs the careful reader (blank lines, ragged rows, line
     breaks inside quoted cells), whose row numbering counts every line.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
     first_line = text.split("\n", 1)[0].removesuffix("\r")
     try:
         header = next(csv.reader([first_line], delimiter=delimiter), [])
@@ -342,14 +366,21 @@ def _read_csv_arrow(text: str, delimiter: str) -> pd.DataFrame | None:
         return None
     if table.column_names != header:
         return None
+    return _object_frame(header, table.columns)
+
+
+def _object_frame(header: list[str], columns: list[pa.ChunkedArray | pa.Array],
+                  arrow: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Arrow text columns trimmed, empty cells None, as the Python objects the checks read;
+    the ``arrow`` columns stay Arrow text (numbers parsed by Arrow, texts carried to the COPY)."""
     empty = pa.scalar(None, pa.string())
-    columns = []
-    for col in table.columns:
+    out = {}
+    for h, col in zip(header, columns, strict=True):
         col = pc.utf8_trim_whitespace(col)
-        columns.append(pc.if_else(pc.equal(col, ""), empty, col))
-    # Straight to Python objects (None for empty cells): the checks work on object columns.
-    return pd.DataFrame({h: col.to_numpy(zero_copy_only=False) for h, col in zip(header, columns, strict=True)},
-                        dtype=object)
+        col = pc.if_else(pc.equal(col, ""), empty, col)
+        out[h] = (pd.Series(pd.arrays.ArrowExtensionArray(col)) if h in arrow
+                  else pd.Series(col.to_numpy(zero_copy_only=False), dtype=object))
+    return pd.DataFrame(out)
 
 
 def _read_xlsx(path: Path) -> pd.DataFrame:
@@ -359,10 +390,12 @@ def _read_xlsx(path: Path) -> pd.DataFrame:
                               header=None)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as exc:
         raise InputError(f"{path.name}: not a readable XLSX workbook ({exc.__class__.__name__}: {exc})",
-                         code="F003") from exc
+                         code="F003",
+                         zh=f"{path.name}：不是可读的 XLSX 工作簿（{exc.__class__.__name__}：{exc}）") from exc
     except Exception as exc:  # openpyxl raises many kinds on damaged files
         raise InputError(f"{path.name}: damaged XLSX workbook ({exc.__class__.__name__}: {exc})",
-                         code="F003") from exc
+                         code="F003",
+                         zh=f"{path.name}：XLSX 工作簿已损坏（{exc.__class__.__name__}：{exc}）") from exc
     return frame
 
 
@@ -382,21 +415,26 @@ def read_table(
     trimmed = False  # the Arrow reader trims cells and nulls empty ones itself
     if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":  # OLE2: .xls, or an encrypted workbook
         raise InputError(f"{path.name}: looks like an old .xls (or password-protected) workbook; "
-                         "save it as .xlsx or CSV", code="F003")
+                         "save it as .xlsx or CSV", code="F003",
+                         zh=f"{path.name}：看起来是旧版 .xls（或有密码保护的）工作簿；请另存为 .xlsx 或 CSV")
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         frame, first_row = _promote_header(_read_xlsx(path), columns, mapping or {})
     elif data[:4] == b"PK\x03\x04":
-        raise InputError(f"{path.name}: looks like a workbook; name it .xlsx", code="F003")
+        raise InputError(f"{path.name}: looks like a workbook; name it .xlsx", code="F003",
+                         zh=f"{path.name}：看起来是工作簿；请命名为 .xlsx")
     else:
         frame, used, first_row, trimmed = _read_csv(path, data, encoding)
     if len(frame.columns) == 0:
-        raise InputError(f"{path.name}: the table is empty (no header row)", code="F002")
+        raise InputError(f"{path.name}: the table is empty (no header row)", code="F002",
+                         zh=f"{path.name}：表为空（没有表头行）")
     if frame.empty:
-        raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
+        raise InputError(f"{path.name}: the table has a header but no rows", code="F002",
+                         zh=f"{path.name}：表有表头但没有数据行")
     frame = canonical_frame(frame, columns, required, mapping=mapping, name=path.name,
                             first_row=first_row, trimmed=trimmed)
     if frame.empty:
-        raise InputError(f"{path.name}: the table has a header but no rows", code="F002")
+        raise InputError(f"{path.name}: the table has a header but no rows", code="F002",
+                         zh=f"{path.name}：表有表头但没有数据行")
     info = FileInfo(name=path.name, sha256=_sha256(data), bytes=len(data), encoding=used, rows=len(frame))
     return frame, info
 
@@ -427,14 +465,19 @@ def canonical_frame(
             f"{', '.join(frame.attrs.get('fields', headers))}; "
             "give a --columns mapping for other names",
             code="F001",
+            zh=f"{name}：缺少列 {'、'.join(missing)}；实际列为 "
+               f"{', '.join(frame.attrs.get('fields', headers))}；"
+               "其他列名请用 --columns 映射",
         )
     frame = frame[list(mapped)].rename(columns=mapped)
     for c in columns:
         if c not in frame.columns:
             frame[c] = None
     frame = frame[list(columns)]
-    # Text as Python objects (what the checks read); numbers a typed reader gave stay floats.
-    frame = frame.astype({c: object for c, dtype in frame.dtypes.items() if dtype.kind != "f"})
+    # Text as Python objects (what the checks read); numbers a typed reader gave stay floats,
+    # Arrow text of the chunked reader stays Arrow.
+    frame = frame.astype({c: object for c, dtype in frame.dtypes.items()
+                          if dtype.kind != "f" and not isinstance(dtype, pd.ArrowDtype)})
     if not trimmed:
         frame = frame.where(frame.notna(), None)
         for c in frame.columns:
@@ -475,7 +518,8 @@ def column_mapping(pairs: Mapping[str, str], what: str = "--columns") -> dict[st
         if canon is None:
             known = sorted(set(POINT_COLUMNS) | set(SEGMENT_COLUMNS))
             raise InputError(f"{what}: {target!r} is not a survey column; known columns: {', '.join(known)} "
-                             "(or their Chinese names)", code="F001")
+                             "(or their Chinese names)", code="F001",
+                             zh=f"{what}：{target!r} 不是成果表列；已知列：{', '.join(known)}（或其中文名）")
         mapping[_normalise_header(source)] = canon
     return mapping
 
@@ -502,6 +546,188 @@ def read_survey(
     s, sinfo = read_table(segments, SEGMENT_COLUMNS, SEGMENT_REQUIRED, encoding=encoding, mapping=mapping)
     return SurveyTables(points=p, segments=s, points_file=pinfo.name, segments_file=sinfo.name,
                         files=[pinfo, sinfo])
+
+
+# ----------------------------------------------------------------------------- tables in chunks
+#: Rows of a table handled at once by a streamed import: memory stays flat whatever the size.
+CHUNK_ROWS = 131_072
+_SCAN_BLOCK = 1 << 22
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
+
+
+class WholeReadNeeded(Exception):
+    """A table the chunked reader cannot number line by line (ragged rows, line breaks in
+    quoted cells): it is read whole instead (:func:`open_table` with ``whole=True``)."""
+
+
+@dataclass
+class TableStream:
+    """One survey table as chunks of canonical rows (:func:`canonical_frame`'s columns and
+    ``_row``), in file order; ``info`` has the file's digest, and its rows once all are read."""
+
+    name: str
+    info: FileInfo
+    chunks: Any  # Iterator[pd.DataFrame]
+    rows: int = 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.rows += len(chunk)
+            yield chunk
+        if self.rows == 0:
+            raise InputError(f"{self.name}: the table has a header but no rows", code="F002",
+                             zh=f"{self.name}：表有表头但没有数据行")
+        self.info = dataclasses.replace(self.info, rows=self.rows)
+
+
+def _scan(path: Path, encoding: str) -> tuple[str, int, str, bool]:
+    """Passes over a text table's bytes: digest, size, the encoding it decodes with, and
+    whether it is plain (no NUL, no blank line): what the chunked reader needs to know first.
+    UTF-8 is tried first; GB18030 (GBK's superset) only when that fails."""
+    codecs_ = [{"gbk": "gb18030"}.get(encoding.lower(), encoding)] if encoding != "auto" else ["utf-8", "gb18030"]
+    measured: tuple[str, int, bool] | None = None
+    for codec in filter(_codec_known, codecs_):
+        digest, size, plain, decodes = _scan_as(path, codec, measured is None)
+        measured = measured or (digest, size, plain)
+        if decodes:
+            return *measured[:2], codec, measured[2]
+    return "", 0, "", False
+
+
+def _scan_as(path: Path, codec: str, measure: bool) -> tuple[str, int, bool, bool]:
+    """Whether the file decodes as ``codec``; with ``measure``, also its digest, size, plainness."""
+    digest, size, plain, tail = hashlib.sha256(), 0, True, b""
+    decoder = codecs.getincrementaldecoder(codec)()
+    decodes = True
+    try:
+        with path.open("rb") as f:
+            while block := f.read(_SCAN_BLOCK):
+                if measure:
+                    digest.update(block)
+                    size += len(block)
+                    window = tail + block
+                    plain = plain and b"\x00" not in block and not _BLANK_LINE.search(window)
+                    tail = window[-64:]
+                if decodes:
+                    try:
+                        decoder.decode(block)
+                    except UnicodeDecodeError:
+                        decodes = False
+                        if not measure:
+                            break
+            if decodes:
+                decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        decodes = False
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003",
+                         zh=f"{path}：无法读取：{exc.strerror or exc}") from exc
+    return (digest.hexdigest() if measure else "", size, plain, decodes)
+
+
+def _codec_known(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _whole(path: Path, columns: Mapping[str, tuple[str, ...]], required: tuple[str, ...], encoding: str,
+           mapping: Mapping[str, str] | None, chunk_rows: int) -> TableStream:
+    frame, info = read_table(path, columns, required, encoding=encoding, mapping=mapping)
+    chunks = (frame.iloc[i:i + chunk_rows] for i in range(0, len(frame), chunk_rows))
+    return TableStream(path.name, info, chunks)
+
+
+def open_table(
+    path: Path,
+    columns: Mapping[str, tuple[str, ...]],
+    required: tuple[str, ...],
+    *,
+    encoding: str = "auto",
+    mapping: Mapping[str, str] | None = None,
+    chunk_rows: int | None = None,
+    whole: bool = False,
+) -> TableStream:
+    """A survey table to be read in chunks of ``chunk_rows``: a plain CSV in UTF-8 or GB18030
+    through Arrow's streaming reader (the file is never held whole); anything else (XLSX,
+    blank lines, other encodings) read whole by :func:`read_table`, then handed out in chunks.
+
+    The header is checked at once (F001, F002, F003); a table without rows is F002 once read.
+    Iterating may raise :class:`WholeReadNeeded` (rows the chunked reader cannot number).
+    """
+    path = Path(path)
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    try:
+        with path.open("rb") as f:
+            head = f.read(_SCAN_BLOCK)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}", code="F003",
+                         zh=f"{path}：无法读取：{exc.strerror or exc}") from exc
+    if whole or path.suffix.lower() in (".xlsx", ".xlsm") or head[:4] == b"PK\x03\x04" \
+            or head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" or not head[:1].strip():
+        return _whole(path, columns, required, encoding, mapping, chunk_rows)
+    digest, size, used, plain = _scan(path, encoding)
+    if not plain or not used:
+        return _whole(path, columns, required, encoding, mapping, chunk_rows)
+    text = head.decode(used, errors="ignore")
+    text = text.removeprefix("\ufeff")
+    try:
+        delimiter = csv.Sniffer().sniff(text[:10_000], delimiters=",\t;").delimiter
+    except csv.Error:
+        delimiter = ","
+    try:
+        header = next(csv.reader([text.split("\n", 1)[0].removesuffix("\r")], delimiter=delimiter), [])
+    except csv.Error:
+        header = []
+    if not header or len(set(header)) != len(header):
+        return _whole(path, columns, required, encoding, mapping, chunk_rows)
+    # The header alone: a missing column is F001 before any row is read.
+    canonical_frame(pd.DataFrame(columns=header), columns, required, mapping=mapping, name=path.name,
+                    drop_empty=False)
+    canonical = _map_headers(header, columns, mapping or {}, path.name)
+    mapped = list(canonical)
+    arrow = frozenset(h for h, c in canonical.items() if c in NUMBER_COLUMNS | CARRIED_COLUMNS)
+    label = encoding if encoding != "auto" else ("utf-8-sig" if head[:3] == b"\xef\xbb\xbf" else used)
+    info = FileInfo(name=path.name, sha256=digest, bytes=size, encoding=label)
+    read = pacsv.ReadOptions(block_size=min(max(1 << 16, chunk_rows * 48), 1 << 26),
+                             encoding="utf8" if used == "utf-8" else used)
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False)
+    convert = pacsv.ConvertOptions(column_types={h: pa.string() for h in mapped}, include_columns=mapped,
+                                   strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True)
+    return TableStream(path.name, info, _csv_chunks(path, read, parse, convert, columns, required,
+                                                     mapping, chunk_rows, arrow))
+
+
+def _csv_chunks(path: Path, read: pacsv.ReadOptions, parse: pacsv.ParseOptions,
+                convert: pacsv.ConvertOptions, columns: Mapping[str, tuple[str, ...]], required: tuple[str, ...],
+                mapping: Mapping[str, str] | None, chunk_rows: int, arrow: frozenset[str]):
+    """Canonical chunks of a plain CSV, numbered by line (the header is line 1)."""
+    line = 2
+    try:
+        reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        names = reader.schema.names
+        pending: list[pa.RecordBatch] = []
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                batch = None
+            if batch is not None:
+                pending.append(batch)
+            rows = sum(b.num_rows for b in pending)
+            if pending and (batch is None or rows >= chunk_rows):
+                table = pa.Table.from_batches(pending)
+                pending = []
+                frame = _object_frame(names, table.columns, arrow)
+                yield canonical_frame(frame, columns, required, mapping=mapping, name=path.name,
+                                      first_row=line, trimmed=True)
+                line += rows
+            if batch is None:
+                return
+    except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
+        raise WholeReadNeeded(f"{path.name}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- size before parsing
@@ -532,8 +758,8 @@ class TableLimits:
         return cls(settings.max_proposal_table_rows, int(settings.max_proposal_table_mb * 1e6))
 
 
-def _too_large(path: Path, what: str, limit: str) -> InputError:
-    return InputError(f"{path.name}: {what}; {limit}", code=TOO_LARGE)
+def _too_large(path: Path, what: str, limit: str, zh: str) -> InputError:
+    return InputError(f"{path.name}: {what}; {limit}", code=TOO_LARGE, zh=f"{path.name} 过大：{zh}")
 
 
 def check_table_size(path: Path, limits: TableLimits) -> None:
@@ -557,7 +783,8 @@ def _check_text(path: Path, limits: TableLimits) -> None:
         size = path.stat().st_size
         if size > limits.unpacked_bytes:
             raise _too_large(path, f"{size / 1e6:,.1f} MB",
-                             f"a table is at most {limits.unpacked_bytes / 1e6:,.1f} MB")
+                             f"a table is at most {limits.unpacked_bytes / 1e6:,.1f} MB",
+                             zh=f"{size / 1e6:,.1f} MB；一个表最大 {limits.unpacked_bytes / 1e6:,.1f} MB")
         with path.open("rb") as f:
             while chunk := f.read(_CHUNK):
                 lines += chunk.count(b"\n")
@@ -568,7 +795,8 @@ def _check_text(path: Path, limits: TableLimits) -> None:
         return  # missing or unreadable: read_table reports it
     rows = lines - (last == b"\n")  # the header line is not a row; a last line may lack its newline
     if rows > limits.rows:
-        raise _too_large(path, f"more than {limits.rows:,} rows", f"a table holds at most {limits.rows:,}")
+        raise _too_large(path, f"more than {limits.rows:,} rows", f"a table holds at most {limits.rows:,}",
+                         zh=f"超过 {limits.rows:,} 行；一个表最多 {limits.rows:,} 行")
 
 
 def _check_workbook(path: Path, limits: TableLimits) -> None:
@@ -580,11 +808,13 @@ def _check_workbook(path: Path, limits: TableLimits) -> None:
         unpacked = sum(i.file_size for i in book.infolist())
         if unpacked > limits.unpacked_bytes:
             raise _too_large(path, f"unpacks to {unpacked / 1e6:,.1f} MB",
-                             f"a table is at most {limits.unpacked_bytes / 1e6:,.1f} MB unpacked")
+                             f"a table is at most {limits.unpacked_bytes / 1e6:,.1f} MB unpacked",
+                             zh=f"解压后 {unpacked / 1e6:,.1f} MB；一个表解压后最大 {limits.unpacked_bytes / 1e6:,.1f} MB")
         for sheet in _first_sheet(book):
             rows = _sheet_rows(book, sheet, limits.rows + 1) - 1  # less the header row
             if rows > limits.rows:
-                raise _too_large(path, f"more than {limits.rows:,} rows", f"a table holds at most {limits.rows:,}")
+                raise _too_large(path, f"more than {limits.rows:,} rows", f"a table holds at most {limits.rows:,}",
+                                 zh=f"超过 {limits.rows:,} 行；一个表最多 {limits.rows:,} 行")
 
 
 def _head(book: zipfile.ZipFile, name: str) -> bytes:

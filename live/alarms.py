@@ -34,6 +34,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from analysis.shutoff import shutoff
+from analysis.vocabulary import NAMES
 from live.events import notify
 from live.sensors import Who
 from twin.audit import record
@@ -42,7 +43,7 @@ from twin.jsonable import plain
 
 __all__ = ["CAUSES", "STATES", "Candidate", "RateWindow", "evaluate", "raise_alarms", "check_stale",
            "list_alarms", "get_alarm", "transition", "acknowledge_alarm", "close_alarm",
-           "suspected_burst", "ALARM_SQL"]
+           "suspected_burst", "ALARM_SQL", "alarm_message"]
 
 #: Causes, 中文 first.
 CAUSES = {
@@ -54,6 +55,14 @@ CAUSES = {
     "cover_open": "井盖开启 cover opened",
 }
 CAUSE_CODES = {c: k for k, c in enumerate(CAUSES)}
+#: What a sensor measures, in a word, for an alarm's message: kind -> (Chinese, English).
+_MEASURES = {"pressure": ("压力", "pressure"), "flow": ("流量", "flow"), "level": ("液位", "level"),
+             "gas": ("可燃气体浓度", "gas concentration"), "cover": ("井盖", "manhole cover"),
+             "valve_position": ("阀门开度", "valve position")}
+#: An alarm's cause as a phrase after the measure: cause -> (Chinese, English).
+_PHRASES = {"low": ("低于下限", "below the low threshold"), "high": ("高于上限", "above the high threshold"),
+            "drop": ("骤降", "dropping fast"), "rise": ("骤升", "rising fast"),
+            "stale": ("传感器失联", "sensor sends no readings"), "cover_open": ("开启", "opened")}
 #: Allowed moves of an alarm's state.
 STATES = {"open": ("acknowledged",), "acknowledged": ("closed",), "closed": ()}
 
@@ -164,9 +173,32 @@ ALARM_SQL = (
 )
 
 
+def alarm_message(kind: str, cause: str, value: float | None = None, unit: str | None = None) -> str:
+    """What the operator reads of an alarm, Chinese first.
+
+    >>> alarm_message("pressure", "low", 0.182, "MPa")
+    '压力低于下限 pressure below the low threshold: 0.182 MPa'
+    >>> alarm_message("cover", "cover_open")
+    '井盖开启 manhole cover opened'
+    """
+    m_zh, m_en = _MEASURES.get(kind, (kind, kind))
+    c_zh, c_en = _PHRASES.get(cause, (cause, cause))
+    reading = f": {value:g} {unit or ''}".rstrip() if value is not None and cause != "cover_open" else ""
+    return f"{m_zh}{c_zh} {m_en} {c_en}{reading}"
+
+
+def _spelled(category: str, code: str) -> str:
+    return " ".join(NAMES[category].get(code, (code,)))
+
+
 def _rows(conn: sa.Connection, where: str, params: Mapping) -> list[dict]:
+    """Alarms as listed: each with its ``message``, and labels of its cause, state and severity
+    (Chinese first)."""
     rows = conn.execute(sa.text(ALARM_SQL + where), params).mappings().all()
-    return [plain({**r, "cause_label": CAUSES[r["cause"]]}) for r in rows]
+    return [plain({**r, "cause_label": CAUSES[r["cause"]],
+                   "state_label": _spelled("alarm_state", r["state"]),
+                   "severity_label": _spelled("alarm_severity", r["severity"]),
+                   "message": alarm_message(r["kind"], r["cause"], r["value"], r["unit"])}) for r in rows]
 
 
 def raise_alarms(conn: sa.Connection, candidates: list[Candidate], *, schema: str | None = None) -> list[dict]:
@@ -215,9 +247,10 @@ def list_alarms(engine: sa.Engine, *, state: str | None = None, sensor: str | No
                 limit: int = 500) -> list[dict]:
     """Alarms newest first, optionally of one state (``active``: open or acknowledged) or sensor."""
     if state is not None and state not in (*STATES, "active"):
-        raise InputError(f"state {state!r} is not one of open, acknowledged, closed, active")
+        raise InputError(f"state {state!r} is not one of open, acknowledged, closed, active",
+                         zh=f"状态 {state!r} 不是 open（未处理）、acknowledged（已确认）、closed（已关闭）、active（活动）之一")
     if not 1 <= limit <= 10_000:
-        raise InputError("limit is between 1 and 10000")
+        raise InputError("limit is between 1 and 10000", zh="limit 取 1 到 10000")
     states = [s for s in STATES if s != "closed"] if state == "active" else [state] if state else list(STATES)
     with engine.connect() as conn:
         return _rows(conn, "WHERE a.state = ANY(:st) AND (CAST(:s AS text) IS NULL OR a.sensor_id = :s) "
@@ -230,7 +263,7 @@ def get_alarm(engine: sa.Engine, alarm_id: int) -> dict:
     with engine.connect() as conn:
         rows = _rows(conn, "WHERE a.id = :i", {"i": alarm_id})
     if not rows:
-        raise NotFound(f"no alarm {alarm_id}")
+        raise NotFound(f"no alarm {alarm_id}", zh=f"没有告警 {alarm_id}")
     return rows[0]
 
 
@@ -238,14 +271,17 @@ def transition(engine: sa.Engine, alarm_id: int, to: str, who: Who, *, note: str
     """Move an alarm to ``acknowledged`` or ``closed`` (Conflict from any other state); audited,
     and sent on the live channel."""
     if to not in ("acknowledged", "closed"):
-        raise InputError(f"an alarm is acknowledged or closed, not {to!r}")
+        raise InputError(f"an alarm is acknowledged or closed, not {to!r}",
+                         zh=f"告警只能改为 acknowledged（已确认）或 closed（已关闭），不是 {to!r}")
     with engine.begin() as conn:
         row = conn.execute(sa.text("SELECT state FROM alarm WHERE id = :i FOR UPDATE"), {"i": alarm_id}).first()
         if row is None:
-            raise NotFound(f"no alarm {alarm_id}")
+            raise NotFound(f"no alarm {alarm_id}", zh=f"没有告警 {alarm_id}")
         if to not in STATES[row.state]:
             raise Conflict(f"alarm {alarm_id} is {row.state}: it cannot be {to} "
-                           f"({' -> '.join(STATES)} in that order)")
+                           f"({' -> '.join(STATES)} in that order)",
+                           zh=f"告警 {alarm_id} 状态为 {row.state}：不能改为 {to}"
+                              f"（须按 {' -> '.join(STATES)} 的顺序）")
         column = "acknowledged" if to == "acknowledged" else "closed"
         conn.execute(sa.text(
             f"UPDATE alarm SET state = :to, {column}_at = clock_timestamp(), {column}_by = :by, "
@@ -305,16 +341,18 @@ def suspected_burst(engine: sa.Engine, *, window_s: float = 300.0) -> dict | Non
                             {"ids": ids, "u": newest.utility}).first()
     burst = {"utility": newest.utility, "alarms": sorted(ids), "sensors": sensors,
              "first_drop_at": min(r.at for r in group).isoformat(), "pipe": pipe.id if pipe else None,
-             "rule": "the live pipe of the network with the smallest summed plan distance to the sensors "
-                     "that dropped (ties: nearest their centroid); its valve segment is the likely segment",
+             "rule": "疑似爆管管线：该管网中到压降传感器平面距离之和最小的在用管线（并列时取离其中心最近者），"
+                     "其阀门分段即疑似分段 the live pipe of the network with the smallest summed plan "
+                     "distance to the sensors that dropped (ties: nearest their centroid); its valve "
+                     "segment is the likely segment",
              "shutoff": None, "note": None}
     if pipe is None:
-        burst["note"] = "no live pipe of this network near the sensors that dropped"
+        burst["note"] = "压降传感器附近没有该管网的在用管线 no live pipe of this network near the sensors that dropped"
         return burst
     try:
         answer = shutoff(engine, pipe=pipe.id)
     except TwinError as exc:
-        burst["note"] = f"no shutoff proposed: {exc}"
+        burst["note"] = f"未提出关阀方案：{exc.message_zh or exc.message} no shutoff proposed: {exc.message}"
         return burst
     burst["segments"] = answer.segments
     burst["shutoff"] = answer.as_dict()

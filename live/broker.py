@@ -101,7 +101,8 @@ class Broker:
         """``mqtt://twin:<password>@127.0.0.1:<port>`` (the password from its 0600 file)."""
         password = read_secret(self.password_file)
         if password is None or self.port is None:
-            raise ConfigError("the private broker was never started: run `twin broker start`")
+            raise ConfigError("the private broker was never started: run `twin broker start`",
+                              zh="专用消息代理从未启动：请运行 `twin broker start`")
         return f"mqtt://{MQTT_USER}:{quote(password, safe='')}@127.0.0.1:{self.port}"
 
     # -- start and stop ------------------------------------------------------------------------
@@ -118,24 +119,28 @@ class Broker:
     def start(self, timeout_s: float = 10.0) -> bool:
         """Start the broker; False when it was already running."""
         if not MOSQUITTO.exists():
-            raise ConfigError(f"{MOSQUITTO} not found; install it with: sudo apt-get install -y mosquitto")
+            raise ConfigError(f"{MOSQUITTO} not found; install it with: sudo apt-get install -y mosquitto",
+                              zh=f"找不到 {MOSQUITTO}；请安装：sudo apt-get install -y mosquitto")
         with self._locked():
             if self.running():
                 return False
             port = self.port_setting or self.configured_port() or _free_port()
             if _port_busy(port):
-                raise ConfigError(f"port {port} is taken by another server; set TWIN_MQTT_PORT")
+                raise ConfigError(f"port {port} is taken by another server; set TWIN_MQTT_PORT",
+                                  zh=f"端口 {port} 已被其他服务占用；请设置 TWIN_MQTT_PORT")
             self._write_files(port)
             args = [str(MOSQUITTO), "-c", str(self.conf), "-d"]
             if os.geteuid() == 0:
                 args = ["runuser", "-u", SYSTEM_USER, "--", *args]
             proc = subprocess.run(args, capture_output=True, text=True)
             if proc.returncode != 0:
-                raise ConfigError(f"mosquitto did not start: {proc.stderr.strip() or self._log_tail()}")
+                raise ConfigError(f"mosquitto did not start: {proc.stderr.strip() or self._log_tail()}",
+                                  zh=f"mosquitto 未能启动：{proc.stderr.strip() or self._log_tail()}")
             deadline = time.monotonic() + timeout_s
             while not (self.running() and _port_busy(port)):
                 if time.monotonic() > deadline:
-                    raise ConfigError(f"mosquitto did not come up on port {port}: {self._log_tail()}")
+                    raise ConfigError(f"mosquitto did not come up on port {port}: {self._log_tail()}",
+                                      zh=f"mosquitto 未在端口 {port} 上启动：{self._log_tail()}")
                 time.sleep(0.05)
             return True
 
@@ -177,7 +182,9 @@ class Broker:
             probe = subprocess.run(["runuser", "-u", SYSTEM_USER, "--", "test", "-r", str(self.conf)])
             if probe.returncode != 0:
                 raise ConfigError(f"the {SYSTEM_USER} user cannot reach {self.root}: a parent folder is "
-                                  "not traversable; set TWIN_DATA_DIR to a folder it can reach")
+                                  "not traversable; set TWIN_DATA_DIR to a folder it can reach",
+                                  zh=f"{SYSTEM_USER} 用户无法访问 {self.root}：某个上级文件夹不可进入；"
+                                     "请把 TWIN_DATA_DIR 设为它能访问的文件夹")
 
     def _config(self, port: int) -> str:
         return (
@@ -218,7 +225,8 @@ def local_broker(settings: TwinSettings) -> Broker:
         try:
             pwd.getpwnam(SYSTEM_USER)
         except KeyError:
-            raise ConfigError(f"no {SYSTEM_USER} system user; install Debian's mosquitto package") from None
+            raise ConfigError(f"no {SYSTEM_USER} system user; install Debian's mosquitto package",
+                              zh=f"没有 {SYSTEM_USER} 系统用户；请安装 Debian 的 mosquitto 软件包") from None
     return Broker(root=(settings.data_dir / "mqtt").resolve(), secrets=secrets_dir(settings),
                   port_setting=settings.mqtt_port)
 
@@ -245,7 +253,8 @@ def mqtt_target(url: str) -> MqttTarget:
     """Parse ``mqtt://user:password@host:port`` (``mqtts://`` for TLS)."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-        raise ConfigError("an MQTT URL reads mqtt://user:password@host:port (mqtts:// for TLS)")
+        raise ConfigError("an MQTT URL reads mqtt://user:password@host:port (mqtts:// for TLS)",
+                          zh="MQTT 地址格式为 mqtt://用户:密码@主机:端口（TLS 用 mqtts://）")
     tls = parts.scheme in ("mqtts", "ssl")
     return MqttTarget(host=parts.hostname, port=parts.port or (8883 if tls else 1883),
                       user=unquote(parts.username) if parts.username else None,

@@ -51,7 +51,8 @@ def _json(value: object) -> None:
 def _private_broker():
     settings = get_settings()
     if settings.mqtt_url is not None:
-        raise ConfigError("TWIN_MQTT_URL is set: the private broker is not used")
+        raise ConfigError("TWIN_MQTT_URL is set: the private broker is not used",
+                          zh="已设置 TWIN_MQTT_URL：不使用专用消息代理")
     return local_broker(settings)
 
 
@@ -180,9 +181,11 @@ def _time(value: str) -> dt.datetime:
     try:
         t = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise InputError(f"{value!r} is not an ISO 8601 time") from None
+        raise InputError(f"{value!r} is not an ISO 8601 time",
+                         zh=f"{value!r} 不是 ISO 8601 时间") from None
     if t.tzinfo is None:
-        raise InputError(f"{value!r} needs a UTC offset (e.g. 2026-12-03T14:05:00+08:00)")
+        raise InputError(f"{value!r} needs a UTC offset (e.g. 2026-12-03T14:05:00+08:00)",
+                         zh=f"{value!r} 须带 UTC 偏移（例如 2026-12-03T14:05:00+08:00）")
     return t
 
 
@@ -207,11 +210,13 @@ def sensors_check_shutoff(
         return
     console.print(result["verdict_label"])
     for s in result["sensors"]:
-        console.print(f"  {s['sensor']:<12} {'inside ' if s['inside'] else 'outside'} before {s['before']} "
-                      f"after {s['after']} {'fell' if s['fell'] else 'held' if s['fell'] is False else 'no data'}")
+        fell = ("下降 fell" if s["fell"] else "保持 held" if s["fell"] is False else "无数据 no data")
+        console.print(f"  {s['sensor']:<12} {'范围内 inside ' if s['inside'] else '范围外 outside'} "
+                      f"关阀前 before {s['before']} 关阀后 after {s['after']} {fell}")
     if result["passing_valve"]:
         ring = result["next_ring"]
-        console.print(f"valve {result['passing_valve']['id']} may be passing; next ring: close "
+        console.print(f"阀门 {result['passing_valve']['id']} 疑似内漏；请关闭外一圈阀门 "
+                      f"valve {result['passing_valve']['id']} may be passing; next ring: close "
                       + ", ".join(v["id"] for v in ring["valves"]))
 
 
@@ -224,10 +229,11 @@ def alarms_list(state: str | None = typer.Option(None, "--state", help=" | ".joi
     if as_json:
         _json(alarms)
         return
-    table = Table("id", "state", "severity", "cause", "sensor", "node / pipe", "value", "raised at")
+    table = Table("编号 id", "状态 state", "级别 severity", "告警 alarm", "传感器 sensor", "管点/管线 node / pipe",
+                  "报警时间 raised at")
     for a in alarms:
-        table.add_row(str(a["id"]), a["state"], a["severity"], a["cause_label"], a["sensor"], a["node"] or a["pipe"],
-                      "" if a["value"] is None else f"{a['value']:g}", str(a["raised_at"]))
+        table.add_row(str(a["id"]), a["state_label"], a["severity_label"], a["message"], a["sensor"],
+                      a["node"] or a["pipe"], str(a["raised_at"]))
     Console().print(table)
 
 
@@ -236,7 +242,7 @@ def alarms_ack(alarm_id: int = typer.Argument(..., metavar="ID"),
                note: str | None = typer.Option(None, "--note")) -> None:
     """Acknowledge an open alarm (audited)."""
     acknowledge_alarm(open_twin(get_settings()), alarm_id, _who("alarms ack"), note=note)
-    console.print(f"alarm {alarm_id} acknowledged")
+    console.print(f"告警 {alarm_id} 已确认 alarm {alarm_id} acknowledged")
 
 
 @alarms_app.command("close")
@@ -244,7 +250,7 @@ def alarms_close(alarm_id: int = typer.Argument(..., metavar="ID"),
                  note: str | None = typer.Option(None, "--note")) -> None:
     """Close an acknowledged alarm (audited)."""
     close_alarm(open_twin(get_settings()), alarm_id, _who("alarms close"), note=note)
-    console.print(f"alarm {alarm_id} closed")
+    console.print(f"告警 {alarm_id} 已关闭 alarm {alarm_id} closed")
 
 
 @alarms_app.command("burst")
@@ -256,8 +262,11 @@ def alarms_burst(as_json: bool = typer.Option(False, "--json")) -> None:
         _json(burst)
         return
     if burst is None:
-        console.print("no suspected burst (fewer than two pressure drops)")
+        console.print("无疑似爆管（压降传感器不足两个） no suspected burst (fewer than two pressure drops)")
         return
-    console.print(f"suspected burst near pipe {burst['pipe']} (sensors {', '.join(burst['sensors'])})")
+    console.print(f"疑似爆管：管线 {burst['pipe']} 附近（传感器 {', '.join(burst['sensors'])}） "
+                  f"suspected burst near pipe {burst['pipe']}")
     if burst["shutoff"]:
-        console.print("close: " + ", ".join(v["id"] for v in burst["shutoff"]["valves"]))
+        console.print("关阀 close: " + ", ".join(v["id"] for v in burst["shutoff"]["valves"]))
+    elif burst["note"]:
+        console.print(burst["note"])

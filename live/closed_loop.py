@@ -96,12 +96,15 @@ def check_shutoff(
     nodes) against the pressure readings since ``closed_at`` (see the module)."""
     answer = answer.as_dict() if isinstance(answer, Shutoff) else dict(answer)
     if closed_at.tzinfo is None:
-        raise InputError("closed_at needs a UTC offset (e.g. 2026-12-03T14:05:00+08:00)")
+        raise InputError("closed_at needs a UTC offset (e.g. 2026-12-03T14:05:00+08:00)",
+                         zh="closed_at 关阀时间须带 UTC 偏移（例如 2026-12-03T14:05:00+08:00）")
     if not 0 < fall_fraction < 1 or baseline_s <= 0 or settle_s < 0:
-        raise InputError("fall_fraction is between 0 and 1, baseline_s above 0, settle_s at least 0")
+        raise InputError("fall_fraction is between 0 and 1, baseline_s above 0, settle_s at least 0",
+                         zh="fall_fraction 取 0 到 1，baseline_s 大于 0，settle_s 不小于 0")
     now = now or dt.datetime.now(dt.UTC)
     if now <= closed_at + dt.timedelta(seconds=settle_s):
-        raise InputError(f"wait {settle_s:g} s after closing the valves before checking")
+        raise InputError(f"wait {settle_s:g} s after closing the valves before checking",
+                         zh=f"关阀后请等待 {settle_s:g} 秒再检查")
     with engine.connect() as conn:
         sensors = _sensors(conn, answer, closed_at, now, baseline_s, settle_s, fall_fraction)
     inside = [s for s in sensors if s["inside"] and s["fell"] is not None]

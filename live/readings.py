@@ -207,13 +207,13 @@ def series(engine: sa.Engine, sensor_id: str, *, since: dt.datetime | None = Non
     until = until or dt.datetime.now(dt.UTC)
     since = since or until - dt.timedelta(hours=1)
     if since >= until:
-        raise InputError("since must be before until")
+        raise InputError("since must be before until", zh="since 须早于 until")
     if not 2 <= max_points <= 100_000:
-        raise InputError("max_points is between 2 and 100000")
+        raise InputError("max_points is between 2 and 100000", zh="max_points 取 2 到 100000")
     with engine.connect() as conn:
         sensor = conn.execute(sa.text("SELECT id, kind, unit FROM sensor WHERE id = :i"), {"i": sensor_id}).first()
         if sensor is None:
-            raise NotFound(f"no sensor {sensor_id!r}")
+            raise NotFound(f"no sensor {sensor_id!r}", zh=f"没有传感器 {sensor_id!r}")
         p = {"i": sensor_id, "a": since, "b": until, "n": max_points}
         n = conn.execute(sa.text("SELECT count(*) FROM reading WHERE sensor_id = :i AND t >= :a AND t < :b"), p).scalar()
         if n <= max_points:

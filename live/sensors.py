@@ -76,23 +76,31 @@ class SensorSpec:
     def check(self) -> None:
         """InputError unless the spec is whole and coherent (the twin is asked separately)."""
         if not ID_PATTERN.match(self.id or ""):
-            raise InputError(f"sensor id {self.id!r}: letters, digits, '-', '_', '.', at most 64")
+            raise InputError(f"sensor id {self.id!r}: letters, digits, '-', '_', '.', at most 64",
+                             zh=f"传感器编号 {self.id!r}：只能用字母、数字、'-'、'_'、'.'，最多 64 个字符")
         if self.kind not in KINDS:
-            raise InputError(f"sensor {self.id}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+            raise InputError(f"sensor {self.id}: kind {self.kind!r} is not one of {', '.join(KINDS)}",
+                             zh=f"传感器 {self.id}：类型 {self.kind!r} 不是 {'、'.join(KINDS)} 之一")
         if not (self.unit or "").strip() or len(self.unit) > 16:
-            raise InputError(f"sensor {self.id}: a unit (e.g. MPa, m3/h, m, %LEL) of at most 16 characters")
+            raise InputError(f"sensor {self.id}: a unit (e.g. MPa, m3/h, m, %LEL) of at most 16 characters",
+                             zh=f"传感器 {self.id}：单位（如 MPa、m3/h、m、%LEL）最多 16 个字符")
         if (self.node is None) == (self.pipe is None):
-            raise InputError(f"sensor {self.id}: give exactly one of a node and a pipe")
+            raise InputError(f"sensor {self.id}: give exactly one of a node and a pipe",
+                             zh=f"传感器 {self.id}：须且只能给出一个管点或一条管线")
         for name in ("low", "high", "rate"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                raise InputError(f"sensor {self.id}: {name} must be a finite number")
+                raise InputError(f"sensor {self.id}: {name} must be a finite number",
+                                 zh=f"传感器 {self.id}：{name} 须为有限数")
         if self.low is not None and self.high is not None and self.low >= self.high:
-            raise InputError(f"sensor {self.id}: low ({self.low:g}) must be below high ({self.high:g})")
+            raise InputError(f"sensor {self.id}: low ({self.low:g}) must be below high ({self.high:g})",
+                             zh=f"传感器 {self.id}：下限（{self.low:g}）须低于上限（{self.high:g}）")
         if self.rate is not None and self.rate <= 0:
-            raise InputError(f"sensor {self.id}: rate must be above 0")
+            raise InputError(f"sensor {self.id}: rate must be above 0",
+                             zh=f"传感器 {self.id}：rate 采样率须大于 0")
         if self.stale_s is not None and self.stale_s <= 0:
-            raise InputError(f"sensor {self.id}: stale-s must be above 0")
+            raise InputError(f"sensor {self.id}: stale-s must be above 0",
+                             zh=f"传感器 {self.id}：stale-s 失联时限须大于 0")
 
 
 def _check_positions(conn: sa.Connection, specs: Sequence[SensorSpec]) -> None:
@@ -105,27 +113,31 @@ def _check_positions(conn: sa.Connection, specs: Sequence[SensorSpec]) -> None:
                                               {"i": pipes})}
     for s in specs:
         if s.node is not None and s.node not in found_nodes:
-            raise NotFound(f"sensor {s.id}: no node {s.node!r} in the twin")
+            raise NotFound(f"sensor {s.id}: no node {s.node!r} in the twin",
+                           zh=f"传感器 {s.id}：孪生库中没有管点 {s.node!r}")
         if s.pipe is not None and s.pipe not in found_pipes:
-            raise NotFound(f"sensor {s.id}: no pipe {s.pipe!r} in the twin")
+            raise NotFound(f"sensor {s.id}: no pipe {s.pipe!r} in the twin",
+                           zh=f"传感器 {s.id}：孪生库中没有管线 {s.pipe!r}")
 
 
 def add_sensors(engine: sa.Engine, specs: Sequence[SensorSpec], who: Who, *,
                 action: str = "sensors added") -> list[dict]:
     """Register sensors, all or nothing (Conflict when an id is taken); audited."""
     if not specs:
-        raise InputError("no sensors to add")
+        raise InputError("no sensors to add", zh="没有要添加的传感器")
     for s in specs:
         s.check()
     ids = [s.id for s in specs]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
-        raise InputError(f"sensor ids given twice: {', '.join(dup[:10])}")
+        raise InputError(f"sensor ids given twice: {', '.join(dup[:10])}",
+                         zh=f"传感器编号重复给出：{'、'.join(dup[:10])}")
     with engine.begin() as conn:
         _check_positions(conn, specs)
         taken = conn.execute(sa.text("SELECT id FROM sensor WHERE id = ANY(:i) ORDER BY id"), {"i": ids}).scalars().all()
         if taken:
-            raise Conflict(f"sensor ids already registered: {', '.join(taken[:10])}")
+            raise Conflict(f"sensor ids already registered: {', '.join(taken[:10])}",
+                           zh=f"传感器编号已注册：{'、'.join(taken[:10])}")
         conn.execute(
             sa.text("INSERT INTO sensor (id, kind, unit, node_id, segment_id, low, high, rate, stale_s, created_by) "
                     "VALUES (:id, :kind, :unit, :node, :pipe, :low, :high, :rate, :stale_s, :by)"),
@@ -142,14 +154,15 @@ def _number(value: str | None, what: str, line: int) -> float | None:
     try:
         return float(value)
     except ValueError:
-        raise InputError(f"line {line}: {what} {value!r} is not a number") from None
+        raise InputError(f"line {line}: {what} {value!r} is not a number",
+                         zh=f"第 {line} 行：{what} {value!r} 不是数字") from None
 
 
 def read_sensor_table(text: str) -> list[SensorSpec]:
     """Sensors from CSV text with a header (English or Chinese names, :data:`SENSOR_COLUMNS`)."""
     rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     if not rows:
-        raise InputError("the sensor table is empty")
+        raise InputError("the sensor table is empty", zh="传感器表为空")
     header = [h.strip().lower() for h in rows[0]]
     where = {}
     for key, names in SENSOR_COLUMNS.items():
@@ -159,7 +172,9 @@ def read_sensor_table(text: str) -> list[SensorSpec]:
     missing = [k for k in ("id", "kind", "unit") if k not in where]
     if missing:
         raise InputError(f"the sensor table lacks the column(s) {', '.join(missing)} "
-                         f"(header: {', '.join(SENSOR_COLUMNS)})")
+                         f"(header: {', '.join(SENSOR_COLUMNS)})",
+                         zh=f"传感器表缺少列 {'、'.join(missing)}"
+                            f"（表头：{', '.join(SENSOR_COLUMNS)}）")
     specs = []
     for n, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
@@ -167,7 +182,8 @@ def read_sensor_table(text: str) -> list[SensorSpec]:
         cell = {k: (row[i].strip() if i < len(row) and row[i].strip() else None) for k, i in where.items()}
         stale = _number(cell.get("stale_s"), "stale_s", n)
         if stale is not None and not stale.is_integer():
-            raise InputError(f"line {n}: stale_s must be a whole number of seconds")
+            raise InputError(f"line {n}: stale_s must be a whole number of seconds",
+                             zh=f"第 {n} 行：stale_s 失联时限须为整数秒")
         specs.append(SensorSpec(
             id=cell["id"] or "", kind=cell["kind"] or "", unit=cell["unit"] or "", node=cell.get("node"),
             pipe=cell.get("pipe"), low=_number(cell.get("low"), "low", n), high=_number(cell.get("high"), "high", n),
@@ -182,7 +198,7 @@ def import_sensors(engine: sa.Engine, path: Path, who: Who) -> list[dict]:
     except UnicodeDecodeError:
         text = path.read_bytes().decode("gb18030")
     except FileNotFoundError:
-        raise InputError(f"no file {path}") from None
+        raise InputError(f"no file {path}", zh=f"文件 {path} 不存在") from None
     return add_sensors(engine, read_sensor_table(text), who, action="sensors imported")
 
 
@@ -217,7 +233,7 @@ def remove_sensor(engine: sa.Engine, sensor_id: str, who: Who) -> None:
     with engine.begin() as conn:
         gone = conn.execute(sa.text("DELETE FROM sensor WHERE id = :i RETURNING id"), {"i": sensor_id}).first()
         if gone is None:
-            raise NotFound(f"no sensor {sensor_id!r}")
+            raise NotFound(f"no sensor {sensor_id!r}", zh=f"没有传感器 {sensor_id!r}")
         record(conn, who.user, who.role, "sensor removed", method=who.method, path=who.path,
                params={"id": sensor_id}, affected=[sensor_id])
 

@@ -47,7 +47,8 @@ def _demo_positions(conn: sa.Connection) -> list[SensorSpec]:
         f"SELECT id, from_node, to_node FROM current_segment WHERE utility = 'JS' AND status = 'active' "
         f"ORDER BY geom <-> {centre}, id LIMIT 1")).first()
     if main is None:
-        raise NotFound("the twin has no water pipes to put demo sensors on")
+        raise NotFound("the twin has no water pipes to put demo sensors on",
+                       zh="孪生库中没有可放置演示传感器的给水管线")
     near = ("SELECT n.id FROM current_node n, current_node a WHERE a.id = :a AND n.utility = 'JS' "
             "AND ST_Distance(n.geom, a.geom) BETWEEN 120 AND 400 ORDER BY ST_Distance(n.geom, a.geom), n.id LIMIT 1")
     far = (f"SELECT id FROM current_node WHERE utility = 'JS' ORDER BY ST_Distance(geom, {centre}) DESC, id "
@@ -109,16 +110,19 @@ def simulate(settings: TwinSettings, engine: sa.Engine, *, duration_s: float = 6
              progress: Callable[[str], None] | None = None) -> dict:
     """Publish readings of every registered sensor for ``duration_s`` (bounded), see the module."""
     if not 0 < duration_s <= 86_400 or not 0 < rate_hz <= 100:
-        raise InputError("duration is between 0 and 86400 s, rate between 0 and 100 readings/s per sensor")
+        raise InputError("duration is between 0 and 86400 s, rate between 0 and 100 readings/s per sensor",
+                         zh="duration 时长取 0 到 86400 秒，rate 每个传感器每秒 0 到 100 个读数")
     sensors = list_sensors(engine)
     if not sensors:
-        raise InputError("no sensors are registered: add some, or run with --register")
+        raise InputError("no sensors are registered: add some, or run with --register",
+                         zh="没有已注册的传感器：请先添加，或加 --register 运行")
     effect = _burst_effect(sensors)
     rng = np.random.default_rng(seed)
     client, host, port = mqtt_client(settings, url=url)
     client.max_inflight_messages_set(1000)
     if client.connect(host, port, keepalive=30) != 0:
-        raise ConfigError(f"cannot connect to the MQTT broker at {host}:{port}")
+        raise ConfigError(f"cannot connect to the MQTT broker at {host}:{port}",
+                          zh=f"无法连接到 MQTT 消息代理 {host}:{port}")
     client.loop_start()
     published, last = 0, None
     start = time.monotonic()

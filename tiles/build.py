@@ -288,7 +288,8 @@ def _tile(engine: sa.Engine, settings: TwinSettings, feats: _Features, manifest:
     cx = tree.origin[0] + tree.size / 2
     cy = tree.origin[1] + tree.size / 2
     with engine.connect() as conn:
-        ground_z = conn.execute(sa.text("SELECT avg(ground_z) FROM current_node")).scalar()
+        # in numeric: a parallel float8 avg sums in another order each time (its last bits vary)
+        ground_z = conn.execute(sa.text("SELECT round(avg(ground_z::numeric), 3)::float8 FROM current_node")).scalar()
     return tree, Frame.at(settings.crs, cx, cy, float(ground_z or 0.0), settings.geoid_offset_m), False
 
 
@@ -642,9 +643,12 @@ def _read_details(engine: sa.Engine, seg: pd.DataFrame, nodes: pd.DataFrame, sel
 
     def node_heights() -> pd.DataFrame:
         with engine.connect() as conn:
-            # With every segment at hand, pipe heights at nodes come from them (below).
+            # With every segment at hand, pipe heights at nodes come from them (below); else
+            # from the pipe ends read here, averaged in the same order (not PostgreSQL's avg)
+            if not all_seg:
+                return _nodes_with_heights(conn, nodes["id"].to_numpy(object)[sel_node])
             return read_nodes(conn, None if all_node else nodes["id"].to_numpy()[sel_node],
-                              pipe_heights=not all_seg)
+                              pipe_heights=False)
 
     with ThreadPoolExecutor(2) as pool:
         f_seg, f_node = pool.submit(segments), pool.submit(node_heights)
@@ -686,7 +690,8 @@ def _detail(index: pd.DataFrame, rows: np.ndarray, detail: pd.DataFrame) -> pd.D
     pos = np.minimum(np.searchsorted(keys[order], want), len(keys) - 1)
     take = order[pos]
     if not np.all(keys[take] == want):
-        raise NetworkChanged("features changed while the tiles were read; run the build again")
+        raise NetworkChanged("features changed while the tiles were read; run the build again",
+                             zh="读取瓦片期间要素发生了变化；请重新生成")
     picked = detail.iloc[take].reset_index(drop=True)
     for c in extra:
         base[c] = picked[c]
@@ -798,8 +803,9 @@ def _mesh_batch(task: tuple[list, list, list], settings: TwinSettings, frame: Fr
     tiles, seg_ids, node_ids = task
     out = Path(out_dir)
     if not (out / marker).exists():
-        raise ConfigError(f"瓦片目录在 Dask 工作进程上不可见 the tileset folder {out} is not visible on the Dask "
-                          "worker: give the workers shared storage (TWIN_TILES_DIR)")
+        raise ConfigError(f"the tileset folder {out} is not visible on the Dask "
+                          "worker: give the workers shared storage (TWIN_TILES_DIR)",
+                          zh=f"Dask 工作进程看不到瓦片目录 {out}：请为工作进程提供共享存储（TWIN_TILES_DIR）")
     engine = make_engine(settings)
     try:
         seg_idx, node_idx = read_index(engine, seg_ids=seg_ids, node_ids=node_ids)
@@ -847,5 +853,6 @@ def _in_order(index: pd.DataFrame, ids: list) -> pd.DataFrame:
     pos = (pd.Index(index["id"].astype(str)).get_indexer(np.asarray(ids, dtype=object)) if len(index)
            else np.full(len(ids), -1))
     if (pos < 0).any():
-        raise NetworkChanged("features changed while the tiles were read; run the build again")
+        raise NetworkChanged("features changed while the tiles were read; run the build again",
+                             zh="读取瓦片期间要素发生了变化；请重新生成")
     return index.iloc[pos].reset_index(drop=True)

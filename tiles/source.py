@@ -69,7 +69,18 @@ def read_index(engine: sa.Engine, seg_ids: Sequence[str] | None = None,
         seg = pd.DataFrame({c: pd.Series(dtype=object if t == _STR else float) for c, t in seg_types.items()})
     if nodes.empty:
         nodes = pd.DataFrame({c: pd.Series(dtype=object if t == _STR else float) for c, t in node_types.items()})
-    return seg, nodes
+    return _by_key(seg), _by_key(nodes)
+
+
+def _by_key(index: pd.DataFrame) -> pd.DataFrame:
+    """The rows in the order of their key (then id): the same order however the database
+    returned them. A parallel scan (a large table) returns rows in a different order each time,
+    and the order of the features within a tile is the order of its content's bytes."""
+    keys = index["key"].to_numpy(np.int64)
+    order = np.argsort(keys, kind="stable")
+    if len(keys) > 1 and not (np.diff(keys[order]) > 0).all():  # a hash shared by two ids
+        return index.sort_values(["key", "id"], kind="stable").reset_index(drop=True)
+    return index.iloc[order].reset_index(drop=True)
 
 
 def _concurrently(engine: sa.Engine, queries: list[tuple[str, Sequence | None, dict]]) -> list[pd.DataFrame]:

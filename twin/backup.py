@@ -106,12 +106,13 @@ class _Archive:
 def _open_archive(path: Path | str, passphrase: str | None) -> _Archive:
     p = Path(path)
     if not p.is_file():
-        raise NotFound(f"no backup file {p}")
+        raise NotFound(f"no backup file {p}", zh=f"没有备份文件 {p}")
     if not is_sealed(p):
         return _Archive(p)
     if not passphrase:
         raise InputError(f"{p} is an encrypted backup: give its passphrase (TWIN_BACKUP_PASSPHRASE, "
-                         "or at the prompt)", code="PASSPHRASE_NEEDED")
+                         "or at the prompt)", code="PASSPHRASE_NEEDED",
+                         zh=f"{p} 是加密备份：请给出其口令（TWIN_BACKUP_PASSPHRASE，或在提示时输入）")
     return _Archive(p, Unsealer(p, passphrase))
 
 
@@ -122,7 +123,8 @@ def _server_major(settings: TwinSettings) -> int:
         with engine.connect() as conn:
             return int(conn.execute(sa.text("SHOW server_version_num")).scalar()) // 10000
     except sa.exc.OperationalError as exc:
-        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+        raise DatabaseError(f"cannot reach the database: {exc.orig}",
+                            zh=f"无法连接数据库：{exc.orig}") from exc
     finally:
         engine.dispose()
 
@@ -148,7 +150,9 @@ def _pg_bin(settings: TwinSettings) -> Path:
         if m and int(m.group(1)) >= major:
             return c
     raise ConfigError(f"no pg_dump/pg_restore/psql of PostgreSQL {major} or newer found; install them "
-                      f"with: {postgis_install_hint()} (or set TWIN_PG_BIN)")
+                      f"with: {postgis_install_hint()} (or set TWIN_PG_BIN)",
+                      zh=f"找不到 PostgreSQL {major} 或更新版本的 pg_dump/pg_restore/psql；安装方法：{postgis_install_hint()}"
+                      "（或设置 TWIN_PG_BIN）")
 
 
 def _connection(settings: TwinSettings) -> tuple[str, dict[str, str]]:
@@ -165,7 +169,8 @@ def _connection(settings: TwinSettings) -> tuple[str, dict[str, str]]:
 
 def _quoted(name: str) -> str:
     if not name.isidentifier():
-        raise ConfigError(f"schema name {name!r} is not a plain identifier")
+        raise ConfigError(f"schema name {name!r} is not a plain identifier",
+                          zh=f"模式名 {name!r} 不是普通标识符")
     return '"' + name + '"'
 
 
@@ -185,9 +190,10 @@ def backup(settings: TwinSettings, path: Path | str, *, progress: Status | None 
     started = time.perf_counter()
     out = Path(path)
     if out.is_dir():
-        raise InputError(f"{out} is a folder; name the backup file")
+        raise InputError(f"{out} is a folder; name the backup file",
+                         zh=f"{out} 是文件夹；请指定备份文件名")
     if not out.parent.is_dir():
-        raise InputError(f"folder {out.parent} does not exist")
+        raise InputError(f"folder {out.parent} does not exist", zh=f"文件夹 {out.parent} 不存在")
     bin_dir = _pg_bin(settings)
     revision, segments = _twin_state(settings)
     uri, env = _connection(settings)
@@ -238,11 +244,13 @@ def _twin_state(settings: TwinSettings) -> tuple[str, int]:
             revision = current_revision(conn, settings)
         segments = _segment_count(settings) if revision else 0
     except sa.exc.OperationalError as exc:
-        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+        raise DatabaseError(f"cannot reach the database: {exc.orig}",
+                            zh=f"无法连接数据库：{exc.orig}") from exc
     finally:
         engine.dispose()
     if revision is None:
-        raise NotFound(f"there is no twin in schema {settings.db_schema!r} to back up")
+        raise NotFound(f"there is no twin in schema {settings.db_schema!r} to back up",
+                       zh=f"模式 {settings.db_schema!r} 中没有可备份的孪生库")
     return revision, int(segments)
 
 
@@ -271,7 +279,8 @@ def _pg_dump(args: list[str], env: dict[str, str], say: Status, sealer: SealedWr
         copier.join()
     if code != 0:
         errors = [t for t in tail if "error" in t.lower()] or tail[-3:]
-        raise DatabaseError("pg_dump failed: " + " ".join(errors))
+        raise DatabaseError("pg_dump failed: " + " ".join(errors),
+                            zh="pg_dump 失败：" + " ".join(errors))
     if failures:
         raise failures[0]
     return tables
@@ -385,7 +394,8 @@ def _inspect(settings: TwinSettings, archive: _Archive, bin_dir: Path) -> Backup
     listing = _toc(bin_dir, archive)
     if listing.returncode != 0:
         reason = listing.stderr.strip().removeprefix("pg_restore: error: ")
-        raise InputError(f"{p} is not a PipeTwin backup (a pg_dump custom-format archive): {reason}")
+        raise InputError(f"{p} is not a PipeTwin backup (a pg_dump custom-format archive): {reason}",
+                         zh=f"{p} 不是 PipeTwin 备份（pg_dump 自定义格式归档）：{reason}")
     created = server = None
     for line in listing.stdout.splitlines():
         header = line.lstrip("; ")
@@ -397,26 +407,31 @@ def _inspect(settings: TwinSettings, archive: _Archive, bin_dir: Path) -> Backup
     schemas = [m[1] for line in entries if (m := _SCHEMA_ENTRY.match(line))]
     not_twin = f"{p} is a PostgreSQL archive but not of one PipeTwin twin"
     if len(schemas) != 1:
-        raise InputError(f"{not_twin}: it holds {len(schemas)} schemas ({', '.join(schemas)})")
+        raise InputError(f"{not_twin}: it holds {len(schemas)} schemas ({', '.join(schemas)})",
+                         zh=f"{p} 是 PostgreSQL 归档，但不是一个 PipeTwin 孪生库的备份：其中有 {len(schemas)} 个模式（{', '.join(schemas)}）")
     schema = schemas[0]
     # Everything but the schema itself (and its privileges) lies inside it (no extensions,
     # nothing in public).
     inside = _entries(_toc(bin_dir, archive, schema).stdout)
     own = re.compile(rf"^\d+; \d+ \d+ (SCHEMA|ACL|COMMENT) - (SCHEMA )?{re.escape(schema)} ")
     if any(not own.match(line) for line in set(entries) - set(inside)):
-        raise InputError(f"{not_twin}: it holds objects outside schema {schema!r}")
+        raise InputError(f"{not_twin}: it holds objects outside schema {schema!r}",
+                         zh=f"{p} 是 PostgreSQL 归档，但不是一个 PipeTwin 孪生库的备份：其中有模式 {schema!r} 以外的对象")
     marker = f" TABLE DATA {schema} "
     tables = [line.split(marker, 1)[1].split(" ")[0] for line in inside if marker in line]
     if "alembic_version" not in tables or "twin_meta" not in tables:
-        raise InputError(f"{not_twin}: schema {schema!r} has no alembic_version or twin_meta table")
+        raise InputError(f"{not_twin}: schema {schema!r} has no alembic_version or twin_meta table",
+                         zh=f"{p} 是 PostgreSQL 归档，但不是一个 PipeTwin 孪生库的备份：模式 {schema!r} 没有 alembic_version 或 twin_meta 表")
     data = _pg_restore_output(bin_dir, ["--data-only", f"--schema={schema}", "--table=alembic_version",
                                         "--table=twin_meta", "--file=-"], archive)
     if data.returncode != 0:
-        raise InputError(f"{p} is damaged: {data.stderr.strip().removeprefix('pg_restore: error: ')}")
+        raise InputError(f"{p} is damaged: {data.stderr.strip().removeprefix('pg_restore: error: ')}",
+                         zh=f"{p} 已损坏：{data.stderr.strip().removeprefix('pg_restore: error: ')}")
     versions = _copy_rows(data.stdout, "alembic_version")
     meta = {r[0]: r[1] for r in _copy_rows(data.stdout, "twin_meta") if len(r) >= 2}
     if len(versions) != 1 or not versions[0] or not versions[0][0]:
-        raise InputError(f"{p} holds no schema revision (alembic_version is empty)")
+        raise InputError(f"{p} holds no schema revision (alembic_version is empty)",
+                         zh=f"{p} 中没有数据库结构版本（alembic_version 为空）")
     srid = int(meta["srid"]) if meta.get("srid", "").isdigit() else None
     return BackupInfo(path=str(p), schema=schema, revision=versions[0][0], srid=srid, created=created,
                       server_version=server, tables=tables, bytes=p.stat().st_size,
@@ -431,11 +446,14 @@ def _check_restorable(settings: TwinSettings, info: BackupInfo) -> None:
         raise InputError(
             f"the backup is at schema revision {info.revision}, which this PipeTwin does not know "
             f"(its newest is {head}): it was made by a newer version; restore it with that version",
-            code="BACKUP_TOO_NEW")
+            code="BACKUP_TOO_NEW",
+            zh=f"备份的数据库结构版本为 {info.revision}，此版本 PipeTwin 不认识（最新为 {head}）："
+            "它由更新的版本生成，请用该版本恢复")
     wanted = twin_crs(settings.crs).srid
     if info.srid is not None and info.srid != wanted:
         raise ConfigError(f"the backup's twin is stored in EPSG:{info.srid} but TWIN_CRS is EPSG:{wanted}; "
-                          "set TWIN_CRS to the backup's CRS")
+                          "set TWIN_CRS to the backup's CRS",
+                          zh=f"备份的孪生库坐标参照系为 EPSG:{info.srid}，但 TWIN_CRS 为 EPSG:{wanted}；请将 TWIN_CRS 设为备份的坐标参照系")
 
 
 # ----------------------------------------------------------------------------- restore
@@ -467,7 +485,8 @@ def restore(settings: TwinSettings, path: Path | str, *, progress: Status | None
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public"))
     except sa.exc.OperationalError as exc:
-        raise DatabaseError(f"cannot reach the database: {exc.orig}") from exc
+        raise DatabaseError(f"cannot reach the database: {exc.orig}",
+                            zh=f"无法连接数据库：{exc.orig}") from exc
     finally:
         engine.dispose()
 
@@ -579,8 +598,9 @@ def _run_restore(settings: TwinSettings, bin_dir: Path, archive: _Archive, prolo
                     say(f"restoring: {sent / 1e6:,.0f} MB of SQL")
             if dump.wait() != 0:
                 restore_err.seek(0)
-                raise InputError(f"{archive.path} is damaged; nothing was changed: "
-                                 f"{restore_err.read().strip()[-500:]}")
+                said = restore_err.read().strip()[-500:]
+                raise InputError(f"{archive.path} is damaged; nothing was changed: {said}",
+                                 zh=f"{archive.path} 已损坏，未做任何更改：{said}")
             say("replacing the twin")
             psql.stdin.write(epilogue.encode())
             psql.stdin.close()
@@ -595,5 +615,6 @@ def _run_restore(settings: TwinSettings, bin_dir: Path, archive: _Archive, prolo
         if not committed:
             psql_err.seek(0)
             message = " ".join(psql_err.read().split())[-800:]
-            raise DatabaseError(f"the restore failed and was rolled back; the twin is as it was: {message}")
+            raise DatabaseError(f"the restore failed and was rolled back; the twin is as it was: {message}",
+                                zh=f"恢复失败并已回滚，孪生库保持原样：{message}")
 

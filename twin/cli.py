@@ -121,7 +121,8 @@ def _standby():
     settings = get_settings()
     if settings.database_url:
         raise ConfigError("TWIN_DATABASE_URL is set: the local replica is of the private cluster only; "
-                          "list a deployment's standbys in TWIN_READ_DATABASE_URLS")
+                          "list a deployment's standbys in TWIN_READ_DATABASE_URLS",
+                          zh="已设置 TWIN_DATABASE_URL：本地只读副本只用于私有集群；部署环境的备库请列在 TWIN_READ_DATABASE_URLS")
     return local_standby(settings)
 
 
@@ -289,6 +290,8 @@ def main() -> None:
         app()
     except TwinError as exc:  # the one handler: commands let their errors come here
         # Not wrapped at the terminal's width: a message names files and ids people copy.
-        console.print(f"[bold red]error[/] \\[{exc.code}] {escape(exc.message)}", soft_wrap=True,
+        # Chinese first for the people who use it, then English (for logs, searches, support).
+        said = f"{exc.message_zh} — {exc.message}" if exc.message_zh else exc.message
+        console.print(f"[bold red]error[/] \\[{exc.code}] {escape(said)}", soft_wrap=True,
                       highlight=False)
         sys.exit(2)

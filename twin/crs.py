@@ -51,15 +51,19 @@ def twin_crs(user_input: str) -> TwinCRS:
     try:
         crs = CRS.from_user_input(user_input)
     except Exception as exc:  # pyproj raises CRSError with a helpful text
-        raise ConfigError(f"TWIN_CRS {user_input!r} is not a CRS: {exc}") from exc
+        raise ConfigError(f"TWIN_CRS {user_input!r} is not a CRS: {exc}",
+                          zh=f"TWIN_CRS {user_input!r} 不是坐标参照系：{exc}") from exc
     if not crs.is_projected:
-        raise ConfigError(f"TWIN_CRS {user_input!r} is not projected; the twin needs metres")
+        raise ConfigError(f"TWIN_CRS {user_input!r} is not projected; the twin needs metres",
+                          zh=f"TWIN_CRS {user_input!r} 不是投影坐标系；孪生库需要以米为单位")
     units = {ax.unit_name for ax in crs.axis_info}
     if units != {"metre"}:
-        raise ConfigError(f"TWIN_CRS {user_input!r} has units {sorted(units)}, not metres")
+        raise ConfigError(f"TWIN_CRS {user_input!r} has units {sorted(units)}, not metres",
+                          zh=f"TWIN_CRS {user_input!r} 的单位为 {sorted(units)}，不是米")
     epsg = crs.to_epsg()
     if epsg is None:
-        raise ConfigError(f"TWIN_CRS {user_input!r} has no EPSG code; PostGIS needs one")
+        raise ConfigError(f"TWIN_CRS {user_input!r} has no EPSG code; PostGIS needs one",
+                          zh=f"TWIN_CRS {user_input!r} 没有 EPSG 代码；PostGIS 需要它")
     cm = fe = None
     if crs.coordinate_operation is not None:
         for p in crs.coordinate_operation.params:

@@ -53,8 +53,9 @@ def dask_client(settings: TwinSettings, workers: int | None = None,
             client = distributed.Client(settings.dask_scheduler, timeout=timeout_s,
                                         set_as_default=False)
         except OSError as exc:
-            raise ConfigError(f"无法连接 Dask 调度器 cannot reach the Dask scheduler "
-                              f"{settings.dask_scheduler}: {exc}") from exc
+            raise ConfigError(f"cannot reach the Dask scheduler "
+                              f"{settings.dask_scheduler}: {exc}",
+                              zh=f"无法连接 Dask 调度器 {settings.dask_scheduler}：{exc}") from exc
         try:
             yield client
         finally:
@@ -85,7 +86,8 @@ def using_cluster(settings: TwinSettings | None, cluster: Cluster) -> Any:
         return nullcontext(None)
     if cluster is True:
         if settings is None:
-            raise ConfigError("a Dask cluster needs the twin's settings: its workers read the twin")
+            raise ConfigError("a Dask cluster needs the twin's settings: its workers read the twin",
+                              zh="Dask 集群需要孪生库的设置：其工作进程要读取孪生库")
         return dask_client(settings)
     return nullcontext(cluster)
 

@@ -86,7 +86,8 @@ def _find_pg_bin(settings: TwinSettings) -> Path:
     for c in candidates:
         if c and (c / "initdb").exists() and (c / "pg_ctl").exists():
             return c
-    raise ConfigError(f"PostgreSQL server binaries not found; install them with: {postgis_install_hint()}")
+    raise ConfigError(f"PostgreSQL server binaries not found; install them with: {postgis_install_hint()}",
+                      zh=f"找不到 PostgreSQL 服务器程序；安装方法：{postgis_install_hint()}")
 
 
 @dataclass
@@ -148,7 +149,8 @@ class Cluster:
                               env={**os.environ, **env} if env else None)
         if check and proc.returncode != 0:
             tool = Path(args[4] if args[0] == "runuser" else args[0]).name
-            raise DatabaseError(f"{tool} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise DatabaseError(f"{tool} failed: {proc.stderr.strip() or proc.stdout.strip()}",
+                                zh=f"{tool} 失败：{proc.stderr.strip() or proc.stdout.strip()}")
         return proc
 
     def _pg(self, tool: str, *args: str, check: bool = True,
@@ -199,7 +201,8 @@ class Cluster:
             if probe.returncode != 0:
                 raise ConfigError(
                     f"the postgres user cannot write {self.root}: a parent folder is not "
-                    "traversable; set TWIN_DATA_DIR to a folder it can reach"
+                    "traversable; set TWIN_DATA_DIR to a folder it can reach",
+                    zh=f"postgres 用户无法写入 {self.root}：某个上级文件夹不可访问；请将 TWIN_DATA_DIR 设为它能访问的文件夹"
                 )
         password = secret(self.superuser_password_file)
         # initdb reads the password from a file the cluster's user can read: one of its own,
@@ -258,7 +261,8 @@ class Cluster:
         started = False
         if not self.running():
             if _port_busy(self.port):
-                raise DatabaseError(f"port {self.port} is taken by another server; set TWIN_PG_PORT")
+                raise DatabaseError(f"port {self.port} is taken by another server; set TWIN_PG_PORT",
+                                    zh=f"端口 {self.port} 已被另一个服务器占用；请设置 TWIN_PG_PORT")
             self._pg("pg_ctl", "start", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
                      "-t", "60")
             started = True
@@ -291,7 +295,8 @@ class Cluster:
                 time.sleep(0.1)
             else:
                 raise DatabaseError(f"the cluster in {self.data} still lets in any password after "
-                                    "pg_hba.conf was rewritten; check it by hand")
+                                    "pg_hba.conf was rewritten; check it by hand",
+                                    zh=f"重写 pg_hba.conf 后，{self.data} 中的集群仍接受任意密码；请手工检查")
             self._ensure_database()
             return True
 
@@ -318,7 +323,9 @@ class Cluster:
             raise ConfigError(
                 f"the cluster asks for a password but {self.superuser_password_file} is missing; "
                 f"restore that file, or set a new password: stop the cluster, change 'scram-sha-256' "
-                f"to 'trust' in {self.data / 'pg_hba.conf'} and run `twin db start`")
+                f"to 'trust' in {self.data / 'pg_hba.conf'} and run `twin db start`",
+                zh=f"集群要求密码，但 {self.superuser_password_file} 不存在；请恢复该文件，或重设密码：停止集群，"
+                f"将 {self.data / 'pg_hba.conf'} 中的 'scram-sha-256' 改为 'trust'，再运行 `twin db start`")
         error: Exception | None = None
         for _ in range(50):
             try:
@@ -327,10 +334,12 @@ class Cluster:
             except psycopg.OperationalError as exc:
                 if "authentication failed" in str(exc):
                     raise ConfigError(f"the private cluster refused the superuser's password in "
-                                      f"{self.superuser_password_file}: {exc}") from None
+                                      f"{self.superuser_password_file}: {exc}",
+                                      zh=f"私有集群拒绝了 {self.superuser_password_file} 中的超级用户密码：{exc}") from None
                 error = exc  # still starting up
                 time.sleep(0.2)
-        raise DatabaseError(f"cannot connect to the private cluster: {error}")
+        raise DatabaseError(f"cannot connect to the private cluster: {error}",
+                            zh=f"无法连接私有集群：{error}")
 
     def _ensure_database(self) -> None:
         """The twin's database with PostGIS, and the application role once the cluster is closed."""
@@ -414,7 +423,9 @@ def _open_replication(cluster: Cluster) -> str:
         if level == "minimal" or senders < 1:
             raise ConfigError(f"the private cluster has wal_level = {level} and max_wal_senders = "
                               f"{senders}: set wal_level = replica and max_wal_senders = 10 in "
-                              f"{cluster.data / 'postgresql.conf'}, then twin db stop && twin db start")
+                              f"{cluster.data / 'postgresql.conf'}, then twin db stop && twin db start",
+                              zh=f"私有集群的 wal_level = {level}，max_wal_senders = {senders}：请在 {cluster.data / 'postgresql.conf'} "
+                              "中设置 wal_level = replica 和 max_wal_senders = 10，然后运行 twin db stop && twin db start")
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (REPLICATION_ROLE,)).fetchone() is None:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION").format(role))
         conn.execute(sql.SQL("ALTER ROLE {} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
@@ -471,7 +482,8 @@ class Standby:
     def url(self) -> str:
         """The application role's URL on the standby (the primary's roles and passwords)."""
         if self.port is None:
-            raise ConfigError("the read replica is not made: twin db replica start")
+            raise ConfigError("the read replica is not made: twin db replica start",
+                              zh="尚未建立只读副本：twin db replica start")
         return self.primary.url.replace(f":{self.primary.port}/", f":{self.port}/")
 
     def start(self) -> bool:
@@ -484,7 +496,8 @@ class Standby:
                 return False
             if _port_busy(self.port):
                 raise DatabaseError(f"port {self.port} of the read replica is taken by another server; "
-                                    f"stop it, or remove the replica: twin db replica stop --drop")
+                                    f"stop it, or remove the replica: twin db replica stop --drop",
+                                    zh=f"只读副本的端口 {self.port} 已被另一个服务器占用；请停止该服务器，或删除副本：twin db replica stop --drop")
             self.primary._pg("pg_ctl", "start", "-D", str(self.data), "-l", str(self.root / "server.log"),
                              "-w", "-t", "120")
             return True

@@ -34,7 +34,8 @@ def privileges_sql(schema: str, role: str) -> str:
     Run by the application role itself (one role for both), it changes nothing.
     """
     if not schema.isidentifier():
-        raise ConfigError(f"schema name {schema!r} is not a plain identifier")
+        raise ConfigError(f"schema name {schema!r} is not a plain identifier",
+                          zh=f"模式名 {schema!r} 不是普通标识符")
     return f"""
 DO $pipetwin$
 DECLARE

@@ -95,6 +95,8 @@ def _c(name: str, type_: str, zh: str, en: str, description: str, *, reads: str 
 
 _NET = "network scan"  # read by the network model and by the whole-network scan
 _ALL = "network scan shutoff tiles"
+# "checks": read by the import's checks over the whole survey (ingest.prepare keeps these of
+# each point in its compact columns; the chunked reader parses them rather than carrying them)
 
 _UTILITY = _c(
     "utility", "string", "管线类别", "utility",
@@ -146,13 +148,13 @@ _SEGMENT = (
     _c("built_year", "integer", "建设年代", "year built", "year built", queryable=True,
        dimension="decade", reads="network"),
     _c("built", "string", "埋设日期", "built", "built date as surveyed", editable=True, surveyed=True,
-       on_merge="first", reads="tiles"),
+       on_merge="first", reads="tiles checks"),
     _c("owner", "string", "权属单位", "owner", "owner (权属单位)", editable=True, queryable=True,
        dimension="owner", surveyed=True, on_merge="first", reads=_NET + " tiles proposal"),
     _c("road", "string", "道路名称", "road", "road name (道路名称)", editable=True, queryable=True,
        dimension="road", surveyed=True, on_merge="first", reads=_NET + " proposal"),
     _c("remarks", "string", "备注", "remarks", "remarks", editable=True, surveyed=True, on_merge="first",
-       reads="shutoff"),
+       reads="shutoff checks"),
     _c("status", "string", "状态", "status", "status", editable=True, queryable=True,
        dimension="status", on_merge="same", reads=_NET + " tiles", enum=STATUSES),
     _c("depth_reference", "string", "埋深基准", "depth reference",
@@ -176,14 +178,14 @@ _NODE = (
     _c("map_id", "string", "图上点号", "map id", "map point number (图上点号)", editable=True,
        queryable=True, surveyed=True),
     _c("subtype", "string", "管线小类", "subtype", "subtype code", editable=True, queryable=True,
-       reads="network"),
+       reads="network checks"),
     _c("feature", "string", "特征", "feature", "feature (tee, elbow, end, ...)", editable=True,
-       queryable=True, reads="network scan"),
+       queryable=True, reads="network scan checks"),
     _c("appurtenance", "string", "附属物", "appurtenance", "appurtenance (valve, manhole, hydrant, ...)",
-       editable=True, queryable=True, reads="network scan"),
+       editable=True, queryable=True, reads="network scan checks"),
     _c("ground_z", "number", "地面高程", "ground elevation", "ground elevation (m, normal height)",
-       unit="m", reads="network scan"),
-    _c("depth_m", "number", "埋深", "depth", "depth (m)", unit="m", reads="network"),
+       unit="m", reads="network scan checks"),
+    _c("depth_m", "number", "埋深", "depth", "depth (m)", unit="m", reads="network checks"),
     _c("well_depth_m", "number", "井深", "well depth", "well depth (m)", unit="m", editable=True,
        reads="network"),
     _c("well_bottom_z", "number", "井底高程", "well bottom", "well bottom elevation (m)", unit="m",
@@ -193,10 +195,10 @@ _NODE = (
     _c("sheet", "string", "图幅号", "map sheet", "map sheet (图幅号)", editable=True, queryable=True,
        surveyed=True),
     _c("survey_date", "string", "探测日期", "survey date", "survey date", editable=True, surveyed=True),
-    _c("remarks", "string", "备注", "remarks", "remarks", editable=True, surveyed=True),
+    _c("remarks", "string", "备注", "remarks", "remarks", editable=True, surveyed=True, reads="checks"),
     _c("survey_class", "string", "探测类别", "survey class",
        "survey accuracy class (CJJ 61): exposed 明显点 or concealed 隐蔽点; empty: by appurtenance",
-       editable=True, queryable=True, surveyed=True, reads="network scan", enum=("exposed", "concealed")),
+       editable=True, queryable=True, surveyed=True, reads="network scan checks", enum=("exposed", "concealed")),
     *_VERSIONING,
 )
 

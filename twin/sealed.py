@@ -45,7 +45,8 @@ def is_sealed(path: Path | str) -> bool:
 
 def _key(passphrase: str, salt: bytes, log2_n: int, r: int, p: int) -> AESGCM:
     if log2_n > 22 or r > 32 or p > 16:  # a forged header must not make us spend gigabytes
-        raise InputError("the sealed file asks for an unreasonable key derivation; it is not ours")
+        raise InputError("the sealed file asks for an unreasonable key derivation; it is not ours",
+                         zh="密封文件要求的密钥派生参数不合理；它不是本系统生成的")
     kdf = Scrypt(salt=salt, length=32, n=1 << log2_n, r=r, p=p)
     return AESGCM(kdf.derive(passphrase.encode()))
 
@@ -59,7 +60,8 @@ class SealedWriter:
 
     def __init__(self, out: BinaryIO, passphrase: str) -> None:
         if len(passphrase) < MIN_PASSPHRASE:
-            raise InputError(f"a backup passphrase has at least {MIN_PASSPHRASE} characters")
+            raise InputError(f"a backup passphrase has at least {MIN_PASSPHRASE} characters",
+                             zh=f"备份口令至少 {MIN_PASSPHRASE} 个字符")
         salt, self._prefix = os.urandom(16), os.urandom(7)
         self._header = MAGIC + salt + bytes([_LOG2_N, _R, _P, _LOG2_CHUNK]) + self._prefix
         self._aead = _key(passphrase, salt, _LOG2_N, _R, _P)
@@ -97,7 +99,8 @@ class Unsealer:
             self._header = f.read(_HEADER)
             check = f.read(_TAG)
         if len(self._header) < _HEADER or not self._header.startswith(MAGIC) or len(check) < _TAG:
-            raise InputError(f"{self.path} is not a sealed PipeTwin file, or it is cut short")
+            raise InputError(f"{self.path} is not a sealed PipeTwin file, or it is cut short",
+                             zh=f"{self.path} 不是 PipeTwin 密封文件，或不完整")
         salt = self._header[len(MAGIC): len(MAGIC) + 16]
         log2_n, r, p, log2_chunk = self._header[len(MAGIC) + 16: len(MAGIC) + 20]
         self._prefix = self._header[-7:]
@@ -107,11 +110,13 @@ class Unsealer:
             self._aead.decrypt(_nonce(self._prefix, _CHECK, False), check, self._header)
         except InvalidTag:
             raise InputError(f"wrong passphrase for the encrypted backup {self.path}",
-                             code="WRONG_PASSPHRASE") from None
+                             code="WRONG_PASSPHRASE",
+                             zh=f"加密备份 {self.path} 的口令错误") from None
 
     def chunks(self) -> Iterator[bytes]:
         """The plain content in pieces; InputError if the file was changed or cut short."""
         damaged = f"the encrypted backup {self.path} is damaged or was cut short"
+        damaged_zh = f"加密备份 {self.path} 已损坏或不完整"
         with open(self.path, "rb") as f:
             f.seek(_HEADER + _TAG)
             counter = 0
@@ -119,10 +124,10 @@ class Unsealer:
                 length = f.read(4)
                 size = int.from_bytes(length, "big") if len(length) == 4 else -1
                 if not _TAG <= size <= self._max:
-                    raise InputError(damaged)
+                    raise InputError(damaged, zh=damaged_zh)
                 sealed = f.read(size)
                 if len(sealed) != size:
-                    raise InputError(damaged)
+                    raise InputError(damaged, zh=damaged_zh)
                 for last in (False, True):
                     try:
                         plain = self._aead.decrypt(_nonce(self._prefix, counter, last), sealed, self._header)
@@ -130,11 +135,11 @@ class Unsealer:
                     except InvalidTag:
                         continue
                 else:
-                    raise InputError(damaged)
+                    raise InputError(damaged, zh=damaged_zh)
                 counter += 1
                 if last:
                     if f.read(1):
-                        raise InputError(damaged)
+                        raise InputError(damaged, zh=damaged_zh)
                     if plain:
                         yield plain
                     return

@@ -47,7 +47,8 @@ def read_secret(path: Path) -> str | None:
         return None
     with os.fdopen(fd) as f:
         if stat.S_IMODE(os.fstat(f.fileno()).st_mode) & 0o077:
-            raise ConfigError(f"{path} may be read by other accounts; make it private: chmod 600 {path}")
+            raise ConfigError(f"{path} may be read by other accounts; make it private: chmod 600 {path}",
+                              zh=f"{path} 可被其他账户读取；请设为私有：chmod 600 {path}")
         return f.read().strip() or None
 
 
@@ -70,5 +71,6 @@ def secret(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(3
         aside.unlink()
     found = read_secret(path)
     if not found:
-        raise ConfigError(f"{path} is empty; remove it and try again")
+        raise ConfigError(f"{path} is empty; remove it and try again",
+                          zh=f"{path} 是空文件；请删除后重试")
     return found

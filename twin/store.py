@@ -65,6 +65,8 @@ __all__ = [
 
 #: Feature kinds: the versioned tables.
 KINDS: tuple[str, ...] = FEATURE_TABLES
+#: The feature kinds in Chinese, for messages.
+_KIND_ZH = {"node": "管点", "segment": "管段", "valve": "阀门", "source": "水源", "customer": "用户"}
 
 #: Attributes an edit may set directly on valves, sources and customers: column -> type.
 #: (Node and segment attributes feed derived columns: see :mod:`ingest.derive`.)
@@ -78,24 +80,28 @@ _LIVE = "retired_at IS NULL"
 
 def _kind(kind: str) -> str:
     if kind not in KINDS:
-        raise InputError(f"unknown feature kind {kind!r}; one of {', '.join(KINDS)}")
+        raise InputError(f"unknown feature kind {kind!r}; one of {', '.join(KINDS)}",
+                         zh=f"未知要素类型 {kind!r}；可选 {', '.join(KINDS)}")
     return kind
 
 
 def check_text(value: object, what: str, *, max_length: int = MAX_TEXT, empty: bool = False) -> str:
     """A text value fit for the twin: a string, not too long, no NUL or control characters."""
     if not isinstance(value, str):
-        raise InputError(f"{what} must be text, not {type(value).__name__}")
+        raise InputError(f"{what} must be text, not {type(value).__name__}",
+                         zh=f"{what} 须为文本，而不是 {type(value).__name__}")
     if not empty and not value.strip():
-        raise InputError(f"{what} must not be empty")
+        raise InputError(f"{what} must not be empty", zh=f"{what} 不能为空")
     if len(value) > max_length:
-        raise InputError(f"{what} is longer than {max_length} characters")
+        raise InputError(f"{what} is longer than {max_length} characters",
+                         zh=f"{what} 超过 {max_length} 个字符")
     if any(ord(c) < 32 and c not in "\t\n" for c in value):
-        raise InputError(f"{what} contains control characters")
+        raise InputError(f"{what} contains control characters", zh=f"{what} 含有控制字符")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InputError(f"{what} is not valid Unicode text") from exc
+        raise InputError(f"{what} is not valid Unicode text",
+                         zh=f"{what} 不是有效的 Unicode 文本") from exc
     return value
 
 
@@ -208,14 +214,19 @@ def lock(
     for i in ids:
         row = found.get(i)
         if row is None:
-            raise NotFound(f"no {kind} {i!r} in the twin")
+            raise NotFound(f"no {kind} {i!r} in the twin",
+                           zh=f"孪生库中没有{_KIND_ZH.get(kind, kind)} {i!r}")
         if live and row["retired_at"] is not None:
             raise Conflict(f"{kind} {i!r} was retired on {row['retired_at']:%Y-%m-%d %H:%M} "
-                           f"({row['retired_reason'] or 'no reason given'}); it cannot be edited")
+                           f"({row['retired_reason'] or 'no reason given'}); it cannot be edited",
+                           zh=f"{_KIND_ZH.get(kind, kind)} {i!r} 已于 {row['retired_at']:%Y-%m-%d %H:%M} 废弃"
+                           f"（{row['retired_reason'] or '未注明原因'}）；不能再编辑")
         wanted = (versions or {}).get(i)
         if wanted is not None and wanted != row["version"]:
             raise Conflict(f"{kind} {i!r} is at version {row['version']}, not {wanted}: it changed "
-                           "since you read it; reload it and edit again")
+                           "since you read it; reload it and edit again",
+                           zh=f"{_KIND_ZH.get(kind, kind)} {i!r} 的版本为 {row['version']}，不是 {wanted}：读取后已被修改（版本冲突）；"
+                           "请重新加载后再编辑")
     return found
 
 
@@ -241,12 +252,14 @@ def insert_features(conn: sa.Connection, edit: Edit, kind: str, records: Sequenc
         check_text(r["id"], f"a {kind} id", max_length=200)
     ids = [r["id"] for r in records]
     if len(set(ids)) != len(ids):
-        raise InputError(f"{kind} ids repeat within one edit: {', '.join(sorted(ids))}")
+        raise InputError(f"{kind} ids repeat within one edit: {', '.join(sorted(ids))}",
+                         zh=f"同一次编辑中{_KIND_ZH.get(kind, kind)}编号重复：{', '.join(sorted(ids))}")
     have = {r.id: r for r in conn.execute(
         sa.text(f"SELECT id, retired_at FROM {kind} WHERE id = ANY(:ids) FOR UPDATE"), {"ids": ids})}
     live = sorted(i for i, r in have.items() if r.retired_at is None)
     if live:
-        raise Conflict(f"{kind} id(s) {', '.join(live)} are in use; choose other ids")
+        raise Conflict(f"{kind} id(s) {', '.join(live)} are in use; choose other ids",
+                       zh=f"{_KIND_ZH.get(kind, kind)}编号 {', '.join(live)} 已被使用；请换用其他编号")
     revived = [r for r in records if r["id"] in have]
     fresh = [r for r in records if r["id"] not in have]
     if revived:
@@ -351,27 +364,34 @@ def _place_valves(conn: sa.Connection, edit: Edit, where: str, params: dict[str,
 def _typed(kind: str, column: str, value: object, kinds: Mapping[str, type]) -> object:
     if column not in kinds:
         raise InputError(f"{column!r} is not an attribute an edit may set on a {kind}; "
-                         f"editable: {', '.join(sorted(kinds))}")
+                         f"editable: {', '.join(sorted(kinds))}",
+                         zh=f"{column!r} 不是编辑可设置的{_KIND_ZH.get(kind, kind)}属性；可编辑：{', '.join(sorted(kinds))}")
     want = kinds[column]
     if value is None:
         if want is bool:
-            raise InputError(f"{kind} {column} is true or false, not empty")
+            raise InputError(f"{kind} {column} is true or false, not empty",
+                             zh=f"{_KIND_ZH.get(kind, kind)} {column} 须为 true 或 false，不能为空")
         return None
     if want is bool:
         if not isinstance(value, bool):
-            raise InputError(f"{kind} {column} is true or false, not {value!r}")
+            raise InputError(f"{kind} {column} is true or false, not {value!r}",
+                             zh=f"{_KIND_ZH.get(kind, kind)} {column} 须为 true 或 false，而不是 {value!r}")
         return value
     if want is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise InputError(f"{kind} {column} is a finite number, not {value!r}")
+            raise InputError(f"{kind} {column} is a finite number, not {value!r}",
+                             zh=f"{_KIND_ZH.get(kind, kind)} {column} 须为有限数值，而不是 {value!r}")
         if abs(value) > 1e12:
-            raise InputError(f"{kind} {column} {value!r} is out of range")
+            raise InputError(f"{kind} {column} {value!r} is out of range",
+                             zh=f"{_KIND_ZH.get(kind, kind)} {column} 的值 {value!r} 超出范围")
         return float(value)
     if want is int:
         if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise InputError(f"{kind} {column} is a whole number, not {value!r}")
+            raise InputError(f"{kind} {column} is a whole number, not {value!r}",
+                             zh=f"{_KIND_ZH.get(kind, kind)} {column} 须为整数，而不是 {value!r}")
         if abs(value) > 2**31 - 1:
-            raise InputError(f"{kind} {column} {value!r} is out of range")
+            raise InputError(f"{kind} {column} {value!r} is out of range",
+                             zh=f"{_KIND_ZH.get(kind, kind)} {column} 的值 {value!r} 超出范围")
         return int(value)
     return check_text(value, f"{kind} {column}")
 
@@ -379,7 +399,7 @@ def _typed(kind: str, column: str, value: object, kinds: Mapping[str, type]) -> 
 def typed_values(kind: str, values: Mapping[str, object], kinds: Mapping[str, type]) -> dict[str, object]:
     """Check each value against the whitelist of editable columns and their types."""
     if not values:
-        raise InputError("name at least one attribute to change")
+        raise InputError("name at least one attribute to change", zh="请至少指定一个要修改的属性")
     return {c: _typed(kind, c, v, kinds) for c, v in values.items()}
 
 
@@ -387,7 +407,8 @@ def set_attributes(conn: sa.Connection, user: str, kind: str, id: str, values: M
                    *, version: int | None = None) -> Edit:
     """Change attributes of a valve, source or customer (a new version if anything differs)."""
     if kind not in ATTRIBUTES:
-        raise InputError(f"attributes of a {kind} are changed through ingest.derive (they feed derived columns)")
+        raise InputError(f"attributes of a {kind} are changed through ingest.derive (they feed derived columns)",
+                         zh=f"{_KIND_ZH.get(kind, kind)}的属性须通过 ingest.derive 修改（它们用于推导其他字段）")
     typed = typed_values(kind, values, ATTRIBUTES[kind])
     edit = begin_edit(conn, user, "attributes")
     lock(conn, kind, [id], {id: version})
@@ -407,7 +428,8 @@ def _dependants(conn: sa.Connection, kind: str, id: str) -> list[tuple[str, str]
         if users:
             shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
             raise Conflict(f"node {id!r} is used by {len(users)} current segment(s): {shown}; "
-                           "retire, delete or merge those first")
+                           "retire, delete or merge those first",
+                           zh=f"管点 {id!r} 被 {len(users)} 段现存管线使用：{shown}；请先废弃、删除或合并这些管线")
         return [(k, i) for k in ("valve", "source", "customer")
                 for i in live_ids(conn, f"SELECT id FROM {k} WHERE node_id = :i AND {_LIVE} ORDER BY id "
                                         "FOR UPDATE", {"i": id})]
@@ -504,7 +526,8 @@ def history(conn: sa.Connection, kind: str, id: str, *, srid: int | None = None)
     check_text(id, f"a {kind} id", max_length=200)
     rows = _version_rows(conn, kind, id, srid)
     if not rows:
-        raise NotFound(f"no {kind} {id!r} now or in the twin's history")
+        raise NotFound(f"no {kind} {id!r} now or in the twin's history",
+                       zh=f"{_KIND_ZH.get(kind, kind)} {id!r} 目前和历史中都不存在")
     batches = _batches(conn, (r["batch_id"] for r in rows))
     versions, before = [], None
     for row in rows:
@@ -543,7 +566,8 @@ def _instant(value: datetime | str) -> datetime:
         try:
             value = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError as exc:
-            raise InputError(f"{value!r} is not an ISO 8601 time (e.g. 2025-03-01T08:00:00Z)") from exc
+            raise InputError(f"{value!r} is not an ISO 8601 time (e.g. 2025-03-01T08:00:00Z)",
+                             zh=f"{value!r} 不是 ISO 8601 时间（例如 2025-03-01T08:00:00Z）") from exc
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
@@ -563,8 +587,10 @@ def feature(conn: sa.Connection, kind: str, id: str, *, at: datetime | str | Non
     ).mappings().first()
     if row is None:
         if at is None:
-            raise NotFound(f"no {kind} {id!r} in the twin (see its history if it was deleted)")
-        raise NotFound(f"{kind} {id!r} was not part of the network at {params['t']}")
+            raise NotFound(f"no {kind} {id!r} in the twin (see its history if it was deleted)",
+                           zh=f"孪生库中没有{_KIND_ZH.get(kind, kind)} {id!r}（如已删除，请查看其历史）")
+        raise NotFound(f"{kind} {id!r} was not part of the network at {params['t']}",
+                       zh=f"{params['t']} 时{_KIND_ZH.get(kind, kind)} {id!r} 不在管网中")
     props = {k: v for k, v in row.items() if k not in ("geometry", "geom_ewkb", "id")}
     return plain({"type": "Feature", "id": id, "geometry": row["geometry"],
                         "properties": {"kind": kind, **props}})  # type: ignore[return-value]
@@ -685,10 +711,12 @@ def changes_between(conn: sa.Connection, t0: datetime | str, t1: datetime | str,
     """
     start, end = _instant(t0), _instant(t1)
     if start > end:
-        raise InputError(f"the first time ({start.isoformat()}) is after the second ({end.isoformat()})")
+        raise InputError(f"the first time ({start.isoformat()}) is after the second ({end.isoformat()})",
+                         zh=f"第一个时间（{start.isoformat()}）晚于第二个时间（{end.isoformat()}）")
     if bbox is not None:
         if len(bbox) != 4 or not all(math.isfinite(float(v)) for v in bbox) or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
-            raise InputError("bbox: four finite numbers x0, y0, x1, y1 with x0 <= x1 and y0 <= y1")
+            raise InputError("bbox: four finite numbers x0, y0, x1, y1 with x0 <= x1 and y0 <= y1",
+                             zh="bbox：四个有限数 x0, y0, x1, y1，且 x0 <= x1、y0 <= y1")
     features: list[dict] = []
     counts: dict[str, dict[str, int]] = {}
     for kind in kinds:

@@ -113,7 +113,8 @@ def test_the_check_cuts_the_section_of_a_fresh_read(demo, twin_settings):
             ground = idw_ground(ground_points(conn, line, 60.0))
             want = section_of_network(fresh, sec.line, ground=ground, crs=sec.crs)
             assert len(want.pipes) >= 3
-            assert sec.as_dict() == want.as_dict()
+            # the same drawing; made a second or more apart on a busy machine
+            assert {**sec.as_dict(), "created_at": None} == {**want.as_dict(), "created_at": None}
 
 
 # -- rules against pairs at once ---------------------------------------------------------------

@@ -38,11 +38,26 @@ def content_uris(tile: dict) -> Iterator[str]:
         yield from content_uris(child)
 
 
+def file_of(uri: str) -> str:
+    """The file a content URI names (without its ``?v=`` version)."""
+    return uri.split("?", 1)[0]
+
+
+def unversioned(tile: dict) -> dict:
+    """A tile (and its children) with the content URIs as the file on disk has them."""
+    out = {**tile, "children": [unversioned(c) for c in tile.get("children", [])]}
+    if "children" not in tile:
+        del out["children"]
+    if "content" in tile:
+        out["content"] = {**tile["content"], "uri": file_of(tile["content"]["uri"])}
+    return out
+
+
 def biggest_tile(api: Api) -> str:
     """The URI of the largest GLB of the demo tileset (well over gzip's threshold)."""
     doc = api.get("/tiles/tileset.json").json()
     folder = tiles_dir(api.settings)
-    return max(content_uris(doc["root"]), key=lambda u: (folder / u).stat().st_size)
+    return max(content_uris(doc["root"]), key=lambda u: (folder / file_of(u)).stat().st_size)
 
 
 
@@ -58,13 +73,15 @@ def test_tileset_json(api: Api) -> None:
     uris = list(content_uris(doc["root"]))
     assert uris
     # Relative URIs resolve under /tiles/, wherever the server is mounted.
-    assert all(not u.startswith(("/", "http:", "https:")) and u.endswith(".glb") for u in uris)
-    assert doc == json.loads((tiles_dir(api.settings) / "tileset.json").read_bytes())
+    assert all(not u.startswith(("/", "http:", "https:")) and file_of(u).endswith(".glb") for u in uris)
+    # ... each with its file's version, the rest as the file has it
+    assert all(re.fullmatch(r"t/[0-9/]+[.]glb[?]v=[0-9a-f]+-[0-9a-f]+", u) for u in uris), uris[:3]
+    assert {**doc, "root": unversioned(doc["root"])} == json.loads((tiles_dir(api.settings) / "tileset.json").read_bytes())
 
 
 def test_glb_content(api: Api) -> None:
     uri = biggest_tile(api)
-    raw = (tiles_dir(api.settings) / uri).read_bytes()
+    raw = (tiles_dir(api.settings) / file_of(uri)).read_bytes()
     r = api.get(f"/tiles/{uri}", headers={"Accept-Encoding": "identity"})
     assert r.status_code == 200
     assert r.headers["content-type"] == "model/gltf-binary"
@@ -75,8 +92,8 @@ def test_glb_content(api: Api) -> None:
 
 @pytest.mark.parametrize("name", ["tileset.json", "glb"])
 def test_etag_revalidation_identity_and_gzip(api: Api, name: str) -> None:
-    uri = name if name.endswith(".json") else biggest_tile(api)
-    raw = (tiles_dir(api.settings) / uri).read_bytes()
+    uri = name if name.endswith(".json") else file_of(biggest_tile(api))  # unversioned: no-cache
+    raw = api.get(f"/tiles/{uri}", headers={"Accept-Encoding": "identity"}).content
     assert len(raw) > 1024  # big enough for the app's GZipMiddleware
 
     plain = api.get(f"/tiles/{uri}", headers={"Accept-Encoding": "identity"})
@@ -103,6 +120,27 @@ def test_etag_revalidation_identity_and_gzip(api: Api, name: str) -> None:
     since = api.get(f"/tiles/{uri}", headers={"If-Modified-Since": plain.headers["last-modified"],
                                               "Accept-Encoding": "identity"})
     assert since.status_code == 304
+
+
+def test_contents_at_their_version_are_kept_by_the_browser(api: Api) -> None:
+    """A second visit downloads nothing unchanged: the tileset is revalidated (304) and each
+    content named at its current version may be kept a year; another version revalidates."""
+    first = api.get("/tiles/tileset.json")
+    again = api.get("/tiles/tileset.json", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "private, no-cache"
+    uri = biggest_tile(api)
+    path, version = uri.split("?v=")
+    r = api.get(f"/tiles/{uri}", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert r.headers["content-encoding"] == "gzip" and r.headers["etag"] == f'W/"{version}"'
+    # the version is the file's own validator: a build that replaces the file changes it
+    st = (tiles_dir(api.settings) / path).stat()
+    assert version == f"{st.st_size:x}-{st.st_mtime_ns:x}"
+    revalidated = api.get(f"/tiles/{uri}", headers={"If-None-Match": r.headers["etag"]})
+    assert revalidated.status_code == 304 and revalidated.content == b""
+    for other in (f"/tiles/{path}", f"/tiles/{path}?v=0-0", f"/tiles/{path}?v={version}&v=x"):
+        r = api.get(other)
+        assert r.status_code == 200 and r.headers["cache-control"] == "private, no-cache", other
 
 
 @pytest.mark.parametrize("path", [
@@ -281,8 +319,8 @@ def test_real_server_gzip_304_and_access_log(small_api: Api, tmp_path: Path) -> 
         with httpx.Client(base_url=server.url, timeout=30) as client:
             headers = sign_in(client, "viewer")
             doc = client.get("/tiles/tileset.json", headers=headers).json()
-            uri = max(content_uris(doc["root"]), key=lambda u: (tiles_dir(settings) / u).stat().st_size)
-            raw = (tiles_dir(settings) / uri).read_bytes()
+            uri = max(content_uris(doc["root"]), key=lambda u: (tiles_dir(settings) / file_of(u)).stat().st_size)
+            raw = (tiles_dir(settings) / file_of(uri)).read_bytes()
             assert len(raw) >= 1024
             with client.stream("GET", f"/tiles/{uri}", headers={**headers, "Accept-Encoding": "gzip"}) as r:
                 wire = b"".join(r.iter_raw())
@@ -297,7 +335,7 @@ def test_real_server_gzip_304_and_access_log(small_api: Api, tmp_path: Path) -> 
         server.stop()
     lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()
              if line.startswith("{")]
-    access = [e for e in lines if e.get("logger") == "pipetwin.access" and e.get("path") == f"/tiles/{uri}"]
+    access = [e for e in lines if e.get("logger") == "pipetwin.access" and e.get("path") == f"/tiles/{file_of(uri)}"]
     assert [e["status"] for e in access] == [200, 304]
     assert all(e["user"] == "viewer" and e["method"] == "GET" and e["request_id"] for e in access)
     assert access[0]["bytes"] == len(wire)

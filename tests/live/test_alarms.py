@@ -139,9 +139,12 @@ def test_alarm_life_cycle_is_audited_and_one_per_cause(twin, twin_settings):
     feed(sub, "P1", [0.06], start=T0 + dt.timedelta(seconds=40))
     low = [a for a in list_alarms(twin) if a["cause"] == "low"]
     assert len(low) == 1 and low[0]["value"] == 0.08 and low[0]["node"] == "W4" and low[0]["severity"] == "warning"
+    # what the operator reads, Chinese first (issue 22)
+    assert low[0]["message"].startswith("压力低于下限 pressure below the low threshold: 0.08")
+    assert (low[0]["state_label"], low[0]["severity_label"]) == ("未确认 open", "警告 warning")
     run, env = CliRunner().invoke, {"TWIN_DB_SCHEMA": twin_settings.db_schema, "TWIN_USER": "duty-officer"}
     early = run(alarms_app, ["close", str(low[0]["id"])], env=env)
-    assert isinstance(early.exception, Conflict)
+    assert isinstance(early.exception, Conflict) and "告警" in early.exception.message_zh
     assert run(alarms_app, ["ack", str(low[0]["id"])], env=env).exit_code == 0
     assert run(alarms_app, ["close", str(low[0]["id"]), "--note", "pump restarted"], env=env).exit_code == 0
     with pytest.raises(Conflict):
@@ -149,6 +152,7 @@ def test_alarm_life_cycle_is_audited_and_one_per_cause(twin, twin_settings):
     closed = json.loads(run(alarms_app, ["list", "--state", "closed", "--json"], env=env).stdout)
     assert [(a["id"], a["acknowledged_by"], a["closed_by"], a["note"]) for a in closed] == [
         (low[0]["id"], "duty-officer", "duty-officer", "pump restarted")]
+    assert closed[0]["state_label"] == "已关闭 closed"
     with twin.connect() as conn:
         actions = [e["action"] for e in read_audit(conn, user="duty-officer")]
     assert actions == ["alarm closed", "alarm acknowledged"]

@@ -101,3 +101,47 @@ def sign_in_page(page, server: LiveServer, role: str) -> None:
     page.fill("#signin-user", role)
     page.fill("#signin-password", password(role))
     page.click("#signin-form button[type=submit]")
+
+
+#: The colour of a pipe a thematic map has no class for (style.js).
+NO_CLASS = "#7f7f7f"
+#: Each drawn pipe's colour (fittings and abandoned pipes left out): {id: '#rrggbb'}.
+FEATURE_COLOURS_JS = """() => {
+  const t = window.twinViewer.world.tileset, seen = {};
+  for (const tile of t._selectedTiles) {
+    const c = tile.content;
+    for (let i = 0; c && i < c.featuresLength; i += 1) {
+      const f = c.getFeature(i);
+      if (f.getProperty('kind') !== undefined || f.getProperty('status') === 'abandoned') continue;
+      seen[String(f.getProperty('id'))] = f.color.toCssHexString().slice(0, 7).toLowerCase();
+    }
+  }
+  return seen;
+}"""
+
+
+def theme_in_the_browser(page, name: str, theme: dict, *, none: str = "无数据") -> None:
+    """The class map's classes (and what the pipes without one are) in the legend; one colour per
+    class on the drawn features; the chip's × ends it."""
+    if not page.evaluate("document.body.classList.contains('layers-open')"):
+        page.click("#toggle-layers")
+    page.click(f"[data-colour={name}]")
+    page.wait_for_function("(n) => window.twinViewer.display.colourBy === n", arg=name, timeout=90_000)
+    assert theme["title"]["zh"] in page.inner_text("#chips [data-chip=theme]")
+    legend = page.inner_text("[data-role=legend]")
+    used = [c for c, n in zip(theme["classes"], theme["counts"], strict=True) if n]
+    assert all(c["zh"] in legend for c in used) and none in legend, (legend, used)
+    by_class: dict[int, set[str]] = {}
+    others = set()
+    for fid, css in page.evaluate(FEATURE_COLOURS_JS).items():
+        if fid in theme["features"]:
+            by_class.setdefault(theme["features"][fid], set()).add(css)
+        else:
+            others.add(css)
+    assert by_class and all(len(v) == 1 for v in by_class.values()), by_class
+    assert others <= {NO_CLASS}, others  # the pipes without a class: grey
+    assert len({next(iter(v)) for v in by_class.values()}) == len(by_class)
+    page.screenshot(path=str(ARTIFACTS / f"theme-{name}.png"))
+    page.click("#chips [data-chip=theme] .chip-close")
+    assert page.evaluate("window.twinViewer.display.colourBy") == "utility"
+    assert not page.query_selector("#chips [data-chip=theme]")

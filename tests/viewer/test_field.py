@@ -109,6 +109,8 @@ def test_tiles_revalidate_and_json_is_compressed(viewer_server: LiveServer) -> N
         uri = glb["content"]["uri"]
         tile = client.get(f"/tiles/{uri}")
         assert tile.status_code == 200
+        # named at its version (tileset.json's ?v=): the phone keeps it without asking again
+        assert "?v=" in uri and tile.headers["cache-control"] == "private, max-age=31536000, immutable"
         assert client.get(f"/tiles/{uri}", headers={"If-None-Match": tile.headers["etag"]}).status_code == 304
         # JSON answers go gzip-compressed to a client that accepts it (the app's GZip middleware).
         with client.stream("GET", "/collections/pipes/items", params={"limit": 200},

@@ -3,7 +3,9 @@
 After sign-in the page is zh-CN and no visible text of the top bar, the layers and the details
 panel (a pipe's record and history included) is English only; the 中/EN switch turns it into
 English, is stored on the server (GET /me reads it back) and survives a reload that forgets the
-browser's own memory. A screenshot in each language goes to test-artifacts/viewer/.
+browser's own memory. Panels open at the switch follow it at once: the details, the shutoff, the
+statistics and the proposal panels keep no text of the language before (the data's own names
+aside). A screenshot in each language goes to test-artifacts/viewer/.
 """
 
 from __future__ import annotations
@@ -84,6 +86,93 @@ def linguist(viewer_twin: TwinSettings) -> str:
     return USER
 
 
+#: The visible texts of the details panel (title included).
+PANEL_TEXT = """() => {
+  const out = [];
+  for (const root of document.querySelectorAll('#panel')) {
+    const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      const t = n.textContent.trim();
+      const p = n.parentElement;
+      if (!t || !p || !p.getClientRects().length || getComputedStyle(p).visibility === 'hidden') continue;
+      if (p.closest('[data-role=feature-id], code, svg, .drawing')) continue;
+      out.push([t, p.closest('tr, li, p, h2, h3, label, button, section')?.outerHTML.slice(0, 300) || p.tagName]);
+    }
+  }
+  return out;
+}"""
+
+
+def strings(doc) -> set[str]:
+    """Every string value of an API answer: the data's own names (roads, customers, owners)."""
+    if isinstance(doc, str):
+        return {doc}
+    if isinstance(doc, dict):
+        return set().union(*(strings(v) for v in doc.values())) if doc else set()
+    if isinstance(doc, list):
+        return set().union(*(strings(v) for v in doc)) if doc else set()
+    return set()
+
+
+def chinese_left(texts: list[list[str]], data: set[str]) -> list[list[str]]:
+    """Texts that still hold Chinese once the data's own names are taken out."""
+    names = sorted((d for d in data if CJK.search(d)), key=len, reverse=True)
+    bad = []
+    for t, where in texts:
+        rest = t
+        for d in names:
+            rest = rest.replace(d, "")
+        if CJK.search(rest):
+            bad.append([t, where])
+    return bad
+
+
+def _switch(page, lang: str) -> None:
+    """The 中/EN switch, waiting for the server to store it."""
+    with page.expect_response(lambda r: r.url.endswith("/me/preferences") and r.request.method == "PUT") as put:
+        page.click("#lang-toggle")
+    assert put.value.status == 200 and page.evaluate("document.documentElement.lang") == lang
+
+
+def _panels_follow_the_switch(page, server: LiveServer, token: str, ids: set[str]) -> None:
+    """Shutoff (opened in English, switched to Chinese), statistics (Chinese to English) and the
+    proposal form (English to Chinese and back): no text of the language before is left."""
+    auth = {"Authorization": f"Bearer {token}"}
+    water = httpx.get(server.url + "/collections/pipes/items", params={"limit": 20, "utility": "JS"},
+                      headers=auth, timeout=30).json()["features"]
+    pipe = str(water[-1]["id"])
+    shut = httpx.post(server.url + "/processes/shutoff/execution", json={"inputs": {"pipe": pipe}},
+                      headers=auth, timeout=60).json()
+    data = strings(shut) | {pipe}
+    page.evaluate("(p) => window.twinViewer.shutoff(p)", pipe)
+    page.wait_for_selector("[data-role=shutoff-summary]", timeout=TIMEOUT_MS)
+    assert "valve" in page.inner_text("[data-role=shutoff-summary]")
+    _switch(page, "zh-CN")
+    assert "阀门" in page.inner_text("[data-role=shutoff-summary]")
+    assert english_only(page.evaluate(PANEL_TEXT), ids | data | {w for d in data for w in WORD.findall(d)}) == []
+
+    page.evaluate("window.twinViewer.stats.open()")
+    page.wait_for_selector("[data-role=stats-total]", timeout=TIMEOUT_MS)
+    stats = {s for by in ("utility", "material", "decade", "owner", "status") for s in strings(httpx.get(
+        server.url + "/stats", params={"by": by}, headers=auth, timeout=30).json())}
+    _switch(page, "en")
+    assert "Total" in page.inner_text("[data-role=stats-total]")
+    assert chinese_left(page.evaluate(PANEL_TEXT), stats) == []
+
+    page.evaluate("window.twinViewer.activate('proposal')")
+    page.wait_for_selector("[data-role=crs-hint]", timeout=TIMEOUT_MS)
+    page.fill("#proposal-name", "my pipe 新管")
+    _switch(page, "zh-CN")
+    assert "坐标" in page.inner_text("[data-role=crs-hint]")
+    assert page.input_value("#proposal-name") == "my pipe 新管"  # what was typed stays
+    crs = {"X", "Y", "GeoJSON", "CJJ", "CSV", "XLSX", "CRS84", "LineString", "Polygon", "utility", "size",
+           "depth_m", "northing", "easting", "point", "segment", "EPSG"}
+    assert english_only(page.evaluate(PANEL_TEXT), ids | crs) == []
+    _switch(page, "en")
+    assert chinese_left(page.evaluate(PANEL_TEXT), {"X=北", "Y=东", "点", "段"}) == []
+    page.evaluate("window.twinViewer.activate('inspect')")
+
+
 def _me(server: LiveServer, token: str) -> dict:
     return httpx.get(server.url + "/me", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
 
@@ -124,6 +213,14 @@ def test_chinese_first_then_english_remembered_for_the_user(browser, viewer_serv
         assert (en["lang"], en["select"], en["switch"]) == ("en", "Select", "中")
         assert "utilities" in en["layers"].lower()
         assert _me(viewer_server, token)["lang"] == "en"
+        # the details panel open at the switch follows it (the record's own values aside)
+        record = httpx.get(f"{viewer_server.url}/collections/pipes/items/{pipe['id']}",
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        history = httpx.get(f"{viewer_server.url}/features/segments/{pipe['id']}/history",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert "utility" in en["record"] and "water supply" in en["record"], en["record"]
+        assert chinese_left(page.evaluate(PANEL_TEXT), strings(record) | strings(history)) == []
+        _panels_follow_the_switch(page, viewer_server, token, ids)
 
         # The server remembers it, not only this browser.
         page.evaluate("localStorage.clear()")

@@ -18,7 +18,7 @@ import time
 import httpx
 
 from tests.api.conftest import LiveServer, password
-from tests.viewer.conftest import ARTIFACTS, Watch, api_token
+from tests.viewer.conftest import ARTIFACTS, Watch, api_token, theme_in_the_browser
 
 TIMEOUT_MS = 90_000
 SIZE = {"width": 1280, "height": 800}
@@ -67,20 +67,6 @@ def _tool(page) -> str:
     return page.evaluate("document.querySelector('#tools button[aria-pressed=true]')?.dataset.tool")
 
 
-FEATURE_COLOURS_JS = """() => {
-  const t = window.twinViewer.world.tileset, seen = {};
-  for (const tile of t._selectedTiles) {
-    const c = tile.content;
-    for (let i = 0; c && i < c.featuresLength; i += 1) {
-      const f = c.getFeature(i);
-      if (f.getProperty('kind') !== undefined || f.getProperty('status') === 'abandoned') continue;
-      seen[String(f.getProperty('id'))] = f.color.toCssHexString().slice(0, 7).toLowerCase();
-    }
-  }
-  return seen;
-}"""
-
-
 def _first_picture(page, server: LiveServer) -> dict:
     """Sign in; the first picture's times after the sign-in click go to test-artifacts."""
     page.goto(server.url + "/")
@@ -109,16 +95,19 @@ def _first_picture(page, server: LiveServer) -> dict:
 
 
 def _overview_lines(page, server: LiveServer, auth: dict) -> list[dict]:
-    """From afar every active pipe is also a line of a minimum width (GET /view/overview)."""
-    lines = httpx.get(f"{server.url}/view/overview", headers=auth, timeout=30).json()["utilities"]
+    """From afar every active pipe of the demo is also in a line of a minimum width (GET
+    /view/overview: merged lines, bounded; the demo district fits whole)."""
+    doc = httpx.get(f"{server.url}/view/overview", headers=auth, timeout=30).json()
+    lines = doc["utilities"]
     status = httpx.get(f"{server.url}/stats", params={"by": "status"}, headers=auth, timeout=30).json()["rows"]
     active = next(r["segments"] for r in status if r["status"] == "active")
-    assert sum(len(u["offsets"]) - 1 for u in lines.values()) == active
+    assert doc["pipes"] == doc["active"] == active == sum(u["pipes"] for u in lines.values())
     assert all(len(u["positions"]) == 3 * u["offsets"][-1] for u in lines.values())
     page.wait_for_function("window.twinViewer.world.overview && window.twinViewer.world.overview.size > 0",
                            timeout=TIMEOUT_MS)
     drawn = page.evaluate("[...window.twinViewer.world.overview.values()].reduce((n, c) => n + c.length, 0)")
-    assert drawn == active and page.evaluate("[...window.twinViewer.world.overview.values()].every((c) => c.show)")
+    assert drawn == sum(len(u["offsets"]) - 1 for u in lines.values())
+    assert page.evaluate("[...window.twinViewer.world.overview.values()].every((c) => c.show)")
     return status
 
 
@@ -145,6 +134,40 @@ def _nothing_hidden(page) -> None:
     assert fit["width"] <= fit["room"] + 0.5, fit
 
 
+#: Every visible tool and bar button: its box, and whether its text is cut (wider than the box).
+BAR_BUTTONS_JS = """() => [...document.querySelectorAll('#bar button, #bar input')]
+  .filter((e) => e.offsetParent !== null && getComputedStyle(e).visibility !== 'hidden')
+  .map((e) => { const r = e.getBoundingClientRect();
+    return { id: e.id || e.dataset.tool, text: e.textContent.trim(), left: r.left, right: r.right, top: r.top,
+             bottom: r.bottom, cut: e.scrollWidth > e.clientWidth + 1,
+             name: e.getAttribute('aria-label') || e.textContent.trim() || e.title }; })"""
+
+
+def _english_bar(page) -> None:
+    """In English (longer words) every tool and bar button is still whole and on screen at
+    1280×800: the tool row wraps inside the bar, and the map starts below the bar."""
+    for lang, label in (("en", "Select"), ("zh-CN", "选择")):
+        page.click("#lang-toggle")
+        page.wait_for_function("(l) => document.documentElement.lang === l", arg=lang)
+        page.wait_for_function("(t) => document.querySelector('#tools [data-tool=inspect]').textContent === t", arg=label)
+        # the bar's size observer moves the map below it (nothing of the map under the bar)
+        page.wait_for_function("Math.abs(document.getElementById('map').getBoundingClientRect().top"
+                               " - document.getElementById('bar').getBoundingClientRect().bottom) <= 1", timeout=10_000)
+        buttons = page.evaluate(BAR_BUTTONS_JS)
+        assert len([b for b in buttons if b["id"] in TOOL_IDS]) >= 10, buttons
+        for b in buttons:
+            assert 0 <= b["left"] and b["right"] <= SIZE["width"] and 0 <= b["top"] and b["bottom"] <= SIZE["height"], (lang, b)
+            assert not b["cut"] and b["name"], (lang, b)
+        bar = page.evaluate("document.getElementById('bar').getBoundingClientRect().bottom")
+        assert all(b["bottom"] <= bar + 0.5 for b in buttons), (lang, bar)
+        if lang == "en":
+            page.screenshot(path=str(ARTIFACTS / "layout-1280x800-en.png"))
+
+
+TOOL_IDS = {"inspect", "measure", "depth", "section", "profile", "shutoff", "hazards", "proposal", "history", "field",
+            "edit"}
+
+
 def _keyboard(page) -> None:
     """From the search box Tab reaches the first tool, arrows move, Enter chooses, Esc leaves."""
     page.focus("#search-input")
@@ -163,28 +186,6 @@ def _keyboard(page) -> None:
     assert _tool(page) == "inspect"
 
 
-def _theme_in_the_browser(page, name: str, theme: dict) -> None:
-    """The class map's classes in the legend; one colour per class on the drawn features."""
-    if not page.evaluate("document.body.classList.contains('layers-open')"):
-        page.click("#toggle-layers")
-    page.click(f"[data-colour={name}]")
-    page.wait_for_function("(n) => window.twinViewer.display.colourBy === n", arg=name, timeout=TIMEOUT_MS)
-    assert theme["title"]["zh"] in page.inner_text("#chips [data-chip=theme]")
-    legend = page.inner_text("[data-role=legend]")
-    used = [c for c, n in zip(theme["classes"], theme["counts"], strict=True) if n]
-    assert all(c["zh"] in legend for c in used), (legend, used)
-    by_class: dict[int, set[str]] = {}
-    for fid, css in page.evaluate(FEATURE_COLOURS_JS).items():
-        if fid in theme["features"]:
-            by_class.setdefault(theme["features"][fid], set()).add(css)
-    assert by_class and all(len(v) == 1 for v in by_class.values()), by_class
-    assert len({next(iter(v)) for v in by_class.values()}) == len(by_class)
-    page.screenshot(path=str(ARTIFACTS / f"theme-{name}.png"))
-    page.click("#chips [data-chip=theme] .chip-close")
-    assert page.evaluate("window.twinViewer.display.colourBy") == "utility"
-    assert not page.query_selector("#chips [data-chip=theme]")
-
-
 def test_layout_keyboard_chips_first_view_and_themes(browser, viewer_server: LiveServer) -> None:
     context = browser.new_context(viewport=SIZE, locale="zh-CN")
     page = context.new_page()
@@ -194,6 +195,8 @@ def test_layout_keyboard_chips_first_view_and_themes(browser, viewer_server: Liv
     auth = {"Authorization": f"Bearer {api_token(viewer_server, 'approver')}"}
     status = _overview_lines(page, viewer_server, auth)
     _nothing_hidden(page)
+    _english_bar(page)
+    _nothing_hidden(page)  # and back in Chinese
     _keyboard(page)
 
     # Opening the details keeps the map wide (the layers fold); the form states CRS and axes.
@@ -219,6 +222,6 @@ def test_layout_keyboard_chips_first_view_and_themes(browser, viewer_server: Liv
     for theme in themes.values():
         assert theme["features"] and sum(theme["counts"]) == len(theme["features"])
     assert len(themes["accuracy"]["features"]) == sum(r["segments"] for r in status)  # every pipe has one
-    _theme_in_the_browser(page, "accuracy", themes["accuracy"])
+    theme_in_the_browser(page, "accuracy", themes["accuracy"])
     assert not watch.problems(), watch.problems()
     context.close()

@@ -404,7 +404,8 @@ def test_a_proposal_upload_shows_its_findings_the_report_and_the_approval(app: A
     page.once("dialog", lambda d: d.accept("protective sleeve at the crossings"))
     page.click("button[data-action=approve]")
     page.wait_for_selector(".toast.error", timeout=TIMEOUT_MS)
-    assert "four eyes" in page.inner_text("#toasts")
+    toasts = page.inner_text("#toasts")  # the server's message, Chinese first for a zh-CN viewer
+    assert "双人审核" in toasts or "four eyes" in toasts, toasts
     page.click(".toast.error .close")
     # Another approver (the admin here) approves it over the open findings, with a reason.
     admin = api_token(app.server, "admin")
@@ -525,7 +526,7 @@ def test_api_errors_reach_the_user(app: App) -> None:
     app.watch.allow(400, "/processes/shutoff/execution")
     page.evaluate("(id) => window.twinViewer.shutoff(id)", drain)
     page.wait_for_selector(".toast.error", timeout=TIMEOUT_MS)
-    assert api.json()["description"] in page.inner_text("#toasts")
+    assert api.json()["description_zh"] in page.inner_text("#toasts")  # the viewer asks in zh-CN
     app.shot("12-error-shown")
     page.wait_for_timeout(7000)  # longer than a message's few seconds: an error stays ...
     assert page.is_visible(".toast.error")
@@ -585,7 +586,8 @@ def test_an_expired_session_returns_to_sign_in(browser, viewer_server: LiveServe
     try:
         page.goto(viewer_server.url + "/")
         page.wait_for_selector("#signin-form", state="visible", timeout=TIMEOUT_MS)
-        assert "invalid token" in page.inner_text("#signin-error")
+        message = page.inner_text("#signin-error")  # the server's, Chinese first for a zh-CN browser
+        assert "登录令牌无效" in message or "invalid token" in message, message
         assert page.evaluate("sessionStorage.getItem('pipetwin.session')") is None
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "17-session-ended.png"))

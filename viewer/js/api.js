@@ -4,7 +4,7 @@
 // it as a bearer token; a 401 ends the session and brings back the sign-in page. Errors
 // become ApiError with the server's JSON `description`, for the user to read.
 
-import { tr } from './i18n.js';
+import { lang, tr } from './i18n.js';
 
 const KEY = 'pipetwin.session';
 
@@ -48,6 +48,11 @@ export function authHeaders() {
   return s ? { Authorization: `Bearer ${s.token}` } : {};
 }
 
+/** The user's language for the server's messages (errors come back in it: ApiError.description). */
+export function languageHeaders() {
+  return { 'Accept-Language': lang() === 'en' ? 'en' : 'zh-CN' };
+}
+
 async function problem(response) {
   let code = `HTTP_${response.status}`;
   let description = `${response.status} ${response.statusText}`;
@@ -64,7 +69,7 @@ async function problem(response) {
 /** Sign in with a name and password: the session ({token, user, role, permissions}). */
 export async function signIn(username, password) {
   const form = new URLSearchParams({ username, password });
-  const r = await fetch('/token', { method: 'POST', body: form });
+  const r = await fetch('/token', { method: 'POST', body: form, headers: languageHeaders() });
   if (!r.ok) throw await problem(r);
   const t = await r.json();
   const s = { token: t.access_token, user: t.user, role: t.role, expires: Date.now() + t.expires_in * 1000 };
@@ -87,7 +92,7 @@ export async function request(path, { method = 'GET', json, body, headers = {}, 
     const q = params.toString();
     if (q) url += (url.includes('?') ? '&' : '?') + q;
   }
-  const h = { ...authHeaders(), ...headers };
+  const h = { ...languageHeaders(), ...authHeaders(), ...headers };
   if (json !== undefined) {
     h['Content-Type'] = 'application/json';
     body = JSON.stringify(json);

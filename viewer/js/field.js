@@ -186,8 +186,8 @@ register({
   click() {},
 });
 
-/** On a phone the bar wraps onto as many rows as its buttons need (no tool hidden off-screen):
- * the map and the panels start below it, wherever that is. */
+/** The bar wraps onto as many rows as its buttons need (a phone; English words on a 1280 px
+ * screen): no tool hidden off-screen, and the map and the panels start below it. */
 function fitBar() {
   const bar = document.getElementById('bar');
   if (!bar || !window.ResizeObserver) return;
@@ -195,7 +195,7 @@ function fitBar() {
   const phone = window.matchMedia('(max-width: 760px)');
   const fit = () => {
     const h = bar.getBoundingClientRect().height;
-    if (phone.matches && h > 0) root.style.setProperty('--bar-h', `${Math.ceil(h)}px`);
+    if (h > 0) root.style.setProperty('--bar-h', `${Math.ceil(h)}px`);
     else root.style.removeProperty('--bar-h');
   };
   new ResizeObserver(fit).observe(bar);

@@ -42,6 +42,29 @@ function toggle(name, value, on) {
   openList();
 }
 
+/** The list of findings in the panel (drawn again on the language switch). */
+function renderList(doc) {
+  const rows = doc.findings.map((f) => ({
+    attrs: { dataset: { finding: f.key, verdict: f.verdict, status: f.status }, onclick: () => zoomTo(f),
+      style: { cursor: 'pointer' } },
+    cells: [el('span', { class: 'badge', 'data-status': f.status }, statusName(f.status)),
+      el('span', { class: 'badge', style: { color: COLOURS[f.verdict] } }, verdictName(f.verdict)), kindName(f.kind),
+      `${f.a_id} / ${f.b_id || '–'}`, text(f.road)],
+  }));
+  const c = doc.counts;
+  const counts = Object.entries(c.verdict).map(([k, n]) => `${verdictName(k)} ${n}`).join(tr('，', ', '));
+  const more = doc.numberMatched > doc.findings.length;
+  showPanel(tr('管线问题', 'Findings'), [
+    choice('status', STATUSES, statusName, state.filters.status),
+    choice('verdict', VERDICTS, verdictName, state.filters.verdict),
+    el('p', { 'data-role': 'finding-counts' }, tr(`共 ${doc.numberMatched} 项：${counts}${more ? `（显示前 ${doc.findings.length} 项）` : ''}`,
+      `${doc.numberMatched} findings: ${counts}${more ? ` (first ${doc.findings.length} shown)` : ''}`)),
+    rows.length ? table([tr('状态', 'status'), tr('判定', 'verdict'), tr('类型', 'kind'), tr('管段', 'pipes'), tr('道路', 'road')], rows,
+      { 'data-role': 'finding-list' })
+      : el('p', { class: 'muted' }, tr('没有问题：请先运行全网扫描（twin analyze scan）。', 'No findings: run the whole-network scan (twin analyze scan).')),
+  ], 'findings', () => renderList(doc));
+}
+
 /** The findings list with its filters; a row zooms to the finding. */
 export async function openList(filters = null) {
   if (filters) state.filters = { status: filters.status || [], verdict: filters.verdict || [] };
@@ -49,25 +72,7 @@ export async function openList(filters = null) {
   return guard(tr('管线问题', 'Findings'), async () => {
     const doc = await getJSON(`/findings?${query(state.filters)}`);
     state.doc = doc;
-    const rows = doc.findings.map((f) => ({
-      attrs: { dataset: { finding: f.key, verdict: f.verdict, status: f.status }, onclick: () => zoomTo(f),
-        style: { cursor: 'pointer' } },
-      cells: [el('span', { class: 'badge', 'data-status': f.status }, statusName(f.status)),
-        el('span', { class: 'badge', style: { color: COLOURS[f.verdict] } }, verdictName(f.verdict)), kindName(f.kind),
-        `${f.a_id} / ${f.b_id || '–'}`, text(f.road)],
-    }));
-    const c = doc.counts;
-    const counts = Object.entries(c.verdict).map(([k, n]) => `${verdictName(k)} ${n}`).join(tr('，', ', '));
-    const more = doc.numberMatched > doc.findings.length;
-    showPanel(tr('管线问题', 'Findings'), [
-      choice('status', STATUSES, statusName, state.filters.status),
-      choice('verdict', VERDICTS, verdictName, state.filters.verdict),
-      el('p', { 'data-role': 'finding-counts' }, tr(`共 ${doc.numberMatched} 项：${counts}${more ? `（显示前 ${doc.findings.length} 项）` : ''}`,
-        `${doc.numberMatched} findings: ${counts}${more ? ` (first ${doc.findings.length} shown)` : ''}`)),
-      rows.length ? table([tr('状态', 'status'), tr('判定', 'verdict'), tr('类型', 'kind'), tr('管段', 'pipes'), tr('道路', 'road')], rows,
-        { 'data-role': 'finding-list' })
-        : el('p', { class: 'muted' }, tr('没有问题：请先运行全网扫描（twin analyze scan）。', 'No findings: run the whole-network scan (twin analyze scan).')),
-    ], 'findings');
+    renderList(doc);
     return doc;
   });
 }

@@ -32,22 +32,25 @@ export async function run(lon, lat) {
     const [x, y] = t.points[0];
     const r = await execute('hazards', { at: [x, y], radius_m: state.radius });
     state.result = r;
-    const rows = r.pipes.map((p) => ({
-      attrs: { dataset: { pipe: p.id }, class: p.flags.length ? 'critical' : '' },
-      cells: [el('span', {}, el('i', { class: 'swatch', style: { background: utilityCss(p.utility) } }), `${p.utility} ${named('utility', p.utility)}`),
-        p.id, p.size, num(p.distance_m, 1), num(p.top_depth_m, 2), p.flags.join('; ') || '–'],
-    }));
-    const valves = r.valves.map((v) => [v.id, v.pipe, num(v.distance_m, 1), named('boolean', String(Boolean(v.operable)))]);
-    showPanel(tr('开挖点', 'Dig site'), [
-      el('p', {}, tr(`(${num(x, 1)}, ${num(y, 1)}) 周围 ${num(r.radius_m, 0)} m 内：${r.pipes.length} 条管线和电缆。`,
-        `Within ${num(r.radius_m, 0)} m of (${num(x, 1)}, ${num(y, 1)}): ${r.pipes.length} pipes and cables.`)),
-      r.notes.length ? el('ul', { class: 'notes' }, r.notes.map((n) => el('li', {}, n))) : null,
-      section(tr('开挖点下方（由近及远）', 'Below the dig site (nearest first)'), table([tr('类别', 'utility'), tr('编号', 'id'),
-        tr('规格', 'size'), tr('距离 (m)', 'distance m'), tr('管顶埋深 (m)', 'top depth m'), tr('提示', 'flags')], rows)),
-      r.valves.length ? section(tr(`最近的阀门（${named('utility', r.utility)}）`, `Nearest valves (${named('utility', r.utility)})`),
-        table([tr('阀门', 'valve'), tr('所在管段', 'on pipe'), tr('距离 (m)', 'distance m'), tr('可操作', 'operable')], valves)) : null,
-      el('div', { class: 'actions' }, el('button', { onclick: () => { ds.entities.removeAll(); clearMarks(); } }, tr('清除', 'Clear'))),
-    ], 'hazards');
+    const draw = () => { // drawn again on the language switch
+      const rows = r.pipes.map((p) => ({
+        attrs: { dataset: { pipe: p.id }, class: p.flags.length ? 'critical' : '' },
+        cells: [el('span', {}, el('i', { class: 'swatch', style: { background: utilityCss(p.utility) } }), `${p.utility} ${named('utility', p.utility)}`),
+          p.id, p.size, num(p.distance_m, 1), num(p.top_depth_m, 2), p.flags.join('; ') || '–'],
+      }));
+      const valves = r.valves.map((v) => [v.id, v.pipe, num(v.distance_m, 1), named('boolean', String(Boolean(v.operable)))]);
+      showPanel(tr('开挖点', 'Dig site'), [
+        el('p', {}, tr(`(${num(x, 1)}, ${num(y, 1)}) 周围 ${num(r.radius_m, 0)} m 内：${r.pipes.length} 条管线和电缆。`,
+          `Within ${num(r.radius_m, 0)} m of (${num(x, 1)}, ${num(y, 1)}): ${r.pipes.length} pipes and cables.`)),
+        r.notes.length ? el('ul', { class: 'notes' }, r.notes.map((n) => el('li', {}, n))) : null,
+        section(tr('开挖点下方（由近及远）', 'Below the dig site (nearest first)'), table([tr('类别', 'utility'), tr('编号', 'id'),
+          tr('规格', 'size'), tr('距离 (m)', 'distance m'), tr('管顶埋深 (m)', 'top depth m'), tr('提示', 'flags')], rows)),
+        r.valves.length ? section(tr(`最近的阀门（${named('utility', r.utility)}）`, `Nearest valves (${named('utility', r.utility)})`),
+          table([tr('阀门', 'valve'), tr('所在管段', 'on pipe'), tr('距离 (m)', 'distance m'), tr('可操作', 'operable')], valves)) : null,
+        el('div', { class: 'actions' }, el('button', { onclick: () => { ds.entities.removeAll(); clearMarks(); } }, tr('清除', 'Clear'))),
+      ], 'hazards', draw);
+    };
+    draw();
     setMarks(r.pipes.map((p) => [p.id, p.flags.length ? '#ff2d2d' : MARK_GOLD]), true);
     return r;
   });

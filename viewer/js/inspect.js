@@ -2,7 +2,7 @@
 // record from the features API and its history (every version, who changed what, when).
 
 import { enc, getJSON } from './api.js';
-import { attributes, busy, el, guard, num, section, showPanel, table, text, toast, when } from './ui.js';
+import { attributes, busy, el, guard, num, panelShows, section, showPanel, table, text, toast, when } from './ui.js';
 import { flyToGeometry } from './scene.js';
 import { activate, register, restyle } from './tools.js';
 import { display, PRESSURISED, utilityCss } from './style.js';
@@ -60,50 +60,69 @@ function historyTable(h) {
       rows, { 'data-role': 'history' }));
 }
 
-/** Show a feature (kind 'pipe' or 'node') in the panel: tile metadata now, the API's record next. */
+/** The record (features API) of a feature for the panel; null when it could not be read. */
+function recordBox(got) {
+  if (got.f === undefined) return busy(tr('正在读取记录…', 'Reading the record…'));
+  if (got.f === null) return el('p', { class: 'error' }, tr('无记录。', 'No record.'));
+  const t = attributes(Object.entries(got.f.properties).map(([k, v]) =>
+    [label(k), k === 'utility' ? utilityBadge(v) : value(k, v)]));
+  t.dataset.role = 'record';
+  return t;
+}
+
+function historyBox(got) {
+  if (got.h === undefined) return busy(tr('正在读取历史…', 'Reading the history…'));
+  if (got.h === null) return el('p', { class: 'error' }, tr('无历史。', 'No history.'));
+  return historyTable(got.h);
+}
+
+/** The actions on a feature (shutoff for a burst here ...), once its record is read. */
+function actionButtons(kind, id, f) {
+  if (!f) return [];
+  const utility = f.properties.utility;
+  return [
+    f.geometry ? el('button', { onclick: () => flyToGeometry(f.geometry) }, tr('缩放至', 'Zoom to')) : null,
+    kind === 'pipe' && PRESSURISED.has(utility)
+      ? el('button', { onclick: () => activate('shutoff').run(id) }, tr('此处爆管关阀', 'Shutoff for a burst here')) : null,
+    kind === 'node'
+      ? el('button', { onclick: () => activate('profile').useNode(id) }, tr('从此点作纵断面', 'Profile from this point')) : null,
+  ].filter(Boolean);
+}
+
+/** Show a feature (kind 'pipe' or 'node') in the panel: tile metadata now, the API's record next.
+ * The panel is drawn again as each answer arrives and on the language switch. */
 export async function showFeature(kind, id, props = null, { fly = false } = {}) {
   display.selected = id;
   restyle();
   const collection = kind === 'pipe' ? 'pipes' : 'nodes';
   const table_ = kind === 'pipe' ? 'segments' : 'nodes';
-  const record = el('div', {}, busy(tr('正在读取记录…', 'Reading the record…')));
-  const history = el('div', {}, busy(tr('正在读取历史…', 'Reading the history…')));
-  const actions = el('div', { class: 'actions' });
-  const head = props ? attributes(tileRows(props)) : el('p', { class: 'muted' }, tr('当前视图中未绘出。', 'Not drawn in the current view.'));
-  head.dataset.role = 'tile-attributes';
-  showPanel(`${kind === 'pipe' ? tr('管段', 'Pipe') : tr('管点', 'Point')} ${id}`, [
-    el('p', { class: 'feature-head', 'data-role': 'feature-head', dataset: { id, kind } },
-      el('strong', { 'data-role': 'feature-id' }, id), ' ',
-      props && props.utility ? utilityBadge(props.utility) : null),
-    actions, // the actions (shutoff for a burst here) at the top, not under the history
-    section(tr('三维瓦片中的属性', 'From the 3D tiles'), head),
-    section(tr('记录', 'Record'), record),
-    section(tr('历史', 'History'), history),
-  ], 'inspect');
+  const got = { f: undefined, h: undefined }; // undefined while reading, null when it failed
+  const draw = () => {
+    const head = props ? attributes(tileRows(props)) : el('p', { class: 'muted' }, tr('当前视图中未绘出。', 'Not drawn in the current view.'));
+    head.dataset.role = 'tile-attributes';
+    showPanel(`${kind === 'pipe' ? tr('管段', 'Pipe') : tr('管点', 'Point')} ${id}`, [
+      el('p', { class: 'feature-head', 'data-role': 'feature-head', dataset: { id, kind } },
+        el('strong', { 'data-role': 'feature-id' }, id), ' ',
+        props && props.utility ? utilityBadge(props.utility) : null),
+      // the actions (shutoff for a burst here) at the top, not under the history
+      el('div', { class: 'actions' }, ...actionButtons(kind, id, got.f)),
+      section(tr('三维瓦片中的属性', 'From the 3D tiles'), head),
+      section(tr('记录', 'Record'), recordBox(got)),
+      section(tr('历史', 'History'), historyBox(got)),
+    ], 'inspect', draw);
+  };
+  draw();
+  const update = () => { if (panelShows(draw)) draw(); };
   await Promise.all([
     guard(tr('读取记录', 'Reading the record'), async () => {
-      const f = await getJSON(`/collections/${collection}/items/${enc(id)}`);
-      const rows = Object.entries(f.properties).map(([k, v]) =>
-        [label(k), k === 'utility' ? utilityBadge(v) : value(k, v)]);
-      const t = attributes(rows);
-      t.dataset.role = 'record';
-      record.replaceChildren(t);
-      if (fly && f.geometry) flyToGeometry(f.geometry);
-      const utility = f.properties.utility;
-      actions.replaceChildren(...[
-        f.geometry ? el('button', { onclick: () => flyToGeometry(f.geometry) }, tr('缩放至', 'Zoom to')) : null,
-        kind === 'pipe' && PRESSURISED.has(utility)
-          ? el('button', { onclick: () => activate('shutoff').run(id) }, tr('此处爆管关阀', 'Shutoff for a burst here')) : null,
-        kind === 'node'
-          ? el('button', { onclick: () => activate('profile').useNode(id) }, tr('从此点作纵断面', 'Profile from this point')) : null,
-      ].filter(Boolean));
+      got.f = await getJSON(`/collections/${collection}/items/${enc(id)}`);
+      if (fly && got.f.geometry) flyToGeometry(got.f.geometry);
       return true;
-    }).then((ok) => { if (!ok) record.replaceChildren(el('p', { class: 'error' }, tr('无记录。', 'No record.'))); }),
+    }).then((ok) => { if (!ok) got.f = null; update(); }),
     guard(tr('读取历史', 'Reading the history'), async () => {
-      const h = await getJSON(`/features/${table_}/${enc(id)}/history`);
-      history.replaceChildren(historyTable(h));
+      got.h = await getJSON(`/features/${table_}/${enc(id)}/history`);
       return true;
-    }).then((ok) => { if (!ok) history.replaceChildren(el('p', { class: 'error' }, tr('无历史。', 'No history.'))); }),
+    }).then((ok) => { if (!ok) got.h = null; update(); }),
   ]);
 }
 

@@ -16,10 +16,11 @@ const stats = { utility: null, material: null, decade: null, owner: null };
 /** Colour modes (专题图): the button's label, Chinese first. */
 const MODES = { utility: ['管线类别', 'utility'], material: ['材质', 'material'], decade: ['年代', 'decade built'],
   age: ['管龄/使用年限', 'age vs service life'], owner: ['权属', 'owner'],
-  pressure: ['压力等级', 'pressure class'], accuracy: ['探测精度', 'survey accuracy'] };
+  pressure: ['压力等级', 'pressure class'], accuracy: ['探测精度', 'survey accuracy'],
+  criticality: ['关阀影响', 'criticality'] };
 const mode = (m) => (MODES[m] ? tr(...MODES[m]) : m);
 /** Colour modes whose classes the server sends (GET /view/theme/{name}): the tiles lack the fields. */
-const SERVED_THEMES = new Set(['pressure', 'accuracy']);
+const SERVED_THEMES = new Set(['pressure', 'accuracy', 'criticality']);
 
 function utilityList() {
   const present = new Map((stats.utility || []).map((r) => [r.utility, r]));

@@ -242,7 +242,7 @@ function renderPanel() {
       ? table([tr('编号', 'id'), tr('类型', 'kind'), tr('位置', 'at'), tr('读数', 'value'), tr('时间', 'time'), ''], sensorRows(),
         { 'data-role': 'sensors' })
       : el('p', { class: 'muted' }, tr('未登记传感器（twin sensors add）。', 'No sensors registered (twin sensors add).'))),
-  ], 'live');
+  ], 'live', renderPanel);
 }
 
 /** Milliseconds of an ISO 8601 time; PostgreSQL's short offset (+00) made one JavaScript reads. */

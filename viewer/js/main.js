@@ -118,22 +118,32 @@ async function startApp() {
   listen();
   activate('inspect');
   initSearch();
+  // The first picture is the pipes: the ground's terrain and the roads (work in the same workers
+  // and frames as the tiles' meshes) wait for the first tile on screen, 20 s at most.
+  let tilesShown;
+  const firstTiles = new Promise((resolve) => { tilesShown = resolve; setTimeout(resolve, 20_000); });
   const ground = guard(tr('地表', 'The ground surface'), async () => {
     world.frame = await getJSON('/view/frame');
     if (world.frame.bbox) boundCamera(world.frame.bbox);
     if (!world.tileset) viewDistrict(world.frame); // the first view opens on the district
+    // The first picture: the overview lines (the pipes' minimum on-screen width from afar, in
+    // utility colours when the map shows those) at once, while the ground and the tiles come.
+    const overview = guard(tr('管网概览', 'The overview lines'), () => loadOverview(utilityCss,
+      () => display.colourBy === 'utility' && !display.only && !display.onlySubtype && !display.fadeUnmarked,
+      () => display.hiddenUtilities));
+    await firstTiles;
     await loadGround();
     await initRoads(); // on the ground: after it
-    // the pipes' minimum on-screen width from afar, in utility colours when the map shows those
-    await loadOverview(utilityCss, () => display.colourBy === 'utility' && !display.only && !display.onlySubtype
-      && !display.fadeUnmarked, () => display.hiddenUtilities);
+    await overview;
   });
   const layers = initLayers();
   criticality.init();
   try {
     await loadTileset(makeStyle());
+    const shown = world.tileset.tileVisible.addEventListener(() => { shown(); tilesShown(); });
     viewAll(0);
   } catch (err) {
+    tilesShown();
     if (err instanceof ApiError && err.status === 401) return;
     showError(err, tr('载入三维瓦片', 'Loading the 3D tiles'));
   }

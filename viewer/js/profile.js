@@ -64,7 +64,7 @@ function render(r, svg) {
       tr('里程 (m)', 'chainage'), tr('位置', 'is'), tr('净距 (m)', 'clear m')], crossings)) : null,
     picker(),
     el('div', { class: 'actions' }, el('button', { onclick: () => clear() }, tr('清除', 'Clear'))),
-  ], 'profile');
+  ], 'profile', () => render(r, svg));
 }
 
 export async function run(from, to) {

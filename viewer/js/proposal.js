@@ -309,7 +309,7 @@ function render(r) {
     sectionBox,
     events.length ? section(tr('记录', 'History'), table([tr('时间', 'when'), tr('操作人', 'who'), tr('操作', 'action'), tr('状态', 'status'), tr('说明', 'note')], events)) : null,
     uploadForm(),
-  ], 'proposal');
+  ], 'proposal', () => render(r));
 }
 
 /** Show a report (from the check or a stored proposal): panel, marks, and in 3D. */
@@ -429,7 +429,8 @@ function uploadForm() {
     class: 'upload',
     onsubmit: async (e) => {
       e.preventDefault();
-      const files = [...file.files];
+      // the chosen file's input, also when the panel was drawn again in another language (ui.js)
+      const files = [...(e.currentTarget.querySelector('input[type=file]') || file).files];
       if (!files.length) {
         toast(tr('请选择拟建管线的 GeoJSON 文件，或点表和线表', 'Choose a GeoJSON file, or the point and segment tables, of the proposed pipe'), 'info');
         return;
@@ -488,7 +489,7 @@ async function listStored(target) {
 
 export function start() {
   const list = el('div', {}, busy(tr('正在读取方案…', 'Reading the proposals…')));
-  showPanel(tr('管线审批', 'Proposals'), [uploadForm(), section(tr('已保存的方案', 'Stored proposals'), list)], 'proposal');
+  showPanel(tr('管线审批', 'Proposals'), [uploadForm(), section(tr('已保存的方案', 'Stored proposals'), list)], 'proposal', start);
   listStored(list);
 }
 

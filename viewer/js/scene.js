@@ -181,6 +181,10 @@ export async function loadOverview(colourOf, visible, hidden) {
     sets.set(code, lines);
   }
   world.overview = sets;
+  const drawn = world.scene.postRender.addEventListener(() => {
+    drawn();
+    timing.overviewFrame = performance.now(); // the first frame with the overview lines
+  });
   world.scene.preRender.addEventListener(() => {
     const on = visible();
     for (const [code, lines] of sets) lines.show = on && !hidden().has(code);

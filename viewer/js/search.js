@@ -88,7 +88,7 @@ export async function showRoad(name, bbox) {
     }
     setMarks(fc.features.map((f) => [f.id, MARK_GOLD]), true);
     const more = fc.numberMatched > fc.features.length;
-    showPanel(`${tr('道路', 'Road')} ${name}`, [
+    const draw = () => showPanel(`${tr('道路', 'Road')} ${name}`, [
       el('p', {}, tr(`${name}沿线 ${fc.features.length} 条管线${more ? `（共 ${fc.numberMatched} 条，仅列前 ${fc.features.length} 条）` : ''}。`,
         `${fc.features.length} pipes along ${name}${more ? ` (first ${fc.features.length} of ${fc.numberMatched})` : ''}.`)),
       section(tr('按管线类别', 'By utility'), table([tr('类别', 'utility'), tr('管段数', 'pipes'), tr('长度 (m)', 'length m')],
@@ -98,7 +98,8 @@ export async function showRoad(name, bbox) {
         cells: [el('a', { href: '#', onclick: (e) => { e.preventDefault(); showFeature('pipe', String(f.id), null, { fly: true }); } }, String(f.id)),
           f.properties.size_text, f.properties.material, f.properties.built],
       })))),
-    ], 'search');
+    ], 'search', draw);
+    draw();
     return fc;
   });
 }

@@ -132,7 +132,7 @@ function render(r, svg) {
       el('button', { onclick: () => { state.flip = !state.flip; clip(state.line[0], state.line[1], { fly: true }); } }, tr('从另一侧看', 'Look from the other side')),
       el('button', { onclick: () => removeClip() }, tr('移除剖切', 'Remove the cut')),
       el('button', { onclick: () => clear() }, tr('清除', 'Clear'))),
-  ], 'section');
+  ], 'section', () => render(r, svg));
 }
 
 /** The section along a line given in lon/lat: the drawing, the list and the 3D cut. */

@@ -101,7 +101,7 @@ function show(r) {
     section(tr('记录', 'History'), el('ul', { class: 'notes' }, r.events.map((e) =>
       el('li', {}, `${when(e.at)} ${e.by}: ${e.action}${e.valve_id ? ' ' + e.valve_id : ''}${e.note ? ' – ' + e.note : ''}`)))),
     el('div', { class: 'actions' }, el('button', { onclick: () => openList() }, tr('← 全部关阀计划', '← All shutdowns'))),
-  ], 'shutdowns');
+  ], 'shutdowns', () => show(r));
   const marks = [...r.outage_pipes.map((p) => [p, COLOURS.outage]), ...r.isolated_pipes.map((p) => [p, COLOURS.isolated]),
     ...r.valves.filter((v) => v.node).map((v) => [v.node, COLOURS[v.state]])];
   if (marks.length) setMarks(marks); else clearMarks();

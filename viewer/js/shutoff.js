@@ -149,7 +149,7 @@ function render(r) {
     section(tr(`停水用户（${r.customers.length}）`, `Customers without supply (${r.customers.length})`),
       r.customers.length ? table(['', tr('编号', 'id'), tr('名称', 'name'), tr('类型', 'kind')], customers, { 'data-role': 'customers' })
         : el('p', { class: 'muted' }, tr('无。', 'None.'))),
-  ], 'shutoff');
+  ], 'shutoff', () => render(r));
 }
 
 /** Run the shutoff for a pipe with the given failed valves; draw and list the result. */

@@ -45,8 +45,9 @@ function barCss(by, value) {
 function bars(by, rows) {
   const sorted = by === 'decade' ? rows.slice() : rows.slice().sort((a, b) => b.length_km - a.length_km);
   if (by === 'owner') setOwners(sorted.map((r) => r.owner)); // the layers panel's owner colours
-  return sorted.map((r) => ({ value: r[by] ?? '', label: label(by, r[by]), km: r.length_km, pipes: r.segments,
-    css: barCss(by, r[by]) }));
+  // the label in the language in use when it is read (the panel follows the 中/EN switch)
+  return sorted.map((r) => ({ value: r[by] ?? '', get label() { return label(by, r[by]); }, km: r.length_km,
+    pipes: r.segments, css: barCss(by, r[by]) }));
 }
 
 function chart(by, items, box) {
@@ -105,7 +106,7 @@ function render() {
       `Total ${num(total.length_km, 1)} km, ${num(total.segments, 0)} pipes (current network).`)),
     filterLine(),
     ...CHARTS.map(block),
-  ], 'stats');
+  ], 'stats', render);
   for (const c of CHARTS) {
     const box = $(`.stats-chart[data-by="${c.by}"] .chart`);
     if (box && state.tables[c.by].length) state.plots[c.by] = chart(c.by, state.tables[c.by], box);
@@ -134,7 +135,7 @@ export function showOnly(by, bar) {
     display.hiddenUtilities = new Set();
     display.only = { property: by, values: [bar.value] };
   }
-  state.filter = { by, value: bar.value, label: bar.label };
+  state.filter = { by, value: bar.value, get label() { return bar.label; } };
   restyle();
   renderLayers();
   if (panelOwner() === 'stats') $('[data-role=stats-filter]').replaceWith(filterLine());

@@ -182,12 +182,15 @@ export function featureValue(feature, property) {
 }
 
 // ------------------------------------------------------------------ thematic maps the tiles lack
-/** Pressure class (GB 50028 gas classes, then nominal pressure) and survey accuracy (CJJ 61 plan
- * tolerance) are served as class maps (GET /view/theme/{name}: {classes, features: {id: k}}). */
+/** Pressure class (GB 50028 gas classes, then nominal pressure), survey accuracy (CJJ 61 plan
+ * tolerance) and criticality (customers cut off, from the stored results) are served as class
+ * maps (GET /view/theme/{name}: {classes, features: {id: k}, none: what the rest are}). */
 export const THEME_PALETTES = {
   pressure: ['#c6dbef', '#9ecae1', '#6baed6', '#fd8d3c', '#f16913', '#d94801', '#7f2704',
     '#c7e9c0', '#74c476', '#31a354', '#006d2c'],
   accuracy: ['#1a9850', '#91cf60', '#fee08b', '#fc8d59', '#d73027'],
+  // customers cut off by the pipe's shutoff: the criticality layer's ramp (criticality.js)
+  criticality: ['#fee391', '#fec44f', '#fe9929', '#ec7014', '#b30000'],
 };
 const NO_CLASS = '#7f7f7f';
 /** name -> {classes, counts, features: Map(id -> class index)}, once read. */
@@ -309,7 +312,8 @@ export function legendRows(stats) {
     const palette = THEME_PALETTES[display.colourBy];
     return t.classes.map((c, k) => ({ label: tr(c.zh, c.en), css: palette[k], count: t.counts[k] }))
       .filter((r) => r.count > 0)
-      .concat([{ label: tr('无数据', 'not recorded'), css: NO_CLASS }, { label: tr('废弃', 'abandoned'), css: ABANDONED }]);
+      .concat([{ label: t.none ? tr(t.none.zh, t.none.en) : tr('无数据', 'not recorded'), css: NO_CLASS },
+        { label: tr('废弃', 'abandoned'), css: ABANDONED }]);
   }
   if (display.colourBy === 'owner') {
     const owners = stats.owner || [];

@@ -117,11 +117,16 @@ export async function guard(what, fn) {
 }
 
 // ------------------------------------------------------------------ the details panel
-const panelState = { owner: null };
+// A panel that can draw itself again (`redraw`) follows the 中/EN switch at once: on a change of
+// language the panel is drawn anew from what it showed, keeping the scroll position and what
+// was typed or chosen in its fields (matched by name, id or data-field; a chosen file moves over).
+const panelState = { owner: null, redraw: null };
 
-/** Put content into the details panel under a title; `owner` names the tool that filled it. */
-export function showPanel(title, content, owner = null) {
+/** Put content into the details panel under a title; `owner` names the tool that filled it and
+ * `redraw()`, when given, draws the same panel again (in the language then in use). */
+export function showPanel(title, content, owner = null, redraw = null) {
   panelState.owner = owner;
+  panelState.redraw = redraw;
   const body = $('#panel-body');
   $('#panel-title').textContent = title;
   body.replaceChildren(...(Array.isArray(content) ? content : [content]).filter(Boolean));
@@ -131,8 +136,41 @@ export function showPanel(title, content, owner = null) {
   return body;
 }
 
-// The hint of the empty panel follows the language switch.
-onLang(() => { if (!panelState.owner && $('#panel-body')) clearPanel(); });
+/** Whether the panel on screen is still the one `redraw` draws (async work finishing late). */
+export function panelShows(redraw) {
+  return Boolean(redraw) && panelState.redraw === redraw;
+}
+
+const FIELDS = 'input, select, textarea';
+const fieldKey = (e) => e.name || e.id || e.dataset.field || '';
+
+function redrawPanel() {
+  const body = $('#panel-body');
+  const top = body.scrollTop;
+  const before = new Map($$(FIELDS, body).filter(fieldKey).map((e) => [fieldKey(e), e]));
+  const open = document.body.classList.contains('panel-open'); // a closed panel stays closed
+  panelState.redraw();
+  document.body.classList.toggle('panel-open', open);
+  for (const e of $$(FIELDS, $('#panel-body')).filter(fieldKey)) {
+    const old = before.get(fieldKey(e));
+    if (!old || old === e) continue;
+    if (old.type === 'file') {
+      if (old.files && old.files.length) e.replaceWith(old); // a chosen file cannot be set: keep the input
+    } else if (old.type === 'checkbox' || old.type === 'radio') {
+      e.checked = old.checked;
+    } else if (old.value !== e.value && (old.tagName !== 'SELECT' || [...e.options].some((o) => o.value === old.value))) {
+      e.value = old.value;
+    }
+  }
+  $('#panel-body').scrollTop = top;
+}
+
+// The panel follows the language switch: drawn again, or the empty panel's hint.
+onLang(() => {
+  if (!$('#panel-body')) return;
+  if (panelState.redraw) redrawPanel();
+  else if (!panelState.owner) clearPanel();
+});
 
 export function panelOwner() {
   return panelState.owner;
@@ -140,6 +178,7 @@ export function panelOwner() {
 
 export function clearPanel() {
   panelState.owner = null;
+  panelState.redraw = null;
   $('#panel-title').textContent = tr('详情', 'Details');
   $('#panel-body').replaceChildren(el('p', { class: 'muted' },
     tr('点击管线或管点查看属性，或在上方选择工具。', 'Click a pipe or a point to see its attributes, or pick a tool above.')));
