@@ -21,8 +21,22 @@ CONNECTIONS = 24
 @pytest.fixture(scope="module")
 def two_workers(api_twin, tmp_path_factory) -> LiveServer:
     server = start_server(api_twin, tmp_path_factory.mktemp("workers") / "server.log", workers=2)
+    # start_server returns when one worker answers; the other may still be starting
+    _wait_for_workers(server, 2, exclude=set())
     yield server
     server.stop()
+
+
+def _wait_for_workers(server: LiveServer, n: int, exclude: set[int], timeout_s: float = 120) -> set[int]:
+    """The pids of ``n`` listening workers, none in ``exclude`` (fails after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = {p.pid for p in _workers(server)}
+        if len(now) == n and not now & exclude:
+            return now
+        time.sleep(0.3)
+    pytest.fail(f"not {n} workers listening within {timeout_s:g} s (excluding {exclude}): {now}; "
+                f"{server.log.read_text()[-1500:]}")
 
 
 def _workers(server: LiveServer) -> list[psutil.Process]:
@@ -70,16 +84,8 @@ def test_connections_are_spread_over_the_workers(two_workers):
 
 
 def test_a_dead_worker_is_replaced_on_its_own_socket(two_workers):
-    before = {p.pid for p in _workers(two_workers)}
-    victim = min(before)
+    victim = min(_wait_for_workers(two_workers, 2, exclude=set()))
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = {p.pid for p in _workers(two_workers)}
-        if len(now) == 2 and victim not in now:
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail(f"the dead worker {victim} was not replaced: {now}")
+    _wait_for_workers(two_workers, 2, exclude={victim})  # replaced
     held = _spread(two_workers)  # every connection answered: none waits on an orphan socket
     assert len(held) == 2 and min(held.values()) >= 1, held

@@ -9,6 +9,7 @@ errors and failed or refused requests, so a test can assert there were none.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,13 +132,18 @@ def theme_in_the_browser(page, name: str, theme: dict, *, none: str = "无数据
     legend = page.inner_text("[data-role=legend]")
     used = [c for c, n in zip(theme["classes"], theme["counts"], strict=True) if n]
     assert all(c["zh"] in legend for c in used) and none in legend, (legend, used)
-    by_class: dict[int, set[str]] = {}
-    others = set()
-    for fid, css in page.evaluate(FEATURE_COLOURS_JS).items():
-        if fid in theme["features"]:
-            by_class.setdefault(theme["features"][fid], set()).add(css)
-        else:
-            others.add(css)
+    deadline = time.monotonic() + 60
+    while True:  # the style reaches the features over the next rendered frames (slow in software)
+        by_class: dict[int, set[str]] = {}
+        others = set()
+        for fid, css in page.evaluate(FEATURE_COLOURS_JS).items():
+            if fid in theme["features"]:
+                by_class.setdefault(theme["features"][fid], set()).add(css)
+            else:
+                others.add(css)
+        if (by_class and all(len(v) == 1 for v in by_class.values())) or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(500)
     assert by_class and all(len(v) == 1 for v in by_class.values()), by_class
     assert others <= {NO_CLASS}, others  # the pipes without a class: grey
     assert len({next(iter(v)) for v in by_class.values()}) == len(by_class)
