@@ -110,10 +110,7 @@ def ingest_tables(
         apply_batch(engine, prepared, srid=crs.srid, kind=tables.kind, scope=scope, user=user,
                     files=report.files, report=report, progress=step, before_commit=before_commit)
     except (sa.exc.SQLAlchemyError, psycopg.Error) as exc:  # the loader also uses psycopg directly
-        log.exception("import by %s failed in the database", user)
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise DatabaseError(f"the import failed in the database and was rolled back: {first}",
-                            zh=f"导入在数据库中失败，已回滚：{first}") from exc
+        raise _database_failure(exc, user) from exc
     finally:
         engine.dispose()
     report.seconds["load"] = time.perf_counter() - t1
@@ -235,10 +232,7 @@ def _streamed(points: Path, segments: Path, settings: TwinSettings, *, axis_orde
     except InputError as exc:  # a table found empty once read (F002)
         return _unreadable(exc, points, segments)
     except (sa.exc.SQLAlchemyError, psycopg.Error) as exc:  # the loader also uses psycopg directly
-        log.exception("import by %s failed in the database", user)
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise DatabaseError(f"the import failed in the database and was rolled back: {first}",
-                            zh=f"导入在数据库中失败，已回滚：{first}") from exc
+        raise _database_failure(exc, user) from exc
     finally:
         engine.dispose()
     return report
@@ -289,3 +283,11 @@ def ingest_survey(
         # Rows the chunked reader cannot number (a line break in a quoted cell, a ragged row):
         # nothing was committed; the careful reader takes the tables whole.
         return _streamed(Path(points), Path(segments), settings, whole=True, **kw)
+
+
+def _database_failure(exc: Exception, user: str) -> DatabaseError:
+    """The error of an import the database refused (logged with its traceback): rolled back."""
+    log.exception("import by %s failed in the database", user)
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    return DatabaseError(f"the import failed in the database and was rolled back: {first}",
+                         zh=f"导入在数据库中失败，已回滚：{first}")
