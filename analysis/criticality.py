@@ -614,9 +614,10 @@ def pipe_criticality(engine: sa.Engine, pipe: str, *, with_valves: bool = True) 
         row = conn.execute(sa.text(sql), {"p": pipe}).mappings().one()
     state = _state(row)
     if row["segment"] is None:
-        why = ("no criticality has been computed yet" if not state["computed"] else
-               "it is not a live water, gas or heat pipe of the stored results")
-        raise NotFound(f"no criticality for pipe {pipe!r}: {why}", zh=f"管线 {pipe!r} 没有重要性结果：{why}")
+        why, why_zh = (("no criticality has been computed yet", "尚未计算重要性") if not state["computed"] else
+                       ("it is not a live water, gas or heat pipe of the stored results",
+                        "它不是已存结果中在用的给水、燃气或热力管线"))
+        raise NotFound(f"no criticality for pipe {pipe!r}: {why}", zh=f"管线 {pipe!r} 没有重要性结果：{why_zh}")
     result = {"state": state, "pipe": pipe, "segment": _segment_doc(row)}
     if with_valves:
         result["valves"] = _valves_of([row])

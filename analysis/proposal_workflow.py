@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ from twin.settings import TwinSettings
 
 __all__ = [
     "PROPOSAL_STATUSES",
+    "EVENT_ACTIONS",
+    "note_zh",
     "FINDING_STATUSES",
     "DECISIONS",
     "FINDING_DECISIONS",
@@ -107,6 +110,20 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 UNDER_REVIEW = ("new", "reviewed")
 #: Decisions its submitter may not take on their own proposal (four eyes).
 FOUR_EYES = ("approved", "rejected")
+
+#: The actions of a proposal's event log, Chinese and English (GET /view/vocabulary names them).
+EVENT_ACTIONS: dict[str, tuple[str, str]] = {
+    "submitted": ("提交", "submitted"), "revised": ("修订", "revised"), "rechecked": ("重新检查", "rechecked"),
+    "decided": ("决定", "decided"), "approved with override": ("超越批准", "approved with override"),
+    "withdrawn": ("撤回", "withdrawn"), "finding decided": ("问题已决定", "finding decided"),
+    "finding resolved": ("问题已解决", "finding resolved"),
+}
+#: The notes the workflow writes itself and their Chinese (stored in English; translated when read).
+_NOTES_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"([\d,]+) findings?"), "{0} 项问题"),
+    (re.compile(r"version (\d+); ([\d,]+) findings?"), "第 {0} 版；{1} 项问题"),
+    (re.compile(r"no longer found by the check"), "复查时已不再发现"),
+)
 
 #: Called on the write's connection just before its transaction commits (an audit entry).
 BeforeCommit = Callable[[sa.Connection], None]
@@ -482,8 +499,22 @@ def _meta(conn: sa.Connection, pid: int) -> dict:
         "created_by": row["created_by"], "created_at": _iso(row["created_at"]),
         "decided_by": row["decided_by"], "decided_at": _iso(row["decided_at"]),
         "note": row["note"], "override_note": row["override_note"],
-        "events": [{**dict(e), "at": _iso(e["at"])} for e in events],
+        "events": [{**dict(e), "at": _iso(e["at"]), "note_zh": note_zh(e["note"])} for e in events],
     }
+
+
+def note_zh(note: str | None) -> str | None:
+    """The Chinese of a note the workflow wrote itself (``3 findings`` -> ``3 项问题``); None for
+    a note people wrote (shown as written).
+
+    >>> note_zh("version 2; 5 findings"), note_zh("approved after the site visit")
+    ('第 2 版；5 项问题', None)
+    """
+    for pattern, zh in _NOTES_ZH:
+        m = pattern.fullmatch(note or "")
+        if m:
+            return zh.format(*m.groups())
+    return None
 
 
 # -- the stamp and what changed -------------------------------------------------------------------

@@ -23,6 +23,7 @@ __all__ = ["EXERCISE_RESULTS", "record_exercise", "insert_exercise", "exercise_h
 
 #: What an exercise can end with: the valve turned fully, failed to turn, or stuck part way.
 EXERCISE_RESULTS = ("ok", "failed", "stuck")
+_RESULT_ZH = {"ok": "正常", "failed": "失败", "stuck": "卡住"}
 _DAYS_PER_YEAR = 365.25
 
 
@@ -108,13 +109,15 @@ def reliability(conn: sa.Connection, valves: Sequence[str], years: float,
     for v in valves:
         at, result = last.get(v, (None, None))
         if at is None:
-            why = "never exercised"
+            why, why_zh = "never exercised", "从未操作过"
         elif result != "ok":
             why = f"last exercise {result} ({at:%Y-%m-%d})"
+            why_zh = f"上次操作{_RESULT_ZH.get(result, result)}（{at:%Y-%m-%d}）"
         elif (now - at).days > years * _DAYS_PER_YEAR:
             why = f"not exercised since {at:%Y-%m-%d} (over {years:g} years)"
+            why_zh = f"自 {at:%Y-%m-%d} 起未操作（超过 {years:g} 年）"
         else:
-            why = None
+            why = why_zh = None
         out[v] = {"last_exercised": plain(at), "last_result": result, "likely_to_fail": why is not None,
-                  "likely_reason": why}
+                  "likely_reason": why, "likely_reason_zh": why_zh}
     return out

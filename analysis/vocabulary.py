@@ -22,7 +22,8 @@ from typing import Final
 from analysis.findings import STATUS_LABELS, VERDICT_LABELS
 from analysis.findings import STATUSES as SCAN_STATUSES
 from analysis.proposal import FINDING_KINDS
-from analysis.proposal_workflow import FINDING_STATUSES, PROPOSAL_STATUSES
+from analysis.proposal_workflow import EVENT_ACTIONS, FINDING_STATUSES, PROPOSAL_STATUSES
+from analysis.shutdown import MOVES as SHUTDOWN_MOVES
 from analysis.shutdown import STATUS_ZH as SHUTDOWN_ZH
 from analysis.shutdown import STATUSES as SHUTDOWN_STATUSES
 from analysis.shutdown import VALVE_STATES
@@ -81,6 +82,20 @@ NAMES: Final[dict[str, dict[str, tuple[str, str]]]] = {
     "proposal_finding_status": {"open": ("待处理", "open"), "accepted": ("已接受", "accepted"),
                                 "rejected": ("已驳回", "rejected"), "resolved": ("已解决", "resolved")},
     "valve_state": {"pending": ("待关", "pending"), "closed": ("已关闭", "closed"), "failed": ("失败", "failed")},
+    # a shutdown's event log (analysis.shutdown: "planned", its moves, "valve <state>")
+    "shutdown_action": {"planned": ("计划", "planned"), "notify": ("通知", "notified"),
+                        "execute": ("执行", "executed"), "restore": ("恢复供水", "restored"),
+                        "cancel": ("取消", "cancelled"), "valve closed": ("阀门已关闭", "valve closed"),
+                        "valve failed": ("阀门失败", "valve failed"), "valve pending": ("阀门待关", "valve pending")},
+    # why a valve of a shutoff failed (analysis.shutoff)
+    "failed_reason": {"reported failed": ("报告失效", "reported failed"),
+                      "inoperable in the twin": ("孪生库中记为不可操作", "inoperable in the twin"),
+                      "reported failed, not needed for this shutoff": ("报告失效，本次关阀不需要",
+                                                                        "reported failed, not needed for this shutoff")},
+    # a background job's status (api/jobs.py, OGC API - Processes)
+    "job_status": {"accepted": ("已接受", "accepted"), "running": ("运行中", "running"),
+                   "successful": ("已完成", "successful"), "failed": ("失败", "failed"),
+                   "dismissed": ("已撤销", "dismissed")},
     "alarm_severity": {"critical": ("严重", "critical"), "warning": ("警告", "warning"), "info": ("提示", "info")},
     "alarm_state": {"open": ("未确认", "open"), "acknowledged": ("已确认", "acknowledged"),
                     "closed": ("已关闭", "closed")},
@@ -111,6 +126,7 @@ def vocabulary() -> dict[str, dict]:
     out["finding_status"] = {k: [STATUS_LABELS[k], en] for k, en in NAMES["finding_status"].items()}
     out["shutdown_status"] = {k: [SHUTDOWN_ZH[k], k] for k in SHUTDOWN_STATUSES}
     out["verdict"] = {k: [VERDICT_LABELS[k], en] for k, en in NAMES["verdict"].items()}
+    out["proposal_action"] = _pairs(EVENT_ACTIONS)
     out["column"] = {kind: {c.name: [c.label_zh, c.label_en, c.unit] for c in cols}
                      for kind, cols in CATALOGUE.items()}
     return out
@@ -123,6 +139,7 @@ def _check() -> None:
         "status": STATUSES, "finding_kind": FINDING_KINDS, "finding_status": SCAN_STATUSES,
         "proposal_status": PROPOSAL_STATUSES, "proposal_finding_status": FINDING_STATUSES,
         "shutdown_status": SHUTDOWN_STATUSES, "valve_state": VALVE_STATES,
+        "shutdown_action": ["planned", *SHUTDOWN_MOVES, *(f"valve {s}" for s in VALVE_STATES)],
     }
     words = vocabulary()
     missing = {k: sorted(set(codes) - set(words[k])) for k, codes in declared.items()}

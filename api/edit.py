@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from api.audit import audit
 from api.auth import User, allow
+from api.errors import invalid
 from api.tiles import schedule_refresh
 from ingest import derive
 from twin import store
@@ -89,9 +90,10 @@ class Position(_Body):
         plan = (self.easting is not None, self.northing is not None)
         geo = (self.lon is not None, self.lat is not None)
         if any(geo) and any(plan):
-            raise ValueError("give easting/northing or lon/lat, not both")
+            raise invalid("give easting/northing or lon/lat, not both",
+                          "请给出 easting/northing 或 lon/lat，不能同时给出")
         if any(geo) and not all(geo):
-            raise ValueError("lon and lat go together")
+            raise invalid("lon and lat go together", "lon 与 lat 须同时给出")
         return self
 
     def plan(self, request: Request) -> tuple[float | None, float | None]:
@@ -117,7 +119,8 @@ class NodeIn(Position):
     @model_validator(mode="after")
     def _placed(self) -> NodeIn:
         if (self.easting is None or self.northing is None) and self.lon is None:
-            raise ValueError("a node needs a position: easting and northing, or lon and lat")
+            raise invalid("a node needs a position: easting and northing, or lon and lat",
+                          "管点需要位置：easting 和 northing，或 lon 和 lat")
         return self
 
 

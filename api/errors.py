@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
 from twin.errors import (
@@ -37,7 +38,7 @@ from twin.errors import (
     Unauthorised,
 )
 
-__all__ = ["install", "Problem", "PROBLEMS", "prefers_chinese", "problem_body", "problem"]
+__all__ = ["install", "invalid", "Problem", "PROBLEMS", "prefers_chinese", "problem_body", "problem"]
 
 log = logging.getLogger("pipetwin.api")
 
@@ -184,14 +185,22 @@ _INVALID_ZH = {
     "model_type": lambda c: "须为对象",
     "datetime_parsing": lambda c: "不是有效的时间（ISO 8601）",
     "datetime_from_date_parsing": lambda c: "不是有效的时间（ISO 8601）",
+    "value_error": lambda c: c.get("zh"),  # our validators' own texts (see invalid())
 }
+
+
+def invalid(en: str, zh: str) -> PydanticCustomError:
+    """The error a validator raises, in both languages: ``raise invalid("lon and lat go together",
+    "lon 与 lat 须同时给出")``. Pydantic reports it as a ``value_error`` with the English as its
+    message and the Chinese in its context, so a 422 reads Chinese for ``Accept-Language: zh``."""
+    return PydanticCustomError("value_error", "{en}", {"en": en, "zh": zh})
 
 
 def validation_zh(where: str, error: Mapping) -> str:
     """``参数 query.limit 无效：须不大于 1000`` for the first of a request's validation errors;
     a kind not translated here gives the generic ``参数无效`` and pydantic's English text."""
     said = _INVALID_ZH.get(str(error.get("type")))
-    reason = said(error.get("ctx") or {}) if said else str(error.get("msg", "invalid"))
+    reason = (said(error.get("ctx") or {}) if said else None) or str(error.get("msg", "invalid"))
     return f"参数 {where} 无效：{reason}" if where else f"参数无效：{reason}"
 
 

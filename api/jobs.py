@@ -24,11 +24,13 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from analysis.vocabulary import NAMES
 from api.auth import User, allow
-from api.errors import problem
+from api.errors import prefers_chinese, problem
 from twin.db import unlimited_statements
 from twin.errors import Conflict, NotFound, TooBusy, TwinError
 from twin.jsonable import plain
+from twin.progress import bilingual
 
 __all__ = ["JobRunner", "JobResult", "Progress", "TooBusy", "router", "base_url"]
 
@@ -164,8 +166,13 @@ router = APIRouter(tags=["jobs"])
 _JOB_COLUMNS = "id, kind, owner, status, progress, message, params, created_at, started_at, finished_at"
 
 
-def _job_doc(row: sa.RowMapping, base: str) -> dict:
+def _job_doc(row: sa.RowMapping, base: str, request: Request) -> dict:
+    """A job as OGC API - Processes shows it; its ``message`` in the request's language (Chinese
+    for ``Accept-Language: zh``), with ``message_en`` and ``message_zh`` (None when unknown)."""
     doc = plain(dict(row))
+    en, zh = bilingual(doc.get("message"))
+    chinese = zh is not None and prefers_chinese(request.headers.get("accept-language"))
+    doc.update(message=zh if chinese else en, message_en=en, message_zh=zh)
     doc["jobID"] = doc.pop("id")
     doc["type"] = "process"
     doc["processID"] = doc.pop("kind")
@@ -199,13 +206,13 @@ def list_jobs(request: Request, limit: int = 50, user: User = Depends(allow("rea
             {"o": user.name, "admin": user.can("admin"), "lim": limit},
         ).mappings()
         base = base_url(request)
-        return {"jobs": [_job_doc(r, base) for r in rows], "links": []}
+        return {"jobs": [_job_doc(r, base, request) for r in rows], "links": []}
 
 
 @router.get("/jobs/{job_id}", summary="Status and progress of a job")
 def job_status(job_id: str, request: Request, user: User = Depends(allow("read"))) -> dict:
     with request.app.state.engine.connect() as conn:
-        return _job_doc(_get_job(conn, job_id, user), base_url(request))
+        return _job_doc(_get_job(conn, job_id, user), base_url(request), request)
 
 
 @router.get("/jobs/{job_id}/results", summary="The result of a finished job")
@@ -213,8 +220,9 @@ def job_results(job_id: str, request: Request, user: User = Depends(allow("read"
     with request.app.state.engine.connect() as conn:
         row = _get_job(conn, job_id, user, "owner, status, message, result, result_type, result_text")
     if row["status"] != "successful":
-        return problem(request, 404, "RESULT_NOT_READY", f"the job is {row['status']}: {row['message'] or ''}",
-                       f"作业状态为 {row['status']}：{row['message'] or ''}")
+        en, zh = bilingual(row["message"] or "")
+        return problem(request, 404, "RESULT_NOT_READY", f"the job is {row['status']}: {en}",
+                       f"作业状态为 {NAMES['job_status'].get(row['status'], (row['status'],))[0]}：{zh or en}")
     if row["result_type"] and row["result_text"] is not None:
         return Response(row["result_text"], media_type=row["result_type"])
     return JSONResponse(row["result"])
@@ -228,4 +236,4 @@ def dismiss_job(job_id: str, request: Request, user: User = Depends(allow("read"
             raise Conflict("a running job cannot be dismissed; wait for it to finish",
                            zh="运行中的作业不能撤销；请等它完成")
         conn.execute(sa.text("UPDATE job SET status = 'dismissed' WHERE id = :i"), {"i": job_id})
-        return _job_doc({**row, "status": "dismissed"}, base_url(request))
+        return _job_doc({**row, "status": "dismissed"}, base_url(request), request)

@@ -74,7 +74,7 @@ from analysis.shutoff import shutoff
 from api.audit import audit_now
 from api.auth import User, allow
 from api.conditional import CACHE_CONTROL, etag, if_none_match, matches, not_modified
-from api.errors import status_of
+from api.errors import invalid, status_of
 from api.jobs import JobResult, Progress, base_url, job_status
 from api.limits import heavy_pool, work_limits
 from documents.drawing_dxf import profile_dxf, section_dxf
@@ -110,13 +110,13 @@ MAX_COORDINATE = 1e8
 def _no_nul(value: Any, depth: int = 0) -> Any:
     """Reject NUL characters (PostgreSQL refuses them) and non-finite numbers anywhere in ``value``."""
     if depth > 32:
-        raise ValueError("nested too deeply")
+        raise invalid("nested too deeply", "嵌套层数过深")
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValueError("text must not contain NUL characters")
+            raise invalid("text must not contain NUL characters", "文本不能包含 NUL 字符")
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError("numbers must be finite (no NaN or infinity)")
+            raise invalid("numbers must be finite (no NaN or infinity)", "数值须为有限数（不能是 NaN 或无穷大）")
     elif isinstance(value, dict):
         for k, v in value.items():
             _no_nul(k, depth + 1)
@@ -275,7 +275,7 @@ class ShutoffInputs(_Strict):
     @model_validator(mode="after")
     def _one_burst(self) -> "ShutoffInputs":
         if sum(v is not None for v in (self.pipe, self.node, self.at)) != 1:
-            raise ValueError("name exactly one of pipe, node or at")
+            raise invalid("name exactly one of pipe, node or at", "pipe、node、at 三者须且只能给出一个")
         return self
 
 

@@ -106,3 +106,39 @@ def test_the_check_finds_a_missing_translation(tmp_path: Path) -> None:
     found = list(_offenders("twin", trees, _error_kinds(trees)))
     assert sorted((int(f.split(" ")[0].rsplit(":", 1)[1]), f.split(" ", 1)[1]) for f in found) == [
         (8, "InputError"), (10, "Stale"), (13, "InputError")]
+
+
+VALIDATORS = {"field_validator", "model_validator", "AfterValidator", "BeforeValidator", "PlainValidator",
+              "WrapValidator"}
+
+
+def _validator_english(tree: ast.Module) -> list[int]:
+    """Lines of ``raise ValueError(...)`` in the pydantic validators of a module (and the functions
+    they call by name, to a fixpoint): pydantic would answer them in English only in a 422; a
+    validator raises ``api.errors.invalid(en, zh)``."""
+    functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    chosen = {f.name for f in functions.values()
+              if any(_name(d.func if isinstance(d, ast.Call) else d) in VALIDATORS for d in f.decorator_list)}
+    chosen |= {a.id for c in ast.walk(tree) if isinstance(c, ast.Call) and _name(c.func) in VALIDATORS
+               for a in c.args if isinstance(a, ast.Name)}
+    grew = True
+    while grew:
+        called = {_name(c.func) for name in chosen if name in functions
+                  for c in ast.walk(functions[name]) if isinstance(c, ast.Call)}
+        grew = not (called & set(functions)) <= chosen
+        chosen |= called & set(functions)
+    return sorted(r.lineno for name in chosen if name in functions for r in ast.walk(functions[name])
+                  if isinstance(r, ast.Raise) and isinstance(r.exc, ast.Call) and _name(r.exc.func) == "ValueError")
+
+
+def test_validators_speak_chinese_too() -> None:
+    found = [f"{p.relative_to(ROOT)}:{line}" for p in sorted((ROOT / "api").rglob("*.py"))
+             for line in _validator_english(ast.parse(p.read_text(encoding="utf-8")))]
+    assert found == [], "validators raising ValueError (English only in a 422): " + ", ".join(found)
+    code = ("from pydantic import AfterValidator, model_validator\n"
+            "def _deep(v):\n    raise ValueError('deep')\n"
+            "def _check(v):\n    return _deep(v)\n"
+            "T = Annotated[int, AfterValidator(_check)]\n"
+            "class M:\n    @model_validator(mode='after')\n    def _v(self):\n        raise ValueError('here')\n"
+            "def unrelated():\n    raise ValueError('not a validator')\n")
+    assert _validator_english(ast.parse(code)) == [3, 10]

@@ -122,3 +122,59 @@ def test_the_command_says_chinese_then_english(tmp_path: Path, monkeypatch, caps
     said = " ".join(capsys.readouterr().err.split())
     assert exit_.value.code == 2
     assert f"error [NOT_FOUND] 没有备份文件 {missing} — no backup file {missing}" in said, said
+
+
+def test_our_validators_speak_both_languages(client, headers) -> None:
+    """A 422 from PipeTwin's own validators (not pydantic's kinds): Chinese for zh, English else."""
+    editor, viewer = headers["editor"], headers["viewer"]
+    zh, en = both(lambda h: client.post("/edit/nodes", json={"id": "ZH-1", "utility": "JS", "ground_z": 10.0,
+                                                            "lon": 117.0}, headers={**editor, **h}),
+                  code="INVALID_PARAMETER", status=422)
+    assert zh["description"] == "参数 body 无效：lon 与 lat 须同时给出", zh
+    assert en["description"] == "body: lon and lat go together", en
+    assert zh["detail"] == en["detail"] and zh["detail"][0]["type"] == "value_error"
+    zh, en = both(lambda h: client.post("/processes/shutoff/execution",
+                                        json={"inputs": {"pipe": "P1", "node": "N1"}}, headers={**viewer, **h}),
+                  code="INVALID_PARAMETER", status=422)
+    assert "pipe、node、at 三者须且只能给出一个" in zh["description"], zh
+    assert "name exactly one of pipe, node or at" in en["description"], en
+    # a validator deeper down (NUL in a GeoJSON proposal) the same
+    doc = {"type": "LineString", "coordinates": [[0, 0], [1, 1]], "name": "a\x00b"}
+    zh, en = both(lambda h: client.post("/processes/collision/execution", json={"inputs": {"proposal": doc}},
+                                        headers={**viewer, **h}), code="INVALID_PARAMETER", status=422)
+    assert "NUL" in zh["description"] and "文本不能包含" in zh["description"], zh
+    assert "must not contain NUL" in en["description"], en
+
+
+def test_job_progress_in_the_clients_language(client, headers, api_twin: TwinSettings) -> None:
+    """A job's progress (the English step texts of ingest, scan, tiles) read in Chinese for zh,
+    with both kept; a failure stored as 中文 — English is split into its two languages."""
+    engine = open_twin(api_twin)
+    rows = {"zhjob-running": ("running", "loading: loading segments"),
+            "zhjob-meshing": ("running", "build 2: meshing tiles 3/10"),
+            "zhjob-unknown": ("running", "a step no catalogue knows"),
+            "zhjob-failed": ("failed", "[CONFLICT] 版本冲突 — version conflict")}
+    try:
+        with engine.begin() as conn:
+            for job_id, (status, message) in rows.items():
+                conn.execute(sa.text("INSERT INTO job (id, kind, owner, params, status, progress, message) "
+                                     "VALUES (:i, 'import', 'viewer', '{}', :s, 40, :m)"),
+                             {"i": job_id, "s": status, "m": message})
+        get = lambda job_id, h: client.get(f"/jobs/{job_id}", headers={**headers["viewer"], **h}).json()  # noqa: E731
+        zh, en = get("zhjob-running", ZH), get("zhjob-running", {})
+        assert (zh["message"], en["message"]) == ("入库：正在载入管段", "loading: loading segments")
+        assert zh["message_en"] == en["message_en"] == "loading: loading segments"
+        assert zh["message_zh"] == en["message_zh"] == "入库：正在载入管段"
+        assert get("zhjob-meshing", ZH)["message"] == "第 2 次构建：正在生成瓦片网格 3/10"
+        unknown = get("zhjob-unknown", ZH)  # no Chinese known: the English, never nothing
+        assert (unknown["message"], unknown["message_zh"]) == ("a step no catalogue knows", None)
+        zh, en = get("zhjob-failed", ZH), get("zhjob-failed", {})
+        assert (zh["message"], en["message"]) == ("[CONFLICT] 版本冲突", "[CONFLICT] version conflict")
+        listed = client.get("/jobs", headers={**headers["viewer"], **ZH}).json()["jobs"]
+        assert {j["jobID"]: j["message"] for j in listed if j["jobID"] in rows}["zhjob-running"] == "入库：正在载入管段"
+        r = client.get("/jobs/zhjob-failed/results", headers={**headers["viewer"], **ZH})
+        assert r.status_code == 404 and r.json()["description"] == "作业状态为 失败：[CONFLICT] 版本冲突", r.json()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM job WHERE id = ANY(:i)"), {"i": list(rows)})
+        engine.dispose()

@@ -77,11 +77,11 @@ def english_only(texts: list[list[str]], ids: set[str]) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def linguist(viewer_twin: TwinSettings) -> str:
-    """A user of its own: the switch changes only their language."""
+    """A user of its own (an admin: it sees every panel): the switch changes only their language."""
     engine = open_twin(viewer_twin)
     with engine.begin() as conn:
         if conn.execute(sa.text("SELECT 1 FROM app_user WHERE name = :n"), {"n": USER}).first() is None:
-            add_user(conn, USER, "viewer", PASSWORD, by="tests")
+            add_user(conn, USER, "admin", PASSWORD, by="tests")  # every panel: edit, approve
     engine.dispose()
     return USER
 
@@ -176,6 +176,76 @@ def _panels_follow_the_switch(page, server: LiveServer, token: str, ids: set[str
     page.evaluate("window.twinViewer.activate('inspect')")
 
 
+def _more_panels_follow_the_switch(page, server: LiveServer, token: str, pipe: dict, ids: set[str]) -> None:
+    """The edit panel (English to Chinese), a finding's detail (back to English), the measured
+    depth (to Chinese, its label on the map too), distance (to English) and the shutdown plan form
+    (to Chinese and back) follow the switch at once: what was typed and the panel's scroll
+    position stay, no text of the language before is left."""
+    auth = {"Authorization": f"Bearer {token}"}
+    pid = str(pipe["id"])
+    material = "[data-role=attribute-form] input[name=material]"
+    page.evaluate("([id]) => window.twinViewer.edit.select('segments', id)", [pid])
+    page.wait_for_selector(material, timeout=TIMEOUT_MS)
+    assert page.inner_text("#panel-title") == "Edit" and "Select" in page.inner_text("[data-role=edit-status]")
+    page.fill(material, "PE 新材")
+    top = page.evaluate("(() => { const p = document.querySelector('#panel'); p.scrollTop = 90; return p.scrollTop; })()")
+    assert top > 0  # the form is longer than the panel
+    _switch(page, "zh-CN")
+    assert page.inner_text("#panel-title") == "数据编辑" and "选择要素" in page.inner_text("[data-role=edit-status]")
+    assert page.input_value(material) == "PE 新材"
+    assert page.evaluate("document.querySelector('#panel').scrollTop") == top
+    record = strings(httpx.get(f"{server.url}/features/segments/{pid}", headers=auth, timeout=30).json())
+    assert english_only(page.evaluate(PANEL_TEXT), ids | record | {w for d in record for w in WORD.findall(d)}) == []
+    page.screenshot(path=str(ARTIFACTS / "language-edit-zh.png"))
+    page.evaluate("window.twinViewer.activate('inspect')")
+
+    finding = {"key": "zh-en-1", "status": "new", "verdict": "uncertain", "kind": "vertical", "a_id": pid,
+               "b_id": pid, "utility_pair": "JS-RQ", "road": None, "measured_m": 0.12, "required_m": 0.15,
+               "uncertainty_m": 0.05}
+    page.evaluate("(f) => window.twinViewer.findings.zoomTo(f)", finding)
+    page.wait_for_selector("[data-role=finding-note]", timeout=TIMEOUT_MS)  # moves: the page is an admin's
+    assert "给水–燃气" in page.inner_text("[data-role=finding-summary]")
+    page.fill("[data-role=finding-note]", "现场已核实 checked")
+    _switch(page, "en")
+    summary = page.inner_text("[data-role=finding-summary]")
+    assert "measured" in summary and "water supply–gas" in summary, summary
+    assert page.input_value("[data-role=finding-note]") == "现场已核实 checked"
+    assert chinese_left(page.evaluate(PANEL_TEXT), set()) == []
+
+    # the depth of a point on the pipe (en -> zh): the panel and the label on the map follow
+    lon, lat, *h = pipe["geometry"]["coordinates"][0]
+    label = "window.twinViewer.measure.measureState().depthLabel.label.text.getValue()"
+    depth = page.evaluate("""([lon, lat, h]) => window.twinViewer.measure.measureDepth(
+      Cesium.Cartesian3.fromDegrees(lon, lat, h), { id: 'P', utility: 'JS', size: 'DN300', depth_m: 1.5 })""",
+                          [lon, lat, h[0] if h else 30.0])
+    assert depth["ground_z"] is not None and "below ground" in page.evaluate(label)
+    _switch(page, "zh-CN")
+    assert "该处地面高程" in page.inner_text("#panel-body") and page.evaluate(label).startswith("埋深 ")
+    assert english_only(page.evaluate(PANEL_TEXT), {"DN300"}) == []
+    # the distance (zh -> en)
+    page.evaluate("""() => { const C = Cesium.Cartesian3;
+      window.twinViewer.measure.measureDistance(C.fromDegrees(117.0, 36.0, 30), C.fromDegrees(117.0003, 36.0, 31)); }""")
+    assert "空间距离" in page.inner_text("#panel-body")
+    _switch(page, "en")
+    assert "Distance (3D)" in page.inner_text("#panel-body") and page.inner_text("#panel-title") == "Measure distance"
+    assert chinese_left(page.evaluate(PANEL_TEXT), set()) == []
+    page.evaluate("window.twinViewer.measure.clear()")
+
+    # the shutdown plan form (en -> zh), then back to English
+    page.evaluate("(p) => window.twinViewer.shutdowns.planForm(p)", pid)
+    form = "[data-role=shutdown-plan]"
+    page.fill(f"{form} input[name=reason]", "爆管抢修 burst repair")
+    page.fill(f"{form} input[name=start]", "2026-12-05T08:00")
+    _switch(page, "zh-CN")
+    assert page.inner_text("#panel-title") == f"计划关阀：{pid}"
+    assert (page.input_value(f"{form} input[name=reason]"), page.input_value(f"{form} input[name=start]")) == (
+        "爆管抢修 burst repair", "2026-12-05T08:00")
+    assert english_only(page.evaluate(PANEL_TEXT), set()) == []
+    page.screenshot(path=str(ARTIFACTS / "language-plan-zh.png"))
+    _switch(page, "en")
+    assert page.inner_text("#panel-title") == f"Plan a shutdown of {pid}"
+
+
 def _me(server: LiveServer, token: str) -> dict:
     return httpx.get(server.url + "/me", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
 
@@ -224,6 +294,7 @@ def test_chinese_first_then_english_remembered_for_the_user(browser, viewer_serv
         assert "utility" in en["record"] and "water supply" in en["record"], en["record"]
         assert chinese_left(page.evaluate(PANEL_TEXT), strings(record) | strings(history)) == []
         _panels_follow_the_switch(page, viewer_server, token, ids)
+        _more_panels_follow_the_switch(page, viewer_server, token, pipe, ids)
 
         # The server remembers it, not only this browser.
         page.evaluate("localStorage.clear()")

@@ -35,6 +35,7 @@ const MODES = {
 const state = {
   mode: 'select', target: null, start: null, undo: [], forms: {}, layer: null, marks: null, handler: null,
   last: null, error: null, conflict: null, dragging: false, dragEnded: 0, ui: null, moving: false,
+  view: null, said: null,
 };
 
 // ------------------------------------------------------------------ small helpers
@@ -160,30 +161,67 @@ function render(content = null) {
     onclick: () => setMode(mode) }, tr(zh, en));
   const top = state.undo[state.undo.length - 1];
   const undo = el('button', { type: 'button', 'data-role': 'undo', disabled: !top || undefined,
-    title: top ? top.label : tr('没有可撤销的修改', 'nothing to undo'), onclick: () => undoLast() },
-  top ? `${tr('撤销', 'Undo')}: ${top.label}` : tr('撤销', 'Undo'));
-  const status = el('p', { class: 'muted', 'data-role': 'edit-status' }, tr(MODES[state.mode].zh, MODES[state.mode].en));
+    title: top ? tr(...top.label) : tr('没有可撤销的修改', 'nothing to undo'), onclick: () => undoLast() },
+  top ? `${tr('撤销', 'Undo')}: ${tr(...top.label)}` : tr('撤销', 'Undo'));
+  const said = state.said || [MODES[state.mode].zh, MODES[state.mode].en];
+  const status = el('p', { class: 'muted', 'data-role': 'edit-status' }, tr(...said));
   const body = el('div', { 'data-role': 'edit-body' }, content);
   state.ui = { status, body };
+  state.view = null;
   showPanel(tr('数据编辑', 'Edit'), [
     el('div', { class: 'actions', role: 'group', 'aria-label': tr('编辑方式', 'Edit mode') },
       modeButton('select', '选择', 'Select'), modeButton('pipe', '加管线', 'Add pipe'), modeButton('point', '加管点', 'Add point'), undo),
     status, body,
-  ], 'edit');
+  ], 'edit', redraw);
+}
+
+/** The panel drawn again on the language switch: the header, and the body when it is a form that
+ * draws itself (`state.view`; showPanel's redraw keeps what was typed). A message on screen (an
+ * error, a conflict, a question) keeps the body as it is, so nothing said is lost. */
+function redraw() {
+  const draw = state.view;
+  const body = state.ui ? state.ui.body : null;
+  const speaking = body && body.querySelector('[data-role=form-error]:not([hidden]), [data-role=conflict]:not([hidden]), [data-role=edit-ask] > *');
+  if (draw && !speaking) {
+    const open = Array.from(body.querySelectorAll('details'), (d) => d.open);
+    render();
+    view(draw);
+    state.ui.body.querySelectorAll('details').forEach((d, i) => { if (open[i]) d.open = true; });
+  } else {
+    render(body ? Array.from(body.childNodes) : null);
+    state.view = draw;
+  }
+}
+
+/** The status line under the mode buttons (follows the language switch). */
+function sayStatus(zh, en) {
+  state.said = [zh, en];
+  if (state.ui) say(state.ui.status, tr(zh, en));
 }
 
 function setBody(...content) {
   if (panelOwner() !== 'edit' || !state.ui) render();
+  state.view = null;
   state.ui.body.replaceChildren(...content.filter(Boolean));
+}
+
+/** Draw a body that can draw itself again (`draw()` calls setBody): the language switch redraws it. */
+function view(draw) {
+  const out = draw();
+  state.view = draw;
+  return out;
 }
 
 /** Switch the drawing mode; the drawing in progress is dropped. */
 export function setMode(mode, keepBody = false) {
   state.mode = MODES[mode] ? mode : 'select';
   state.start = null;
+  state.said = null;
   if (state.marks) state.marks.clear();
   const body = keepBody && state.ui ? Array.from(state.ui.body.childNodes) : null;
+  const draw = keepBody ? state.view : null;
   render(body);
+  state.view = draw;
   if (!['move', 'split', 'merge'].includes(state.mode) && !keepBody) state.target = null;
 }
 
@@ -191,12 +229,13 @@ export function setMode(mode, keepBody = false) {
 /** Select a feature (kind 'nodes' or 'segments') for editing: its record and attribute form. */
 export async function select(kind, id) {
   state.mode = 'select';
+  state.said = null;
   render(busy(tr('正在读取…', 'Reading…')));
   try {
     const [doc, spec] = await Promise.all([getJSON(`/features/${kind}/${enc(id)}`), form(kind)]);
     state.target = { kind, id, doc };
     setMarks([[id, '#ffd60a']], false);
-    showTarget(spec);
+    view(() => showTarget(spec));
   } catch (err) {
     setBody(el('p', { class: 'error', role: 'alert' }, err.description || err.message));
   }
@@ -250,14 +289,18 @@ async function saveAttributes(fields, error, conflict) {
     return [n, n === 'subtype' && old === null ? doc.properties.utility : old]; // a subtype is cleared by its parent
   }));
   const version = doc.properties.version;
-  await run(tr(`修改 ${id}`, `change ${id}`), () => patchJSON(`/edit/${kind}/${enc(id)}`, { attributes, version }), {
-    error, conflict, kind, id, version, retry: (latest) => showTarget(state.forms[kind], attributes),
+  await run(words(`修改 ${id}`, `change ${id}`), () => patchJSON(`/edit/${kind}/${enc(id)}`, { attributes, version }), {
+    error, conflict, kind, id, version, retry: (latest) => view(() => showTarget(state.forms[kind], attributes)),
     undo: () => () => patchJSON(`/edit/${kind}/${enc(id)}`, { attributes: before, version: ver(kind.slice(0, -1), id) }),
   });
 }
 
 // ------------------------------------------------------------------ running an edit
-/** Run an edit: on success keep its undo, refresh the selection; a 409 is explained. */
+/** An edit's name in both languages (`[zh, en]`): the undo button follows the language switch. */
+const words = (zh, en) => [zh, en];
+
+/** Run an edit (`label`: words(zh, en)): on success keep its undo, refresh the selection; a 409
+ * is explained. */
 async function run(label, work, { error = null, conflict = null, kind = null, id = null, version = null, retry = null, undo = null, after = null } = {}) {
   state.error = null;
   try {
@@ -267,7 +310,7 @@ async function run(label, work, { error = null, conflict = null, kind = null, id
     invalidate();
     if (undo) state.undo.push({ label, run: undo(answer) });
     const warnings = (answer.warnings || []).map((w) => w.message).filter(Boolean);
-    toast(`${tr('已保存', 'Saved')}: ${label}${warnings.length ? ` · ${tr('提示', 'warnings')}: ${warnings.join('; ')}` : ''}`, 'ok');
+    toast(`${tr('已保存', 'Saved')}: ${tr(...label)}${warnings.length ? ` · ${tr('提示', 'warnings')}: ${warnings.join('; ')}` : ''}`, 'ok');
     if (after) await after(answer);
     else await reselect();
     return answer;
@@ -348,7 +391,7 @@ export async function undoLast() {
     state.last = answer;
     remember(answer);
     invalidate();
-    toast(`${tr('已撤销', 'Undone')}: ${top.label}`, 'ok');
+    toast(`${tr('已撤销', 'Undone')}: ${tr(...top.label)}`, 'ok');
     const t = state.target;
     const gone = t && (answer.features || []).some((f) => `${f.kind}s` === t.kind && f.id === t.id && ['deleted', 'retired'].includes(f.change));
     if (gone) {
@@ -401,7 +444,7 @@ function askRetire(error) {
         return;
       }
       const spec = await form(kind);
-      await run(tr(`废弃 ${id}`, `retire ${id}`), () => postJSON(`/edit/${kind}/${enc(id)}/retire`,
+      await run(words(`废弃 ${id}`, `retire ${id}`), () => postJSON(`/edit/${kind}/${enc(id)}/retire`,
         { reason: reason.value.trim(), version: doc.properties.version }),
       { error, kind, id, version: doc.properties.version, undo: () => () => addBack(kind, doc, spec) });
     } }, tr('确认废弃', 'Retire'))));
@@ -417,7 +460,7 @@ function askDelete(error) {
     el('button', { type: 'button', class: 'danger', 'data-role': 'confirm-delete', onclick: async () => {
       const spec = await form(kind);
       const version = doc.properties.version;
-      await run(tr(`删除 ${id}`, `delete ${id}`), () => deleteJSON(`/edit/${kind}/${enc(id)}`, { version }), {
+      await run(words(`删除 ${id}`, `delete ${id}`), () => deleteJSON(`/edit/${kind}/${enc(id)}`, { version }), {
         error, kind, id, version, undo: () => () => addBack(kind, doc, spec),
         after: async () => { state.target = null; clearMarks(); setMode('select'); },
       });
@@ -435,7 +478,7 @@ async function moveTo(at) {
   const { id, doc } = state.target;
   const version = doc.properties.version;
   const [e, n] = await twinXY('nodes', id);
-  await run(tr(`移动 ${id}`, `move ${id}`), () => postJSON(`/edit/nodes/${enc(id)}/move`, { lon: at.lon, lat: at.lat, version }), {
+  await run(words(`移动 ${id}`, `move ${id}`), () => postJSON(`/edit/nodes/${enc(id)}/move`, { lon: at.lon, lat: at.lat, version }), {
     kind: 'nodes', id, version,
     undo: () => () => postJSON(`/edit/nodes/${enc(id)}/move`, { easting: e, northing: n, version: ver('node', id) }),
   });
@@ -444,7 +487,7 @@ async function moveTo(at) {
 async function splitAt(at) {
   const { id, doc } = state.target;
   const version = doc.properties.version;
-  await run(tr(`截断 ${id}`, `split ${id}`), () => postJSON(`/edit/segments/${enc(id)}/split`, { at: { lon: at.lon, lat: at.lat }, version }), {
+  await run(words(`截断 ${id}`, `split ${id}`), () => postJSON(`/edit/segments/${enc(id)}/split`, { at: { lon: at.lon, lat: at.lat }, version }), {
     kind: 'segments', id, version,
     undo: (answer) => () => postJSON('/edit/segments/merge', { segments: answer.segments, id,
       versions: answer.segments.map((s) => ver('segment', s)) }),
@@ -464,7 +507,7 @@ async function mergeWith(other) {
   const node = shared[0];
   const [e, n] = await twinXY('nodes', node);
   const versions = [doc.properties.version, b.properties.version];
-  await run(tr(`合并 ${id}、${other}`, `merge ${id}, ${other}`), () => postJSON('/edit/segments/merge', { segments: [id, other], versions }), {
+  await run(words(`合并 ${id}、${other}`, `merge ${id}, ${other}`), () => postJSON('/edit/segments/merge', { segments: [id, other], versions }), {
     kind: 'segments', id, version: doc.properties.version,
     undo: (answer) => async () => {
       const merged = await getJSON(`/features/segments/${enc(answer.segment)}`);
@@ -486,8 +529,10 @@ async function groundZ(at) {
   return t.ground_z[0];
 }
 
-function endText(at) {
-  return at.snap && at.snap.kind === 'node' ? `${tr('管点', 'point')} ${at.snap.id}` : tr('新管点', 'new point');
+/** An end of a new pipe: the point it snapped to, or a new point (in `language`, else the one in use). */
+function endText(at, language = null) {
+  const say = (zh, en) => (language ? (language === 'en' ? en : zh) : tr(zh, en));
+  return at.snap && at.snap.kind === 'node' ? `${say('管点', 'point')} ${at.snap.id}` : say('新管点', 'new point');
 }
 
 function nodeFields(spec, prefix) {
@@ -500,6 +545,14 @@ async function pipeForm(a, b) {
   const isNode = (at) => at.snap && at.snap.kind === 'node';
   const utility = (isNode(a) && a.snap.utility) || (isNode(b) && b.snap.utility) || null;
   const base = newId(utility || 'P');
+  const grounds = {};
+  for (const [at, key] of [[a, 'a_'], [b, 'b_']]) if (!isNode(at)) grounds[key] = await groundZ(at).catch(() => null);
+  return view(() => drawPipeForm(a, b, { seg, node, utility, base, grounds }));
+}
+
+/** The new pipe's form (drawn again on the language switch). */
+function drawPipeForm(a, b, { seg, node, utility, base, grounds }) {
+  const isNode = (at) => at.snap && at.snap.kind === 'node';
   const more = seg.fields.filter((f) => !seg.add.some((x) => x.name === f.name) && f.name !== 'subtype');
   const mainFields = seg.add.map((f) => (f.name === 'utility' && !(isNode(a) && isNode(b)) ? { ...f, required: true } : f));
   const values = { utility, status: 'active' };
@@ -508,7 +561,7 @@ async function pipeForm(a, b) {
   const ends = [];
   for (const [at, key, zh, en] of [[a, 'a_', '起点', 'start'], [b, 'b_', '终点', 'end']]) {
     if (isNode(at)) continue;
-    const g = await groundZ(at).catch(() => null);
+    const g = grounds[key];
     const f = fieldsForm(nodeFields(node, key), { [`${key}id`]: `${base}${key === 'a_' ? 'A' : 'B'}`, [`${key}ground_z`]: g === null ? null : g.toFixed(3) },
       { role: `new-node-${key.slice(0, 1)}` });
     ends.push({ at, key, f, title: tr(`新${zh}管点`, `New ${en} point`) });
@@ -540,7 +593,7 @@ async function addPipe(a, b, main, extra, ends, error) {
   const attributes = compact(reads[1].values);
   const made = [];
   const nodeOf = {};
-  const label = tr('添加管线', 'add a pipe');
+  const label = words('添加管线', 'add a pipe');
   await run(label, async () => {
     try {
       for (const [i, x] of ends.entries()) {
@@ -580,7 +633,13 @@ async function pointForm(at) {
   const spec = await form('nodes');
   const utility = at.snap ? at.snap.utility : null;
   const g = await groundZ(at).catch(() => null);
-  const main = fieldsForm(spec.add, { id: newId(utility || 'P'), utility, ground_z: g === null ? null : g.toFixed(3) }, { role: 'point-form' });
+  const id = newId(utility || 'P');
+  return view(() => drawPointForm(at, spec, { id, utility, g }));
+}
+
+/** The new point's form (drawn again on the language switch). */
+function drawPointForm(at, spec, { id, utility, g }) {
+  const main = fieldsForm(spec.add, { id, utility, ground_z: g === null ? null : g.toFixed(3) }, { role: 'point-form' });
   const extra = fieldsForm(spec.fields.filter((f) => f.name !== 'subtype'), {}, { role: 'point-more' });
   const error = formError();
   setBody(el('form', { 'data-role': 'add-point-form', novalidate: true, onsubmit: async (e) => {
@@ -592,7 +651,7 @@ async function pointForm(at) {
     }
     const v = compact(r[0].values);
     const attributes = compact(r[1].values);
-    await run(tr(`添加管点 ${v.id}`, `add point ${v.id}`), () => postJSON('/edit/nodes', { ...v, lon: at.lon, lat: at.lat,
+    await run(words(`添加管点 ${v.id}`, `add point ${v.id}`), () => postJSON('/edit/nodes', { ...v, lon: at.lon, lat: at.lat,
       attributes: Object.keys(attributes).length ? attributes : undefined }), {
       error,
       undo: () => () => deleteJSON(`/edit/nodes/${enc(v.id)}`, { version: ver('node', v.id) }),
@@ -643,13 +702,13 @@ async function onClick(pick) {
       state.start = at;
       layer();
       state.marks.anchor(at.position);
-      say(state.ui.status, tr(`起点：${endText(at)}，再点击终点。`, `Start: ${endText(at)}; now click the end.`));
+      sayStatus(`起点：${endText(at, 'zh')}，再点击终点。`, `Start: ${endText(at, 'en')}; now click the end.`);
       return;
     }
     const a = state.start;
     state.start = null;
     state.marks.anchor(null);
-    say(state.ui.status, tr('填写新管线的属性，然后添加。', 'Fill in the new pipe, then add it.'));
+    sayStatus('填写新管线的属性，然后添加。', 'Fill in the new pipe, then add it.');
     await pipeForm(a, at);
   } else if (mode === 'point') await pointForm(at);
   else if (mode === 'move') await moveTo(at);
@@ -736,11 +795,13 @@ function leave() {
   clearMarks();
   if (panelOwner() === 'edit') clearPanel();
   state.ui = null;
+  state.view = null;
+  state.said = null;
 }
 
 register({
   id: 'edit',
-  label: '编辑 Edit',
+  get label() { return tr('编辑', 'Edit'); },
   get hint() {
     return tr('数据编辑：选择要素，或加管线、加管点；Esc 取消当前绘制。', 'Edit: select a feature, or add a pipe or a point; Esc cancels the drawing.');
   },
@@ -761,7 +822,7 @@ export function editState() {
   return {
     mode: state.mode, target: state.target ? { kind: state.target.kind, id: state.target.id, version: state.target.doc.properties.version } : null,
     start: state.start ? { snap: state.start.snap ? state.start.snap.id : null } : null,
-    undo: state.undo.map((u) => u.label), last: state.last, conflict: state.conflict,
+    undo: state.undo.map((u) => tr(...u.label)), last: state.last, conflict: state.conflict,
     error: state.error ? { status: state.error.status, description: state.error.description || state.error.message } : null,
     marks: state.layer ? state.layer.entities.values.length : 0,
   };

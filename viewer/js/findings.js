@@ -16,6 +16,8 @@ export const VERDICTS = ['violation', 'uncertain', 'no_rule'];
 const statusName = (s) => named('finding_status', s);
 const verdictName = (v) => named('verdict', v);
 const kindName = (k) => (knows('scan_kind', k) ? named('scan_kind', k) : named('finding_kind', k));
+/** A pair of utility codes ('JS-RQ') spelled out: 给水–燃气. */
+const pairName = (pair) => (pair ? pair.split('-').map((u) => named('utility', u)).join('–') : '');
 const COLOURS = { violation: '#ff2d2d', uncertain: '#ff9f1a', no_rule: '#b04dff' };
 const MOVES = { new: ['reviewed', 'approved', 'active'], active: ['reviewed', 'approved'],
   reviewed: ['approved', 'active'], approved: ['reviewed', 'active'], resolved: [] };
@@ -85,18 +87,23 @@ export async function zoomTo(f) {
     const [p] = await toLonLat([[f.x, f.y, f.z ?? 0]]);
     if (p) lookDownAt(cartesian(p), 40);
   }
-  const note = el('input', { type: 'text', maxlength: '2000', placeholder: tr('说明（批准违规项时必填）', 'note (approving a violation needs one)'),
-    'data-role': 'finding-note' });
+  return detail(f);
+}
+
+/** A finding's detail in the panel (drawn again on the language switch, the note kept). */
+function detail(f) {
+  const note = el('input', { type: 'text', name: 'note', maxlength: '2000',
+    placeholder: tr('说明（批准违规项时必填）', 'note (approving a violation needs one)'), 'data-role': 'finding-note' });
   const moves = can('approve') ? (MOVES[f.status] || []) : [];
   showPanel(`${tr('问题', 'Finding')} ${f.key}`, [
     el('p', { 'data-role': 'finding-summary' }, `${statusName(f.status)} · ${verdictName(f.verdict)} · ` +
-      `${kindName(f.kind)} ${f.a_id} / ${f.b_id || '–'} (${f.utility_pair || ''}), ${text(f.road)}; ` +
+      `${kindName(f.kind)} ${f.a_id} / ${f.b_id || '–'} (${pairName(f.utility_pair)}), ${text(f.road)}; ` +
       tr(`实测 ${num(f.measured_m, 2, 'm')}，要求 ${num(f.required_m, 2, 'm')}，± ${num(f.uncertainty_m, 2, 'm')}`,
         `measured ${num(f.measured_m, 2, 'm')}, required ${num(f.required_m, 2, 'm')}, ± ${num(f.uncertainty_m, 2, 'm')}`)),
     moves.length ? el('div', {}, note, ...moves.map((s) => el('button', { 'data-move': s, onclick: () => move(f, s, note.value) },
       statusName(s)))) : '',
     el('button', { onclick: () => openList() }, tr('返回列表', 'Back to the list')),
-  ], 'findings');
+  ], 'findings', () => detail(f));
   return f;
 }
 

@@ -9,7 +9,7 @@ import { distances, toTwin } from './geo.js';
 import { overlay, register } from './tools.js';
 import { named, tr } from './i18n.js';
 
-const state = { first: null, layer: null, last: null };
+const state = { first: null, layer: null, last: null, depthLabel: null };
 
 function layer() {
   if (!state.layer) state.layer = overlay('measure');
@@ -39,6 +39,12 @@ export function measureDistance(a, b) {
   dot(b);
   layer().entities.add({ position: mid, label: { ...labelStyle, text: `${num(d.straight, 2)} m` } });
   state.last = d;
+  distancePanel(d);
+  return d;
+}
+
+/** The distance's panel (drawn again on the language switch). */
+function distancePanel(d) {
   showPanel(tr('量距', 'Measure distance'), [
     attributes([
       [tr('空间距离', 'Distance (3D)'), `${num(d.straight, 3)} m`],
@@ -48,8 +54,7 @@ export function measureDistance(a, b) {
     el('p', { class: 'muted' }, tr('再点击两点可重新量测。点会吸附到光标下的管线，否则落在地面上。',
       'Click two more points for a new measurement. Points snap to pipes under the cursor, else the ground.')),
     el('div', { class: 'actions' }, el('button', { onclick: () => clear() }, tr('清除', 'Clear'))),
-  ], 'measure');
-  return d;
+  ], 'measure', () => distancePanel(d));
 }
 
 /** The depth below the ground of a point on a pipe (Cartesian3), with the pipe's surveyed depth. */
@@ -61,35 +66,46 @@ export async function measureDepth(point, props) {
     const ground = t.ground_z[0];
     const depth = ground === null ? null : ground - z;
     layer().entities.removeAll();
+    state.depthLabel = null;
     const p = Cesium.Cartesian3.fromDegrees(c.lon, c.lat, c.height);
     dot(p, '#00e0ff');
     if (ground !== null) {
       const top = Cesium.Cartesian3.fromDegrees(c.lon, c.lat, c.height + depth);
       layer().entities.add({ polyline: { positions: [p, top], width: 2, material: Cesium.Color.fromCssColorString('#00e0ff'),
         depthFailMaterial: Cesium.Color.fromCssColorString('#00e0ff').withAlpha(0.6) } });
-      layer().entities.add({ position: p, label: { ...labelStyle, text: tr(`埋深 ${num(depth, 2)} m`, `${num(depth, 2)} m below ground`) } });
+      state.depthLabel = layer().entities.add({ position: p, label: { ...labelStyle, text: '' } });
     }
     const result = { easting: e, northing: n, elevation: z, ground_z: ground, depth_m: depth };
     state.last = result;
-    showPanel(tr('埋深', 'Depth below ground'), [
-      attributes([
-        [tr('点位 (E, N)', 'Point (E, N)'), `${num(e, 2)}, ${num(n, 2)}`],
-        [tr('该点高程', 'Elevation of the point'), `${num(z, 3)} m`],
-        [tr('该处地面高程', 'Ground there'), ground === null ? tr('附近无测量地面', 'no survey ground nearby') : `${num(ground, 3)} m`],
-        [tr('埋深', 'Depth below ground'), depth === null ? '–' : `${num(depth, 2)} m`],
-        props ? [tr('管段', 'Pipe'), `${props.id} (${named('utility', props.utility)}, ${props.size || ''})`] : undefined,
-        props && props.depth_m !== undefined ? [tr('管段测量埋深', 'Surveyed depth of the pipe'),
-          tr(`${num(props.depth_m, 2)} m（两端平均）`, `${num(props.depth_m, 2)} m (mean of its ends)`)] : undefined,
-      ]),
-      el('p', { class: 'muted' }, tr('高程为正常高（1985 国家高程基准）；地面在测量点之间插值。',
-        'Heights are normal heights (1985 datum); the ground is interpolated between the survey points.')),
-    ], 'measure');
+    depthPanel(result, props);
     return result;
   });
 }
 
+/** The depth's panel (drawn again on the language switch). */
+function depthPanel(result, props) {
+  const { easting: e, northing: n, elevation: z, ground_z: ground, depth_m: depth } = result;
+  if (state.depthLabel && depth !== null) { // the label on the map follows the language too
+    state.depthLabel.label.text = tr(`埋深 ${num(depth, 2)} m`, `${num(depth, 2)} m below ground`);
+  }
+  showPanel(tr('埋深', 'Depth below ground'), [
+    attributes([
+      [tr('点位 (E, N)', 'Point (E, N)'), `${num(e, 2)}, ${num(n, 2)}`],
+      [tr('该点高程', 'Elevation of the point'), `${num(z, 3)} m`],
+      [tr('该处地面高程', 'Ground there'), ground === null ? tr('附近无测量地面', 'no survey ground nearby') : `${num(ground, 3)} m`],
+      [tr('埋深', 'Depth below ground'), depth === null ? '–' : `${num(depth, 2)} m`],
+      props ? [tr('管段', 'Pipe'), `${props.id} (${named('utility', props.utility)}, ${props.size || ''})`] : undefined,
+      props && props.depth_m !== undefined ? [tr('管段测量埋深', 'Surveyed depth of the pipe'),
+        tr(`${num(props.depth_m, 2)} m（两端平均）`, `${num(props.depth_m, 2)} m (mean of its ends)`)] : undefined,
+    ]),
+    el('p', { class: 'muted' }, tr('高程为正常高（1985 国家高程基准）；地面在测量点之间插值。',
+      'Heights are normal heights (1985 datum); the ground is interpolated between the survey points.')),
+  ], 'measure', () => depthPanel(result, props));
+}
+
 export function clear() {
   state.first = null;
+  state.depthLabel = null;
   if (state.layer) state.layer.entities.removeAll();
 }
 

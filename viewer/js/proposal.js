@@ -269,8 +269,9 @@ function render(r) {
   const verdictLine = el('p', { 'data-role': 'proposal-verdicts' }, ...['violation', 'uncertain', 'no_rule'].map((v) =>
     el('span', { class: 'legend-item', dataset: { verdict: v } },
       el('i', { class: 'swatch', style: { background: VERDICT_COLOUR[v] } }), `${VERDICT_LABEL[v]}: ${verdicts[v] || 0}`)));
-  const events = (r.events || []).map((e) => [when(e.at), e.by || '–', e.action,
-    e.to_status || '–', e.note || '–']);
+  const events = (r.events || []).map((e) => [when(e.at), e.by || '–', named('proposal_action', e.action),
+    e.to_status ? named(e.finding_key ? 'proposal_finding_status' : 'proposal_status', e.to_status) : '–',
+    e.note ? tr(e.note_zh || e.note, e.note) : '–']);
   showPanel(r.proposal_id ? `${tr('方案', 'Proposal')} ${r.proposal_id}: ${r.name}` : `${tr('方案检查', 'Proposal check')}: ${r.name}`, [
     el('p', { 'data-role': 'proposal-summary' },
       el('span', { class: `badge ${r.passed ? 'ok' : 'danger'}`, 'data-role': 'proposal-result', dataset: { result: r.passed ? 'pass' : 'fail' } },

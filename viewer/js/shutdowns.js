@@ -25,18 +25,23 @@ export async function openList() {
   showPanel(tr('停水关阀计划', 'Shutdowns'), busy(tr('正在读取关阀计划…', 'Reading the shutdowns…')), 'shutdowns');
   return guard(tr('关阀计划', 'Shutdowns'), async () => {
     state.list = (await getJSON('/shutdowns')).shutdowns;
-    const rows = state.list.map((s) => ({
-      attrs: { dataset: { shutdown: String(s.id) }, onclick: () => open(s.id), style: { cursor: 'pointer' } },
-      cells: [String(s.id), el('span', { class: 'badge', 'data-status': s.status }, status(s.status)), s.pipe,
-        when(s.planned_start), String(s.customer_count), s.critical_count ? el('b', {}, String(s.critical_count)) : '0'],
-    }));
-    showPanel(tr('停水关阀计划', 'Shutdowns'), [
-      state.list.length ? table(['#', tr('状态', 'status'), tr('管段', 'pipe'), tr('开始', 'start'), tr('用户', 'customers'),
-        tr('重要用户', 'critical')], rows, { 'data-role': 'shutdown-list' })
-        : el('p', { class: 'muted' }, tr('还没有关阀计划：可在关阀工具中制定。', 'No shutdowns yet: plan one from the Shutoff tool.')),
-    ], 'shutdowns');
+    listPanel();
     return state.list;
   });
+}
+
+/** The list's panel (drawn again on the language switch). */
+function listPanel() {
+  const rows = state.list.map((s) => ({
+    attrs: { dataset: { shutdown: String(s.id) }, onclick: () => open(s.id), style: { cursor: 'pointer' } },
+    cells: [String(s.id), el('span', { class: 'badge', 'data-status': s.status }, status(s.status)), s.pipe,
+      when(s.planned_start), String(s.customer_count), s.critical_count ? el('b', {}, String(s.critical_count)) : '0'],
+  }));
+  showPanel(tr('停水关阀计划', 'Shutdowns'), [
+    state.list.length ? table(['#', tr('状态', 'status'), tr('管段', 'pipe'), tr('开始', 'start'), tr('用户', 'customers'),
+      tr('重要用户', 'critical')], rows, { 'data-role': 'shutdown-list' })
+      : el('p', { class: 'muted' }, tr('还没有关阀计划：可在关阀工具中制定。', 'No shutdowns yet: plan one from the Shutoff tool.')),
+  ], 'shutdowns', listPanel);
 }
 
 /** One shutdown's record. */
@@ -49,7 +54,7 @@ function valveRows(r) {
   return r.valves.map((v) => ({
     attrs: { dataset: { valve: v.id, state: v.state }, class: v.needed ? '' : 'muted' },
     cells: [String(v.order), v.id, valveWord(v.state) + (v.needed ? '' : tr('（不需要）', ' (not needed)')),
-      v.likely_to_fail ? el('span', { class: 'badge danger', title: v.likely_reason || '' }, tr('易失效', 'likely to fail')) : '',
+      v.likely_to_fail ? el('span', { class: 'badge danger', title: tr(v.likely_reason_zh || v.likely_reason || '', v.likely_reason || '') }, tr('易失效', 'likely to fail')) : '',
       v.added_for ? tr(`替代 ${v.added_for}`, `for ${v.added_for}`) : '',
       crew && v.needed && v.state === 'pending' ? el('span', {},
         el('button', { class: 'primary', 'data-action': 'closed', style: BIG, onclick: () => mark(r.id, v.id, 'closed') }, tr('已关闭', 'Closed')),
@@ -99,7 +104,8 @@ function show(r) {
       el('button', { class: 'small', 'data-action': 'work-order', onclick: () => guard(tr('作业单', 'The work order'),
         () => download(`/shutdowns/${r.id}/workorder.pdf`, `shutdown-${r.id}-work-order.pdf`)) }, tr('作业单 PDF', 'Work order PDF'))),
     section(tr('记录', 'History'), el('ul', { class: 'notes' }, r.events.map((e) =>
-      el('li', {}, `${when(e.at)} ${e.by}: ${e.action}${e.valve_id ? ' ' + e.valve_id : ''}${e.note ? ' – ' + e.note : ''}`)))),
+      el('li', { dataset: { action: e.action } }, `${when(e.at)} ${e.by}: ${named('shutdown_action', e.action)}` +
+        `${e.valve_id ? ' ' + e.valve_id : ''}${e.note ? ' – ' + e.note : ''}`)))),
     el('div', { class: 'actions' }, el('button', { onclick: () => openList() }, tr('← 全部关阀计划', '← All shutdowns'))),
   ], 'shutdowns', () => show(r));
   const marks = [...r.outage_pipes.map((p) => [p, COLOURS.outage]), ...r.isolated_pipes.map((p) => [p, COLOURS.isolated]),
@@ -126,6 +132,11 @@ async function downloadCsv(id) {
 
 /** A shutdown of `pipe` planned from the Shutoff tool: forecast start and end, reason. */
 export function planForm(pipe) {
+  return planPanel(pipe);
+}
+
+/** The plan form's panel (drawn again on the language switch, what was typed kept). */
+function planPanel(pipe) {
   const start = el('input', { type: 'datetime-local', name: 'start', required: true });
   const end = el('input', { type: 'datetime-local', name: 'end', required: true });
   const reason = el('input', { type: 'text', name: 'reason', maxlength: 200, placeholder: tr('原因', 'reason') });
@@ -136,7 +147,7 @@ export function planForm(pipe) {
   } },
   el('label', {}, tr('开始 ', 'start '), start), el('label', {}, tr(' 结束 ', ' end '), end), el('label', {}, ' ', reason),
   el('button', { type: 'submit', class: 'primary', style: BIG }, tr('计划关阀', 'Plan')));
-  showPanel(tr(`计划关阀：${pipe}`, `Plan a shutdown of ${pipe}`), [form], 'shutdowns');
+  showPanel(tr(`计划关阀：${pipe}`, `Plan a shutdown of ${pipe}`), [form], 'shutdowns', () => planPanel(pipe));
   return form;
 }
 

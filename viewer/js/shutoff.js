@@ -99,7 +99,7 @@ function render(r) {
     attrs: { dataset: { valve: v.id, order: String(v.order) } },
     cells: [String(v.order), v.id, v.road || '–', v.depth_m == null ? '–' : `${num(v.depth_m, 2)} m`,
       el('span', {}, v.kind ? named('appurtenance', v.kind) : '–', v.likely_to_fail ? ' ' : null, v.likely_to_fail
-        ? el('span', { class: 'badge danger', 'data-likely': v.id, title: v.likely_reason || '' }, tr('易失效', 'likely to fail')) : null),
+        ? el('span', { class: 'badge danger', 'data-likely': v.id, title: tr(v.likely_reason_zh || v.likely_reason || '', v.likely_reason || '') }, tr('易失效', 'likely to fail')) : null),
       v.added_for ? tr(`替代 ${v.added_for}`, `for ${v.added_for}`) : '–',
       el('span', { class: 'nowrap' }, zoomTo('node', v.node), ' ',
         el('button', { class: 'small', 'data-action': 'fail', onclick: () => toggleFailed(v.id),
@@ -107,7 +107,7 @@ function render(r) {
   }));
   const failedRows = r.failed_valves.map((v) => ({
     attrs: { dataset: { failed: v.id } },
-    cells: [v.id, v.road || '–', v.reason,
+    cells: [v.id, v.road || '–', named('failed_reason', v.reason),
       state.failed.includes(v.id)
         ? el('button', { class: 'small', onclick: () => toggleFailed(v.id) }, tr('可以关闭', 'Works after all')) : '–'],
   }));

@@ -146,7 +146,8 @@ const fieldKey = (e) => e.name || e.id || e.dataset.field || '';
 
 function redrawPanel() {
   const body = $('#panel-body');
-  const top = body.scrollTop;
+  const scroller = $('#panel'); // the panel scrolls, not its body (viewer.css .panel: overflow auto)
+  const top = scroller.scrollTop;
   const before = new Map($$(FIELDS, body).filter(fieldKey).map((e) => [fieldKey(e), e]));
   const open = document.body.classList.contains('panel-open'); // a closed panel stays closed
   panelState.redraw();
@@ -162,7 +163,7 @@ function redrawPanel() {
       e.value = old.value;
     }
   }
-  $('#panel-body').scrollTop = top;
+  scroller.scrollTop = top;
 }
 
 // The panel follows the language switch: drawn again, or the empty panel's hint.
