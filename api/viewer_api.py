@@ -45,6 +45,7 @@ from analysis.ground import GroundModel, load_ground
 from analysis.proposal_input import read_proposal
 from analysis.roads import road_centrelines
 from analysis.theme import theme_classes, theme_version
+from analysis.vocabulary import BURIAL
 from api.auth import User, allow
 from api.edit import NodeIn, SegmentIn
 from api.limits import work_limits
@@ -425,7 +426,18 @@ def _form_field(kind: str, cols: list, required: set[str]) -> dict:
         "label_en": " / ".join(dict.fromkeys(x.label_en for x in cols)),
         "description": c.description, "required": c.edit_name in required,
         "options": _option_labels(kind, c.name),
+        "suggestions": _suggestions(c.name),
     }
+
+
+#: Open code lists: the known codes are offered, any other the survey uses is kept as typed.
+_SUGGESTED = {"burial": BURIAL}
+
+
+def _suggestions(name: str) -> list[dict] | None:
+    """Codes offered (not enforced) for a free-text column, Chinese name first."""
+    known = _SUGGESTED.get(name)
+    return [{"value": v, "zh": zh, "en": en} for v, (zh, en) in known.items()] if known else None
 
 
 def edit_form(kind: str) -> dict:
@@ -448,7 +460,8 @@ def edit_form(kind: str) -> dict:
             c = by_name.get(name)
             field = _form_field(kind, [c], required) if c else {
                 "name": name, "columns": [], "type": "string", "unit": None, "label_zh": "", "label_en": name,
-                "description": info.description or "", "required": name in required, "options": None}
+                "description": info.description or "", "required": name in required, "options": None,
+                "suggestions": None}
             add.append({**field, "name": name, "required": name in required})
     return {"kind": kind, "fields": fields, "add": add}
 

@@ -188,6 +188,9 @@ def test_the_edit_form_comes_from_the_catalogue_and_viewers_cannot_edit(edit_ser
     assert fields["pressure"]["columns"] == ["pressure_mpa", "voltage_kv"] and fields["pressure"]["unit"] == "MPa / kV"
     assert {o["value"] for o in fields["status"]["options"]} == {"active", "abandoned", "planned", "proposed"}
     assert [f["name"] for f in doc["add"] if f["required"]] == ["size"]
+    # burial is an open code list: the known codes are offered with their names, not enforced
+    burial = {o["value"]: o["zh"] for o in fields["burial"]["suggestions"]}
+    assert burial["ZM"] == "直埋" and fields["burial"]["options"] is None
     nodes = _get(edit_server, editor, "/view/edit-form/nodes").json()
     assert {f["name"] for f in nodes["add"] if f["required"]} == {"id", "utility", "ground_z"}
     assert _get(edit_server, editor, "/view/edit-form/pipes").status_code in (400, 422)

@@ -85,6 +85,15 @@ function fieldLabel(f) {
   return `${tr(f.label_zh, f.label_en) || f.name}${f.unit ? ` (${f.unit})` : ''}${f.required ? ' *' : ''}`;
 }
 
+/** The id of a page-wide datalist of an open code list's known codes, in the current language. */
+function codeList(f) {
+  const id = `codes-${f.name}`;
+  document.getElementById(id)?.remove();
+  document.body.append(el('datalist', { id },
+    f.suggestions.map((o) => el('option', { value: String(o.value), label: `${tr(o.zh, o.en)} ${o.value}` }))));
+  return id;
+}
+
 function input(f, value, utility) {
   const id = `edit-${f.name}-${Math.random().toString(36).slice(2, 7)}`;
   const shown = value === null || value === undefined ? '' : String(value);
@@ -101,6 +110,7 @@ function input(f, value, utility) {
   } else {
     node = el('input', { id, name: f.name, value: shown, maxlength: 500, autocomplete: 'off',
       inputmode: f.type === 'number' ? 'decimal' : f.type === 'integer' ? 'numeric' : undefined });
+    if (f.suggestions) node.setAttribute('list', codeList(f)); // burial: known codes offered, others kept
   }
   node.required = Boolean(f.required);
   node.dataset.original = shown;
