@@ -245,9 +245,7 @@ def _findings(
     ids = text_array(s["id"])
     prop = s["_proposal"].to_numpy(bool)
     a, b = proposal_first((ids, prop), sa_, sb)
-    frame = pd.DataFrame({"a": a, "b": b, "ov": overlap, "k": np.arange(len(a))})
-    worst = frame.sort_values("ov", ascending=False, kind="stable").drop_duplicates(["a", "b"])
-    k = worst["k"].to_numpy()
+    k = _worst_of_each_pair(a, b, overlap)
     a, b = a[k], b[k]
     util = text_array(s["utility"])
     owner = s["owner"].to_numpy(object)
@@ -268,6 +266,19 @@ def _findings(
             verdict=str(verdict[k[n]]),
         ))
     return out
+
+
+def _worst_of_each_pair(a: np.ndarray, b: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+    """Positions of the largest overlap of each pair ``(a, b)``, largest first (ties in their
+    order; a pair's first largest): a frame's stable descending sort, then its first row of each
+    pair, in numpy.
+
+    >>> _worst_of_each_pair(np.array([0, 1, 0, 1]), np.array([5, 5, 5, 5]), np.array([0.1, 0.3, 0.2, 0.3])).tolist()
+    [1, 2]
+    """
+    order = np.argsort(-np.asarray(overlap, dtype=float), kind="stable")
+    _, first = np.unique(np.column_stack([a[order], b[order]]), axis=0, return_index=True)
+    return order[np.sort(first)]
 
 
 def solid_overlap(pieces: Pieces, i: np.ndarray, j: np.ndarray,

@@ -243,6 +243,7 @@ class _RuleArrays:
         self.path = str(table.attrs.get("path", ""))
         self._columns: dict[str, np.ndarray] = {}
         self._distinct: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._picked: dict[tuple, int] = {}
         self.kind = self.column("kind")  # a table without one is refused here (KeyError), as before
         self.checked = _checked_rows(table)
         self.value = table["clearance_m"].to_numpy(float)
@@ -252,6 +253,35 @@ class _RuleArrays:
         if name not in self._columns:
             self._columns[name] = self.table[name].to_numpy()
         return self._columns[name]
+
+    def texts(self, name: str) -> list:
+        """The column as a list of ``str`` (booleans for ``verified``), made once."""
+        key = "texts:" + name
+        if key not in self._columns:
+            col = self.column(name)
+            self._columns[key] = col.astype(bool).tolist() if name == "verified" else [str(v) for v in col]
+        return self._columns[key]  # type: ignore[return-value]
+
+    def picked(self, kind: str, attrs: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """:func:`_pick_rules` of the segment pairs ``(a, b)``, each pair of attribute values
+        matched once per table (a proposal check meets the same few dozen pairs every time)."""
+        values = [attrs[k] for k in _PAIR_KEYS]
+        seg = np.r_[a, b]
+        keys = list(zip(*([None if isinstance(v, float) and v != v else v for v in col[seg].tolist()]
+                          for col in values), strict=True))
+        pairs = [(kind, keys[n], keys[len(a) + n]) for n in range(len(a))]
+        memo = self._picked
+        todo = [n for n, p in enumerate(pairs) if p not in memo]
+        found = dict(zip((pairs[n] for n in todo), _pick_rules(self, kind, attrs, a[todo], b[todo]).tolist(),
+                         strict=True)) if todo else {}
+        try:
+            picked = [found[p] if p in found else memo[p] for p in pairs]
+        except KeyError:  # another check started the memo again meanwhile
+            return _pick_rules(self, kind, attrs, a, b)
+        if len(memo) > 100_000:  # a table met by very many kinds of pipe: start again
+            memo.clear()
+        memo.update(found)
+        return np.array(picked, dtype=np.int64).reshape(len(a))
 
     def distinct(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Codes and distinct values of a column (one ``""`` for a column the table lacks: no condition)."""
@@ -305,7 +335,10 @@ def rule_reach_m(table: pd.DataFrame | _RuleArrays, kind: str | None = None) -> 
 def _upper_text(values: pd.Series) -> np.ndarray:
     """``values.fillna("").astype(str).str.upper()`` as an object array, through the distinct
     values (a few codes; string methods on Arrow-backed columns cost more than the check of a
-    proposal's hundred pipes)."""
+    proposal's hundred pipes); a few hundred plain values one by one (factorising costs more)."""
+    if len(values) <= 512 and values.dtype == object:
+        return np.array(["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v).upper()
+                         for v in values.tolist()], dtype=object)
     code, uniq = pd.factorize(values)
     text = np.array([*(str(u).upper() for u in uniq), ""], dtype=object)
     return text[code]  # code -1 (missing) -> ""
@@ -327,6 +360,8 @@ def segment_attributes(segments: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
+#: Every attribute a rule side may test (:func:`segment_attributes`): a pair's rule depends on these alone.
+_PAIR_KEYS = ("utility", "subtype", "burial", "material", "dn_mm", "pressure_class")
 #: The attributes a rule side names as a set of codes (``A|B``, ``!A``).
 _SET_CONDITIONS = ("subtype", "burial", "material", "pressure_class")
 
@@ -460,14 +495,15 @@ def _attribute_groups(attrs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndar
 
 def _rules_for_pairs(rules: _RuleArrays, kind: str, attrs: dict[str, np.ndarray],
                      groups: tuple[np.ndarray, np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`_pick_rules` once per distinct pair of attribute groups (a few hundred, not millions)."""
+    """:func:`_pick_rules` once per distinct pair of attribute groups (a few hundred, not millions),
+    each pair's answer kept with the table (:meth:`_RuleArrays.picked`) for the next run."""
     gid, rep = groups
     if not len(a):
         return np.empty(0, dtype=np.int64)
     code = gid[a].astype(np.int64) * len(rep) + gid[b]
     uniq, inverse = np.unique(code, return_inverse=True)
     ua, ub = rep[uniq // len(rep)], rep[uniq % len(rep)]
-    return _pick_rules(rules, kind, attrs, ua, ub)[inverse]
+    return rules.picked(kind, attrs, ua, ub)[inverse]
 
 
 def _shallow(finding: object) -> dict:
@@ -808,9 +844,7 @@ def _violations(pieces: Pieces, cols: dict[str, np.ndarray], table: _RuleArrays,
     f = _pair_fields(pieces, cols, sa_, sb, where, kind)
     a, b, ids, util = f["a"], f["b"], f["ids"], f["util"]
     keys = _pair_keys(f"clearance-{kind}", ids[a], ids[b])
-    rid = [str(v) for v in table.column("id")]
-    src = [str(v) for v in table.column("source")]
-    ver = table.column("verified").astype(bool).tolist()
+    rid, src, ver = table.texts("id"), table.texts("source"), table.texts("verified")
     fields_ = zip(keys, ids[a].tolist(), ids[b].tolist(), util[a].tolist(), util[b].tolist(), measured.tolist(),
                   required.tolist(), rule_pos.tolist(), f["x"].tolist(), f["y"].tolist(), f["z"].tolist(),
                   f["roads"].tolist(), f["owners"].tolist(), f["proposal"].tolist(), uncertainty.tolist(),

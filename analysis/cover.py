@@ -49,7 +49,7 @@ from analysis.rule_tables import RuleSource, rule_source
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
-__all__ = ["DEFAULT_COVER_RULES", "LOCATIONS", "CoverViolation", "CoverReport", "load_cover_rules",
+__all__ = ["DEFAULT_COVER_RULES", "LOCATIONS", "CoverViolation", "CoverReport", "CoverRules", "load_cover_rules",
            "cover_depths", "sample_centrelines"]
 
 DEFAULT_COVER_RULES = Path(__file__).with_name("data") / "cover_rules.csv"
@@ -90,6 +90,30 @@ def _build_cover_rules(path: RuleSource) -> pd.DataFrame:
     table["utility"] = table["utility"].str.upper()
     table.attrs["path"] = str(path)  # the table's label, never a server path
     return table
+
+
+class CoverRules:
+    """A cover rule table read once for many checks: its rows as records, its columns as arrays.
+
+    :func:`cover_depths` takes one in place of the table (a proposal check runs often; reading
+    the rows out of the frame cost more than matching a proposal's pipes against them).
+    """
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        self.table = table
+        self.path = str(table.attrs.get("path", ""))
+        self.records = table.to_dict("records")
+        self.location = np.array([LOCATIONS.index(r["location"]) for r in self.records], dtype=np.int64)
+        self.min_cover = table["min_cover_m"].to_numpy(float)
+        self.id = [str(v) for v in table["id"].to_numpy(object)]
+        self.source = [str(v) for v in table["source"].to_numpy(object)]
+        self.verified = table["verified"].to_numpy(bool).tolist()
+        #: Rule per location class by a pipe's attribute values (:func:`_rules_by_location`).
+        self.memo: dict[tuple, list[int]] = {}
+
+
+#: The attributes a cover rule may test (:func:`analysis.clearance.segment_attributes`).
+_ATTRIBUTES = ("utility", "subtype", "burial", "material", "dn_mm", "pressure_class")
 
 
 def sample_centrelines(network: Network, step_m: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +211,7 @@ def cover_depths(
     existing: Network,
     proposal: Network | None = None,
     *,
-    rules: pd.DataFrame | Path | str | None = None,
+    rules: pd.DataFrame | CoverRules | Path | str | None = None,
     settings: TwinSettings | None = None,
     default_location: str | None = None,
     zones: Sequence[tuple[shapely.Geometry, str]] | None = None,
@@ -210,7 +234,8 @@ def cover_depths(
     if step_m <= 0:
         raise InputError("the sampling step must be positive", zh="采样步长须为正数")
     t0 = time.perf_counter()
-    table = rules if isinstance(rules, pd.DataFrame) else load_cover_rules(rules, settings)
+    table = (rules if isinstance(rules, CoverRules)
+             else CoverRules(rules if isinstance(rules, pd.DataFrame) else load_cover_rules(rules, settings)))
     default = _location(default_location or (settings.cover_location if settings else "motor_lane"))
     if ground is None:
         ground = GroundModel.from_network(existing, *([proposal] if proposal is not None else []))
@@ -231,7 +256,7 @@ def cover_depths(
     top = xyz[:, 2] + half[seg]
     gz = ground(xyz[:, 0], xyz[:, 1])
     cover = gz - top
-    required = table["min_cover_m"].to_numpy(float)[rule_pos]
+    required = table.min_cover[rule_pos]
     margin = cover - required
     depth_tol = (np.zeros(len(segs)) if proposal is not None
                  else segment_tolerances(segs, net.nodes, net.vertices, net.offsets)[1])
@@ -249,7 +274,7 @@ def cover_depths(
     out = _violations(segs, table, samples, proposal=proposal is not None)
     out.sort(key=lambda v: (v.cover_m - v.required_m, v.id))
     return CoverReport([v for v in out if v.verdict == "violation"], int(pipe.sum()), unruled, default,
-                       table.attrs.get("path", ""), {"total": round(time.perf_counter() - t0, 3)},
+                       table.path, {"total": round(time.perf_counter() - t0, 3)},
                        uncertain=[v for v in out if v.verdict == "uncertain"])
 
 
@@ -269,40 +294,67 @@ def _sample_locations(segs: pd.DataFrame, seg: np.ndarray, xyz: np.ndarray, defa
     return loc
 
 
-def _rules_by_location(table: pd.DataFrame, attrs: dict[str, np.ndarray], n_segments: int) -> np.ndarray:
+#: Below this many segments, :func:`_rules_by_location` matches each kind of pipe once per table.
+_MEMO_SEGMENTS = 256
+
+
+def _rules_by_location(table: CoverRules, attrs: dict[str, np.ndarray], n_segments: int) -> np.ndarray:
     """The rule (row of ``table``, -1: none) for each segment in each location class.
 
-    The most specific matching rule wins, then the deepest cover.
+    The most specific matching rule wins, then the deepest cover. A few pipes (a proposal's) are
+    matched through the table's memo of attribute values (:attr:`CoverRules.memo`).
     """
+    if not 0 < n_segments <= _MEMO_SEGMENTS:
+        return _match_rules(table, attrs, n_segments)
+    keys = list(zip(*([None if isinstance(v, float) and v != v else v for v in attrs[k].tolist()]
+                      for k in _ATTRIBUTES), strict=True))
+    first: dict[tuple, int] = {}
+    for n, k in enumerate(keys):  # a proposal's few pipes
+        if k not in table.memo:
+            first.setdefault(k, n)
+    todo = list(first.values())
+    found = dict(zip(first, _match_rules(table, {k: v[todo] for k, v in attrs.items()}, len(todo)).tolist(),
+                     strict=True)) if todo else {}
+    try:
+        rules = [found[k] if k in found else table.memo[k] for k in keys]
+    except KeyError:  # another check started the memo again meanwhile
+        return _match_rules(table, attrs, n_segments)
+    if len(table.memo) > 10_000:
+        table.memo.clear()
+    table.memo.update(found)
+    return np.array(rules, dtype=np.int64).reshape(n_segments, len(LOCATIONS))
+
+
+def _match_rules(table: CoverRules, attrs: dict[str, np.ndarray], n_segments: int) -> np.ndarray:
+    """:func:`_rules_by_location` rule by rule over all segments."""
     idx = np.arange(n_segments)
     rule_of = np.full((n_segments, len(LOCATIONS)), -1)
     spec_of = np.full((n_segments, len(LOCATIONS)), -1)
     val_of = np.full((n_segments, len(LOCATIONS)), -np.inf)
-    for r, rule in enumerate(table.to_dict("records")):  # a few dozen rules, each vectorised
+    for r, rule in enumerate(table.records):  # a few dozen rules, each vectorised
         m, spec = match_side(attrs, idx, rule)
-        c = LOCATIONS.index(rule["location"])
-        v = float(rule["min_cover_m"])
+        c = int(table.location[r])
+        v = float(table.min_cover[r])
         better = m & ((spec > spec_of[:, c]) | ((spec == spec_of[:, c]) & (v > val_of[:, c])))
         rule_of[better, c], spec_of[better, c], val_of[better, c] = r, spec, v
     return rule_of
 
 
-def _violations(segs: pd.DataFrame, table: pd.DataFrame, samples: dict[str, np.ndarray], *,
+def _violations(segs: pd.DataFrame, table: CoverRules, samples: dict[str, np.ndarray], *,
                 proposal: bool) -> list[CoverViolation]:
     """One :class:`CoverViolation` per worst sample point (arrays of ``samples``, one per pipe)."""
-    ids = segs["id"].astype(str).to_numpy()
-    util = segs["utility"].astype(str).to_numpy()
+    ids = [str(v) for v in segs["id"].tolist()]  # astype(str) of the few violating pipes' frame
+    util = [str(v) for v in segs["utility"].tolist()]
     road = segs["road"].to_numpy(object) if "road" in segs.columns else np.full(len(segs), None)
     owner = segs["owner"].to_numpy(object) if "owner" in segs.columns else np.full(len(segs), None)
-    rid, src = table["id"].to_numpy(object), table["source"].to_numpy(object)
-    ver = table["verified"].to_numpy(bool)
+    rid, src, ver = table.id, table.source, table.verified
     out = []
     for k, (s, r) in enumerate(zip(samples["seg"], samples["rule"], strict=True)):  # one per violating pipe
         xyz = samples["xyz"][k]
         out.append(CoverViolation(
             key=finding_key("cover", (ids[s],)), id=ids[s], utility=util[s], location=LOCATIONS[samples["location"][k]],
             cover_m=round(float(samples["cover_m"][k]), 4), required_m=float(samples["required_m"][k]),
-            rule_id=str(rid[r]), rule_source=str(src[r]), rule_verified=bool(ver[r]), x=round(float(xyz[0]), 3),
+            rule_id=rid[r], rule_source=src[r], rule_verified=bool(ver[r]), x=round(float(xyz[0]), 3),
             y=round(float(xyz[1]), 3), top_z=round(float(samples["top_z"][k]), 3),
             ground_z=round(float(samples["ground_z"][k]), 3),
             road=None if pd.isna(road[s]) else str(road[s]), owner=None if pd.isna(owner[s]) else str(owner[s]),

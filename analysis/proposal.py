@@ -36,21 +36,21 @@ import shapely
 import sqlalchemy as sa
 
 from analysis.clash import collisions
-from analysis.clearance import (
-    clearances,
-    load_clearance_rules,
-    prepare_clearances,
-    rule_arrays,
-    rule_reach_m,
-)
-from analysis.cover import cover_depths, load_cover_rules
+from analysis.clearance import clearances, prepare_clearances, rule_reach_m
+from analysis.cover import cover_depths
 from analysis.ground import GroundModel
 from analysis.network import Network, NetworkRows, read_network_rows
 from analysis.pieces import candidate_pairs, combine, finding_key
 from analysis.proposal_input import read_proposal
-from analysis.rule_catalogue import rules_version
+from analysis.rule_catalogue import (
+    CHECK_RULES,
+    CheckRules,
+    check_rules,
+    rules_version,
+    stored_fingerprints_sql,
+)
 from analysis.section import CrossSection, ground_points, idw_ground, section_of_network
-from twin.db import change_mark, twin_srid
+from twin.db import CHANGE_MARK_SQL, change_mark, twin_srid
 from twin.errors import InputError
 from twin.settings import TwinSettings
 
@@ -236,19 +236,19 @@ def check_proposal(
 def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any], settings: TwinSettings, *,
                     name: str | None, proposal: Network | None) -> ProposalReport:
     t0 = time.perf_counter()
-    stamp = check_stamp(conn, settings)  # before the reads: a change during the check is seen
-    srid = twin_srid(conn)  # once for every query of the check that needs it
+    # one query before the reads (a change during the check is seen): the stamp, the SRID for
+    # every query of the check, and the rule tables (parsed once per process and content)
+    stamp, srid, rules = _check_context(conn, settings)
     prop = proposal if proposal is not None else read_proposal(source, settings, engine=conn, srid=srid)
     if not len(prop.segments):
         raise InputError("the proposal has no pipe or excavation", zh="方案中没有管线或开挖")
     t1 = time.perf_counter()
-    rules = load_clearance_rules(None, settings, db=conn)
-    arrays = rule_arrays(rules)  # the table's columns read once for the whole check
-    margin = rule_reach_m(arrays) + 2.0 if len(rules) else 5.0
+    arrays = rules.clearance_arrays  # the table's columns, read once per process
+    margin = rule_reach_m(arrays) + 2.0 if len(rules.clearance) else 5.0
     around, lines, check_m = _read_around(conn, prop, margin, srid)
     existing = around.near(lines, check_m)
     t2 = time.perf_counter()
-    prop_ids = set(prop.segments["id"].astype(str))
+    prop_ids = set(_ids(prop.segments))
     # one set of pieces and one candidate search (wide enough for clearance) for both checks,
     # as in the whole-network scan: collision finds the same clashes among the wider pairs
     pieces = combine(existing, prop)
@@ -257,8 +257,8 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
     clash = collisions(existing, prop, pieces=pieces, pairs=pairs)
     clear = clearances(existing, prop, pieces=pieces, pairs=pairs, prepared=prepared)
     ground = GroundModel.from_network(existing, prop) if len(existing.nodes) else None
-    cover = (cover_depths(existing, prop, rules=load_cover_rules(None, settings, db=conn), settings=settings,
-                          ground=ground) if ground is not None else None)
+    cover = (cover_depths(existing, prop, rules=rules.cover_rules, settings=settings, ground=ground)
+             if ground is not None else None)
     t3 = time.perf_counter()
     findings = group_pairs(_findings(clash, clear, cover, prop_ids), prop_ids,
                            _sizes(existing.segments, prop.segments))
@@ -268,8 +268,8 @@ def _check_proposal(conn: sa.Connection, source: str | Path | Mapping[str, Any],
     segs = prop.segments
     report = ProposalReport(
         name=name or _default_name(source, segs),
-        utility=", ".join(sorted(set(segs["utility"].astype(str)))),
-        size=", ".join(dict.fromkeys(segs["size_text"].fillna("").astype(str))),
+        utility=", ".join(sorted(set(_ids(segs, "utility")))),
+        size=", ".join(dict.fromkeys(_texts(segs["size_text"]))),
         length_m=float(segs["length_m"].sum()),
         findings=findings, section=section, candidates=len(existing.segments),
         unruled=dict(clear.unruled), stamp=stamp,
@@ -290,6 +290,36 @@ def check_stamp(db: sa.Engine | sa.Connection, settings: TwinSettings) -> dict:
             "rules": rules["tables"], "at": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
+#: The network's change mark, the SRID and the stored check tables' fingerprints in one round
+#: trip (one row without a stored table; one per stored table otherwise).
+_CONTEXT_SQL = (f"SELECT {CHANGE_MARK_SQL} AS mark, (SELECT value FROM twin_meta WHERE key = 'srid') AS srid, "
+                f"{stored_fingerprints_sql('r')} FROM (SELECT 1) AS one "
+                "LEFT JOIN rule_table r ON r.name = ANY(:names)")
+_CONTEXT_QUERY = sa.text(_CONTEXT_SQL)
+
+
+def _check_context(conn: sa.Connection, settings: TwinSettings) -> tuple[dict, int, CheckRules]:
+    """What a check is made against (as :func:`check_stamp` gives it), the twin's SRID and the
+    rule tables, in one query (:func:`analysis.rule_catalogue.check_rules` reads a stored table's
+    text only when its content is new to this process)."""
+    rows = conn.execute(_CONTEXT_QUERY, {"names": list(CHECK_RULES)}).all()
+    stored = {r[2]: tuple(r[3:]) for r in rows if r[2] is not None}
+    rules = check_rules(conn, settings, stored)
+    stamp = {"network_mark": str(rows[0][0]), "rules_version": rules.version["version"],
+             "rules": rules.version["tables"], "at": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    return stamp, int(rows[0][1]), rules
+
+
+def _texts(values: pd.Series) -> list[str]:
+    """``values.fillna("").astype(str)`` as a list (a proposal's few rows: no pandas pass)."""
+    return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values.tolist()]
+
+
+def _ids(segments: pd.DataFrame, column: str = "id") -> list[str]:
+    """A column of a proposal's few rows as text (``astype(str)``: missing as ``nan``)."""
+    return [str(v) for v in segments[column].tolist()]
+
+
 def _default_name(source: object, segs: pd.DataFrame) -> str:
     if isinstance(source, (str, Path)):
         return Path(source).stem
@@ -297,7 +327,7 @@ def _default_name(source: object, segs: pd.DataFrame) -> str:
         props = source.get("properties") or {}
         if props.get("name"):
             return str(props["name"])
-    return "proposal " + ", ".join(segs["id"].astype(str))
+    return "proposal " + ", ".join(_ids(segs))
 
 
 def _findings(clash: Any, clear: Any, cover: Any, prop_ids: set[str]) -> list[Finding]:
@@ -411,7 +441,7 @@ def _sizes(*segments: pd.DataFrame) -> dict[str, str]:
     out: dict[str, str] = {}
     for s in segments:
         if len(s) and "size_text" in s:
-            out.update(zip(s["id"].astype(str), s["size_text"].fillna("").astype(str), strict=True))
+            out.update(zip(_ids(s), _texts(s["size_text"]), strict=True))
     return out
 
 
@@ -476,7 +506,7 @@ def _worst_section(conn: sa.Connection, prop: Network, existing: Network, findin
     other: str | None = None
     if findings:
         target = np.array([findings[0].x, findings[0].y])
-        prop_ids = set(prop.segments["id"].astype(str))
+        prop_ids = set(_ids(prop.segments))
         other = next((i for i in findings[0].ids if i not in prop_ids), None)
     elif len(existing.segments):
         es, ep, eq = existing.pieces()
@@ -497,7 +527,7 @@ def _worst_section(conn: sa.Connection, prop: Network, existing: Network, findin
     k = int(np.argmin(np.hypot(*(foot - target).T)))
     d1 = dirs[k]
     direction = np.array([-d1[1], d1[0]])  # square to the proposal
-    if other is not None and other in set(existing.segments["id"].astype(str)):
+    if other is not None and other in set(_ids(existing.segments)):
         d2 = _direction_near(existing, other, target)
         if d2 is not None:
             d2 = d2 if d1 @ d2 >= 0 else -d2

@@ -12,16 +12,17 @@ written by :mod:`analysis.rule_tables` (which the loaders import, so it cannot i
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
 
-from analysis.clearance import DEFAULT_RULES, load_clearance_rules
-from analysis.cover import DEFAULT_COVER_RULES, load_cover_rules
+from analysis.clearance import DEFAULT_RULES, load_clearance_rules, rule_arrays
+from analysis.cover import DEFAULT_COVER_RULES, CoverRules, load_cover_rules
 from analysis.hazards import DEFAULT_SERVICE_LIFE, load_service_life
 from analysis.rule_tables import RuleText, delete_rule_csv, store_rule_csv, stored_rule_row
 from twin.errors import InputError, NotFound
@@ -40,6 +41,9 @@ __all__ = [
     "delete_rule_table",
     "CHECK_RULES",
     "rules_version",
+    "CheckRules",
+    "check_rules",
+    "stored_fingerprints_sql",
 ]
 
 #: The tables a proposal check judges by (the service-life table is the dig-site hazards').
@@ -92,6 +96,18 @@ class RulesInUse:
         return self.table.parse(self.text, self.source)
 
 
+def _file_in_use(table: RuleTable, settings: TwinSettings) -> RulesInUse:
+    """The configured or shipped file of ``table`` (NotFound when it cannot be read)."""
+    source, path = table.file(settings)
+    try:
+        return RulesInUse(table, source, path.read_text(encoding="utf-8-sig"), {"file": path.name})
+    except OSError as exc:  # named by its file name: the server's paths stay inside
+        raise NotFound(f"the {source} {table.name} file {path.name} cannot be read: "
+                       f"{exc.strerror or type(exc).__name__}",
+                       zh=f"无法读取 {table.name} 规则文件 {path.name}（{source}）："
+                          f"{exc.strerror or type(exc).__name__}") from None
+
+
 def _table(name: str) -> RuleTable:
     try:
         return RULES[name]
@@ -107,14 +123,7 @@ def rules_in_use(db: sa.Engine | sa.Connection, name: str, settings: TwinSetting
     if stored is not None:
         return RulesInUse(table, "database", stored.csv,
                           {"updated_by": stored.updated_by, "updated_at": stored.updated_at.isoformat()})
-    source, path = table.file(settings)
-    try:
-        return RulesInUse(table, source, path.read_text(encoding="utf-8-sig"), {"file": path.name})
-    except OSError as exc:  # named by its file name: the server's paths stay inside
-        raise NotFound(f"the {source} {name} file {path.name} cannot be read: "
-                       f"{exc.strerror or type(exc).__name__}",
-                       zh=f"无法读取 {name} 规则文件 {path.name}（{source}）："
-                          f"{exc.strerror or type(exc).__name__}") from None
+    return _file_in_use(table, settings)
 
 
 def rule_table_summary(db: sa.Engine | sa.Connection, name: str, settings: TwinSettings) -> dict:
@@ -180,13 +189,108 @@ def rules_version(db: sa.Engine | sa.Connection, settings: TwinSettings,
 
     A check records it (its stamp); a re-check that gets another version says the rules changed.
     """
+    return _version({name: _versioned(rules_in_use(db, name, settings)) for name in names})
+
+
+def _versioned(current: RulesInUse) -> dict:
+    """One table's entry of :func:`rules_version`: source, ``sha256`` of its normalised text, meta."""
+    lines = current.text.lstrip("\ufeff").splitlines()
+    text = "\n".join(line.rstrip() for line in lines).strip()
+    return {"source": current.source, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), **current.meta}
+
+
+def _version(tables: Mapping[str, dict]) -> dict:
+    """:func:`rules_version` of the tables' entries (in their order)."""
     whole = hashlib.sha256()
-    tables = {}
-    for name in names:
-        current = rules_in_use(db, name, settings)
-        lines = current.text.lstrip("\ufeff").splitlines()
-        text = "\n".join(line.rstrip() for line in lines).strip()
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        whole.update(f"{name}:{digest}\n".encode())
-        tables[name] = {"source": current.source, "sha256": digest, **current.meta}
-    return {"version": whole.hexdigest()[:12], "tables": tables}
+    for name, entry in tables.items():
+        whole.update(f"{name}:{entry['sha256']}\n".encode())
+    return {"version": whole.hexdigest()[:12], "tables": dict(tables)}
+
+
+# -- the tables of a proposal check, read once per process -----------------------------------
+def stored_fingerprints_sql(alias: str = "rule_table") -> str:
+    """The columns :func:`check_rules` needs of each stored table, of ``rule_table`` as ``alias``:
+    name, ``md5(csv)``, updated_by, updated_at (a caller may read them in a query of its own)."""
+    return f"{alias}.name, md5({alias}.csv), {alias}.updated_by, {alias}.updated_at"
+
+
+@dataclass(frozen=True)
+class CheckRules:
+    """The tables a proposal check judges by (:data:`CHECK_RULES`) and their version.
+
+    ``clearance`` and ``cover`` are the loaders' tables (shared: read them, never change them),
+    ``clearance_arrays`` the clearance table's columns (:func:`analysis.clearance.rule_arrays`)
+    and ``cover_rules`` the cover table's (:class:`analysis.cover.CoverRules`), each made once per
+    content; ``version`` is what :func:`rules_version` gives.
+    """
+
+    clearance: pd.DataFrame
+    clearance_arrays: object
+    cover: pd.DataFrame
+    cover_rules: CoverRules
+    version: dict
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One table in use, parsed: its :func:`rules_version` entry, rows and prepared form."""
+
+    entry: dict
+    table: pd.DataFrame
+    prepared: object
+
+
+#: Parsed check tables by content: (source, name, the stored row's md5 and stamp or the file's hash).
+_PARSED: dict[tuple, _Parsed] = {}
+_PREPARE: dict[str, Callable[[pd.DataFrame], object]] = {"clearance_rules": rule_arrays, "cover_rules": CoverRules}
+
+
+def check_rules(db: sa.Connection, settings: TwinSettings,
+                stored: Mapping[str, tuple[str, str, dt.datetime]] | None = None) -> CheckRules:
+    """The clearance and cover tables in effect, as :func:`rules_in_use` picks them, parsed once
+    per process and content (a proposal check runs often; the tables change seldom).
+
+    ``stored``: each stored table's ``md5(csv)``, ``updated_by`` and ``updated_at`` by name, as
+    the caller read them (:func:`stored_fingerprints_sql`); None reads them here. A table
+    stored, replaced or deleted by an admin, or a file edited, is another content: parsed again
+    on the next check, never served stale.
+    """
+    if stored is None:
+        rows = db.execute(sa.text(f"SELECT {stored_fingerprints_sql()} FROM rule_table WHERE name = ANY(:names)"),
+                          {"names": list(CHECK_RULES)}).all()
+        stored = {r[0]: (r[1], r[2], r[3]) for r in rows}
+    parsed = {name: _parsed(db, RULES[name], settings, stored.get(name)) for name in CHECK_RULES}
+    clearance, cover = parsed["clearance_rules"], parsed["cover_rules"]
+    return CheckRules(clearance.table, clearance.prepared, cover.table, cover.prepared,  # type: ignore[arg-type]
+                      _version({name: dict(p.entry) for name, p in parsed.items()}))  # the caller's own
+
+
+def _parsed(db: sa.Connection, table: RuleTable, settings: TwinSettings,
+            stored: tuple[str, str, dt.datetime] | None) -> _Parsed:
+    """One check table in use, from the cache when its content was seen before."""
+    if stored is not None:
+        key: tuple = ("database", table.name, *stored)
+        hit = _PARSED.get(key)
+        if hit is not None:
+            return hit
+        row = stored_rule_row(db, table.name)
+        if row is not None:
+            current = RulesInUse(table, "database", row.csv,
+                                 {"updated_by": row.updated_by, "updated_at": row.updated_at.isoformat()})
+            key = ("database", table.name, hashlib.md5(row.csv.encode("utf-8")).hexdigest(),
+                   row.updated_by, row.updated_at)
+            return _remember(key, current, lambda: table.loader(row.as_text()))
+    current = _file_in_use(table, settings)
+    key = (current.source, table.name, str(table.file(settings)[1]),
+           hashlib.sha1(current.text.encode("utf-8")).digest())
+    return _PARSED.get(key) or _remember(key, current, lambda: table.loader(None, settings))
+
+
+def _remember(key: tuple, current: RulesInUse, load: Callable[[], pd.DataFrame]) -> _Parsed:
+    """Parse a table (the loader's errors as they are) and keep it under ``key``."""
+    rows = load()
+    parsed = _Parsed(_versioned(current), rows, _PREPARE[current.table.name](rows))
+    if len(_PARSED) >= 32:  # tables edited over and over: forget the old ones
+        _PARSED.clear()
+    _PARSED[key] = parsed
+    return parsed
