@@ -294,7 +294,7 @@ def _read_parts(parts: list[dict], everything: shapely.Geometry, conn: sa.Connec
                 ground: GroundModel | None, srid: int | None = None) -> Network:
     # the ground within the first radius, read first: a survey point there proves the proposal
     # near the twin, the wrong-CRS check's question (one query less for every usual proposal)
-    first, near = _ground_within(conn, everything, _GROUND_RADII_M[0]) if ground is None and conn is not None \
+    first, near = _ground_within(conn, everything, _GROUND_RADII_M[0], srid) if ground is None and conn is not None \
         else (None, False)
     if conn is not None and not near:
         _check_near_twin(conn, everything, srid)
@@ -378,11 +378,11 @@ def _check_near_twin(conn: sa.Engine | sa.Connection, geom: shapely.Geometry, sr
 
 
 def _ground_within(conn: sa.Engine | sa.Connection, geom: shapely.Geometry,
-                   radius: float) -> tuple[GroundModel | None, bool]:
+                   radius: float, srid: int | None = None) -> tuple[GroundModel | None, bool]:
     """The ground model of the survey points within ``radius`` (None below three points) and
     whether there is any point at all."""
     try:
-        g = load_ground(conn, geom, radius)
+        g = load_ground(conn, geom, radius, srid=srid)
     except InputError:  # no point with a ground height
         return None, False
     return (g if len(g) >= 3 else None), True
