@@ -187,12 +187,7 @@ def segment_tolerances(
     n = len(segments)
     if not n:
         return np.empty(0), np.empty(0)
-    if len(nodes):
-        nodes = nodes[~nodes["id"].astype(str).duplicated()]  # merged networks may repeat a node
-    ends = np.concatenate(
-        [segments["from_node"].astype(str).to_numpy(), segments["to_node"].astype(str).to_numpy()]
-    )
-    pos = pd.Index(nodes["id"].astype(str)).get_indexer(ends) if len(nodes) else np.full(2 * n, -1)
+    pos = _end_nodes(segments, nodes)
     have = pos >= 0
     m = len(nodes)
 
@@ -221,6 +216,23 @@ def segment_tolerances(
         h = np.where(np.isfinite(h), h, own)
     p, d = point_tolerances(cls, h, limits)
     return np.fmax(p[:n], p[n:]), np.fmax(d[:n], d[n:])
+
+
+def _end_nodes(segments: pd.DataFrame, nodes: pd.DataFrame) -> np.ndarray:
+    """Position in ``nodes`` of each segment's from node, then of each to node (ids as text; the
+    first of a node listed twice, as merged networks may; -1: not read). One factorisation of
+    all the ids (a hash table of a million nodes once, not an index built and then probed)."""
+    n, m = len(segments), len(nodes)
+    if not m:
+        return np.full(2 * n, -1)
+    ids = nodes["id"].astype(str).to_numpy(object)
+    ends = np.concatenate([segments["from_node"].astype(str).to_numpy(object),
+                           segments["to_node"].astype(str).to_numpy(object)])
+    codes, uniques = pd.factorize(np.concatenate([ids, ends]))
+    node_codes, first = np.unique(codes[:m], return_index=True)
+    where = np.full(len(uniques) + 1, -1)  # the last: code -1 (a missing id)
+    where[node_codes] = first
+    return where[codes[m:]]
 
 
 def _centre_depth(segments: pd.DataFrame, end: str) -> np.ndarray:

@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from analysis.scan import scan_network, truncate_findings
+from analysis.scan import FINDING_NUMBERS, FINDING_TEXT, scan_findings, scan_network
 from twin.errors import Conflict, InputError, NotFound
 from twin.jsonable import plain
 
@@ -76,7 +77,6 @@ _COLUMNS: dict[str, pa.DataType] = {
     "required_m": pa.float64(), "uncertainty_m": pa.float64(), "rule_id": pa.string(),
     "x": pa.float64(), "y": pa.float64(), "z": pa.float64(),
 }
-_NUMBER = [c for c, t in _COLUMNS.items() if t == pa.float64()]
 #: What a listing shows of a finding.
 _LISTED = ("key", "kind", "verdict", "status", "a_id", "b_id", "a_utility", "b_utility", "utility_pair",
            "a_owner", "b_owner", "owners", "road", "measured_m", "required_m", "uncertainty_m", "rule_id",
@@ -99,66 +99,110 @@ def _finding_dicts(result: Mapping[str, Any]) -> Iterator[dict]:
                 yield from (f for f in value if isinstance(f, Mapping) and "key" in f and "kind" in f)
 
 
+def _table_of_dicts(result: Mapping[str, Any]) -> pa.Table:
+    """The finding dicts of a scan result as the table :func:`analysis.scan.finding_table` gives."""
+    found = list(_finding_dicts(result))
+    arrays = [pa.array([f.get(c) for f in found], type=pa.string(), from_pandas=True) for c in FINDING_TEXT]
+    arrays += [pa.array(pd.to_numeric(pd.Series([f.get(c) for f in found], dtype=object), errors="coerce"),
+                        type=pa.float64(), from_pandas=True) for c in FINDING_NUMBERS]
+    return pa.Table.from_arrays(arrays, names=[*FINDING_TEXT, *FINDING_NUMBERS])
+
+
+def _rows(found: pa.Table) -> pa.Table:
+    """A scan's findings (:func:`analysis.scan.finding_table`) as rows of the ``finding`` table, in
+    their order: a key listed twice is kept once (its first entry); clashes and violations without
+    a verdict are violations (``no_rule`` kinds: no_rule); a clash's measured clearance is minus
+    its overlap; compliant pairs are not findings; ``utility_pair`` is the two utilities sorted
+    (``JS-RQ``). Column by column: a million-segment scan lists a few hundred thousand."""
+    keys = found.column("key").to_numpy(zero_copy_only=False)
+    found = found.take(np.sort(np.unique(keys, return_index=True)[1]))
+    verdict, kind = found.column("verdict"), found.column("kind")
+    verdict = pc.if_else(pc.fill_null(pc.not_equal(verdict, ""), False), verdict,
+                         pc.if_else(pc.equal(kind, "no_rule"), "no_rule", "violation"))
+    measured = pc.coalesce(found.column("measured_m"), pc.negate(found.column("overlap_m")))
+    a, b = pc.fill_null(found.column("a_utility"), ""), pc.fill_null(found.column("b_utility"), "")
+    first_a = pc.less_equal(a, b)
+    lo, hi = pc.if_else(first_a, a, b), pc.if_else(first_a, b, a)
+    pair = pc.if_else(pc.equal(lo, ""), hi, pc.binary_join_element_wise(lo, hi, "-"))
+    pair = pc.if_else(pc.equal(pair, ""), pa.scalar(None, pa.string()), pair)
+    columns = {**{c: found.column(c) for c in _COLUMNS if c in found.column_names},
+               "verdict": verdict, "measured_m": measured, "utility_pair": pair}
+    rows = pa.table({c: pa.chunked_array(columns[c]).cast(t) for c, t in _COLUMNS.items()})
+    return rows.filter(pc.not_equal(rows.column("verdict"), "compliant"))
+
+
 def findings_of(result: Mapping[str, Any]) -> pd.DataFrame:
-    """The findings of a scan result (``limit=None``) as rows of the ``finding`` table.
-
-    Clashes and violations without a verdict are violations (``no_rule`` kinds: no_rule); a
-    clash's measured clearance is minus its overlap; compliant pairs are not findings; a key
-    listed twice is kept once (its first entry). Column by column: a million-segment scan lists
-    a few hundred thousand.
-    """
-    first: dict[str, Mapping[str, Any]] = {}
-    for f in _finding_dicts(result):
-        first.setdefault(str(f["key"]), f)
-    rows = list(first.values())
-    out = pd.DataFrame({c: [f.get(c) for f in rows] for c in _COLUMNS}, dtype=object)
-    for c in _NUMBER:
-        out[c] = pd.to_numeric(out[c], errors="coerce")
-    overlap = pd.to_numeric(pd.Series([f.get("overlap_m") for f in rows], dtype=object), errors="coerce")
-    out["measured_m"] = out["measured_m"].fillna(-overlap)
-    kind = out["kind"].astype(str)
-    out["verdict"] = out["verdict"].where(out["verdict"].notna() & (out["verdict"] != ""),
-                                          np.where(kind == "no_rule", "no_rule", "violation"))
-    out = out[out["verdict"] != "compliant"].reset_index(drop=True)
-    a, b = out["a_utility"].fillna("").to_numpy(str), out["b_utility"].fillna("").to_numpy(str)
-    first_a = a <= b
-    lo, hi = np.where(first_a, a, b), np.where(first_a, b, a)
-    pair = np.where(lo == "", hi, np.char.add(np.char.add(lo, "-"), hi))
-    out["utility_pair"] = np.where(pair == "", None, pair).astype(object)
-    return out
+    """The findings of a scan result (``limit=None``) as rows of the ``finding`` table (text as
+    object columns, None where missing): see :func:`_rows`."""
+    rows = _rows(_table_of_dicts(result))
+    return pd.DataFrame({c: pd.Series(rows.column(c).to_numpy(zero_copy_only=False),
+                                      dtype=float if t == pa.float64() else object) for c, t in _COLUMNS.items()})
 
 
-def _copy_in(conn: sa.Connection, table: str, frame: pd.DataFrame) -> None:
-    """COPY a frame into a (temporary) table as CSV written by Arrow."""
-    arrays = [pa.array(frame[c].to_numpy(dtype=object), type=t, from_pandas=True) for c, t in _COLUMNS.items()]
+def _copy_in(conn: sa.Connection, table: str, rows: pa.Table) -> None:
+    """COPY rows into a (temporary) table as CSV written by Arrow."""
     buf = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_arrays(arrays, names=list(_COLUMNS)), buf,
-                    write_options=pacsv.WriteOptions(include_header=False))
+    pacsv.write_csv(rows.select(list(_COLUMNS)), buf, write_options=pacsv.WriteOptions(include_header=False))
     with conn.connection.driver_connection.cursor() as cur:
         with cur.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(buf.getbuffer())
 
 
-_UPSERT = f"""
-INSERT INTO finding ({', '.join(_COLUMNS)}, status, status_by)
-SELECT {', '.join(_COLUMNS)}, 'new', :u FROM finding_run
-ON CONFLICT (key) DO UPDATE SET
-    {', '.join(f'{c} = EXCLUDED.{c}' for c in _COLUMNS if c != 'key')},
-    last_seen = now(), resolved_at = NULL,
-    status = CASE WHEN finding.status IN ('new', 'resolved') THEN 'active' ELSE finding.status END,
-    status_by = CASE WHEN finding.status IN ('new', 'resolved') THEN :u ELSE finding.status_by END,
-    status_at = CASE WHEN finding.status IN ('new', 'resolved') THEN now() ELSE finding.status_at END
-"""
+#: When the findings were last stored by a scan (``twin_meta``): every open finding was seen then.
+_SCANNED = "findings_scanned_at"
+_SCANNED_AT = f"(SELECT value::timestamptz FROM twin_meta WHERE key = '{_SCANNED}')"
+#: What a listing reads for ``last_seen``: a found-again finding whose content did not change is
+#: not written (the scan's time is kept once, :data:`_SCANNED`), so an open finding was last seen
+#: by the latest stored scan.
+_LAST_SEEN = (f"CASE WHEN f.status = 'resolved' THEN f.last_seen ELSE greatest(f.last_seen, {_SCANNED_AT}) "
+              "END AS last_seen")
+#: The select list of a listing.
+_SELECTED = ", ".join(_LAST_SEEN if c == "last_seen" else "f." + c for c in _LISTED)
+_CONTENT = [c for c in _COLUMNS if c != "key"]
 
-_CHANGES = """
-CREATE TEMPORARY TABLE finding_change ON COMMIT DROP AS
-SELECT r.key, f.status AS from_status,
-       CASE WHEN f.key IS NULL THEN 'new' ELSE 'active' END AS to_status
+#: The scan's rows that change the table: new keys, and found-again ones whose status the scan
+#: moves (new or resolved) or whose content differs; ``from_status`` null for a new key. One join
+#: of the run with the table: an unchanged re-scan leaves it empty.
+_DIFF = f"""
+CREATE TEMPORARY TABLE finding_diff ON COMMIT DROP AS
+SELECT r.*, f.status AS from_status
 FROM finding_run r LEFT JOIN finding f USING (key)
 WHERE f.key IS NULL OR f.status IN ('new', 'resolved')
+      OR ({', '.join(f'f.{c}' for c in _CONTENT)}) IS DISTINCT FROM ({', '.join(f'r.{c}' for c in _CONTENT)})
+"""
+
+#: The status changes of a run: new keys, new or resolved ones found again, open ones not found.
+_CHANGES = """
+CREATE TEMPORARY TABLE finding_change ON COMMIT DROP AS
+SELECT key, from_status, CASE WHEN from_status IS NULL THEN 'new' ELSE 'active' END AS to_status
+FROM finding_diff WHERE from_status IS NULL OR from_status IN ('new', 'resolved')
 UNION ALL
 SELECT f.key, f.status, 'resolved' FROM finding f
 WHERE f.status <> 'resolved' AND NOT EXISTS (SELECT 1 FROM finding_run r WHERE r.key = f.key)
+"""
+
+#: Found again with a change: the content, and the status where the scan moves it.
+_FOUND_AGAIN = f"""
+UPDATE finding f SET
+    {', '.join(f'{c} = d.{c}' for c in _CONTENT)},
+    last_seen = now(), resolved_at = NULL,
+    status = CASE WHEN f.status IN ('new', 'resolved') THEN 'active' ELSE f.status END,
+    status_by = CASE WHEN f.status IN ('new', 'resolved') THEN :u ELSE f.status_by END,
+    status_at = CASE WHEN f.status IN ('new', 'resolved') THEN now() ELSE f.status_at END
+FROM finding_diff d
+WHERE d.key = f.key AND d.from_status IS NOT NULL
+"""
+
+_FIRST_FOUND = f"""
+INSERT INTO finding ({', '.join(_COLUMNS)}, status, status_by)
+SELECT {', '.join(f'd.{c}' for c in _COLUMNS)}, 'new', :u FROM finding_diff d WHERE d.from_status IS NULL
+"""
+
+#: Not found any more: resolved, last seen by the scan before this one.
+_RESOLVED = f"""
+UPDATE finding f SET status = 'resolved', resolved_at = now(), status_by = :u, status_at = now(),
+    last_seen = greatest(f.last_seen, {_SCANNED_AT})
+FROM finding_change c WHERE c.key = f.key AND c.to_status = 'resolved'
 """
 
 
@@ -171,30 +215,42 @@ def store_findings(engine: sa.Engine | sa.Connection, result: Mapping[str, Any],
     Returns the counts: ``found``, ``new``, ``active_again`` (new or resolved ones seen
     again), ``resolved`` and ``open`` (not resolved, after the run).
     """
-    frame = findings_of(result)
+    return _stored(engine, _rows(_table_of_dicts(result)), user)
+
+
+def _stored(engine: sa.Engine | sa.Connection, rows: pa.Table, user: str) -> dict:
+    """:func:`store_findings` of rows of the ``finding`` table (:func:`_rows`)."""
     if isinstance(engine, sa.Connection):
-        return _store(engine, frame, user)
+        return _store(engine, rows, user)
     with engine.begin() as conn:
-        return _store(conn, frame, user)
+        return _store(conn, rows, user)
 
 
-def _store(conn: sa.Connection, frame: pd.DataFrame, user: str) -> dict:
-    conn.execute(sa.text("CREATE TEMPORARY TABLE finding_run (LIKE finding INCLUDING DEFAULTS) ON COMMIT DROP"))
-    _copy_in(conn, "finding_run", frame)
-    conn.execute(sa.text("ANALYZE finding_run"))
-    conn.execute(sa.text(_CHANGES))
-    conn.execute(sa.text(_UPSERT), {"u": user})
+def _store(conn: sa.Connection, rows: pa.Table, user: str) -> dict:
+    """The set-based merge: only rows whose content or status changes are written, events only for
+    status changes; one stored scan at a time (the table lock lets readers on)."""
+    conn.execute(sa.text("LOCK TABLE finding IN SHARE ROW EXCLUSIVE MODE"))
     conn.execute(sa.text(
-        "UPDATE finding f SET status = 'resolved', resolved_at = now(), status_by = :u, status_at = now() "
-        "FROM finding_change c WHERE c.key = f.key AND c.to_status = 'resolved'"), {"u": user})
+        "CREATE TEMPORARY TABLE finding_run ON COMMIT DROP AS SELECT " + ", ".join(_COLUMNS)
+        + " FROM finding WITH NO DATA"))
+    _copy_in(conn, "finding_run", rows)
+    conn.execute(sa.text("ANALYZE finding_run (key)"))  # its size and keys: the plans' joins
+    conn.execute(sa.text(_DIFF))
+    conn.execute(sa.text("ANALYZE finding_diff (key, from_status)"))
+    conn.execute(sa.text(_CHANGES))
+    conn.execute(sa.text(_FOUND_AGAIN), {"u": user})
+    conn.execute(sa.text(_FIRST_FOUND), {"u": user})
+    conn.execute(sa.text(_RESOLVED), {"u": user})
     conn.execute(sa.text(
         "INSERT INTO finding_event (key, user_name, from_status, to_status, note) "
         "SELECT key, :u, from_status, to_status, 'scan' FROM finding_change"), {"u": user})
+    conn.execute(sa.text(f"INSERT INTO twin_meta VALUES ('{_SCANNED}', now()::text) "
+                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"))
     changed = dict(conn.execute(sa.text(
         "SELECT to_status, count(*) FROM finding_change GROUP BY to_status")).all())
     open_ = conn.execute(sa.text("SELECT count(*) FROM finding WHERE status <> 'resolved'")).scalar()
-    conn.execute(sa.text("DROP TABLE finding_change, finding_run"))
-    return {"found": int(len(frame)), "new": int(changed.get("new", 0)),
+    conn.execute(sa.text("DROP TABLE finding_change, finding_diff, finding_run"))
+    return {"found": int(rows.num_rows), "new": int(changed.get("new", 0)),
             "active_again": int(changed.get("active", 0)), "resolved": int(changed.get("resolved", 0)),
             "open": int(open_)}
 
@@ -210,19 +266,13 @@ def scan_and_store(
     """The whole-network scan (:func:`analysis.scan.scan_network`, ``scan`` its keyword
     arguments) with every finding stored (``store=True``); the result lists the first ``limit``
     findings of each kind and carries ``findings`` (what :func:`store_findings` counted, or
-    ``None`` with ``store=False``).
+    ``None`` with ``store=False``). The findings go to the store as one table
+    (:func:`analysis.scan.scan_findings`), not as the result's dicts.
     """
-    result = scan_network(engine, limit=None, **scan)
-    stored = store_findings(engine, result, user=user) if store else None
-    for report in result.values():
-        if isinstance(report, dict):
-            cut = False
-            for name, value in list(report.items()):
-                if isinstance(value, list) and value and isinstance(value[0], dict) and "key" in value[0]:
-                    cut = truncate_findings(report, name, limit)["truncated"] or cut
-            if "truncated" in report:
-                report["truncated"] = cut
-    return {**result, "findings": stored}
+    if not store:
+        return {**scan_network(engine, limit=limit, **scan), "findings": None}
+    result, found = scan_findings(engine, limit=limit, **scan)
+    return {**result, "findings": _stored(engine, _rows(found), user)}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -298,7 +348,7 @@ def list_findings(
     where, params = _filters(status, verdict, road, utility_pair, owner_pair)
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
-            f"SELECT {', '.join('f.' + c for c in _LISTED)} FROM finding f WHERE {where} "
+            f"SELECT {_SELECTED} FROM finding f WHERE {where} "
             f"ORDER BY {_STATUS_ORDER}, {_VERDICT_ORDER}, f.measured_m - f.required_m, f.key "
             "LIMIT :limit OFFSET :offset"), {**params, "limit": limit, "offset": offset}).mappings().all()
         counts = conn.execute(sa.text(
@@ -318,7 +368,7 @@ def get_finding(engine: sa.Engine | sa.Connection, key: str) -> dict:
     if isinstance(engine, sa.Engine):
         with engine.connect() as conn:
             return get_finding(conn, key)
-    row = engine.execute(sa.text(f"SELECT {', '.join('f.' + c for c in _LISTED)} FROM finding f "
+    row = engine.execute(sa.text(f"SELECT {_SELECTED} FROM finding f "
                                  "WHERE f.key = :k"), {"k": key}).mappings().first()
     if row is None:
         raise NotFound(f"no finding {key!r}", zh=f"没有问题 {key!r}")

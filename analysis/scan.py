@@ -8,7 +8,10 @@ arrays by ``fork`` (nothing is pickled on the way in), sends its report back thr
 and exits; without fork, or with ``workers=1``, the two run one after the other.
 
 The server's ``network-scan`` process, ``twin analyze scan`` and ``bench/analysis.py`` all
-call :func:`scan_network`, so the benchmark times what the server runs.
+call :func:`scan_network` (storing its findings, through :func:`scan_findings`: the same scan
+with every finding as one Arrow table, so no dict is made per finding), so the benchmark times
+what the server runs. Python's cyclic garbage collector is paused while a scan runs here: it
+makes millions of objects that live to its end and no cycles.
 
 Examples
 --------
@@ -19,16 +22,21 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import gc
 import logging
 import math
 import multiprocessing as mp
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +64,8 @@ from twin.errors import DatabaseError, InputError
 from twin.schema import names
 from twin.settings import TwinSettings
 
-__all__ = ["scan_network", "load_scan_network", "truncate_findings", "DEFAULT_INCLUDE"]
+__all__ = ["scan_network", "scan_findings", "load_scan_network", "truncate_findings", "finding_table",
+           "FINDING_TEXT", "FINDING_NUMBERS", "DEFAULT_INCLUDE"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +160,30 @@ def truncate_findings(report: dict, key: str, limit: int | None) -> dict:
     return report
 
 
+#: What :func:`finding_table` keeps of every finding: text fields, then numbers (m; ``overlap_m``
+#: of a clash, the others' measured clearance in ``measured_m``). A field a finding class lacks
+#: is null.
+FINDING_TEXT = ("key", "kind", "verdict", "a_id", "b_id", "a_utility", "b_utility", "a_owner", "b_owner",
+                "owners", "road", "rule_id")
+FINDING_NUMBERS = ("measured_m", "required_m", "uncertainty_m", "x", "y", "z", "overlap_m")
+
+
+def finding_table(findings: Sequence[object]) -> pa.Table:
+    """Findings (clashes, clearance violations, pairs no rule covers) as one Arrow table, in their
+    order, column by column: what the scan hands the findings store instead of a dict per finding
+    (a quarter of a million at 1M segments; a table crosses the clearance child's pipe as a few
+    buffers). Text missing (None or NaN) is null, as are numbers missing."""
+    columns: dict[str, list] = {c: [] for c in (*FINDING_TEXT, *FINDING_NUMBERS)}
+    for cls, run in groupby(findings, key=type):  # runs of one finding class
+        run = list(run)
+        known = {f.name for f in fields(cls)} | {n for n in dir(cls) if isinstance(getattr(cls, n), property)}
+        for name, values in columns.items():
+            values.extend(map(attrgetter(name), run) if name in known else [None] * len(run))
+    arrays = [pa.array(columns[c], type=pa.string(), from_pandas=True) for c in FINDING_TEXT]
+    arrays += [pa.array(columns[c], type=pa.float64(), from_pandas=True) for c in FINDING_NUMBERS]
+    return pa.Table.from_arrays(arrays, names=[*FINDING_TEXT, *FINDING_NUMBERS])
+
+
 def _quiet(percent: int, message: str) -> None:
     """A progress callback that reports nowhere."""
 
@@ -224,15 +257,16 @@ def _can_fork(workers: int) -> bool:
 
 
 def _analyses(net: Network, pieces: Pieces, rules: pd.DataFrame, limit: int | None, forked: bool,
-              progress: Progress) -> tuple[Pairs, dict, dict, dict[str, float]]:
-    """Candidate pairs, then collision and clearance reports (findings cut to ``limit``), and the
-    seconds each took. Forked: clearance prepares in a child while the pairs are found here."""
+              progress: Progress, tabulate: bool) -> tuple[Pairs, dict, dict, list[pa.Table], dict[str, float]]:
+    """Candidate pairs, then collision and clearance reports (findings cut to ``limit``), every finding
+    of each as a table (``tabulate``; else none) and the seconds each took. Forked: clearance
+    prepares in a child while the pairs are found here."""
 
     def prepare() -> ClearancePrep:
         return prepare_clearances(pieces, rules)
 
-    def clearance(prepared: object, pairs: Pairs) -> dict:
-        return _listed(clearances(net, pieces=pieces, pairs=pairs, prepared=prepared), limit)
+    def clearance(prepared: object, pairs: Pairs) -> tuple[dict, pa.Table | None]:
+        return _reported(clearances(net, pieces=pieces, pairs=pairs, prepared=prepared), limit, tabulate)
 
     t0 = time.perf_counter()
     child = _ClearanceChild(prepare, clearance) if forked else None
@@ -243,7 +277,8 @@ def _analyses(net: Network, pieces: Pieces, rules: pd.DataFrame, limit: int | No
             child.send_pairs(pairs)
         progress(45, f"{len(pairs[0]):,} candidate pairs; collision" + (" and clearance" if forked else ""))
         # near misses are pairs clearance judges (uncertain): listed once, there
-        clash = _listed(collisions(net, pieces=pieces, pairs=pairs, near_misses=False), limit)
+        clash, clash_table = _reported(collisions(net, pieces=pieces, pairs=pairs, near_misses=False), limit,
+                                       tabulate)
     except BaseException:
         if child is not None:
             child.stop()
@@ -251,13 +286,21 @@ def _analyses(net: Network, pieces: Pieces, rules: pd.DataFrame, limit: int | No
     t_clash = time.perf_counter() - t1
     if child is not None:
         progress(70, f"{clash['counts']['hard']:,} hard clashes; waiting for clearance")
-        clear, t_clear = child.result(pairs)
+        (clear, clear_table), t_clear = child.result(pairs)
     else:
         progress(70, f"{clash['counts']['hard']:,} hard clashes; clearance")
         t2 = time.perf_counter()
-        clear, t_clear = clearance(prepare(), pairs), time.perf_counter() - t2
-    return pairs, clash, clear, {"pairs": t1 - t0, "collision": t_clash, "clearance": t_clear,
-                                 "analyses_wall": time.perf_counter() - t1}
+        (clear, clear_table), t_clear = clearance(prepare(), pairs), time.perf_counter() - t2
+    tables = [t for t in (clash_table, clear_table) if t is not None]
+    return pairs, clash, clear, tables, {"pairs": t1 - t0, "collision": t_clash, "clearance": t_clear,
+                                         "analyses_wall": time.perf_counter() - t1}
+
+
+def _reported(report: ClashReport | ClearanceReport, limit: int | None,
+              tabulate: bool) -> tuple[dict, pa.Table | None]:
+    """A report as its dict (findings cut to ``limit``) and, with ``tabulate``, all its findings as a
+    table (:func:`finding_table`)."""
+    return _listed(report, limit), (finding_table(report.findings) if tabulate else None)
 
 
 def scan_network(
@@ -292,6 +335,32 @@ def scan_network(
     ``timings_s`` (load, candidates, collision, clearance, analyses_wall, total; on a cluster
     load, partitions, merge, total, and ``partitions``).
     """
+    return _scan(engine, include=include, rules=rules, settings=settings, limit=limit, progress=progress,
+                 workers=workers, cluster=cluster, partition_m=partition_m, tabulate=False)[0]
+
+
+def scan_findings(engine: sa.Engine, **scan: Any) -> tuple[dict, pa.Table]:
+    """:func:`scan_network` (``scan``: its keyword arguments) and every finding of it, collision's
+    then clearance's, as one table (:func:`finding_table`) whatever ``limit`` lists: what the
+    findings store reads (:func:`analysis.findings.scan_and_store`), without a dict per finding."""
+    result, table = _scan(engine, **scan, tabulate=True)
+    return result, table
+
+
+def _scan(
+    engine: sa.Engine,
+    *,
+    include: Iterable[str] = DEFAULT_INCLUDE,
+    rules: pd.DataFrame | Path | str | None = None,
+    settings: TwinSettings | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    workers: int = 2,
+    cluster: Cluster = None,
+    partition_m: float | None = None,
+    tabulate: bool,
+) -> tuple[dict, pa.Table | None]:
+    """:func:`scan_network`, with every finding as a table too when ``tabulate``."""
     report = progress or _quiet
     statuses = _statuses(include)
     if partition_m is not None and not partition_m > 0:
@@ -300,7 +369,31 @@ def scan_network(
     with using_cluster(settings, cluster) as client:
         if client is not None:
             table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings, db=engine)
-            return _scan_on_cluster(engine, client, settings, statuses, table, limit, partition_m, report)
+            return _scan_on_cluster(engine, client, settings, statuses, table, limit, partition_m, report,
+                                    tabulate)
+    with _cyclic_gc_paused():
+        return _scan_here(engine, statuses, rules, settings, limit, report, workers, tabulate)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off meanwhile: the scan makes millions of objects that
+    live to its end (geometries of the candidate search, findings) and no cycles, and every few
+    hundred thousand of them the collector walked them all again (seconds at 1M segments).
+    Memory is still freed by reference counting."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _scan_here(engine: sa.Engine, statuses: list[str], rules: pd.DataFrame | Path | str | None,
+               settings: TwinSettings | None, limit: int | None, report: Progress, workers: int,
+               tabulate: bool) -> tuple[dict, pa.Table | None]:
+    """:func:`scan_network` in this process (and a forked child)."""
     t0 = time.perf_counter()
     report(2, "reading the network")
     net = load_scan_network(engine, statuses)
@@ -314,12 +407,12 @@ def scan_network(
     pieces = _in_frame(combine(net), net, _extent_origin(net.vertices))
     t2 = time.perf_counter()
     forked = _can_fork(workers)
-    pairs, clash, clear, seconds = _analyses(net, pieces, table, limit, forked, report)
+    pairs, clash, clear, tables, seconds = _analyses(net, pieces, table, limit, forked, report, tabulate)
     t3 = time.perf_counter()
     report(95, "writing the result")
     timings = {"load": t1 - t0, "candidates": t2 - t1 + seconds.pop("pairs"), **seconds, "total": t3 - t0}
-    return _result(n, int(len(pieces.seg)), int(len(pairs[0])), statuses, clash, clear, 2 if forked else 1,
-                   timings)
+    return (_result(n, int(len(pieces.seg)), int(len(pairs[0])), statuses, clash, clear, 2 if forked else 1,
+                    timings), pa.concat_tables(tables) if tabulate else None)
 
 
 def _result(n: int, n_pieces: int, n_pairs: int, statuses: list[str], clash: dict, clear: dict, workers: int,
@@ -513,8 +606,10 @@ def _segment_cells(grid: _Grid, net: Network) -> np.ndarray:
 
 
 def _scan_on_cluster(engine: sa.Engine, client: object, settings: TwinSettings | None, statuses: list[str],
-                     table: pd.DataFrame, limit: int | None, partition_m: float | None, report: Progress) -> dict:
-    """:func:`scan_network` by partitions on a Dask cluster (see the comment above)."""
+                     table: pd.DataFrame, limit: int | None, partition_m: float | None, report: Progress,
+                     tabulate: bool) -> tuple[dict, pa.Table | None]:
+    """:func:`scan_network` by partitions on a Dask cluster (see the comment above); every finding as a
+    table too with ``tabulate``."""
     if settings is None:
         raise InputError("a scan on a cluster needs the twin's settings: its workers read the twin",
                          zh="集群扫描需要孪生库的设置：其工作进程读取孪生库数据")
@@ -542,10 +637,11 @@ def _scan_on_cluster(engine: sa.Engine, client: object, settings: TwinSettings |
                             zh=f"扫描期间管网发生变化（先 {n:,} 段，后 {n_seg:,} 段）；请重新扫描")
     timings = {"load": t1 - t0, "partitions": t2 - t1, "merge": t3 - t2, "total": t3 - t0,
                "worker_seconds": sum(p.get("seconds", p["load_s"]) for p in parts)}
+    (clash_d, clash_t), (clear_d, clear_t) = _reported(clash, limit, tabulate), _reported(clear, limit, tabulate)
     result = _result(n, sum(p["pieces"] for p in parts), sum(p["candidate_pairs"] for p in parts), statuses,
-                     _listed(clash, limit), _listed(clear, limit), n_workers, timings)
+                     clash_d, clear_d, n_workers, timings)
     result["partitions"] = cells
-    return result
+    return result, (pa.concat_tables([clash_t, clear_t]) if tabulate else None)
 
 
 def _listed(report: ClashReport | ClearanceReport, limit: int | None) -> dict:

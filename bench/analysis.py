@@ -8,7 +8,9 @@ Run with ``.venv/bin/python bench/analysis.py``. It
 2. times the whole-network collision + clearance scan (``analysis.scan.scan_network``, target
    <= 20 s, issue 18) and the same with its findings stored (``analysis.findings.scan_and_store``
    called exactly as the server's ``network-scan`` process calls it, with that process's default
-   inputs); same-run references: the read alone (``load_scan_network``) and, for the proposal
+   inputs: a first scan into an emptied findings table, a re-scan, an unchanged re-scan); same-run
+   references: the read alone (``load_scan_network``), the findings store before issue 18 on the
+   unchanged re-scan (``--no-reference`` skips it) and, for the proposal
    check, the candidate search as one PostGIS query (``ST_DWithin`` on the GiST index). Then the
    proposal check of a 1 km pipe (<= 50 ms, issue 18), a cross-section across a road (< 50 ms)
    and a profile over >= 2 km (< 100 ms): the median of repeated runs on a warm connection
@@ -22,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import os
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -216,10 +221,41 @@ def _time_profile(engine: sa.Engine, settings: TwinSettings, roads: list, runs: 
             f"{corridor:.0f} segments read; target 100 ms {_met(ms, TARGETS_MS['profile'])}")
 
 
-def _time_scan(engine: sa.Engine, settings: TwinSettings) -> str:
+#: The findings store before issue 18 (a dict per finding, every row upserted on every scan): the
+#: same-run reference of the stored scan, loaded from this commit.
+STORE_REFERENCE = "639c048be5444140a19d0135193f88511874fc9b"
+
+
+def _reference_store():
+    """``analysis/findings.py`` as of :data:`STORE_REFERENCE`, imported as a module of its own."""
+    text = subprocess.run(["git", "show", f"{STORE_REFERENCE}:analysis/findings.py"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "findings_reference.py"
+    path.write_text(text, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("findings_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stored_scan(store, engine: sa.Engine, settings: TwinSettings, inputs) -> tuple[dict, float, float]:
+    """One stored scan as the server's ``network-scan`` process runs it: result, wall seconds, CPU
+    seconds of this process and of the scan's forked child."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = store(engine, user="bench", include=inputs.include, settings=settings, limit=inputs.limit)
+    k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (k1.ru_utime + k1.ru_stime) - (k0.ru_utime + k0.ru_stime)
+    return r, time.perf_counter() - t0, time.process_time() - c0 + child
+
+
+def _time_scan(engine: sa.Engine, settings: TwinSettings, reference: bool) -> str:
     """The whole-network scan (``scan_network``, as the server's ``network-scan`` process asks it:
     include and limit its defaults), then the same with its findings stored (``scan_and_store``, what
-    that process runs); same-run reference: the read alone (``load_scan_network``)."""
+    that process runs): a first scan into an empty findings table (``bench_analysis``'s findings are
+    the bench's own), a re-scan (every finding new -> active) and an unchanged re-scan; same-run
+    references: the read alone (``load_scan_network``) and, with ``reference``, the findings store of
+    :data:`STORE_REFERENCE` on the unchanged re-scan."""
     inputs = NetworkScanInputs()  # the process's default inputs
 
     def progress(percent: int, message: str) -> None:
@@ -230,26 +266,38 @@ def _time_scan(engine: sa.Engine, settings: TwinSettings) -> str:
     net = load_scan_network(engine, inputs.include)
     read = time.perf_counter() - t0
     del net
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ref = scan_network(engine, include=inputs.include, settings=settings, limit=inputs.limit, progress=progress)
-    alone = time.perf_counter() - t0
+    alone, alone_cpu = time.perf_counter() - t0, time.process_time() - c0
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE finding CASCADE"))
+    runs = {}
+    for name in ("first scan", "re-scan", "unchanged re-scan"):
+        runs[name] = _stored_scan(scan_and_store, engine, settings, inputs)
+        r, wall, cpu = runs[name]
+        print(f"stored scan, {name}: {wall:.1f} s (CPU {cpu:.1f} s), timings {r['timings_s']}, stored "
+              f"{r['findings']}", flush=True)
+    if reference:
+        runs["reference store, unchanged re-scan"] = _stored_scan(_reference_store().scan_and_store, engine,
+                                                                  settings, inputs)
     load1 = _load()
-    t0 = time.perf_counter()
-    r = scan_and_store(engine, user="bench", include=inputs.include, settings=settings, limit=inputs.limit)
-    wall = time.perf_counter() - t0
-    load2 = _load()
+    r = runs["first scan"][0]
     clash, clear = r["collision"]["counts"], r["clearance"]["counts"]
-    print(f"whole-network scan: {alone:.1f} s (timings {ref['timings_s']}); with its findings stored: {wall:.1f} s "
-          f"(timings {r['timings_s']}); reference, the read alone: {read:.1f} s; workers {r['workers']}, clashes "
-          f"{clash}, clearance {clear}, stored {r['findings']}; load average {load0} -> {load1} -> {load2}",
-          flush=True)
+    stored = "; ".join(f"{name} **{wall:.1f} s** (CPU of the scan's processes {cpu:.1f} s; stored {res['findings']})"
+                       for name, (res, wall, cpu) in runs.items())
+    print(f"whole-network scan: {alone:.1f} s (timings {ref['timings_s']}); stored: {stored}; reference, the "
+          f"read alone: {read:.1f} s; workers {r['workers']}, clashes {clash}, clearance {clear}; load average "
+          f"{load0} -> {load1}", flush=True)
     return (f"- whole-network collision + clearance scan (`scan_network`, include {inputs.include}, limit "
             f"{inputs.limit}, clearance in a forked process: {ref['workers'] == 2}): **{alone:.1f} s** "
-            f"{ref['timings_s']}; target {TARGET_SCAN_S:.0f} s {_met(alone, TARGET_SCAN_S)}; with every finding "
-            f"stored (`analysis.findings.scan_and_store`, as the server's `network-scan` process runs it): "
-            f"**{wall:.1f} s** {r['timings_s']}, findings {r['findings']}; same-run reference, the read alone "
-            f"(`load_scan_network`, two COPYs): {read:.1f} s; {r['segments']:,} segments, {r['candidate_pairs']:,} "
-            f"candidate pairs; collision {clash}, clearance {clear}; load average {load0} -> {load1} -> {load2}")
+            f"(CPU of this process {alone_cpu:.1f} s) {ref['timings_s']}; target {TARGET_SCAN_S:.0f} s "
+            f"{_met(alone, TARGET_SCAN_S)}; with every finding stored (`analysis.findings.scan_and_store`, as "
+            f"the server's `network-scan` process runs it): {stored}"
+            + (f" (the reference: the findings store of {STORE_REFERENCE[:7]}, a dict per finding and every "
+               "row upserted)" if reference else "")
+            + f"; same-run reference, the read alone (`load_scan_network`, two COPYs): {read:.1f} s; "
+            f"{r['segments']:,} segments, {r['candidate_pairs']:,} candidate pairs; collision {clash}, "
+            f"clearance {clear}; load average {load0} -> {load1}")
 
 
 def _met(value: float, target: float) -> str:
@@ -263,6 +311,7 @@ def main() -> None:
     ap.add_argument("--skip-scan", action="store_true", help="skip the whole-network scan")
     ap.add_argument("--only-scan", action="store_true", help="time the whole-network scan only")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--no-reference", action="store_true", help="scan: skip the previous findings store's run")
     args = ap.parse_args()
 
     engine = _prepare(args.scale)
@@ -278,7 +327,7 @@ def main() -> None:
                   _time_proposal(engine, settings, roads, args.runs),
                   _time_profile(engine, settings, roads, args.runs)]
     if not args.skip_scan:
-        lines.append(_time_scan(engine, settings))
+        lines.append(_time_scan(engine, settings, not args.no_reference))
     engine.dispose()
     if args.no_record:
         return
