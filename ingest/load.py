@@ -9,10 +9,11 @@ whole batch lands (added, changed and retired counted per table) or nothing does
 from __future__ import annotations
 
 import contextlib
-import io
 import json
+import logging
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,19 +21,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pgpq
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.engine import Engine
 
 from ingest.prepare import Prepared
 from ingest.report import Report
+from twin.errors import InputError
 from twin.schema import KINDS, sql_columns
 from twin.store import INGEST_LOCK
 
 __all__ = ["apply_batch", "begin_batch", "end_batch", "Loader", "feature_frame", "TABLES", "ewkb_points",
-           "ewkb_lines"]
+           "ewkb_lines", "BUILD_SETTINGS"]
+
+log = logging.getLogger("pipetwin.ingest")
 
 
 @dataclass(frozen=True)
@@ -52,40 +56,39 @@ _POINTZ = 0x80000000 | 0x20000000 | 1
 _LINESTRINGZ = 0x80000000 | 0x20000000 | 2
 
 
-def _hex_records(records: np.ndarray) -> pd.arrays.ArrowExtensionArray:
-    """Hex text of each record of a packed structured array: one Arrow string array over the
-    hex of the whole buffer (no Python string per row, none made again for the COPY)."""
-    size = 2 * records.dtype.itemsize
-    text = pa.py_buffer(records.tobytes().hex().encode("ascii"))
+def _wkb_records(records: np.ndarray) -> pd.arrays.ArrowExtensionArray:
+    """Each record of a packed structured array as one binary value: one Arrow array over the
+    whole buffer (no Python object per row, none made again for the COPY)."""
+    size = records.dtype.itemsize
     offsets = pa.py_buffer(np.arange(0, size * (len(records) + 1), size, dtype=np.int64))
     return pd.arrays.ArrowExtensionArray(
-        pa.Array.from_buffers(pa.large_string(), len(records), [None, offsets, text]))
+        pa.Array.from_buffers(pa.large_binary(), len(records), [None, offsets, pa.py_buffer(records.tobytes())]))
 
 
 def ewkb_points(x: np.ndarray, y: np.ndarray, z: np.ndarray, srid: int
                 ) -> pd.arrays.ArrowExtensionArray:
-    """Hex EWKB of POINT Z geometries, as PostGIS reads them from COPY."""
+    """EWKB of POINT Z geometries, as PostGIS reads them from a binary COPY (geometry_recv)."""
     rec = np.zeros(len(x), dtype=[("bo", "u1"), ("type", "<u4"), ("srid", "<u4"),
                                   ("x", "<f8"), ("y", "<f8"), ("z", "<f8")])
     rec["bo"], rec["type"], rec["srid"] = 1, _POINTZ, srid
     rec["x"], rec["y"], rec["z"] = x, y, z
-    return _hex_records(rec)
+    return _wkb_records(rec)
 
 
 def ewkb_lines(x1: np.ndarray, y1: np.ndarray, z1: np.ndarray, x2: np.ndarray, y2: np.ndarray,
                z2: np.ndarray, srid: int) -> pd.arrays.ArrowExtensionArray:
-    """Hex EWKB of two-vertex LINESTRING Z geometries (survey segments are straight)."""
+    """EWKB of two-vertex LINESTRING Z geometries (survey segments are straight)."""
     rec = np.zeros(len(x1), dtype=[("bo", "u1"), ("type", "<u4"), ("srid", "<u4"), ("n", "<u4"),
                                    ("x1", "<f8"), ("y1", "<f8"), ("z1", "<f8"),
                                    ("x2", "<f8"), ("y2", "<f8"), ("z2", "<f8")])
     rec["bo"], rec["type"], rec["srid"], rec["n"] = 1, _LINESTRINGZ, srid, 2
     rec["x1"], rec["y1"], rec["z1"], rec["x2"], rec["y2"], rec["z2"] = x1, y1, z1, x2, y2, z2
-    return _hex_records(rec)
+    return _wkb_records(rec)
 
 
-def _ewkb_polyline(xyz: np.ndarray, srid: int) -> str:
+def _ewkb_polyline(xyz: np.ndarray, srid: int) -> bytes:
     head = struct.pack("<BIII", 1, _LINESTRINGZ, srid, len(xyz))
-    return (head + np.ascontiguousarray(xyz, dtype="<f8").tobytes()).hex()
+    return head + np.ascontiguousarray(xyz, dtype="<f8").tobytes()
 
 
 def _segment_geometry(s: pd.DataFrame, srid: int) -> pd.arrays.ArrowExtensionArray | np.ndarray:
@@ -109,7 +112,7 @@ def _at_points(f: pd.DataFrame, x: str, y: str, z: str, srid: int) -> pd.DataFra
 
 
 def feature_frame(kind: str, frame: pd.DataFrame, srid: int) -> pd.DataFrame:
-    """One kind's prepared features (or a chunk of them) with their geometry as hex EWKB."""
+    """One kind's prepared features (or a chunk of them) with their geometry as EWKB bytes."""
     if kind == "node":
         return _at_points(frame, "easting", "northing", "ground_z", srid)
     if kind == "segment":
@@ -119,30 +122,52 @@ def feature_frame(kind: str, frame: pd.DataFrame, srid: int) -> pd.DataFrame:
     return _at_points(frame, "x", "y", "z", srid)
 
 
-_ARROW_TYPES = {"text": pa.string(), "float8": pa.float64(), "int4": pa.int64(), "bool": pa.bool_()}
+#: Arrow type of each SQL type the loader writes: PostgreSQL's binary COPY wants the exact width.
+_ARROW_TYPES = {"text": pa.string(), "float8": pa.float64(), "int4": pa.int32(), "int8": pa.int64(),
+                "bool": pa.bool_(), "geometry": pa.large_binary()}
+#: The binary COPY's header (signature, flags, no extension) and trailer: written once per COPY
+#: (:meth:`Loader._copy_into`), the rows of every chunk between them.
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
 
 
 def _copy(copy, table: str, frame: pd.DataFrame, columns: list[tuple[str, str]],
           step: Callable[[str], None], chunk_rows: int = 65_536) -> None:
-    """Write a frame into an open COPY of ``table`` as CSV (written by Arrow), in pieces so
-    memory stays flat."""
+    """Write a frame's rows into an open binary COPY of ``table`` (PostgreSQL's binary tuples,
+    encoded from Arrow by pgpq: no text for the server to parse, geometry as EWKB bytes), in
+    pieces so memory stays flat."""
     names = [c for c, _ in columns]
-    options = pacsv.WriteOptions(include_header=False)
     for start in range(0, len(frame), chunk_rows):
         step(f"copying {table.removeprefix('stage_')}s")
         part = frame.iloc[start:start + chunk_rows]
-        arrays = [_arrow_column(part[c], _ARROW_TYPES[t]) for c, t in columns]
-        buf = io.BytesIO()
-        pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), buf, write_options=options)
-        copy.write(buf.getbuffer())
+        batch = pa.RecordBatch.from_arrays([_typed(part, c, _ARROW_TYPES[t], table) for c, t in columns],
+                                           names=names)
+        encoder = pgpq.ArrowToPostgresBinaryEncoder(batch.schema)
+        encoder.write_header()  # (written once per COPY instead)
+        rows = encoder.write_batch(batch) + encoder.finish()
+        copy.write(memoryview(rows)[:-len(COPY_TRAILER)])
+
+
+def _typed(part: pd.DataFrame, column: str, kind: pa.DataType, table: str) -> pa.Array:
+    """One column as the table's type; a value that does not fit it (a count beyond a 32-bit
+    integer) is the import's input error, not a failure of the COPY."""
+    try:
+        return _arrow_column(part[column], kind)
+    except (pa.ArrowInvalid, OverflowError) as exc:
+        name = f"{table.removeprefix('stage_')}.{column}"
+        raise InputError(f"{name}: a value does not fit the column's type {kind}: {exc}",
+                         zh=f"{name}：有值超出该列类型 {kind} 的范围：{exc}") from exc
 
 
 def _arrow_column(values: pd.Series, kind: pa.DataType) -> pa.Array:
-    if kind == pa.string():
+    if kind in (pa.string(), pa.large_binary()):
         if isinstance(values.dtype, pd.ArrowDtype) or getattr(values.dtype, "storage", "") == "pyarrow":
-            return pa.array(values.array)  # Arrow already (the geometry's hex, pandas' str)
+            arrow = pa.array(values.array)  # Arrow already (the geometry, pandas' str)
+            if isinstance(arrow, pa.ChunkedArray):
+                arrow = arrow.combine_chunks()
+            return arrow.cast(kind)
         return pa.array(values.to_numpy(dtype=object), type=kind, from_pandas=True)
-    if kind == pa.int64():
+    if kind in (pa.int32(), pa.int64()):
         return pa.array(pd.array(values, dtype="Int64"), type=kind, from_pandas=True)
     if kind == pa.bool_():
         return pa.array(values.astype(object).to_numpy(), type=kind, from_pandas=True)
@@ -242,6 +267,7 @@ class Loader:
         self._copying: tuple[str, contextlib.ExitStack, Any] | None = None
         self._building: Future | None = None
         self.analysed: set[str] = set()
+        self.index_seconds: dict[str, float] = {}  # each rebuilt index's or key's build
         self._spooled: dict[str, Any] = {}
 
     def __enter__(self) -> Loader:
@@ -273,7 +299,7 @@ class Loader:
         if todo:
             def build() -> None:
                 for name, dropped in todo:
-                    _restore_indexes(self.cur, name, dropped, self.step)
+                    _restore_indexes(self.cur, name, dropped, self.step, self.index_seconds)
                     self.cur.execute(f"ANALYZE {name}")
                     self.analysed.add(name)
 
@@ -297,14 +323,16 @@ class Loader:
 
     def _end_copy(self, *exc: Any) -> None:
         if self._copying is not None:
-            stack = self._copying[1]
+            stack, copy = self._copying[1:]
             self._copying = None
+            if not exc or exc[0] is None:
+                copy.write(COPY_TRAILER)
             stack.__exit__(*(exc or (None, None, None)))
 
     def _columns(self, name: str) -> list[tuple[str, str]]:
-        columns = [*TABLES[name].columns, ("geom", "text")]
+        columns = [*TABLES[name].columns, ("geom", "geometry")]
         if self._target(name) == name:
-            columns += [("scope", "text"), ("batch_id", "int4")]
+            columns += [("scope", "text"), ("batch_id", "int8")]
         return columns
 
     def _copy_into(self, name: str) -> Any:
@@ -316,8 +344,9 @@ class Loader:
         self._end_copy()
         stack = contextlib.ExitStack()
         names = ", ".join(c for c, _ in self._columns(name))
-        copy = stack.enter_context(self.cur.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT csv)",
+        copy = stack.enter_context(self.cur.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT binary)",
                                                  writer=QueuedLibpqWriter(self.cur)))
+        copy.write(COPY_HEADER)
         self._copying = (target, stack, copy)
         return copy
 
@@ -329,9 +358,9 @@ class Loader:
         cur = self.cur
         cur.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")
         if cur.fetchone()[0]:
-            columns = [*TABLES[name].columns, ("geom", "text")]
+            columns = [*TABLES[name].columns, ("geom", "geometry")]
             cur.execute(f"CREATE TEMP TABLE stage_{name} ("
-                        + ", ".join(f"{c} {'geometry' if c == 'geom' else sql}" for c, sql in columns)
+                        + ", ".join(f"{c} {sql}" for c, sql in columns)
                         + ") ON COMMIT DROP")
             self.targets[name] = f"stage_{name}"
         else:
@@ -349,8 +378,8 @@ class Loader:
         frame = feature_frame(name, frame, self.srid)
         if target == name:
             frame = frame.assign(scope=self.scope, batch_id=self.batch_id)
-        columns = [*TABLES[name].columns, ("geom", "text")]
-        columns += [("scope", "text"), ("batch_id", "int4")] if target == name else []
+        columns = [*TABLES[name].columns, ("geom", "geometry")]
+        columns += [("scope", "text"), ("batch_id", "int8")] if target == name else []
         if busy:  # the connection builds indexes: the rows wait on disk, not in memory
             if name not in self._spooled:
                 self._spooled[name] = tempfile.TemporaryFile(prefix="twin-ingest-")
@@ -368,7 +397,8 @@ class Loader:
             self.step(f"merging {name}s")
             target = self.targets.get(name) or self._target(name)
             changes[name] = _merge(self.cur, spec, target, batch_id=self.batch_id, scope=self.scope,
-                                   step=self.step, written=self.written[name], dropped=self.dropped.get(name))
+                                   step=self.step, written=self.written[name], dropped=self.dropped.get(name),
+                                   seconds=self.index_seconds)
         for name in TABLES:
             if name not in self.analysed:  # (analysed by prebuild: nothing written since)
                 self.cur.execute(f"ANALYZE {name}")
@@ -411,27 +441,48 @@ def _drop_indexes(cur, table: str) -> tuple[list, list]:
     return rebuild, refs
 
 
-def _restore_indexes(cur, table: str, dropped: tuple[list, list], step: Callable[[str], None]) -> None:
+#: What a bulk import's index builds may use (inside its transaction only, ``SET LOCAL``): the
+#: sorts of a million ids in memory, and PostgreSQL's parallel B-tree build on the second core.
+BUILD_SETTINGS = {"maintenance_work_mem": "1GB", "max_parallel_maintenance_workers": "2"}
+
+
+def _build_order(definition: str) -> int:
+    """GiST first: they build on one core only, while Python still works on the other; the
+    B-trees, which PostgreSQL builds in parallel, last, when the cores are free."""
+    return 0 if " USING gist " in definition else 1
+
+
+def _restore_indexes(cur, table: str, dropped: tuple[list, list], step: Callable[[str], None],
+                     seconds: dict[str, float] | None = None) -> None:
     """Build the dropped indexes again, then the keys: the primary key's build checks the ids are
-    unique, the foreign keys are validated in one join instead of a check per row."""
+    unique, the foreign keys are validated in one join instead of a check per row. Each build's
+    seconds go to ``seconds`` (by index or constraint name) and the log."""
     rebuild, refs = dropped
-    for name, definition in rebuild:
+    for setting, value in BUILD_SETTINGS.items():
+        cur.execute(f"SET LOCAL {setting} = '{value}'")
+    builds = [(name, definition) for name, definition in sorted(rebuild, key=lambda r: _build_order(r[1]))]
+    builds += [(name, f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}') for name, definition in refs]
+    for name, statement in builds:
         step(f"indexing {table}s ({name})")
-        cur.execute(definition)
-    for name, definition in refs:
-        cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        t0 = time.perf_counter()
+        cur.execute(statement)
+        took = time.perf_counter() - t0
+        log.info("import: %s built in %.2f s", name, took)
+        if seconds is not None:
+            seconds[name] = round(took, 3)
 
 
 def _merge(cur, spec: TableSpec, target: str, *, batch_id: int, scope: str,
            step: Callable[[str], None] = lambda _m: None, written: int = 0,
-           dropped: tuple[list, list] | None = None) -> dict[str, int]:
+           dropped: tuple[list, list] | None = None, seconds: dict[str, float] | None = None
+           ) -> dict[str, int]:
     """Finish one table: rebuild what a bulk COPY dropped, or merge its staging table (rows that
     differ updated, new ones added, those of the scope absent from the batch retired); returns
     the added, changed and retired counts."""
     t = spec.name
     if target == t:  # COPYed straight into a table that had nothing
         if dropped:
-            _restore_indexes(cur, t, dropped, step)
+            _restore_indexes(cur, t, dropped, step, seconds)
         return {"added": written, "changed": 0, "retired": 0}
     names = [c for c, _ in spec.columns] + ["geom"]
     cols = ", ".join(names)
@@ -457,7 +508,7 @@ def _merge(cur, spec: TableSpec, target: str, *, batch_id: int, scope: str,
         cur.execute(f"INSERT INTO {t} ({cols}, scope, batch_id) SELECT {s_cols}, %(scope)s, %(batch)s {fresh}",
                     params)
     if rebuild:
-        _restore_indexes(cur, t, rebuild, step)
+        _restore_indexes(cur, t, rebuild, step, seconds)
     cur.execute(
         f"UPDATE {t} AS t SET retired_at = now(), batch_id = %(batch)s, "
         f"retired_reason = 'absent from batch ' || %(batch)s || ' of scope ' || %(scope)s "

@@ -225,6 +225,7 @@ def _streamed(points: Path, segments: Path, settings: TwinSettings, *, axis_orde
                 if report.error_count:
                     raise _Rejected
                 changes = timer.timed("load", loader.finish)
+                timer.seconds["index"] = round(sum(loader.index_seconds.values()), 3)  # (interleaved)
             _finished(report, ptable, stable, timer, "applied")
             end_batch(conn, batch_id, report, changes, before_commit, files=report.files)
     except _Rejected:

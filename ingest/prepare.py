@@ -7,6 +7,7 @@ visited one by one, to word the report.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from dataclasses import dataclass
 
@@ -121,11 +122,29 @@ def prepare(tables: SurveyTables, settings: TwinSettings, crs: TwinCRS, *, axis_
 
 
 #: What the whole-network checks keep of each point and each segment: compact columns, so a
-#: streamed batch holds a few dozen bytes per feature whatever its size (texts are shared codes).
+#: streamed batch holds a few dozen bytes per feature (texts are shared codes; a segment's ids
+#: are Arrow text, not a Python string each; its plan ends are its points', read through
+#: ``_fi``/``_ti`` when needed).
 _POINT_KEEP = ("id", "_row", "utility", "easting", "northing",
                *(n for n in names("node", reads="checks") if n != "survey_class"))
-_SEGMENT_KEEP = ("id", "_row", "_fi", "_ti", "utility", "subtype", "x1", "y1", "x2", "y2", "from_z", "to_z",
-                 "_valid")
+_SEGMENT_KEEP = ("id", "_row", "_fi", "_ti", "utility", "subtype", "from_z", "to_z", "_valid")
+_ARROW_TEXT = pd.ArrowDtype(pa.string())
+#: glibc's malloc_trim (None elsewhere): the chunks' freed memory handed back to the system.
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
+def _give_back() -> None:
+    """Return what the last chunk or check freed (glibc keeps freed heap, Arrow its pool): the
+    batch's footprint is then what it keeps, not the most any step ever held."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _arrow_text(values: pd.Series | np.ndarray) -> pd.arrays.ArrowExtensionArray:
+    """Text as one Arrow array (a few bytes a value) instead of a Python string per row."""
+    values = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
+    return pd.array(values, dtype=_ARROW_TEXT)
 
 
 class SurveyBatch:
@@ -161,6 +180,7 @@ class SurveyBatch:
         keep["remarks"] = keep["remarks"].where(wanted, None)
         self._points.append(keep)
         self.n_nodes += len(nodes)
+        _give_back()
         return nodes
 
     def end_points(self) -> None:
@@ -173,8 +193,14 @@ class SurveyBatch:
             rows = points.loc[dup, ["id", "_row"]].rename(columns={"id": "point_id"})
             self.report.add_rows("E201", np.ones(len(rows), bool), rows, self.points_file,
                                  lambda r: f"point id {r['point_id']!r} appears more than once", ("point_id",))
-        self.first = points[~ids.duplicated(keep="first").to_numpy()].reset_index(drop=True)
-        self._index = pd.Index(self.first["id"].to_numpy(dtype=object))
+        first = points[~ids.duplicated(keep="first").to_numpy()].reset_index(drop=True)
+        del points, ids
+        # The ids made again in one pass, side by side: the chunks' own were made among their
+        # temporary strings, and kept alive they would keep all that memory from being reused.
+        first["id"] = _arrow_text(first["id"]).to_numpy(dtype=object)
+        self.first = first
+        self._index = pd.Index(first["id"].to_numpy(dtype=object))
+        _give_back()
         self._degree = np.zeros(len(self.first), dtype=np.int64)
 
     def add_segments(self, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -183,15 +209,19 @@ class SurveyBatch:
                                      self.report, check_long=self.check_long,
                                      network_model=self.network_model)
         keep = segments[list(_SEGMENT_KEEP)].copy()
+        keep["id"] = _arrow_text(keep["id"])
+        for col in ("_row", "_fi", "_ti"):
+            keep[col] = keep[col].to_numpy(dtype=np.int32)
         keep["_explicit"] = chunk["id"].notna().to_numpy()
         fi, ti = keep["_fi"].to_numpy(), keep["_ti"].to_numpy()
         ends = np.concatenate([fi, ti])
         self._degree += np.bincount(ends[ends >= 0], minlength=len(self.first))
         # End ids the point table lacks (E202) are kept as given, for the duplicates' report.
-        keep["_from_id"] = chunk["from_id"].where(fi < 0, None).to_numpy()
-        keep["_to_id"] = chunk["to_id"].where(ti < 0, None).to_numpy()
+        keep["_from_id"] = _arrow_text(chunk["from_id"].where(fi < 0, None))
+        keep["_to_id"] = _arrow_text(chunk["to_id"].where(ti < 0, None))
         self._segments.append(keep)
         self.n_segments += len(segments)
+        _give_back()
         return segments
 
     def node_degrees(self, ids: pd.Series) -> np.ndarray:
@@ -211,10 +241,13 @@ class SurveyBatch:
         self._segments = []
         _check_duplicate_segments(seg, self.first, self.segments_file, self.report,
                                   network_model=self.network_model)
+        _give_back()
         _check_degrees(self.first, self._degree, self.points_file, self.report)
-        _check_crossings(seg, self.segments_file, self.report)
+        _check_crossings(seg, self.first, self.segments_file, self.report)
+        _give_back()
         extra = tables or SurveyTables(points=pd.DataFrame(), segments=pd.DataFrame())
-        by_id = self.first.set_index("id")
+        # Indexed by the batch's id index itself: its hash table made once, not again here.
+        by_id = self.first.drop(columns="id").set_axis(self._index.rename("id"))
         if segments is None or extra.valves is None:
             segments = _valve_ends(seg, self.first)
         valves = _valves(extra, by_id, segments, self.report)
@@ -541,11 +574,9 @@ def _check_duplicate_segments(seg: pd.DataFrame, first: pd.DataFrame, f: str, re
     """Duplicates over the whole batch: explicit ids, and the same pair of points for one utility."""
     fi, ti = seg["_fi"].to_numpy(dtype=np.int64), seg["_ti"].to_numpy(dtype=np.int64)
     ok = (fi >= 0) & (ti >= 0)
-    repeated = seg["id"].duplicated(keep="first").to_numpy()
+    repeated = _repeated_text(seg["id"])
     dup_id = repeated & seg["_explicit"].to_numpy(dtype=bool)
-    key = pd.DataFrame({"lo": np.minimum(fi, ti), "hi": np.maximum(fi, ti),
-                        "u": seg["subtype"].fillna(seg["utility"]).astype(str).to_numpy()})
-    dup_pair = ok & key.duplicated(keep="first").to_numpy()
+    dup_pair = ok & _first_seen(np.minimum(fi, ti), np.maximum(fi, ti), _utility_codes(seg)[0])
     dup_generated = repeated & ~dup_id
     if network_model:
         _report_segments(report, "W211", dup_pair & ~dup_generated, seg, first, f,
@@ -601,20 +632,56 @@ def _check_degrees(first: pd.DataFrame, degree: np.ndarray, f: str, report: Repo
                         ("id",))
 
 
-def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
-    """Warn where pipes of one utility cross in plan without sharing a point."""
-    valid = segments["_valid"].to_numpy()
+def _repeated_text(values: pd.Series) -> np.ndarray:
+    """Mask of the values seen before, from Arrow's dictionary encoding (no Python string made
+    per value, as pandas makes for Arrow text)."""
+    arrow = pa.array(values.array) if isinstance(values.dtype, pd.ArrowDtype) else pa.array(
+        values.to_numpy(dtype=object), pa.string())
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    codes = arrow.dictionary_encode(null_encoding="encode").indices.to_numpy(zero_copy_only=False)
+    repeated = np.ones(len(codes), dtype=bool)
+    repeated[np.unique(codes, return_index=True)[1]] = False
+    return repeated
+
+
+def _first_seen(lo: np.ndarray, hi: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Mask of the rows whose (lo, hi, code) triple of non-negative integers came before: one
+    int64 key per row when the three fit in it (no frame of three columns to hash)."""
+    n, c = int(max(lo.max(initial=0), hi.max(initial=0))) + 1, int(code.max(initial=0)) + 1
+    if n * n * c >= 2**62:
+        return pd.DataFrame({"lo": lo, "hi": hi, "u": code}).duplicated(keep="first").to_numpy()
+    key = (lo.astype(np.int64) * n + hi) * c + code
+    return pd.Series(key, copy=False).duplicated(keep="first").to_numpy()
+
+
+def _utility_codes(seg: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's utility code (its subtype, else its utility; "" for neither) as an integer,
+    and the codes' names: factorised per column, so no Python string is made per segment."""
+    sub, sub_names = pd.factorize(seg["subtype"])
+    util, util_names = pd.factorize(seg["utility"])
+    names_ = np.array([*(str(v) for v in sub_names), *(str(v) for v in util_names), ""], dtype=object)
+    unified, code_names = pd.factorize(names_)
+    raw = np.where(sub >= 0, sub, np.where(util >= 0, len(sub_names) + util, len(names_) - 1))
+    return unified[raw], np.asarray(code_names, dtype=object)
+
+
+def _check_crossings(segments: pd.DataFrame, first: pd.DataFrame, f: str, report: Report) -> None:
+    """Warn where pipes of one utility cross in plan without sharing a point (their plan ends
+    are their points' in ``first``: a valid segment has both)."""
+    valid = segments["_valid"].to_numpy(dtype=bool)
     if valid.sum() < 2:
         return
     idx = np.flatnonzero(valid)
-    coords = np.stack([segments["x1"].to_numpy(float)[idx], segments["y1"].to_numpy(float)[idx],
-                       segments["x2"].to_numpy(float)[idx], segments["y2"].to_numpy(float)[idx]], axis=1)
     fi, ti = segments["_fi"].to_numpy()[idx], segments["_ti"].to_numpy()[idx]
-    code = segments["subtype"].fillna(segments["utility"]).fillna("").to_numpy(dtype=object)[idx]
+    e, n = first["easting"].to_numpy(float), first["northing"].to_numpy(float)
+    coords = np.stack([e[fi], n[fi], e[ti], n[ti]], axis=1)
+    codes, code_names = _utility_codes(segments)
+    code = codes[idx]
     found_a, found_b = [], []
     # One tree per utility code: only same-utility crossings matter, and the trees stay small
     # (the lines of one code at a time: a million GEOS lines at once would double the memory).
-    for u in pd.unique(code):
+    for u in np.unique(code):
         members = np.flatnonzero(code == u)
         if len(members) < 2:
             continue
@@ -634,11 +701,13 @@ def _check_crossings(segments: pd.DataFrame, f: str, report: Report) -> None:
         return
     a, b = np.concatenate(found_a), np.concatenate(found_b)
     order = np.lexsort((b, a))  # report in file order
-    ids = segments["id"].to_numpy()
-    for ja, jb in zip(a[order], b[order], strict=True):
-        ia, ib = idx[ja], idx[jb]
-        report.add("W208", f"{code[ja]} segments {ids[ia]} and {ids[ib]} cross without a shared point",
-                   file=f, row=int(segments["_row"].iat[ia]), ids=[ids[ia], ids[ib]])
+    a, b = a[order], b[order]
+    # The ids of the reported segments only (Python strings for a few, not for the million).
+    ids_a, ids_b = (segments["id"].take(idx[j]).to_numpy(dtype=object) for j in (a, b))
+    rows = segments["_row"].to_numpy()[idx[a]]
+    for k, ja in enumerate(a):
+        report.add("W208", f"{code_names[code[ja]]} segments {ids_a[k]} and {ids_b[k]} cross without a shared point",
+                   file=f, row=int(rows[k]), ids=[ids_a[k], ids_b[k]])
 
 
 # -- derived features -----------------------------------------------------------------------

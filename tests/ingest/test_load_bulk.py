@@ -43,7 +43,7 @@ def bulk(twin_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bulk_load_restores_keys_indexes_and_foreign_keys(twin_settings, twin_engine, bulk):
     before = _structure(twin_engine)
     assert any("PRIMARY KEY (id)" in c and c.startswith("segment ") for c in before["constraints"])
-    assert any("gist_geometry_ops_nd" in i for i in before["indexes"])
+    assert any("USING gist" in i for i in before["indexes"])
     report = ingest_survey(SMALL / "points.csv", SMALL / "segments.csv", twin_settings, scope="small")
     assert report.status == "applied", report.as_dict()
     assert report.counts["changes"]["segment"]["added"] == 8

@@ -133,10 +133,10 @@ def test_segments_wait_on_disk_while_the_nodes_are_indexed(twin_settings, twin_e
     real = ingest.load._restore_indexes
     spooled = []
 
-    def slow(cur, table, dropped, step):
+    def slow(cur, table, dropped, step, *args):
         if table == "node":
             cur.execute("SELECT pg_sleep(1)")  # the segments' chunks come meanwhile
-        real(cur, table, dropped, step)
+        real(cur, table, dropped, step, *args)
 
     real_copy = ingest.load._copy
 
