@@ -28,6 +28,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -72,12 +73,14 @@ def first_view(tileset: Path) -> dict:
             "gzip_mib": round(sum(len(gzip.compress(d, 6)) for d in data) / 2**20, 2)}
 
 
-REFERENCE_FILES = ("tiles/glb.py", "tiles/content.py", "tiles/mesh.py", "tiles/style.py", "tiles/tiling.py")
+REFERENCE_FILES = tuple(f"tiles/{name}.py" for name in (
+    "__init__", "build", "cli", "content", "glb", "mesh", "placement", "source", "style", "tiling"))
 PACKAGES = ("twin", "ingest", "analysis", "tiles", "exchange", "live", "documents", "api")
 
 
-def _reference_build(out: Path) -> dict:
-    """The full build with git HEAD's tile writer (in a copy of the packages)."""
+def _reference_build(out: Path, engine: sa.Engine) -> dict:
+    """The full build with git HEAD's tiles package (in a copy of the packages), then its
+    incremental rebuild after the same 100 edits."""
     with tempfile.TemporaryDirectory(prefix="tiles-ref-") as tmp:
         for pkg in PACKAGES:
             shutil.copytree(ROOT / pkg, Path(tmp) / pkg, ignore=shutil.ignore_patterns("__pycache__"))
@@ -85,17 +88,21 @@ def _reference_build(out: Path) -> dict:
             old = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, check=True, capture_output=True).stdout
             (Path(tmp) / name).write_bytes(old)
         code = "import sys; from twin.cli import main; sys.exit(main())"
-        seconds, report, peak = _run_measured(
-            [sys.executable, "-c", code, "tiles", "build", "--full", "--json", "--out", str(out)],
-            cwd=tmp, env=_env({"PYTHONPATH": tmp,
-                               "TWIN_DATA_DIR": os.environ.get("TWIN_DATA_DIR", str(ROOT / ".twin"))}))
-    return {**report, "process_seconds": round(seconds, 2), "peak_pss_mib": round(peak / 2**20)}
+        command = [sys.executable, "-c", code]
+        env = _env({"PYTHONPATH": tmp, "TWIN_DATA_DIR": os.environ.get("TWIN_DATA_DIR", str(ROOT / ".twin"))})
+        seconds, report, peak = _run_measured([*command, "tiles", "build", "--full", "--json", "--out", str(out)],
+                                              cwd=tmp, env=env)
+        inc_s, inc, _ = _incremental(engine, command, out, cwd=tmp, env=env)
+    return {**report, "process_seconds": round(seconds, 2), "peak_pss_mib": round(peak / 2**20),
+            "incremental_process_seconds": round(inc_s, 2), "incremental": inc}
 
 
 def _run_measured(args: list[str], cwd: str | None = None, env: dict[str, str] | None = None
                   ) -> tuple[float, dict, int]:
-    """Run a command; (seconds, its JSON output, peak PSS of it and its children in bytes)."""
+    """Run a command; (seconds, its JSON output, peak PSS of it and its children in bytes). The
+    JSON gets ``process_cpu_seconds``: CPU of the command and its workers (not the database's)."""
     peak = 0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = threading.Event()
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or _env(), text=True,
@@ -128,7 +135,9 @@ def _run_measured(args: list[str], cwd: str | None = None, env: dict[str, str] |
     thread.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{err[-3000:]}")
-    return seconds, json.loads(out), peak
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds, {**json.loads(out), "process_cpu_seconds": round(cpu, 2)}, peak
 
 
 def _schema_segments(engine: sa.Engine) -> int:
@@ -153,8 +162,10 @@ def _ingest(engine: sa.Engine, twin: str, out: Path, scale: float) -> None:
     print(f"  ingest {time.perf_counter() - t0:.1f} s", flush=True)
 
 
-def _incremental(engine: sa.Engine, twin: str, tiles: Path) -> tuple[float, dict, int]:
-    """Change the material of the 100 segments nearest the centre, time the rebuild, put it back."""
+def _incremental(engine: sa.Engine, twin: list[str], tiles: Path, cwd: str | None = None,
+                 env: dict[str, str] | None = None) -> tuple[float, dict, int]:
+    """Change the material of the 100 segments nearest the centre, time the rebuild (``twin``:
+    the command), put it back (and bring the tileset up to date again, not timed)."""
     mark = f" (bench {int(time.time())})"
     with engine.begin() as conn:
         cx, cy = conn.execute(sa.text(
@@ -167,12 +178,13 @@ def _incremental(engine: sa.Engine, twin: str, tiles: Path) -> tuple[float, dict
                AND retired_at IS NULL
             RETURNING id""").bindparams(x=cx, y=cy, mark=mark)).scalars().all()
     try:
-        inc_s, inc, _ = _run_measured([twin, "tiles", "build", "--json", "--out", str(tiles)])
+        inc_s, inc, _ = _run_measured([*twin, "tiles", "build", "--json", "--out", str(tiles)], cwd=cwd, env=env)
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f"UPDATE {SCHEMA}.segment SET material = left(material, -length(:mark)) "
                                  "WHERE id = ANY(:ids) AND retired_at IS NULL AND material LIKE '%' || :mark"),
                          {"mark": mark, "ids": list(changed)})
+    _run_measured([*twin, "tiles", "build", "--json", "--out", str(tiles)], cwd=cwd, env=env)
     return inc_s, inc, len(changed)
 
 
@@ -201,26 +213,30 @@ def main() -> None:
     rate = full["segments"] / full["seconds"]
     view = first_view(tiles)
     print(json.dumps({"full": full, "first_view": view}), flush=True)
-    inc_s, inc, n_changed = _incremental(engine, twin, tiles)
+    inc_s, inc, n_changed = _incremental(engine, [twin], tiles)
     print(json.dumps({"incremental_s": inc_s, "incremental": inc}), flush=True)
-    engine.dispose()
     ref = None
     if not args.no_reference:
-        print("same-run reference: the full build by git HEAD's code ...", flush=True)
-        ref = _reference_build(args.out / "tileset-head")
+        print("same-run reference: the full and incremental builds by git HEAD's code ...", flush=True)
+        ref = _reference_build(args.out / "tileset-head", engine)
         ref["first_view"] = first_view(args.out / "tileset-head")
+        print(json.dumps({"reference": ref}), flush=True)
+    engine.dispose()
 
     figures = {
         "segments": full["segments"], "nodes": full["nodes"], "tiles": full["tiles"],
         "triangles": full["triangles"], "bytes": full["bytes"],
         "full_seconds": full["seconds"], "full_process_seconds": round(full_s, 2),
         "segments_per_s": round(rate), "bytes_per_segment": round(full["bytes"] / max(full["segments"], 1)),
-        "peak_pss_mib": round(peak / 2**20), "stages": full["stages"], "first_view": view,
+        "peak_pss_mib": round(peak / 2**20), "stages": full["stages"], "cpu_stages": full.get("cpu_stages"),
+        "first_view": view,
         "changed": n_changed, "incremental_seconds": inc["seconds"],
         "incremental_process_seconds": round(inc_s, 2), "incremental_written": inc["tiles_written"],
         "incremental_kept": inc["tiles_kept"], "incremental_stages": inc["stages"],
+        "incremental_cpu_stages": inc.get("cpu_stages"),
         "reference": ref and {k: ref[k] for k in ("seconds", "process_seconds", "bytes", "triangles", "tiles",
-                                                   "stages", "first_view", "peak_pss_mib")},
+                                                   "stages", "first_view", "peak_pss_mib",
+                                                   "incremental_process_seconds", "process_cpu_seconds")},
     }
     print(json.dumps(figures, indent=2))
     ok = {"rate": rate >= TARGET_SEGMENTS_PER_S, "inc": inc_s <= TARGET_INCREMENTAL_S,
@@ -247,21 +263,30 @@ def _record(args: argparse.Namespace, full: dict, full_s: float, rate: float, fi
         f"- full build `twin tiles build --full`: {full['seconds']:.1f} s = **{rate:,.0f} segments/s** "
         f"({full_s:.1f} s with process start), {full['tiles']:,} tiles, {full['triangles']:,} triangles, "
         f"{full['bytes'] / 2**20:,.0f} MiB = **{figures['bytes_per_segment']:,} bytes/segment**, "
-        f"peak PSS {figures['peak_pss_mib']:,} MiB; stages (s): {full['stages']}",
+        f"peak PSS {figures['peak_pss_mib']:,} MiB; stages (s): {full['stages']}; CPU s per stage "
+        f"(build process and its workers, not the database): {full.get('cpu_stages')}, "
+        f"{full['process_cpu_seconds']} CPU s with process start",
         f"- first view (the {view['tiles']} trunk-only tiles of the coarsest level): {view['mib']} MiB, "
         f"**{view['gzip_mib']} MiB gzip**",
         f"- incremental `twin tiles build` after an UPDATE of {n_changed} segments near the centre: "
         f"**{inc_s:.2f} s** end to end ({inc['seconds']:.2f} s in the build), {inc['tiles_written']} tiles "
-        f"rewritten, {inc['tiles_kept']:,} kept; stages (s): {inc['stages']}",
+        f"rewritten, {inc['tiles_kept']:,} kept; stages (s): {inc['stages']}; CPU s: {inc.get('cpu_stages')}, "
+        f"{inc['process_cpu_seconds']} CPU s with process start",
     ]
     if ref:
         rv = ref["first_view"]
+        ri = ref["incremental"]
         section.append(
-            f"- same-run reference, git HEAD's code (uncompressed float GLB): {ref['seconds']:.1f} s = "
-            f"{full['segments'] / ref['seconds']:,.0f} segments/s, {ref['bytes'] / 2**20:,.0f} MiB = "
+            f"- same-run reference, git HEAD's tiles package: full build {ref['seconds']:.1f} s = "
+            f"{full['segments'] / ref['seconds']:,.0f} segments/s (x{ref['seconds'] / full['seconds']:.2f} the "
+            f"time of this one; {ref['process_cpu_seconds']} CPU s against {full['process_cpu_seconds']}), "
+            f"{ref['bytes'] / 2**20:,.0f} MiB = "
             f"{ref['bytes'] / max(full['segments'], 1):,.0f} bytes/segment, {ref['triangles']:,} triangles; "
             f"first view {rv['tiles']} tiles {rv['mib']} MiB, {rv['gzip_mib']} MiB gzip; "
-            f"stages (s): {ref['stages']}")
+            f"stages (s): {ref['stages']}; incremental after the same edits "
+            f"{ref['incremental_process_seconds']:.2f} s end to end ({ri['seconds']:.2f} s in the build, "
+            f"{ri['tiles_written']} tiles, {ri['process_cpu_seconds']} CPU s against {inc['process_cpu_seconds']}), "
+            f"stages (s): {ri['stages']}")
     section.append(
         f"- targets: >= {TARGET_SEGMENTS_PER_S:,} segments/s {_met(ok['rate'])}; <= {TARGET_BYTES_PER_SEGMENT} "
         f"bytes/segment {_met(ok['bytes'])}; first view <= {TARGET_FIRST_VIEW_MIB:g} MiB {_met(ok['view'])}; "

@@ -2,10 +2,14 @@
 
 The output folder holds ``tileset.json``, the contents ``t/<level>/<x>/<y>.glb`` and a build
 manifest (``manifest.json``: frame, root cell, per-tile boxes and counts;
-``manifest-features.npz``: every feature's id, version and tile). An incremental build reads
-the light index of the network, tiles it again with the same root cell and frame, compares
-with the manifest and rebuilds only the tiles whose features were added, changed, moved or
-removed (and the tiles of fittings whose pipes changed); the others are kept. Tiles are meshed
+``manifest-features.npz``: every feature's id, key, tile and what placed it there;
+``manifest-versions.npy``: their versions). A small change (no feature added, removed or moved)
+is found from the rows written since the last build alone, and only its tiles' features are
+read and meshed again, in this process. Otherwise an incremental build reads the light index
+of the network, tiles it again with the same root cell and frame, compares with the manifest
+and rebuilds only the tiles whose features were added, changed, moved or removed (and the
+tiles of fittings whose pipes changed); the others are kept. A full build reads the index and
+the full records in one pass. Tiles are meshed
 in worker processes (one per core) when there are enough of them, or on a Dask cluster
 (``cluster=``; by default when ``TWIN_DASK_SCHEDULER`` names one): batches of neighbouring
 quadtree cells, whose workers read their features from the twin by id and write the contents
@@ -21,6 +25,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,6 +61,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: quantized, meshopt-compressed contents (issue 18)
 MANIFEST = "manifest.json"
 FEATURES = "manifest-features.npz"
+#: Every feature's version, in the order of FEATURES (apart: the only array a small rebuild writes).
+VERSIONS = "manifest-versions.npy"
 TILESET = "tileset.json"
 CONTENT_URI = "t/{key}.glb"
 #: Below this many tiles to build, one process does it all (forking costs more).
@@ -70,14 +77,63 @@ def tiles_dir(settings: TwinSettings) -> Path:
     return Path(settings.tiles_dir) if settings.tiles_dir else Path(settings.data_dir) / "tiles"
 
 
-def _load_manifest(out: Path) -> tuple[dict | None, dict | None]:
+class _Previous:
+    """The features of the last build (``manifest-features.npz`` and ``manifest-versions.npy``),
+    each array read when first used: a small rebuild reads a few of them.
+
+    Ids are kept as UTF-8 bytes and offsets (``id_bytes``, ``id_offsets``): :meth:`ids` turns
+    only the rows asked for into strings.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self._npz = np.load(out / FEATURES, allow_pickle=False)
+        self._cache: dict[str, np.ndarray] = {"versions": np.load(out / VERSIONS, allow_pickle=False)}
+        if len(self._cache["versions"]) != len(self["keys"]):
+            raise ValueError("versions of another build")
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = self._npz[key]
+        return self._cache[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._cache or key in self._npz.files
+
+    def ids(self, rows: np.ndarray) -> np.ndarray:
+        """The ids (objects) of the features ``rows`` (a mask or indices)."""
+        offsets = self["id_offsets"]
+        every = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets),
+                                                 pa.py_buffer(self["id_bytes"]))
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+        return every.take(pa.array(rows, pa.int64())).to_numpy(zero_copy_only=False).astype(object)
+
+    def row_finder(self) -> Callable[[np.ndarray], np.ndarray]:
+        """:func:`_row_finder` of the keys, with the order kept in the file."""
+        return _row_finder(self["keys"], self["key_order"] if "key_order" in self else None)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._npz.close()
+
+
+def _load_manifest(out: Path) -> tuple[dict | None, _Previous | None]:
     try:
         manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-        with np.load(out / FEATURES, allow_pickle=False) as z:
-            features = {k: z[k] for k in z.files}
-        return manifest, features
-    except (OSError, ValueError, KeyError):
+        return manifest, _Previous(out)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None, None
+
+
+def _id_blob(arr: pa.LargeStringArray) -> dict[str, np.ndarray]:
+    """Ids as ``id_bytes`` (UTF-8) and ``id_offsets``: stored and read without a Python object
+    per id."""
+    if arr.offset:
+        arr = pa.concat_arrays([arr])  # unsliced buffers
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, np.int64)[:len(arr) + 1] if len(arr) else np.zeros(1, np.int64)
+    data = (np.frombuffer(data_buf, np.uint8)[:int(offsets[-1])] if data_buf is not None
+            else np.zeros(0, np.uint8))
+    return {"id_bytes": data.copy(), "id_offsets": offsets.copy()}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -99,7 +155,10 @@ def _worker_init() -> None:
 
 def _build_one(job: tuple[int, str, int, int, int, int]) -> tuple[int, list, list, int, int, int]:
     st = _STATE
-    return _write_tile(job, st["seg"], st["nodes"], st["frame"], st["out"])
+    index, key, s0, s1, n0, n1 = job
+    seg = st["seg"].take(st["s_order"][s0:s1])
+    nodes = st["nodes"].take(st["n_order"][n0:n1])
+    return _write_tile((index, key, 0, s1 - s0, 0, n1 - n0), seg, nodes, st["frame"], st["out"])
 
 
 def _write_tile(job: tuple[int, str, int, int, int, int], seg: pd.DataFrame, nodes: pd.DataFrame,
@@ -161,10 +220,11 @@ class _Features:
 
     def arrays(self, tree: Quadtree, tile_keys: np.ndarray) -> dict[str, np.ndarray]:
         """The arrays kept in ``manifest-features.npz``."""
-        ids = (np.concatenate([self.seg_ids.astype(str).to_numpy(), self.node_ids.astype(str).to_numpy()]).astype(str)
-               if len(self.keys) else np.zeros(0, str))
+        ids = pa.concat_arrays([pa.array(i, type=pa.large_string(), from_pandas=True)
+                                for i in (self.seg_ids, self.node_ids)])
         return {"keys": self.keys, "versions": self.versions, "tile": tree.tile_of.astype(np.int32),
-                "tile_keys": tile_keys.astype(str), "ids": ids,
+                "tile_keys": tile_keys.astype(str), **_id_blob(ids),
+                "key_order": np.argsort(self.keys, kind="stable").astype(np.int64),
                 "is_segment": np.arange(len(self.keys)) < self.n_seg, "level": self.level,
                 "rank": self.rank, "ax": self.ax, "ay": self.ay}
 
@@ -182,68 +242,72 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
     incremental path are meshed here.
     """
     started = time.perf_counter()
-    stages: dict[str, float] = {}
     step = progress or (lambda stage, done, total: None)
     out = Path(out_dir) if out_dir is not None else tiles_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
-
-    def lap(name: str, t0: float) -> float:
-        now = time.perf_counter()
-        stages[name] = round(now - t0, 3)
-        return now
-
-    t = time.perf_counter()
     step("reading the network", 0, 1)
     engine = open_twin(settings)
-    params = _params(settings)
-    stamp = _stamp(engine)
-    manifest, previous = (None, None) if full else _load_manifest(out)
-    if manifest is not None and manifest.get("twin") != stamp["twin"]:
-        manifest, previous = None, None  # another twin's tileset (or an unstamped one): all anew
-    same_params = manifest is not None and manifest.get("params") == params
-    if same_params:
-        fast = _fast_incremental(engine, out, manifest, previous, workers, step, started, stamp)
-        if fast is not None:
-            engine.dispose()
-            return fast
+    manifest, previous = None, None
     try:
-        with engine.connect() as conn:
-            snapshot = _snapshot(conn)
-            counts = list(conn.execute(sa.text(
-                "SELECT (SELECT count(*) FROM current_segment), (SELECT count(*) FROM current_node)")).one())
-        seg, nodes = read_index(engine)
-        t = lap("index", t)
-        feats = _Features.of(seg, nodes)
-        n_seg, n_node = feats.n_seg, feats.n_node
-        tree, frame, incremental = _tile(engine, settings, feats, manifest if same_params else None)
-        tile_keys = np.array([tl.key for tl in tree.tiles], dtype=object)
-        has_content = np.array([len(tl.features) > 0 for tl in tree.tiles], dtype=bool)
-        t = lap("tiling", t)
-        if incremental:
-            build = _tiles_to_rebuild(engine, out, previous, feats, tree, tile_keys, has_content)
+        stamp = _stamp(engine)
+        manifest, previous = (None, None) if full else _load_manifest(out)
+        if manifest is not None and manifest.get("twin") != stamp["twin"]:
+            manifest = None  # another twin's tileset (or an unstamped one): all anew
+        if manifest is not None and manifest.get("params") == _params(settings):
+            fast = _fast_incremental(engine, out, manifest, previous, workers, step, started, stamp)
+            if fast is not None:
+                return fast
         else:
-            build = list(np.flatnonzero(has_content))
-        t = lap("compare", t)
-
-        # Full records of the features of the tiles to build.
-        tile_of = tree.tile_of
-        sel_seg, sel_node = _features_in(tree, build, n_seg, n_node)
-        on_cluster = _on_cluster(settings, cluster, len(build))
-        if not on_cluster:
-            step("reading features", 0, 1)
-            seg_rows, node_rows = _read_details(engine, seg, nodes, sel_seg, sel_node)
-        t = lap("read", t)
+            manifest = None
+        return _build(settings, engine, out, manifest, previous, stamp, workers, cluster, step, started)
     finally:
+        if previous is not None:
+            previous.close()
         engine.dispose()
 
-    if on_cluster:
+
+def _build(settings: TwinSettings, engine: sa.Engine, out: Path, manifest: dict | None,
+           previous: _Previous | None, stamp: dict, workers: int | None, cluster: Cluster, step: Progress,
+           started: float) -> dict:
+    """A build from the whole index: incremental against ``manifest`` (of the same parameters)
+    when the tiling keeps its root cell, else in full."""
+    stages = _Stages()
+    with engine.connect() as conn:
+        snapshot = _snapshot(conn)
+    # A build of every tile here reads the full records with the index, in one pass.
+    whole = manifest is None and (cluster is False or (cluster is None and not settings.dask_scheduler))
+    seg, nodes = read_index(engine, details=whole)
+    stages.lap("index")
+    feats = _Features.of(seg, nodes)
+    n_seg, n_node = feats.n_seg, feats.n_node
+    tree, frame, incremental = _tile(engine, settings, feats, manifest)
+    tile_keys = np.array([tl.key for tl in tree.tiles], dtype=object)
+    has_content = np.array([len(tl.features) > 0 for tl in tree.tiles], dtype=bool)
+    stages.lap("tiling")
+    if incremental:
+        build = _tiles_to_rebuild(engine, out, previous, feats, tree, tile_keys, has_content)
+    else:
+        build = list(np.flatnonzero(has_content))
+    stages.lap("compare")
+
+    # Full records of the features of the tiles to build.
+    tile_of = tree.tile_of
+    sel_seg, sel_node = _features_in(tree, build, n_seg, n_node)
+    if _on_cluster(settings, cluster, len(build)):
+        stages.lap("read")
         results = _mesh_on_cluster(settings, cluster, seg["id"].to_numpy(object)[sel_seg],
                                    nodes["id"].to_numpy(object)[sel_node], tile_of[sel_seg],
                                    tile_of[n_seg + sel_node], build, tile_keys, frame, out, step)
     else:
+        step("reading features", 0, 1)
+        if whole:
+            seg_rows, node_rows = _whole_rows(seg, nodes, sel_seg, sel_node)
+        else:
+            seg_rows, node_rows = _read_details(engine, seg, nodes, sel_seg, sel_node)
+        stages.lap("read")
         results = _mesh_tiles(seg_rows, node_rows, tile_of[sel_seg], tile_of[n_seg + sel_node], build,
                               tile_keys, frame, out, workers, step)
-    t = lap("mesh", t)
+    stages.lap("mesh")
 
     # Tiles kept keep their manifest entries; built ones get new ones.
     old_tiles = (manifest or {}).get("tiles", {}) if incremental else {}
@@ -256,12 +320,11 @@ def build_tileset(settings: TwinSettings, out_dir: Path | str | None = None, ful
                                                   uri=CONTENT_URI), stamp))
     _save_features(out, feats.arrays(tree, tile_keys))
     _write_json(out / MANIFEST, {
-        **stamp, "params": params, "frame": frame.as_dict(),
+        **stamp, "params": _params(settings), "frame": frame.as_dict(),
         "root": {"origin": list(tree.origin), "size": tree.size},
-        "snapshot": snapshot, "counts": counts,
-        "tiles": entries,
+        "snapshot": snapshot, "tiles": entries,
     })
-    lap("write", t)
+    stages.lap("write")
     return _report(out, not incremental, entries, results, n_seg, n_node, time.perf_counter() - started,
                    stages, removed)
 
@@ -293,7 +356,7 @@ def _tile(engine: sa.Engine, settings: TwinSettings, feats: _Features, manifest:
     return tree, Frame.at(settings.crs, cx, cy, float(ground_z or 0.0), settings.geoid_offset_m), False
 
 
-def _tiles_to_rebuild(engine: sa.Engine, out: Path, previous: dict, feats: _Features, tree: Quadtree,
+def _tiles_to_rebuild(engine: sa.Engine, out: Path, previous: _Previous, feats: _Features, tree: Quadtree,
                       tile_keys: np.ndarray, has_content: np.ndarray) -> list[int]:
     """Tiles (indices) whose features changed since the manifest, or whose content is missing."""
     dirty = _dirty_tiles(engine, previous, feats.keys, feats.versions, tree.tile_of, tile_keys, feats.n_seg,
@@ -348,20 +411,19 @@ def _mesh_tiles(seg_rows: pd.DataFrame, node_rows: pd.DataFrame, seg_tile: np.nd
                 build: list[int], tile_keys: np.ndarray, frame: Frame, out: Path, workers: int | None,
                 step: Progress) -> list[tuple]:
     """Mesh and write the tiles ``build``; one (index, min, max, triangles, features, bytes) each."""
-    # Sort by tile so each tile's rows are one slice.
-    seg_rows = seg_rows.assign(tile=seg_tile).sort_values("tile", kind="stable").reset_index(drop=True)
-    node_rows = node_rows.assign(tile=node_tile).sort_values("tile", kind="stable").reset_index(drop=True)
+    # Each tile's rows are a slice of the rows in tile order (taken by the worker that meshes it:
+    # no sorted copy of the frames here).
+    s_order = np.argsort(seg_tile, kind="stable")
+    n_order = np.argsort(node_tile, kind="stable")
     build_arr = np.asarray(build, dtype=np.int64)
-    s_lo = np.searchsorted(seg_rows["tile"].to_numpy(), build_arr, "left")
-    s_hi = np.searchsorted(seg_rows["tile"].to_numpy(), build_arr, "right")
-    n_lo = np.searchsorted(node_rows["tile"].to_numpy(), build_arr, "left")
-    n_hi = np.searchsorted(node_rows["tile"].to_numpy(), build_arr, "right")
+    s_lo, s_hi = np.searchsorted(seg_tile[s_order], build_arr, "left"), np.searchsorted(seg_tile[s_order], build_arr, "right")
+    n_lo, n_hi = np.searchsorted(node_tile[n_order], build_arr, "left"), np.searchsorted(node_tile[n_order], build_arr, "right")
     jobs = [(int(i), str(tile_keys[i]), int(a), int(b), int(c), int(d))
             for i, a, b, c, d in zip(build_arr, s_lo, s_hi, n_lo, n_hi, strict=True)]
     # Biggest first, for an even load across workers.
     jobs.sort(key=lambda j: -(j[3] - j[2] + j[5] - j[4]))
 
-    _STATE.update(seg=seg_rows, nodes=node_rows, frame=frame, out=out)
+    _STATE.update(seg=seg_rows, nodes=node_rows, s_order=s_order, n_order=n_order, frame=frame, out=out)
     results = []
     workers = workers or os.cpu_count() or 1
     step("meshing tiles", 0, len(jobs))
@@ -404,24 +466,30 @@ def _snapshot(conn: sa.Connection) -> str:
         "WHERE datname = current_database() AND xact_start IS NOT NULL))::text")).scalar()
 
 
-def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: dict, workers: int | None,
+def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: _Previous, workers: int | None,
                       step: Progress, started: float, stamp: dict) -> dict | None:
     """Rebuild the tiles of the features changed since the last build when the tiling stays the same.
 
     Returns None (the caller then re-tiles from the full index) when a feature was added,
     retired, deleted or moved to another anchor or level, or a source or customer changed.
+    Nothing but the changed rows is read to find them (the change mark first: none moved it,
+    nothing to do), and only the dirty tiles' features to mesh them, in this process.
     """
-    stages: dict[str, float] = {}
-    t = time.perf_counter()
+    stages = _Stages()
     since = manifest.get("snapshot")
-    counts = manifest.get("counts")
-    if not since or not counts or "level" not in previous:
+    if not since or "level" not in previous:
         return None
-    changes = _changes_since(engine, since, counts)
+    is_seg = previous["is_segment"]
+    n_seg = int(is_seg.sum())
+    if stamp["changes"] == manifest.get("changes"):  # no feature written since the last build read
+        stages.lap("compare")
+        return _report(out, False, manifest["tiles"], [], n_seg, len(is_seg) - n_seg,
+                       time.perf_counter() - started, stages, 0)
+    rows_of = previous.row_finder()
+    changes = _changes_since(engine, since, rows_of)
     if changes is None:
         return None
     snapshot, seg, node = changes
-    rows_of = _row_finder(previous["keys"])
     versions = previous["versions"].copy()
     seg_change = _changed_segments(seg, previous, rows_of, versions)
     if seg_change is None:
@@ -435,65 +503,71 @@ def _fast_incremental(engine: sa.Engine, out: Path, manifest: dict, previous: di
     if end_keys:
         ends = rows_of(np.array(end_keys, dtype=np.int64).view(np.uint64))
         dirty |= set(tile[ends[ends >= 0]].tolist())
-    stages["compare"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
+    stages.lap("compare")
 
     seg_rows, node_rows, seg_tile, node_tile = _read_tiles(engine, previous, dirty, rows_of)
-    stages["read"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
+    stages.lap("read")
     tile_keys = np.asarray(previous["tile_keys"]).astype(object)
     frame = Frame.from_dict(manifest["frame"])
     results = _mesh_tiles(seg_rows, node_rows, seg_tile, node_tile, sorted(dirty), tile_keys, frame, out,
                           workers, step)
-    stages["mesh"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
+    stages.lap("mesh")
 
     entries = manifest["tiles"]
     _enter_results(entries, tile_keys, results)
     doc = json.loads((out / TILESET).read_text(encoding="utf-8"))
     _refresh_boxes(doc["root"], entries)
     _write_json(out / TILESET, _stamped(doc, stamp))
-    _save_features(out, {**previous, "versions": versions})
+    _save_versions(out, versions)
     manifest.update(stamp, snapshot=snapshot)
     _write_json(out / MANIFEST, manifest)
-    stages["write"] = round(time.perf_counter() - t, 3)
-    is_seg = previous["is_segment"]
-    n_seg = int(is_seg.sum())
+    stages.lap("write")
     return _report(out, False, entries, results, n_seg, len(is_seg) - n_seg, time.perf_counter() - started,
                    stages, 0)
 
 
-def _changes_since(engine: sa.Engine, since: str, counts: list[int]
+#: Drawn nodes to look at again: written since ``:t``, or their source or customer was.
+_CHANGED_NODES = """
+    SELECT id, hashtextextended(id, 2), retired_at IS NOT NULL FROM node WHERE valid_from >= :t
+    UNION
+    SELECT id, hashtextextended(id, 2), retired_at IS NOT NULL FROM node WHERE id IN (
+        SELECT node_id FROM source WHERE valid_from >= :t
+        UNION SELECT node_id FROM customer WHERE valid_from >= :t
+        UNION SELECT node_id FROM source_history WHERE op = 'delete' AND valid_to >= :t
+        UNION SELECT node_id FROM customer_history WHERE op = 'delete' AND valid_to >= :t)"""
+
+
+def _changes_since(engine: sa.Engine, since: str, rows_of: Callable[[np.ndarray], np.ndarray]
                    ) -> tuple[str, list[sa.Row], list[sa.Row]] | None:
     """The snapshot and the segments and nodes written since ``since`` (hashed ids, anchors).
 
-    None when the tiling cannot stay: the counts changed, a source or customer changed, or a
-    feature was retired.
+    Every write of a feature row sets its ``valid_from`` (the history trigger; indexed), so the
+    rows written since are found without a pass over the tables; a deleted row is in its
+    history. The rows may include some the last build already had (``since`` is the start of
+    the oldest transaction then open): their versions tell. None when the tiling cannot stay: a
+    feature of the tileset was deleted.
     """
     with engine.connect() as conn:
         snapshot = _snapshot(conn)
-        now_counts = conn.execute(sa.text(
-            "SELECT (SELECT count(*) FROM current_segment), (SELECT count(*) FROM current_node), "
-            "(SELECT count(*) FROM source WHERE valid_from > :t OR retired_at > :t), "
-            "(SELECT count(*) FROM customer WHERE valid_from > :t OR retired_at > :t)"), {"t": since}).one()
-        if [now_counts[0], now_counts[1]] != counts or now_counts[2] or now_counts[3]:
+        deleted = conn.execute(sa.text(
+            "SELECT hashtextextended(id, 1) FROM segment_history WHERE op = 'delete' AND valid_to >= :t "
+            "UNION ALL SELECT hashtextextended(id, 2) FROM node_history WHERE op = 'delete' AND valid_to >= :t"),
+            {"t": since}).scalars().all()
+        if deleted and (rows_of(np.array(deleted, dtype=np.int64).view(np.uint64)) >= 0).any():
             return None
         seg = conn.execute(sa.text("""
             SELECT hashtextextended(id, 1), version, shape, diameter_mm, width_mm,
                    (ST_XMin(geom) + ST_XMax(geom)) / 2, (ST_YMin(geom) + ST_YMax(geom)) / 2,
                    retired_at IS NOT NULL, hashtextextended(from_node, 2), hashtextextended(to_node, 2)
-              FROM segment WHERE valid_from > :t OR retired_at > :t"""), {"t": since}).all()
-        node = conn.execute(sa.text("""
-            SELECT id, hashtextextended(id, 2), retired_at IS NOT NULL
-              FROM node WHERE valid_from > :t OR retired_at > :t"""), {"t": since}).all()
-    if any(r[7] for r in seg) or any(r[2] for r in node):
-        return None
+              FROM segment WHERE valid_from >= :t"""), {"t": since}).all()
+        node = conn.execute(sa.text(_CHANGED_NODES), {"t": since}).all()
     return snapshot, seg, node
 
 
-def _row_finder(keys: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """A function giving the row of each key in ``keys`` (-1 where absent)."""
-    order = np.argsort(keys, kind="stable")
+def _row_finder(keys: np.ndarray, order: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function giving the row of each key in ``keys`` (-1 where absent); ``order``: the keys'
+    stable argsort, when known."""
+    order = np.argsort(keys, kind="stable") if order is None else order
 
     def rows_of(k: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(keys[order], k), max(len(keys) - 1, 0))
@@ -503,20 +577,27 @@ def _row_finder(keys: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return rows_of
 
 
-def _changed_segments(seg: list[sa.Row], previous: dict, rows_of: Callable[[np.ndarray], np.ndarray],
+def _changed_segments(seg: list[sa.Row], previous: _Previous, rows_of: Callable[[np.ndarray], np.ndarray],
                       versions: np.ndarray) -> tuple[list[int], list[int]] | None:
     """Rows of the changed segments (their versions updated) and their end nodes' keys.
 
-    None when a segment is new, or moved to another anchor, level or rank.
+    Rows of another version than the manifest's have changed; None when a segment is new or
+    retired, or moved to another anchor, level or rank.
     """
     if not seg:
         return [], []
     k = np.array([r[0] for r in seg], dtype=np.int64).view(np.uint64)
     rows = rows_of(k)
-    if (rows < 0).any():
-        return None
-    shape = np.array([r[2] for r in seg], dtype=object)
-    level = segment_level(shape, np.array([r[3] for r in seg], dtype=float),
+    retired = np.array([r[7] for r in seg], dtype=bool)
+    if ((rows < 0) & ~retired).any() or ((rows >= 0) & retired).any():
+        return None  # a segment added, or one of the tileset retired
+    live = np.flatnonzero(~retired)
+    changed = live[np.array([seg[i][1] for i in live], dtype=np.int64) != previous["versions"][rows[live]]]
+    seg = [seg[i] for i in changed]
+    rows = rows[changed]
+    if not seg:
+        return [], []
+    level = segment_level(np.array([r[2] for r in seg], dtype=object), np.array([r[3] for r in seg], dtype=float),
                           np.array([r[4] for r in seg], dtype=float))
     rank = np.nan_to_num(np.array([r[3] for r in seg], dtype=float)) + np.nan_to_num(
         np.array([r[4] for r in seg], dtype=float))
@@ -529,44 +610,57 @@ def _changed_segments(seg: list[sa.Row], previous: dict, rows_of: Callable[[np.n
     return rows.tolist(), [r[8] for r in seg] + [r[9] for r in seg]
 
 
-def _changed_nodes(engine: sa.Engine, node: list[sa.Row], previous: dict,
+def _changed_nodes(engine: sa.Engine, node: list[sa.Row], previous: _Previous,
                    rows_of: Callable[[np.ndarray], np.ndarray], versions: np.ndarray) -> list[int] | None:
     """Rows of the changed drawn nodes (their versions updated).
 
-    None unless every changed node was drawn before and after, at the same place.
+    Rows of another version than the manifest's have changed; None unless every one of them
+    was drawn before and after, at the same place and level.
     """
-    if not node:
-        return []
-    ids = [r[0] for r in node]
-    node_idx = read_index(engine, seg_ids=[], node_ids=ids)[1]
-    drawn_now = set(node_idx["id"].astype(str))
     k = np.array([r[1] for r in node], dtype=np.int64).view(np.uint64)
     rows = rows_of(k)
+    retired = np.array([r[2] for r in node], dtype=bool)
+    if ((rows >= 0) & retired).any():
+        return None  # a drawn node of the tileset retired
+    ids = [r[0] for r in node if not r[2]]
+    if not ids:
+        return []
+    node_idx = read_index(engine, seg_ids=[], node_ids=ids)[1]
+    drawn_now = set(node_idx["id"].astype(str))
+    rows = rows[~retired]
     if any((rows[i] >= 0) != (ids[i] in drawn_now) for i in range(len(ids))):
-        return None
+        return None  # a node drawn now and not then, or the other way round
     if not len(node_idx):
         return []
-    nk = node_idx["key"].to_numpy(np.int64).view(np.uint64)
-    nrows = rows_of(nk)
+    nrows = rows_of(node_idx["key"].to_numpy(np.int64).view(np.uint64))
+    changed = node_idx["version"].to_numpy(np.int64) != previous["versions"][nrows]
+    node_idx, nrows = node_idx[changed], nrows[changed]
+    level = node_level(node_idx["is_source"].fillna(False).to_numpy(bool))
     if not (np.array_equal(node_idx["x"].to_numpy(float), previous["ax"][nrows])
-            and np.array_equal(node_idx["y"].to_numpy(float), previous["ay"][nrows])):
+            and np.array_equal(node_idx["y"].to_numpy(float), previous["ay"][nrows])
+            and np.array_equal(level, previous["level"][nrows])):
         return None
     versions[nrows] = node_idx["version"].to_numpy(np.int64)
     return nrows.tolist()
 
 
-def _read_tiles(engine: sa.Engine, previous: dict, dirty: set[int],
+def _read_tiles(engine: sa.Engine, previous: _Previous, dirty: set[int],
                 rows_of: Callable[[np.ndarray], np.ndarray]
                 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
     """The features of the tiles ``dirty``, read by id, and the tile of each."""
     tile = previous["tile"]
     in_dirty = np.isin(tile, np.fromiter(dirty, dtype=np.int64, count=len(dirty)))
     is_seg = previous["is_segment"]
-    ids = previous["ids"].astype(object)
-    seg_idx, node_idx = read_index(engine, seg_ids=list(ids[in_dirty & is_seg]),
-                                   node_ids=list(ids[in_dirty & ~is_seg]))
-    seg_rows, node_rows = _read_details(engine, seg_idx, node_idx, np.arange(len(seg_idx)),
-                                        np.arange(len(node_idx)), whole=False)
+    seg_ids, node_ids = previous.ids(in_dirty & is_seg), previous.ids(in_dirty & ~is_seg)
+    # the index rows with the full records, and the pipe ends at the nodes, side by side
+    with ThreadPoolExecutor(1) as pool:
+        f_ends = pool.submit(_read_on, engine, _pipe_ends, node_ids)
+        seg_rows, node_rows = read_index(engine, seg_ids=list(seg_ids), node_ids=list(node_ids), details=True)
+        ends = f_ends.result()
+    if len(node_rows):
+        _pipe_heights(node_rows, ends)
+    else:
+        node_rows = node_rows.assign(pipe_z=np.zeros(0), pipe_d_mm=np.zeros(0))
     seg_tile = tile[rows_of(seg_rows["key"].to_numpy(np.int64).view(np.uint64))]
     node_tile = tile[rows_of(node_rows["key"].to_numpy(np.int64).view(np.uint64))]
     return seg_rows, node_rows, seg_tile, node_tile
@@ -591,12 +685,42 @@ def _refresh_boxes(tile: dict, entries: dict) -> tuple[np.ndarray, np.ndarray] |
 
 
 def _save_features(out: Path, arrays: dict) -> None:
-    np.savez(out / (FEATURES + ".tmp.npz"), **arrays)
+    """Write the features' arrays: the versions apart, the rest in one file."""
+    _save_versions(out, arrays["versions"])
+    np.savez(out / (FEATURES + ".tmp.npz"), **{k: v for k, v in arrays.items() if k != "versions"})
     os.replace(out / (FEATURES + ".tmp.npz"), out / FEATURES)
 
 
+def _save_versions(out: Path, versions: np.ndarray) -> None:
+    tmp = out / (VERSIONS + f".tmp{os.getpid()}.npy")
+    np.save(tmp, np.asarray(versions, dtype=np.int64))
+    os.replace(tmp, out / VERSIONS)
+
+
+class _Stages(dict):
+    """Wall seconds of each stage of a build, and in ``cpu`` its CPU seconds: this process's and
+    its worker processes' (counted once they have ended, as the mesh stage's pool has)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: dict[str, float] = {}
+        self._wall, self._cpu = time.perf_counter(), _cpu_seconds()
+
+    def lap(self, name: str) -> None:
+        """End stage ``name`` (the next one begins)."""
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        self[name] = round(wall - self._wall, 3)
+        self.cpu[name] = round(cpu - self._cpu, 3)
+        self._wall, self._cpu = wall, cpu
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _report(out: Path, full: bool, entries: dict, results: list, n_seg: int, n_node: int, seconds: float,
-            stages: dict, removed: int) -> dict:
+            stages: _Stages, removed: int) -> dict:
     return {
         "out_dir": str(out),
         "tileset": str(out / TILESET),
@@ -614,7 +738,8 @@ def _report(out: Path, full: bool, entries: dict, results: list, n_seg: int, n_n
         "bytes": int(sum(e["bytes"] for e in entries.values())),
         "bytes_written": int(sum(r[5] for r in results)),
         "seconds": round(seconds, 3),
-        "stages": stages,
+        "stages": dict(stages),
+        "cpu_stages": stages.cpu,
     }
 
 
@@ -665,6 +790,20 @@ def _read_details(engine: sa.Engine, seg: pd.DataFrame, nodes: pd.DataFrame, sel
     return seg_rows, node_rows
 
 
+def _whole_rows(seg: pd.DataFrame, nodes: pd.DataFrame, sel_seg: np.ndarray, sel_node: np.ndarray
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows ``sel_seg``/``sel_node`` of an index read with its details (the whole network), the
+    nodes with the heights of the pipes meeting there (as :func:`_read_details` computes them)."""
+    seg_rows = seg if len(sel_seg) == len(seg) else seg.iloc[sel_seg].reset_index(drop=True)
+    node_rows = nodes.iloc[sel_node].reset_index(drop=True)
+    d = np.fmax(seg["diameter_mm"].to_numpy(float), seg["height_mm"].to_numpy(float))
+    _pipe_heights(node_rows, pd.DataFrame({
+        "node": np.concatenate([seg["from_key"].to_numpy(np.int64), seg["to_key"].to_numpy(np.int64)]),
+        "z": np.concatenate([seg["from_z"].to_numpy(float), seg["to_z"].to_numpy(float)]),
+        "d": np.concatenate([d, d])}))
+    return seg_rows, node_rows
+
+
 def _pipe_heights(node_detail: pd.DataFrame, ends: pd.DataFrame) -> None:
     """Set ``pipe_z`` (mean height of the pipe ends at each node) and ``pipe_d_mm`` (the largest
     pipe there) from ``ends`` (node key, z, d), summed in one order wherever they were read."""
@@ -698,7 +837,7 @@ def _detail(index: pd.DataFrame, rows: np.ndarray, detail: pd.DataFrame) -> pd.D
     return base
 
 
-def _dirty_tiles(engine: sa.Engine, previous: dict, keys: np.ndarray, versions: np.ndarray,
+def _dirty_tiles(engine: sa.Engine, previous: _Previous, keys: np.ndarray, versions: np.ndarray,
                  tile_of: np.ndarray, tile_keys: np.ndarray, n_seg: int, seg_ids: pd.Series,
                  node_ids: pd.Series) -> set[str]:
     """Keys of the tiles whose features differ from the manifest's (their old and new tiles)."""
@@ -719,10 +858,9 @@ def _dirty_tiles(engine: sa.Engine, previous: dict, keys: np.ndarray, versions: 
     # Fittings sit at their pipes' height: a changed segment dirties its end nodes' tiles.
     is_seg = np.arange(len(keys)) < n_seg
     changed_seg_rows = np.flatnonzero(changed & is_seg)
-    old_ids = previous["ids"]
     touched = list(seg_ids.to_numpy(object)[changed_seg_rows])
-    touched += list(old_ids[gone & previous["is_segment"]])
-    touched += list(old_ids[match[changed & found & is_seg]])
+    touched += list(previous.ids(gone & previous["is_segment"]))
+    touched += list(previous.ids(match[changed & found & is_seg]))
     with engine.connect() as conn:
         ends = segment_end_nodes(conn, sorted({str(i) for i in touched}))
     if ends:
@@ -833,6 +971,12 @@ def _nodes_with_heights(conn: sa.Connection, ids: np.ndarray) -> pd.DataFrame:
     detail = read_nodes(conn, ids, pipe_heights=False)
     if detail.empty:
         return detail
+    _pipe_heights(detail, _pipe_ends(conn, ids))
+    return detail
+
+
+def _pipe_ends(conn: sa.Connection, ids: np.ndarray) -> pd.DataFrame:
+    """The ends of the pipes at the nodes ``ids``: node key, height ``z`` and size ``d`` (mm)."""
     ends = copy_frame(conn, """
         SELECT hashtextextended(from_node, 2) AS node, from_z AS z, diameter_mm, height_mm
           FROM current_segment WHERE from_node = ANY(%s)
@@ -844,8 +988,7 @@ def _nodes_with_heights(conn: sa.Connection, ids: np.ndarray) -> pd.DataFrame:
         ends = pd.DataFrame({"node": np.zeros(0, np.int64), "z": np.zeros(0), "diameter_mm": np.zeros(0),
                              "height_mm": np.zeros(0)})
     ends["d"] = np.fmax(ends["diameter_mm"].to_numpy(float), ends["height_mm"].to_numpy(float))
-    _pipe_heights(detail, ends)
-    return detail
+    return ends
 
 
 def _in_order(index: pd.DataFrame, ids: list) -> pd.DataFrame:

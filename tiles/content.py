@@ -12,6 +12,7 @@ from tiles.mesh import (
     BOX,
     OCTAHEDRON,
     Mesh,
+    bounds,
     circle_profile,
     concat,
     instances,
@@ -90,9 +91,14 @@ def is_coarse(seg: pd.DataFrame, nodes: pd.DataFrame) -> bool:
     return bool(trunk.all() and (node_level(source.fillna(False).to_numpy(bool)) == TRUNK).all())
 
 
-def _pipe_mesh(seg: pd.DataFrame, frame: Frame, coarse: bool = False) -> Mesh:
+def _pipe_meshes(seg: pd.DataFrame, group: np.ndarray, frame: Frame, coarse: bool = False) -> list[tuple[int, Mesh]]:
+    """The pipes' mesh of each group (``group``: a small integer per segment, from 0), in order.
+
+    Each group's pipes are swept one profile (number of sides) after the other; a mesh per
+    group directly, rather than one for the tile split afterwards (a copy of every vertex).
+    """
     if seg.empty:
-        return Mesh.empty()
+        return []
     coords, line = ewkb_linestrings(seg["geom"])
     enu = frame.to_enu(coords[:, 0], coords[:, 1], coords[:, 2])
     n = len(seg)
@@ -104,15 +110,21 @@ def _pipe_mesh(seg: pd.DataFrame, frame: Frame, coarse: bool = False) -> Mesh:
     half = np.where(circ[:, None], np.column_stack([r, r]),
                     np.column_stack([seg["width_mm"].to_numpy(float), seg["height_mm"].to_numpy(float)])
                     / 2000.0)
-    meshes = []
-    for k in np.unique(sides):
-        rows = np.flatnonzero(sides == k)
-        pts = enu[(sides == k)[line]]
-        starts = np.concatenate([[0], np.cumsum(per_line[rows])])
-        profile = _RECT if k == 0 else _PROFILES[int(k)]
-        mesh, _ = sweep(pts, starts, profile, half[rows], feature=rows)
-        meshes.append(mesh)
-    return concat(meshes)
+    out = []
+    for g in np.unique(group):
+        meshes = []
+        in_group = group == g
+        for k in np.unique(sides[in_group]):
+            take = in_group & (sides == k)
+            rows = np.flatnonzero(take)
+            starts = np.concatenate([[0], np.cumsum(per_line[rows])])
+            mesh, _ = sweep(enu[take[line]], starts, _RECT if k == 0 else _PROFILES[int(k)], half[rows],
+                            feature=rows)
+            meshes.append(mesh)
+        mesh = concat(meshes)
+        if len(mesh.positions):
+            out.append((int(g), mesh))
+    return out
 
 
 def _node_heights(nodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -130,64 +142,49 @@ def _node_heights(nodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return ground, pipe, bottom, pipe_d
 
 
-def _node_mesh(nodes: pd.DataFrame, frame: Frame) -> Mesh:
+def _node_meshes(nodes: pd.DataFrame, group: np.ndarray, frame: Frame) -> list[tuple[int, Mesh]]:
+    """The fittings' mesh of each group (``group``: a small integer per node, from 0), in order."""
     if nodes.empty:
-        return Mesh.empty()
+        return []
     ground, pipe, bottom, pipe_d = _node_heights(nodes)
     shapes, half = node_shape(nodes["kind"])
     x, y = nodes["x"].to_numpy(float), nodes["y"].to_numpy(float)
+    enu = frame.to_enu(x, y, pipe)  # at the pipe: the fittings' centres
     # Vertical shapes: (bottom, top) heights per shape.
     vertical = {
         "shaft": (bottom, ground, 12), "vault": (bottom, ground, 0),
         "post": (pipe, ground + half[:, 2], 8), "riser": (pipe, ground + half[:, 2], 0),
         "station": (np.minimum(pipe, ground - 1.0) - 0.5, ground + half[:, 2], 16),
     }
-    meshes = []
-    for name, (lo, hi, sides) in vertical.items():
-        rows = np.flatnonzero(shapes == name)
-        if len(rows) == 0:
-            continue
-        zs = np.column_stack([lo[rows], np.maximum(hi[rows], lo[rows] + 0.1)]).reshape(-1)
-        pts = frame.to_enu(np.repeat(x[rows], 2), np.repeat(y[rows], 2), zs)
-        starts = np.arange(0, 2 * len(rows) + 1, 2)
-        mesh, _ = sweep(pts, starts, _RECT if sides == 0 else _PROFILES[sides], half[rows, :2],
-                        feature=rows)
-        meshes.append(mesh)
-    # Fittings at the pipe (valves enclose their pipe) and cabinets on the ground.
-    for name, template in (("octahedron", OCTAHEDRON), ("box", BOX), ("cabinet", BOX)):
-        rows = np.flatnonzero(shapes == name)
-        if len(rows) == 0:
-            continue
-        h = half[rows].copy()
-        if name == "cabinet":
-            z = ground[rows] + h[:, 2]
-        else:
-            z = pipe[rows]
-            h = np.maximum(h, (pipe_d[rows] * 0.7)[:, None])
-        centres = frame.to_enu(x[rows], y[rows], z)
-        meshes.append(instances(template, centres, h, rows))
-    return concat(meshes)
-
-
-def _split(mesh: Mesh, vertex_group: np.ndarray) -> list[tuple[int, Mesh]]:
-    """Split a mesh into one mesh per group (every triangle's vertices share a group)."""
-    if len(mesh.positions) == 0:
-        return []
-    order = np.argsort(vertex_group, kind="stable")
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    groups, v_start = np.unique(vertex_group[order], return_index=True)
-    v_end = np.append(v_start[1:], len(order))
-    tri_group = vertex_group[mesh.indices[:, 0]]
-    t_order = np.argsort(tri_group, kind="stable")
-    t_bounds = np.searchsorted(tri_group[t_order], groups)
-    t_end = np.append(t_bounds[1:], len(t_order))
     out = []
-    for g, a, b, ta, tb in zip(groups, v_start, v_end, t_bounds, t_end, strict=True):
-        verts = order[a:b]
-        tris = inverse[mesh.indices[t_order[ta:tb]]] - a
-        out.append((int(g), Mesh(mesh.positions[verts], mesh.normals[verts], tris.astype(np.uint32),
-                                 mesh.feature[verts])))
+    for g in np.unique(group):
+        meshes = []
+        in_group = group == g
+        for name, (lo, hi, sides) in vertical.items():
+            rows = np.flatnonzero(in_group & (shapes == name))
+            if len(rows) == 0:
+                continue
+            zs = np.column_stack([lo[rows], np.maximum(hi[rows], lo[rows] + 0.1)]).reshape(-1)
+            pts = frame.to_enu(np.repeat(x[rows], 2), np.repeat(y[rows], 2), zs)
+            starts = np.arange(0, 2 * len(rows) + 1, 2)
+            mesh, _ = sweep(pts, starts, _RECT if sides == 0 else _PROFILES[sides], half[rows, :2],
+                            feature=rows)
+            meshes.append(mesh)
+        # Fittings at the pipe (valves enclose their pipe) and cabinets on the ground.
+        for name, template in (("octahedron", OCTAHEDRON), ("box", BOX), ("cabinet", BOX)):
+            rows = np.flatnonzero(in_group & (shapes == name))
+            if len(rows) == 0:
+                continue
+            h = half[rows].copy()
+            if name == "cabinet":
+                centres = frame.to_enu(x[rows], y[rows], ground[rows] + h[:, 2])
+            else:
+                centres = enu[rows]
+                h = np.maximum(h, (pipe_d[rows] * 0.7)[:, None])
+            meshes.append(instances(template, centres, h, rows))
+        mesh = concat(meshes)
+        if len(mesh.positions):
+            out.append((int(g), mesh))
     return out
 
 
@@ -199,29 +196,29 @@ def build_content(seg: pd.DataFrame, nodes: pd.DataFrame, frame: Frame) -> TileC
     primitives_src: list[tuple[int, Mesh, int]] = []  # (material, mesh, table)
     tables: list[PropertyTable] = []
 
-    pipes = _pipe_mesh(seg, frame, coarse=is_coarse(seg, nodes))
-    if len(pipes.positions):
+    if len(seg):
         keys = seg["utility"].astype(str) + "|" + seg["status"].astype(str)
         codes, uniques = pd.factorize(keys)
         table_index = len(tables)
-        tables.append(pipe_table(seg))
-        for g, mesh in _split(pipes, codes[pipes.feature]):
+        for g, mesh in _pipe_meshes(seg, codes, frame, coarse=is_coarse(seg, nodes)):
             utility, status = uniques[g].split("|")
             materials.append(pipe_material(utility, status))
             primitives_src.append((len(materials) - 1, mesh, table_index))
-    fittings = _node_mesh(nodes, frame)
-    if len(fittings.positions):
+        if len(primitives_src):
+            tables.append(pipe_table(seg))
+    if len(nodes):
         codes, uniques = pd.factorize(nodes["utility"].astype(str))
         table_index = len(tables)
-        tables.append(node_table(nodes))
-        for g, mesh in _split(fittings, codes[fittings.feature]):
+        meshes = _node_meshes(nodes, codes, frame)
+        for g, mesh in meshes:
             materials.append(node_material(uniques[g]))
             primitives_src.append((len(materials) - 1, mesh, table_index))
+        if meshes:
+            tables.append(node_table(nodes))
     if not primitives_src:
         raise ValueError("a tile with no geometry")
 
-    lo = np.min([m.positions.min(axis=0) for _, m, _ in primitives_src], axis=0)
-    hi = np.max([m.positions.max(axis=0) for _, m, _ in primitives_src], axis=0)
+    lo, hi = bounds(np.concatenate([m.positions for _, m, _ in primitives_src]))
     centre = (lo + hi) / 2
     prims = [Primitive((m.positions - centre).astype(np.float32), m.normals, m.indices, m.feature,
                        mat, table) for mat, m, table in primitives_src]

@@ -30,6 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tiles.mesh import bounds
+
 __all__ = ["Primitive", "PropertyColumn", "PropertyTable", "encode_glb", "GLB_MAGIC", "QUANT_MAX",
            "oct_encode"]
 
@@ -232,8 +234,8 @@ def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[
 def _position_grid(primitives: list[Primitive], node_matrix: list[float]
                    ) -> tuple[tuple[np.ndarray, float], list[float]]:
     """The tile's quantization grid (centre, step) and the node matrix that undoes it."""
-    lo = np.min([np.asarray(p.positions).min(axis=0) for p in primitives], axis=0).astype(float)
-    hi = np.max([np.asarray(p.positions).max(axis=0) for p in primitives], axis=0).astype(float)
+    lo, hi = bounds(np.concatenate([np.asarray(p.positions) for p in primitives]))
+    lo, hi = lo.astype(float), hi.astype(float)
     centre = (lo + hi) / 2
     step = max(float((hi - lo).max()) / 2, 1e-3) / QUANT_MAX
     grid = np.diag([step, step, step, 1.0])
@@ -278,13 +280,17 @@ def _light_primitives(buf: _Bin, primitives: list[Primitive], tables: list[Prope
     v_fid = buf.compressed(ids.astype(np.float32).reshape(-1, 1), _ARRAY_BUFFER)
     v_idx = buf.compressed(flat, _ELEMENT_ARRAY_BUFFER)
     out = []
+    # each primitive's quantized bounds, reduced along rows of a transposed copy (fast)
+    q_cols = np.ascontiguousarray(q[:, :3].T)
+    starts = np.cumsum([0] + [n for n, _, _ in parts[:-1]])
+    q_lo = np.minimum.reduceat(q_cols, starts, axis=1).T
+    q_hi = np.maximum.reduceat(q_cols, starts, axis=1).T
     v0 = i0 = 0
-    for p, (n, f, _) in zip(primitives, parts, strict=True):
-        qp = q[v0:v0 + n, :3]
+    for k, (p, (n, f, _)) in enumerate(zip(primitives, parts, strict=True)):
         first = len(buf.accessors)
         buf.accessors += [
             {"bufferView": v_pos, "byteOffset": 8 * v0, "componentType": _SHORT, "count": n, "type": "VEC3",
-             "min": qp.min(axis=0).tolist(), "max": qp.max(axis=0).tolist()},
+             "min": q_lo[k].tolist(), "max": q_hi[k].tolist()},
             {"bufferView": v_nrm, "byteOffset": 4 * v0, "componentType": _BYTE, "normalized": True, "count": n,
              "type": "VEC3"},
             {"bufferView": v_fid, "byteOffset": 4 * v0, "componentType": _FLOAT, "count": n, "type": "SCALAR"},

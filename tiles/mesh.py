@@ -31,6 +31,7 @@ __all__ = [
     "sweep",
     "instances",
     "concat",
+    "bounds",
     "BOX",
     "OCTAHEDRON",
 ]
@@ -101,35 +102,53 @@ def sides_for_diameter(diameter_mm: np.ndarray) -> np.ndarray:
     return np.where(d >= 800, 16, np.where(d >= 300, 12, 8))
 
 
+def bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of the columns of ``points`` (n, k): through a transposed copy, which numpy
+    reduces many times faster than the rows of a narrow array."""
+    cols = np.ascontiguousarray(np.asarray(points).T)
+    return cols.min(axis=1), cols.max(axis=1)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dot products along the last axis (3), summed in the order ``np.sum`` sums them; numpy's
+    reduction over a short last axis costs several times more."""
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    """Lengths along the last axis (as ``np.linalg.norm``)."""
+    return np.sqrt(_dot(v, v))
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    n = _norm(v)[..., None]
     return v / np.where(n > 0, n, 1.0)
 
 
 def _rotate(x: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
     """Rotate vectors ``x`` by the smallest rotations taking unit ``t0`` onto unit ``t1``."""
     axis = np.cross(t0, t1)
-    s = np.linalg.norm(axis, axis=1, keepdims=True)
-    c = np.sum(t0 * t1, axis=1, keepdims=True)
+    s = _norm(axis)[:, None]
+    c = _dot(t0, t1)[:, None]
     a = axis / np.where(s > 1e-12, s, 1.0)
-    out = x * c + np.cross(a, x) * s + a * np.sum(a * x, axis=1, keepdims=True) * (1 - c)
+    out = x * c + np.cross(a, x) * s + a * _dot(a, x)[:, None] * (1 - c)
     # Parallel (no turn): unchanged. Antiparallel (a U-turn): half turn about any normal; the
     # result only has to stay perpendicular to t1, so mirror the component along t0.
     same = (s[:, 0] <= 1e-12) & (c[:, 0] > 0)
     back = (s[:, 0] <= 1e-12) & (c[:, 0] <= 0)
     out[same] = x[same]
-    out[back] = x[back] - 2 * t0[back] * np.sum(x[back] * t0[back], axis=1, keepdims=True)
+    out[back] = x[back] - 2 * t0[back] * _dot(x[back], t0[back])[:, None]
     return out
 
 
 def _initial_frame(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(u, v) perpendicular to ``t`` with v as close to up as possible (u x v = t)."""
     up = np.broadcast_to(UP, t.shape)
-    v = up - t * np.sum(t * up, axis=1, keepdims=True)
-    steep = np.linalg.norm(v, axis=1) < 1e-6
+    v = up - t * _dot(t, up)[:, None]
+    steep = _norm(v) < 1e-6
     if steep.any():  # vertical: v towards north instead
         north = np.broadcast_to(NORTH, t[steep].shape)
-        v[steep] = north - t[steep] * np.sum(t[steep] * north, axis=1, keepdims=True)
+        v[steep] = north - t[steep] * _dot(t[steep], north)[:, None]
     v = _unit(v)
     return np.cross(v, t), v
 
@@ -183,7 +202,7 @@ def _drop_repeats(points: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, n
     line = np.repeat(np.arange(k), np.diff(starts))
     d = np.diff(points, axis=0)
     repeat = np.zeros(len(points), bool)
-    repeat[1:] = (np.linalg.norm(d, axis=1) < 1e-6) & (line[1:] == line[:-1])
+    repeat[1:] = (_norm(d) < 1e-6) & (line[1:] == line[:-1])
     keep = ~repeat
     points, line = points[keep], line[keep]
     counts = np.bincount(line, minlength=k)
@@ -227,20 +246,29 @@ def _mitred_rings(points: np.ndarray, local: np.ndarray, last: np.ndarray, t: np
     out = np.where(last, seg_of_vertex, np.where(local == 0, seg_of_vertex, inc + 1))
     t_in, t_out = t[inc], t[out]
     mitre = _unit(t_in + t_out)
-    flat = np.linalg.norm(t_in + t_out, axis=1) < 1e-9
+    flat = _norm(t_in + t_out) < 1e-9
     mitre[flat] = t_in[flat]
-    cos_half = np.maximum(np.sum(t_in * mitre, axis=1), 1.0 / MAX_MITRE)
+    cos_half = np.maximum(_dot(t_in, mitre), 1.0 / MAX_MITRE)
 
-    off2 = profile.offsets[None, :, :] * scale[:, None, :]  # (n, p, 2)
+    # A ring vertex is the centreline point plus its profile offset (ou, ov) along the incoming
+    # frame, slid along the incoming tangent onto the mitre plane: point + ou * su + ov * sv,
+    # with su, sv per vertex (the frame axes, slid and scaled): a few passes over the rings.
     u_in, v_in, u_out, v_out = u[inc], v[inc], u[out], v[out]
-    off3 = off2[..., :1] * u_in[:, None, :] + off2[..., 1:] * v_in[:, None, :]
-    # Slide each offset along the incoming tangent onto the mitre plane.
-    slide = -np.sum(off3 * mitre[:, None, :], axis=2) / cos_half[:, None]
-    ring = points[:, None, :] + off3 + slide[..., None] * t_in[:, None, :]
-    pn = profile.normals
-    n_in = pn[None, :, :1] * u_in[:, None, :] + pn[None, :, 1:] * v_in[:, None, :]
-    n_out = pn[None, :, :1] * u_out[:, None, :] + pn[None, :, 1:] * v_out[:, None, :]
-    return ring, _unit(n_in + n_out)
+    su = (u_in - (_dot(u_in, mitre) / cos_half)[:, None] * t_in) * scale[:, :1]
+    sv = (v_in - (_dot(v_in, mitre) / cos_half)[:, None] * t_in) * scale[:, 1:]
+    pu, pv = profile.offsets[None, :, 0, None], profile.offsets[None, :, 1, None]
+    ring = points[:, None, :] + pu * su[:, None, :]
+    ring += pv * sv[:, None, :]
+    # Normals: the profile normal in the mean of the two frames, made unit (its length from
+    # per-vertex dot products).
+    a, b = (u_in + u_out).astype(np.float32), (v_in + v_out).astype(np.float32)
+    nu, nv = profile.normals[:, 0].astype(np.float32), profile.normals[:, 1].astype(np.float32)
+    length = np.sqrt(np.maximum(nu * nu * _dot(a, a)[:, None] + 2 * nu * nv * _dot(a, b)[:, None]
+                                + nv * nv * _dot(b, b)[:, None], 1e-30))
+    normals = nu[None, :, None] * a[:, None, :]
+    normals += nv[None, :, None] * b[:, None, :]
+    normals /= length[..., None]
+    return ring, normals
 
 
 def _side_quads(seg_start: np.ndarray, profile: Profile) -> np.ndarray:

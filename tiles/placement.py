@@ -13,10 +13,11 @@ from functools import lru_cache
 
 import numpy as np
 from pyproj import CRS, Transformer
+from pyproj.exceptions import ProjError
 
 from twin.crs import transformer
 
-__all__ = ["Frame", "ecef_transformer", "gltf_node_matrix", "Z_UP_TO_Y_UP"]
+__all__ = ["Frame", "ecef_transformer", "pipeline_transformer", "gltf_node_matrix", "Z_UP_TO_Y_UP"]
 
 #: Rotation of z-up coordinates into glTF's y-up: (x, y, z) -> (x, z, -y).
 Z_UP_TO_Y_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=float)
@@ -26,6 +27,25 @@ Z_UP_TO_Y_UP = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]
 def ecef_transformer(crs: str) -> Transformer:
     """The pyproj transformer from the twin CRS (with ellipsoidal heights) to ECEF (EPSG:4978)."""
     return transformer(CRS.from_user_input(crs).to_3d(), "EPSG:4978")
+
+
+@lru_cache(maxsize=4)
+def pipeline_transformer(pipeline: str) -> Transformer:
+    """A transformer from its PROJ pipeline text: built in microseconds (``from_crs`` searches the
+    PROJ database, most of a second, a noticeable part of a small incremental build)."""
+    return Transformer.from_pipeline(pipeline)
+
+
+def _ecef_pipeline(crs: str, x: float, y: float, h: float) -> str:
+    """The PROJ pipeline of :func:`ecef_transformer`, or "" when it does not transform the
+    probe point (x, y, h) exactly as the transformer does (one of several operations)."""
+    full = ecef_transformer(crs)
+    text = full.definition or ""
+    try:
+        same = bool(text) and pipeline_transformer(text).transform(x, y, h) == full.transform(x, y, h)
+    except ProjError:  # not a pipeline PROJ builds again: keep the full transformer
+        same = False
+    return text if same else ""
 
 
 @lru_cache(maxsize=4)
@@ -42,6 +62,8 @@ class Frame:
     origin: tuple[float, float, float]  # ECEF
     lon_deg: float
     lat_deg: float
+    #: The PROJ pipeline of the CRS -> ECEF transform ("" when none reproduces it exactly).
+    pipeline: str = ""
 
     @classmethod
     def at(cls, crs: str, x: float, y: float, z: float, geoid_offset_m: float = 0.0) -> Frame:
@@ -49,7 +71,12 @@ class Frame:
         h = z + geoid_offset_m
         ox, oy, oz = ecef_transformer(crs).transform(x, y, h)
         lon, lat, _ = _geodetic_transformer(crs).transform(x, y, h)
-        return cls(crs, float(geoid_offset_m), (float(ox), float(oy), float(oz)), float(lon), float(lat))
+        return cls(crs, float(geoid_offset_m), (float(ox), float(oy), float(oz)), float(lon), float(lat),
+                   _ecef_pipeline(crs, x, y, h))
+
+    def ecef(self) -> Transformer:
+        """The CRS -> ECEF transformer (from the pipeline when there is one: no database search)."""
+        return pipeline_transformer(self.pipeline) if self.pipeline else ecef_transformer(self.crs)
 
     @property
     def rotation(self) -> np.ndarray:
@@ -69,7 +96,7 @@ class Frame:
 
     def to_enu(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """(n, 3) frame coordinates of twin-CRS points with normal heights ``z``."""
-        ex, ey, ez = ecef_transformer(self.crs).transform(
+        ex, ey, ez = self.ecef().transform(
             np.asarray(x, dtype=float), np.asarray(y, dtype=float),
             np.asarray(z, dtype=float) + self.geoid_offset_m)
         ecef = np.column_stack([ex, ey, ez]) - np.asarray(self.origin)
@@ -82,13 +109,13 @@ class Frame:
     def as_dict(self) -> dict:
         """JSON-friendly description (kept in the build manifest)."""
         return {"crs": self.crs, "geoid_offset_m": self.geoid_offset_m, "origin": list(self.origin),
-                "lon_deg": self.lon_deg, "lat_deg": self.lat_deg}
+                "lon_deg": self.lon_deg, "lat_deg": self.lat_deg, "pipeline": self.pipeline}
 
     @classmethod
     def from_dict(cls, d: dict) -> Frame:
         """Inverse of :meth:`as_dict`."""
         return cls(d["crs"], float(d["geoid_offset_m"]), tuple(d["origin"]), float(d["lon_deg"]),
-                   float(d["lat_deg"]))
+                   float(d["lat_deg"]), d.get("pipeline", ""))
 
 
 def gltf_node_matrix(translation_enu: np.ndarray) -> list[float]:

@@ -20,7 +20,9 @@ from twin.arrow import copy_frame
 
 __all__ = ["read_index", "read_segments", "read_nodes", "segment_end_nodes", "ewkb_linestrings"]
 
-# Nodes drawn as features: appurtenances, sources, customers' service connections.
+# Nodes drawn as features: appurtenances, sources, customers' service connections. A node's
+# source and customer are the first by id; {customer} joins them (all at once for the whole
+# network; by index, for the nodes asked for, when {where} names some).
 _DRAWN_NODES = """
     SELECT n.id, hashtextextended(n.id, 2) AS key, n.version::bigint + 1000 * coalesce(s.version, 0) + 1000000 * coalesce(c.version, 0)
                AS version,
@@ -29,15 +31,32 @@ _DRAWN_NODES = """
                                                  THEN 'service_entry' END) AS kind,
            (s.node_id IS NOT NULL) AS is_source,
            coalesce(s.name, c.name) AS name,
-           ST_X(n.geom) AS x, ST_Y(n.geom) AS y
+           ST_X(n.geom) AS x, ST_Y(n.geom) AS y {extra}
       FROM current_node n
       LEFT JOIN (SELECT DISTINCT ON (node_id) node_id, kind, name, version
                    FROM current_source ORDER BY node_id, id) s ON s.node_id = n.id
-      LEFT JOIN (SELECT DISTINCT ON (node_id) node_id, name, version
-                   FROM current_customer ORDER BY node_id, id) c ON c.node_id = n.id
-     WHERE n.appurtenance IS NOT NULL OR n.feature = 'service_entry'
-        OR s.node_id IS NOT NULL OR c.node_id IS NOT NULL
+      {customer}
+     WHERE (n.appurtenance IS NOT NULL OR n.feature = 'service_entry'
+            OR s.node_id IS NOT NULL OR c.node_id IS NOT NULL) {where}
 """
+_ALL_CUSTOMERS = """LEFT JOIN (SELECT DISTINCT ON (node_id) node_id, name, version
+                   FROM current_customer ORDER BY node_id, id) c ON c.node_id = n.id"""
+_NODE_CUSTOMER = """LEFT JOIN LATERAL (SELECT node_id, name, version FROM current_customer
+                                      WHERE node_id = n.id ORDER BY id LIMIT 1) c ON true"""
+
+
+#: Heights of a node (read_nodes without the pipes').
+_NODE_HEIGHTS = "n.ground_z, n.well_bottom_z, n.well_depth_m, n.depth_m"
+_NODE_HEIGHT_COLUMNS = tuple(c.strip().removeprefix("n.") for c in _NODE_HEIGHTS.split(","))
+
+
+def drawn_nodes_query(by_id: bool, heights: bool = False) -> str:
+    """The drawn nodes' index query: all of them, or (``by_id``) those of the ids ``%s``;
+    with ``heights``, their heights too."""
+    extra = ", " + _NODE_HEIGHTS if heights else ""
+    if by_id:
+        return _DRAWN_NODES.format(customer=_NODE_CUSTOMER, where="AND n.id = ANY(%s)", extra=extra)
+    return _DRAWN_NODES.format(customer=_ALL_CUSTOMERS, where="", extra=extra)
 
 
 _STR = pa.string()
@@ -45,23 +64,27 @@ _F64 = pa.float64()
 
 
 def read_index(engine: sa.Engine, seg_ids: Sequence[str] | None = None,
-               node_ids: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               node_ids: Sequence[str] | None = None, details: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(segments, nodes): id, key, version, anchor (x, y) and importance inputs of every live feature.
 
     ``key`` is a 64-bit hash of the id (PostgreSQL's ``hashtextextended``, one seed per kind).
     The two queries run side by side on two connections; ``seg_ids``/``node_ids`` restrict them.
+    ``details``: with the full records too (the columns of :func:`read_segments` and of
+    :func:`read_nodes` without pipe heights) in the same pass: a full build reads once.
     """
     seg_query = """
         SELECT id, hashtextextended(id, 1) AS key, version, utility, shape, diameter_mm, width_mm,
                height_mm, status,
-               (ST_XMin(geom) + ST_XMax(geom)) / 2 AS x, (ST_YMin(geom) + ST_YMax(geom)) / 2 AS y
+               (ST_XMin(geom) + ST_XMax(geom)) / 2 AS x, (ST_YMin(geom) + ST_YMax(geom)) / 2 AS y""" + (
+        ", " + _SEGMENT_DETAILS if details else "") + """
           FROM current_segment""" + (" WHERE id = ANY(%s)" if seg_ids is not None else "")
-    node_query = _DRAWN_NODES if node_ids is None else f"SELECT * FROM ({_DRAWN_NODES}) d WHERE id = ANY(%s)"
+    node_query = drawn_nodes_query(node_ids is not None, heights=details)
     seg_types = {"id": _STR, "key": pa.int64(), "utility": _STR, "shape": _STR, "status": _STR,
                  "diameter_mm": _F64, "width_mm": _F64, "height_mm": _F64, "x": _F64, "y": _F64,
-                 "version": pa.int64()}
+                 "version": pa.int64(), **(_SEGMENT_DETAIL_TYPES if details else {})}
     node_types = {"id": _STR, "key": pa.int64(), "utility": _STR, "kind": _STR, "name": _STR, "x": _F64,
-                  "y": _F64, "version": pa.int64(), "is_source": pa.bool_()}
+                  "y": _F64, "version": pa.int64(), "is_source": pa.bool_(),
+                  **(dict.fromkeys(_NODE_HEIGHT_COLUMNS, _F64) if details else {})}
     seg, nodes = _concurrently(engine, [
         (seg_query, None if seg_ids is None else [list(seg_ids)], seg_types),
         (node_query, None if node_ids is None else [list(node_ids)], node_types)])
@@ -93,6 +116,24 @@ def _concurrently(engine: sa.Engine, queries: list[tuple[str, Sequence | None, d
         return list(pool.map(run, queries))
 
 
+#: A segment's record as the tiles show it (read_segments), beside its id and key.
+_SEGMENT_DETAILS = """
+    coalesce(subtype, '') AS subtype,
+    coalesce(nullif(size_text, ''),
+             CASE WHEN diameter_mm IS NOT NULL THEN 'DN' || round(diameter_mm::numeric, 1)::float8
+                  ELSE round(width_mm::numeric, 1)::float8 || '×' || round(height_mm::numeric, 1)::float8
+             END) AS size,
+    coalesce(material, '') AS material,
+    round(((coalesce(from_depth_m, to_depth_m) + coalesce(to_depth_m, from_depth_m)) / 2)::numeric,
+          3)::float8 AS depth_m,
+    coalesce(built, built_year::text, '') AS built, coalesce(owner, '') AS owner,
+    hashtextextended(from_node, 2) AS from_key, hashtextextended(to_node, 2) AS to_key,
+    from_z, to_z, geom"""
+_SEGMENT_DETAIL_TYPES = {"subtype": _STR, "size": _STR, "material": _STR, "built": _STR, "owner": _STR,
+                         "geom": _STR, "depth_m": _F64, "from_key": pa.int64(), "to_key": pa.int64(),
+                         "from_z": _F64, "to_z": _F64}
+
+
 def read_segments(conn: sa.Connection, ids: np.ndarray | None) -> pd.DataFrame:
     """Full records of the live segments ``ids`` (None: all), attributes formatted for the tiles.
 
@@ -100,22 +141,8 @@ def read_segments(conn: sa.Connection, ids: np.ndarray | None) -> pd.DataFrame:
     end depths; text columns are never null.
     """
     where, params = ("WHERE id = ANY(%s)", [list(ids)]) if ids is not None else ("", None)
-    return copy_frame(conn, f"""
-        SELECT id, hashtextextended(id, 1) AS key, coalesce(subtype, '') AS subtype,
-               coalesce(nullif(size_text, ''),
-                        CASE WHEN diameter_mm IS NOT NULL THEN 'DN' || round(diameter_mm::numeric, 1)::float8
-                             ELSE round(width_mm::numeric, 1)::float8 || '×' || round(height_mm::numeric, 1)::float8
-                        END) AS size,
-               coalesce(material, '') AS material,
-               round(((coalesce(from_depth_m, to_depth_m) + coalesce(to_depth_m, from_depth_m)) / 2)::numeric,
-                     3)::float8 AS depth_m,
-               coalesce(built, built_year::text, '') AS built, coalesce(owner, '') AS owner,
-               hashtextextended(from_node, 2) AS from_key, hashtextextended(to_node, 2) AS to_key,
-               from_z, to_z, geom
-          FROM current_segment {where}""", params,
-        types={"id": _STR, "subtype": _STR, "size": _STR, "material": _STR, "built": _STR,
-               "owner": _STR, "geom": _STR, "depth_m": _F64, "key": pa.int64(), "from_key": pa.int64(),
-               "to_key": pa.int64(), "from_z": _F64, "to_z": _F64})
+    return copy_frame(conn, f"SELECT id, hashtextextended(id, 1) AS key, {_SEGMENT_DETAILS} FROM current_segment {where}",
+                      params, types={"id": _STR, "key": pa.int64(), **_SEGMENT_DETAIL_TYPES})
 
 
 def read_nodes(conn: sa.Connection, ids: np.ndarray | None, pipe_heights: bool = True) -> pd.DataFrame:

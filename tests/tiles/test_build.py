@@ -151,6 +151,7 @@ def test_incremental_rebuild_touches_only_changed_tiles(twin_settings, twin_engi
 
     same = build_tileset(twin_settings, out_dir=out)
     assert not same["full"] and same["tiles_written"] == 0 and same["tiles_kept"] == first["tiles"]
+    assert list(same["stages"]) == ["compare"]  # the change mark has not moved: nothing read
     assert _digests(out) == before
 
     # Change the material of a few services (detail tiles) in one small area.
@@ -161,7 +162,8 @@ def test_incremental_rebuild_touches_only_changed_tiles(twin_settings, twin_engi
             RETURNING id""")).scalars().all()
     assert len(changed) == 3
     features = np.load(out / "manifest-features.npz")
-    ids = features["ids"].astype(str)
+    blob, offsets = features["id_bytes"].tobytes(), features["id_offsets"]
+    ids = np.array([blob[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:], strict=True)])
     tile_names = features["tile_keys"].astype(str)[features["tile"]]
     tile_of = dict(zip(ids[features["is_segment"]], tile_names[features["is_segment"]], strict=True))
     expected = {tile_of[i] for i in changed}
@@ -181,6 +183,19 @@ def test_incremental_rebuild_touches_only_changed_tiles(twin_settings, twin_engi
     full_out = tmp_path / "full"
     build_tileset(twin_settings, out_dir=full_out, full=True)
     assert _digests(full_out) == after
+
+    # A customer renamed: its service connection's tile only, still without re-tiling.
+    with twin_engine.begin() as conn:
+        node_id = conn.execute(sa.text("UPDATE customer SET name = 'renamed 改名' WHERE id = "
+                                       "(SELECT min(id) FROM current_customer) RETURNING node_id")).scalar()
+    node_tile = dict(zip(ids[~features["is_segment"]], tile_names[~features["is_segment"]], strict=True))[node_id]
+    named = build_tileset(twin_settings, out_dir=out)
+    assert "index" not in named["stages"] and named["tiles_written"] == 1
+    glb = read_glb(out / f"t/{node_tile}.glb")
+    table = next(t for t in glb.json["extensions"]["EXT_structural_metadata"]["propertyTables"]
+                 if t["class"] == "node")
+    names = dict(zip(glb.strings(table["properties"]["id"]), glb.strings(table["properties"]["name"]), strict=True))
+    assert names[node_id] == "renamed 改名"
 
     # Retiring a pipe drops it from its tile.
     gone = changed[0]
