@@ -6,7 +6,8 @@
 import { ApiError, can, getJSON, onUnauthorised, request, session, signIn } from './api.js';
 import { langSwitch, onLang, restoreLang, setLang, setVocabulary, tr } from './i18n.js';
 import { $, $$, clearPanel, guard, hint, shownErrors, showError } from './ui.js';
-import { boundCamera, loadOverview, viewDistrict, createScene, groundHeight, loadGround, loadTileset, lookDownAt, timing, viewAll, world } from './scene.js';
+import { boundCamera, loadOverview, viewDistrict, createScene, firstPictureDrawn, groundDrawn, groundHeight, loadGround, loadTileset, lookDownAt,
+  openTileset, timing, viewAll, world } from './scene.js';
 import { display, makeStyle, utilityCss } from './style.js';
 import { activate, activeTool, listen, pickAt, restyle } from './tools.js';
 import { exportView, initLayers } from './layers.js';
@@ -102,9 +103,16 @@ function wireChrome() {
 }
 
 async function startApp() {
+  timing.signedIn = performance.now();
   // Who I am, what I may do and my language (stored for each user: the 中/EN switch).
   const s = session.get();
   const me = await getJSON('/me');
+  // The first picture's requests next (the session holds): the tileset and the district's frame
+  // go out before the app's text asks for its font files (6 connections to the server).
+  const opened = openTileset();
+  opened.catch(() => {}); // its error is shown where it is awaited
+  const frame = getJSON('/view/frame');
+  frame.catch(() => {});
   session.set({ ...s, permissions: me.permissions, user: me.name, role: me.role });
   setLang(me.lang);
   await guard(tr('读取名称表', 'Reading the names of codes'), async () => setVocabulary(await getJSON('/view/vocabulary')));
@@ -121,9 +129,10 @@ async function startApp() {
   // The first picture is the pipes: the ground's terrain and the roads (work in the same workers
   // and frames as the tiles' meshes) wait for the first tile on screen, 20 s at most.
   let tilesShown;
-  const firstTiles = new Promise((resolve) => { tilesShown = resolve; setTimeout(resolve, 20_000); });
+  const firstTiles = new Promise((resolve) => { tilesShown = resolve; setTimeout(resolve, 20_000); })
+    .then(firstPictureDrawn); // the ground shows with the first pipes, or without them after 20 s
   const ground = guard(tr('地表', 'The ground surface'), async () => {
-    world.frame = await getJSON('/view/frame');
+    world.frame = await frame;
     if (world.frame.bbox) boundCamera(world.frame.bbox);
     if (!world.tileset) viewDistrict(world.frame); // the first view opens on the district
     // The first picture: the overview lines (the pipes' minimum on-screen width from afar, in
@@ -139,7 +148,7 @@ async function startApp() {
   const layers = initLayers();
   criticality.init();
   try {
-    await loadTileset(makeStyle());
+    await loadTileset(makeStyle(), opened);
     const shown = world.tileset.tileVisible.addEventListener(() => { shown(); tilesShown(); });
     viewAll(0);
   } catch (err) {
@@ -151,6 +160,7 @@ async function startApp() {
   await Promise.all([ground, layers]);
   live.start();
   if (world.tileset) watchFreshness(reloadTileset);
+  await groundDrawn(); // the ground's first frames (new shaders) behind us
   hooks.ready = true;
 }
 

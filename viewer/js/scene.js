@@ -7,10 +7,11 @@ import { authHeaders, getJSON } from './api.js';
 
 export const timing = { start: performance.now() };
 
-/** The scene, once made: {widget, scene, camera, tileset, frame, ground}. */
+/** The scene, once made: {widget, scene, camera, tileset, frame, ground}; `firstPicture` once the
+ * first pipes are on screen (the ground and FXAA are on from then). */
 export const world = {
   widget: null, scene: null, camera: null, tileset: null, frame: null, ground: null,
-  failedTiles: [], loadedTiles: 0,
+  failedTiles: [], loadedTiles: 0, firstPicture: false,
 };
 
 const GROUND_COLOUR = '#6f6a5c';
@@ -33,28 +34,92 @@ export function createScene(container) {
   if (scene.sun) scene.sun.show = false;
   if (scene.moon) scene.moon.show = false;
   scene.highDynamicRange = false;
-  scene.postProcessStages.fxaa.enabled = true;
+  scene.postProcessStages.fxaa.enabled = false; // on with the ground, after the first pipes
 
   const globe = scene.globe;
   globe.baseColor = Cesium.Color.fromCssColorString(GROUND_COLOUR);
   globe.showGroundAtmosphere = false;
   globe.enableLighting = false;
+  globe.dynamicAtmosphereLighting = false; // unlit: a smaller shader to compile
   globe.depthTestAgainstTerrain = false;
   // The underground view: the ground is see-through near the camera, firmer far away.
   globe.translucency.enabled = true;
   globe.undergroundColor = undefined;
   setGroundOpacity(0.3);
+  globe.show = false; // until the first pipes are drawn (firstPictureDrawn)
   const controller = scene.screenSpaceCameraController;
   controller.enableCollisionDetection = false; // the camera may go below the ground
   controller.minimumZoomDistance = 1.0;
   scene.pickTranslucentDepth = true;
 
+  seedBrdfTable(scene);
   Object.assign(world, { widget, scene, camera: widget.camera });
   const first = scene.postRender.addEventListener(() => {
     first();
     timing.firstFrame = performance.now();
   });
   return world;
+}
+
+/** The split-sum BRDF table of the models' image-based lighting (256 x 256: scale and bias of
+ * the specular reflectance by the view angle and the roughness), made at once in JavaScript from
+ * Karis' analytic fit (Physically Based Shading on Mobile, 2014). CesiumJS would integrate it on
+ * the GPU with 1,024 samples a texel the first time a model is drawn: 4 to 8 s of software WebGL
+ * before the first pipes. The table is the scene's own (`_brdfLutGenerator`, CesiumJS 1.145):
+ * with a texture there, CesiumJS does not make one. */
+function seedBrdfTable(scene) {
+  const generator = scene._brdfLutGenerator;
+  if (!generator || generator.colorTexture) return;
+  const n = 256;
+  const texels = new Uint8Array(n * n * 4);
+  const byte = (v) => Math.round(Math.min(Math.max(v, 0), 1) * 255);
+  for (let j = 0; j < n; j += 1) {
+    const roughness = (j + 0.5) / n; // the table's rows (t)
+    const r0 = 1 - roughness;
+    const r1 = 0.0425 - 0.0275 * roughness;
+    const r2 = 1.04 - 0.572 * roughness;
+    const r3 = 0.022 * roughness - 0.04;
+    for (let i = 0; i < n; i += 1) {
+      const nDotV = (i + 0.5) / n; // its columns (s)
+      const a004 = Math.min(r0 * r0, 2 ** (-9.28 * nDotV)) * r0 + r1;
+      const k = 4 * (j * n + i);
+      texels[k] = byte(r2 - 1.04 * a004);
+      texels[k + 1] = byte(r3 + 1.04 * a004);
+      texels[k + 3] = 255;
+    }
+  }
+  generator._colorTexture = new Cesium.Texture({
+    context: scene.context, width: n, height: n, flipY: false,
+    pixelFormat: Cesium.PixelFormat.RGBA, pixelDatatype: Cesium.PixelDatatype.UNSIGNED_BYTE,
+    sampler: Cesium.Sampler.NEAREST, source: { width: n, height: n, arrayBufferView: texels },
+  });
+}
+
+/** The rest of the scene once the first pipes are on screen (or the tiles failed or were late):
+ * the see-through ground and FXAA. Until then a frame draws the pipes and the overview lines
+ * alone: the translucent ground is several passes a frame and the largest shader of the scene
+ * (1 to 5 s to compile in software WebGL), and every frame while the first tile loads is one
+ * step of its loader. Once only. */
+export function firstPictureDrawn() {
+  if (world.firstPicture || !world.scene) return;
+  world.firstPicture = true;
+  world.scene.globe.show = (world.groundOpacity ?? 0.3) > 0;
+  world.scene.postProcessStages.fxaa.enabled = true;
+}
+
+/** Resolves once a frame has drawn the ground with its terrain loaded (its shaders compiled: seconds
+ * in software WebGL), or after `maxMs`: the page is then ready to answer without a long frame. */
+export function groundDrawn(maxMs = 15_000) {
+  return new Promise((resolve) => {
+    const scene = world.scene;
+    const give = setTimeout(() => { done(); resolve(); }, maxMs);
+    const done = scene.postRender.addEventListener(() => {
+      if (scene.globe.show && !scene.globe.tilesLoaded) return;
+      clearTimeout(give);
+      done();
+      resolve();
+    });
+  });
 }
 
 /** Ground opacity (0..1) far away; near the camera it is a third of that. */
@@ -64,7 +129,7 @@ export function setGroundOpacity(alpha) {
   if (!t) return;
   t.frontFaceAlphaByDistance = new Cesium.NearFarScalar(50.0, Math.max(0.05, alpha / 3), 5000.0, alpha);
   t.backFaceAlpha = Math.max(0.05, alpha / 3);
-  globe.show = alpha > 0;
+  globe.show = alpha > 0 && Boolean(world.firstPicture);
 }
 
 export function showGround(show) {
@@ -84,33 +149,55 @@ export async function showImagery(show) {
   if (naturalEarth) naturalEarth.show = show;
 }
 
-/** The tileset, with the session's token on every tile request. */
-export async function loadTileset(style) {
+/** Read the server's tileset.json (the session's token on it and on every tile request) and
+ * make the tileset, before there is a scene: called first thing after the sign-in, so its
+ * request is not queued behind the page's fonts. Shown by `loadTileset`. */
+export function openTileset() {
   const resource = new Cesium.Resource({ url: '/tiles/tileset.json', headers: authHeaders() });
-  const tileset = await Cesium.Cesium3DTileset.fromUrl(resource, {
+  return Cesium.Cesium3DTileset.fromUrl(resource, {
     maximumScreenSpaceError: 16,
     // Keep the pipes' own shading: the style colours replace the material colours.
     colorBlendMode: Cesium.Cesium3DTileColorBlendMode.REPLACE,
+    // Light from the default sky, not a sky map rendered at the pipes: CesiumJS would render the
+    // atmosphere into a cube map and filter it (three shaders, seconds of software WebGL before
+    // the first pipes) for a shading the style's colours replace anyway.
+    environmentMapOptions: { enabled: false },
   });
+}
+
+/** Show a tileset (`opened`: an `openTileset()` under way, else a new one) in the scene. */
+export async function loadTileset(style, opened = null) {
+  const tileset = await (opened || openTileset());
   tileset.colorBlendMode = Cesium.Cesium3DTileColorBlendMode.REPLACE;
   tileset.tileFailed.addEventListener((e) => world.failedTiles.push(`${e.url}: ${e.message}`));
   tileset.tileLoad.addEventListener(() => {
     world.loadedTiles += 1;
     if (!timing.firstTileLoad) timing.firstTileLoad = performance.now();
   });
+  if (!timing.firstTileVisible) timeFirstPipes(tileset);
+  tileset.style = style;
+  world.scene.primitives.add(tileset);
+  world.tileset = tileset;
+  timing.tilesetReady = performance.now();
+  return tileset;
+}
+
+/** The first tile drawn: `firstTileVisible` (chosen for the frame), `firstPipesFrame` (its
+ * commands issued) and `firstPipesShown` (the browser's next frame: software WebGL draws the
+ * commands after the frame's events, while the page waits, seconds when a shader is new). */
+function timeFirstPipes(tileset) {
   const firstVisible = tileset.tileVisible.addEventListener(() => {
     firstVisible();
     timing.firstTileVisible = performance.now();
     const after = world.scene.postRender.addEventListener(() => {
       after();
       timing.firstPipesFrame = performance.now();
+      requestAnimationFrame(() => {
+        timing.firstPipesShown = performance.now();
+        firstPictureDrawn();
+      });
     });
   });
-  tileset.style = style;
-  world.scene.primitives.add(tileset);
-  world.tileset = tileset;
-  timing.tilesetReady = performance.now();
-  return tileset;
 }
 
 /** How far (m) the camera may be for the tileset to draw anything at all: beyond it the error of
