@@ -22,6 +22,7 @@ from analysis.criticality import criticality
 from twin.audit import record_command
 from twin.db import open_twin
 from twin.jsonable import plain
+from twin.progress import shown as in_both
 from twin.settings import get_settings
 
 __all__ = ["app", "criticality_command"]
@@ -40,7 +41,7 @@ def _progress(console: Console) -> Iterator[Callable[[int, str], None]]:
     with bar.Progress(bar.TextColumn("{task.description}"), bar.BarColumn(), bar.TaskProgressColumn(),
                       bar.TimeElapsedColumn(), console=console, transient=True) as shown:
         task = shown.add_task("criticality", total=100)
-        yield lambda percent, message: shown.update(task, completed=percent, description=message)
+        yield lambda percent, message: shown.update(task, completed=percent, description=in_both(message))
 
 
 @app.command("criticality")

@@ -36,6 +36,7 @@ from documents.limits import MAX_TOPICS, SNAPSHOTS
 from twin.audit import record_command
 from twin.db import open_twin
 from twin.jsonable import plain
+from twin.progress import shown as in_both
 from twin.settings import get_settings
 
 __all__ = ["app", "scan", "findings", "finding"]
@@ -56,7 +57,7 @@ def _progress(console: Console) -> Iterator[Callable[[int, str], None]]:
     with bar.Progress(bar.TextColumn("{task.description}"), bar.BarColumn(), bar.TaskProgressColumn(),
                       bar.TimeElapsedColumn(), console=console, transient=True) as shown:
         task = shown.add_task("scanning", total=100)
-        yield lambda percent, message: shown.update(task, completed=percent, description=message)
+        yield lambda percent, message: shown.update(task, completed=percent, description=in_both(message))
 
 
 def _show(r: dict, out: Console) -> None:

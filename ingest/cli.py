@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ingest.report import CHECK_TITLES_ZH, CHECKS, SEVERITY_ZH, Report, check_title
 from twin.audit import record_command
+from twin.progress import shown
 from twin.settings import get_settings
 
 __all__ = ["app", "sample", "spinner", "finish", "print_report", "audited"]
@@ -33,7 +34,7 @@ def spinner(enabled: bool) -> Iterator[Callable[[str], None] | None]:
         yield None
         return
     with err.status("starting") as status:
-        yield lambda msg: status.update(msg)
+        yield lambda msg: status.update(shown(msg))
 
 
 def finish(report: Report, as_json: bool, **extra: object) -> None:

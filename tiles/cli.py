@@ -16,6 +16,7 @@ from rich.table import Table
 
 from twin.audit import record_command
 from twin.db import open_twin
+from twin.progress import shown
 from twin.settings import TwinSettings, get_settings
 
 __all__ = ["app", "build"]
@@ -36,7 +37,7 @@ def _progress(enabled: bool):
 
         def step(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+                tasks[stage] = bar.add_task(shown(stage), total=max(total, 1))
             bar.update(tasks[stage], completed=done, total=max(total, 1))
 
         yield step

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["TEMPLATES", "WORDS", "chinese", "bilingual"]
+__all__ = ["TEMPLATES", "WORDS", "chinese", "bilingual", "shown"]
 
 #: English step template -> Chinese. ``{name}`` matches any text; ``{message}`` is translated too.
 TEMPLATES: Final[dict[str, str]] = {
@@ -133,3 +133,14 @@ def bilingual(message: str | None) -> tuple[str | None, str | None]:
         code = m.group(1) or ""
         return code + m.group(3), code + m.group(2)
     return message, chinese(message)
+
+
+def shown(message: str) -> str:
+    """A progress message as the terminal shows it, Chinese first like the CLI's errors:
+    ``正在载入管段 — loading segments`` (the English alone when the catalogue has no Chinese).
+
+    >>> shown("loading segments")
+    '正在载入管段 — loading segments'
+    """
+    zh = chinese(message)
+    return f"{zh} — {message}" if zh else message
