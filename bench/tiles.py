@@ -19,6 +19,13 @@ The first view is the coarsest level, what CesiumJS requests at the viewer's ope
 (bench/viewer.py measured 27 requests, 22 MiB on the wire, on the old tileset): here the tiles
 whose features are all trunk-level (drawn from 20 km), summed as files and gzip-compressed.
 ``--schema bench_analysis --reuse`` runs it on the loaded 1M district of the analysis bench.
+
+``--sample N`` measures only the meshing of N tiles (CPU per feature of ``build_content``, the
+work of the build's mesh stage without the database, the workers and the files): it reads the
+schema as a full build does (nothing is written to it), picks N tiles at random (seed 1), and
+meshes them alternately with git HEAD's tiles package (imported as ``tiles_head`` from a
+temporary folder) and the working tree's, the best of ``--repeat`` rounds each; nothing is
+recorded. ``--schema bench_analysis --sample 60`` is the figure of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
+import importlib
 import json
 import os
 import resource
@@ -44,7 +52,9 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import tiles.build as tb  # noqa: E402
 from bench.machine import machine  # noqa: E402
+from tiles.content import build_content  # noqa: E402
 from twin.db import make_engine  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
 
@@ -188,6 +198,68 @@ def _incremental(engine: sa.Engine, twin: list[str], tiles: Path, cwd: str | Non
     return inc_s, inc, len(changed)
 
 
+SAMPLE_FILES = ("__init__", "content", "glb", "mesh", "placement", "source", "style", "tiling")
+
+
+def _sample_tiles(settings: object, count: int) -> dict:
+    """``count`` tiles' rows (segments, nodes) as a full build hands them to its workers."""
+    taken: dict = {}
+
+    def capture(seg_rows, node_rows, seg_tile, node_tile, build, tile_keys, frame, out, workers, step):
+        pick = np.sort(np.random.default_rng(1).choice(np.asarray(build), min(count, len(build)), replace=False))
+        taken["tiles"] = [(seg_rows.iloc[np.flatnonzero(seg_tile == t)], node_rows.iloc[np.flatnonzero(node_tile == t)])
+                          for t in pick]
+        taken.update(frame=frame, of=len(build))
+        raise _Captured
+
+    original = tb._mesh_tiles
+    tb._mesh_tiles = capture
+    try:
+        with tempfile.TemporaryDirectory(prefix="tiles-sample-") as tmp:
+            tb.build_tileset(settings, tmp, full=True, cluster=False)
+    except _Captured:
+        pass
+    finally:
+        tb._mesh_tiles = original
+    return taken
+
+
+class _Captured(Exception):
+    pass
+
+
+def sample(count: int, repeat: int) -> None:
+    """Mesh ``count`` sample tiles with git HEAD's tiles package and the working tree's, alternately."""
+    t0 = time.perf_counter()
+    taken = _sample_tiles(get_settings(db_schema=SCHEMA), count)
+    tiles, frame = taken["tiles"], taken["frame"]
+    features = sum(len(s) + len(n) for s, n in tiles)
+    print(f"{len(tiles)} of {taken['of']:,} tiles, {features:,} features, read in {time.perf_counter() - t0:.1f} s")
+    with tempfile.TemporaryDirectory(prefix="tiles-head-") as tmp:
+        (Path(tmp) / "tiles_head").mkdir()
+        for name in SAMPLE_FILES:
+            old = subprocess.run(["git", "show", f"HEAD:tiles/{name}.py"], cwd=ROOT, check=True,
+                                 capture_output=True, text=True).stdout
+            (Path(tmp) / "tiles_head" / f"{name}.py").write_text(
+                old.replace("from tiles.", "from tiles_head.").replace("import tiles.", "import tiles_head."))
+        sys.path.insert(0, tmp)
+        head = importlib.import_module("tiles_head.content").build_content
+        sys.path.remove(tmp)
+    best = {"HEAD": float("inf"), "working tree": float("inf")}
+    size = {}
+    for _ in range(repeat):
+        for name, build in (("HEAD", head), ("working tree", build_content)):
+            cpu = time.process_time()
+            out = [build(s, n, frame) for s, n in tiles]
+            best[name] = min(best[name], time.process_time() - cpu)
+            size[name] = (sum(len(c.glb) for c in out), sum(c.triangles for c in out))
+    for name, cpu in best.items():
+        print(f"{name}: {cpu:.3f} CPU s = {cpu / features * 1e6:.2f} us per feature; {size[name][0]:,} bytes, "
+              f"{size[name][1]:,} triangles")
+    print(f"working tree / HEAD: x{best['working tree'] / best['HEAD']:.2f} the CPU; load average "
+          f"{os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     global SCHEMA
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -197,8 +269,13 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="keep the schema if it is loaded")
     ap.add_argument("--no-reference", action="store_true", help="skip the same-run build by git HEAD's code")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--sample", type=int, default=0, help="only mesh this many sample tiles, HEAD against now")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds of --sample (the best counts)")
     args = ap.parse_args()
     SCHEMA = args.schema
+    if args.sample:
+        sample(args.sample, args.repeat)
+        return
     twin = str(BIN / "twin")
     engine = make_engine(get_settings(db_schema=SCHEMA), admin=True)  # it drops the schema
 

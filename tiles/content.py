@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from tiles.glb import QUANT_MAX, Primitive, PropertyColumn, PropertyTable, encode_glb
 from tiles.mesh import (
@@ -46,6 +47,13 @@ DEFAULT_DEPTH_M = 1.2
 
 _PROFILES = {s: circle_profile(s) for s in (COARSE_SIDES, 8, 12, 16)}
 _RECT = rect_profile()
+#: A tile's pipe profiles by number of sides (0: the box profile).
+_PIPE_SIDES = np.array([0, COARSE_SIDES, 8, 12, 16])
+_PIPE_PROFILES = (_RECT, *(_PROFILES[int(s)] for s in _PIPE_SIDES[1:]))
+#: Fitting shapes in the order they are meshed: the vertical ones (swept, with these profiles)
+#: first, then the instances of templates.
+_NODE_SHAPE_ORDER = ("shaft", "vault", "post", "riser", "station", "octahedron", "box", "cabinet")
+_VERTICAL_PROFILES = (_PROFILES[12], _RECT, _PROFILES[8], _RECT, _PROFILES[16])
 
 
 @dataclass
@@ -87,15 +95,19 @@ def is_coarse(seg: pd.DataFrame, nodes: pd.DataFrame) -> bool:
         return False
     trunk = segment_level(seg["shape"].to_numpy(), seg["diameter_mm"].to_numpy(float),
                           seg["width_mm"].to_numpy(float)) == TRUNK
-    source = nodes["is_source"] if "is_source" in nodes else pd.Series(np.zeros(len(nodes), bool))
-    return bool(trunk.all() and (node_level(source.fillna(False).to_numpy(bool)) == TRUNK).all())
+    if not trunk.all():
+        return False
+    if nodes.empty:
+        return True
+    source = nodes["is_source"].fillna(False).to_numpy(bool) if "is_source" in nodes.columns else np.zeros(len(nodes), bool)
+    return bool((node_level(source) == TRUNK).all())
 
 
 def _pipe_meshes(seg: pd.DataFrame, group: np.ndarray, frame: Frame, coarse: bool = False) -> list[tuple[int, Mesh]]:
     """The pipes' mesh of each group (``group``: a small integer per segment, from 0), in order.
 
-    Each group's pipes are swept one profile (number of sides) after the other; a mesh per
-    group directly, rather than one for the tile split afterwards (a copy of every vertex).
+    One sweep for the whole tile, the segments in order of group, then profile (number of
+    sides), then row; each group's mesh is a slice of it.
     """
     if seg.empty:
         return []
@@ -110,21 +122,36 @@ def _pipe_meshes(seg: pd.DataFrame, group: np.ndarray, frame: Frame, coarse: boo
     half = np.where(circ[:, None], np.column_stack([r, r]),
                     np.column_stack([seg["width_mm"].to_numpy(float), seg["height_mm"].to_numpy(float)])
                     / 2000.0)
-    out = []
-    for g in np.unique(group):
-        meshes = []
-        in_group = group == g
-        for k in np.unique(sides[in_group]):
-            take = in_group & (sides == k)
-            rows = np.flatnonzero(take)
-            starts = np.concatenate([[0], np.cumsum(per_line[rows])])
-            mesh, _ = sweep(enu[take[line]], starts, _RECT if k == 0 else _PROFILES[int(k)], half[rows],
-                            feature=rows)
-            meshes.append(mesh)
-        mesh = concat(meshes)
-        if len(mesh.positions):
-            out.append((int(g), mesh))
-    return out
+    profile = np.searchsorted(_PIPE_SIDES, sides)
+    rows = np.lexsort((profile, group))  # stable
+    points, starts = _lines_in_order(enu, per_line, rows)
+    mesh, _ = sweep(points, starts, _PIPE_PROFILES, half[rows], feature=rows, profile_of=profile[rows])
+    return _by_group(mesh, group)
+
+
+def _lines_in_order(points: np.ndarray, per_line: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The polylines ``rows`` (of ``per_line`` vertices each, one after another in ``points``)
+    in that order: their vertices and starts."""
+    counts = per_line[rows]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    if (per_line == 2).all():
+        return points.reshape(-1, 2, 3)[rows].reshape(-1, 3), starts
+    first = np.concatenate([[0], np.cumsum(per_line)[:-1]])
+    return points[np.repeat(first[rows] - starts[:-1], counts) + np.arange(starts[-1])], starts
+
+
+def _by_group(mesh: Mesh, group: np.ndarray) -> list[tuple[int, Mesh]]:
+    """Slices of ``mesh`` per group of its features (vertices and faces in order of group)."""
+    if len(mesh.positions) == 0:
+        return []
+    vg = group[mesh.feature]
+    fg = vg[mesh.indices[:, 0]]
+    present = vg[np.concatenate([[0], np.flatnonzero(vg[1:] != vg[:-1]) + 1])]
+    v0, v1 = np.searchsorted(vg, present, "left").tolist(), np.searchsorted(vg, present, "right").tolist()
+    f0, f1 = np.searchsorted(fg, present, "left").tolist(), np.searchsorted(fg, present, "right").tolist()
+    return [(int(g), Mesh(mesh.positions[a:b], mesh.normals[a:b], mesh.indices[c:e] - np.uint32(a),
+                          mesh.feature[a:b]))
+            for g, a, b, c, e in zip(present.tolist(), v0, v1, f0, f1, strict=True)]
 
 
 def _node_heights(nodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -143,49 +170,73 @@ def _node_heights(nodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _node_meshes(nodes: pd.DataFrame, group: np.ndarray, frame: Frame) -> list[tuple[int, Mesh]]:
-    """The fittings' mesh of each group (``group``: a small integer per node, from 0), in order."""
+    """The fittings' mesh of each group (``group``: a small integer per node, from 0), in order:
+    the vertical shapes (one sweep for the tile), then the octahedra, then the boxes (one
+    set of instances each), in order of group, then shape, then row."""
     if nodes.empty:
         return []
     ground, pipe, bottom, pipe_d = _node_heights(nodes)
     shapes, half = node_shape(nodes["kind"])
+    code = np.full(len(nodes), -1)
+    for i, name in enumerate(_NODE_SHAPE_ORDER):
+        code[shapes == name] = i
     x, y = nodes["x"].to_numpy(float), nodes["y"].to_numpy(float)
-    enu = frame.to_enu(x, y, pipe)  # at the pipe: the fittings' centres
-    # Vertical shapes: (bottom, top) heights per shape.
-    vertical = {
-        "shaft": (bottom, ground, 12), "vault": (bottom, ground, 0),
-        "post": (pipe, ground + half[:, 2], 8), "riser": (pipe, ground + half[:, 2], 0),
-        "station": (np.minimum(pipe, ground - 1.0) - 0.5, ground + half[:, 2], 16),
-    }
+    top = ground + half[:, 2]
+    # Vertical shapes: shafts and vaults from the bottom to the ground, posts and risers from the
+    # pipe up, stations around it.
+    lo = np.select([code <= 1, code == 4], [bottom, np.minimum(pipe, ground - 1.0) - 0.5], pipe)
+    hi = np.where(code <= 1, ground, top)
+    pieces = []
+    rows = _ordered(code, group, (code >= 0) & (code < len(_VERTICAL_PROFILES)))
+    if len(rows):
+        zs = np.column_stack([lo[rows], np.maximum(hi[rows], lo[rows] + 0.1)]).reshape(-1)
+        pts = frame.to_enu(np.repeat(x[rows], 2), np.repeat(y[rows], 2), zs)
+        mesh, _ = sweep(pts, np.arange(0, 2 * len(rows) + 1, 2), _VERTICAL_PROFILES, half[rows, :2],
+                        feature=rows, profile_of=code[rows])
+        pieces.append(_by_group(mesh, group))
+    # Fittings at the pipe (valves enclose their pipe) and cabinets on the ground.
+    cabinet = code == _NODE_SHAPE_ORDER.index("cabinet")
+    h = np.where(cabinet[:, None], half, np.maximum(half, (pipe_d * 0.7)[:, None]))
+    for template, kinds in ((OCTAHEDRON, ("octahedron",)), (BOX, ("box", "cabinet"))):
+        rows = _ordered(code, group, np.isin(code, [_NODE_SHAPE_ORDER.index(k) for k in kinds]))
+        if len(rows):
+            centres = frame.to_enu(x[rows], y[rows], np.where(cabinet[rows], top[rows], pipe[rows]))
+            pieces.append(_by_group(instances(template, centres, h[rows], rows), group))
+    meshes: dict[int, list[Mesh]] = {}
+    for piece in pieces:
+        for g, m in piece:
+            meshes.setdefault(g, []).append(m)
+    return [(g, concat(meshes[g])) for g in sorted(meshes)]
+
+
+def _ordered(code: np.ndarray, group: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """The rows ``take`` in order of group, then code, then row."""
+    rows = np.flatnonzero(take)
+    return rows[np.lexsort((code[rows], group[rows]))]
+
+
+def _groups(*cols: pd.Series) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Codes of the distinct combinations of ``cols`` (in order of first appearance, from 0) and
+    each combination's values as strings (a missing value as ``str(None)``)."""
+    codes = np.zeros(len(cols[0]), np.int64)
+    values = []
+    for col in cols:
+        arr = pa.array(col.array if isinstance(col, pd.Series) else col)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        enc = arr.dictionary_encode(null_encoding="encode")
+        u = [str(v) for v in enc.dictionary.to_pylist()]
+        codes = codes * len(u) + enc.indices.to_numpy(zero_copy_only=False)
+        values.append(u)
+    codes, combos = pd.factorize(codes)
     out = []
-    for g in np.unique(group):
-        meshes = []
-        in_group = group == g
-        for name, (lo, hi, sides) in vertical.items():
-            rows = np.flatnonzero(in_group & (shapes == name))
-            if len(rows) == 0:
-                continue
-            zs = np.column_stack([lo[rows], np.maximum(hi[rows], lo[rows] + 0.1)]).reshape(-1)
-            pts = frame.to_enu(np.repeat(x[rows], 2), np.repeat(y[rows], 2), zs)
-            starts = np.arange(0, 2 * len(rows) + 1, 2)
-            mesh, _ = sweep(pts, starts, _RECT if sides == 0 else _PROFILES[sides], half[rows, :2],
-                            feature=rows)
-            meshes.append(mesh)
-        # Fittings at the pipe (valves enclose their pipe) and cabinets on the ground.
-        for name, template in (("octahedron", OCTAHEDRON), ("box", BOX), ("cabinet", BOX)):
-            rows = np.flatnonzero(in_group & (shapes == name))
-            if len(rows) == 0:
-                continue
-            h = half[rows].copy()
-            if name == "cabinet":
-                centres = frame.to_enu(x[rows], y[rows], ground[rows] + h[:, 2])
-            else:
-                centres = enu[rows]
-                h = np.maximum(h, (pipe_d[rows] * 0.7)[:, None])
-            meshes.append(instances(template, centres, h, rows))
-        mesh = concat(meshes)
-        if len(mesh.positions):
-            out.append((int(g), mesh))
-    return out
+    for combo in combos.tolist():
+        parts = []
+        for u in reversed(values):
+            combo, i = divmod(combo, len(u))
+            parts.append(u[i])
+        out.append(tuple(reversed(parts)))
+    return codes, out
 
 
 def build_content(seg: pd.DataFrame, nodes: pd.DataFrame, frame: Frame) -> TileContent:
@@ -197,21 +248,19 @@ def build_content(seg: pd.DataFrame, nodes: pd.DataFrame, frame: Frame) -> TileC
     tables: list[PropertyTable] = []
 
     if len(seg):
-        keys = seg["utility"].astype(str) + "|" + seg["status"].astype(str)
-        codes, uniques = pd.factorize(keys)
+        codes, uniques = _groups(seg["utility"], seg["status"])
         table_index = len(tables)
         for g, mesh in _pipe_meshes(seg, codes, frame, coarse=is_coarse(seg, nodes)):
-            utility, status = uniques[g].split("|")
-            materials.append(pipe_material(utility, status))
+            materials.append(pipe_material(*uniques[g]))
             primitives_src.append((len(materials) - 1, mesh, table_index))
         if len(primitives_src):
             tables.append(pipe_table(seg))
     if len(nodes):
-        codes, uniques = pd.factorize(nodes["utility"].astype(str))
+        codes, uniques = _groups(nodes["utility"])
         table_index = len(tables)
         meshes = _node_meshes(nodes, codes, frame)
         for g, mesh in meshes:
-            materials.append(node_material(uniques[g]))
+            materials.append(node_material(*uniques[g]))
             primitives_src.append((len(materials) - 1, mesh, table_index))
         if meshes:
             tables.append(node_table(nodes))

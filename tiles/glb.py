@@ -63,18 +63,23 @@ def oct_encode(normals: np.ndarray) -> np.ndarray:
 
     The inverse of meshoptimizer's ``decodeFilterOct`` for 8-bit components (encodeFilterOct).
     """
-    n = np.asarray(normals, dtype=np.float32).reshape(-1, 3)
-    l1 = np.abs(n).sum(axis=1)
+    cols = np.ascontiguousarray(np.asarray(normals, dtype=np.float32).reshape(-1, 3).T)  # (3, n): fast rows
+    a = np.abs(cols)
+    l1 = a[0] + a[1]
+    l1 += a[2]
     l1[l1 == 0] = 1.0
-    x = n[:, 0] / l1
-    y = n[:, 1] / l1
-    back = n[:, 2] < 0
-    u = np.where(back, (1 - np.abs(y)) * np.copysign(1.0, x), x)
-    v = np.where(back, (1 - np.abs(x)) * np.copysign(1.0, y), y)
-    out = np.zeros((len(n), 4), np.int8)
+    uv = cols[:2] / l1  # x, y
+    back = cols[2] < 0
+    if back.any():
+        folded = 1 - np.abs(uv[::-1, back])  # (1 - |y|, 1 - |x|) with the signs of x, y
+        uv[:, back] = np.copysign(folded, uv[:, back])
     # Round half away from zero, as meshoptimizer's quantizeSnorm.
-    out[:, 0] = np.trunc(np.clip(u, -1, 1) * 127 + np.copysign(0.5, u))
-    out[:, 1] = np.trunc(np.clip(v, -1, 1) * 127 + np.copysign(0.5, v))
+    np.clip(uv, -1, 1, out=uv)
+    half = np.copysign(np.float32(0.5), uv)
+    uv *= 127
+    uv += half
+    out = np.zeros((len(l1), 4), np.int8)
+    out[:, :2] = np.trunc(uv).T
     out[:, 2] = 127
     return out
 
@@ -139,17 +144,21 @@ class _Bin:
                                "type": kind, **extra})
         return len(self.accessors) - 1
 
-    def compressed(self, data: np.ndarray, target: int, filter_: str | None = None) -> int:
+    def compressed(self, data: np.ndarray, target: int, filter_: str | None = None, vertices: int | None = None,
+                   stride: int | None = None) -> int:
         """Add ``data`` (one row per element) as a meshopt-compressed view; returns its index.
 
         Vertex data (rows of a multiple of 4 bytes) goes through the vertex codec, an index
-        buffer (``target`` ELEMENT_ARRAY_BUFFER, triangles) through the index codec.
+        buffer (``target`` ELEMENT_ARRAY_BUFFER, triangles) through the index codec: ``vertices``
+        (default: the largest index + 1) and ``stride``, the decoded index size (default: the
+        data's; the codec does not depend on it).
         """
         data = np.ascontiguousarray(data)
         count = len(data)
         if target == _ELEMENT_ARRAY_BUFFER:
-            stride, mode = data.dtype.itemsize, "TRIANGLES"
-            encoded = meshoptimizer.encode_index_buffer(data.astype(np.uint32), count, int(data.max()) + 1)
+            stride, mode = stride or data.dtype.itemsize, "TRIANGLES"
+            vertices = int(data.max()) + 1 if vertices is None else vertices
+            encoded = meshoptimizer.encode_index_buffer(data.astype(np.uint32, copy=False), count, vertices)
         else:
             stride, mode = data.itemsize * (data.size // max(count, 1)), "ATTRIBUTES"
             encoded = meshoptimizer.encode_vertex_buffer(data.reshape(count, -1), count, stride)
@@ -194,8 +203,9 @@ def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[
     """The GLB bytes of one tile's content; ``compress``: quantized and meshopt-compressed."""
     buf = _Bin()
     if compress:
-        grid, node_matrix = _position_grid(primitives, node_matrix)
-        gl_primitives = _light_primitives(buf, primitives, tables, grid)
+        positions = np.concatenate([np.asarray(p.positions) for p in primitives])
+        grid, node_matrix = _position_grid(positions, node_matrix)
+        gl_primitives = _light_primitives(buf, primitives, tables, positions, grid)
     else:
         gl_primitives = [_primitive(buf, p, tables[p.property_table].count) for p in primitives]
     classes, gl_tables = _property_tables(buf, tables)
@@ -231,10 +241,11 @@ def encode_glb(primitives: list[Primitive], materials: list[dict], tables: list[
     ])
 
 
-def _position_grid(primitives: list[Primitive], node_matrix: list[float]
+def _position_grid(positions: np.ndarray, node_matrix: list[float]
                    ) -> tuple[tuple[np.ndarray, float], list[float]]:
-    """The tile's quantization grid (centre, step) and the node matrix that undoes it."""
-    lo, hi = bounds(np.concatenate([np.asarray(p.positions) for p in primitives]))
+    """The tile's quantization grid (centre, step) of ``positions`` (every primitive's) and the
+    node matrix that undoes it."""
+    lo, hi = bounds(positions)
     lo, hi = lo.astype(float), hi.astype(float)
     centre = (lo + hi) / 2
     step = max(float((hi - lo).max()) / 2, 1e-3) / QUANT_MAX
@@ -242,6 +253,17 @@ def _position_grid(primitives: list[Primitive], node_matrix: list[float]
     grid[:3, 3] = centre
     m = np.asarray(node_matrix, dtype=float).reshape(4, 4).T @ grid
     return (centre, step), [float(v) for v in m.T.reshape(-1)]
+
+
+def _quantize(positions: np.ndarray, centre: np.ndarray, step: float) -> np.ndarray:
+    """Positions (n, 3) as SHORT grid coordinates, padded to 4 components (n, 4)."""
+    g = np.subtract(positions, centre, dtype=float)
+    g /= step
+    np.rint(g, out=g)
+    np.clip(g, -QUANT_MAX, QUANT_MAX, out=g)
+    q = np.zeros((len(g), 4), np.int16)
+    q[:, :3] = g
+    return q
 
 
 def _cache_order(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -255,47 +277,59 @@ def _cache_order(indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return remap[tris], remap
 
 
+def _rows(data: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``data[order]`` for rows of 4 or 8 bytes, gathered as single integers (faster)."""
+    wide = {4: np.int32, 8: np.int64}[data.itemsize * data.shape[1]]
+    return np.ascontiguousarray(data).view(wide).reshape(-1)[order].view(data.dtype).reshape(-1, data.shape[1])
+
+
 def _light_primitives(buf: _Bin, primitives: list[Primitive], tables: list[PropertyTable],
-                      grid: tuple[np.ndarray, float]) -> list[dict]:
+                      positions: np.ndarray, grid: tuple[np.ndarray, float]) -> list[dict]:
     """The quantized, meshopt-compressed glTF primitives: one compressed view per attribute
-    for the whole tile (each primitive's accessors start where its vertices do)."""
+    for the whole tile (each primitive's accessors start where its vertices do).
+
+    ``positions`` are every primitive's, one after another; the attributes are encoded for the
+    whole tile in the order the primitives are stored, then gathered into each primitive's
+    vertex order (after its cache order) in one pass each."""
     centre, step = grid
-    parts = []
+    counts, flats, orders = [], [], []
+    v0 = 0
     for p in primitives:
         n = len(p.positions)
         flat, remap = _cache_order(p.indices, n)  # every vertex is used by a triangle
         order = np.empty(n, np.int64)
-        order[remap] = np.arange(n)
-        parts.append((n, flat, order))
-    pos = np.concatenate([np.asarray(p.positions, dtype=float)[o] for p, (_, _, o) in zip(primitives, parts,
-                                                                                          strict=True)])
-    q = np.zeros((len(pos), 4), np.int16)
-    q[:, :3] = np.clip(np.rint((pos - centre) / step), -QUANT_MAX, QUANT_MAX)
-    normals = np.concatenate([np.asarray(p.normals)[o] for p, (_, _, o) in zip(primitives, parts, strict=True)])
-    ids = np.concatenate([np.asarray(p.feature_ids)[o] for p, (_, _, o) in zip(primitives, parts, strict=True)])
-    small = max(n for n, _, _ in parts) <= 0xFFFF
-    flat = np.concatenate([f for _, f, _ in parts]).astype(np.uint16 if small else np.uint32)
+        order[remap] = np.arange(v0, v0 + n)
+        counts.append(n)
+        flats.append(flat)
+        orders.append(order)
+        v0 += n
+    order = np.concatenate(orders)
+    q = _rows(_quantize(positions, centre, step), order)
+    normals = _rows(oct_encode(np.concatenate([np.asarray(p.normals) for p in primitives])), order)
+    ids = np.concatenate([np.asarray(p.feature_ids) for p in primitives]).astype(np.float32)[order]
+    small = max(counts) <= 0xFFFF
+    flat = np.concatenate(flats)
     v_pos = buf.compressed(q, _ARRAY_BUFFER)
-    v_nrm = buf.compressed(oct_encode(normals), _ARRAY_BUFFER, "OCTAHEDRAL")
-    v_fid = buf.compressed(ids.astype(np.float32).reshape(-1, 1), _ARRAY_BUFFER)
-    v_idx = buf.compressed(flat, _ELEMENT_ARRAY_BUFFER)
+    v_nrm = buf.compressed(normals, _ARRAY_BUFFER, "OCTAHEDRAL")
+    v_fid = buf.compressed(ids.reshape(-1, 1), _ARRAY_BUFFER)
+    v_idx = buf.compressed(flat, _ELEMENT_ARRAY_BUFFER, vertices=max(counts), stride=2 if small else 4)
     out = []
     # each primitive's quantized bounds, reduced along rows of a transposed copy (fast)
     q_cols = np.ascontiguousarray(q[:, :3].T)
-    starts = np.cumsum([0] + [n for n, _, _ in parts[:-1]])
-    q_lo = np.minimum.reduceat(q_cols, starts, axis=1).T
-    q_hi = np.maximum.reduceat(q_cols, starts, axis=1).T
+    starts = np.cumsum([0] + counts[:-1])
+    q_lo = np.minimum.reduceat(q_cols, starts, axis=1).T.tolist()
+    q_hi = np.maximum.reduceat(q_cols, starts, axis=1).T.tolist()
     v0 = i0 = 0
-    for k, (p, (n, f, _)) in enumerate(zip(primitives, parts, strict=True)):
+    for k, (p, n, f) in enumerate(zip(primitives, counts, flats, strict=True)):
         first = len(buf.accessors)
         buf.accessors += [
             {"bufferView": v_pos, "byteOffset": 8 * v0, "componentType": _SHORT, "count": n, "type": "VEC3",
-             "min": q_lo[k].tolist(), "max": q_hi[k].tolist()},
+             "min": q_lo[k], "max": q_hi[k]},
             {"bufferView": v_nrm, "byteOffset": 4 * v0, "componentType": _BYTE, "normalized": True, "count": n,
              "type": "VEC3"},
             {"bufferView": v_fid, "byteOffset": 4 * v0, "componentType": _FLOAT, "count": n, "type": "SCALAR"},
-            {"bufferView": v_idx, "byteOffset": flat.itemsize * i0, "componentType": _UINT16 if small else _UINT32,
-             "count": len(f), "type": "SCALAR"},
+            {"bufferView": v_idx, "byteOffset": (2 if small else 4) * i0,
+             "componentType": _UINT16 if small else _UINT32, "count": len(f), "type": "SCALAR"},
         ]
         v0, i0 = v0 + n, i0 + len(f)
         out.append({

@@ -8,7 +8,8 @@ transformed exactly: a pipe's centreline vertices, a shaft's top and bottom, a f
   there, parallel-transport frames (no twist), mitred joints (the ring lies in the bisecting
   plane and is stretched so the wall keeps its radius on both sides), flat caps at both ends.
   Circular pipes use :func:`circle_profile`, box culverts and duct banks :func:`rect_profile`;
-  vertical shafts are two-point sweeps.
+  vertical shafts are two-point sweeps. One call takes several profiles (one per polyline), so
+  a tile's pipes are one sweep; straight polylines (two vertices) take a shorter path.
 - :func:`instances` places copies of a small closed template (:data:`BOX`, :data:`OCTAHEDRON`).
 
 Every shape is closed: after merging coincident vertices (the box profile repeats its corners
@@ -18,6 +19,7 @@ seen from outside.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,20 +155,29 @@ def _initial_frame(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.cross(v, t), v
 
 
-def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: np.ndarray,
-          feature: np.ndarray | None = None) -> tuple[Mesh, np.ndarray]:
-    """Sweep ``profile`` along polylines; returns the mesh and a mask of the polylines built.
+def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile | Sequence[Profile], half_size: np.ndarray,
+          feature: np.ndarray | None = None, profile_of: np.ndarray | None = None) -> tuple[Mesh, np.ndarray]:
+    """Sweep profiles along polylines; returns the mesh and a mask of the polylines built.
 
     ``points`` (n, 3) holds the polylines one after another, polyline ``i`` being
     ``points[starts[i]:starts[i + 1]]``; ``half_size`` (k, 2) scales the profile per polyline
     (radius, radius for a circle; half width, half height for a box); ``feature`` (k,) is the
     feature index recorded on the vertices (default: the polyline index). Repeated vertices
     are dropped; a polyline left with fewer than two vertices is not built.
+
+    ``profile`` is one :class:`Profile`, or a sequence of them with ``profile_of`` (k,) each
+    polyline's index into it: one call sweeps a whole tile, the frames made once and the rings
+    and faces run by run (a run: consecutive polylines of one profile). Vertices come in
+    polyline order, a ring per centreline vertex; faces run after run. When every polyline is
+    straight (two vertices, as survey segments are) the frames are one per polyline and the
+    two rings share their offsets and normals.
     """
     points = np.asarray(points, dtype=float)
     starts = np.asarray(starts, dtype=np.int64)
     k = len(starts) - 1
     feature = np.arange(k) if feature is None else np.asarray(feature)
+    profiles = [profile] if isinstance(profile, Profile) else list(profile)
+    which = np.zeros(k, np.int64) if profile_of is None else np.asarray(profile_of, dtype=np.int64)
     if k == 0:
         return Mesh.empty(), np.zeros(0, bool)
     points, counts = _drop_repeats(points, starts)
@@ -175,24 +186,27 @@ def sweep(points: np.ndarray, starts: np.ndarray, profile: Profile, half_size: n
         return Mesh.empty(), built
     lines = np.flatnonzero(built)  # built polylines, in order
     n_per = counts[lines]
-    first = np.concatenate([[0], np.cumsum(n_per)[:-1]])
-    local = np.arange(len(points)) - np.repeat(first, n_per)
-    last = local == np.repeat(n_per - 1, n_per)
-
-    # Segments: one per vertex that is not its polyline's last.
-    seg_start = np.flatnonzero(~last)
-    t = _unit(points[seg_start + 1] - points[seg_start])
-    u, v = _transport_frames(t, local[seg_start])
-    vertex_line = np.repeat(np.arange(len(lines)), n_per)
-    ring, ring_normals = _mitred_rings(points, local, last, t, u, v, profile,
-                                       half_size[lines][vertex_line])
-    p = len(profile.offsets)
-    faces = np.concatenate([_side_quads(seg_start, profile), _cap_fans(local, last, profile)])
-    positions = ring.reshape(-1, 3)
-    normals = ring_normals.reshape(-1, 3).astype(np.float32)
-    feat_line = np.repeat(lines[vertex_line], p)
-    mesh = Mesh(positions, normals, faces.astype(np.uint32), np.asarray(feature)[feat_line].astype(np.int64))
-    return mesh, built
+    scale = np.asarray(half_size, dtype=float)[lines]
+    straight = bool((n_per == 2).all())
+    axes = _straight_axes(points, scale) if straight else _bent_axes(points, n_per, scale)
+    w = which[lines]
+    runs = np.concatenate([[0], np.flatnonzero(w[1:] != w[:-1]) + 1, [len(lines)]])
+    first = np.concatenate([[0], np.cumsum(n_per)])  # each built polyline's first vertex
+    parts = []
+    base = 0
+    for r0, r1 in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
+        prof = profiles[int(w[r0])]
+        p = len(prof.offsets)
+        if straight:
+            pos, nrm, faces = _straight_run(axes, r0, r1, prof, base)
+        else:
+            pos, nrm, faces = _bent_run(points, axes, int(first[r0]), int(first[r1]), prof, base)
+        parts.append((pos, nrm, faces, np.repeat(feature[lines[r0:r1]], n_per[r0:r1] * p)))
+        base += len(pos)
+    if len(parts) == 1:
+        pos, nrm, faces, feat = parts[0]
+        return Mesh(pos, nrm, faces, feat.astype(np.int64, copy=False)), built
+    return Mesh(*(np.concatenate(c) for c in zip(*parts, strict=True))), built
 
 
 def _drop_repeats(points: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,13 +217,89 @@ def _drop_repeats(points: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, n
     d = np.diff(points, axis=0)
     repeat = np.zeros(len(points), bool)
     repeat[1:] = (_norm(d) < 1e-6) & (line[1:] == line[:-1])
-    keep = ~repeat
-    points, line = points[keep], line[keep]
+    if repeat.any():
+        keep = ~repeat
+        points, line = points[keep], line[keep]
     counts = np.bincount(line, minlength=k)
     built = counts >= 2
     if not built.all():
         points = points[built[line]]
     return points, counts
+
+
+def _straight_axes(points: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Straight polylines (two vertices each): their ends (m, 2, 3), the profile's scaled axes
+    su, sv (m, 3) and the unit frame u, v (float32) of each."""
+    ends = points.reshape(-1, 2, 3)
+    u, v = _initial_frame(_unit(ends[:, 1] - ends[:, 0]))
+    return ends, u * scale[:, :1], v * scale[:, 1:], u.astype(np.float32), v.astype(np.float32)
+
+
+def _straight_run(axes: tuple[np.ndarray, ...], r0: int, r1: int, profile: Profile, base: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions, normals and faces of the straight polylines ``r0:r1`` (vertices from ``base``):
+    the profile offsets made once per polyline and added to both ends."""
+    ends, su, sv, u, v = (a[r0:r1] for a in axes)
+    m, p = r1 - r0, len(profile.offsets)
+    off = profile.offsets[None, :, 0, None] * su[:, None, :]
+    off += profile.offsets[None, :, 1, None] * sv[:, None, :]
+    pos = (ends[:, :, None, :] + off[:, None, :, :]).reshape(-1, 3)
+    nu, nv = profile.normals[:, 0].astype(np.float32), profile.normals[:, 1].astype(np.float32)
+    nrm = nu[None, :, None] * u[:, None, :]
+    nrm += nv[None, :, None] * v[:, None, :]  # unit: unit profile normals in an orthonormal frame
+    normals = np.broadcast_to(nrm[:, None], (m, 2, p, 3)).reshape(-1, 3)
+    step = np.arange(m, dtype=np.uint32) * np.uint32(2 * p) + np.uint32(base)
+    faces = (_segment_faces(profile)[None] + step[:, None, None]).reshape(-1, 3)
+    return pos, normals, faces
+
+
+_SEGMENT_FACES: dict[int, tuple[Profile, np.ndarray]] = {}
+
+
+def _segment_faces(profile: Profile) -> np.ndarray:
+    """The faces (uint32) of one straight polyline's two rings: side quads, then both caps."""
+    hit = _SEGMENT_FACES.get(id(profile))
+    if hit is not None and hit[0] is profile:
+        return hit[1]
+    local, last = np.array([0, 1]), np.array([False, True])
+    faces = np.concatenate([_side_quads(np.array([0]), profile), _cap_fans(local, last, profile)])
+    faces = faces.astype(np.uint32)
+    _SEGMENT_FACES[id(profile)] = (profile, faces)  # the profile kept: its id is not reused
+    return faces
+
+
+def _bent_axes(points: np.ndarray, n_per: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per centreline vertex of polylines of ``n_per`` vertices: the scaled mitred axes su, sv,
+    the normals' axes a, b (float32, not unit), each vertex's place along its polyline and
+    whether it is its polyline's last."""
+    first = np.concatenate([[0], np.cumsum(n_per)[:-1]])
+    local = np.arange(len(points)) - np.repeat(first, n_per)
+    last = local == np.repeat(n_per - 1, n_per)
+    # Segments: one per vertex that is not its polyline's last.
+    seg_start = np.flatnonzero(~last)
+    t = _unit(points[seg_start + 1] - points[seg_start])
+    u, v = _transport_frames(t, local[seg_start])
+    su, sv, a, b = _mitre_axes(local, last, t, u, v, np.repeat(scale, n_per, axis=0))
+    return su, sv, a, b, local, last
+
+
+def _bent_run(points: np.ndarray, axes: tuple[np.ndarray, ...], v0: int, v1: int, profile: Profile,
+              base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions, normals and faces of the polylines of centreline vertices ``v0:v1``."""
+    su, sv, a, b, local, last = (x[v0:v1] for x in axes)
+    pu, pv = profile.offsets[None, :, 0, None], profile.offsets[None, :, 1, None]
+    ring = points[v0:v1, None, :] + pu * su[:, None, :]
+    ring += pv * sv[:, None, :]
+    # Normals: the profile normal in the mean of the two frames, made unit (its length from
+    # per-vertex dot products).
+    nu, nv = profile.normals[:, 0].astype(np.float32), profile.normals[:, 1].astype(np.float32)
+    length = np.sqrt(np.maximum(nu * nu * _dot(a, a)[:, None] + 2 * nu * nv * _dot(a, b)[:, None]
+                                + nv * nv * _dot(b, b)[:, None], 1e-30))
+    normals = nu[None, :, None] * a[:, None, :]
+    normals += nv[None, :, None] * b[:, None, :]
+    normals /= length[..., None]
+    faces = np.concatenate([_side_quads(np.flatnonzero(~last), profile), _cap_fans(local, last, profile)])
+    return ring.reshape(-1, 3), normals.reshape(-1, 3), (faces + base).astype(np.uint32)
 
 
 def _transport_frames(t: np.ndarray, seg_local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -233,11 +323,14 @@ def _transport_frames(t: np.ndarray, seg_local: np.ndarray) -> tuple[np.ndarray,
     return u, v
 
 
-def _mitred_rings(points: np.ndarray, local: np.ndarray, last: np.ndarray, t: np.ndarray, u: np.ndarray,
-                  v: np.ndarray, profile: Profile, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One ring of profile vertices per polyline vertex, in the plane bisecting the turn there.
+def _mitre_axes(local: np.ndarray, last: np.ndarray, t: np.ndarray, u: np.ndarray, v: np.ndarray,
+                scale: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each vertex's ring lies in the plane bisecting the turn there: (su, sv, a, b).
 
-    ``scale`` (n, 2) is each vertex's half size. Returns positions and normals, both (n, p, 3).
+    A ring vertex is the centreline point plus its profile offset (ou, ov) along the incoming
+    frame, slid along the incoming tangent onto the mitre plane: point + ou * su + ov * sv, su
+    and sv being the frame axes slid and scaled by the vertex's half size (``scale`` (n, 2)).
+    a, b are the sums of the two frames' axes (the normals' frame, float32).
     """
     # Per vertex: the incoming segment's frame (the outgoing one's at a polyline start).
     seg_of_vertex = np.cumsum(~last) - 1  # segment starting at the vertex (or before)
@@ -249,26 +342,10 @@ def _mitred_rings(points: np.ndarray, local: np.ndarray, last: np.ndarray, t: np
     flat = _norm(t_in + t_out) < 1e-9
     mitre[flat] = t_in[flat]
     cos_half = np.maximum(_dot(t_in, mitre), 1.0 / MAX_MITRE)
-
-    # A ring vertex is the centreline point plus its profile offset (ou, ov) along the incoming
-    # frame, slid along the incoming tangent onto the mitre plane: point + ou * su + ov * sv,
-    # with su, sv per vertex (the frame axes, slid and scaled): a few passes over the rings.
     u_in, v_in, u_out, v_out = u[inc], v[inc], u[out], v[out]
     su = (u_in - (_dot(u_in, mitre) / cos_half)[:, None] * t_in) * scale[:, :1]
     sv = (v_in - (_dot(v_in, mitre) / cos_half)[:, None] * t_in) * scale[:, 1:]
-    pu, pv = profile.offsets[None, :, 0, None], profile.offsets[None, :, 1, None]
-    ring = points[:, None, :] + pu * su[:, None, :]
-    ring += pv * sv[:, None, :]
-    # Normals: the profile normal in the mean of the two frames, made unit (its length from
-    # per-vertex dot products).
-    a, b = (u_in + u_out).astype(np.float32), (v_in + v_out).astype(np.float32)
-    nu, nv = profile.normals[:, 0].astype(np.float32), profile.normals[:, 1].astype(np.float32)
-    length = np.sqrt(np.maximum(nu * nu * _dot(a, a)[:, None] + 2 * nu * nv * _dot(a, b)[:, None]
-                                + nv * nv * _dot(b, b)[:, None], 1e-30))
-    normals = nu[None, :, None] * a[:, None, :]
-    normals += nv[None, :, None] * b[:, None, :]
-    normals /= length[..., None]
-    return ring, normals
+    return su, sv, (u_in + u_out).astype(np.float32), (v_in + v_out).astype(np.float32)
 
 
 def _side_quads(seg_start: np.ndarray, profile: Profile) -> np.ndarray:
