@@ -103,7 +103,8 @@ def main() -> None:
     points, segments = folder / "points.csv", folder / "segments.csv"
     summary.setdefault("points_total", sum(1 for _ in points.open("rb")) - 1)
     n_seg = sum(1 for _ in segments.open("rb")) - 1
-    print(f"district: scale {scale}, {n_seg:,} segments, generated in {gen_s:.1f} s", flush=True)
+    label = f"tables {args.tables}" if args.tables else f"scale {scale}"  # --tables: not generated
+    print(f"district: {label}, {n_seg:,} segments, generated in {gen_s:.1f} s", flush=True)
 
     # -- PipeTwin, end to end, in a child process ------------------------------------------
     twin_s, cpu_s, peak_mib, report = _twin_ingest(points, segments)
@@ -146,7 +147,7 @@ def main() -> None:
             f.write(
                 f"\n### ingest, {dt.date.today().isoformat()}\n"
                 f"- machine: {machine()}; {gdal}\n"
-                f"- district: scale {scale}, {n_seg:,} segments, {summary.get('points_total', 0):,} points\n"
+                f"- district: {label}, {n_seg:,} segments, {summary.get('points_total', 0):,} points\n"
                 f"- PipeTwin `twin ingest survey` end to end (read + checks + centrelines + COPY/merge): "
                 f"{twin_s:.1f} s = **{n_seg / twin_s:,.0f} segments/s**, peak RSS {peak_mib:,.0f} MiB, "
                 f"CPU {cpu_s:.1f} s{small}; stages (s, interleaved): {stages}\n"

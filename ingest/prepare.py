@@ -122,15 +122,18 @@ def prepare(tables: SurveyTables, settings: TwinSettings, crs: TwinCRS, *, axis_
 
 
 #: What the whole-network checks keep of each point and each segment: compact columns, so a
-#: streamed batch holds a few dozen bytes per feature (texts are shared codes; a segment's ids
-#: are Arrow text, not a Python string each; its plan ends are its points', read through
-#: ``_fi``/``_ti`` when needed).
+#: streamed batch holds a few dozen bytes per feature and no Python object per row (texts are
+#: category codes or Arrow text; a segment's plan ends are its points', read through
+#: ``_fi``/``_ti`` when needed; point ids are looked up through :class:`_IdIndex`).
 _POINT_KEEP = ("id", "_row", "utility", "easting", "northing",
                *(n for n in names("node", reads="checks") if n != "survey_class"))
+_POINT_CODES = ("utility", "subtype", "feature", "appurtenance")  # few distinct texts: codes
 _SEGMENT_KEEP = ("id", "_row", "_fi", "_ti", "utility", "subtype", "from_z", "to_z", "_valid")
 _ARROW_TEXT = pd.ArrowDtype(pa.string())
 #: glibc's malloc_trim (None elsewhere): the chunks' freed memory handed back to the system.
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
+#: Texts hashed this many at a time (the Python strings of one slice exist at once).
+_HASH_SLICE = 1 << 18
 
 
 def _give_back() -> None:
@@ -143,8 +146,109 @@ def _give_back() -> None:
 
 def _arrow_text(values: pd.Series | np.ndarray) -> pd.arrays.ArrowExtensionArray:
     """Text as one Arrow array (a few bytes a value) instead of a Python string per row."""
+    text = isinstance(values, pd.Series) and values.dtype != object
+    if text and pd.api.types.is_string_dtype(values.dtype):
+        return values.astype(_ARROW_TEXT).array  # text already: Arrow to Arrow, no string made
     values = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
     return pd.array(values, dtype=_ARROW_TEXT)
+
+
+def _codes(values: pd.Series) -> pd.Categorical:
+    """Text of few distinct values as category codes (a byte or two a row, no object per row)."""
+    return pd.Categorical(values.to_numpy(dtype=object))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Chunks' keeps as one frame; category columns stay codes over the union of categories."""
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    cats = [c for c in frames[0].columns if isinstance(frames[0][c].dtype, pd.CategoricalDtype)]
+    for c in cats:
+        union = pd.Index(pd.unique(np.concatenate(
+            [np.asarray(f[c].cat.categories, dtype=object) for f in frames])), dtype=object)
+        for f in frames:
+            f[c] = f[c].cat.set_categories(union)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _text_at(values: pd.Series, at: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """The texts of ``values`` at ``at`` as objects (None where there is none), read through a
+    category column's codes: the category strings are shared, none is made per row."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        out = values.to_numpy(dtype=object)[at]
+        return np.where(pd.isna(out), None, out)
+    names_ = np.append(np.asarray(values.cat.categories, dtype=object), None)
+    return names_[values.cat.codes.to_numpy()[at]]
+
+
+def _hash_text(values: pd.Series) -> np.ndarray:
+    """64-bit hashes of texts (other values hashed as their ``str``), a slice at a time."""
+    out = np.empty(len(values), dtype=np.uint64)
+    for start in range(0, len(values), _HASH_SLICE):
+        part = values.iloc[start:start + _HASH_SLICE].to_numpy(dtype=object)
+        if pd.api.types.infer_dtype(part, skipna=False) != "string":
+            part = part.astype(str).astype(object)
+        out[start:start + len(part)] = pd.util.hash_array(part, categorize=False)
+    return out
+
+
+class _IdIndex:
+    """Unique ids looked up through their sorted 64-bit hashes: 12 bytes an id and no Python
+    string kept (a pandas index keeps a string and a hash-table slot per id). Every hit is
+    checked against the id itself; ids whose hashes collide are looked up exactly in a dict."""
+
+    def __init__(self, ids: pd.Series, hashes: np.ndarray | None = None) -> None:
+        self.ids = pd.Series(_arrow_text(ids), copy=False)
+        hashes = _hash_text(self.ids) if hashes is None else hashes
+        small = len(hashes) < 2**31
+        self.order = np.argsort(hashes, kind="stable").astype(np.int32 if small else np.int64)
+        self.hashes = hashes[self.order]
+        same = self.hashes[1:] == self.hashes[:-1]
+        self.exact: dict[str, int] = {}
+        self.colliding = np.zeros(0, dtype=np.uint64)
+        if same.any():
+            at = np.flatnonzero(np.r_[same, False] | np.r_[False, same])
+            pos = self.order[at]
+            self.exact = dict(zip(self.ids.take(pos).astype(str), pos.tolist(), strict=True))
+            self.colliding = np.unique(self.hashes[at])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get_indexer(self, values: pd.Series | np.ndarray) -> np.ndarray:
+        """Position of each value among the ids (-1: not there, or no value)."""
+        values = pd.Series(values, copy=False).reset_index(drop=True)
+        present = values.notna().to_numpy()
+        out = np.full(len(values), -1, dtype=np.intp)
+        if not present.any() or not len(self.ids):
+            return out
+        rows = np.flatnonzero(present)
+        want = values.iloc[rows]
+        hashes = _hash_text(want)
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        hit = self.hashes[at] == hashes
+        cand = np.where(hit, self.order[at], 0)
+        same = hit & (self.ids.take(cand).astype(str).to_numpy()
+                      == want.astype(str).to_numpy())
+        out[rows[same]] = cand[same]
+        if len(self.colliding):  # the rare ids sharing a hash: exactly
+            odd = np.flatnonzero(np.isin(hashes, self.colliding))
+            out[rows[odd]] = [self.exact.get(str(v), -1) for v in want.iloc[odd]]
+        return out
+
+
+def _duplicated(hashes: np.ndarray, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(seen before, seen more than once) of each value, from their hashes sorted: only the
+    values whose hashes repeat are compared as texts."""
+    order = np.argsort(hashes, kind="stable")
+    same = hashes[order][1:] == hashes[order][:-1]
+    before, many = np.zeros(len(hashes), bool), np.zeros(len(hashes), bool)
+    if same.any():
+        rows = np.sort(order[np.flatnonzero(np.r_[same, False] | np.r_[False, same])])
+        text = values.iloc[rows].astype(object).reset_index(drop=True)
+        before[rows] = text.duplicated(keep="first").to_numpy()
+        many[rows] = text.duplicated(keep=False).to_numpy()
+    return before, many
 
 
 class SurveyBatch:
@@ -165,9 +269,10 @@ class SurveyBatch:
         self.report = Report()
         self._points: list[pd.DataFrame] = []
         self._segments: list[pd.DataFrame] = []
+        self._ends: list[pd.DataFrame] = []  # the segments that end at a valve point
         self.first = pd.DataFrame(columns=list(_POINT_KEEP))
-        self._index = pd.Index([], dtype=object)
-        self._degree = np.zeros(0, dtype=np.int64)
+        self._index = _IdIndex(pd.Series([], dtype=object))
+        self._degree = np.zeros(0, dtype=np.int32)
         self.n_nodes = self.n_segments = 0
 
     def add_points(self, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -177,7 +282,11 @@ class SurveyBatch:
         # Remarks matter later only where a valve, source or customer is derived.
         wanted = (keep["appurtenance"].isin([*VALVE_APPURTENANCES, *SOURCE_APPURTENANCES])
                   | (keep["feature"] == "service_entry"))
-        keep["remarks"] = keep["remarks"].where(wanted, None)
+        keep["remarks"] = _arrow_text(keep["remarks"].where(wanted, None))
+        keep["id"] = _arrow_text(keep["id"])
+        keep["_row"] = keep["_row"].to_numpy(dtype=np.int32)
+        for col in _POINT_CODES:
+            keep[col] = _codes(keep[col])
         self._points.append(keep)
         self.n_nodes += len(nodes)
         _give_back()
@@ -185,23 +294,22 @@ class SurveyBatch:
 
     def end_points(self) -> None:
         """All points are in: duplicate ids (E201) and the lookup of segment ends."""
-        points = pd.concat(self._points, ignore_index=True) if self._points else self.first
+        points = _concat(self._points) if self._points else self.first
         self._points = []
-        ids = points["id"]
-        dup = (ids.notna() & ids.duplicated(keep=False)).to_numpy()
+        # Duplicates through the ids' sorted hashes: no hash table of a million strings.
+        hashes = _hash_text(points["id"])
+        before, many = _duplicated(hashes, points["id"])
+        dup = points["id"].notna().to_numpy() & many
         if dup.any():
             rows = points.loc[dup, ["id", "_row"]].rename(columns={"id": "point_id"})
             self.report.add_rows("E201", np.ones(len(rows), bool), rows, self.points_file,
                                  lambda r: f"point id {r['point_id']!r} appears more than once", ("point_id",))
-        first = points[~ids.duplicated(keep="first").to_numpy()].reset_index(drop=True)
-        del points, ids
-        # The ids made again in one pass, side by side: the chunks' own were made among their
-        # temporary strings, and kept alive they would keep all that memory from being reused.
-        first["id"] = _arrow_text(first["id"]).to_numpy(dtype=object)
-        self.first = first
-        self._index = pd.Index(first["id"].to_numpy(dtype=object))
+        self.first = points[~before].reset_index(drop=True)
+        del points
+        self._index = _IdIndex(self.first["id"], hashes[~before])
+        del hashes
         _give_back()
-        self._degree = np.zeros(len(self.first), dtype=np.int64)
+        self._degree = np.zeros(len(self.first), dtype=np.int32)
 
     def add_segments(self, chunk: pd.DataFrame) -> pd.DataFrame:
         """Check and type one chunk of the segment table; returns its segments."""
@@ -210,6 +318,7 @@ class SurveyBatch:
                                      network_model=self.network_model)
         keep = segments[list(_SEGMENT_KEEP)].copy()
         keep["id"] = _arrow_text(keep["id"])
+        keep["utility"], keep["subtype"] = _codes(keep["utility"]), _codes(keep["subtype"])
         for col in ("_row", "_fi", "_ti"):
             keep[col] = keep[col].to_numpy(dtype=np.int32)
         keep["_explicit"] = chunk["id"].notna().to_numpy()
@@ -219,10 +328,29 @@ class SurveyBatch:
         # End ids the point table lacks (E202) are kept as given, for the duplicates' report.
         keep["_from_id"] = _arrow_text(chunk["from_id"].where(fi < 0, None))
         keep["_to_id"] = _arrow_text(chunk["to_id"].where(ti < 0, None))
-        self._segments.append(keep)
+        # Heights matter later only where a valve is derived: those segments are kept whole.
+        self._ends.append(_valve_ends(keep, self.first))
+        self._segments.append(keep.drop(columns=["from_z", "to_z"]))
         self.n_segments += len(segments)
         _give_back()
         return segments
+
+    def _by_id(self, extra: SurveyTables) -> pd.DataFrame:
+        """The points valves, sources and customers are derived from or listed at, indexed by
+        id, their texts as objects (a few rows, not the whole point table)."""
+        first = self.first
+        wanted = (first["appurtenance"].isin([*VALVE_APPURTENANCES, *SOURCE_APPURTENANCES])
+                  | (first["feature"] == "service_entry")).to_numpy()
+        rows = [np.flatnonzero(wanted)]
+        for listed in (extra.valves, extra.sources, extra.customers):
+            if listed is not None and len(listed) and "node_id" in listed.columns:
+                at = self._index.get_indexer(listed["node_id"])
+                rows.append(at[at >= 0])
+        rows = np.unique(np.concatenate(rows))
+        part = first.iloc[rows]
+        by_id = pd.DataFrame({c: _text_at(part[c]) if c in _POINT_CODES or c == "remarks"
+                              else part[c].to_numpy() for c in first.columns if c != "id"})
+        return by_id.set_axis(pd.Index(part["id"].to_numpy(dtype=object), name="id"))
 
     def node_degrees(self, ids: pd.Series) -> np.ndarray:
         """Connection count of each of ``ids`` (0 for unknown ids)."""
@@ -236,9 +364,11 @@ class SurveyBatch:
         ``tables`` may carry explicit valve, source and customer lists; explicit valves need
         the batch's whole ``segments``.
         """
-        seg = pd.concat(self._segments, ignore_index=True) if self._segments else pd.DataFrame(
+        seg = _concat(self._segments) if self._segments else pd.DataFrame(
             columns=[*_SEGMENT_KEEP, "_explicit", "_from_id", "_to_id"])
-        self._segments = []
+        ends = (pd.concat(self._ends, ignore_index=True) if self._ends
+                else _valve_ends(seg, self.first))
+        self._segments, self._ends = [], []
         _check_duplicate_segments(seg, self.first, self.segments_file, self.report,
                                   network_model=self.network_model)
         _give_back()
@@ -246,10 +376,9 @@ class SurveyBatch:
         _check_crossings(seg, self.first, self.segments_file, self.report)
         _give_back()
         extra = tables or SurveyTables(points=pd.DataFrame(), segments=pd.DataFrame())
-        # Indexed by the batch's id index itself: its hash table made once, not again here.
-        by_id = self.first.drop(columns="id").set_axis(self._index.rename("id"))
+        by_id = self._by_id(extra)
         if segments is None or extra.valves is None:
-            segments = _valve_ends(seg, self.first)
+            segments = ends
         valves = _valves(extra, by_id, segments, self.report)
         sources, customers = _sources(extra, by_id), _customers(extra, by_id)
         self.report.counts = {"nodes": self.n_nodes, "segments": self.n_segments, "valves": len(valves),
@@ -265,10 +394,12 @@ def _valve_ends(seg: pd.DataFrame, first: pd.DataFrame) -> pd.DataFrame:
     for codes in (fi, ti):
         at |= (codes >= 0) & valve_at[np.where(codes >= 0, codes, 0)]
     part = seg[at]
-    ids = first["id"].to_numpy(dtype=object)
-    return pd.DataFrame({"id": part["id"].to_numpy(), "from_node": ids[part["_fi"].to_numpy()],
-                         "to_node": ids[part["_ti"].to_numpy()], "from_z": part["from_z"].to_numpy(),
-                         "to_z": part["to_z"].to_numpy(), "utility": part["utility"].to_numpy()})
+    ids = first["id"]
+    return pd.DataFrame({"id": part["id"].to_numpy(dtype=object),
+                         "from_node": ids.take(part["_fi"].to_numpy()).to_numpy(dtype=object),
+                         "to_node": ids.take(part["_ti"].to_numpy()).to_numpy(dtype=object),
+                         "from_z": part["from_z"].to_numpy(),
+                         "to_z": part["to_z"].to_numpy(), "utility": _text_at(part["utility"])})
 
 
 # -- points ---------------------------------------------------------------------------------
@@ -425,8 +556,9 @@ def _segment_utility(out: pd.DataFrame, s: pd.DataFrame, f: str, first: pd.DataF
                      report: Report) -> None:
     """Utility: the segment's own, else its start point's."""
     own_parent, own_sub, unknown = parse_utility(s["utility"])
-    node_parent = first["utility"].to_numpy()[np.where(fi >= 0, fi, 0)]
-    node_sub = first["subtype"].to_numpy()[np.where(fi >= 0, fi, 0)]
+    start = np.where(fi >= 0, fi, 0)
+    node_parent, node_sub = (_text_at(first[c], start) if len(first) else np.full(len(fi), None)
+                             for c in ("utility", "subtype"))
     has_own = s["utility"].notna().to_numpy()
     report.add_rows("E103", unknown & has_own, s, f, lambda r: f"unknown utility code {r['utility']!r}",
                     _SEGMENT_IDS)
@@ -574,7 +706,7 @@ def _check_duplicate_segments(seg: pd.DataFrame, first: pd.DataFrame, f: str, re
     """Duplicates over the whole batch: explicit ids, and the same pair of points for one utility."""
     fi, ti = seg["_fi"].to_numpy(dtype=np.int64), seg["_ti"].to_numpy(dtype=np.int64)
     ok = (fi >= 0) & (ti >= 0)
-    repeated = _repeated_text(seg["id"])
+    repeated = _duplicated(_hash_text(seg["id"]), seg["id"])[0]
     dup_id = repeated & seg["_explicit"].to_numpy(dtype=bool)
     dup_pair = ok & _first_seen(np.minimum(fi, ti), np.maximum(fi, ti), _utility_codes(seg)[0])
     dup_generated = repeated & ~dup_id
@@ -594,11 +726,13 @@ def _report_segments(report: Report, code: str, mask: np.ndarray, seg: pd.DataFr
     if not mask.any():
         return
     part = seg[mask]
-    ids = first["id"].to_numpy(dtype=object)
-    rows = pd.DataFrame({"id": part["id"].to_numpy(), "_row": part["_row"].to_numpy()})
+    ids = first["id"]
+    rows = pd.DataFrame({"id": part["id"].to_numpy(dtype=object), "_row": part["_row"].to_numpy()})
     for end, given in (("_fi", "_from_id"), ("_ti", "_to_id")):
         codes = part[end].to_numpy(dtype=np.int64)
-        rows[given[1:]] = np.where(codes >= 0, ids[np.where(codes >= 0, codes, 0)], part[given].to_numpy())
+        known = (ids.take(np.where(codes >= 0, codes, 0)).to_numpy(dtype=object) if len(ids)
+                 else codes)
+        rows[given[1:]] = np.where(codes >= 0, known, part[given].to_numpy(dtype=object))
     report.add_rows(code, np.ones(len(rows), bool), rows, f, message, id_columns)
 
 
@@ -623,26 +757,14 @@ def _check_degrees(first: pd.DataFrame, degree: np.ndarray, f: str, report: Repo
     if unused.any():
         report.add_rows("W203", np.ones(int(unused.sum()), bool), first[unused], f, "no segment uses this point",
                         ("id",))
-    expected = first["feature"].map(FEATURE_DEGREE).to_numpy(dtype=float)
+    feature = pd.Series(_text_at(first["feature"]), dtype=object)
+    expected = feature.map(FEATURE_DEGREE).to_numpy(dtype=float)
     wrong = np.isfinite(expected) & ~unused & (degree != np.nan_to_num(expected))
     if wrong.any():
         report.add_rows("W207", np.ones(int(wrong.sum()), bool),
                         first[wrong].assign(_deg=degree[wrong], _exp=expected[wrong]), f,
                         lambda r: f"{r['feature']} should join {int(r['_exp'])} segments, joins {r['_deg']}",
                         ("id",))
-
-
-def _repeated_text(values: pd.Series) -> np.ndarray:
-    """Mask of the values seen before, from Arrow's dictionary encoding (no Python string made
-    per value, as pandas makes for Arrow text)."""
-    arrow = pa.array(values.array) if isinstance(values.dtype, pd.ArrowDtype) else pa.array(
-        values.to_numpy(dtype=object), pa.string())
-    if isinstance(arrow, pa.ChunkedArray):
-        arrow = arrow.combine_chunks()
-    codes = arrow.dictionary_encode(null_encoding="encode").indices.to_numpy(zero_copy_only=False)
-    repeated = np.ones(len(codes), dtype=bool)
-    repeated[np.unique(codes, return_index=True)[1]] = False
-    return repeated
 
 
 def _first_seen(lo: np.ndarray, hi: np.ndarray, code: np.ndarray) -> np.ndarray:
@@ -652,7 +774,10 @@ def _first_seen(lo: np.ndarray, hi: np.ndarray, code: np.ndarray) -> np.ndarray:
     if n * n * c >= 2**62:
         return pd.DataFrame({"lo": lo, "hi": hi, "u": code}).duplicated(keep="first").to_numpy()
     key = (lo.astype(np.int64) * n + hi) * c + code
-    return pd.Series(key, copy=False).duplicated(keep="first").to_numpy()
+    order = np.argsort(key, kind="stable")  # a sort, not a hash table of the keys
+    seen = np.zeros(len(key), dtype=bool)
+    seen[order[1:][key[order][1:] == key[order][:-1]]] = True
+    return seen
 
 
 def _utility_codes(seg: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -666,6 +791,29 @@ def _utility_codes(seg: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return unified[raw], np.asarray(code_names, dtype=object)
 
 
+#: Lines whose neighbours are looked up at once in the crossings' tree (bounds the pair arrays).
+_QUERY_SLICE = 1 << 17
+
+
+def _crossing_pairs(lines: np.ndarray, fi: np.ndarray, ti: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a < b) of ``lines`` (ends ``fi``, ``ti``) that cross without sharing a point,
+    their neighbours asked of one tree a slice at a time."""
+    tree = shapely.STRtree(lines)
+    found_a, found_b = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)]
+    for start in range(0, len(lines), _QUERY_SLICE):
+        a, b = tree.query(lines[start:start + _QUERY_SLICE])  # boxes that overlap; the exact
+        a += start                                              # test only for pairs
+        keep = a < b  # that share no point (most neighbours meet at their shared point)
+        a, b = a[keep], b[keep]
+        share = (fi[a] == fi[b]) | (fi[a] == ti[b]) | (ti[a] == fi[b]) | (ti[a] == ti[b])
+        a, b = a[~share], b[~share]
+        cross = shapely.intersects(lines[a], lines[b])
+        found_a.append(a[cross])
+        found_b.append(b[cross])
+    return np.concatenate(found_a), np.concatenate(found_b)
+
+
 def _check_crossings(segments: pd.DataFrame, first: pd.DataFrame, f: str, report: Report) -> None:
     """Warn where pipes of one utility cross in plan without sharing a point (their plan ends
     are their points' in ``first``: a valid segment has both)."""
@@ -675,7 +823,6 @@ def _check_crossings(segments: pd.DataFrame, first: pd.DataFrame, f: str, report
     idx = np.flatnonzero(valid)
     fi, ti = segments["_fi"].to_numpy()[idx], segments["_ti"].to_numpy()[idx]
     e, n = first["easting"].to_numpy(float), first["northing"].to_numpy(float)
-    coords = np.stack([e[fi], n[fi], e[ti], n[ti]], axis=1)
     codes, code_names = _utility_codes(segments)
     code = codes[idx]
     found_a, found_b = [], []
@@ -685,18 +832,13 @@ def _check_crossings(segments: pd.DataFrame, first: pd.DataFrame, f: str, report
         members = np.flatnonzero(code == u)
         if len(members) < 2:
             continue
-        lines = shapely.linestrings(coords[members].reshape(-1, 2, 2))
-        tree = shapely.STRtree(lines)
-        a, b = tree.query(lines)  # boxes that overlap; the exact test only for pairs
-        keep = a < b  # that share no point (most neighbours meet at their shared point)
-        a, b = a[keep], b[keep]
-        ga, gb = members[a], members[b]
-        share = (fi[ga] == fi[gb]) | (fi[ga] == ti[gb]) | (ti[ga] == fi[gb]) | (ti[ga] == ti[gb])
-        a, b = a[~share], b[~share]
-        cross = shapely.intersects(lines[a], lines[b])
-        found_a.append(members[a[cross]])
-        found_b.append(members[b[cross]])
-        del tree, lines
+        mf, mt = fi[members], ti[members]
+        ends = np.stack([e[mf], n[mf], e[mt], n[mt]], axis=1)
+        lines = shapely.linestrings(ends.reshape(-1, 2, 2))
+        a, b = _crossing_pairs(lines, mf, mt)
+        found_a.append(members[a])
+        found_b.append(members[b])
+        del lines
     if not found_a:
         return
     a, b = np.concatenate(found_a), np.concatenate(found_b)
