@@ -66,16 +66,14 @@ async function problem(response) {
   return new ApiError(response.status, code, description, response.url);
 }
 
-/** Sign in with a name and password: the session ({token, user, role, permissions}). */
+/** Sign in with a name and password: the session ({token, user, role}); the app's start reads
+ * `/me` for the permissions and the language (once). */
 export async function signIn(username, password) {
   const form = new URLSearchParams({ username, password });
   const r = await fetch('/token', { method: 'POST', body: form, headers: languageHeaders() });
   if (!r.ok) throw await problem(r);
   const t = await r.json();
   const s = { token: t.access_token, user: t.user, role: t.role, expires: Date.now() + t.expires_in * 1000 };
-  session.set(s);
-  const me = await getJSON('/me');
-  s.permissions = me.permissions;
   session.set(s);
   return s;
 }
