@@ -49,6 +49,11 @@ __all__ = ["Cluster", "local_cluster", "database_url", "postgis_install_hint", "
 log = logging.getLogger(__name__)
 
 DB_NAME = "twin"
+#: The twin's text order: bytes (``C``), which for UTF-8 is code-point order, the same order as
+#: ``C.UTF-8`` gives. PostgreSQL 15 only sorts ``C`` with abbreviated keys and without strcoll:
+#: a million-row B-tree on ids (a bulk import's keys) builds in about half the time. Character
+#: classes (upper/lower of non-ASCII letters) stay ``C.UTF-8``'s.
+COLLATE = "C"
 PG_MAJOR = "15"
 
 #: Every connection proves a password; nothing is trusted by address or account name.
@@ -214,7 +219,7 @@ class Cluster:
         try:
             self._own(pwfile)
             self._pg("initdb", "-D", str(self.data), "-U", self.superuser, "--auth=scram-sha-256",
-                     f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8")
+                     f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", f"--lc-collate={COLLATE}")
         finally:
             pwfile.unlink(missing_ok=True)
         self._write_config_file("postgresql.conf", self._settings(), append=True)
@@ -345,7 +350,8 @@ class Cluster:
         """The twin's database with PostGIS, and the application role once the cluster is closed."""
         with self._connect("postgres") as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE {} "
+                                     "LC_CTYPE 'C.UTF-8'").format(sql.Identifier(DB_NAME), sql.Literal(COLLATE)))
         with self._connect(DB_NAME) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
             if self.closed():

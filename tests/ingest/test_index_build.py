@@ -72,3 +72,17 @@ def test_a_count_beyond_the_column_type_is_a_clear_rejection(twin_settings, twin
     with twin_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM segment")).scalar_one() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM node")).scalar_one() == 0
+
+
+def test_the_twin_database_orders_text_by_code_point(twin_engine):
+    """The private cluster's database sorts text as bytes (``C``: abbreviated keys, no strcoll,
+    ids' B-trees built in half the time), which for UTF-8 is the code-point order Python's
+    ``sorted`` gives, as ``C.UTF-8`` did."""
+    ids = ["JS10", "js2", "Js1", "雨水井1", "污水02", "ZY-3", "_x", "é", "Ø9", "JS010051", "10", "9", "a b"]
+    with twin_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT datcollate FROM pg_database "
+                                    "WHERE datname = current_database()")).scalar_one() == "C"
+        ordered = conn.execute(sa.text("SELECT v FROM unnest(CAST(:ids AS text[])) AS v ORDER BY v"),
+                               {"ids": ids}).scalars().all()
+        assert conn.execute(sa.text("SELECT upper('é')")).scalar_one() == "É"  # classes stay UTF-8's
+    assert ordered == sorted(ids)
