@@ -15,9 +15,11 @@ import hashlib
 import io
 import json
 import posixpath
+import queue
 import re
+import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,15 +371,20 @@ def _read_csv_arrow(text: str, delimiter: str) -> pd.DataFrame | None:
     return _object_frame(header, table.columns)
 
 
+def _trimmed(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Arrow text trimmed, empty cells null."""
+    col = pc.utf8_trim_whitespace(col)
+    return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+
+
 def _object_frame(header: list[str], columns: list[pa.ChunkedArray | pa.Array],
-                  arrow: frozenset[str] = frozenset()) -> pd.DataFrame:
-    """Arrow text columns trimmed, empty cells None, as the Python objects the checks read;
-    the ``arrow`` columns stay Arrow text (numbers parsed by Arrow, texts carried to the COPY)."""
-    empty = pa.scalar(None, pa.string())
+                  arrow: frozenset[str] = frozenset(), *, trimmed: bool = False) -> pd.DataFrame:
+    """Arrow text columns trimmed (unless ``trimmed`` already), empty cells None, as the Python
+    objects the checks read; the ``arrow`` columns stay Arrow text (numbers parsed by Arrow,
+    texts carried to the COPY)."""
     out = {}
     for h, col in zip(header, columns, strict=True):
-        col = pc.utf8_trim_whitespace(col)
-        col = pc.if_else(pc.equal(col, ""), empty, col)
+        col = col if trimmed else _trimmed(col)
         out[h] = (pd.Series(pd.arrays.ArrowExtensionArray(col)) if h in arrow
                   else pd.Series(col.to_numpy(zero_copy_only=False), dtype=object))
     return pd.DataFrame(out)
@@ -703,11 +710,21 @@ def open_table(
 def _csv_chunks(path: Path, read: pacsv.ReadOptions, parse: pacsv.ParseOptions,
                 convert: pacsv.ConvertOptions, columns: Mapping[str, tuple[str, ...]], required: tuple[str, ...],
                 mapping: Mapping[str, str] | None, chunk_rows: int, arrow: frozenset[str]):
-    """Canonical chunks of a plain CSV, numbered by line (the header is line 1)."""
+    """Canonical chunks of a plain CSV, numbered by line (the header is line 1): Arrow parses and
+    trims the next chunk on a thread (no GIL: the second core) while this one is checked."""
+    for header, text, line in prefetched(_csv_text(path, read, parse, convert, chunk_rows)):
+        yield canonical_frame(_object_frame(header, text, arrow, trimmed=True), columns, required,
+                              mapping=mapping, name=path.name, first_row=line, trimmed=True)
+
+
+def _csv_text(path: Path, read: pacsv.ReadOptions, parse: pacsv.ParseOptions, convert: pacsv.ConvertOptions,
+              chunk_rows: int):
+    """A plain CSV in chunks of about ``chunk_rows`` rows as Arrow text, trimmed, empty cells
+    null: (header, columns, first line) each."""
     line = 2
     try:
         reader = pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-        names = reader.schema.names
+        header = reader.schema.names
         pending: list[pa.RecordBatch] = []
         while True:
             try:
@@ -720,14 +737,52 @@ def _csv_chunks(path: Path, read: pacsv.ReadOptions, parse: pacsv.ParseOptions,
             if pending and (batch is None or rows >= chunk_rows):
                 table = pa.Table.from_batches(pending)
                 pending = []
-                frame = _object_frame(names, table.columns, arrow)
-                yield canonical_frame(frame, columns, required, mapping=mapping, name=path.name,
-                                      first_row=line, trimmed=True)
+                yield header, [_trimmed(col) for col in table.columns], line
                 line += rows
             if batch is None:
                 return
     except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
         raise WholeReadNeeded(f"{path.name}: {exc}") from exc
+
+
+_DONE = object()
+
+
+def prefetched(chunks: Iterator, depth: int = 1) -> Iterator:
+    """``chunks`` made on a thread ``depth`` ahead of the caller; errors reach the caller in
+    order, and a caller that stops early stops the thread."""
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put((chunk, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as exc:  # handed to the caller, raised there
+            put((None, exc))
+
+    threading.Thread(target=produce, name="twin-read", daemon=True).start()
+    try:
+        while True:
+            chunk, exc = out.get()
+            if exc is not None:
+                raise exc
+            if chunk is _DONE:
+                return
+            yield chunk
+    finally:
+        stop.set()
 
 
 # ----------------------------------------------------------------------------- size before parsing

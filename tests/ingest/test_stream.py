@@ -5,6 +5,7 @@ nothing on the bulk path (keys dropped while the chunks are COPYed)."""
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,27 @@ def test_segments_wait_on_disk_while_the_nodes_are_indexed(twin_settings, twin_e
     assert report.status == "applied" and any(spooled)
     assert {t: c["added"] for t, c in report.counts["changes"].items()} == _count(twin_engine)
     assert _count(twin_engine)["segment"] == len(_rows(SMALL / "segments.csv")) - 1
+
+
+def test_chunks_read_ahead_on_a_thread_keep_order_errors_and_stop():
+    """The reader's thread hands chunks over in order, raises a reading error at the chunk where
+    it happened, and ends when the import stops early (a rejected batch)."""
+    def chunks(fail_at=None):
+        for i in range(5):
+            if i == fail_at:
+                raise ingest.tables.WholeReadNeeded(f"row {i}")
+            yield i
+
+    assert list(ingest.tables.prefetched(chunks())) == [0, 1, 2, 3, 4]
+    got = []
+    with pytest.raises(ingest.tables.WholeReadNeeded, match="row 3"):
+        for c in ingest.tables.prefetched(chunks(fail_at=3)):
+            got.append(c)
+    assert got == [0, 1, 2]
+    stream = ingest.tables.prefetched(iter(range(10**9)))
+    assert next(stream) == 0
+    stream.close()  # the caller gives up: the thread must not keep reading
+    readers = [t for t in threading.enumerate() if t.name == "twin-read"]
+    for t in readers:
+        t.join(timeout=2)
+    assert not any(t.is_alive() for t in readers)
