@@ -181,11 +181,12 @@ def _text_at(values: pd.Series, at: np.ndarray | slice = slice(None)) -> np.ndar
     return names_[values.cat.codes.to_numpy()[at]]
 
 
-def _hash_text(values: pd.Series) -> np.ndarray:
+def _hash_text(values: pd.Series | np.ndarray) -> np.ndarray:
     """64-bit hashes of texts (other values hashed as their ``str``), a slice at a time."""
     out = np.empty(len(values), dtype=np.uint64)
     for start in range(0, len(values), _HASH_SLICE):
-        part = values.iloc[start:start + _HASH_SLICE].to_numpy(dtype=object)
+        part = (values[start:start + _HASH_SLICE] if isinstance(values, np.ndarray)
+                else values.iloc[start:start + _HASH_SLICE].to_numpy(dtype=object))
         if pd.api.types.infer_dtype(part, skipna=False) != "string":
             part = part.astype(str).astype(object)
         out[start:start + len(part)] = pd.util.hash_array(part, categorize=False)
@@ -217,23 +218,23 @@ class _IdIndex:
 
     def get_indexer(self, values: pd.Series | np.ndarray) -> np.ndarray:
         """Position of each value among the ids (-1: not there, or no value)."""
-        values = pd.Series(values, copy=False).reset_index(drop=True)
-        present = values.notna().to_numpy()
+        values = np.asarray(values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values,
+                            dtype=object)
         out = np.full(len(values), -1, dtype=np.intp)
-        if not present.any() or not len(self.ids):
+        if not len(values) or not len(self.ids):
             return out
-        rows = np.flatnonzero(present)
-        want = values.iloc[rows]
+        texts = pd.api.types.infer_dtype(values, skipna=False) == "string"  # (the usual case)
+        rows = np.arange(len(values)) if texts else np.flatnonzero(pd.notna(values))
+        want = values if texts else values[rows].astype(str).astype(object)
         hashes = _hash_text(want)
         at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
         hit = self.hashes[at] == hashes
         cand = np.where(hit, self.order[at], 0)
-        same = hit & (self.ids.take(cand).astype(str).to_numpy()
-                      == want.astype(str).to_numpy())
+        same = hit & (self.ids.take(cand).to_numpy(dtype=object) == want)
         out[rows[same]] = cand[same]
         if len(self.colliding):  # the rare ids sharing a hash: exactly
             odd = np.flatnonzero(np.isin(hashes, self.colliding))
-            out[rows[odd]] = [self.exact.get(str(v), -1) for v in want.iloc[odd]]
+            out[rows[odd]] = [self.exact.get(v, -1) for v in want[odd]]
         return out
 
 
@@ -504,7 +505,7 @@ class _Heights:
     centre: tuple[np.ndarray, np.ndarray]  # z of the pipe's centre
 
 
-def _prepare_segments(s: pd.DataFrame, f: str, first: pd.DataFrame, index: pd.Index, settings: TwinSettings,
+def _prepare_segments(s: pd.DataFrame, f: str, first: pd.DataFrame, index: _IdIndex, settings: TwinSettings,
                       report: Report, *, check_long: bool, network_model: bool = False) -> pd.DataFrame:
     """Typed segments from (a chunk of) the survey's segment table, checked, with their 3D ends;
     ``index`` looks the end points up among ``first`` (the point table, one row per id)."""
@@ -534,22 +535,17 @@ def _prepare_segments(s: pd.DataFrame, f: str, first: pd.DataFrame, index: pd.In
     return out
 
 
-def _segment_ends(s: pd.DataFrame, f: str, index: pd.Index, report: Report
+def _segment_ends(s: pd.DataFrame, f: str, index: _IdIndex, report: Report
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Endpoints as integer codes into the point table (-1: missing, reported E202)."""
-    fi, ti = (_positions(index, s[end]) for end in _SEGMENT_IDS)
+    fi, ti = (index.get_indexer(s[end]) for end in _SEGMENT_IDS)
     for end, codes in (("from_id", fi), ("to_id", ti)):
-        missing = (codes < 0) & s[end].notna().to_numpy()
-        report.add_rows("E202", missing, s, f, lambda r, e=end: f"end point {r[e]!r} is not in the point table",
-                        _SEGMENT_IDS)
+        missing = codes < 0
+        if missing.any():
+            missing &= s[end].notna().to_numpy()
+            report.add_rows("E202", missing, s, f,
+                            lambda r, e=end: f"end point {r[e]!r} is not in the point table", _SEGMENT_IDS)
     return fi, ti
-
-
-def _positions(index: pd.Index, values: pd.Series) -> np.ndarray:
-    """Where each value is in the unique ``index`` (-1: not there, or no value)."""
-    found = index.get_indexer(values.to_numpy(dtype=object))
-    found[values.isna().to_numpy()] = -1
-    return found.astype(np.intp)
 
 
 def _segment_utility(out: pd.DataFrame, s: pd.DataFrame, f: str, first: pd.DataFrame, fi: np.ndarray,
