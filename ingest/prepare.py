@@ -810,6 +810,18 @@ def _crossing_pairs(lines: np.ndarray, fi: np.ndarray, ti: np.ndarray
     return np.concatenate(found_a), np.concatenate(found_b)
 
 
+#: Lines of one utility whose crossings are looked for at once (GEOS lines and their tree).
+_STRIP_LINES = 1 << 18
+
+
+def _strips(west: np.ndarray) -> list[tuple[float, float]]:
+    """Strips [lo, hi) of easting, each starting about ``_STRIP_LINES`` lines' west ends after
+    the last: the first open to the west, the last to the east."""
+    edges = np.unique(np.sort(west)[::_STRIP_LINES][1:])
+    bounds = np.concatenate([[-np.inf], edges, [np.inf]])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
 def _check_crossings(segments: pd.DataFrame, first: pd.DataFrame, f: str, report: Report) -> None:
     """Warn where pipes of one utility cross in plan without sharing a point (their plan ends
     are their points' in ``first``: a valid segment has both)."""
@@ -822,19 +834,24 @@ def _check_crossings(segments: pd.DataFrame, first: pd.DataFrame, f: str, report
     codes, code_names = _utility_codes(segments)
     code = codes[idx]
     found_a, found_b = [], []
-    # One tree per utility code: only same-utility crossings matter, and the trees stay small
-    # (the lines of one code at a time: a million GEOS lines at once would double the memory).
+    west, east = np.minimum(e[fi], e[ti]), np.maximum(e[fi], e[ti])
+    # One tree per utility code (only same-utility crossings matter) and strip of easting: the
+    # GEOS lines and tree held at once stay bounded whatever the size of the survey.
     for u in np.unique(code):
         members = np.flatnonzero(code == u)
-        if len(members) < 2:
-            continue
-        mf, mt = fi[members], ti[members]
-        ends = np.stack([e[mf], n[mf], e[mt], n[mt]], axis=1)
-        lines = shapely.linestrings(ends.reshape(-1, 2, 2))
-        a, b = _crossing_pairs(lines, mf, mt)
-        found_a.append(members[a])
-        found_b.append(members[b])
-        del lines
+        for lo, hi in _strips(west[members]):
+            strip = members[(west[members] < hi) & (east[members] >= lo)]  # lines over [lo, hi)
+            if len(strip) < 2:
+                continue
+            sf, st = fi[strip], ti[strip]
+            lines = shapely.linestrings(np.stack([e[sf], n[sf], e[st], n[st]], axis=1).reshape(-1, 2, 2))
+            a, b = _crossing_pairs(lines, sf, st)
+            del lines
+            # A pair spanning strips is kept by the strip where its boxes' overlap begins.
+            start = np.maximum(west[strip[a]], west[strip[b]])
+            mine = (start >= lo) & (start < hi)
+            found_a.append(strip[a[mine]])
+            found_b.append(strip[b[mine]])
     if not found_a:
         return
     a, b = np.concatenate(found_a), np.concatenate(found_b)

@@ -698,7 +698,7 @@ def open_table(
     arrow = frozenset(h for h, c in canonical.items() if c in NUMBER_COLUMNS | CARRIED_COLUMNS)
     label = encoding if encoding != "auto" else ("utf-8-sig" if head[:3] == b"\xef\xbb\xbf" else used)
     info = FileInfo(name=path.name, sha256=digest, bytes=size, encoding=label)
-    read = pacsv.ReadOptions(block_size=min(max(1 << 16, chunk_rows * 48), 1 << 26),
+    read = pacsv.ReadOptions(block_size=min(max(1 << 16, chunk_rows * 48), 1 << 26), use_threads=False,
                              encoding="utf8" if used == "utf-8" else used)
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False)
     convert = pacsv.ConvertOptions(column_types={h: pa.string() for h in mapped}, include_columns=mapped,

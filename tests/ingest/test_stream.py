@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 import sqlalchemy as sa
 
 import ingest.load
 import ingest.prepare
+import ingest.report
 import ingest.tables
 from ingest.pipeline import ingest_survey
 from ingest.sample import generate_district
@@ -200,3 +202,38 @@ def test_chunks_read_ahead_on_a_thread_keep_order_errors_and_stop():
     for t in readers:
         t.join(timeout=2)
     assert not any(t.is_alive() for t in readers)
+
+
+def test_crossings_found_strip_by_strip_are_every_crossing_once(monkeypatch):
+    """Crossings of one utility are looked for in strips of easting (bounded memory at any
+    size): with strips of five lines the warnings are exactly those of one strip, and exactly
+    the pairs shapely finds by testing every pair (no pair twice, none lost at a strip's edge)."""
+    rng = np.random.default_rng(7)
+    n_lines = 160
+    west = rng.uniform(0, 400, (n_lines, 2))
+    east = west + rng.uniform(-40, 40, (n_lines, 2))  # lines up to 57 m, many across strips
+    first = pd.DataFrame(np.concatenate([west, east]), columns=["easting", "northing"])
+    fi, ti = np.arange(n_lines), np.arange(n_lines) + n_lines
+    ti[::9] = fi[1::9][:len(ti[::9])]  # some lines meet at a shared point: not crossings
+    segments = pd.DataFrame({
+        "_valid": True, "_fi": fi, "_ti": ti, "_row": np.arange(2, n_lines + 2),
+        "id": [f"S{i}" for i in range(n_lines)], "subtype": None,
+        "utility": rng.choice(["JS", "YS"], n_lines)})
+
+    def warned() -> list:
+        report = ingest.report.Report()
+        ingest.prepare._check_crossings(segments, first, "segments.csv", report)
+        return sorted(tuple(i.ids) for i in report.issues if i.code == "W208")
+
+    whole = warned()
+    monkeypatch.setattr(ingest.prepare, "_STRIP_LINES", 5)
+    assert len(ingest.prepare._strips(np.minimum(first["easting"].to_numpy()[fi],
+                                                 first["easting"].to_numpy()[ti]))) > 10
+    stripped = warned()
+    xy = first[["easting", "northing"]].to_numpy()
+    lines = shapely.linestrings(np.stack([xy[fi], xy[ti]], axis=1))
+    every = sorted((f"S{a}", f"S{b}") for a in range(n_lines) for b in range(a + 1, n_lines)
+                   if segments["utility"][a] == segments["utility"][b]
+                   and not {fi[a], ti[a]} & {fi[b], ti[b]} and shapely.intersects(lines[a], lines[b]))
+    assert len(every) > 20
+    assert stripped == whole == every
