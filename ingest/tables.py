@@ -735,9 +735,9 @@ def _csv_text(path: Path, read: pacsv.ReadOptions, parse: pacsv.ParseOptions, co
                 pending.append(batch)
             rows = sum(b.num_rows for b in pending)
             if pending and (batch is None or rows >= chunk_rows):
-                table = pa.Table.from_batches(pending)
-                pending = []
-                yield header, [_trimmed(col) for col in table.columns], line
+                text = [_trimmed(col) for col in pa.Table.from_batches(pending).columns]
+                pending = []  # (the raw text is not held while the chunk waits for the caller)
+                yield header, text, line
                 line += rows
             if batch is None:
                 return
