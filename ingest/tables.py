@@ -20,6 +20,7 @@ import re
 import threading
 import zipfile
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -576,15 +577,56 @@ class TableStream:
     info: FileInfo
     chunks: Any  # Iterator[pd.DataFrame]
     rows: int = 0
+    #: The file's whole scan, when it runs beside the reading (:func:`_scan_behind`): its digest,
+    #: or :class:`WholeReadNeeded` when the bytes past the first block are not plain UTF-8.
+    scanned: Future | None = None
 
     def __iter__(self):
         for chunk in self.chunks:
             self.rows += len(chunk)
             yield chunk
+        self.scanned_info()
         if self.rows == 0:
             raise InputError(f"{self.name}: the table has a header but no rows", code="F002",
                              zh=f"{self.name}：表有表头但没有数据行")
         self.info = dataclasses.replace(self.info, rows=self.rows)
+
+    def scanned_info(self) -> FileInfo:
+        """``info`` with the file's digest once its scan has ended (raises
+        :class:`WholeReadNeeded` when the scan found the file not plain UTF-8)."""
+        if self.scanned is not None:
+            self.info = dataclasses.replace(self.info, sha256=self.scanned.result())
+            self.scanned = None
+        return self.info
+
+
+def _scan_behind(path: Path) -> Future:
+    """The whole scan of a file whose first block is plain UTF-8, on a thread while the file is
+    read (hashing runs without the GIL): the digest, or :class:`WholeReadNeeded` if a later
+    block is not plain UTF-8 (what the scan before the reading would have sent to the whole read)."""
+    def scan() -> str:
+        digest, _size, plain, decodes = _scan_as(path, "utf-8", True)
+        if not (plain and decodes):
+            raise WholeReadNeeded(f"{path.name}: not plain UTF-8 past its first {_SCAN_BLOCK:,} bytes")
+        return digest
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="twin-scan")
+    try:
+        return pool.submit(scan)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _plain_utf8_head(head: bytes, encoding: str) -> bool:
+    """Whether a file's first block is plain UTF-8 (no NUL, no blank line) and more follows:
+    the reading may then start before the whole file is scanned."""
+    if encoding.lower().replace("_", "-") not in ("auto", "utf-8", "utf8", "utf-8-sig") or len(head) < _SCAN_BLOCK:
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in head and not _BLANK_LINE.search(head)
 
 
 def _scan(path: Path, encoding: str) -> tuple[str, int, str, bool]:
@@ -675,7 +717,11 @@ def open_table(
     if whole or path.suffix.lower() in (".xlsx", ".xlsm") or head[:4] == b"PK\x03\x04" \
             or head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" or not head[:1].strip():
         return _whole(path, columns, required, encoding, mapping, chunk_rows)
-    digest, size, used, plain = _scan(path, encoding)
+    scanned = _scan_behind(path) if _plain_utf8_head(head, encoding) else None
+    if scanned is not None:
+        digest, size, used, plain = "", path.stat().st_size, "utf-8", True
+    else:
+        digest, size, used, plain = _scan(path, encoding)
     if not plain or not used:
         return _whole(path, columns, required, encoding, mapping, chunk_rows)
     text = head.decode(used, errors="ignore")
@@ -704,7 +750,7 @@ def open_table(
     convert = pacsv.ConvertOptions(column_types={h: pa.string() for h in mapped}, include_columns=mapped,
                                    strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True)
     return TableStream(path.name, info, _csv_chunks(path, read, parse, convert, columns, required,
-                                                     mapping, chunk_rows, arrow))
+                                                     mapping, chunk_rows, arrow), scanned=scanned)
 
 
 def _csv_chunks(path: Path, read: pacsv.ReadOptions, parse: pacsv.ParseOptions,

@@ -5,6 +5,7 @@ nothing on the bulk path (keys dropped while the chunks are COPYed)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import threading
 from pathlib import Path
 
@@ -237,3 +238,28 @@ def test_crossings_found_strip_by_strip_are_every_crossing_once(monkeypatch):
                    and not {fi[a], ti[a]} & {fi[b], ti[b]} and shapely.intersects(lines[a], lines[b]))
     assert len(every) > 20
     assert stripped == whole == every
+
+
+@pytest.mark.parametrize("late", ["blank line", "not UTF-8"])
+def test_reading_before_the_whole_scan_ends_as_the_scan_first_did(district, tmp_path, twin_settings, monkeypatch,
+                                                                   late):
+    """A file whose first block is plain UTF-8 is read while a thread hashes and checks the rest;
+    when the rest is not plain UTF-8 (a blank line, a byte UTF-8 cannot decode) the import falls
+    back to the whole read, and reports exactly what scanning the file first reported."""
+    _, bad = district
+    for name in ("points.csv", "segments.csv"):
+        (tmp_path / name).write_bytes((bad / name).read_bytes())
+    data = (tmp_path / "segments.csv").read_bytes()
+    cut = data.rindex(b"\n", 0, len(data) - 200) + 1
+    extra = b"\n" if late == "blank line" else data[cut:data.index(b"\n", cut)].replace(b",active,", b",activ\xe9,") + b"\n"
+    (tmp_path / "segments.csv").write_bytes(data[:cut] + extra + data[cut:])
+    first = _checked(tmp_path, twin_settings, 97, monkeypatch)  # the blocks exceed the files: scanned first
+    monkeypatch.setattr(ingest.tables, "_SCAN_BLOCK", 2048)
+    behind = _checked(tmp_path, twin_settings, 97, monkeypatch)
+    assert behind.status == first.status
+    assert _issues(behind) == _issues(first) and behind.issue_counts == first.issue_counts
+    assert behind.files == first.files
+    assert [f["sha256"] for f in behind.files] == [
+        hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("points.csv", "segments.csv")]
+    clean = _checked(bad, twin_settings, 97, monkeypatch)  # (plain: read while scanned)
+    assert clean.files[1]["sha256"] == hashlib.sha256((bad / "segments.csv").read_bytes()).hexdigest()
