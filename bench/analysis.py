@@ -9,8 +9,8 @@ Run with ``.venv/bin/python bench/analysis.py``. It
    <= 20 s, issue 18) and the same with its findings stored (``analysis.findings.scan_and_store``
    called exactly as the server's ``network-scan`` process calls it, with that process's default
    inputs: a first scan into an emptied findings table, a re-scan, an unchanged re-scan); same-run
-   references: the read alone (``load_scan_network``), the findings store before issue 18 on the
-   unchanged re-scan (``--no-reference`` skips it) and, for the proposal
+   references: the read alone (``load_scan_network``), the previous findings store's three runs
+   between two of this one's (``--no-reference`` skips them) and, for the proposal
    check, the candidate search as one PostGIS query (``ST_DWithin`` on the GiST index). Then the
    proposal check of a 1 km pipe (<= 50 ms, issue 18), a cross-section across a road (< 50 ms)
    and a profile over >= 2 km (< 100 ms): the median of repeated runs on a warm connection
@@ -221,9 +221,17 @@ def _time_profile(engine: sa.Engine, settings: TwinSettings, roads: list, runs: 
             f"{corridor:.0f} segments read; target 100 ms {_met(ms, TARGETS_MS['profile'])}")
 
 
-#: The findings store before issue 18 (a dict per finding, every row upserted on every scan): the
-#: same-run reference of the stored scan, loaded from this commit.
-STORE_REFERENCE = "639c048be5444140a19d0135193f88511874fc9b"
+#: The findings store before its bulk writes (migration 0021: one index on ``finding``, HOT
+#: updates; binary COPY; the history's foreign key checked once in bulk): the same-run reference
+#: of the stored scan, loaded from this commit, run on the ``finding`` table as it was then.
+STORE_REFERENCE = "98aad5b1755c468f662d9ba4d5dfd7ec274a2d89"
+#: ``finding`` as :data:`STORE_REFERENCE` wrote it (migration 0012's indexes, full pages), and as
+#: migration 0021 leaves it; each series of stored scans starts on an emptied table.
+FINDING_BEFORE = ("CREATE INDEX IF NOT EXISTS finding_status_idx ON finding (status, verdict)",
+                  "CREATE INDEX IF NOT EXISTS finding_pair_idx ON finding (utility_pair)",
+                  "ALTER TABLE finding RESET (fillfactor)")
+FINDING_NOW = ("DROP INDEX IF EXISTS finding_status_idx", "DROP INDEX IF EXISTS finding_pair_idx",
+               "ALTER TABLE finding SET (fillfactor = 50)")
 
 
 def _reference_store():
@@ -249,13 +257,34 @@ def _stored_scan(store, engine: sa.Engine, settings: TwinSettings, inputs) -> tu
     return r, time.perf_counter() - t0, time.process_time() - c0 + child
 
 
+def _finding_table(engine: sa.Engine, statements: tuple[str, ...]) -> None:
+    """Empty ``finding`` (and its history) and give it the indexes and fill of ``statements``."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE finding CASCADE"))
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+
+def _stored_series(label: str, store, table: tuple[str, ...], engine: sa.Engine, settings: TwinSettings,
+                   inputs) -> dict:
+    """A first scan into an emptied ``finding`` table (as ``table`` makes it), a re-scan (every finding
+    new -> active) and an unchanged re-scan, each stored by ``store``."""
+    _finding_table(engine, table)
+    runs = {}
+    for name in ("first scan", "re-scan", "unchanged re-scan"):
+        runs[label + name] = r, wall, cpu = _stored_scan(store, engine, settings, inputs)
+        print(f"stored scan, {label}{name}: {wall:.1f} s (store {wall - r['timings_s']['total']:.1f} s, CPU "
+              f"{cpu:.1f} s), timings {r['timings_s']}, stored {r['findings']}; load {_load()}", flush=True)
+    return runs
+
+
 def _time_scan(engine: sa.Engine, settings: TwinSettings, reference: bool) -> str:
     """The whole-network scan (``scan_network``, as the server's ``network-scan`` process asks it:
     include and limit its defaults), then the same with its findings stored (``scan_and_store``, what
     that process runs): a first scan into an empty findings table (``bench_analysis``'s findings are
     the bench's own), a re-scan (every finding new -> active) and an unchanged re-scan; same-run
     references: the read alone (``load_scan_network``) and, with ``reference``, the findings store of
-    :data:`STORE_REFERENCE` on the unchanged re-scan."""
+    :data:`STORE_REFERENCE` (its three runs, between two series of this store's)."""
     inputs = NetworkScanInputs()  # the process's default inputs
 
     def progress(percent: int, message: str) -> None:
@@ -269,22 +298,21 @@ def _time_scan(engine: sa.Engine, settings: TwinSettings, reference: bool) -> st
     t0, c0 = time.perf_counter(), time.process_time()
     ref = scan_network(engine, include=inputs.include, settings=settings, limit=inputs.limit, progress=progress)
     alone, alone_cpu = time.perf_counter() - t0, time.process_time() - c0
-    with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE finding CASCADE"))
-    runs = {}
-    for name in ("first scan", "re-scan", "unchanged re-scan"):
-        runs[name] = _stored_scan(scan_and_store, engine, settings, inputs)
-        r, wall, cpu = runs[name]
-        print(f"stored scan, {name}: {wall:.1f} s (CPU {cpu:.1f} s), timings {r['timings_s']}, stored "
-              f"{r['findings']}", flush=True)
-    if reference:
-        runs["reference store, unchanged re-scan"] = _stored_scan(_reference_store().scan_and_store, engine,
-                                                                  settings, inputs)
+    runs: dict = {}
+    series = [("", scan_and_store, FINDING_NOW)]
+    if reference:  # alternately: this store, the reference, this store again
+        series += [("reference store, ", _reference_store().scan_and_store, FINDING_BEFORE),
+                   ("again, ", scan_and_store, FINDING_NOW)]
+    try:
+        for label, store, table in series:
+            runs.update(_stored_series(label, store, table, engine, settings, inputs))
+    finally:
+        _finding_table(engine, FINDING_NOW)
     load1 = _load()
     r = runs["first scan"][0]
     clash, clear = r["collision"]["counts"], r["clearance"]["counts"]
-    stored = "; ".join(f"{name} **{wall:.1f} s** (CPU of the scan's processes {cpu:.1f} s; stored {res['findings']})"
-                       for name, (res, wall, cpu) in runs.items())
+    stored = "; ".join(f"{name} **{wall:.1f} s** (store {wall - res['timings_s']['total']:.1f} s; CPU of the scan's "
+                       f"processes {cpu:.1f} s; stored {res['findings']})" for name, (res, wall, cpu) in runs.items())
     print(f"whole-network scan: {alone:.1f} s (timings {ref['timings_s']}); stored: {stored}; reference, the "
           f"read alone: {read:.1f} s; workers {r['workers']}, clashes {clash}, clearance {clear}; load average "
           f"{load0} -> {load1}", flush=True)
@@ -293,8 +321,8 @@ def _time_scan(engine: sa.Engine, settings: TwinSettings, reference: bool) -> st
             f"(CPU of this process {alone_cpu:.1f} s) {ref['timings_s']}; target {TARGET_SCAN_S:.0f} s "
             f"{_met(alone, TARGET_SCAN_S)}; with every finding stored (`analysis.findings.scan_and_store`, as "
             f"the server's `network-scan` process runs it): {stored}"
-            + (f" (the reference: the findings store of {STORE_REFERENCE[:7]}, a dict per finding and every "
-               "row upserted)" if reference else "")
+            + (f" (the reference: the findings store of {STORE_REFERENCE[:7]} on the `finding` table as it "
+               "wrote it: three indexes, full pages, every event's key checked one by one)" if reference else "")
             + f"; same-run reference, the read alone (`load_scan_network`, two COPYs): {read:.1f} s; "
             f"{r['segments']:,} segments, {r['candidate_pairs']:,} candidate pairs; collision {clash}, "
             f"clearance {clear}; load average {load0} -> {load1}")

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from analysis import findings
 from analysis.findings import (
     findings_of,
     get_finding,
@@ -244,3 +245,76 @@ def test_cli_lists_and_moves_findings(engine, twin_settings):
     assert table.exit_code == 0 and "已批准" in table.output
     bad = CliRunner().invoke(app, ["finding", GAS["key"], "--status", "new"], env=env)
     assert bad.exit_code != 0 and "may move to" in str(bad.exception)
+
+
+# ----------------------------------------------------------------------------- the bulk store
+
+
+def _life(engine, monkeypatch, bulk_events: int) -> tuple[list, list]:
+    """The life cycle above (new, user's review, resolved, found again) stored with the events in
+    bulk from ``bulk_events`` on; the rows and the history without their times."""
+    monkeypatch.setattr(findings, "BULK_EVENTS", bulk_events)
+    monkeypatch.setattr(findings, "BULK_SHARE", 0)
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE finding CASCADE"))
+    counts = [store_findings(engine, _scan(GAS, CLASH, NEAR), user="alice")]
+    set_status(engine, GAS["key"], "reviewed", user="bob", note="trial trench booked")
+    counts += [store_findings(engine, _scan(GAS, CLASH), user="alice"),
+               store_findings(engine, _scan(CLASH, {**NEAR, "measured_m": 0.25}), user="carol"),
+               store_findings(engine, _scan(GAS, CLASH, NEAR), user="carol")]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT key, status, status_by, measured_m, resolved_at IS NULL FROM finding ORDER BY key")).all()
+        events = conn.execute(sa.text(
+            "SELECT key, user_name, from_status, to_status, note FROM finding_event ORDER BY id")).all()
+    return [counts, rows], events
+
+
+def _foreign_key(engine) -> tuple:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+            "WHERE conrelid = 'finding_event'::regclass AND contype = 'f'")).one()
+
+
+@pytest.fixture
+def bulk_runs(monkeypatch) -> list[str]:
+    """The users of the stores that wrote their events in bulk, in order."""
+    runs: list[str] = []
+    monkeypatch.setattr(findings, "_events_in_bulk",
+                        lambda conn, user, real=findings._events_in_bulk: runs.append(user) or real(conn, user))
+    return runs
+
+
+def test_events_in_bulk_are_the_same_events(engine, monkeypatch, bulk_runs):
+    key = _foreign_key(engine)
+    row_by_row = _life(engine, monkeypatch, 10**9)
+    assert bulk_runs == []
+    in_bulk = _life(engine, monkeypatch, 1)
+    # the guess of the third run is none (as many found as open, none new): its two events one by one
+    assert bulk_runs == ["alice", "alice", "carol"]
+    assert in_bulk == row_by_row and len(in_bulk[1]) == 9
+    assert _foreign_key(engine) == key and key[2]  # added again as it was, checked
+
+
+def test_a_bulk_store_that_fails_leaves_the_previous_findings(engine, monkeypatch, bulk_runs):
+    store_findings(engine, _scan(GAS, CLASH), user="alice")
+    before = list_findings(engine), get_finding(engine, GAS["key"])["history"], _foreign_key(engine)
+    monkeypatch.setattr(findings, "BULK_EVENTS", 1)
+    monkeypatch.setattr(findings, "BULK_SHARE", 0)
+    # an event naming no finding: the foreign key, added again, refuses it and the store with it
+    nowhere = "(SELECT key, from_status, to_status FROM finding_change UNION ALL SELECT 'nowhere', NULL, 'new') c"
+    monkeypatch.setattr(findings, "_EVENTS", findings._EVENTS.replace("finding_change", nowhere))
+    with pytest.raises(sa.exc.IntegrityError):
+        store_findings(engine, _scan(CLASH, NEAR), user="carol")
+    assert bulk_runs == ["carol"]
+    assert (list_findings(engine), get_finding(engine, GAS["key"])["history"], _foreign_key(engine)) == before
+
+
+def test_a_store_inside_a_transaction_holding_the_table(engine, monkeypatch, bulk_runs):
+    monkeypatch.setattr(findings, "BULK_EVENTS", 1)
+    monkeypatch.setattr(findings, "BULK_SHARE", 0)
+    with engine.begin() as conn:  # the guess cannot read the table: no bulk, and no wait
+        conn.execute(sa.text("TRUNCATE finding CASCADE"))
+        assert store_findings(conn, _scan(GAS, CLASH), user="alice")["new"] == 2
+    assert bulk_runs == [] and len(get_finding(engine, GAS["key"])["history"]) == 1
