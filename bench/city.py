@@ -64,7 +64,8 @@ def _stage(schema: str, out: Path, skip_scan: bool) -> dict:
     fig: dict = {"schema": schema, "segments": n, "db_gib": round(db_bytes / 2**30, 2)}
     seconds, rep, peak = _run_measured([str(BIN / "twin"), "tiles", "build", "--full", "--no-dask", "--json",
                                         "--out", str(out)], env=env)
-    fig["tiles"] = {"seconds": round(seconds, 1), "segments_per_s": round(rep["segments"] / seconds),
+    fig["tiles"] = {"seconds": round(seconds, 1), "cpu_s": rep["process_cpu_seconds"],
+                    "segments_per_s": round(rep["segments"] / seconds),
                     "tiles": rep["tiles"], "bytes_per_segment": round(rep["bytes"] / rep["segments"]),
                     "tileset_gib": round(_folder_bytes(out) / 2**30, 2), "peak_pss_mib": round(peak / 2**20),
                     "stages": rep["stages"], "first_view": first_view(out)}
@@ -73,7 +74,8 @@ def _stage(schema: str, out: Path, skip_scan: bool) -> dict:
     if not skip_scan:
         seconds, rep, peak = _run_measured([str(BIN / "twin"), "analyze", "scan", "--no-dask", "--no-store",
                                             "--json", "--limit", "0"], env=env)
-        fig["scan"] = {"seconds": round(seconds, 1), "peak_pss_mib": round(peak / 2**20),
+        fig["scan"] = {"seconds": round(seconds, 1), "cpu_s": rep["process_cpu_seconds"],
+                       "peak_pss_mib": round(peak / 2**20),
                        "timings_s": rep.get("timings_s"), "candidate_pairs": rep.get("candidate_pairs"),
                        "verdicts": rep.get("verdicts")}
         print(schema, "scan", fig["scan"], flush=True)
@@ -87,13 +89,15 @@ def _lines(figs: list[dict]) -> list[str]:
         t, grow = f["tiles"], f["segments"] / ref["segments"]
         line = (f"- `{f['schema']}`: {f['segments']:,} segments (x{grow:.2f}), twin {f['db_gib']} GiB in PostgreSQL; "
                 f"full tile build **{t['seconds']} s** ({t['segments_per_s']:,} segments/s, "
-                f"x{t['seconds'] / ref['tiles']['seconds']:.2f} the time), {t['tiles']:,} tiles, "
+                f"x{t['seconds'] / ref['tiles']['seconds']:.2f} the time; {t['cpu_s']} CPU s of the command and its "
+                f"workers), {t['tiles']:,} tiles, "
                 f"{t['bytes_per_segment']} bytes/segment ({t['tileset_gib']} GiB), peak PSS "
                 f"{t['peak_pss_mib']:,} MiB, stages {t['stages']}; first view {t['first_view']}")
         if "scan" in f:
             s = f["scan"]
             line += (f"; scan (no store) **{s['seconds']} s** (x{s['seconds'] / ref['scan']['seconds']:.2f} the "
-                     f"time), peak PSS {s['peak_pss_mib']:,} MiB, {s['candidate_pairs']:,} candidate pairs, "
+                     f"time; {s['cpu_s']} CPU s), peak PSS {s['peak_pss_mib']:,} MiB, "
+                     f"{s['candidate_pairs']:,} candidate pairs, "
                      f"verdicts {s['verdicts']}, {s['timings_s']}")
         out.append(line)
     return out

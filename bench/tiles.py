@@ -17,7 +17,9 @@ Run with ``.venv/bin/python bench/tiles.py [--scale S]``. It
 
 The first view is the coarsest level, what CesiumJS requests at the viewer's opening camera
 (bench/viewer.py measured 27 requests, 22 MiB on the wire, on the old tileset): here the tiles
-whose features are all trunk-level (drawn from 20 km), summed as files and gzip-compressed.
+with a feature drawn from 20 km, summed as files and gzip-compressed (and, as recorded before
+2026-12-04, those whose features all are: ``trunk_only``; git HEAD's tilesets before the bounded
+coarsest level drew every tile holding a trunk main from 20 km).
 ``--schema bench_analysis --reuse`` runs it on the loaded 1M district of the analysis bench.
 
 ``--sample N`` measures only the meshing of N tiles (CPU per feature of ``build_content``, the
@@ -72,15 +74,24 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def first_view(tileset: Path) -> dict:
-    """The tiles of the coarsest level (every feature trunk-level): count, MiB, gzip MiB."""
+    """What the opening camera loads: the tiles drawn from 20 km, those with a feature drawn at the
+    coarsest level (``drawn_level`` 0; the importance level in tilesets built before it was kept):
+    count, MiB, gzip MiB; ``trunk_only``: the same for the tiles whose features are all drawn at
+    the coarsest level (the figure recorded before 2026-12-04)."""
     with np.load(tileset / "manifest-features.npz", allow_pickle=False) as z:
-        level, tile, keys = z["level"], z["tile"], z["tile_keys"]
+        level = z["drawn_level"] if "drawn_level" in z.files else z["level"]
+        tile, keys = z["tile"], z["tile_keys"]
     top = np.full(len(keys), -1)
     np.maximum.at(top, tile, level)
-    files = [tileset / "t" / f"{keys[i]}.glb" for i in np.flatnonzero(top == 0)]
-    data = [f.read_bytes() for f in files]
-    return {"tiles": len(files), "mib": round(sum(map(len, data)) / 2**20, 2),
-            "gzip_mib": round(sum(len(gzip.compress(d, 6)) for d in data) / 2**20, 2)}
+    least = np.full(len(keys), 99)
+    np.minimum.at(least, tile, level)
+
+    def measure(chosen: np.ndarray) -> dict:
+        data = [(tileset / "t" / f"{keys[i]}.glb").read_bytes() for i in chosen]
+        return {"tiles": len(data), "mib": round(sum(map(len, data)) / 2**20, 2),
+                "gzip_mib": round(sum(len(gzip.compress(d, 6)) for d in data) / 2**20, 2)}
+
+    return {**measure(np.flatnonzero(least == 0)), "trunk_only": measure(np.flatnonzero(top == 0))}
 
 
 REFERENCE_FILES = tuple(f"tiles/{name}.py" for name in (
@@ -343,8 +354,8 @@ def _record(args: argparse.Namespace, full: dict, full_s: float, rate: float, fi
         f"peak PSS {figures['peak_pss_mib']:,} MiB; stages (s): {full['stages']}; CPU s per stage "
         f"(build process and its workers, not the database): {full.get('cpu_stages')}, "
         f"{full['process_cpu_seconds']} CPU s with process start",
-        f"- first view (the {view['tiles']} trunk-only tiles of the coarsest level): {view['mib']} MiB, "
-        f"**{view['gzip_mib']} MiB gzip**",
+        f"- first view (the {view['tiles']} tiles drawn from 20 km, the coarsest level): {view['mib']} MiB, "
+        f"**{view['gzip_mib']} MiB gzip** (trunk-only tiles: {view['trunk_only']})",
         f"- incremental `twin tiles build` after an UPDATE of {n_changed} segments near the centre: "
         f"**{inc_s:.2f} s** end to end ({inc['seconds']:.2f} s in the build), {inc['tiles_written']} tiles "
         f"rewritten, {inc['tiles_kept']:,} kept; stages (s): {inc['stages']}; CPU s: {inc.get('cpu_stages')}, "
@@ -359,7 +370,8 @@ def _record(args: argparse.Namespace, full: dict, full_s: float, rate: float, fi
             f"time of this one; {ref['process_cpu_seconds']} CPU s against {full['process_cpu_seconds']}), "
             f"{ref['bytes'] / 2**20:,.0f} MiB = "
             f"{ref['bytes'] / max(full['segments'], 1):,.0f} bytes/segment, {ref['triangles']:,} triangles; "
-            f"first view {rv['tiles']} tiles {rv['mib']} MiB, {rv['gzip_mib']} MiB gzip; "
+            f"first view {rv['tiles']} tiles {rv['mib']} MiB, {rv['gzip_mib']} MiB gzip (trunk-only tiles: "
+            f"{rv['trunk_only']}); "
             f"stages (s): {ref['stages']}; incremental after the same edits "
             f"{ref['incremental_process_seconds']:.2f} s end to end ({ri['seconds']:.2f} s in the build, "
             f"{ri['tiles_written']} tiles, {ri['process_cpu_seconds']} CPU s against {inc['process_cpu_seconds']}), "

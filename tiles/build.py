@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from tiles.content import build_content
 from tiles.placement import Frame, ecef_transformer
 from tiles.source import read_index, read_nodes, read_segments, segment_end_nodes
-from tiles.style import node_level, segment_level
+from tiles.style import node_level, node_rank, segment_level
 from tiles.tiling import CAPACITY, Quadtree, box_volume, build_quadtree, tileset_json
 from twin.arrow import copy_frame
 from twin.crs import transformer
@@ -58,7 +58,7 @@ class NetworkChanged(DatabaseError):
 log = logging.getLogger(__name__)
 
 #: Bump when the content changes for the same features: forces a full rebuild.
-FORMAT_VERSION = 2  # 2: quantized, meshopt-compressed contents (issue 18)
+FORMAT_VERSION = 3  # 2: quantized, meshopt-compressed contents; 3: the coarsest level bounded (issue 18)
 MANIFEST = "manifest.json"
 FEATURES = "manifest-features.npz"
 #: Every feature's version, in the order of FEATURES (apart: the only array a small rebuild writes).
@@ -192,7 +192,6 @@ class _Features:
     @classmethod
     def of(cls, seg: pd.DataFrame, nodes: pd.DataFrame) -> _Features:
         """The features of the light index ``(seg, nodes)``."""
-        n_node = len(nodes)
         return cls(
             seg_ids=seg["id"], node_ids=nodes["id"],
             keys=np.concatenate([seg["key"].to_numpy(np.int64), nodes["key"].to_numpy(np.int64)]).view(np.uint64),
@@ -203,7 +202,8 @@ class _Features:
                 node_level(nodes["is_source"].fillna(False).to_numpy(bool))]),
             rank=np.concatenate([
                 np.nan_to_num(seg["diameter_mm"].to_numpy(float))
-                + np.nan_to_num(seg["width_mm"].to_numpy(float)), np.zeros(n_node)]),
+                + np.nan_to_num(seg["width_mm"].to_numpy(float)),
+                node_rank(nodes["is_source"].fillna(False).to_numpy(bool))]),
             ax=np.concatenate([seg["x"].to_numpy(float), nodes["x"].to_numpy(float)]),
             ay=np.concatenate([seg["y"].to_numpy(float), nodes["y"].to_numpy(float)]),
         )
@@ -226,6 +226,7 @@ class _Features:
                 "tile_keys": tile_keys.astype(str), **_id_blob(ids),
                 "key_order": np.argsort(self.keys, kind="stable").astype(np.int64),
                 "is_segment": np.arange(len(self.keys)) < self.n_seg, "level": self.level,
+                "drawn_level": tree.drawn_level,
                 "rank": self.rank, "ax": self.ax, "ay": self.ay}
 
 
@@ -316,7 +317,7 @@ def _build(settings: TwinSettings, engine: sa.Engine, out: Path, manifest: dict 
     _enter_results(entries, tile_keys, results)
     removed = _remove_stale_contents(out, manifest, entries, clear=not incremental and not manifest and bool(results))
     content = {i: entries[str(tile_keys[i])] for i in np.flatnonzero(has_content)}
-    _write_json(out / TILESET, _stamped(tileset_json(tree, content, feats.level, frame.enu_to_ecef(),
+    _write_json(out / TILESET, _stamped(tileset_json(tree, content, tree.drawn_level, frame.enu_to_ecef(),
                                                   uri=CONTENT_URI), stamp))
     _save_features(out, feats.arrays(tree, tile_keys))
     _write_json(out / MANIFEST, {

@@ -2,8 +2,12 @@
 
 Importance levels (refinement ``ADD``): 0 trunk mains and sources, seen city-wide; 1 smaller
 mains and duct banks; 2 services and fittings (valves, wells, hydrants, meters, customers'
-service connections), seen close up. Colours are the CJJ 61 utility colours (DOMAIN.md);
-abandoned pipes are grey, planned and proposed ones translucent.
+service connections), seen close up. The coarsest level is bounded like a map's smallest
+scale: it lives in the root cell and the :data:`COARSE_DEPTH` levels of cells below it (at most
+21 tiles, the whole district on screen), sources first, then the largest pipes; the trunk
+mains that do not fit there are drawn with the mains, from 3 km (see tiles/tiling.py). Colours
+are the CJJ 61 utility colours (DOMAIN.md); abandoned pipes are grey, planned and proposed ones
+translucent.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from twin.domain import UTILITIES
 __all__ = [
     "TRUNK",
     "MAIN",
+    "COARSE_DEPTH",
+    "SOURCE_RANK",
+    "node_rank",
     "COARSE_SIDES",
     "DETAIL",
     "APPEAR_DISTANCE_M",
@@ -35,6 +42,14 @@ TRUNK, MAIN, DETAIL = 0, 1, 2
 #: Sides of the circular pipes in a tile of trunk-level features only (the coarsest level,
 #: drawn from 20 km): a square tube with smooth normals; finer tiles keep 8/12/16 sides.
 COARSE_SIDES: Final = 4
+#: Deepest quadtree level (below the root) that draws trunk-level features: the root and its
+#: children and grandchildren, at most 21 tiles of ``CAPACITY`` features, whatever the size of the
+#: district (the opening camera shows all of it, as a map's smallest scale shows a fixed number of
+#: lines per screen). Deeper, trunk mains are drawn as mains (level 1, from 3 km).
+COARSE_DEPTH: Final = 2
+#: Rank (order within a level) of sources: above every pipe's, so they are always in the coarsest
+#: tiles (a pipe's rank is its diameter or width in mm).
+SOURCE_RANK: Final = 1e9
 #: Distance (m) from which each level is drawn.
 APPEAR_DISTANCE_M: Final = (20_000.0, 3_000.0, 600.0)
 #: Largest quadtree cell (edge, m) that may hold each level, so that a level's tiles are
@@ -75,6 +90,11 @@ def segment_level(shape: np.ndarray, diameter_mm: np.ndarray, width_mm: np.ndarr
 def node_level(is_source: np.ndarray) -> np.ndarray:
     """Importance level of drawn nodes: sources with the trunk mains, the rest close up."""
     return np.where(np.asarray(is_source, dtype=bool), TRUNK, DETAIL).astype(np.int8)
+
+
+def node_rank(is_source: np.ndarray) -> np.ndarray:
+    """Rank of drawn nodes within their level: sources above every pipe, the rest 0."""
+    return np.where(np.asarray(is_source, dtype=bool), SOURCE_RANK, 0.0)
 
 
 def _linear(rgb: tuple[int, int, int]) -> list[float]:

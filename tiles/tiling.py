@@ -3,7 +3,10 @@
 Every feature belongs to exactly one tile, chosen by its anchor (a pipe's bounding-box centre,
 a node's position). Walking the quadtree from the root, a cell takes up to ``capacity`` of the
 features falling in it whose level may appear at that cell size (trunk first, larger pipes
-first); the rest go down to its four children. Refinement is ``ADD``: a tile's content stays
+first); the rest go down to its four children. Below :data:`~tiles.style.COARSE_DEPTH`, trunk
+features count as mains (level 1): the coarsest level holds at most 21 tiles of ``capacity``
+features, and the trunk mains beyond them are drawn from where the mains are (their
+``drawn_level``). Refinement is ``ADD``: a tile's content stays
 drawn while its children add detail. A tile's geometric error is the largest error needed for
 its children to be refined into from the distance their content should appear at; leaves have 0.
 """
@@ -14,7 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tiles.style import APPEAR_DISTANCE_M, MAX_CELL_M, geometric_error_for_distance
+from tiles.style import (
+    APPEAR_DISTANCE_M,
+    COARSE_DEPTH,
+    MAIN,
+    MAX_CELL_M,
+    geometric_error_for_distance,
+)
 
 __all__ = ["Tile", "Quadtree", "build_quadtree", "tileset_json", "box_volume", "CAPACITY", "MAX_DEPTH"]
 
@@ -43,23 +52,26 @@ class Tile:
 
 @dataclass
 class Quadtree:
-    """Tiles (root first) and the tile of each feature."""
+    """Tiles (root first), the tile of each feature and the level it is drawn at."""
 
     tiles: list[Tile]
     tile_of: np.ndarray  # (n,) tile index per feature
     origin: tuple[float, float]  # lower-left corner of the root cell (twin CRS)
     size: float  # root cell edge (m)
+    drawn_level: np.ndarray  # (n,) the importance level a feature is drawn at (int8)
 
 
 def build_quadtree(x: np.ndarray, y: np.ndarray, level: np.ndarray, rank: np.ndarray,
                    tiebreak: np.ndarray | None = None, origin: tuple[float, float] | None = None,
-                   size: float | None = None, capacity: int = CAPACITY) -> Quadtree:
+                   size: float | None = None, capacity: int = CAPACITY,
+                   coarse_depth: int = COARSE_DEPTH) -> Quadtree:
     """Tile features at anchors (x, y) with importance ``level``; ``rank`` orders within a level.
 
     ``tiebreak`` (e.g. a hash of the ids) makes the order, hence the tiles, reproducible.
 
     ``origin`` and ``size`` fix the root cell (kept between incremental builds so the tiles
-    stay where they were); by default it is the square around the anchors.
+    stay where they were); by default it is the square around the anchors. Cells deeper than
+    ``coarse_depth`` take trunk features (level 0) as mains.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -75,6 +87,7 @@ def build_quadtree(x: np.ndarray, y: np.ndarray, level: np.ndarray, rank: np.nda
     keys = (-np.asarray(rank, dtype=float), np.asarray(level))
     order = np.lexsort(keys if tiebreak is None else (np.asarray(tiebreak),) + keys)
     lv = np.asarray(level)[order]
+    deep_lv = np.maximum(lv, MAIN)
     fx = (x[order] - origin[0]) / size
     fy = (y[order] - origin[1]) / size
     max_cell = np.asarray(MAX_CELL_M)
@@ -86,7 +99,7 @@ def build_quadtree(x: np.ndarray, y: np.ndarray, level: np.ndarray, rank: np.nda
     while pending:
         d, cx, cy, parent, members = pending.pop()
         cell = size / (1 << d)
-        eligible = max_cell[lv[members]] >= cell
+        eligible = max_cell[(lv if d <= coarse_depth else deep_lv)[members]] >= cell
         if d >= MAX_DEPTH:
             eligible[:] = True
         taken = members[eligible][:capacity] if d < MAX_DEPTH else members
@@ -105,7 +118,10 @@ def build_quadtree(x: np.ndarray, y: np.ndarray, level: np.ndarray, rank: np.nda
                 sub = rest[quadrant == q]
                 if len(sub):
                     pending.append((d + 1, 2 * cx + (q & 1), 2 * cy + (q >> 1), index, sub))
-    return Quadtree(tiles, tile_of, (float(origin[0]), float(origin[1])), float(size))
+    depth = np.array([t.level for t in tiles], dtype=np.int64)
+    raw = np.asarray(level)
+    drawn = np.where(depth[tile_of] > coarse_depth, np.maximum(raw, MAIN), raw).astype(np.int8)
+    return Quadtree(tiles, tile_of, (float(origin[0]), float(origin[1])), float(size), drawn)
 
 
 def box_volume(lo: np.ndarray, hi: np.ndarray) -> list[float]:
@@ -117,7 +133,8 @@ def box_volume(lo: np.ndarray, hi: np.ndarray) -> list[float]:
 
 def tileset_json(tree: Quadtree, content: dict[int, dict], feature_level: np.ndarray,
                  root_transform: np.ndarray, uri: str = "t/{key}.glb") -> dict:
-    """The tileset document.
+    """The tileset document; ``feature_level``: the level each feature is drawn at
+    (``tree.drawn_level``), which sets the distance its tile appears from.
 
     ``content`` maps a tile index to ``{"min": [...], "max": [...]}`` (its content's box in the
     local frame) for every tile with content; tiles with neither content nor content below them

@@ -19,7 +19,7 @@ from tests.tiles.conftest import tileset_tiles
 from tests.tiles.gltf_reader import read_glb
 from tiles.build import build_tileset
 from tiles.placement import Z_UP_TO_Y_UP
-from tiles.style import APPEAR_DISTANCE_M, geometric_error_for_distance
+from tiles.style import APPEAR_DISTANCE_M, COARSE_DEPTH, geometric_error_for_distance
 from twin.domain import SOURCE_APPURTENANCES
 
 
@@ -88,6 +88,19 @@ def test_levels_appear_at_their_distances(demo_tiles):
         classes = {t["class"] for t in glb.json["extensions"]["EXT_structural_metadata"]["propertyTables"]}
         if "node" in classes:  # other fittings: refined into from their appearance distance
             assert parent["geometricError"] == pytest.approx(detail_error, abs=1e-3)
+
+
+def test_sources_are_always_drawn_from_afar(demo_tiles):
+    """Sources outrank every pipe in the coarsest tiles; a feature is never drawn from farther
+    than its level's distance, and only trunk mains may be drawn as mains."""
+    tiles_dir, _ = demo_tiles
+    with np.load(tiles_dir / "manifest-features.npz") as z:
+        level, drawn, tile, seg, keys = z["level"], z["drawn_level"], z["tile"], z["is_segment"], z["tile_keys"]
+    depth = np.array([int(str(k).split("/")[0]) for k in keys])[tile]
+    sources = ~seg & (level == 0)
+    assert sources.any() and (drawn[sources] == 0).all() and (depth[sources] <= COARSE_DEPTH).all()
+    assert (drawn >= level).all() and (drawn[level > 0] == level[level > 0]).all() and (drawn <= 2).all()
+    assert np.array_equal(drawn == 0, (level == 0) & (depth <= COARSE_DEPTH))
 
 
 def test_report_counts_what_was_written(demo_tiles):

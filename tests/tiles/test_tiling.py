@@ -8,9 +8,11 @@ import pytest
 from tests.tiles.conftest import tileset_tiles
 from tiles.style import (
     APPEAR_DISTANCE_M,
+    COARSE_DEPTH,
     DETAIL,
     MAIN,
     MAX_CELL_M,
+    SOURCE_RANK,
     TRUNK,
     geometric_error_for_distance,
 )
@@ -111,3 +113,56 @@ def test_tileset_errors_never_grow_downwards():
         n_content += "content" in tile
     assert n_content == len(content)
     assert doc["geometricError"] >= doc["root"]["geometricError"]
+
+
+def _city(edge_m, n, seed):
+    """A city of ``edge_m``: trunk mains (a fifth, DN600-1200) on a grid of streets, mains and
+    services around them, and a few sources."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0, edge_m, n), rng.uniform(0, edge_m, n)
+    level = rng.choice([TRUNK, MAIN, DETAIL], n, p=[0.2, 0.3, 0.5]).astype(np.int8)
+    rank = np.where(level == TRUNK, rng.choice([600.0, 800.0, 1000.0, 1200.0], n), rng.uniform(20, 500, n))
+    sources = rng.choice(n, 12, replace=False)
+    level[sources], rank[sources] = TRUNK, SOURCE_RANK
+    return x, y, level, rank, rng.permutation(n).astype(np.uint64), sources
+
+
+def _first_view(tree, drawn):
+    """Tiles drawn from 20 km (a feature drawn at the coarsest level) and their features."""
+    least = np.full(len(tree.tiles), 99)
+    np.minimum.at(least, tree.tile_of, drawn)
+    tiles = np.flatnonzero(least == TRUNK)
+    return tiles, int(np.isin(tree.tile_of, tiles).sum())
+
+
+def test_the_coarsest_level_is_bounded_whatever_the_size_of_the_district():
+    capacity = 60
+    bound = sum(4 ** d for d in range(COARSE_DEPTH + 1))  # 21 tiles
+    views = []
+    for edge_m, n in ((12_000.0, 12_000), (48_000.0, 192_000)):  # x16 the network over x16 the area
+        x, y, level, rank, key, sources = _city(edge_m, n, seed=int(edge_m))
+        tree = build_quadtree(x, y, level, rank, tiebreak=key, capacity=capacity)
+        drawn = tree.drawn_level
+        depth = np.array([t.level for t in tree.tiles])[tree.tile_of]
+        # Every feature in exactly one tile: the union of all levels is the network.
+        assert (tree.tile_of >= 0).all()
+        assert np.array_equal(np.sort(np.concatenate([t.features for t in tree.tiles])), np.arange(n))
+        # Drawn at its level in the coarse cells, as a main below them; never dropped, never coarser.
+        assert np.array_equal(drawn, np.where(depth > COARSE_DEPTH, np.maximum(level, MAIN), level))
+        assert (drawn[level == TRUNK] <= MAIN).all() and (drawn[level != TRUNK] == level[level != TRUNK]).all()
+        assert (drawn[sources] == TRUNK).all()  # sources always in the first view
+        tiles, features = _first_view(tree, drawn)
+        assert len(tiles) <= bound and features <= bound * capacity
+        views.append((features, int((drawn == TRUNK).sum()), int((level == TRUNK).sum())))
+        # The tileset: a tile appears from the distance of its least drawn level.
+        content = {i: {"min": np.zeros(3), "max": np.ones(3)} for i, t in enumerate(tree.tiles) if len(t.features)}
+        doc = tileset_json(tree, content, drawn, np.eye(4))
+        far = geometric_error_for_distance(APPEAR_DISTANCE_M[TRUNK])
+        near = geometric_error_for_distance(APPEAR_DISTANCE_M[MAIN])
+        deep = [t for t, _ in tileset_tiles(doc) if "content" in t and int(t["content"]["uri"].split("/")[1]) > COARSE_DEPTH]
+        assert deep and all(t["geometricError"] <= near + 1e-3 for t in deep)
+        assert doc["root"]["geometricError"] == pytest.approx(far, abs=1e-3)
+    (small_view, small_top, small_trunk), (big_view, big_top, big_trunk) = views
+    assert big_trunk > 10 * small_trunk  # the trunk mains grow with the district...
+    assert big_view <= bound * capacity and big_top <= bound * capacity  # ...the first view does not
+    assert small_top < small_trunk  # both districts have trunk mains drawn as mains
