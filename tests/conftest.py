@@ -24,6 +24,48 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
                  "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
 SMALL = DATA / "small"
 
+#: Rough seconds of the longest test modules (setup included; a loaded 2-core machine, `pytest
+#: -n 2 --dist loadfile --durations=0` summed per module). `make test` hands whole modules to two
+#: workers; they are sent longest first (the rest in collection order) so no long module starts
+#: last while the other worker idles. xdist's own reordering (most tests first) would send the
+#: long single-test modules last, so it is switched off. Refresh when a module grows past these.
+MODULE_SECONDS = {
+    "tests/viewer/test_viewer.py": 230,
+    "tests/api/test_schemathesis.py": 225,
+    "tests/viewer/test_edit.py": 100,
+    "tests/twin/test_cli.py": 90,
+    "tests/viewer/test_layout_access.py": 88,
+    "tests/viewer/test_stats_viewer.py": 76,
+    "tests/viewer/test_history.py": 75,
+    "tests/viewer/test_field.py": 72,
+    "tests/api/test_concurrency.py": 68,
+    "tests/twin/test_backup.py": 61,
+    "tests/viewer/test_viewer_phone.py": 50,
+    "tests/analysis/test_segments.py": 45,
+    "tests/viewer/test_criticality_viewer.py": 42,
+    "tests/exchange/test_export.py": 32,
+    "tests/viewer/test_live_viewer.py": 30,
+    "tests/twin/test_store.py": 30,
+    "tests/api/test_live.py": 30,
+    "tests/ingest/test_asbuilt.py": 28,
+    "tests/api/test_workers.py": 28,
+    "tests/viewer/test_first_view.py": 26,
+    "tests/viewer/test_language.py": 24,
+    "tests/tiles/test_cesium.py": 24,
+    "tests/api/test_processes.py": 24,
+    "tests/analysis/test_shutoff.py": 24,
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order made below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first (a stable sort: each module's tests keep their order)."""
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.nodeid.split("::", 1)[0], 0))
+
 
 def drop_schema(settings: TwinSettings) -> None:
     """Drop the settings' schema and everything in it (tests make their own)."""

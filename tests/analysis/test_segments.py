@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -41,6 +42,21 @@ def layers(wn) -> dict[str, pd.DataFrame]:
     }
 
 
+@functools.cache
+def network(name: str) -> tuple[wntr.network.WaterNetworkModel, dict[str, pd.DataFrame]]:
+    """A library network and its (seeded) valve layers, read once for the module's tests."""
+    wn = wntr.network.WaterNetworkModel(str(NETWORKS / f"{name}.inp"))
+    return wn, layers(wn)
+
+
+@functools.cache
+def reference(name: str, kind: str) -> tuple[pd.Series, pd.Series]:
+    """wntr's segments of a network's valve layer (seconds each on Net6): computed once, as the
+    arrays test and the twin test compare with the same reference."""
+    wn, by_kind = network(name)
+    return wntr_reference(wn, by_kind[kind])
+
+
 def test_docstring_line_example():
     node_seg, link_seg, n = segment_labels(np.array([0, 1]), np.array([1, 2]), np.array([1]), np.array([1]), 3)
     assert n == 2 and node_seg.tolist() == [0, 0, 1] and link_seg.tolist() == [0, 1]
@@ -70,13 +86,13 @@ def test_hand_made_segments(links, valves, nodes_expected, links_expected):
 
 @pytest.mark.parametrize("name", ["Net3", "ky10", "Net6"])
 def test_arrays_equal_wntr(name):
-    wn = wntr.network.WaterNetworkModel(str(NETWORKS / f"{name}.inp"))
+    wn, by_kind = network(name)
     node_names = pd.Index(wn.node_name_list)
     link_names = wn.link_name_list
     f = node_names.get_indexer([wn.get_link(n).start_node_name for n in link_names])
     t = node_names.get_indexer([wn.get_link(n).end_node_name for n in link_names])
-    for kind, layer in layers(wn).items():
-        node_ref, link_ref = wntr_reference(wn, layer)
+    for kind, layer in by_kind.items():
+        node_ref, link_ref = reference(name, kind)
         vl = pd.Index(link_names).get_indexer(layer["link"])
         vn = node_names.get_indexer(layer["node"])
         node_seg, link_seg, n = segment_labels(f, t, vl, vn, len(node_names))
@@ -100,9 +116,9 @@ def network_schema(request):
 def test_twin_segments_equal_wntr(network_schema, tmp_path):
     """Import each network with a valve layer through `twin ingest epanet`, then segment the twin."""
     name, settings = network_schema
-    wn = wntr.network.WaterNetworkModel(str(NETWORKS / f"{name}.inp"))
+    _, by_kind = network(name)
     engine = open_twin(settings)
-    for kind, layer in list(layers(wn).items())[1:]:  # the arrays test covers all three layers
+    for kind, layer in list(by_kind.items())[1:]:  # the arrays test covers all three layers
         valves = tmp_path / f"{kind}.csv"
         layer.rename(columns={"link": "pipe"}).to_csv(valves, index=False)
         env = {**os.environ, "TWIN_DB_SCHEMA": settings.db_schema}
@@ -112,7 +128,7 @@ def test_twin_segments_equal_wntr(network_schema, tmp_path):
         assert json.loads(res.stdout)["status"] == "applied"
         model = build_model(engine)
         assert len(model.valves) == len(layer.drop_duplicates())
-        node_ref, link_ref = wntr_reference(wn, layer)
+        node_ref, link_ref = reference(name, kind)
         ours = np.concatenate([model.node_seg, model.link_seg])
         ref = np.concatenate([node_ref.reindex(model.nodes["id"]).to_numpy(),
                               link_ref.reindex(model.links["id"]).to_numpy()])

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -340,7 +341,10 @@ def test_a_client_that_lags_is_dropped_not_the_server() -> None:
         hub = LiveHub(None, "twin")  # type: ignore[arg-type] - no listening in this test
         return [text async for text in sse_events(hub, stream, heartbeat_s=5)]
 
-    texts = asyncio.run(run())
+    # A loop of its own on a thread of its own: the browser tests' Playwright (sync API) keeps an
+    # event loop running on this worker's main thread once a browser test has run.
+    with ThreadPoolExecutor(1) as pool:
+        texts = pool.submit(asyncio.run, run()).result(timeout=60)
     assert texts[0].startswith("retry: 2000\nevent: hello")
     assert texts[1:QUEUE_SIZE + 1] == [f"event {i}" for i in range(QUEUE_SIZE)]
     assert texts[-1].startswith("event: dropped") and len(texts) == QUEUE_SIZE + 2

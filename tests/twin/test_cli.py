@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 import twin.db as twin_db
@@ -27,13 +28,21 @@ def run(*args: str, schema: str | None = None, user: str | None = None) -> subpr
     return subprocess.run([TWIN, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_plugins_add_their_commands():
-    out = run("--help").stdout
+@pytest.fixture(scope="module")
+def top_help() -> str:
+    """`twin --help` (it loads every plugin: seconds), run once for the module's tests."""
+    res = run("--help")
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_plugins_add_their_commands(top_help):
+    out = top_help
     for cmd in ("db", "summary", "ingest", "sample", "asbuilt"):
         assert cmd in out
 
 
-def test_a_command_loads_only_its_own_plugin():
+def test_a_command_loads_only_its_own_plugin(top_help):
     """`twin db ...` loads no plugin and `twin tiles ...` only tiles: wntr (exchange, analysis)
     stays unloaded, so the commands start at once; the top-level help still lists them all."""
     probe = ("import sys; from twin import cli; sys.argv = {argv!r}; cli._load_plugins(); "
@@ -42,7 +51,7 @@ def test_a_command_loads_only_its_own_plugin():
         out = subprocess.run([sys.executable, "-c", probe.format(argv=argv)], capture_output=True, text=True,
                              timeout=120, check=True).stdout.strip()
         assert out == f"{groups} False", out
-    assert "export" in run("--help").stdout and "Usage" in run("nope").stderr
+    assert "export" in top_help and "Usage" in run("nope").stderr
 
 
 def test_db_commands_are_idempotent(twin_settings):
