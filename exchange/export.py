@@ -26,8 +26,6 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from exchange.cjj61 import survey_tables, write_cjj61
-from exchange.dxf import write_dxf
-from exchange.epanet import write_inp
 from exchange.gis import GIS_FORMATS, write_gis
 from exchange.network import Selection, parse_at, parse_bbox, parse_utility, read_layer
 from twin.db import twin_srid
@@ -94,10 +92,16 @@ def _write(conn: sa.Connection, out: Path, fmt: str, sel: Selection, xlsx: bool,
     if fmt in GIS_FORMATS:
         files, names = write_gis(out, fmt, layers, srid)
         return files, counts, ({"field_names": names} if names else {})
+    # DXF and EPANET load their libraries (ezdxf, wntr: a second or two) only when asked for, so
+    # a GIS or CJJ 61 export, and the `twin export` command's start, do without them.
     if fmt == "dxf":
+        from exchange.dxf import write_dxf
+
         return write_dxf(out, layers["points"], layers["segments"]), counts, {}
     extra = {k: read_layer(conn, kind, sel, geometry=False)
              for k, kind in (("valves", "valve"), ("sources", "source"), ("customers", "customer"))}
+    from exchange.epanet import write_inp
+
     files, assumed = write_inp(out, layers["points"], layers["segments"], **extra)
     return files, {k: v for k, v in assumed.items() if k in ("junctions", "pipes", "valves")}, assumed
 
