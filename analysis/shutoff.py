@@ -10,7 +10,8 @@ the valves, not a pass over the pipes.
 
 :func:`shutoff` is the entry point for callers holding a database: it checks the request
 against the twin (unknown pipe, drainage pipe, point far from any pipe) and keeps one model
-per twin in memory, rebuilt when the network's fingerprint changes.
+per twin in memory, rebuilt when the network's fingerprint changes, and on disk
+(:mod:`analysis.model_store`) so that other workers and commands load it instead of building it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import sqlalchemy as sa
 
+from analysis.model_store import ModelStore
 from analysis.segments import IsolationModel, build_model, network_fingerprint
 from analysis.shutdown_valves import reliability
-from twin.db import twin_srid
+from twin.db import engine_settings, twin_srid
 from twin.domain import GRAVITY_UTILITIES, PRESSURISED_UTILITIES, UTILITIES, name_zh
 from twin.errors import InputError, NotFound
 from twin.jsonable import plain
@@ -242,7 +244,8 @@ def cached_model(engine: sa.Engine) -> IsolationModel:
     """The isolation model of this twin, rebuilt only when its change marks have moved.
 
     Only a rebuild takes the lock: concurrent shutoffs on an unchanged network do not queue
-    behind each other's look-up of the change mark.
+    behind each other's look-up of the change mark. A rebuild first looks for the model of
+    this state of the twin on disk (built by another worker or command).
     """
     with engine.connect() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
@@ -254,9 +257,32 @@ def cached_model(engine: sa.Engine) -> IsolationModel:
         with _lock:
             model = _cache.get(key)
             if model is None or model.fingerprint != fingerprint:
-                model = build_model(conn)
+                model = _fresh_model(engine)
                 _cache[key] = model
             return model
+
+
+#: What the cached model covers (the store's folder names carry it).
+_COVERS = "pressurised:" + ",".join(sorted(PRESSURISED_UTILITIES))
+
+
+def _fresh_model(engine: sa.Engine) -> IsolationModel:
+    """The model of the twin's current state: from the store when one is there, else built
+    (and stored). One snapshot: the change mark it is filed under is the one of what it read."""
+    settings = engine_settings(engine)
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        if settings is None:  # an engine not made by twin.db: no place to keep it
+            return build_model(conn)
+        store = ModelStore(settings.model_dir or settings.data_dir / "models")
+        name = store.name(conn, _COVERS)
+        model = store.load(name)
+        if model is None:
+            with store.building(name):
+                model = store.load(name)  # built by another process while this one waited
+                if model is None:
+                    model = build_model(conn)
+                    store.save(name, model)
+        return model
 
 
 def pipe_at(conn: sa.Connection, x: float, y: float, max_distance_m: float = 25.0) -> tuple[str, float]:

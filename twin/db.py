@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,7 +30,7 @@ from twin.settings import TwinSettings
 
 __all__ = [
     "make_engine", "upgrade", "open_twin", "current_revision", "FEATURE_TABLES", "twin_srid",
-    "CHANGE_MARK_SQL", "change_mark", "twin_id", "app_role", "unlimited_statements",
+    "CHANGE_MARK_SQL", "change_mark", "twin_id", "app_role", "unlimited_statements", "engine_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,18 @@ def make_engine(settings: TwinSettings, *, admin: bool = False, statement_timeou
         _password_from_file(engine, local_cluster(settings))
     if timeout_ms:
         _limit_statements(engine, timeout_ms)
+    _OPENED_WITH[engine] = settings
     return engine
+
+
+#: The settings each engine was made with (see :func:`engine_settings`).
+_OPENED_WITH: weakref.WeakKeyDictionary[Engine, TwinSettings] = weakref.WeakKeyDictionary()
+
+
+def engine_settings(engine: Engine) -> TwinSettings | None:
+    """The settings :func:`make_engine` made ``engine`` with (None for an engine made otherwise):
+    where code that is handed only an engine keeps what it derives from the twin (its data dir)."""
+    return _OPENED_WITH.get(engine)
 
 
 def _password_from_file(engine: Engine, cluster: Cluster) -> None:

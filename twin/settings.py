@@ -77,6 +77,11 @@ class TwinSettings(BaseSettings):
         description="CSV of expected service life by material (dig-site hazards); the shipped table when unset.",
     )
     tiles_dir: Path | None = Field(default=None, description="Folder of the 3D tileset; data_dir/tiles when unset.")
+    model_dir: Path | None = Field(
+        default=None,
+        description="Folder of the stored shutoff models (one per state of the twin, the latest kept); "
+        "data_dir/models when unset.",
+    )
     dask_scheduler: str | None = Field(
         default=None,
         description="Address of a dask.distributed scheduler (tcp://host:8786) that runs tile builds and "
