@@ -9,18 +9,24 @@ Run with ``make bench`` (or ``.venv/bin/python bench/ingest.py [--scale S]``). I
 3. in the same run, loads the same segment rows as plain 2D lines with ``ogr2ogr``
    (GDAL's PostgreSQL driver with PG_USE_COPY) as the reference (issue 18's), and both tables as
    the twin keeps them (every column, 3D, the keys a network needs) as a fuller one,
-4. prints the figures and the ratio and appends them to ``bench/RESULTS.md``.
+4. measures the database's own share of the twin's import, the floor no check can go under:
+   the node and segment rows the import wrote, COPYed back in binary into tables of the same
+   columns, indexed as the twin is, analysed and committed in one transaction; and the same
+   with the indexes built after a commit on two connections at once (both cores),
+5. prints the figures and the ratio and appends them to ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
+from ingest.load import BUILD_SETTINGS  # noqa: E402
 from twin.db import make_engine  # noqa: E402
 from twin.pgcluster import database_url  # noqa: E402
 from twin.settings import get_settings  # noqa: E402
@@ -37,6 +44,8 @@ from twin.settings import get_settings  # noqa: E402
 BIN = Path(sys.executable).parent
 SCHEMA = "bench_ingest"
 OGR_SCHEMA = "bench_ogr"
+FLOOR_SCHEMA = "bench_floor"
+FLOOR_TABLES = ("node", "segment")
 
 
 def _drop(schema: str) -> None:
@@ -110,6 +119,84 @@ def _ogr_full(pg: str, points: Path, segments: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _pg_floor() -> tuple[float, float, float]:
+    """The database's share of the import of the twin in ``SCHEMA`` (just loaded): its node and
+    segment rows COPYed back in binary into tables of the same columns, with the twin's indexes
+    and keys built, analysed and committed: (seconds in one transaction, as an import runs;
+    seconds with the indexes built after a commit on two connections at once; seconds of that
+    one's COPY and commit alone). No check, no
+    derived valves or customers, no batch record: a floor, not an import."""
+    settings = get_settings(db_schema=SCHEMA)
+    engine = make_engine(settings, admin=True)
+    dumps, indexes = {}, {}
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            for t in FLOOR_TABLES:
+                sink = io.BytesIO()
+                with cur.copy(f"COPY {SCHEMA}.{t} TO STDOUT (FORMAT binary)") as copy:
+                    for block in copy:
+                        sink.write(block)
+                dumps[t] = sink.getvalue()
+                cur.execute("SELECT indexdef, pg_relation_size(format('%%I.%%I', schemaname, indexname)) "
+                            "FROM pg_indexes WHERE schemaname = %s AND tablename = %s", (SCHEMA, t))
+                indexes[t] = [(d.replace(f" ON {SCHEMA}.", f" ON {FLOOR_SCHEMA}."), size)
+                              for d, size in cur.fetchall()]
+    settings_sql = [f"SET LOCAL {k} = '{v}'" for k, v in BUILD_SETTINGS.items()]
+
+    def fresh() -> None:
+        _drop(FLOOR_SCHEMA)
+        with engine.begin() as conn:
+            for t in FLOOR_TABLES:
+                conn.execute(sa.text(f"CREATE TABLE {FLOOR_SCHEMA}.{t} (LIKE {SCHEMA}.{t})"))
+
+    def copy_in(cur) -> None:
+        for t in FLOOR_TABLES:
+            with cur.copy(f"COPY {FLOOR_SCHEMA}.{t} FROM STDIN (FORMAT binary)") as copy:
+                data = memoryview(dumps[t])
+                for at in range(0, len(data), 1 << 20):
+                    copy.write(data[at:at + (1 << 20)])
+
+    def build(statements: list[str]) -> None:
+        for sql in statements:  # each committed alone: two builders never wait on each other's locks
+            with engine.begin() as conn:
+                for setting in settings_sql:
+                    conn.execute(sa.text(setting))
+                conn.execute(sa.text(sql))
+
+    fresh()
+    t0 = time.perf_counter()
+    with engine.begin() as conn, conn.connection.driver_connection.cursor() as cur:
+        for sql in settings_sql:
+            cur.execute(sql)
+        copy_in(cur)
+        for t in FLOOR_TABLES:
+            for definition, _ in indexes[t]:
+                cur.execute(definition)
+            cur.execute(f"ANALYZE {FLOOR_SCHEMA}.{t}")
+    serial = time.perf_counter() - t0
+
+    fresh()
+    t0 = time.perf_counter()
+    with engine.begin() as conn, conn.connection.driver_connection.cursor() as cur:
+        copy_in(cur)
+    copied = time.perf_counter() - t0
+    shares: list[list[str]] = [[], []]
+    loads = [0, 0]
+    for definition, size in sorted((i for t in FLOOR_TABLES for i in indexes[t]), key=lambda i: -i[1]):
+        k = loads.index(min(loads))  # the largest index to the connection with the least to build
+        shares[k].append(definition)
+        loads[k] += size
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(build, shares))
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(build, [[f"ANALYZE {FLOOR_SCHEMA}.{t}"] for t in FLOOR_TABLES]))
+    parallel = time.perf_counter() - t0
+    _drop(FLOOR_SCHEMA)
+    engine.dispose()
+    return serial, parallel, copied
+
+
 def _twin_ingest(points: Path, segments: Path) -> tuple[float, float, float, dict]:
     """``twin ingest survey`` in a child process into a fresh schema: wall seconds, the child's
     CPU seconds, its peak RSS (MiB) and the report."""
@@ -162,6 +249,10 @@ def main() -> None:
     stages = report["seconds"]
     print(f"PipeTwin: {twin_s:.1f} s, {n_seg / twin_s:,.0f} segments/s, peak {peak_mib:,.0f} MiB, "
           f"CPU {cpu_s:.1f} s (stages {stages}, warnings {report['warning_count']})", flush=True)
+    floor_s, floor2_s, copy_s = _pg_floor()
+    print(f"the database's share alone (the twin's rows COPYed back, its indexes, one transaction): "
+          f"{floor_s:.1f} s; indexes on two connections after a commit: {floor2_s:.1f} s (COPY + commit "
+          f"{copy_s:.1f} s)", flush=True)
     small = ""
     if args.small_scale:
         folder = args.out / f"scale{args.small_scale:g}"
@@ -210,6 +301,11 @@ def main() -> None:
                 f"- fuller reference, ogr2ogr loading both tables as the twin keeps them (every column, 3D "
                 f"points and lines, 2D GiST, unique point ids, the end ids indexed): {full_s:.1f} s; "
                 f"ratio **{full:.2f}**\n"
+                f"- the database's share alone, the floor no check goes under (the twin's node and segment "
+                f"rows COPYed back in binary into tables of the same columns, the twin's indexes and keys, "
+                f"ANALYZE, one transaction): {floor_s:.1f} s = {ogr_s / floor_s:.2f}x the 2D reference's speed; "
+                f"with the indexes built after a commit on two connections at once: {floor2_s:.1f} s = "
+                f"{ogr_s / floor2_s:.2f}x (its COPY + commit {copy_s:.1f} s)\n"
             )
 
 
