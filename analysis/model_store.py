@@ -59,6 +59,9 @@ class ModelStore:
     """Stored shutoff models under ``root`` (``TWIN_MODEL_DIR``, or ``data_dir/models``)."""
 
     root: Path
+    #: How long to wait for another process's build before building here too (a builder that
+    #: hangs, or a command stopped with ^Z, must not keep a server's shutoffs waiting).
+    wait_s: float = 120.0
 
     def name(self, conn: sa.Connection, covers: str) -> str:
         """The folder name of the state ``conn`` sees of its twin: ``<twin>-<state>``."""
@@ -133,11 +136,15 @@ class ModelStore:
             yield
             return
         with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            held = _wait_for(lock, self.wait_s)
+            if not held:
+                log.warning("the shutoff model of %s is being built by another process for more than %g s: "
+                            "building it here too", name, self.wait_s)
             try:
                 yield
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                if held:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _prune(self, keep: str) -> None:
         twin = keep.split("-", 1)[0]
@@ -154,6 +161,19 @@ class ModelStore:
                     path.unlink()
             except OSError:  # (another process pruned it first)
                 continue
+
+
+def _wait_for(lock, seconds: float) -> bool:
+    """Take the exclusive lock on the open file ``lock`` within ``seconds``; whether it was taken."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def _digest(*parts: object) -> str:

@@ -141,3 +141,18 @@ def test_processes_started_together_build_the_model_once(stored):
     assert sorted("read_s" in r for r in results) == [False, True], results
     assert ["load_s"] in results
     assert [f.name for f in _folders(settings)] == [name]
+
+
+def test_a_builder_that_hangs_does_not_keep_others_waiting(tmp_path, caplog):
+    """A process stuck while it builds (a command stopped with ^Z) holds the lock: another one
+    builds too after ``wait_s`` instead of waiting for ever."""
+    store = ModelStore(tmp_path, wait_s=0.4)
+    with ModelStore(tmp_path).building("abc-1"):  # a second open file: the lock is really contended
+        t0 = time.monotonic()
+        with store.building("abc-1"):
+            waited = time.monotonic() - t0
+    assert 0.4 <= waited < 5
+    assert "building it here too" in caplog.text
+    t0 = time.monotonic()
+    with store.building("abc-1"):  # free again: taken at once
+        assert time.monotonic() - t0 < 0.3
