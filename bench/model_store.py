@@ -97,7 +97,7 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
+        with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
             f.write(f"\n## Stored shutoff model ({dt.datetime.now():%Y-%m-%d %H:%M}, `bench/model_store.py`)\n\n"
                     f"- machine: {machine()}\n" + "\n".join(lines) + "\n")
 
