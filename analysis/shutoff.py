@@ -247,19 +247,19 @@ def cached_model(engine: sa.Engine) -> IsolationModel:
     behind each other's look-up of the change mark. A rebuild first looks for the model of
     this state of the twin on disk (built by another worker or command).
     """
-    with engine.connect() as conn:
+    with engine.connect() as conn:  # (given back before a rebuild, which reads on a snapshot of its own)
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
         key = (engine.url.render_as_string(hide_password=True), str(schema))
         fingerprint = network_fingerprint(conn)
+    model = _cache.get(key)
+    if model is not None and model.fingerprint == fingerprint:
+        return model
+    with _lock:
         model = _cache.get(key)
-        if model is not None and model.fingerprint == fingerprint:
-            return model
-        with _lock:
-            model = _cache.get(key)
-            if model is None or model.fingerprint != fingerprint:
-                model = _fresh_model(engine)
-                _cache[key] = model
-            return model
+        if model is None or model.fingerprint != fingerprint:
+            model = _fresh_model(engine)
+            _cache[key] = model
+        return model
 
 
 #: What the cached model covers (the store's folder names carry it).
