@@ -100,9 +100,10 @@ def scan(
     dask: Annotated[bool | None, typer.Option("--dask/--no-dask", help="Scan by partitions on a Dask cluster: "
                                               "TWIN_DASK_SCHEDULER's, else a LocalCluster (default: when "
                                               "TWIN_DASK_SCHEDULER is set).")] = None,
-    partition_m: Annotated[float | None, typer.Option("--partition-m", min=1.0, help="With a cluster: width of "
-                                                      "the square partitions (m; default: ~150,000 segments "
-                                                      "each, at least 4 per worker).")] = None,
+    partition_m: Annotated[float | None, typer.Option("--partition-m", min=1.0, help="Width of the square "
+                                                      "partitions (m; default: ~150,000 segments each, at "
+                                                      "least 4 per worker); without a cluster they are "
+                                                      "scanned here one at a time.")] = None,
 ) -> None:
     """Hard clashes, duplicates and clearance violations across the whole live network."""
     settings = get_settings()

@@ -58,7 +58,7 @@ from analysis.network import Network, line_vertices
 from analysis.pieces import Pieces, candidate_pairs, combine, first_findings
 from twin.arrow import copy_table
 from twin.dask import Cluster, run_tasks, using_cluster, worker_count
-from twin.db import make_engine, twin_srid
+from twin.db import engine_settings, make_engine, twin_srid
 from twin.domain import STATUSES
 from twin.errors import DatabaseError, InputError
 from twin.schema import names
@@ -325,14 +325,17 @@ def scan_network(
     LocalCluster) or False; None uses one when ``TWIN_DASK_SCHEDULER`` names it. On a cluster
     the network is cut into square partitions (``partition_m`` wide; by default about
     150,000 segments or four per worker), each read and scanned by a worker with an overlap
-    wide enough for every pair a rule could judge; the result is the same.
+    wide enough for every pair a rule could judge; the result is the same. Without a cluster, a
+    network of more than ``TWIN_SCAN_PARTITION_ABOVE`` segments (or any, when ``partition_m``
+    is given) is scanned by the same partitions in this process, one at a time: the memory of a
+    partition instead of the whole network's.
 
     Returns ``segments``, ``pieces``, ``candidate_pairs``, ``include``, the ``collision`` and
     ``clearance`` reports (as their ``as_dict`` with ``truncated``: clashes, near misses and
     clearance findings each carry ``verdict``, ``measured_m``, ``required_m``,
     ``uncertainty_m``; the clearance report lists ``uncertain`` and ``no_rule`` findings apart),
     ``verdicts`` (counts of violation, uncertain and no_rule over both), ``workers`` and
-    ``timings_s`` (load, candidates, collision, clearance, analyses_wall, total; on a cluster
+    ``timings_s`` (load, candidates, collision, clearance, analyses_wall, total; by partitions
     load, partitions, merge, total, and ``partitions``).
     """
     return _scan(engine, include=include, rules=rules, settings=settings, limit=limit, progress=progress,
@@ -369,10 +372,28 @@ def _scan(
     with using_cluster(settings, cluster) as client:
         if client is not None:
             table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, settings, db=engine)
-            return _scan_on_cluster(engine, client, settings, statuses, table, limit, partition_m, report,
-                                    tabulate)
+            return _scan_by_partitions(engine, _on_cluster(client), max(worker_count(client), 1), settings,
+                                       statuses, table, limit, partition_m, report, tabulate)
+    own = settings or engine_settings(engine)
+    if own is not None and (partition_m is not None or _more_segments(engine, statuses, own.scan_partition_above)):
+        # Too large to hold at once (about 2.5 GiB a million segments): a partition at a time here.
+        table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, own, db=engine)
+        with _cyclic_gc_paused():
+            return _scan_by_partitions(engine, _here, 1, own, statuses, table, limit, partition_m, report,
+                                       tabulate)
     with _cyclic_gc_paused():
         return _scan_here(engine, statuses, rules, settings, limit, report, workers, tabulate)
+
+
+def _more_segments(engine: sa.Engine, statuses: list[str], limit: int) -> bool:
+    """Whether a scan would read more than ``limit`` segments of these statuses: counted only when
+    the planner's estimate of the whole table (every status; kept by ANALYZE) is above it."""
+    with engine.connect() as conn:
+        estimate = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = 'segment'::regclass")).scalar()
+        if estimate is not None and 0 <= estimate <= limit:
+            return False
+        return int(conn.execute(sa.text("SELECT count(*) FROM current_segment WHERE status = ANY(:st)"),
+                                {"st": statuses}).scalar()) > limit
 
 
 @contextlib.contextmanager
@@ -605,17 +626,34 @@ def _segment_cells(grid: _Grid, net: Network) -> np.ndarray:
     return np.where(nv > 0, grid.cell_of(first[:, 0], first[:, 1]), -1)
 
 
-def _scan_on_cluster(engine: sa.Engine, client: object, settings: TwinSettings | None, statuses: list[str],
-                     table: pd.DataFrame, limit: int | None, partition_m: float | None, report: Progress,
-                     tabulate: bool) -> tuple[dict, pa.Table | None]:
-    """:func:`scan_network` by partitions on a Dask cluster (see the comment above); every finding as a
-    table too with ``tabulate``."""
+#: run(fn, jobs, *args, done=): ``fn(job, *args)`` for every job, the results as they finish.
+Runner = Callable[..., list]
+
+
+def _on_cluster(client: object) -> Runner:
+    """The partitions' runner on a Dask cluster."""
+    return lambda fn, jobs, *args, done: run_tasks(client, fn, jobs, *args, done=done)
+
+
+def _here(fn: Callable[..., dict], jobs: Iterable[Any], *args: Any, done: Callable[[dict], None]) -> list[dict]:
+    """The partitions' runner in this process, one after another: one partition's arrays held at a time."""
+    out = []
+    for job in jobs:
+        out.append(fn(job, *args))
+        done(out[-1])
+    return out
+
+
+def _scan_by_partitions(engine: sa.Engine, run: Runner, n_workers: int, settings: TwinSettings | None,
+                        statuses: list[str], table: pd.DataFrame, limit: int | None, partition_m: float | None,
+                        report: Progress, tabulate: bool) -> tuple[dict, pa.Table | None]:
+    """:func:`scan_network` by partitions (see the comment above), on a Dask cluster or here
+    (``run``); every finding as a table too with ``tabulate``."""
     if settings is None:
         raise InputError("a scan on a cluster needs the twin's settings: its workers read the twin",
                          zh="集群扫描需要孪生库的设置：其工作进程读取孪生库数据")
     t0 = time.perf_counter()
     report(2, "cutting the network into partitions")
-    n_workers = max(worker_count(client), 1)
     grid, n = _grid(engine, statuses, table, partition_m, n_workers)
     cells = grid.nx * grid.ny
     t1 = time.perf_counter()
@@ -626,7 +664,7 @@ def _scan_on_cluster(engine: sa.Engine, client: object, settings: TwinSettings |
         done.append(part)
         report(5 + int(85 * len(done) / cells), f"{len(done):,} of {cells:,} partitions scanned")
 
-    parts = run_tasks(client, _scan_partition, range(cells), settings, statuses, table, grid, done=heard)
+    parts = run(_scan_partition, range(cells), settings, statuses, table, grid, done=heard)
     t2 = time.perf_counter()
     report(92, "merging the partitions")
     clash, clear = _merged(parts, str(table.attrs.get("path", "")))
