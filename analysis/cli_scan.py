@@ -103,7 +103,7 @@ def scan(
     partition_m: Annotated[float | None, typer.Option("--partition-m", min=1.0, help="Width of the square "
                                                       "partitions (m; default: ~150,000 segments each, at "
                                                       "least 4 per worker); without a cluster they are "
-                                                      "scanned here one at a time.")] = None,
+                                                      "scanned on two processes here.")] = None,
 ) -> None:
     """Hard clashes, duplicates and clearance violations across the whole live network."""
     settings = get_settings()

@@ -28,10 +28,11 @@ import gc
 import logging
 import math
 import multiprocessing as mp
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, fields, replace
 from itertools import groupby
 from operator import attrgetter
@@ -327,8 +328,9 @@ def scan_network(
     150,000 segments or four per worker), each read and scanned by a worker with an overlap
     wide enough for every pair a rule could judge; the result is the same. Without a cluster, a
     network of more than ``TWIN_SCAN_PARTITION_ABOVE`` segments (or any, when ``partition_m``
-    is given) is scanned by the same partitions in this process, one at a time: the memory of a
-    partition instead of the whole network's.
+    is given) is scanned by the same partitions on ``workers`` spawned processes of this machine
+    (one a core; one at a time in this process with ``workers=1``): the memory of a partition
+    instead of the whole network's.
 
     Returns ``segments``, ``pieces``, ``candidate_pairs``, ``include``, the ``collision`` and
     ``clearance`` reports (as their ``as_dict`` with ``truncated``: clashes, near misses and
@@ -378,9 +380,10 @@ def _scan(
     if own is not None and (partition_m is not None or _more_segments(engine, statuses, own.scan_partition_above)):
         # Too large to hold at once (about 2.5 GiB a million segments): a partition at a time here.
         table = rules if isinstance(rules, pd.DataFrame) else load_clearance_rules(rules, own, db=engine)
+        processes = _processes(workers)
         with _cyclic_gc_paused():
-            return _scan_by_partitions(engine, _here, 1, own, statuses, table, limit, partition_m, report,
-                                       tabulate)
+            return _scan_by_partitions(engine, _in_processes(processes) if processes > 1 else _here, processes,
+                                       own, statuses, table, limit, partition_m, report, tabulate)
     with _cyclic_gc_paused():
         return _scan_here(engine, statuses, rules, settings, limit, report, workers, tabulate)
 
@@ -642,6 +645,35 @@ def _here(fn: Callable[..., dict], jobs: Iterable[Any], *args: Any, done: Callab
         out.append(fn(job, *args))
         done(out[-1])
     return out
+
+
+def _processes(workers: int) -> int:
+    """Processes that scan partitions here at once: ``workers``, at most one a core, and one in a
+    daemonic process (which may not have children)."""
+    if mp.current_process().daemon:
+        return 1
+    return max(1, min(workers, os.cpu_count() or 1))
+
+
+def _in_processes(processes: int) -> Runner:
+    """The partitions' runner on ``processes`` child processes of this machine (spawned: a server's
+    threads are not forked), one partition each at a time."""
+
+    def run(fn: Callable[..., dict], jobs: Iterable[Any], *args: Any, done: Callable[[dict], None]) -> list[dict]:
+        out = []
+        with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(fn, job, *args) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    out.append(future.result())
+                    done(out[-1])
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        return out
+
+    return run
 
 
 def _scan_by_partitions(engine: sa.Engine, run: Runner, n_workers: int, settings: TwinSettings | None,

@@ -1,11 +1,11 @@
-"""Whole-network scan in bounded memory: by partitions in this process against the whole network at once.
+"""Whole-network scan in bounded memory: by partitions on processes here against the whole network at once.
 
 ``.venv/bin/python bench/scan_partitions.py [--schema bench_3m]`` on an ingested twin (default
 ``bench_ingest``, the 1M district of ``bench/ingest.py``). Each scan runs in a child process, as
 ``twin analyze scan --no-store`` does (findings not stored): the whole network at once (the
 reference: what a network below ``TWIN_SCAN_PARTITION_ABOVE`` gets), then by partitions here,
-one at a time (what a larger one gets). Prints wall seconds, peak RSS (the child's, and its
-forked clearance child's for the whole scan) and whether the counts agree; appends them to
+on two child processes, a partition each at a time (what a larger one gets). Prints wall seconds, peak RSS (the child's, and its
+forked clearance child's or its partition processes') and whether the counts agree; appends them to
 ``bench/RESULTS.md``.
 """
 
@@ -37,6 +37,7 @@ wall = time.perf_counter() - t0
 rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({"seconds": wall, "rss_mib": rss / 1024, "segments": r["segments"],
                   "pairs": r["candidate_pairs"], "verdicts": r["verdicts"], "partitions": r.get("partitions"),
+                  "workers": r["workers"],
                   "timings": r["timings_s"]}))
 """
 
@@ -64,8 +65,9 @@ def main() -> None:
         f"- twin `{args.schema}`: {whole['segments']:,} segments, {whole['pairs']:,} candidate pairs, "
         f"verdicts {whole['verdicts']}",
         f"- the whole network at once (the reference; clearance forked beside collision): "
-        f"**{whole['seconds']:.1f} s**, peak RSS {whole['rss_mib']:,.0f} MiB (the larger process) {whole['timings']}",
-        f"- by partitions here, one at a time ({parts['partitions']} partitions): **{parts['seconds']:.1f} s** "
+        f"**{whole['seconds']:.1f} s**, peak RSS {whole['rss_mib']:,.0f} MiB (the largest process) {whole['timings']}",
+        f"- by partitions here, {parts['workers']} processes a partition each at a time ({parts['partitions']} "
+        f"partitions): **{parts['seconds']:.1f} s** "
         f"(x{parts['seconds'] / whole['seconds']:.2f} the time), peak RSS **{parts['rss_mib']:,.0f} MiB** "
         f"(x{parts['rss_mib'] / whole['rss_mib']:.2f}) {parts['timings']}; same counts: {same}",
     ]

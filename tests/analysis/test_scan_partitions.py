@@ -24,7 +24,7 @@ def test_partitions_here_equal_the_whole_scan(twin_engine, twin_settings, single
     got, table = scan_findings(twin_engine, settings=twin_settings, cluster=False, partition_m=CELL_M,
                                progress=lambda p, m: heard.append((p, m)))
     whole, whole_table = single
-    assert got["partitions"] >= 16 and got["workers"] == 1
+    assert got["partitions"] >= 16 and got["workers"] == 2  # two child processes, a partition each at a time
     assert whole["collision"]["counts"]["hard"] > 0 and whole["clearance"]["counts"]["vertical"] > 0
     assert _without_timings(got) == _without_timings(whole)
     # every finding the store would write, the same
@@ -36,8 +36,8 @@ def test_partitions_here_equal_the_whole_scan(twin_engine, twin_settings, single
 
 def test_a_network_above_the_setting_is_scanned_by_partitions(twin_engine, twin_settings, single):
     small = twin_settings.model_copy(update={"scan_partition_above": 1_000})  # the demo has ~1,500 segments
-    got = scan_network(twin_engine, settings=small, cluster=False, limit=5)
-    assert got["partitions"] >= 4
+    got = scan_network(twin_engine, settings=small, cluster=False, limit=5, workers=1)
+    assert got["partitions"] >= 4 and got["workers"] == 1  # one at a time in this process
     whole = single[0]
     assert got["verdicts"] == whole["verdicts"] and got["candidate_pairs"] == whole["candidate_pairs"]
     assert got["collision"]["clashes"] == whole["collision"]["clashes"][:5]
