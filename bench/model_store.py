@@ -19,7 +19,6 @@ Prints the figures and appends them to ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine  # noqa: E402
+from bench.machine import report  # noqa: E402
 
 CHILD = """
 import json, resource, time
@@ -95,11 +94,7 @@ def main() -> None:
         f"{own_wall:.2f} s until both have it (process start included); from the filled store (a restart) **{restart_wall:.2f} s** "
         f"({own_wall / restart_wall:.1f}x); sharing an empty store {shared_wall:.2f} s ({' + '.join(kinds)})",
     ]
-    print("\n".join(lines))
-    if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
-            f.write(f"\n## Stored shutoff model ({dt.datetime.now():%Y-%m-%d %H:%M}, `bench/model_store.py`)\n\n"
-                    f"- machine: {machine()}\n" + "\n".join(lines) + "\n")
+    report("Stored shutoff model", "bench/model_store.py", lines, record=not args.no_record)
 
 
 if __name__ == "__main__":

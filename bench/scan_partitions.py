@@ -12,7 +12,6 @@ forked clearance child's or its partition processes') and whether the counts agr
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine  # noqa: E402
+from bench.machine import report  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
@@ -71,11 +70,7 @@ def main() -> None:
         f"(x{parts['seconds'] / whole['seconds']:.2f} the time), peak RSS **{parts['rss_mib']:,.0f} MiB** "
         f"(x{parts['rss_mib'] / whole['rss_mib']:.2f}) {parts['timings']}; same counts: {same}",
     ]
-    print("\n".join(lines))
-    if not args.no_record:
-        with (ROOT / "bench" / "RESULTS.md").open("a", encoding="utf-8") as f:
-            f.write(f"\n## Scan by partitions here ({dt.datetime.now():%Y-%m-%d %H:%M}, `bench/scan_partitions.py`)\n\n"
-                    f"- machine: {machine()}\n" + "\n".join(lines) + "\n")
+    report("Scan by partitions here", "bench/scan_partitions.py", lines, record=not args.no_record)
 
 
 if __name__ == "__main__":
